@@ -1,0 +1,163 @@
+package dfaas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Agent runs the control loop of one node: every tick it samples the load,
+// forecasts demand, advertises its state, plans over the peers' adverts and
+// applies the plan to the proxy.
+//
+// An Agent is safe for concurrent use; Tick and Run serialise on an internal
+// lock. The Agent does not own its collaborators: close them after Run
+// returns.
+type Agent struct {
+	cfg        Config
+	overlay    Overlay
+	monitor    Monitor
+	forecaster Forecaster
+	balancer   Balancer
+	proxy      ProxyDriver
+	log        *slog.Logger
+
+	tickMu sync.Mutex // serialises ticks
+	seq    uint64
+
+	mu     sync.Mutex // guards status
+	status Status
+}
+
+// Status is a snapshot of the Agent's progress.
+type Status struct {
+	Ticks     uint64    // ticks run
+	Failures  uint64    // ticks that returned an error
+	LastTick  time.Time // start of the latest tick
+	LastErr   error     // error of the latest tick, nil if it succeeded
+	Peers     int       // live peer adverts at the latest tick
+	LastState State
+	LastPlan  Plan
+}
+
+// NewAgent checks cfg and composes an Agent from its five collaborators,
+// all required.
+func NewAgent(cfg Config, o Overlay, m Monitor, f Forecaster, b Balancer, p ProxyDriver) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if o == nil || m == nil || f == nil || b == nil || p == nil {
+		return nil, fmt.Errorf("%w: nil collaborator", ErrInvalidConfig)
+	}
+	cfg = cfg.withDefaults()
+	return &Agent{
+		cfg: cfg, overlay: o, monitor: m, forecaster: f, balancer: b, proxy: p,
+		log: cfg.Logger.With("node", string(o.Self())),
+		// Start above every sequence number a previous run could have used.
+		seq: uint64(cfg.Now().UnixNano()),
+	}, nil
+}
+
+// Status returns a snapshot of the Agent's progress.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.status
+}
+
+// Run ticks at once, then every Interval and early on any Trigger of the
+// collaborators, until ctx ends. A failed tick is logged and counted; the
+// loop goes on. Run returns nil when ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	var triggers [3]<-chan struct{}
+	for i, c := range []any{a.overlay, a.monitor, a.proxy} {
+		if t, ok := c.(Trigger); ok {
+			triggers[i] = t.Trigger()
+		}
+	}
+	ticker := time.NewTicker(a.cfg.Interval)
+	defer ticker.Stop()
+	var last time.Time
+	for {
+		if err := a.Tick(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("control tick failed", "err", err)
+		}
+		last = time.Now()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		case <-triggers[0]:
+		case <-triggers[1]:
+		case <-triggers[2]:
+		}
+		if wait := a.cfg.Holdoff - time.Since(last); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// Tick runs one control tick: Sample, Forecast, Publish, Plan, Apply. A
+// failed Publish does not stop the tick: the node still plans on what it
+// knows. Tick returns the first error that made it stop, or the Publish error.
+func (a *Agent) Tick(ctx context.Context) error {
+	a.tickMu.Lock()
+	defer a.tickMu.Unlock()
+	now := a.cfg.Now()
+	state, plan, peers, err := a.tick(ctx, now)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.status.Ticks++
+	a.status.LastTick = now
+	a.status.LastErr = err
+	if err != nil {
+		a.status.Failures++
+	}
+	if state.Functions != nil {
+		a.status.LastState = state
+		a.status.Peers = peers
+	}
+	if plan.Functions != nil {
+		a.status.LastPlan = plan
+	}
+	return err
+}
+
+func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, int, error) {
+	sample, err := a.monitor.Sample(ctx)
+	if err != nil {
+		return State{}, Plan{}, 0, fmt.Errorf("agent: sample: %w", err)
+	}
+	a.forecaster.Observe(sample)
+	demand := a.forecaster.Predict(now, a.cfg.Interval)
+	state := State{Node: a.overlay.Self(), Time: now, Functions: make(map[string]FunctionState, len(sample.Functions))}
+	for name, fs := range sample.Functions {
+		d, ok := demand[name]
+		if !ok {
+			d = fs.Arrivals
+		}
+		state.Functions[name] = FunctionState{Capacity: fs.Capacity, Demand: max(0, d)}
+	}
+
+	a.seq++
+	advert := Advert{Node: state.Node, Seq: a.seq, TTL: a.cfg.TTL, Addr: a.cfg.Addr, Functions: state.Functions}
+	pubErr := a.overlay.Publish(ctx, advert)
+	if pubErr != nil {
+		pubErr = fmt.Errorf("agent: publish: %w", pubErr)
+	}
+
+	peers := a.overlay.Adverts(now)
+	plan := a.balancer.Plan(state, peers)
+	plan.Time = now
+	if err := a.proxy.Apply(ctx, plan); err != nil {
+		return state, plan, len(peers), errors.Join(fmt.Errorf("agent: apply: %w", err), pubErr)
+	}
+	return state, plan, len(peers), pubErr
+}

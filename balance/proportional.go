@@ -1,0 +1,110 @@
+package balance
+
+import (
+	"sort"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// Proportional is the DFaaS paper's strategy. Every node advertises its slack
+// r_ext = max(0, r_max - r_loc) and whether it is overloaded. An overloaded
+// node serves r_max locally and forwards r_fwd = r_loc - r_max, split among
+// the peers that are not overloaded in proportion to their slack.
+//
+// Two additions keep it safe where the paper is silent; neither changes a
+// plan when total demand fits total slack and only one node is overloaded:
+//
+//   - Caps. Peer j's cap for node i is slack_j·(d_i + max(0, S−D))/max(S, D),
+//     with d_i node i's deficit, D the federation's total deficit and S the
+//     total slack. When D ≤ S the cap covers i's proportional share plus the
+//     slack nobody has claimed; when D > S the helpers' slack is divided in
+//     proportion to deficit, so no helper is ever sent more than its slack
+//     and rejections equal the excess.
+//   - Standby routes. A node that is not overloaded still gets the unclaimed
+//     slack as weighted peers, so a burst that overruns its local limit before
+//     the next tick is forwarded at once instead of being refused.
+//
+// The zero value is ready to use.
+type Proportional struct{}
+
+// Plan implements dfaas.Balancer.
+func (Proportional) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
+	plan := dfaas.Plan{Time: self.Time, Functions: make(map[string]dfaas.FunctionPlan)}
+	for _, name := range functionNames(self, peers) {
+		me := self.Functions[name]
+		fp := dfaas.FunctionPlan{Limit: me.Capacity, Capacity: me.Capacity}
+		helpers, slack, deficit := helpersOf(name, me, peers)
+		if total := max(slack, deficit); total > 0 {
+			claim := me.Deficit() + max(0, slack-deficit)
+			for _, h := range helpers {
+				s := h.Functions[name].Slack()
+				c := s * claim / total
+				if c <= 0 {
+					continue
+				}
+				fp.Peers = append(fp.Peers, dfaas.Share{Node: h.Node, Addr: h.Addr, Weight: float64(s / slack), Cap: c})
+			}
+		}
+		plan.Functions[name] = fp
+	}
+	return plan
+}
+
+// functionNames is the sorted union of the functions known to self and peers.
+func functionNames(self dfaas.State, peers []dfaas.Advert) []string {
+	seen := make(map[string]struct{}, len(self.Functions))
+	for name := range self.Functions {
+		seen[name] = struct{}{}
+	}
+	for _, p := range peers {
+		for name := range p.Functions {
+			seen[name] = struct{}{}
+		}
+	}
+	names := make([]string, 0, len(seen))
+	for name := range seen {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// helpersOf returns the peers with slack for function name, sorted by node,
+// their total slack S, and the federation's total deficit D including me.
+func helpersOf(name string, me dfaas.FunctionState, peers []dfaas.Advert) (helpers []dfaas.Advert, slack, deficit dfaas.Rate) {
+	deficit = me.Deficit()
+	for _, p := range peers {
+		f, ok := p.Functions[name]
+		if !ok {
+			continue
+		}
+		deficit += f.Deficit()
+		if !f.Overloaded() && f.Slack() > 0 {
+			helpers = append(helpers, p)
+			slack += f.Slack()
+		}
+	}
+	sort.Slice(helpers, func(i, j int) bool { return helpers[i].Node < helpers[j].Node })
+	return helpers, slack, deficit
+}
+
+// AllLocal never forwards: every node serves what it can and rejects the rest.
+// It is the baseline the other strategies are measured against. The zero
+// value is ready to use.
+type AllLocal struct{}
+
+// Plan implements dfaas.Balancer.
+func (AllLocal) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
+	plan := dfaas.Plan{Time: self.Time, Functions: make(map[string]dfaas.FunctionPlan)}
+	for _, name := range functionNames(self, peers) {
+		c := self.Functions[name].Capacity
+		plan.Functions[name] = dfaas.FunctionPlan{Limit: c, Capacity: c}
+	}
+	return plan
+}
+
+// Interface guards.
+var (
+	_ dfaas.Balancer = Proportional{}
+	_ dfaas.Balancer = AllLocal{}
+)

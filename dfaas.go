@@ -1,0 +1,71 @@
+package dfaas
+
+import (
+	"context"
+	"time"
+)
+
+// Overlay is the peer-to-peer network that carries adverts between agents.
+//
+// Constructors return a running overlay. Publish and Adverts may be called
+// from any goroutine. Close is idempotent; after it Publish returns ErrClosed.
+type Overlay interface {
+	// Self is this node's identifier on the overlay.
+	Self() NodeID
+	// Publish sends this node's advert to its peers. It may block on I/O
+	// and honours ctx.
+	Publish(ctx context.Context, a Advert) error
+	// Adverts returns the newest advert of every peer that is still alive at
+	// now: validated, deduplicated (the highest sequence number wins), not
+	// expired, from a peer that has not left. It never includes Self and
+	// never blocks.
+	Adverts(now time.Time) []Advert
+	// Close leaves the overlay and releases its resources.
+	Close() error
+}
+
+// Monitor measures this node's load per function.
+//
+// Sample is called by the Agent from one goroutine at a time.
+type Monitor interface {
+	// Sample returns the rates observed over the most recent window, with one
+	// entry for every function that the node can serve.
+	Sample(ctx context.Context) (Sample, error)
+}
+
+// Forecaster predicts the user demand of each function for the next interval.
+//
+// Observe and Predict are called by the Agent from one goroutine at a time.
+type Forecaster interface {
+	// Observe feeds one sample.
+	Observe(s Sample)
+	// Predict returns the expected user arrival rate of each function over
+	// (now, now+horizon]. Functions never observed are absent.
+	Predict(now time.Time, horizon time.Duration) map[string]Rate
+}
+
+// Balancer decides how much of each function this node serves and how much
+// it forwards to which peer.
+//
+// Plan is a pure function of its inputs: it performs no I/O, keeps no hidden
+// state that changes its answer, and is safe for concurrent use.
+type Balancer interface {
+	Plan(self State, peers []Advert) Plan
+}
+
+// ProxyDriver makes the node's data plane follow a Plan.
+//
+// Apply is called by the Agent from one goroutine at a time. It changes each
+// function atomically (a request sees the old or the new plan, never a mix)
+// and never drops an in-flight request.
+type ProxyDriver interface {
+	Apply(ctx context.Context, p Plan) error
+}
+
+// Trigger is an optional interface of an Overlay, Monitor or ProxyDriver
+// that wants the Agent to run a control tick before the next period: a
+// function that crossed its local limit, a peer that left. The channel is
+// never closed; a send on it must not block.
+type Trigger interface {
+	Trigger() <-chan struct{}
+}

@@ -1,0 +1,22 @@
+package dfaas
+
+import "errors"
+
+// Named errors. Implementations wrap them with an operation prefix, so test
+// them with errors.Is.
+var (
+	// ErrClosed is returned by operations on a closed Agent, Overlay or proxy.
+	ErrClosed = errors.New("dfaas: closed")
+	// ErrInvalidAdvert marks an advert that fails validation.
+	ErrInvalidAdvert = errors.New("dfaas: invalid advert")
+	// ErrStaleAdvert marks an advert whose sequence number is not newer than
+	// one already accepted from the same node.
+	ErrStaleAdvert = errors.New("dfaas: stale advert")
+	// ErrUnknownFunction marks a function that no node of the federation
+	// serves.
+	ErrUnknownFunction = errors.New("dfaas: unknown function")
+	// ErrInvalidConfig marks a configuration that fails Validate.
+	ErrInvalidConfig = errors.New("dfaas: invalid config")
+	// ErrInvalidName marks a function name that is not a DNS-1123 label.
+	ErrInvalidName = errors.New("dfaas: invalid function name")
+)

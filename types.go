@@ -1,0 +1,163 @@
+package dfaas
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// NodeID identifies an agent on the overlay. The libp2p overlay uses the
+// string form of the host's peer ID.
+type NodeID string
+
+// Rate is a request rate in requests per second.
+type Rate float64
+
+// valid reports whether r is a finite, non-negative rate.
+func (r Rate) valid() bool { return r >= 0 && !math.IsInf(float64(r), 0) && !math.IsNaN(float64(r)) }
+
+// Latency holds latency quantiles over a sample window. Zero means no data.
+type Latency struct {
+	P50, P99, Max time.Duration
+}
+
+// FunctionSample is what a Monitor observed for one function over a window.
+type FunctionSample struct {
+	// Capacity is the rate the node can execute (r_max), as configured on the
+	// FaaS platform.
+	Capacity Rate
+	// Arrivals is the rate of user requests that reached this node (r_loc).
+	Arrivals Rate
+	// ServedLocal is the rate of user requests executed on this node.
+	ServedLocal Rate
+	// ForwardedOut is the rate of user requests forwarded to peers.
+	ForwardedOut Rate
+	// ReceivedIn is the rate of requests forwarded by peers and executed here.
+	ReceivedIn Rate
+	// Rejected is the rate of user requests answered 503 or lost.
+	Rejected Rate
+	// InFlight is the number of requests being executed at sample time.
+	InFlight int
+	// Latency of user requests, as seen by this node's proxy.
+	Latency Latency
+}
+
+// Sample is one Monitor observation of every function on the node.
+type Sample struct {
+	Time      time.Time
+	Window    time.Duration
+	Functions map[string]FunctionSample
+}
+
+// FunctionState is the local view of one function that a Balancer plans on.
+type FunctionState struct {
+	Capacity Rate // r_max: what this node can execute
+	Demand   Rate // r_loc: predicted user arrivals at this node
+}
+
+// Slack is the spare capacity r_ext = max(0, r_max - r_loc).
+func (f FunctionState) Slack() Rate { return max(0, f.Capacity-f.Demand) }
+
+// Deficit is the excess r_fwd = max(0, r_loc - r_max).
+func (f FunctionState) Deficit() Rate { return max(0, f.Demand-f.Capacity) }
+
+// Overloaded reports whether predicted demand exceeds capacity.
+func (f FunctionState) Overloaded() bool { return f.Demand > f.Capacity }
+
+// State is this node's view of itself at one control tick.
+type State struct {
+	Node      NodeID
+	Time      time.Time
+	Functions map[string]FunctionState
+}
+
+// Advert is what a node tells its peers at every control tick.
+type Advert struct {
+	Node NodeID
+	// Seq increases with every advert of a node, also across restarts; a
+	// receiver ignores an advert whose Seq is not above the last one it took.
+	Seq uint64
+	// TTL is how long after receipt the advert stays valid.
+	TTL time.Duration
+	// Addr is the host:port of the node's proxy peer listener.
+	Addr string
+	// Functions is the node's state per function.
+	Functions map[string]FunctionState
+}
+
+// Bounds an Advert must respect to be accepted.
+const (
+	MaxAdvertFunctions = 4096
+	MaxAdvertTTL       = 10 * time.Minute
+	maxNodeIDLen       = 256
+	maxAddrLen         = 256
+)
+
+// Validate checks the advert's fields and bounds.
+func (a Advert) Validate() error {
+	switch {
+	case a.Node == "" || len(a.Node) > maxNodeIDLen:
+		return fmt.Errorf("%w: node id length %d", ErrInvalidAdvert, len(a.Node))
+	case a.TTL <= 0 || a.TTL > MaxAdvertTTL:
+		return fmt.Errorf("%w: ttl %v out of (0, %v]", ErrInvalidAdvert, a.TTL, MaxAdvertTTL)
+	case a.Addr == "" || len(a.Addr) > maxAddrLen:
+		return fmt.Errorf("%w: address length %d", ErrInvalidAdvert, len(a.Addr))
+	case len(a.Functions) > MaxAdvertFunctions:
+		return fmt.Errorf("%w: %d functions", ErrInvalidAdvert, len(a.Functions))
+	}
+	for name, f := range a.Functions {
+		if err := ValidateFunctionName(name); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidAdvert, err)
+		}
+		if !f.Capacity.valid() || !f.Demand.valid() {
+			return fmt.Errorf("%w: function %s: rates %v/%v", ErrInvalidAdvert, name, f.Capacity, f.Demand)
+		}
+	}
+	return nil
+}
+
+// ValidateFunctionName checks that name is a DNS-1123 label, as OpenFaaS
+// requires: 1 to 63 lowercase letters, digits and '-', starting and ending
+// with a letter or digit.
+func ValidateFunctionName(name string) error {
+	if len(name) == 0 || len(name) > 63 {
+		return fmt.Errorf("%w: %q has length %d", ErrInvalidName, name, len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !alnum && (c != '-' || i == 0 || i == len(name)-1) {
+			return fmt.Errorf("%w: %q", ErrInvalidName, name)
+		}
+	}
+	return nil
+}
+
+// Share is a peer's part of a function's forwarded traffic.
+type Share struct {
+	Node NodeID
+	Addr string // host:port of the peer's proxy peer listener
+	// Weight is the relative part of forwarded requests this peer receives.
+	Weight float64
+	// Cap is the most this node may send the peer, in req/s. Zero means the
+	// peer takes nothing.
+	Cap Rate
+}
+
+// FunctionPlan is how one function is served.
+type FunctionPlan struct {
+	// Limit is the rate of user requests admitted for local execution.
+	Limit Rate
+	// Capacity is the rate of all local executions (user requests plus
+	// requests from peers) this node admits.
+	Capacity Rate
+	// Peers receive user requests beyond Limit, chosen by Weight among those
+	// whose Cap is not exhausted, in order of preference for retries.
+	Peers []Share
+}
+
+// Plan is a Balancer's decision for every function the federation serves.
+type Plan struct {
+	Time      time.Time
+	Functions map[string]FunctionPlan
+}
