@@ -87,7 +87,7 @@ type Advert struct {
 
 // Bounds an Advert must respect to be accepted.
 const (
-	MaxAdvertFunctions = 4096
+	MaxAdvertFunctions = 1024
 	MaxAdvertTTL       = 10 * time.Minute
 	maxNodeIDLen       = 256
 	maxAddrLen         = 256

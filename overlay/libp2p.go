@@ -1,0 +1,395 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// Libp2pConfig configures a Libp2p overlay. The zero value of every field
+// means its default.
+type Libp2pConfig struct {
+	// ListenAddrs are the multiaddrs to listen on. Default
+	// /ip4/127.0.0.1/tcp/0 (loopback, any port): set real interfaces in
+	// deployment.
+	ListenAddrs []string
+	// Bootstrap are full multiaddrs (with /p2p/<id>) of peers to join through.
+	// The first node of a federation has none.
+	Bootstrap []string
+	// Namespace is the DHT rendezvous under which agents find each other, and
+	// names the DHT protocol and the GossipSub topic, so that federations with
+	// different namespaces never mix. Default "dfaas".
+	Namespace string
+	// DiscoveryInterval is how often the overlay re-dials bootstrap peers,
+	// re-advertises itself and looks for new agents. Default 10 s.
+	DiscoveryInterval time.Duration
+	// PrivateKey is the node's identity. Default: a fresh Ed25519 key.
+	PrivateKey crypto.PrivKey
+	// Logger receives the overlay's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock that times advert expiry. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Libp2pConfig) withDefaults() Libp2pConfig {
+	if len(c.ListenAddrs) == 0 {
+		c.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	}
+	if c.Namespace == "" {
+		c.Namespace = "dfaas"
+	}
+	if c.DiscoveryInterval == 0 {
+		c.DiscoveryInterval = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports the first invalid field.
+func (c Libp2pConfig) Validate() error {
+	c = c.withDefaults()
+	for _, s := range c.ListenAddrs {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return fmt.Errorf("%w: listen address %q: %w", dfaas.ErrInvalidConfig, s, err)
+		}
+	}
+	if _, err := bootstrapPeers(c.Bootstrap); err != nil {
+		return err
+	}
+	for _, r := range c.Namespace {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return fmt.Errorf("%w: namespace %q: use a-z, 0-9, '-' and '.'", dfaas.ErrInvalidConfig, c.Namespace)
+		}
+	}
+	if c.DiscoveryInterval < 10*time.Millisecond {
+		return fmt.Errorf("%w: discovery interval %v below 10ms", dfaas.ErrInvalidConfig, c.DiscoveryInterval)
+	}
+	return nil
+}
+
+func bootstrapPeers(addrs []string) ([]peer.AddrInfo, error) {
+	out := make([]peer.AddrInfo, 0, len(addrs))
+	for _, s := range addrs {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: bootstrap peer %q: %w", dfaas.ErrInvalidConfig, s, err)
+		}
+		out = append(out, *ai)
+	}
+	return out, nil
+}
+
+// Libp2p is the production overlay. Agents find each other by providing and
+// looking up a rendezvous key in a Kademlia DHT (server mode, protocol prefix
+// /<namespace>) reached through explicit bootstrap peers. Adverts travel on
+// a GossipSub topic; messages are signed, checked against their author, and
+// validated before they propagate, so a malformed, spoofed or stale advert
+// goes no further than the first honest node. A peer whose last connection
+// drops leaves the table at once; a silent one when its advert expires.
+//
+// Libp2p implements dfaas.Overlay and dfaas.Trigger (fired when a peer
+// leaves). It is safe for concurrent use.
+type Libp2p struct {
+	cfg       Libp2pConfig
+	log       *slog.Logger
+	host      host.Host
+	dht       *dht.IpfsDHT
+	topic     *pubsub.Topic
+	sub       *pubsub.Subscription
+	table     *Table
+	bootstrap []peer.AddrInfo
+	trigger   chan struct{}
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewLibp2p starts a libp2p host, joins the DHT and the advert topic, and
+// begins discovery. The returned overlay runs until Close; ctx bounds only
+// the start.
+func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	bs, _ := bootstrapPeers(cfg.Bootstrap)
+	o := &Libp2p{cfg: cfg, log: cfg.Logger, bootstrap: bs, trigger: make(chan struct{}, 1)}
+	defer func() {
+		if err != nil {
+			_ = o.Close()
+		}
+	}()
+
+	opts := []libp2p.Option{libp2p.ListenAddrStrings(cfg.ListenAddrs...), libp2p.DisableRelay(), libp2p.DisableMetrics()}
+	if cfg.PrivateKey != nil {
+		opts = append(opts, libp2p.Identity(cfg.PrivateKey))
+	}
+	if o.host, err = libp2p.New(opts...); err != nil {
+		return nil, fmt.Errorf("overlay: libp2p host: %w", err)
+	}
+	o.table = NewTable(dfaas.NodeID(o.host.ID().String()))
+	o.log = cfg.Logger.With("node", o.host.ID().String())
+
+	// Subscribe to connection events before anything can connect.
+	evs, err := o.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	if err != nil {
+		return nil, fmt.Errorf("overlay: event bus: %w", err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	o.cancel = cancel
+	o.goRun(func() { o.watchPeers(runCtx, evs) })
+
+	o.dht, err = dht.New(o.host, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(protocol.ID("/"+cfg.Namespace)),
+		dht.BootstrapPeers(bs...))
+	if err != nil {
+		return nil, fmt.Errorf("overlay: dht: %w", err)
+	}
+	ps, err := pubsub.NewGossipSub(runCtx, o.host, pubsub.WithMaxMessageSize(4*MaxAdvertBytes))
+	if err != nil {
+		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
+	}
+	topicName := "/" + cfg.Namespace + "/adverts/1"
+	if err := ps.RegisterTopicValidator(topicName, o.validate); err != nil {
+		return nil, fmt.Errorf("overlay: topic validator: %w", err)
+	}
+	if o.topic, err = ps.Join(topicName); err != nil {
+		return nil, fmt.Errorf("overlay: join topic: %w", err)
+	}
+	if o.sub, err = o.topic.Subscribe(); err != nil {
+		return nil, fmt.Errorf("overlay: subscribe: %w", err)
+	}
+	o.goRun(func() { o.receive(runCtx) })
+	o.connectBootstrap(ctx)
+	o.goRun(func() { o.discover(runCtx) })
+	return o, nil
+}
+
+func (o *Libp2p) goRun(f func()) {
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		f()
+	}()
+}
+
+// Self implements dfaas.Overlay: the host's peer ID.
+func (o *Libp2p) Self() dfaas.NodeID { return dfaas.NodeID(o.host.ID().String()) }
+
+// Addrs returns the full multiaddrs (with /p2p/<id>) other nodes can
+// bootstrap from.
+func (o *Libp2p) Addrs() []string {
+	out := make([]string, 0, len(o.host.Addrs()))
+	for _, a := range o.host.Addrs() {
+		out = append(out, a.String()+"/p2p/"+o.host.ID().String())
+	}
+	return out
+}
+
+// Peers returns the number of peers connected to the host.
+func (o *Libp2p) Peers() int { return len(o.host.Network().Peers()) }
+
+// Publish implements dfaas.Overlay.
+func (o *Libp2p) Publish(ctx context.Context, a dfaas.Advert) error {
+	if a.Node != o.Self() {
+		return fmt.Errorf("overlay: publish: %w: advert of %s on %s", dfaas.ErrInvalidAdvert, a.Node, o.Self())
+	}
+	raw, err := Encode(a)
+	if err != nil {
+		return err
+	}
+	if err := o.topic.Publish(ctx, raw); err != nil {
+		if errors.Is(err, pubsub.ErrTopicClosed) {
+			err = dfaas.ErrClosed
+		}
+		return fmt.Errorf("overlay: publish: %w", err)
+	}
+	return nil
+}
+
+// Adverts implements dfaas.Overlay.
+func (o *Libp2p) Adverts(now time.Time) []dfaas.Advert { return o.table.Adverts(now) }
+
+// Trigger implements dfaas.Trigger.
+func (o *Libp2p) Trigger() <-chan struct{} { return o.trigger }
+
+// Stats returns the advert reception counters.
+func (o *Libp2p) Stats() Stats { return o.table.Stats() }
+
+// validate runs before a message is delivered or forwarded. Own messages
+// pass; others must decode, be signed by the node they name, and be newer
+// than what this node holds.
+func (o *Libp2p) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	author := msg.GetFrom()
+	if author == o.host.ID() {
+		return pubsub.ValidationAccept
+	}
+	a, err := Decode(msg.Data)
+	if err == nil {
+		err = o.table.Fresh(a, dfaas.NodeID(author.String()))
+	}
+	switch {
+	case err == nil:
+		msg.ValidatorData = a
+		return pubsub.ValidationAccept
+	case errors.Is(err, dfaas.ErrStaleAdvert):
+		o.table.stats.count(err)
+		return pubsub.ValidationIgnore
+	default:
+		o.table.stats.count(err)
+		o.log.Debug("advert dropped", "from", author, "err", err)
+		return pubsub.ValidationReject
+	}
+}
+
+func (o *Libp2p) receive(ctx context.Context) {
+	for {
+		msg, err := o.sub.Next(ctx)
+		if err != nil {
+			return // closed
+		}
+		a, ok := msg.ValidatorData.(dfaas.Advert)
+		if !ok {
+			continue // our own advert
+		}
+		// A concurrent newer advert may have won the race since validation;
+		// Put counts that as stale.
+		_ = o.table.Put(a, dfaas.NodeID(msg.GetFrom().String()), o.cfg.Now())
+	}
+}
+
+func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
+	defer sub.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			ev := e.(event.EvtPeerConnectednessChanged)
+			if ev.Connectedness == network.Connected {
+				continue
+			}
+			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) {
+				o.log.Info("peer left", "peer", ev.Peer)
+				select {
+				case o.trigger <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+}
+
+// connectBootstrap dials the bootstrap peers not connected yet.
+func (o *Libp2p) connectBootstrap(ctx context.Context) {
+	for _, ai := range o.bootstrap {
+		if o.host.Network().Connectedness(ai.ID) == network.Connected {
+			continue
+		}
+		if err := o.host.Connect(ctx, ai); err != nil {
+			o.log.Debug("bootstrap dial failed", "peer", ai.ID, "err", err)
+		}
+	}
+}
+
+// discover advertises this node under the rendezvous namespace and connects
+// to every agent found there, every DiscoveryInterval (faster until the first
+// peer is found).
+func (o *Libp2p) discover(ctx context.Context) {
+	rd := drouting.NewRoutingDiscovery(o.dht)
+	var advertisedUntil time.Time
+	for {
+		wait := o.cfg.DiscoveryInterval
+		if o.Peers() == 0 {
+			wait = min(wait, 250*time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		o.connectBootstrap(ctx)
+		if o.dht.RoutingTable().Size() == 0 {
+			continue
+		}
+		if time.Now().After(advertisedUntil) {
+			ttl, err := rd.Advertise(ctx, o.cfg.Namespace)
+			if err != nil {
+				o.log.Debug("rendezvous advertise failed", "err", err)
+			} else {
+				advertisedUntil = time.Now().Add(min(ttl/2, 10*o.cfg.DiscoveryInterval))
+			}
+		}
+		found, err := rd.FindPeers(ctx, o.cfg.Namespace)
+		if err != nil {
+			o.log.Debug("rendezvous lookup failed", "err", err)
+			continue
+		}
+		for ai := range found {
+			if ai.ID == o.host.ID() || len(ai.Addrs) == 0 || o.host.Network().Connectedness(ai.ID) == network.Connected {
+				continue
+			}
+			if err := o.host.Connect(ctx, ai); err != nil {
+				o.log.Debug("dial of discovered peer failed", "peer", ai.ID, "err", err)
+			}
+		}
+	}
+}
+
+// Close leaves the overlay: it stops discovery and closes the topic, the DHT
+// and the host. It is idempotent and safe after a failed start.
+func (o *Libp2p) Close() error {
+	o.closeOnce.Do(func() {
+		var errs []error
+		if o.sub != nil {
+			o.sub.Cancel()
+		}
+		if o.topic != nil {
+			errs = append(errs, o.topic.Close())
+		}
+		if o.cancel != nil {
+			o.cancel()
+		}
+		if o.dht != nil {
+			errs = append(errs, o.dht.Close())
+		}
+		if o.host != nil {
+			errs = append(errs, o.host.Close())
+		}
+		o.wg.Wait()
+		o.closeErr = errors.Join(errs...)
+	})
+	return o.closeErr
+}
+
+// Interface guards.
+var (
+	_ dfaas.Overlay = (*Libp2p)(nil)
+	_ dfaas.Trigger = (*Libp2p)(nil)
+)

@@ -1,0 +1,162 @@
+package overlay
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+func startLibp2p(t *testing.T, bootstrap ...string) *Libp2p {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o, err := NewLibp2p(ctx, Libp2pConfig{Bootstrap: bootstrap, DiscoveryInterval: 200 * time.Millisecond, Namespace: "dfaas-test"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = o.Close() })
+	return o
+}
+
+func advertOf(o *Libp2p, seq uint64, demand dfaas.Rate) dfaas.Advert {
+	return dfaas.Advert{Node: o.Self(), Seq: seq, TTL: 3 * time.Second, Addr: "127.0.0.1:1",
+		Functions: map[string]dfaas.FunctionState{"figlet": {Capacity: 10, Demand: demand}}}
+}
+
+// TestLibp2pFederation: three agents find each other through the DHT
+// rendezvous from a single bootstrap peer, adverts propagate, newer adverts
+// replace older ones, and a node that stops leaves the others' tables.
+func TestLibp2pFederation(t *testing.T) {
+	a := startLibp2p(t)
+	b := startLibp2p(t, a.Addrs()...)
+	c := startLibp2p(t, a.Addrs()...)
+	all := []*Libp2p{a, b, c}
+
+	// b and c only know a: they must find each other through the DHT.
+	require.Eventually(t, func() bool {
+		return b.host.Network().Connectedness(c.host.ID()) == network.Connected
+	}, 20*time.Second, 50*time.Millisecond, "b and c did not meet through the rendezvous")
+
+	ctx := context.Background()
+	seq := uint64(0)
+	publishAll := func(demand dfaas.Rate) {
+		seq++
+		for _, o := range all {
+			require.NoError(t, o.Publish(ctx, advertOf(o, seq, demand)))
+		}
+	}
+	// GossipSub forms its mesh on a heartbeat: publish until everyone has heard.
+	require.Eventually(t, func() bool {
+		publishAll(1)
+		for _, o := range all {
+			if len(o.Adverts(time.Now())) != 2 {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 200*time.Millisecond, "adverts did not propagate")
+
+	publishAll(7)
+	require.Eventually(t, func() bool {
+		for _, ad := range a.Adverts(time.Now()) {
+			if ad.Functions["figlet"].Demand != 7 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 20*time.Millisecond, "newer advert did not replace the older one")
+	for _, ad := range a.Adverts(time.Now()) {
+		assert.NotEqual(t, a.Self(), ad.Node)
+	}
+
+	require.NoError(t, c.Close())
+	require.NoError(t, c.Close(), "idempotent")
+	assert.Error(t, c.Publish(ctx, advertOf(c, seq+1, 0)))
+	require.Eventually(t, func() bool {
+		for _, o := range []*Libp2p{a, b} {
+			for _, ad := range o.Adverts(time.Now()) {
+				if ad.Node == c.Self() {
+					return false
+				}
+			}
+		}
+		return true
+	}, 3*time.Second, 20*time.Millisecond, "stopped node stayed in the tables")
+	select {
+	case <-a.Trigger():
+	default:
+		t.Error("peer leaving did not trigger a tick")
+	}
+	assert.Zero(t, a.Stats().Malformed+a.Stats().Spoofed)
+}
+
+// TestLibp2pDropsBadAdverts: a rogue GossipSub member on the topic sends
+// malformed, oversized, spoofed and replayed adverts; every one is dropped
+// and counted, and the node keeps working.
+func TestLibp2pDropsBadAdverts(t *testing.T) {
+	victim := startLibp2p(t)
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = h.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithMaxMessageSize(4*MaxAdvertBytes))
+	require.NoError(t, err)
+	topic, err := ps.Join("/dfaas-test/adverts/1")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = topic.Close() })
+	require.NoError(t, h.Connect(ctx, peer.AddrInfo{ID: victim.host.ID(), Addrs: victim.host.Addrs()}))
+	require.Eventually(t, func() bool { return len(topic.ListPeers()) == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	self := dfaas.NodeID(h.ID().String())
+	good := func(seq uint64) []byte {
+		raw, err := Encode(dfaas.Advert{Node: self, Seq: seq, TTL: 3 * time.Second, Addr: "127.0.0.1:1",
+			Functions: map[string]dfaas.FunctionState{"figlet": {Capacity: 10}}})
+		require.NoError(t, err)
+		return raw
+	}
+	require.NoError(t, topic.Publish(ctx, good(5)))
+	require.Eventually(t, func() bool { return victim.Stats().Accepted == 1 }, 10*time.Second, 20*time.Millisecond)
+
+	spoofed, err := Encode(advertOf(victim, 99, 0)) // claims to be the victim itself
+	require.NoError(t, err)
+	for _, raw := range [][]byte{
+		[]byte("not json"),
+		[]byte(`{"v":1,"node":"` + strings.Repeat("x", MaxAdvertBytes) + `"}`),
+		spoofed,
+		good(5), // replay
+		good(4), // older
+	} {
+		require.NoError(t, topic.Publish(ctx, raw))
+	}
+	require.Eventually(t, func() bool {
+		s := victim.Stats()
+		return s.Malformed == 1 && s.Oversized == 1 && s.Spoofed == 1 && s.Stale == 2
+	}, 10*time.Second, 20*time.Millisecond, "drops not counted: %+v", victim.Stats())
+	require.NoError(t, topic.Publish(ctx, good(6)))
+	require.Eventually(t, func() bool { return victim.Stats().Accepted == 2 }, 10*time.Second, 20*time.Millisecond)
+	ads := victim.Adverts(time.Now())
+	require.Len(t, ads, 1)
+	assert.Equal(t, uint64(6), ads[0].Seq)
+}
+
+func TestLibp2pConfigValidate(t *testing.T) {
+	bad := []Libp2pConfig{
+		{ListenAddrs: []string{"not a multiaddr"}},
+		{Bootstrap: []string{"/ip4/127.0.0.1/tcp/1"}}, // no /p2p/ id
+		{Namespace: "Has Spaces"},
+		{DiscoveryInterval: time.Microsecond},
+	}
+	for _, c := range bad {
+		assert.ErrorIs(t, c.Validate(), dfaas.ErrInvalidConfig, "%+v", c)
+	}
+	assert.NoError(t, Libp2pConfig{}.Validate())
+}

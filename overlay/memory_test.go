@@ -1,0 +1,87 @@
+package overlay
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+func joinAll(t *testing.T, n *Network, ids ...dfaas.NodeID) map[dfaas.NodeID]*Memory {
+	t.Helper()
+	out := map[dfaas.NodeID]*Memory{}
+	for _, id := range ids {
+		m, err := n.Join(id)
+		require.NoError(t, err)
+		out[id] = m
+	}
+	return out
+}
+
+func nodes(ads []dfaas.Advert) []dfaas.NodeID {
+	out := []dfaas.NodeID{}
+	for _, a := range ads {
+		out = append(out, a.Node)
+	}
+	return out
+}
+
+func TestMemoryNetwork(t *testing.T) {
+	ctx := context.Background()
+	clock := t0
+	net := NewNetworkClock(func() time.Time { return clock })
+	m := joinAll(t, net, "a", "b", "c")
+	_, err := net.Join("a")
+	assert.Error(t, err, "duplicate id")
+
+	for i, id := range []dfaas.NodeID{"a", "b", "c"} {
+		require.NoError(t, m[id].Publish(ctx, testAdvert(string(id), uint64(i+1))))
+	}
+	assert.Equal(t, []dfaas.NodeID{"b", "c"}, nodes(m["a"].Adverts(clock)))
+
+	net.Disconnect("a", "b")
+	assert.Equal(t, []dfaas.NodeID{"c"}, nodes(m["a"].Adverts(clock)))
+	assert.Equal(t, []dfaas.NodeID{"c"}, nodes(m["b"].Adverts(clock)))
+	select {
+	case <-m["a"].Trigger():
+	default:
+		t.Fatal("peer down did not trigger")
+	}
+	require.NoError(t, m["b"].Publish(ctx, testAdvert("b", 10)))
+	assert.Equal(t, []dfaas.NodeID{"c"}, nodes(m["a"].Adverts(clock)), "cut link carries nothing")
+
+	net.Heal()
+	require.NoError(t, m["b"].Publish(ctx, testAdvert("b", 11)))
+	assert.Equal(t, []dfaas.NodeID{"b", "c"}, nodes(m["a"].Adverts(clock)))
+
+	net.Partition([]dfaas.NodeID{"a"}, []dfaas.NodeID{"b", "c"})
+	assert.Empty(t, m["a"].Adverts(clock))
+	assert.Equal(t, []dfaas.NodeID{"c"}, nodes(m["b"].Adverts(clock)))
+	net.Heal()
+
+	// A silent peer expires after its TTL on the receiver's clock.
+	require.NoError(t, m["b"].Publish(ctx, testAdvert("b", 12)))
+	clock = clock.Add(4 * time.Second)
+	assert.Empty(t, m["a"].Adverts(clock))
+
+	require.NoError(t, m["c"].Publish(ctx, testAdvert("c", 20)))
+	require.NoError(t, m["c"].Close())
+	require.NoError(t, m["c"].Close(), "idempotent")
+	assert.Empty(t, m["a"].Adverts(clock), "closed member left")
+	assert.ErrorIs(t, m["c"].Publish(ctx, testAdvert("c", 21)), dfaas.ErrClosed)
+}
+
+func TestMemoryDropsBadAdverts(t *testing.T) {
+	net := NewNetwork()
+	m := joinAll(t, net, "a", "b")
+	assert.Error(t, m["a"].Receive([]byte(`{"v":1,"node":"b"`), "b"))
+	raw, err := Encode(testAdvert("c", 1))
+	require.NoError(t, err)
+	assert.ErrorIs(t, m["a"].Receive(raw, "b"), ErrSpoofed)
+	assert.Equal(t, Stats{Malformed: 1, Spoofed: 1}, m["a"].Stats())
+	assert.Error(t, m["b"].Publish(context.Background(), dfaas.Advert{Node: "b"}), "invalid advert is not sent")
+}

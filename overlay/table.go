@@ -1,0 +1,175 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// Errors of advert reception, counted in Stats.
+var (
+	ErrOversized          = errors.New("overlay: oversized advert")
+	ErrUnsupportedVersion = errors.New("overlay: unsupported advert version")
+	ErrSpoofed            = errors.New("overlay: advert node differs from its sender")
+)
+
+// Stats counts adverts received, by fate. Every field only grows.
+type Stats struct {
+	Accepted  uint64 // stored as a peer's newest advert
+	Malformed uint64 // undecodable, invalid or of an unknown version
+	Oversized uint64 // over MaxAdvertBytes
+	Stale     uint64 // sequence number not above the last accepted
+	Spoofed   uint64 // claims another node than the one that signed it
+	Expired   uint64 // dropped when their time-to-live ran out
+	PeersDown uint64 // peers removed because their connection dropped
+}
+
+type counters struct {
+	accepted, malformed, oversized, stale, spoofed, expired, down atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{Accepted: c.accepted.Load(), Malformed: c.malformed.Load(), Oversized: c.oversized.Load(),
+		Stale: c.stale.Load(), Spoofed: c.spoofed.Load(), Expired: c.expired.Load(), PeersDown: c.down.Load()}
+}
+
+// count records the fate of an advert that failed with err.
+func (c *counters) count(err error) {
+	switch {
+	case errors.Is(err, ErrOversized):
+		c.oversized.Add(1)
+	case errors.Is(err, dfaas.ErrStaleAdvert):
+		c.stale.Add(1)
+	case errors.Is(err, ErrSpoofed):
+		c.spoofed.Add(1)
+	default:
+		c.malformed.Add(1)
+	}
+}
+
+type entry struct {
+	advert  dfaas.Advert
+	expires time.Time
+}
+
+// Table holds the newest live advert of each peer. Expiry is measured from
+// receipt on the local clock, so peers' clocks need not agree. A Table is
+// safe for concurrent use; its zero value is not: use NewTable.
+type Table struct {
+	self dfaas.NodeID
+
+	mu      sync.Mutex
+	entries map[dfaas.NodeID]entry
+	seqs    map[dfaas.NodeID]uint64 // highest sequence accepted, kept after expiry
+	stats   counters
+}
+
+// NewTable returns an empty table for node self, whose own adverts it ignores.
+func NewTable(self dfaas.NodeID) *Table {
+	return &Table{self: self, entries: map[dfaas.NodeID]entry{}, seqs: map[dfaas.NodeID]uint64{}}
+}
+
+// Receive decodes raw and stores it as sender's newest advert at now. An
+// empty sender skips the sender check. Every failure is counted in Stats.
+func (t *Table) Receive(raw []byte, sender dfaas.NodeID, now time.Time) (dfaas.Advert, error) {
+	a, err := Decode(raw)
+	if err == nil {
+		err = t.Put(a, sender, now)
+	} else {
+		t.stats.count(err)
+	}
+	return a, err
+}
+
+// Put stores a decoded advert from sender at now. It fails, and counts, if
+// the advert is invalid, claims another node than sender, or is not newer
+// than what the table already took from that node. The node's own adverts
+// are ignored without error.
+func (t *Table) Put(a dfaas.Advert, sender dfaas.NodeID, now time.Time) error {
+	err := t.check(a, sender)
+	if err == nil && a.Node == t.self {
+		return nil
+	}
+	if err == nil {
+		t.mu.Lock()
+		if err = t.staleLocked(a); err == nil {
+			t.seqs[a.Node] = a.Seq
+			t.entries[a.Node] = entry{advert: a, expires: now.Add(a.TTL)}
+		}
+		t.mu.Unlock()
+	}
+	if err != nil {
+		t.stats.count(err)
+		return err
+	}
+	t.stats.accepted.Add(1)
+	return nil
+}
+
+// Fresh reports whether a is valid, from sender and newer than the table's;
+// it stores and counts nothing. Overlays use it to stop stale adverts from
+// propagating.
+func (t *Table) Fresh(a dfaas.Advert, sender dfaas.NodeID) error {
+	if err := t.check(a, sender); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.staleLocked(a)
+}
+
+func (t *Table) staleLocked(a dfaas.Advert) error {
+	if last := t.seqs[a.Node]; a.Seq <= last {
+		return fmt.Errorf("%w: %s seq %d after %d", dfaas.ErrStaleAdvert, a.Node, a.Seq, last)
+	}
+	return nil
+}
+
+func (t *Table) check(a dfaas.Advert, sender dfaas.NodeID) error {
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	if sender != "" && a.Node != sender {
+		return fmt.Errorf("%w: %q from %q", ErrSpoofed, a.Node, sender)
+	}
+	return nil
+}
+
+// Remove forgets node's advert (not its sequence number): the peer left.
+// It reports whether there was one.
+func (t *Table) Remove(node dfaas.NodeID) bool {
+	t.mu.Lock()
+	_, ok := t.entries[node]
+	delete(t.entries, node)
+	t.mu.Unlock()
+	if ok {
+		t.stats.down.Add(1)
+	}
+	return ok
+}
+
+// Adverts returns the live adverts at now, sorted by node, and drops the
+// expired ones.
+func (t *Table) Adverts(now time.Time) []dfaas.Advert {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]dfaas.Advert, 0, len(t.entries))
+	for node, e := range t.entries {
+		if !now.Before(e.expires) {
+			delete(t.entries, node)
+			t.stats.expired.Add(1)
+			continue
+		}
+		out = append(out, e.advert)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out
+}
+
+// Stats returns the reception counters.
+func (t *Table) Stats() Stats { return t.stats.snapshot() }
