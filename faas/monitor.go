@@ -1,0 +1,127 @@
+package faas
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// Platform is the part of a FaaS platform a Monitor needs: the functions it
+// serves and the rate each can be executed at.
+type Platform interface {
+	// Capacities returns r_max per deployed function. It may do I/O.
+	Capacities(ctx context.Context) (map[string]dfaas.Rate, error)
+}
+
+// MonitorConfig tunes a Monitor. The zero value of every field means its
+// default.
+type MonitorConfig struct {
+	// Window is the shortest span rates are measured over: each Sample
+	// compares the counters with the newest earlier sample at least this
+	// old. Default 500 ms.
+	Window time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Monitor is the default dfaas.Monitor: per-function rates from a data
+// plane's monotonic counters, capacities from a platform. Sample is meant to
+// be called from one goroutine; it is nonetheless safe for concurrent use.
+type Monitor struct {
+	counter  proxy.Counter
+	platform Platform
+	window   time.Duration
+	now      func() time.Time
+
+	mu      sync.Mutex
+	history []snapshot // oldest first
+}
+
+type snapshot struct {
+	at     time.Time
+	counts map[string]proxy.Counts
+}
+
+// NewMonitor returns a Monitor reading counter and platform.
+func NewMonitor(counter proxy.Counter, platform Platform, cfg MonitorConfig) (*Monitor, error) {
+	if counter == nil || platform == nil {
+		return nil, fmt.Errorf("%w: monitor: nil counter or platform", dfaas.ErrInvalidConfig)
+	}
+	if cfg.Window < 0 {
+		return nil, fmt.Errorf("%w: monitor: negative window", dfaas.ErrInvalidConfig)
+	}
+	if cfg.Window == 0 {
+		cfg.Window = 500 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Monitor{counter: counter, platform: platform, window: cfg.Window, now: cfg.Now}, nil
+}
+
+// Sample implements dfaas.Monitor. It lists every function the platform
+// serves or the data plane has counted; the first Sample has zero rates.
+func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
+	caps, err := m.platform.Capacities(ctx)
+	if err != nil {
+		return dfaas.Sample{}, fmt.Errorf("monitor: capacities: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	cur := snapshot{at: now, counts: m.counter.Counts()}
+	base := -1
+	for i, s := range m.history {
+		if now.Sub(s.at) >= m.window {
+			base = i
+		}
+	}
+	out := dfaas.Sample{Time: now, Functions: make(map[string]dfaas.FunctionSample, len(caps))}
+	var prev map[string]proxy.Counts
+	var secs float64
+	if base >= 0 {
+		prev = m.history[base].counts
+		out.Window = now.Sub(m.history[base].at)
+		secs = out.Window.Seconds()
+		m.history = m.history[base:]
+	}
+	m.history = append(m.history, cur)
+
+	rateOf := func(n uint64) dfaas.Rate {
+		if secs <= 0 {
+			return 0
+		}
+		return dfaas.Rate(float64(n) / secs)
+	}
+	for name, c := range caps {
+		out.Functions[name] = dfaas.FunctionSample{Capacity: c}
+	}
+	for name, c := range cur.counts {
+		_, deployed := caps[name]
+		d := c
+		if p, ok := prev[name]; ok {
+			d = c.Sub(p)
+		} else if prev == nil {
+			d = c.Sub(c) // no base yet: zero rates
+		}
+		if !deployed && d.Arrivals == 0 && c.InFlight == 0 {
+			continue // neither served here nor asked for: not this node's business
+		}
+		fs := out.Functions[name]
+		fs.Arrivals = rateOf(d.Arrivals)
+		fs.ServedLocal = rateOf(d.ServedLocal)
+		fs.ForwardedOut = rateOf(d.ForwardedOut)
+		fs.ReceivedIn = rateOf(d.ReceivedIn)
+		fs.Rejected = rateOf(d.Rejected)
+		fs.InFlight = int(c.InFlight)
+		fs.Latency = dfaas.Latency{P50: d.Latency.Quantile(0.5), P99: d.Latency.Quantile(0.99), Max: d.Latency.Quantile(1)}
+		out.Functions[name] = fs
+	}
+	return out, nil
+}
+
+var _ dfaas.Monitor = (*Monitor)(nil)

@@ -1,0 +1,105 @@
+// Package hist is a lock-free latency histogram with log-linear buckets
+// (8 sub-buckets per power of two, so quantiles are within 9% of the true
+// value) from 1 µs to about 70 minutes.
+package hist
+
+import (
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	subBits = 3
+	sub     = 1 << subBits
+	// Buckets is the number of buckets: 32 powers of two of microseconds.
+	Buckets = 32 * sub
+)
+
+// Histogram counts durations. The zero value is ready; it is safe for
+// concurrent use.
+type Histogram struct {
+	counts [Buckets]atomic.Uint64
+}
+
+// bucket maps a duration to its bucket index.
+func bucket(d time.Duration) int {
+	us := uint64(d / time.Microsecond)
+	if us < sub {
+		return int(us)
+	}
+	exp := bits.Len64(us) - 1 // us in [2^exp, 2^(exp+1))
+	mant := (us >> (exp - subBits)) & (sub - 1)
+	i := (exp-subBits+1)*sub + int(mant)
+	return min(i, Buckets-1)
+}
+
+// upper is the largest duration that falls in bucket i.
+func upper(i int) time.Duration {
+	if i < sub {
+		return time.Duration(i) * time.Microsecond
+	}
+	exp := i/sub + subBits - 1
+	mant := uint64(i % sub)
+	lo := (uint64(sub) + mant) << (exp - subBits)
+	return time.Duration(lo+(uint64(1)<<(exp-subBits))-1) * time.Microsecond
+}
+
+// Observe counts one duration.
+func (h *Histogram) Observe(d time.Duration) { h.counts[bucket(max(d, 0))].Add(1) }
+
+// Snapshot copies the counts.
+func (h *Histogram) Snapshot() Snapshot {
+	var s Snapshot
+	for i := range h.counts {
+		s[i] = h.counts[i].Load()
+	}
+	return s
+}
+
+// Snapshot is a histogram's counts at one moment.
+type Snapshot [Buckets]uint64
+
+// Sub returns the counts observed between old and s.
+func (s Snapshot) Sub(old Snapshot) Snapshot {
+	for i := range s {
+		s[i] -= old[i]
+	}
+	return s
+}
+
+// Add returns the sum of two snapshots.
+func (s Snapshot) Add(o Snapshot) Snapshot {
+	for i := range s {
+		s[i] += o[i]
+	}
+	return s
+}
+
+// Count is the number of observations.
+func (s Snapshot) Count() uint64 {
+	var n uint64
+	for _, c := range s {
+		n += c
+	}
+	return n
+}
+
+// Quantile returns the upper bound of the bucket holding quantile q in
+// [0, 1], or 0 without observations. Quantile(1) is an upper bound on the
+// maximum.
+func (s Snapshot) Quantile(q float64) time.Duration {
+	n := s.Count()
+	if n == 0 {
+		return 0
+	}
+	rank := uint64(q*float64(n-1)) + 1
+	var seen uint64
+	for i, c := range s {
+		seen += c
+		if seen >= rank {
+			return upper(i)
+		}
+	}
+	return upper(Buckets - 1)
+}

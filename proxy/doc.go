@@ -1,0 +1,21 @@
+// Package proxy holds the embedded ProxyDriver: an in-process HTTP proxy per
+// node with two listeners.
+//
+// The user listener takes OpenFaaS-style requests, /function/<name>[/...],
+// so existing clients work unchanged. A request is executed locally while the
+// function's local rate is under the plan's Limit (and the node's Capacity);
+// beyond it the request goes to a peer chosen by smooth weighted round robin
+// among the plan's peers whose rate Cap is not exhausted. A peer that refuses
+// or cannot be reached before it answers is skipped and the next one tried;
+// only when no peer and no local capacity can take the request does the user
+// get 503 with Retry-After.
+//
+// The peer listener takes requests forwarded by other nodes. They carry a
+// hop marker and are executed locally within the node's Capacity, never
+// forwarded again; over capacity they are refused with 503 and the
+// X-Dfaas-Refused header, which tells the forwarder to try another peer.
+// Hop markers on the user listener are stripped: a user cannot bypass
+// admission by claiming to be a peer.
+//
+// Counts exposes monotonic per-function counters for a Monitor.
+package proxy

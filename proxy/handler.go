@@ -1,0 +1,246 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// FunctionName returns the function an OpenFaaS-style path names:
+// /function/<name> or /function/<name>/<rest>.
+func FunctionName(path string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, "/function/")
+	if !ok {
+		return "", false
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	if dfaas.ValidateFunctionName(name) != nil {
+		return "", false
+	}
+	return name, true
+}
+
+// lookup resolves a request to its function's route, or answers 404.
+func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request) *route {
+	name, ok := FunctionName(r.URL.Path)
+	var rt *route
+	if ok {
+		rt = (*p.routes.Load())[name]
+	}
+	if rt == nil {
+		w.Header().Set(HeaderRefused, "unknown")
+		http.Error(w, "function not found", http.StatusNotFound)
+	}
+	return rt
+}
+
+// serveUser handles the user listener.
+func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
+	// Only proxies set hop markers, and never on this listener.
+	r.Header.Del(HeaderHop)
+	r.Header.Del(HeaderFrom)
+	rt := p.lookup(w, r)
+	if rt == nil {
+		return
+	}
+	fn := rt.fn
+	fn.counts.arrivals.Add(1)
+	start := time.Now()
+	defer func() { fn.counts.latency.Observe(time.Since(start)) }()
+
+	now := p.cfg.Now()
+	if admit(fn, now) {
+		p.serveLocal(w, r, fn, false)
+		return
+	}
+	fn.refusing.Store(true)
+	if rt.armed.CompareAndSwap(true, false) {
+		select {
+		case p.trigger <- struct{}{}:
+		default:
+		}
+	}
+	if len(rt.peers) > 0 && p.forward(w, r, rt) {
+		return
+	}
+	// No peer took it: use local capacity beyond the user limit, if any.
+	if fn.capacity.AllowN(p.cfg.Now(), 1) {
+		p.serveLocal(w, r, fn, false)
+		return
+	}
+	fn.counts.rejected.Add(1)
+	w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
+	http.Error(w, "no capacity for this function in the federation", http.StatusServiceUnavailable)
+}
+
+// admit takes a token from the user limit and the capacity, or neither.
+func admit(fn *function, now time.Time) bool {
+	res := fn.limit.ReserveN(now, 1)
+	if !res.OK() || res.DelayFrom(now) > 0 {
+		res.CancelAt(now)
+		return false
+	}
+	if !fn.capacity.AllowN(now, 1) {
+		res.CancelAt(now)
+		return false
+	}
+	return true
+}
+
+// servePeer handles the peer listener: execute within capacity or refuse.
+func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
+	rt := p.lookup(w, r)
+	if rt == nil {
+		return
+	}
+	if hop, err := strconv.Atoi(r.Header.Get(HeaderHop)); err != nil || hop < 1 {
+		http.Error(w, "missing hop marker: this listener is for federation peers", http.StatusBadRequest)
+		return
+	}
+	fn := rt.fn
+	if !fn.capacity.AllowN(p.cfg.Now(), 1) {
+		fn.counts.refused.Add(1)
+		w.Header().Set(HeaderRefused, "capacity")
+		w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
+		http.Error(w, "over capacity", http.StatusServiceUnavailable)
+		return
+	}
+	p.serveLocal(w, r, fn, true)
+}
+
+// serveLocal executes a request on the local platform.
+func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function, fromPeer bool) {
+	c := fn.counts
+	c.inFlight.Add(1)
+	defer c.inFlight.Add(-1)
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	p.local.ServeHTTP(sw, r)
+	switch {
+	case fromPeer:
+		c.receivedIn.Add(1)
+	case sw.status == http.StatusTooManyRequests:
+		c.rejected.Add(1)
+	default:
+		c.servedLocal.Add(1)
+	}
+}
+
+// forward sends the request to the route's peers in order until one answers
+// without refusing. It reports whether a response was written.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBody))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			rt.fn.counts.rejected.Add(1)
+			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+			return true
+		}
+		http.Error(w, "reading request body: "+err.Error(), http.StatusBadRequest)
+		return true
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body)) // for a local fallback
+	now := p.cfg.Now()
+	for _, i := range rt.order() {
+		pr := rt.peers[i]
+		if !pr.cap.AllowN(now, 1) {
+			continue
+		}
+		resp, err := p.try(r, pr, body)
+		if err != nil {
+			rt.fn.counts.failedTries.Add(1)
+			p.log.Debug("forward failed", "peer", pr.node, "err", err)
+			continue
+		}
+		pr.sent.Add(1)
+		rt.fn.counts.forwardedOut.Add(1)
+		copyResponse(w, resp)
+		return true
+	}
+	return false
+}
+
+// try sends one forward attempt. A refusal is returned as an error, with
+// the response closed.
+func (p *Proxy) try(r *http.Request, pr peer, body []byte) (*http.Response, error) {
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+pr.addr+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	out.Header = r.Header.Clone()
+	removeHopByHop(out.Header)
+	out.Header.Set(HeaderHop, "1")
+	out.Header.Set(HeaderFrom, string(p.cfg.Node))
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if prior := out.Header.Get("X-Forwarded-For"); prior != "" {
+			host = prior + ", " + host
+		}
+		out.Header.Set("X-Forwarded-For", host)
+	}
+	resp, err := p.transport.RoundTrip(out)
+	if err != nil {
+		return nil, err
+	}
+	if resp.Header.Get(HeaderRefused) != "" {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		_ = resp.Body.Close()
+		return nil, fmt.Errorf("peer %s refused: %s %s", pr.node, resp.Status, resp.Header.Get(HeaderRefused))
+	}
+	return resp, nil
+}
+
+func copyResponse(w http.ResponseWriter, resp *http.Response) {
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	removeHopByHop(h)
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, resp.Body)
+}
+
+// hopByHop are the headers that apply to one connection only (RFC 9110 7.6.1).
+var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			h.Del(strings.TrimSpace(name))
+		}
+	}
+	for _, name := range hopByHop {
+		h.Del(name)
+	}
+}
+
+// statusWriter records the status code a handler writes.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if !s.wrote {
+		s.status, s.wrote = code, true
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	s.wrote = true
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }

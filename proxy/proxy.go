@@ -1,0 +1,234 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// Header names of the federation protocol between proxies.
+const (
+	// HeaderHop marks a forwarded request with its hop count.
+	HeaderHop = "X-Dfaas-Hop"
+	// HeaderFrom names the node that forwarded a request.
+	HeaderFrom = "X-Dfaas-From"
+	// HeaderRefused on a 503 from a peer listener says the peer refused the
+	// request before executing it, so the forwarder may try another peer.
+	HeaderRefused = "X-Dfaas-Refused"
+)
+
+// Config configures a Proxy. The zero value of every field but Node means
+// its default.
+type Config struct {
+	// Node is this node's overlay id, sent to peers with forwarded requests.
+	// Required.
+	Node dfaas.NodeID
+	// UserAddr is the user listener's address. Default 127.0.0.1:0.
+	UserAddr string
+	// PeerAddr is the peer listener's address. Default 127.0.0.1:0.
+	PeerAddr string
+	// Burst is how much traffic a rate limit lets through at once, as time
+	// at that rate (at least one request). Default 100 ms.
+	Burst time.Duration
+	// MaxBody is the largest request body accepted; bodies are held in
+	// memory so that a refused forward can be retried. Default 16 MiB.
+	MaxBody int64
+	// DialTimeout bounds connecting to a peer. Default 1 s.
+	DialTimeout time.Duration
+	// ForwardTimeout bounds waiting for a peer's response headers. Default 30 s.
+	ForwardTimeout time.Duration
+	// RetryAfter is the Retry-After of a 503. Default 1 s.
+	RetryAfter time.Duration
+	// Logger receives the proxy's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock of the rate limiters. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.UserAddr == "" {
+		c.UserAddr = "127.0.0.1:0"
+	}
+	if c.PeerAddr == "" {
+		c.PeerAddr = "127.0.0.1:0"
+	}
+	if c.Burst == 0 {
+		c.Burst = 100 * time.Millisecond
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = 16 << 20
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = time.Second
+	}
+	if c.ForwardTimeout == 0 {
+		c.ForwardTimeout = 30 * time.Second
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Node == "":
+		return fmt.Errorf("%w: proxy: empty node id", dfaas.ErrInvalidConfig)
+	case c.Burst < 0 || c.MaxBody < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.RetryAfter < time.Second:
+		return fmt.Errorf("%w: proxy: negative duration or size, or retry-after under 1s", dfaas.ErrInvalidConfig)
+	}
+	return nil
+}
+
+// Proxy is the embedded data plane of one node. It implements
+// dfaas.ProxyDriver, dfaas.Trigger (fired when a function first exceeds its
+// local limit) and Counter. It is safe for concurrent use.
+type Proxy struct {
+	cfg       Config
+	log       *slog.Logger
+	local     http.Handler
+	transport *http.Transport
+	trigger   chan struct{}
+
+	routes atomic.Pointer[map[string]*route]
+
+	mu        sync.Mutex // guards functions; held by Apply
+	functions map[string]*function
+
+	user, peer   *http.Server
+	userL, peerL net.Listener
+	wg           sync.WaitGroup
+	closeOnce    sync.Once
+	closeErr     error
+}
+
+// New binds the proxy's listeners and starts serving. Local executes
+// requests on this node (the FaaS platform); it sees the OpenFaaS path.
+// Until the first Apply every function is unknown (404).
+func New(cfg Config, local http.Handler) (*Proxy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if local == nil {
+		return nil, fmt.Errorf("%w: proxy: nil local handler", dfaas.ErrInvalidConfig)
+	}
+	cfg = cfg.withDefaults()
+	p := &Proxy{cfg: cfg, log: cfg.Logger.With("node", string(cfg.Node)), local: local,
+		trigger: make(chan struct{}, 1), functions: map[string]*function{}}
+	p.routes.Store(&map[string]*route{})
+	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	p.transport = &http.Transport{
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: cfg.ForwardTimeout,
+		DisableCompression:    true,
+	}
+	var err error
+	if p.userL, err = net.Listen("tcp", cfg.UserAddr); err != nil {
+		return nil, fmt.Errorf("proxy: user listener: %w", err)
+	}
+	if p.peerL, err = net.Listen("tcp", cfg.PeerAddr); err != nil {
+		_ = p.userL.Close()
+		return nil, fmt.Errorf("proxy: peer listener: %w", err)
+	}
+	p.user = &http.Server{Handler: http.HandlerFunc(p.serveUser), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	p.peer = &http.Server{Handler: http.HandlerFunc(p.servePeer), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	for _, s := range []struct {
+		srv *http.Server
+		l   net.Listener
+	}{{p.user, p.userL}, {p.peer, p.peerL}} {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			if err := s.srv.Serve(s.l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				p.log.Error("proxy listener stopped", "addr", s.l.Addr().String(), "err", err)
+			}
+		}()
+	}
+	return p, nil
+}
+
+// UserAddr is the bound host:port of the user listener.
+func (p *Proxy) UserAddr() string { return p.userL.Addr().String() }
+
+// PeerAddr is the bound host:port of the peer listener, to advertise.
+func (p *Proxy) PeerAddr() string { return p.peerL.Addr().String() }
+
+// Trigger implements dfaas.Trigger.
+func (p *Proxy) Trigger() <-chan struct{} { return p.trigger }
+
+// Apply implements dfaas.ProxyDriver. Each function's routing is swapped
+// atomically; requests in flight finish on the routing they started with.
+// Functions absent from the plan answer 404 from then on.
+func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("proxy: apply: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.cfg.Now()
+	next := make(map[string]*route, len(plan.Functions))
+	for name, fp := range plan.Functions {
+		if err := dfaas.ValidateFunctionName(name); err != nil {
+			return fmt.Errorf("proxy: apply: %w", err)
+		}
+		fn, ok := p.functions[name]
+		if !ok {
+			fn = newFunction(fp, p.cfg.Burst, now)
+			p.functions[name] = fn
+		}
+		next[name] = newRoute(fn, fp, p.cfg.Burst, now)
+	}
+	p.routes.Store(&next)
+	return nil
+}
+
+// Counts implements Counter: every function ever planned, with its counters
+// since the proxy started.
+func (p *Proxy) Counts() map[string]Counts {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]Counts, len(p.functions))
+	for name, fn := range p.functions {
+		out[name] = fn.counts.snapshot()
+	}
+	return out
+}
+
+// Close stops both listeners, waits up to 5 s for requests in flight, and
+// closes idle peer connections. It is idempotent.
+func (p *Proxy) Close() error {
+	p.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.closeErr = errors.Join(p.user.Shutdown(ctx), p.peer.Shutdown(ctx))
+		p.wg.Wait()
+		p.transport.CloseIdleConnections()
+	})
+	return p.closeErr
+}
+
+// Interface guards.
+var (
+	_ dfaas.ProxyDriver = (*Proxy)(nil)
+	_ dfaas.Trigger     = (*Proxy)(nil)
+	_ Counter           = (*Proxy)(nil)
+)

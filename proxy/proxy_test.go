@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// echo is a local platform that answers with the node's name and counts
+// what it executes, remembering the last hop marker it saw.
+type echo struct {
+	name    string
+	calls   atomic.Int64
+	lastHop atomic.Value
+}
+
+func (e *echo) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e.calls.Add(1)
+	e.lastHop.Store(r.Header.Get(HeaderHop))
+	body, _ := io.ReadAll(r.Body)
+	_, _ = io.WriteString(w, e.name+":"+string(body))
+}
+
+func newTestProxy(t *testing.T, node string) (*Proxy, *echo) {
+	t.Helper()
+	e := &echo{name: node}
+	p, err := New(Config{Node: dfaas.NodeID(node)}, e)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p, e
+}
+
+func apply(t *testing.T, p *Proxy, fns map[string]dfaas.FunctionPlan) {
+	t.Helper()
+	require.NoError(t, p.Apply(context.Background(), dfaas.Plan{Functions: fns}))
+}
+
+func do(t *testing.T, method, url string, hdr map[string]string, body string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	require.NoError(t, err)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func TestFunctionName(t *testing.T) {
+	for path, want := range map[string]string{"/function/figlet": "figlet", "/function/figlet/x/y": "figlet", "/function/": "", "/function/Bad": "", "/system/functions": ""} {
+		got, ok := FunctionName(path)
+		assert.Equal(t, want != "", ok, path)
+		assert.Equal(t, want, got, path)
+	}
+}
+
+func TestUnknownFunctionIs404(t *testing.T) {
+	p, e := newTestProxy(t, "a")
+	apply(t, p, map[string]dfaas.FunctionPlan{"figlet": {Limit: 10, Capacity: 10}})
+	for _, path := range []string{"/function/nope", "/function/UPPER", "/other"} {
+		code, _, _ := do(t, "GET", "http://"+p.UserAddr()+path, nil, "")
+		assert.Equal(t, http.StatusNotFound, code, path)
+		code, _, _ = do(t, "GET", "http://"+p.PeerAddr()+path, map[string]string{HeaderHop: "1"}, "")
+		assert.Equal(t, http.StatusNotFound, code, path)
+	}
+	assert.Zero(t, e.calls.Load())
+	assert.NotContains(t, p.Counts(), "nope")
+}
+
+func TestLocalAdmissionAndForward(t *testing.T) {
+	a, ea := newTestProxy(t, "a")
+	b, eb := newTestProxy(t, "b")
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
+	// a admits nothing locally: every request goes to b.
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1000}}}})
+
+	code, hdr, body := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet?x=1", nil, "hi")
+	require.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "b:hi", body)
+	assert.Empty(t, hdr.Get(HeaderRefused))
+	assert.Equal(t, "1", eb.lastHop.Load())
+	assert.Zero(t, ea.calls.Load())
+	ca, cb := a.Counts()["figlet"], b.Counts()["figlet"]
+	assert.Equal(t, uint64(1), ca.Arrivals)
+	assert.Equal(t, uint64(1), ca.ForwardedOut)
+	assert.Equal(t, map[dfaas.NodeID]uint64{"b": 1}, ca.Forwarded)
+	assert.Equal(t, uint64(1), cb.ReceivedIn)
+	assert.Zero(t, cb.Arrivals, "a forwarded request is not a user arrival at the peer")
+	assert.Equal(t, uint64(1), ca.Latency.Count())
+}
+
+func TestForgedHopOnUserPortIsUserTraffic(t *testing.T) {
+	a, ea := newTestProxy(t, "a")
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
+	code, _, _ := do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", map[string]string{HeaderHop: "1", HeaderFrom: "evil"}, "")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "", ea.lastHop.Load(), "hop marker stripped")
+	c := a.Counts()["figlet"]
+	assert.Equal(t, uint64(1), c.Arrivals)
+	assert.Equal(t, uint64(1), c.ServedLocal)
+	assert.Zero(t, c.ReceivedIn)
+}
+
+func TestPeerPortRequiresHopMarker(t *testing.T) {
+	a, ea := newTestProxy(t, "a")
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
+	code, _, _ := do(t, "GET", "http://"+a.PeerAddr()+"/function/figlet", nil, "")
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.Zero(t, ea.calls.Load())
+}
+
+func TestRefusedForwardIsRetriedOnNextPeer(t *testing.T) {
+	a, _ := newTestProxy(t, "a")
+	full, efull := newTestProxy(t, "full")
+	b, eb := newTestProxy(t, "b")
+	apply(t, full, map[string]dfaas.FunctionPlan{"figlet": {}}) // no capacity: refuses
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Capacity: 1000}})
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{
+		{Node: "dead", Addr: "127.0.0.1:1", Weight: 0.5, Cap: 1000}, // nothing listens there
+		{Node: "full", Addr: full.PeerAddr(), Weight: 0.4, Cap: 1000},
+		{Node: "b", Addr: b.PeerAddr(), Weight: 0.1, Cap: 1000},
+	}}})
+	for range 10 {
+		code, _, body := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, "x")
+		require.Equal(t, http.StatusOK, code)
+		assert.Equal(t, "b:x", body, "body replayed intact on retry")
+	}
+	assert.Equal(t, int64(10), eb.calls.Load())
+	assert.Zero(t, efull.calls.Load())
+	ca := a.Counts()["figlet"]
+	assert.Equal(t, uint64(10), ca.ForwardedOut)
+	// Smooth weighted round robin picks dead 5, full 4 and b 1 time in 10;
+	// each pick of dead or full fails twice before b answers.
+	assert.Equal(t, uint64(18), ca.FailedTries)
+	assert.Zero(t, ca.Rejected)
+	assert.Equal(t, uint64(9), full.Counts()["figlet"].Refused)
+}
+
+func TestNoCapacityAnywhereIs503WithRetryAfter(t *testing.T) {
+	a, _ := newTestProxy(t, "a")
+	b, _ := newTestProxy(t, "b")
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {}})
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1000}}}})
+	code, hdr, _ := do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "1", hdr.Get("Retry-After"))
+	assert.Equal(t, uint64(1), a.Counts()["figlet"].Rejected)
+}
+
+func TestLocalCapacityBeyondUserLimitIsLastResort(t *testing.T) {
+	a, ea := newTestProxy(t, "a")
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 0, Capacity: 1000}})
+	code, _, _ := do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, int64(1), ea.calls.Load())
+}
+
+func TestTriggerFiresOnceWhenLimitFirstCrossed(t *testing.T) {
+	a, _ := newTestProxy(t, "a")
+	plan := map[string]dfaas.FunctionPlan{"figlet": {Limit: 1, Capacity: 1}}
+	apply(t, a, plan)
+	for range 5 {
+		do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
+	}
+	select {
+	case <-a.Trigger():
+	case <-time.After(time.Second):
+		t.Fatal("no trigger")
+	}
+	// Still over the limit after the next plan: no new trigger.
+	apply(t, a, plan)
+	for range 5 {
+		do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
+	}
+	select {
+	case <-a.Trigger():
+		t.Fatal("sustained overload fired again")
+	default:
+	}
+}
+
+func TestRemovedFunctionIs404AndCountersPersist(t *testing.T) {
+	a, _ := newTestProxy(t, "a")
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
+	do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
+	apply(t, a, map[string]dfaas.FunctionPlan{})
+	code, _, _ := do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
+	assert.Equal(t, http.StatusNotFound, code)
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
+	do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
+	assert.Equal(t, uint64(2), a.Counts()["figlet"].ServedLocal)
+}
+
+func TestApplyRejectsBadNames(t *testing.T) {
+	a, _ := newTestProxy(t, "a")
+	err := a.Apply(context.Background(), dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"../etc": {}}})
+	assert.ErrorIs(t, err, dfaas.ErrInvalidName)
+}
+
+func TestConfigValidate(t *testing.T) {
+	assert.ErrorIs(t, Config{}.Validate(), dfaas.ErrInvalidConfig)
+	assert.ErrorIs(t, Config{Node: "a", RetryAfter: time.Millisecond}.Validate(), dfaas.ErrInvalidConfig)
+	_, err := New(Config{Node: "a"}, nil)
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+	_, err = New(Config{Node: "a", UserAddr: "256.0.0.1:0"}, http.NotFoundHandler())
+	assert.Error(t, err)
+}
