@@ -55,12 +55,14 @@ type peer struct {
 }
 
 // burst is the token bucket depth for rate r: the requests that arrive in
-// window at that rate, at least one. Zero rate admits nothing.
+// window at that rate, and at least two, because a bucket of one wastes the
+// tokens that accrue while it is full and so admits less than r when
+// arrivals are out of phase with it. Zero rate admits nothing.
 func burst(r dfaas.Rate, window time.Duration) int {
 	if r <= 0 {
 		return 0
 	}
-	return max(1, int(math.Ceil(float64(r)*window.Seconds())))
+	return max(2, int(math.Ceil(float64(r)*window.Seconds())))
 }
 
 // setLimiter moves l to rate r keeping its tokens, or creates it.

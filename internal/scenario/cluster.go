@@ -1,0 +1,199 @@
+// Package scenario starts a federation of complete nodes on loopback - an
+// embedded runtime, an embedded proxy, an overlay and an Agent each - drives
+// open-loop load at them with vegeta, and reports what every node served.
+// The reference-scenario demo and the end-to-end tests are built on it.
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/balance"
+	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/forecast"
+	"github.com/dfaas-go/dfaas/overlay"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// ClusterConfig describes a federation to start.
+type ClusterConfig struct {
+	// Capacities holds each node's capacity for Function, in req/s; node i
+	// is named strconv.Itoa(i+1).
+	Capacities []dfaas.Rate
+	// Function is the function every node deploys. Default "figlet".
+	Function string
+	// Interval is the Agents' control tick. Default 1 s.
+	Interval time.Duration
+	// Strategy plans every node. Default balance.Proportional.
+	Strategy dfaas.Balancer
+	// Forecaster makes each node's forecaster. Default forecast.LastValue.
+	Forecaster func() dfaas.Forecaster
+	// Overlay is "libp2p" (default: real hosts on loopback, every node
+	// bootstrapping from node 1) or "memory".
+	Overlay string
+	// Logger receives every component's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Node is one member of a started cluster.
+type Node struct {
+	Name    string
+	Runtime *faas.Runtime
+	Proxy   *proxy.Proxy
+	Overlay dfaas.Overlay
+	Agent   *dfaas.Agent
+}
+
+// Cluster is a running federation.
+type Cluster struct {
+	Nodes    []*Node
+	Function string
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closers  []func() error
+	once     sync.Once
+}
+
+func (c ClusterConfig) withDefaults() ClusterConfig {
+	if c.Function == "" {
+		c.Function = "figlet"
+	}
+	if c.Interval == 0 {
+		c.Interval = time.Second
+	}
+	if c.Strategy == nil {
+		c.Strategy = balance.Proportional{}
+	}
+	if c.Forecaster == nil {
+		c.Forecaster = func() dfaas.Forecaster { return &forecast.LastValue{} }
+	}
+	if c.Overlay == "" {
+		c.Overlay = "libp2p"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// hello is the demo function: it answers with a greeting and the node that
+// executed it.
+func hello(node string) http.Handler {
+	return faas.HandlerFunc(func(_ context.Context, body []byte) ([]byte, error) {
+		return append([]byte("hello from node "+node+": "), body...), nil
+	})
+}
+
+// StartCluster starts every node and their agents. The agents run until
+// Close.
+func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error) {
+	cfg = cfg.withDefaults()
+	if len(cfg.Capacities) == 0 {
+		return nil, fmt.Errorf("%w: no nodes", dfaas.ErrInvalidConfig)
+	}
+	if cfg.Overlay != "libp2p" && cfg.Overlay != "memory" {
+		return nil, fmt.Errorf("%w: overlay %q: want libp2p or memory", dfaas.ErrInvalidConfig, cfg.Overlay)
+	}
+	c := &Cluster{Function: cfg.Function}
+	defer func() {
+		if err != nil {
+			_ = c.Close()
+		}
+	}()
+	network := overlay.NewNetwork()
+	var bootstrap []string
+	for i, capacity := range cfg.Capacities {
+		n := &Node{Name: strconv.Itoa(i + 1), Runtime: faas.NewRuntime()}
+		log := cfg.Logger.With("name", n.Name)
+		if err := n.Runtime.Deploy(faas.Function{Name: cfg.Function, Handler: hello(n.Name), Capacity: capacity}); err != nil {
+			return nil, err
+		}
+		switch cfg.Overlay {
+		case "libp2p":
+			o, err := overlay.NewLibp2p(ctx, overlay.Libp2pConfig{Bootstrap: bootstrap, DiscoveryInterval: time.Second, Logger: log})
+			if err != nil {
+				return nil, err
+			}
+			if i == 0 {
+				bootstrap = o.Addrs()
+			}
+			n.Overlay = o
+		default:
+			o, err := network.Join(dfaas.NodeID(n.Name))
+			if err != nil {
+				return nil, err
+			}
+			n.Overlay = o
+		}
+		c.closers = append(c.closers, n.Overlay.Close)
+		if n.Proxy, err = proxy.New(proxy.Config{Node: n.Overlay.Self(), Logger: log}, n.Runtime); err != nil {
+			return nil, err
+		}
+		c.closers = append(c.closers, n.Proxy.Close)
+		mon, err := faas.NewMonitor(n.Proxy, n.Runtime, faas.MonitorConfig{})
+		if err != nil {
+			return nil, err
+		}
+		n.Agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: n.Proxy.PeerAddr(), Logger: log},
+			n.Overlay, mon, cfg.Forecaster(), cfg.Strategy, n.Proxy)
+		if err != nil {
+			return nil, err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	for _, n := range c.Nodes {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			_ = n.Agent.Run(runCtx)
+		}()
+	}
+	return c, nil
+}
+
+// WaitFormed waits until every node holds a live advert of every other node
+// and has planned with them.
+func (c *Cluster) WaitFormed(ctx context.Context) error {
+	for {
+		formed := true
+		for _, n := range c.Nodes {
+			if len(n.Overlay.Adverts(time.Now())) != len(c.Nodes)-1 || n.Agent.Status().Peers != len(c.Nodes)-1 {
+				formed = false
+			}
+		}
+		if formed {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("scenario: federation did not form: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Close stops the agents, then the proxies and overlays. It is idempotent.
+func (c *Cluster) Close() error {
+	var err error
+	c.once.Do(func() {
+		if c.cancel != nil {
+			c.cancel()
+		}
+		c.wg.Wait()
+		var errs []error
+		for i := len(c.closers) - 1; i >= 0; i-- {
+			errs = append(errs, c.closers[i]())
+		}
+		err = errors.Join(errs...)
+	})
+	return err
+}
