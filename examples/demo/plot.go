@@ -24,7 +24,11 @@ func plotServed(path string, rep scenario.Report) error {
 		color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
 		color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
 	}
+	top := 1.0
 	for i, n := range rep.Nodes {
+		for _, s := range n.Served {
+			top = max(top, s)
+		}
 		pts := make(plotter.XYs, len(n.Served))
 		for b, s := range n.Served {
 			pts[b].X = float64(b+1) * rep.Bucket.Seconds()
@@ -40,7 +44,9 @@ func plotServed(path string, rep scenario.Report) error {
 		p.Legend.Add(fmt.Sprintf("node %s (capacity %g)", n.ID, n.Capacity), line)
 	}
 	p.Legend.Top = true
+	p.Legend.Left = true
 	p.Y.Min = 0
+	p.Y.Max = top * (1.15 + 0.1*float64(len(rep.Nodes))) // room for the legend
 	if err := p.Save(8*vg.Inch, 4*vg.Inch, path); err != nil {
 		return fmt.Errorf("plot: %w", err)
 	}

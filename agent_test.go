@@ -1,0 +1,238 @@
+package dfaas_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/mock"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type mockOverlay struct{ mock.Mock }
+
+func (m *mockOverlay) Self() dfaas.NodeID { return "n1" }
+func (m *mockOverlay) Publish(ctx context.Context, a dfaas.Advert) error {
+	return m.Called(ctx, a).Error(0)
+}
+func (m *mockOverlay) Adverts(now time.Time) []dfaas.Advert {
+	return m.Called(now).Get(0).([]dfaas.Advert)
+}
+func (m *mockOverlay) Close() error { return m.Called().Error(0) }
+
+type mockMonitor struct{ mock.Mock }
+
+func (m *mockMonitor) Sample(ctx context.Context) (dfaas.Sample, error) {
+	args := m.Called(ctx)
+	return args.Get(0).(dfaas.Sample), args.Error(1)
+}
+
+type mockForecaster struct{ mock.Mock }
+
+func (m *mockForecaster) Observe(s dfaas.Sample) { m.Called(s) }
+func (m *mockForecaster) Predict(now time.Time, h time.Duration) map[string]dfaas.Rate {
+	return m.Called(now, h).Get(0).(map[string]dfaas.Rate)
+}
+
+type mockBalancer struct{ mock.Mock }
+
+func (m *mockBalancer) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
+	return m.Called(self, peers).Get(0).(dfaas.Plan)
+}
+
+type mockProxy struct {
+	mock.Mock
+	trigger chan struct{}
+}
+
+func (m *mockProxy) Apply(ctx context.Context, p dfaas.Plan) error { return m.Called(ctx, p).Error(0) }
+func (m *mockProxy) Trigger() <-chan struct{}                      { return m.trigger }
+
+type mocks struct {
+	o *mockOverlay
+	m *mockMonitor
+	f *mockForecaster
+	b *mockBalancer
+	p *mockProxy
+}
+
+var now = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+
+func newAgent(t *testing.T, cfg dfaas.Config) (*dfaas.Agent, mocks) {
+	t.Helper()
+	ms := mocks{&mockOverlay{}, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{trigger: make(chan struct{}, 1)}}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:7000"
+	}
+	if cfg.Now == nil {
+		cfg.Now = func() time.Time { return now }
+	}
+	a, err := dfaas.NewAgent(cfg, ms.o, ms.m, ms.f, ms.b, ms.p)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		ms.o.AssertExpectations(t)
+		ms.m.AssertExpectations(t)
+		ms.f.AssertExpectations(t)
+		ms.b.AssertExpectations(t)
+		ms.p.AssertExpectations(t)
+	})
+	return a, ms
+}
+
+var sample = dfaas.Sample{Time: now, Functions: map[string]dfaas.FunctionSample{
+	"figlet": {Capacity: 10, Arrivals: 48},
+	"echo":   {Capacity: 5, Arrivals: 2},
+}}
+
+var peers = []dfaas.Advert{{Node: "n2", Seq: 9, TTL: 3 * time.Second, Addr: "127.0.0.1:7001",
+	Functions: map[string]dfaas.FunctionState{"figlet": {Capacity: 20}}}}
+
+func TestTickComposesTheLoop(t *testing.T) {
+	a, ms := newAgent(t, dfaas.Config{})
+	ms.m.On("Sample", mock.Anything).Return(sample, nil).Twice()
+	ms.f.On("Observe", sample).Twice()
+	// The forecaster knows figlet only; echo falls back to its arrivals.
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{"figlet": 50}).Twice()
+	wantState := dfaas.State{Node: "n1", Time: now, Functions: map[string]dfaas.FunctionState{
+		"figlet": {Capacity: 10, Demand: 50}, "echo": {Capacity: 5, Demand: 2}}}
+	var seqs []uint64
+	ms.o.On("Publish", mock.Anything, mock.MatchedBy(func(ad dfaas.Advert) bool {
+		return ad.Node == "n1" && ad.TTL == 3*time.Second && ad.Addr == "127.0.0.1:7000" &&
+			assert.ObjectsAreEqual(wantState.Functions, ad.Functions)
+	})).Run(func(args mock.Arguments) { seqs = append(seqs, args.Get(1).(dfaas.Advert).Seq) }).Return(nil).Twice()
+	ms.o.On("Adverts", now).Return(peers).Twice()
+	plan := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": {Limit: 10, Capacity: 10}}}
+	ms.b.On("Plan", wantState, peers).Return(plan).Twice()
+	ms.p.On("Apply", mock.Anything, dfaas.Plan{Time: now, Functions: plan.Functions}).Return(nil).Twice()
+
+	require.NoError(t, a.Tick(context.Background()))
+	require.NoError(t, a.Tick(context.Background()))
+	require.Len(t, seqs, 2)
+	assert.Equal(t, seqs[0]+1, seqs[1], "sequence numbers increase by one per tick")
+	assert.Greater(t, seqs[0], uint64(now.UnixNano()), "sequence starts above any earlier run's")
+	st := a.Status()
+	assert.Equal(t, uint64(2), st.Ticks)
+	assert.Zero(t, st.Failures)
+	assert.Equal(t, 1, st.Peers)
+	assert.Equal(t, wantState, st.LastState)
+	assert.Equal(t, plan.Functions, st.LastPlan.Functions)
+}
+
+func TestSampleFailureStopsTheTick(t *testing.T) {
+	a, ms := newAgent(t, dfaas.Config{})
+	boom := errors.New("gateway down")
+	ms.m.On("Sample", mock.Anything).Return(dfaas.Sample{}, boom).Once()
+	err := a.Tick(context.Background())
+	assert.ErrorIs(t, err, boom)
+	st := a.Status()
+	assert.Equal(t, uint64(1), st.Failures)
+	assert.ErrorIs(t, st.LastErr, boom)
+	// Publish, Plan and Apply were never called: AssertExpectations in cleanup.
+}
+
+func TestPublishFailureStillPlans(t *testing.T) {
+	a, ms := newAgent(t, dfaas.Config{})
+	boom := errors.New("no peers")
+	ms.m.On("Sample", mock.Anything).Return(sample, nil).Once()
+	ms.f.On("Observe", sample).Once()
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Once()
+	ms.o.On("Publish", mock.Anything, mock.Anything).Return(boom).Once()
+	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil)).Once()
+	ms.b.On("Plan", mock.Anything, []dfaas.Advert(nil)).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}).Once()
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil).Once()
+	assert.ErrorIs(t, a.Tick(context.Background()), boom)
+}
+
+func TestApplyFailureIsReported(t *testing.T) {
+	a, ms := newAgent(t, dfaas.Config{})
+	boom := errors.New("haproxy gone")
+	ms.m.On("Sample", mock.Anything).Return(sample, nil).Once()
+	ms.f.On("Observe", sample).Once()
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Once()
+	ms.o.On("Publish", mock.Anything, mock.Anything).Return(nil).Once()
+	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil)).Once()
+	ms.b.On("Plan", mock.Anything, mock.Anything).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}).Once()
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(boom).Once()
+	err := a.Tick(context.Background())
+	assert.ErrorIs(t, err, boom)
+	assert.ErrorContains(t, err, "agent: apply")
+	assert.Equal(t, uint64(1), a.Status().Failures)
+}
+
+// TestRunTicksEarlyOnTrigger: with a five-minute interval, only the first
+// tick and the triggered one can happen.
+func TestRunTicksEarlyOnTrigger(t *testing.T) {
+	a, ms := newAgent(t, dfaas.Config{Interval: 5 * time.Minute, TTL: 10 * time.Minute, Holdoff: time.Millisecond})
+	applied := make(chan struct{}, 4)
+	ms.m.On("Sample", mock.Anything).Return(sample, nil)
+	ms.f.On("Observe", sample)
+	ms.f.On("Predict", now, 5*time.Minute).Return(map[string]dfaas.Rate{})
+	ms.o.On("Publish", mock.Anything, mock.Anything).Return(nil)
+	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil))
+	ms.b.On("Plan", mock.Anything, mock.Anything).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}})
+	ms.p.On("Apply", mock.Anything, mock.Anything).Run(func(mock.Arguments) { applied <- struct{}{} }).Return(nil)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	waitFor(t, applied)
+	ms.p.trigger <- struct{}{}
+	waitFor(t, applied)
+	cancel()
+	require.NoError(t, <-done)
+	assert.Equal(t, uint64(2), a.Status().Ticks)
+}
+
+func waitFor(t *testing.T, c <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-c:
+	case <-time.After(5 * time.Second):
+		t.Fatal("timed out")
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	bad := []dfaas.Config{
+		{}, // no address
+		{Addr: "x", Interval: time.Microsecond},
+		{Addr: "x", Interval: time.Second, TTL: time.Millisecond},
+		{Addr: "x", TTL: time.Hour},
+		{Addr: "x", Interval: time.Hour},
+		{Addr: "x", Holdoff: -1},
+		{Addr: "x", Interval: time.Second, Holdoff: 2 * time.Second},
+	}
+	for _, c := range bad {
+		assert.ErrorIs(t, c.Validate(), dfaas.ErrInvalidConfig, "%+v", c)
+	}
+	assert.NoError(t, dfaas.Config{Addr: "127.0.0.1:1"}.Validate())
+	_, err := dfaas.NewAgent(dfaas.Config{Addr: "x"}, nil, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{})
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+}
+
+func TestValidateFunctionName(t *testing.T) {
+	for _, ok := range []string{"figlet", "a", "nodeinfo-2", "x1"} {
+		assert.NoError(t, dfaas.ValidateFunctionName(ok), ok)
+	}
+	for _, bad := range []string{"", "-a", "a-", "Upper", "a_b", "a/b", "a.b", string(make([]byte, 64))} {
+		assert.ErrorIs(t, dfaas.ValidateFunctionName(bad), dfaas.ErrInvalidName, bad)
+	}
+}
+
+func TestFunctionStateArithmetic(t *testing.T) {
+	f := dfaas.FunctionState{Capacity: 10, Demand: 50}
+	assert.Equal(t, dfaas.Rate(40), f.Deficit())
+	assert.Zero(t, f.Slack())
+	assert.True(t, f.Overloaded())
+	g := dfaas.FunctionState{Capacity: 30, Demand: 6}
+	assert.Equal(t, dfaas.Rate(24), g.Slack())
+	assert.Zero(t, g.Deficit())
+	assert.False(t, g.Overloaded())
+}

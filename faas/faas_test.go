@@ -1,0 +1,153 @@
+package faas
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func upper() http.Handler {
+	return HandlerFunc(func(_ context.Context, b []byte) ([]byte, error) {
+		if string(b) == "fail" {
+			return nil, errors.New("asked to fail")
+		}
+		return []byte(strings.ToUpper(string(b))), nil
+	})
+}
+
+func invoke(rt http.Handler, path, body string) (int, string) {
+	rec := httptest.NewRecorder()
+	rt.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
+	b, _ := io.ReadAll(rec.Body)
+	return rec.Code, string(b)
+}
+
+func TestRuntimeInvokes(t *testing.T) {
+	rt := NewRuntime()
+	require.NoError(t, rt.Deploy(Function{Name: "upper", Handler: upper(), Capacity: 100}))
+	code, body := invoke(rt, "/function/upper", "hi")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "HI", body)
+	code, _ = invoke(rt, "/function/upper/sub/path", "fail")
+	assert.Equal(t, http.StatusInternalServerError, code)
+	code, _ = invoke(rt, "/function/nope", "")
+	assert.Equal(t, http.StatusNotFound, code)
+	code, _ = invoke(rt, "/system/functions", "")
+	assert.Equal(t, http.StatusNotFound, code)
+	ran, throttled := rt.Invocations("upper")
+	assert.Equal(t, uint64(2), ran)
+	assert.Zero(t, throttled)
+	assert.Equal(t, []string{"upper"}, rt.Functions())
+	assert.True(t, rt.Remove("upper"))
+	assert.False(t, rt.Remove("upper"))
+	code, _ = invoke(rt, "/function/upper", "")
+	assert.Equal(t, http.StatusNotFound, code)
+}
+
+// TestRuntimeCapacityIsPhysical: a burst far above capacity executes at
+// most the bucket (half a second of capacity) and refuses the rest.
+func TestRuntimeCapacityIsPhysical(t *testing.T) {
+	rt := NewRuntime()
+	require.NoError(t, rt.Deploy(Function{Name: "upper", Handler: upper(), Capacity: 10}))
+	ok := 0
+	for range 50 {
+		if code, _ := invoke(rt, "/function/upper", "x"); code == http.StatusOK {
+			ok++
+		}
+	}
+	assert.InDelta(t, 5, ok, 1)
+	ran, throttled := rt.Invocations("upper")
+	assert.Equal(t, uint64(ok), ran)
+	assert.Equal(t, uint64(50-ok), throttled)
+}
+
+func TestRuntimeWorkHoldsTheInvocation(t *testing.T) {
+	rt := NewRuntime()
+	require.NoError(t, rt.Deploy(Function{Name: "slow", Handler: upper(), Capacity: 100, Work: 20 * time.Millisecond}))
+	start := time.Now()
+	code, _ := invoke(rt, "/function/slow", "x")
+	assert.Equal(t, http.StatusOK, code)
+	assert.GreaterOrEqual(t, time.Since(start), 20*time.Millisecond)
+}
+
+func TestRuntimeDeployRejects(t *testing.T) {
+	rt := NewRuntime()
+	assert.ErrorIs(t, rt.Deploy(Function{Name: "Bad Name", Handler: upper()}), dfaas.ErrInvalidName)
+	assert.ErrorIs(t, rt.Deploy(Function{Name: "ok"}), dfaas.ErrInvalidConfig)
+	assert.ErrorIs(t, rt.Deploy(Function{Name: "ok", Handler: upper(), Capacity: -1}), dfaas.ErrInvalidConfig)
+}
+
+// fakeCounter is a data plane whose counters the test sets.
+type fakeCounter struct{ counts map[string]proxy.Counts }
+
+func (f *fakeCounter) Counts() map[string]proxy.Counts { return f.counts }
+
+type failingPlatform struct{}
+
+func (failingPlatform) Capacities(context.Context) (map[string]dfaas.Rate, error) {
+	return nil, errors.New("gateway unreachable")
+}
+
+func TestMonitorRates(t *testing.T) {
+	rt := NewRuntime()
+	require.NoError(t, rt.Deploy(Function{Name: "figlet", Handler: upper(), Capacity: 10}))
+	require.NoError(t, rt.Deploy(Function{Name: "idle", Handler: upper(), Capacity: 5}))
+	clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	fc := &fakeCounter{counts: map[string]proxy.Counts{
+		"figlet":  {Arrivals: 100, ServedLocal: 20, ForwardedOut: 80},
+		"remote":  {Arrivals: 7},  // planned because a peer serves it
+		"retired": {Arrivals: 30}, // neither deployed nor asked for any more
+	}}
+	m, err := NewMonitor(fc, rt, MonitorConfig{Window: time.Second, Now: func() time.Time { return clock }})
+	require.NoError(t, err)
+	ctx := context.Background()
+
+	s, err := m.Sample(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, s.Window)
+	assert.Equal(t, dfaas.FunctionSample{Capacity: 10}, s.Functions["figlet"], "first sample has no rates")
+
+	clock = clock.Add(time.Second)
+	fc.counts = map[string]proxy.Counts{
+		"figlet":  {Arrivals: 150, ServedLocal: 30, ForwardedOut: 115, Rejected: 5, InFlight: 3},
+		"remote":  {Arrivals: 11},
+		"retired": {Arrivals: 30},
+	}
+	s, err = m.Sample(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, time.Second, s.Window)
+	f := s.Functions["figlet"]
+	assert.Equal(t, dfaas.FunctionSample{Capacity: 10, Arrivals: 50, ServedLocal: 10, ForwardedOut: 35, Rejected: 5, InFlight: 3}, f)
+	assert.Equal(t, dfaas.FunctionSample{Capacity: 5}, s.Functions["idle"])
+	assert.Equal(t, dfaas.Rate(4), s.Functions["remote"].Arrivals)
+	assert.NotContains(t, s.Functions, "retired")
+
+	// A sample 100 ms later measures against the one a second before it.
+	clock = clock.Add(100 * time.Millisecond)
+	fc.counts["figlet"] = proxy.Counts{Arrivals: 155}
+	s, err = m.Sample(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, 1100*time.Millisecond, s.Window)
+	assert.InDelta(t, 55/1.1, float64(s.Functions["figlet"].Arrivals), 1e-9)
+
+	_, err = NewMonitor(nil, rt, MonitorConfig{})
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+	bad, err := NewMonitor(fc, failingPlatform{}, MonitorConfig{})
+	require.NoError(t, err)
+	_, err = bad.Sample(ctx)
+	assert.ErrorContains(t, err, "gateway unreachable")
+}
