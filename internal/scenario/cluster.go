@@ -49,6 +49,17 @@ type Node struct {
 	Proxy   *proxy.Proxy
 	Overlay dfaas.Overlay
 	Agent   *dfaas.Agent
+
+	stop    context.CancelFunc
+	stopped chan struct{}
+}
+
+// Stop ends the node's agent, then closes its proxy and overlay, as a
+// crashed or switched-off node would. Cluster.Close still works after it.
+func (n *Node) Stop() error {
+	n.stop()
+	<-n.stopped
+	return errors.Join(n.Proxy.Close(), n.Overlay.Close())
 }
 
 // Cluster is a running federation.
@@ -151,10 +162,14 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	runCtx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	for _, n := range c.Nodes {
+		var nodeCtx context.Context
+		nodeCtx, n.stop = context.WithCancel(runCtx)
+		n.stopped = make(chan struct{})
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			_ = n.Agent.Run(runCtx)
+			defer close(n.stopped)
+			_ = n.Agent.Run(nodeCtx)
 		}()
 	}
 	return c, nil

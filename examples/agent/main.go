@@ -1,0 +1,150 @@
+// Command agent runs one dfaas node: a libp2p overlay, the embedded proxy,
+// the embedded runtime with echo functions of given capacities, and the
+// Agent that ties them together. Start one per node:
+//
+//	go run ./examples/agent -functions hello=10 -user 127.0.0.1:8080 -peer 127.0.0.1:8081 \
+//	    -listen /ip4/127.0.0.1/tcp/4001
+//	go run ./examples/agent -functions hello=20 -user 127.0.0.1:8090 -peer 127.0.0.1:8091 \
+//	    -listen /ip4/127.0.0.1/tcp/4002 -bootstrap <a multiaddr the first agent printed>
+//	curl -d world http://127.0.0.1:8080/function/hello
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/balance"
+	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/forecast"
+	"github.com/dfaas-go/dfaas/overlay"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+type options struct {
+	listen    []string
+	bootstrap []string
+	namespace string
+	user      string
+	peer      string
+	advertise string
+	functions map[string]dfaas.Rate
+	interval  time.Duration
+	strategy  dfaas.Balancer
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "agent:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(ctx, o, log, nil); err != nil {
+		log.Error("agent stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	o := options{functions: map[string]dfaas.Rate{}}
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "/ip4/127.0.0.1/tcp/0", "libp2p listen multiaddrs, comma-separated")
+	bootstrap := fs.String("bootstrap", "", "multiaddrs (with /p2p/<id>) of agents to join through, comma-separated")
+	fs.StringVar(&o.namespace, "namespace", "dfaas", "federation namespace (DHT rendezvous and topic)")
+	fs.StringVar(&o.user, "user", "127.0.0.1:8080", "user listener address (OpenFaaS path /function/<name>)")
+	fs.StringVar(&o.peer, "peer", "127.0.0.1:8081", "peer listener address")
+	fs.StringVar(&o.advertise, "advertise", "", "peer address advertised to other agents (default: the bound -peer address)")
+	functions := fs.String("functions", "hello=10", "embedded echo functions as name=capacity (req/s), comma-separated")
+	fs.DurationVar(&o.interval, "interval", time.Second, "control tick")
+	strategy := fs.String("strategy", "proportional", "balancing strategy: "+strings.Join(balance.Names(), ", "))
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	o.listen = splitList(*listen)
+	o.bootstrap = splitList(*bootstrap)
+	for _, f := range splitList(*functions) {
+		name, capacity, ok := strings.Cut(f, "=")
+		c, err := strconv.ParseFloat(capacity, 64)
+		if !ok || err != nil || c < 0 {
+			return o, fmt.Errorf("-functions: %q is not name=capacity", f)
+		}
+		if err := dfaas.ValidateFunctionName(name); err != nil {
+			return o, fmt.Errorf("-functions: %w", err)
+		}
+		o.functions[name] = dfaas.Rate(c)
+	}
+	var err error
+	if o.strategy, err = balance.ByName(*strategy); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// run composes and runs the node until ctx ends. ready, if set, is called
+// with the proxy once everything listens.
+func run(ctx context.Context, o options, log *slog.Logger, ready func(*proxy.Proxy)) error {
+	runtime := faas.NewRuntime()
+	for name, capacity := range o.functions {
+		handler := faas.HandlerFunc(func(_ context.Context, body []byte) ([]byte, error) {
+			return append([]byte(name+": "), body...), nil
+		})
+		if err := runtime.Deploy(faas.Function{Name: name, Handler: handler, Capacity: capacity}); err != nil {
+			return err
+		}
+	}
+	ov, err := overlay.NewLibp2p(ctx, overlay.Libp2pConfig{ListenAddrs: o.listen, Bootstrap: o.bootstrap, Namespace: o.namespace, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer ov.Close()
+	px, err := proxy.New(proxy.Config{Node: ov.Self(), UserAddr: o.user, PeerAddr: o.peer, Logger: log}, runtime)
+	if err != nil {
+		return err
+	}
+	defer px.Close()
+	mon, err := faas.NewMonitor(px, runtime, faas.MonitorConfig{})
+	if err != nil {
+		return err
+	}
+	advertise := o.advertise
+	if advertise == "" {
+		advertise = px.PeerAddr()
+	}
+	agent, err := dfaas.NewAgent(dfaas.Config{Interval: o.interval, Addr: advertise, Logger: log},
+		ov, mon, &forecast.LastValue{}, o.strategy, px)
+	if err != nil {
+		return err
+	}
+	log.Info("agent up", "node", ov.Self(), "user", px.UserAddr(), "peer", advertise, "bootstrap_from", strings.Join(ov.Addrs(), " "))
+	if ready != nil {
+		ready(px)
+	}
+	return agent.Run(ctx)
+}

@@ -1,0 +1,128 @@
+package scenario
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func start(t *testing.T, cfg ClusterConfig) *Cluster {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := StartCluster(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, c.Close()) })
+	require.NoError(t, c.WaitFormed(ctx))
+	return c
+}
+
+func run(t *testing.T, c *Cluster, rates []dfaas.Rate, d time.Duration) Report {
+	t.Helper()
+	rep, err := Run(context.Background(), c, LoadConfig{Rates: rates, Duration: d})
+	require.NoError(t, err)
+	t.Logf("report: %+v", rep)
+	return rep
+}
+
+// steady asserts each node's served rate after convergence.
+func steady(t *testing.T, rep Report, want []float64, tol float64) {
+	t.Helper()
+	for i, w := range want {
+		assert.InDelta(t, w, rep.Nodes[i].SteadyServedRPS, tol, "node %s served %v", rep.Nodes[i].ID, rep.Nodes[i].Served)
+	}
+}
+
+func totalRejected(rep Report) (n uint64) {
+	for _, nr := range rep.Nodes {
+		n += nr.Rejected
+	}
+	return n
+}
+
+// TestReferenceScenario is the paper's experiment on real libp2p hosts, the
+// embedded proxy and the embedded runtime: 50 req/s at node 1 of 10/20/30.
+func TestReferenceScenario(t *testing.T) {
+	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}})
+	rep := run(t, c, []dfaas.Rate{50, 0, 0}, 12*time.Second)
+	steady(t, rep, []float64{10, 16, 24}, 1)
+	assert.LessOrEqual(t, rep.ConvergenceS, 3.0)
+	// Every node had room for the excess: nothing may be lost.
+	assert.LessOrEqual(t, float64(totalRejected(rep)), 0.01*float64(rep.Requests))
+	assert.LessOrEqual(t, float64(rep.RejectedAfterConvergence), 0.01*float64(rep.Requests))
+	assert.Equal(t, rep.Requests, rep.Nodes[0].ServedLocal+rep.Nodes[0].ForwardedOut+rep.Nodes[0].Rejected, "every request accounted for")
+	assert.Equal(t, rep.Nodes[0].ForwardedOut, rep.Nodes[1].Received+rep.Nodes[2].Received)
+}
+
+// TestSeveralOverloadedNodes: two nodes overloaded at once share the
+// helpers' slack in proportion to it, and no helper gets more than its slack.
+func TestSeveralOverloadedNodes(t *testing.T) {
+	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30, 40}, Overlay: "memory"})
+	rep := run(t, c, []dfaas.Rate{45, 35, 0, 0}, 10*time.Second)
+	// Deficits 35 + 15 = 50 over slack 30 + 40 = 70.
+	steady(t, rep, []float64{10, 20, 50 * 30.0 / 70, 50 * 40.0 / 70}, 1.5)
+	assert.LessOrEqual(t, rep.Nodes[2].SteadyServedRPS, 30.5)
+	assert.LessOrEqual(t, rep.Nodes[3].SteadyServedRPS, 40.5)
+	assert.LessOrEqual(t, float64(totalRejected(rep)), 0.01*float64(rep.Requests))
+}
+
+// TestDemandAboveCapacity: 80 req/s offered to 60 req/s of capacity. Every
+// node runs at capacity and the rejections are the excess, no more.
+func TestDemandAboveCapacity(t *testing.T) {
+	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, Overlay: "memory"})
+	d := 10 * time.Second
+	rep := run(t, c, []dfaas.Rate{50, 30, 0}, d)
+	steady(t, rep, []float64{10, 20, 30}, 1.5)
+	after := d.Seconds() - rep.ConvergenceS
+	require.Positive(t, after)
+	rejectedRate := float64(rep.RejectedAfterConvergence) / after
+	assert.InDelta(t, 20, rejectedRate, 2, "rejected req/s after convergence")
+}
+
+// TestStoppedNodeLeavesPlans: a node that stops is out of its peers' plans
+// within three ticks, and the survivors keep serving.
+func TestStoppedNodeLeavesPlans(t *testing.T) {
+	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, Interval: 200 * time.Millisecond})
+	inPlan := func(n *Node, peer dfaas.NodeID) bool {
+		for _, s := range n.Agent.Status().LastPlan.Functions[c.Function].Peers {
+			if s.Node == peer {
+				return true
+			}
+		}
+		return false
+	}
+	gone := c.Nodes[2].Overlay.Self()
+	require.True(t, inPlan(c.Nodes[0], gone))
+	require.NoError(t, c.Nodes[2].Stop())
+	stopped := time.Now()
+	require.Eventually(t, func() bool { return !inPlan(c.Nodes[0], gone) && !inPlan(c.Nodes[1], gone) },
+		10*time.Second, 10*time.Millisecond)
+	t.Logf("left the plans after %v", time.Since(stopped))
+	assert.Less(t, time.Since(stopped), 3*200*time.Millisecond+100*time.Millisecond, "within three ticks")
+
+	// 25 req/s at node 1 (capacity 10) still fits node 2's 20.
+	rep, err := Run(context.Background(), &Cluster{Nodes: c.Nodes[:2], Function: c.Function},
+		LoadConfig{Rates: []dfaas.Rate{25, 0}, Duration: 4 * time.Second})
+	require.NoError(t, err)
+	assert.Zero(t, totalRejected(rep))
+	assert.InDelta(t, 15, rep.Nodes[1].SteadyServedRPS, 1.5)
+}
+
+func TestConvergence(t *testing.T) {
+	series := [][]float64{
+		{0, 5, 10, 10, 10, 10},
+		{50, 20, 17, 16, 16, 16},
+	}
+	assert.Equal(t, 2, Convergence(series))
+	assert.Equal(t, 0, Convergence([][]float64{{10, 10, 10}}))
+	assert.Equal(t, 3, Convergence([][]float64{{10, 10, 10, 30}}), "settles in the last bucket only")
+	assert.Equal(t, 0, Convergence(nil))
+}
