@@ -180,7 +180,11 @@ func printSummary(w io.Writer, rep scenario.Report, o options) {
 	for _, n := range rep.Nodes {
 		fmt.Fprintf(w, "%-6s %9g %8g %12d %13d %9d %9d %14.1f\n", n.ID, n.Capacity, n.Offered, n.ServedLocal, n.ForwardedOut, n.Received, n.Rejected, n.SteadyServedRPS)
 	}
-	fmt.Fprintf(w, "\nrequests %d; converged after %.0f s; rejected after convergence %d\n", rep.Requests, rep.ConvergenceS, rep.RejectedAfterConvergence)
+	converged := fmt.Sprintf("converged after %.0f s", rep.ConvergenceS)
+	if rep.ConvergenceS == 0 {
+		converged = "converged within the first second"
+	}
+	fmt.Fprintf(w, "\nrequests %d; %s; rejected after convergence %d\n", rep.Requests, converged, rep.RejectedAfterConvergence)
 	fmt.Fprintf(w, "latency p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", rep.Latency.P50, rep.Latency.P99, rep.Latency.Max)
 	if o.plot != "" {
 		fmt.Fprintf(w, "plot written to %s\n", o.plot)

@@ -89,6 +89,6 @@ func TestDemoTable(t *testing.T) {
 	require.NoError(t, run(context.Background(), o, &out))
 	s := out.String()
 	assert.Contains(t, s, "node 2 (cap 5)")
-	assert.Contains(t, s, "converged after")
+	assert.Contains(t, s, "converged ")
 	assert.Contains(t, s, "latency p50")
 }

@@ -54,12 +54,18 @@ type Node struct {
 	stopped chan struct{}
 }
 
-// Stop ends the node's agent, then closes its proxy and overlay, as a
-// crashed or switched-off node would. Cluster.Close still works after it.
+// Stop ends the node's agent, then closes its overlay and proxy, as a
+// switched-off node would. Cluster.Close still works after it.
 func (n *Node) Stop() error {
+	n.StopAgent()
+	return errors.Join(n.Overlay.Close(), n.Proxy.Close())
+}
+
+// StopAgent ends the node's agent only: the node stays connected but falls
+// silent, as a hung agent would.
+func (n *Node) StopAgent() {
 	n.stop()
 	<-n.stopped
-	return errors.Join(n.Proxy.Close(), n.Overlay.Close())
 }
 
 // Cluster is a running federation.
