@@ -140,10 +140,10 @@ func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, int, erro
 	state := State{Node: a.overlay.Self(), Time: now, Functions: make(map[string]FunctionState, len(sample.Functions))}
 	for name, fs := range sample.Functions {
 		d, ok := demand[name]
-		if !ok {
-			d = fs.Arrivals
+		if !ok || !d.valid() {
+			d = fs.Arrivals // no usable forecast: assume the present continues
 		}
-		state.Functions[name] = FunctionState{Capacity: fs.Capacity, Demand: max(0, d)}
+		state.Functions[name] = FunctionState{Capacity: fs.Capacity, Demand: d}
 	}
 
 	a.seq++

@@ -3,6 +3,7 @@ package dfaas_test
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -98,8 +99,9 @@ func TestTickComposesTheLoop(t *testing.T) {
 	a, ms := newAgent(t, dfaas.Config{})
 	ms.m.On("Sample", mock.Anything).Return(sample, nil).Twice()
 	ms.f.On("Observe", sample).Twice()
-	// The forecaster knows figlet only; echo falls back to its arrivals.
-	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{"figlet": 50}).Twice()
+	// The forecaster knows figlet only, and says nonsense about echo: echo
+	// falls back to its arrivals.
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{"figlet": 50, "echo": dfaas.Rate(math.NaN())}).Twice()
 	wantState := dfaas.State{Node: "n1", Time: now, Functions: map[string]dfaas.FunctionState{
 		"figlet": {Capacity: 10, Demand: 50}, "echo": {Capacity: 5, Demand: 2}}}
 	var seqs []uint64
