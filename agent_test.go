@@ -139,29 +139,29 @@ func TestSampleFailureStopsTheTick(t *testing.T) {
 	// Publish, Plan and Apply were never called: AssertExpectations in cleanup.
 }
 
-func TestPublishFailureStillPlans(t *testing.T) {
-	a, ms := newAgent(t, dfaas.Config{})
-	boom := errors.New("no peers")
+// expectTick expects one whole tick with no peers, whose Publish and Apply
+// return the given errors.
+func expectTick(ms mocks, publishErr, applyErr error) {
 	ms.m.On("Sample", mock.Anything).Return(sample, nil).Once()
 	ms.f.On("Observe", sample).Once()
 	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Once()
-	ms.o.On("Publish", mock.Anything, mock.Anything).Return(boom).Once()
+	ms.o.On("Publish", mock.Anything, mock.Anything).Return(publishErr).Once()
 	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil)).Once()
 	ms.b.On("Plan", mock.Anything, []dfaas.Advert(nil)).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}).Once()
-	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil).Once()
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(applyErr).Once()
+}
+
+func TestPublishFailureStillPlans(t *testing.T) {
+	a, ms := newAgent(t, dfaas.Config{})
+	boom := errors.New("no peers")
+	expectTick(ms, boom, nil) // Plan and Apply still expected
 	assert.ErrorIs(t, a.Tick(context.Background()), boom)
 }
 
 func TestApplyFailureIsReported(t *testing.T) {
 	a, ms := newAgent(t, dfaas.Config{})
 	boom := errors.New("haproxy gone")
-	ms.m.On("Sample", mock.Anything).Return(sample, nil).Once()
-	ms.f.On("Observe", sample).Once()
-	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Once()
-	ms.o.On("Publish", mock.Anything, mock.Anything).Return(nil).Once()
-	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil)).Once()
-	ms.b.On("Plan", mock.Anything, mock.Anything).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}).Once()
-	ms.p.On("Apply", mock.Anything, mock.Anything).Return(boom).Once()
+	expectTick(ms, nil, boom)
 	err := a.Tick(context.Background())
 	assert.ErrorIs(t, err, boom)
 	assert.ErrorContains(t, err, "agent: apply")
