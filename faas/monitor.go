@@ -41,6 +41,9 @@ type Monitor struct {
 	history []snapshot // oldest first
 }
 
+// maxHistory bounds the snapshots a Monitor keeps.
+const maxHistory = 64
+
 type snapshot struct {
 	at     time.Time
 	counts map[string]proxy.Counts
@@ -90,6 +93,9 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 		m.history = m.history[base:]
 	}
 	m.history = append(m.history, cur)
+	if len(m.history) > maxHistory { // a clock that stands still must not grow it forever
+		m.history = m.history[len(m.history)-maxHistory:]
+	}
 
 	rateOf := func(n uint64) dfaas.Rate {
 		if secs <= 0 {

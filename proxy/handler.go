@@ -155,6 +155,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 			continue
 		}
 		resp, err := p.try(r, pr, body)
+		if err != nil && r.Context().Err() != nil {
+			return true // the client left: nobody to answer
+		}
 		if err != nil {
 			rt.fn.counts.failedTries.Add(1)
 			p.log.Debug("forward failed", "peer", pr.node, "err", err)
