@@ -3,6 +3,8 @@ package overlay
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -10,15 +12,41 @@ import (
 )
 
 // Network is an in-memory overlay network. Members joined to it exchange
-// adverts synchronously, through the same wire encoding and Table as the
-// libp2p overlay. Links can be cut and restored to test membership changes.
-// A Network is safe for concurrent use.
+// adverts through the same wire encoding and Table as the libp2p overlay,
+// optionally late and lossy. Links can be cut and restored to test
+// membership changes. A Network is safe for concurrent use and, for a given
+// seed and order of calls, deterministic.
 type Network struct {
-	now func() time.Time
+	cfg NetworkConfig
 
 	mu      sync.Mutex
 	members map[dfaas.NodeID]*Memory
+	order   []dfaas.NodeID // members, sorted: a deterministic delivery order
 	cut     map[link]bool
+	rng     *rand.Rand
+	stats   NetworkStats
+}
+
+// NetworkConfig tunes a Network. The zero value means the wall clock, no
+// delay and no loss.
+type NetworkConfig struct {
+	// Now is the clock that times delivery and expiry. Default time.Now.
+	Now func() time.Time
+	// Delay is how long after its publication an advert reaches each member.
+	// A delayed advert is handed over when the member next calls Adverts.
+	Delay time.Duration
+	// Loss is the probability, in [0, 1), that an advert is lost on its way to
+	// one member.
+	Loss float64
+	// Seed seeds the loss draws.
+	Seed uint64
+}
+
+// NetworkStats counts the adverts a Network carried. Every field only grows.
+type NetworkStats struct {
+	Sent  uint64 // advert copies sent, one per receiving member
+	Lost  uint64 // copies lost on the way
+	Bytes uint64 // encoded bytes of the copies sent
 }
 
 type link struct{ a, b dfaas.NodeID }
@@ -30,12 +58,36 @@ func linkOf(a, b dfaas.NodeID) link {
 	return link{a, b}
 }
 
-// NewNetwork returns an empty network on the wall clock.
-func NewNetwork() *Network { return NewNetworkClock(time.Now) }
+// NewNetwork returns an empty network on the wall clock, with no delay and
+// no loss.
+func NewNetwork() *Network {
+	n, _ := NewNetworkWith(NetworkConfig{})
+	return n
+}
 
 // NewNetworkClock returns an empty network whose members time adverts with now.
 func NewNetworkClock(now func() time.Time) *Network {
-	return &Network{now: now, members: map[dfaas.NodeID]*Memory{}, cut: map[link]bool{}}
+	n, _ := NewNetworkWith(NetworkConfig{Now: now})
+	return n
+}
+
+// NewNetworkWith returns an empty network configured by cfg.
+func NewNetworkWith(cfg NetworkConfig) (*Network, error) {
+	if cfg.Delay < 0 || !(cfg.Loss >= 0 && cfg.Loss < 1) {
+		return nil, fmt.Errorf("%w: network delay %v, loss %v", dfaas.ErrInvalidConfig, cfg.Delay, cfg.Loss)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Network{cfg: cfg, members: map[dfaas.NodeID]*Memory{}, cut: map[link]bool{},
+		rng: rand.New(rand.NewPCG(cfg.Seed, 0x646661617321))}, nil
+}
+
+// Stats returns what the network carried.
+func (n *Network) Stats() NetworkStats {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stats
 }
 
 // Join adds a member called id, linked to every current member.
@@ -50,6 +102,8 @@ func (n *Network) Join(id dfaas.NodeID) (*Memory, error) {
 	}
 	m := &Memory{net: n, id: id, table: NewTable(id), trigger: make(chan struct{}, 1)}
 	n.members[id] = m
+	i, _ := slices.BinarySearch(n.order, id)
+	n.order = slices.Insert(n.order, i, id)
 	return m, nil
 }
 
@@ -101,23 +155,37 @@ func (n *Network) Heal() {
 	clear(n.cut)
 }
 
-// peersOf returns the members linked to id.
-func (n *Network) peersOf(id dfaas.NodeID) []*Memory {
+// send hands an advert from one member to every member linked to it, in
+// member order, drawing losses and counting what it sends.
+func (n *Network) send(from dfaas.NodeID, a dfaas.Advert, size int) {
+	now := n.cfg.Now()
 	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]*Memory, 0, len(n.members))
-	for other, m := range n.members {
-		if other != id && !n.cut[linkOf(id, other)] {
-			out = append(out, m)
+	var to []*Memory
+	for _, id := range n.order {
+		if id == from || n.cut[linkOf(from, id)] {
+			continue
 		}
+		n.stats.Sent++
+		n.stats.Bytes += uint64(size)
+		if n.cfg.Loss > 0 && n.rng.Float64() < n.cfg.Loss {
+			n.stats.Lost++
+			continue
+		}
+		to = append(to, n.members[id])
 	}
-	return out
+	n.mu.Unlock()
+	for _, m := range to {
+		m.deliver(delivery{advert: a, from: from, at: now.Add(n.cfg.Delay)}, n.cfg.Delay == 0)
+	}
 }
 
 func (n *Network) leave(id dfaas.NodeID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.members, id)
+	if i, ok := slices.BinarySearch(n.order, id); ok {
+		n.order = slices.Delete(n.order, i, i+1)
+	}
 	for _, m := range n.members {
 		m.peerDown(id)
 	}
@@ -134,6 +202,39 @@ type Memory struct {
 	once   sync.Once
 	mu     sync.Mutex
 	closed bool
+	inbox  []delivery // delayed adverts, in order of arrival
+}
+
+type delivery struct {
+	advert dfaas.Advert
+	from   dfaas.NodeID
+	at     time.Time
+}
+
+// deliver stores an advert now, or queues it until its arrival time.
+func (m *Memory) deliver(d delivery, now bool) {
+	if now {
+		_ = m.table.Put(d.advert, d.from, d.at) // failures are counted by the table
+		return
+	}
+	m.mu.Lock()
+	m.inbox = append(m.inbox, d)
+	m.mu.Unlock()
+}
+
+// receiveDue stores the queued adverts that have arrived by now.
+func (m *Memory) receiveDue(now time.Time) {
+	m.mu.Lock()
+	i := 0
+	for i < len(m.inbox) && !m.inbox[i].at.After(now) {
+		i++
+	}
+	due := m.inbox[:i:i]
+	m.inbox = m.inbox[i:]
+	m.mu.Unlock()
+	for _, d := range due {
+		_ = m.table.Put(d.advert, d.from, d.at)
+	}
 }
 
 // Self implements dfaas.Overlay.
@@ -152,15 +253,22 @@ func (m *Memory) Publish(ctx context.Context, a dfaas.Advert) error {
 	if err != nil {
 		return err
 	}
-	now := m.net.now()
-	for _, p := range m.net.peersOf(m.id) {
-		_, _ = p.table.Receive(raw, m.id, now) // failures are counted by the receiver
+	// Decode once for every receiver: the wire form is exercised, and the
+	// receivers share one immutable advert.
+	wire, err := Decode(raw)
+	if err != nil {
+		return fmt.Errorf("overlay: publish: %w", err)
 	}
+	m.net.send(m.id, wire, len(raw))
 	return nil
 }
 
-// Adverts implements dfaas.Overlay.
-func (m *Memory) Adverts(now time.Time) []dfaas.Advert { return m.table.Adverts(now) }
+// Adverts implements dfaas.Overlay. The adverts returned are shared with
+// other members: treat them as read-only.
+func (m *Memory) Adverts(now time.Time) []dfaas.Advert {
+	m.receiveDue(now)
+	return m.table.Adverts(now)
+}
 
 // Trigger implements dfaas.Trigger.
 func (m *Memory) Trigger() <-chan struct{} { return m.trigger }
@@ -171,7 +279,7 @@ func (m *Memory) Stats() Stats { return m.table.Stats() }
 // Receive hands raw bytes to this member as if sender had published them;
 // tests use it to inject malformed adverts.
 func (m *Memory) Receive(raw []byte, sender dfaas.NodeID) error {
-	_, err := m.table.Receive(raw, sender, m.net.now())
+	_, err := m.table.Receive(raw, sender, m.net.cfg.Now())
 	return err
 }
 

@@ -85,3 +85,45 @@ func TestMemoryDropsBadAdverts(t *testing.T) {
 	assert.Equal(t, Stats{Malformed: 1, Spoofed: 1}, m["a"].Stats())
 	assert.Error(t, m["b"].Publish(context.Background(), dfaas.Advert{Node: "b"}), "invalid advert is not sent")
 }
+
+func TestMemoryDelay(t *testing.T) {
+	clock := t0
+	net, err := NewNetworkWith(NetworkConfig{Now: func() time.Time { return clock }, Delay: 300 * time.Millisecond})
+	require.NoError(t, err)
+	m := joinAll(t, net, "a", "b")
+	require.NoError(t, m["b"].Publish(context.Background(), testAdvert("b", 1)))
+	assert.Empty(t, m["a"].Adverts(clock.Add(299*time.Millisecond)), "not yet arrived")
+	got := m["a"].Adverts(clock.Add(300 * time.Millisecond))
+	require.Len(t, got, 1)
+	// The time-to-live runs from arrival.
+	assert.Len(t, m["a"].Adverts(clock.Add(3299*time.Millisecond)), 1)
+	assert.Empty(t, m["a"].Adverts(clock.Add(3300*time.Millisecond)))
+}
+
+func TestMemoryLossIsSeededAndCounted(t *testing.T) {
+	received := func(seed uint64) []int {
+		net, err := NewNetworkWith(NetworkConfig{Loss: 0.5, Seed: seed})
+		require.NoError(t, err)
+		m := joinAll(t, net, "a", "b", "c")
+		var got []int
+		for seq := uint64(1); seq <= 50; seq++ {
+			require.NoError(t, m["a"].Publish(context.Background(), testAdvert("a", seq)))
+			got = append(got, int(m["b"].Stats().Accepted), int(m["c"].Stats().Accepted))
+		}
+		st := net.Stats()
+		assert.Equal(t, uint64(100), st.Sent)
+		assert.InDelta(t, 50, st.Lost, 20)
+		assert.Equal(t, st.Sent-st.Lost, m["b"].Stats().Accepted+m["c"].Stats().Accepted)
+		assert.Positive(t, st.Bytes)
+		return got
+	}
+	assert.Equal(t, received(7), received(7), "same seed, same losses")
+	assert.NotEqual(t, received(7), received(8))
+}
+
+func TestNetworkConfigValidate(t *testing.T) {
+	for _, c := range []NetworkConfig{{Delay: -1}, {Loss: 1}, {Loss: -0.1}} {
+		_, err := NewNetworkWith(c)
+		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%+v", c)
+	}
+}
