@@ -11,6 +11,10 @@ import (
 var strategies = map[string]dfaas.Balancer{
 	"proportional": Proportional{},
 	"all-local":    AllLocal{},
+	"recalc":       Recalc{},
+	"static":       Static{},
+	"random":       Random{},
+	"resilient":    Resilient{},
 }
 
 // Names lists the strategies ByName knows, sorted.

@@ -1,7 +1,9 @@
 package balance
 
 import (
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -36,13 +38,13 @@ func (Proportional) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 		helpers, slack, deficit := helpersOf(name, me, peers)
 		if total := max(slack, deficit); total > 0 {
 			claim := me.Deficit() + max(0, slack-deficit)
+			fp.Peers = make([]dfaas.Share, 0, len(helpers))
 			for _, h := range helpers {
-				s := h.Functions[name].Slack()
-				c := s * claim / total
+				c := h.slack * claim / total
 				if c <= 0 {
 					continue
 				}
-				fp.Peers = append(fp.Peers, dfaas.Share{Node: h.Node, Addr: h.Addr, Weight: float64(s / slack), Cap: c})
+				fp.Peers = append(fp.Peers, dfaas.Share{Node: h.node, Addr: h.addr, Weight: float64(h.slack / slack), Cap: c})
 			}
 		}
 		plan.Functions[name] = fp
@@ -52,26 +54,50 @@ func (Proportional) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 
 // functionNames is the sorted union of the functions known to self and peers.
 func functionNames(self dfaas.State, peers []dfaas.Advert) []string {
-	seen := make(map[string]struct{}, len(self.Functions))
+	names := make([]string, 0, len(self.Functions))
 	for name := range self.Functions {
-		seen[name] = struct{}{}
-	}
-	for _, p := range peers {
-		for name := range p.Functions {
-			seen[name] = struct{}{}
-		}
-	}
-	names := make([]string, 0, len(seen))
-	for name := range seen {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	for _, p := range peers {
+		if hasOnly(p.Functions, names) {
+			continue // the common case, and cheaper than ranging over the map
+		}
+		for name := range p.Functions {
+			// Federations mostly agree on their functions: a binary search
+			// of the sorted names beats a set here.
+			if i, found := slices.BinarySearch(names, name); !found {
+				names = slices.Insert(names, i, name)
+			}
+		}
+	}
 	return names
+}
+
+// hasOnly reports whether every key of fns is in names.
+func hasOnly(fns map[string]dfaas.FunctionState, names []string) bool {
+	if len(fns) > len(names) {
+		return false
+	}
+	found := 0
+	for _, n := range names {
+		if _, ok := fns[n]; ok {
+			found++
+		}
+	}
+	return found == len(fns)
+}
+
+// helper is a peer with slack for a function.
+type helper struct {
+	node  dfaas.NodeID
+	addr  string
+	slack dfaas.Rate
 }
 
 // helpersOf returns the peers with slack for function name, sorted by node,
 // their total slack S, and the federation's total deficit D including me.
-func helpersOf(name string, me dfaas.FunctionState, peers []dfaas.Advert) (helpers []dfaas.Advert, slack, deficit dfaas.Rate) {
+func helpersOf(name string, me dfaas.FunctionState, peers []dfaas.Advert) (helpers []helper, slack, deficit dfaas.Rate) {
 	deficit = me.Deficit()
 	for _, p := range peers {
 		f, ok := p.Functions[name]
@@ -80,13 +106,17 @@ func helpersOf(name string, me dfaas.FunctionState, peers []dfaas.Advert) (helpe
 		}
 		deficit += f.Deficit()
 		if !f.Overloaded() && f.Slack() > 0 {
-			helpers = append(helpers, p)
+			helpers = append(helpers, helper{node: p.Node, addr: p.Addr, slack: f.Slack()})
 			slack += f.Slack()
 		}
 	}
-	sort.Slice(helpers, func(i, j int) bool { return helpers[i].Node < helpers[j].Node })
+	if !slices.IsSortedFunc(helpers, byNode) { // overlays hand adverts sorted
+		slices.SortFunc(helpers, byNode)
+	}
 	return helpers, slack, deficit
 }
+
+func byNode(a, b helper) int { return strings.Compare(string(a.node), string(b.node)) }
 
 // AllLocal never forwards: every node serves what it can and rejects the rest.
 // It is the baseline the other strategies are measured against. The zero

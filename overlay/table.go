@@ -3,7 +3,8 @@ package overlay
 import (
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,9 +53,13 @@ func (c *counters) count(err error) {
 	}
 }
 
-type entry struct {
+// peerState is what a Table knows of one node.
+type peerState struct {
+	node    dfaas.NodeID
 	advert  dfaas.Advert
 	expires time.Time
+	seq     uint64 // highest sequence accepted, kept after expiry and removal
+	live    bool   // advert holds the node's live advert
 }
 
 // Table holds the newest live advert of each peer. Expiry is measured from
@@ -63,15 +68,15 @@ type entry struct {
 type Table struct {
 	self dfaas.NodeID
 
-	mu      sync.Mutex
-	entries map[dfaas.NodeID]entry
-	seqs    map[dfaas.NodeID]uint64 // highest sequence accepted, kept after expiry
-	stats   counters
+	mu    sync.Mutex
+	peers map[dfaas.NodeID]*peerState
+	order []*peerState // the values of peers, sorted by node
+	stats counters
 }
 
 // NewTable returns an empty table for node self, whose own adverts it ignores.
 func NewTable(self dfaas.NodeID) *Table {
-	return &Table{self: self, entries: map[dfaas.NodeID]entry{}, seqs: map[dfaas.NodeID]uint64{}}
+	return &Table{self: self, peers: map[dfaas.NodeID]*peerState{}}
 }
 
 // Receive decodes raw and stores it as sender's newest advert at now. An
@@ -79,7 +84,7 @@ func NewTable(self dfaas.NodeID) *Table {
 func (t *Table) Receive(raw []byte, sender dfaas.NodeID, now time.Time) (dfaas.Advert, error) {
 	a, err := Decode(raw)
 	if err == nil {
-		err = t.Put(a, sender, now)
+		err = t.putValid(a, sender, now)
 	} else {
 		t.stats.count(err)
 	}
@@ -91,18 +96,38 @@ func (t *Table) Receive(raw []byte, sender dfaas.NodeID, now time.Time) (dfaas.A
 // than what the table already took from that node. The node's own adverts
 // are ignored without error.
 func (t *Table) Put(a dfaas.Advert, sender dfaas.NodeID, now time.Time) error {
-	err := t.check(a, sender)
-	if err == nil && a.Node == t.self {
+	if err := a.Validate(); err != nil {
+		t.stats.count(err)
+		return err
+	}
+	return t.putValid(a, sender, now)
+}
+
+// putValid is Put for an advert already validated (by Decode).
+func (t *Table) putValid(a dfaas.Advert, sender dfaas.NodeID, now time.Time) error {
+	if sender != "" && a.Node != sender {
+		err := fmt.Errorf("%w: %q from %q", ErrSpoofed, a.Node, sender)
+		t.stats.count(err)
+		return err
+	}
+	if a.Node == t.self {
 		return nil
 	}
+	t.mu.Lock()
+	p := t.peers[a.Node]
+	err := staleErr(p, a)
 	if err == nil {
-		t.mu.Lock()
-		if err = t.staleLocked(a); err == nil {
-			t.seqs[a.Node] = a.Seq
-			t.entries[a.Node] = entry{advert: a, expires: now.Add(a.TTL)}
+		if p == nil {
+			p = &peerState{node: a.Node}
+			t.peers[a.Node] = p
+			i, _ := slices.BinarySearchFunc(t.order, a.Node, func(q *peerState, n dfaas.NodeID) int {
+				return strings.Compare(string(q.node), string(n))
+			})
+			t.order = slices.Insert(t.order, i, p)
 		}
-		t.mu.Unlock()
+		*p = peerState{node: a.Node, advert: a, expires: now.Add(a.TTL), seq: a.Seq, live: true}
 	}
+	t.mu.Unlock()
 	if err != nil {
 		t.stats.count(err)
 		return err
@@ -120,12 +145,12 @@ func (t *Table) Fresh(a dfaas.Advert, sender dfaas.NodeID) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.staleLocked(a)
+	return staleErr(t.peers[a.Node], a)
 }
 
-func (t *Table) staleLocked(a dfaas.Advert) error {
-	if last := t.seqs[a.Node]; a.Seq <= last {
-		return fmt.Errorf("%w: %s seq %d after %d", dfaas.ErrStaleAdvert, a.Node, a.Seq, last)
+func staleErr(p *peerState, a dfaas.Advert) error {
+	if p != nil && a.Seq <= p.seq {
+		return fmt.Errorf("%w: %s seq %d after %d", dfaas.ErrStaleAdvert, a.Node, a.Seq, p.seq)
 	}
 	return nil
 }
@@ -144,8 +169,11 @@ func (t *Table) check(a dfaas.Advert, sender dfaas.NodeID) error {
 // It reports whether there was one.
 func (t *Table) Remove(node dfaas.NodeID) bool {
 	t.mu.Lock()
-	_, ok := t.entries[node]
-	delete(t.entries, node)
+	p := t.peers[node]
+	ok := p != nil && p.live
+	if ok {
+		p.live, p.advert = false, dfaas.Advert{}
+	}
 	t.mu.Unlock()
 	if ok {
 		t.stats.down.Add(1)
@@ -158,16 +186,18 @@ func (t *Table) Remove(node dfaas.NodeID) bool {
 func (t *Table) Adverts(now time.Time) []dfaas.Advert {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]dfaas.Advert, 0, len(t.entries))
-	for node, e := range t.entries {
-		if !now.Before(e.expires) {
-			delete(t.entries, node)
+	out := make([]dfaas.Advert, 0, len(t.order))
+	for _, p := range t.order {
+		if !p.live {
+			continue
+		}
+		if !now.Before(p.expires) {
+			p.live, p.advert = false, dfaas.Advert{}
 			t.stats.expired.Add(1)
 			continue
 		}
-		out = append(out, e.advert)
+		out = append(out, p.advert)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
 	return out
 }
 

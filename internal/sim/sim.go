@@ -1,0 +1,300 @@
+package sim
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/forecast"
+	"github.com/dfaas-go/dfaas/overlay"
+)
+
+// Config is one simulation run.
+type Config struct {
+	Scenario Scenario
+	// Strategy plans every node.
+	Strategy dfaas.Balancer
+	// Forecaster makes each node's forecaster. Default forecast.LastValue.
+	Forecaster func() dfaas.Forecaster
+	// Interval is the control tick. Default 1 s.
+	Interval time.Duration
+	// Delay and Loss shape the adverts' network; Seed its losses.
+	Delay time.Duration
+	Loss  float64
+	Seed  uint64
+}
+
+// TickResult sums one tick over nodes and functions, in req/s.
+type TickResult struct {
+	Demand, Served, Forwarded, Rejected, Optimum float64
+}
+
+// Result is what a run measured. Request totals are rates × seconds.
+type Result struct {
+	Scenario, Strategy string
+	Ticks              []TickResult
+	// Totals over the run, in requests.
+	Demand, Served, Forwarded, Rejected, Retried, Optimum float64
+	// ServedOverOptimum is Served / Optimum (1 when nothing could be served).
+	ServedOverOptimum float64
+	// RejectedPct and ForwardedPct are percentages of Demand.
+	RejectedPct, ForwardedPct float64
+	// MeanHops is the mean number of proxy-to-proxy hops of a served request.
+	MeanHops float64
+	// ControlMsgsPerNodeS and ControlBytesPerNodeS are the adverts a node
+	// sends per second (one copy per receiver) and their bytes.
+	ControlMsgsPerNodeS, ControlBytesPerNodeS float64
+	// ReactionS is the mean time from an overload's onset (some node's demand
+	// rising above its capacity) until a tick serves 99% of the optimum; -1
+	// if some onset never recovers, 0 if there was no onset or every onset
+	// was absorbed in its own tick.
+	ReactionS float64
+	// ForecastMAE (req/s) and ForecastMAPE (%, over non-zero demand) compare
+	// each node's forecast for a tick with the demand that came.
+	ForecastMAE, ForecastMAPE float64
+}
+
+// simProxy records the plan its agent applies.
+type simProxy struct{ plan dfaas.Plan }
+
+func (p *simProxy) Apply(_ context.Context, plan dfaas.Plan) error {
+	p.plan = plan
+	return nil
+}
+
+// simMonitor reports the data plane's last tick.
+type simMonitor struct{ sample dfaas.Sample }
+
+func (m *simMonitor) Sample(context.Context) (dfaas.Sample, error) { return m.sample, nil }
+
+type node struct {
+	agent   *dfaas.Agent
+	overlay *overlay.Memory
+	proxy   *simProxy
+	monitor *simMonitor
+}
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Run simulates cfg. It is deterministic: the same Config gives the same
+// Result.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	sc := cfg.Scenario
+	if err := sc.Validate(); err != nil {
+		return Result{}, err
+	}
+	if cfg.Strategy == nil {
+		return Result{}, fmt.Errorf("%w: sim: no strategy", dfaas.ErrInvalidConfig)
+	}
+	if cfg.Forecaster == nil {
+		cfg.Forecaster = func() dfaas.Forecaster { return &forecast.LastValue{} }
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Delay == 0 {
+		cfg.Delay = sc.Delay
+	}
+	if cfg.Loss == 0 {
+		cfg.Loss = sc.Loss
+	}
+	now := epoch
+	clock := func() time.Time { return now }
+	net, err := overlay.NewNetworkWith(overlay.NetworkConfig{Now: clock, Delay: cfg.Delay, Loss: cfg.Loss, Seed: cfg.Seed})
+	if err != nil {
+		return Result{}, err
+	}
+	nn, nf := len(sc.Nodes), len(sc.Functions)
+	idx := make(map[dfaas.NodeID]int, nn)
+	nodes := make([]node, nn)
+	quiet := slog.New(slog.DiscardHandler)
+	for i, name := range sc.Nodes {
+		id := dfaas.NodeID(name)
+		idx[id] = i
+		m, err := net.Join(id)
+		if err != nil {
+			return Result{}, err
+		}
+		nodes[i] = node{overlay: m, proxy: &simProxy{}, monitor: &simMonitor{}}
+		nodes[i].monitor.sample = measure(sc, i, nil, nil, now, cfg.Interval)
+		nodes[i].agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: name + ":8081", Logger: quiet, Now: clock},
+			m, nodes[i].monitor, cfg.Forecaster(), cfg.Strategy, nodes[i].proxy)
+		if err != nil {
+			return Result{}, err
+		}
+	}
+
+	res := Result{Scenario: sc.Name, Strategy: fmt.Sprintf("%T", cfg.Strategy), Ticks: make([]TickResult, sc.Ticks)}
+	secs := cfg.Interval.Seconds()
+	demand := make([][]float64, nf) // [f][n]
+	capacity := make([][]float64, nf)
+	for f := range nf {
+		demand[f] = make([]float64, nn)
+		capacity[f] = make([]float64, nn)
+		for i := range nn {
+			capacity[f][i] = sc.Capacity[i][f]
+		}
+	}
+	plans := make([]dfaas.FunctionPlan, nn)
+	peerIdx := make([][]int, nn)
+	var absErr, absPctErr float64
+	var errN, pctN int
+	var hopSum float64
+	var onsets []int
+	overloaded := make([][]bool, nf)
+	for f := range overloaded {
+		overloaded[f] = make([]bool, nn)
+	}
+	tickFlows := make([]flows, nf)
+
+	// Agents tick at fixed phases spread over the interval, as unsynchronised
+	// agents would; adverts published earlier in a tick reach the later ones.
+	tickAll := func(t int) error {
+		base := epoch.Add(time.Duration(t) * cfg.Interval)
+		for i := range nodes {
+			now = base.Add(time.Duration(i) * cfg.Interval / time.Duration(nn))
+			if err := nodes[i].agent.Tick(ctx); err != nil {
+				return fmt.Errorf("sim: %s tick %d: %w", sc.Nodes[i], t, err)
+			}
+		}
+		now = base.Add(cfg.Interval)
+		return nil
+	}
+	// The federation forms before the load starts: one idle tick.
+	if err := tickAll(-1); err != nil {
+		return Result{}, err
+	}
+	for t := range sc.Ticks {
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		if err := tickAll(t); err != nil {
+			return Result{}, err
+		}
+
+		var tr TickResult
+		onset := false
+		for f, name := range sc.Functions {
+			var dSum, cSum float64
+			for i := range nn {
+				d := max(0, sc.Demand(t, i, f))
+				demand[f][i] = d
+				dSum += d
+				cSum += capacity[f][i]
+				over := d > capacity[f][i]+eps
+				if over && !overloaded[f][i] && t > 0 {
+					onset = true
+				}
+				overloaded[f][i] = over
+				fp := nodes[i].proxy.plan.Functions[name]
+				plans[i] = fp
+				peerIdx[i] = peerIdx[i][:0]
+				for _, p := range fp.Peers {
+					j, ok := idx[p.Node]
+					if !ok {
+						j = -1
+					}
+					peerIdx[i] = append(peerIdx[i], j)
+				}
+				if st, ok := nodes[i].agent.Status().LastState.Functions[name]; ok && t > 0 {
+					e := math.Abs(float64(st.Demand) - d)
+					absErr += e
+					errN++
+					if d > 0 {
+						absPctErr += e / d
+						pctN++
+					}
+				}
+			}
+			fl := serve(demand[f], capacity[f], plans, peerIdx)
+			tickFlows[f] = fl
+			tr.Demand += dSum
+			tr.Optimum += min(dSum, cSum)
+			for i := range nn {
+				tr.Served += fl.local[i] + fl.received[i]
+				tr.Forwarded += fl.forwarded[i]
+				tr.Rejected += fl.rejected[i]
+				res.Retried += fl.retried[i] * secs
+				hopSum += fl.received[i] * secs
+			}
+		}
+		if onset {
+			onsets = append(onsets, t)
+		}
+		res.Ticks[t] = tr
+		for i := range nn {
+			nodes[i].monitor.sample = measure(sc, i, demand, tickFlows, now, cfg.Interval)
+		}
+	}
+
+	for _, tr := range res.Ticks {
+		res.Demand += tr.Demand * secs
+		res.Served += tr.Served * secs
+		res.Forwarded += tr.Forwarded * secs
+		res.Rejected += tr.Rejected * secs
+		res.Optimum += tr.Optimum * secs
+	}
+	res.ServedOverOptimum = 1
+	if res.Optimum > 0 {
+		res.ServedOverOptimum = res.Served / res.Optimum
+	}
+	if res.Demand > 0 {
+		res.RejectedPct = 100 * res.Rejected / res.Demand
+		res.ForwardedPct = 100 * res.Forwarded / res.Demand
+	}
+	if res.Served > 0 {
+		res.MeanHops = hopSum / res.Served
+	}
+	duration := float64(sc.Ticks) * secs
+	st := net.Stats()
+	res.ControlMsgsPerNodeS = float64(st.Sent) / float64(nn) / duration
+	res.ControlBytesPerNodeS = float64(st.Bytes) / float64(nn) / duration
+	res.ReactionS = reaction(res.Ticks, onsets) * secs
+	if errN > 0 {
+		res.ForecastMAE = absErr / float64(errN)
+	}
+	if pctN > 0 {
+		res.ForecastMAPE = 100 * absPctErr / float64(pctN)
+	}
+	return res, nil
+}
+
+// measure is node i's Monitor sample of the tick just served.
+func measure(sc Scenario, i int, demand [][]float64, fl []flows, now time.Time, window time.Duration) dfaas.Sample {
+	s := dfaas.Sample{Time: now, Window: window, Functions: make(map[string]dfaas.FunctionSample, len(sc.Functions))}
+	for f, name := range sc.Functions {
+		fs := dfaas.FunctionSample{Capacity: dfaas.Rate(sc.Capacity[i][f])}
+		if demand != nil {
+			fs.Arrivals = dfaas.Rate(demand[f][i])
+			fs.ServedLocal = dfaas.Rate(fl[f].local[i])
+			fs.ForwardedOut = dfaas.Rate(fl[f].forwarded[i])
+			fs.ReceivedIn = dfaas.Rate(fl[f].received[i])
+			fs.Rejected = dfaas.Rate(fl[f].rejected[i])
+		}
+		s.Functions[name] = fs
+	}
+	return s
+}
+
+// reaction is the mean number of ticks from each onset until a tick served
+// at least 99% of the optimum, or -1 if one never did.
+func reaction(ticks []TickResult, onsets []int) float64 {
+	if len(onsets) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, o := range onsets {
+		k := o
+		for k < len(ticks) && ticks[k].Served < 0.99*ticks[k].Optimum-eps {
+			k++
+		}
+		if k == len(ticks) {
+			return -1
+		}
+		sum += float64(k - o)
+	}
+	return sum / float64(len(onsets))
+}
