@@ -2,9 +2,9 @@ package sim
 
 import (
 	"fmt"
-	"time"
 	"math"
 	"math/rand/v2"
+	"time"
 )
 
 // The workloads below are deterministic for a seed. Demands are piecewise
