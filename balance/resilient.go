@@ -1,8 +1,6 @@
 package balance
 
 import (
-	"slices"
-
 	"github.com/dfaas-go/dfaas"
 )
 
@@ -29,13 +27,17 @@ const lastResort = 1e-6
 func (Resilient) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 	plan := Proportional{}.Plan(self, peers)
 	for name, fp := range plan.Functions {
+		informed := make(map[dfaas.NodeID]int, len(fp.Peers))
+		for i, s := range fp.Peers {
+			informed[s.Node] = i
+		}
 		var fallback []dfaas.Share
 		for _, p := range peers {
 			f, ok := p.Functions[name]
 			if !ok || f.Capacity <= 0 {
 				continue
 			}
-			if i := slices.IndexFunc(fp.Peers, func(s dfaas.Share) bool { return s.Node == p.Node }); i >= 0 {
+			if i, ok := informed[p.Node]; ok {
 				// Beyond its fair share a helper may still have room: it
 				// refuses what it cannot take.
 				fp.Peers[i].Cap = f.Capacity

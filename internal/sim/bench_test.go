@@ -26,3 +26,13 @@ func BenchmarkShort(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkThousandNodes is a profile target: 1000 nodes, 3 ticks.
+func BenchmarkThousandNodes(b *testing.B) {
+	sc := Hotspot(1000, 3, 5, 1)
+	for b.Loop() {
+		if _, err := Run(context.Background(), Config{Scenario: sc, Strategy: balance.Resilient{}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

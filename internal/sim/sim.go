@@ -143,7 +143,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	var absErr, absPctErr float64
 	var errN, pctN int
 	var hopSum float64
-	var onsets []int
+	var onsets []onset
+	open := map[[2]int]int{} // (function, node) -> index of its open onset
 	overloaded := make([][]bool, nf)
 	for f := range overloaded {
 		overloaded[f] = make([]bool, nn)
@@ -163,10 +164,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		now = base.Add(cfg.Interval)
 		return nil
 	}
-	// The federation forms before the load starts: one idle tick.
+	// The federation forms before the load starts: one idle tick, whose
+	// adverts the control traffic figures leave out.
 	if err := tickAll(-1); err != nil {
 		return Result{}, err
 	}
+	formation := net.Stats()
 	for t := range sc.Ticks {
 		if err := ctx.Err(); err != nil {
 			return Result{}, err
@@ -176,7 +179,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 
 		var tr TickResult
-		onset := false
 		for f, name := range sc.Functions {
 			var dSum, cSum float64
 			for i := range nn {
@@ -185,8 +187,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				dSum += d
 				cSum += capacity[f][i]
 				over := d > capacity[f][i]+eps
-				if over && !overloaded[f][i] && t > 0 {
-					onset = true
+				key := [2]int{f, i}
+				switch {
+				case over && !overloaded[f][i] && t > 0:
+					open[key] = len(onsets)
+					onsets = append(onsets, onset{start: t, end: sc.Ticks})
+				case !over && overloaded[f][i]:
+					if k, ok := open[key]; ok {
+						onsets[k].end = t
+						delete(open, key)
+					}
 				}
 				overloaded[f][i] = over
 				fp := nodes[i].proxy.plan.Functions[name]
@@ -221,9 +231,6 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				hopSum += fl.received[i] * secs
 			}
 		}
-		if onset {
-			onsets = append(onsets, t)
-		}
 		res.Ticks[t] = tr
 		for i := range nn {
 			nodes[i].monitor.sample = measure(sc, i, demand, tickFlows, now, cfg.Interval)
@@ -250,8 +257,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	duration := float64(sc.Ticks) * secs
 	st := net.Stats()
-	res.ControlMsgsPerNodeS = float64(st.Sent) / float64(nn) / duration
-	res.ControlBytesPerNodeS = float64(st.Bytes) / float64(nn) / duration
+	res.ControlMsgsPerNodeS = float64(st.Sent-formation.Sent) / float64(nn) / duration
+	res.ControlBytesPerNodeS = float64(st.Bytes-formation.Bytes) / float64(nn) / duration
 	res.ReactionS = reaction(res.Ticks, onsets) * secs
 	if errN > 0 {
 		res.ForecastMAE = absErr / float64(errN)
@@ -279,22 +286,27 @@ func measure(sc Scenario, i int, demand [][]float64, fl []flows, now time.Time, 
 	return s
 }
 
+// onset is an overload of one node and function, from tick start until the
+// tick end at which its demand fell back within capacity.
+type onset struct{ start, end int }
+
 // reaction is the mean number of ticks from each onset until a tick served
-// at least 99% of the optimum, or -1 if one never did.
-func reaction(ticks []TickResult, onsets []int) float64 {
+// at least 99% of the optimum, or -1 if some overload ended, or the run did,
+// before that.
+func reaction(ticks []TickResult, onsets []onset) float64 {
 	if len(onsets) == 0 {
 		return 0
 	}
 	var sum float64
 	for _, o := range onsets {
-		k := o
-		for k < len(ticks) && ticks[k].Served < 0.99*ticks[k].Optimum-eps {
+		k := o.start
+		for k < o.end && k < len(ticks) && ticks[k].Served < 0.99*ticks[k].Optimum-eps {
 			k++
 		}
-		if k == len(ticks) {
+		if k == o.end || k == len(ticks) {
 			return -1
 		}
-		sum += float64(k - o)
+		sum += float64(k - o.start)
 	}
 	return sum / float64(len(onsets))
 }

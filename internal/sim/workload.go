@@ -176,6 +176,6 @@ func Standard(seed uint64) []Scenario {
 		ManyFunctions(10, 20, 600, 60, seed),
 		Lossy(ManyFunctions(10, 20, 600, 10, seed)),
 		Diurnal(100, 600, 600, seed),
-		Hotspot(1000, 30, 10, seed),
+		Hotspot(1000, 20, 5, seed),
 	}
 }
