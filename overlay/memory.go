@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -40,6 +41,11 @@ type NetworkConfig struct {
 	Loss float64
 	// Seed seeds the loss draws.
 	Seed uint64
+	// Direct hands each advert over as a deep copy instead of decoding its
+	// wire form. Adverts are still encoded once, to count their bytes.
+	// Simulators set it: decoding is the bulk of a large in-memory network's
+	// work, and the codec has its own tests.
+	Direct bool
 }
 
 // NetworkStats counts the adverts a Network carried. Every field only grows.
@@ -255,8 +261,11 @@ func (m *Memory) Publish(ctx context.Context, a dfaas.Advert) error {
 	}
 	// Decode once for every receiver: the wire form is exercised, and the
 	// receivers share one immutable advert.
-	wire, err := Decode(raw)
-	if err != nil {
+	var wire dfaas.Advert
+	if m.net.cfg.Direct {
+		wire = a
+		wire.Functions = maps.Clone(a.Functions)
+	} else if wire, err = Decode(raw); err != nil {
 		return fmt.Errorf("overlay: publish: %w", err)
 	}
 	m.net.send(m.id, wire, len(raw))

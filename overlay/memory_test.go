@@ -127,3 +127,16 @@ func TestNetworkConfigValidate(t *testing.T) {
 		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%+v", c)
 	}
 }
+
+func TestMemoryDirectCopies(t *testing.T) {
+	net, err := NewNetworkWith(NetworkConfig{Direct: true})
+	require.NoError(t, err)
+	m := joinAll(t, net, "a", "b")
+	ad := testAdvert("a", 1)
+	require.NoError(t, m["a"].Publish(context.Background(), ad))
+	ad.Functions["figlet"] = dfaas.FunctionState{Capacity: 99} // the sender's map, changed after publishing
+	got := m["b"].Adverts(time.Now())
+	require.Len(t, got, 1)
+	assert.Equal(t, dfaas.Rate(20), got[0].Functions["figlet"].Capacity)
+	assert.Positive(t, net.Stats().Bytes)
+}

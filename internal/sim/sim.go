@@ -103,7 +103,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	now := epoch
 	clock := func() time.Time { return now }
-	net, err := overlay.NewNetworkWith(overlay.NetworkConfig{Now: clock, Delay: cfg.Delay, Loss: cfg.Loss, Seed: cfg.Seed})
+	net, err := overlay.NewNetworkWith(overlay.NetworkConfig{Now: clock, Delay: cfg.Delay, Loss: cfg.Loss, Seed: cfg.Seed, Direct: true})
 	if err != nil {
 		return Result{}, err
 	}
