@@ -47,10 +47,11 @@ type Result struct {
 	// ControlMsgsPerNodeS and ControlBytesPerNodeS are the adverts a node
 	// sends per second (one copy per receiver) and their bytes.
 	ControlMsgsPerNodeS, ControlBytesPerNodeS float64
-	// ReactionS is the mean time from an overload's onset (some node's demand
-	// rising above its capacity) until a tick serves 99% of the optimum; -1
-	// if some onset never recovers, 0 if there was no onset or every onset
-	// was absorbed in its own tick.
+	// ReactionS is the mean time from an overload's onset (a node's demand
+	// rising above its capacity) until the node rejects at most 1% of its
+	// demand, or nothing more could be served anywhere; -1 if some overload
+	// ended, or the run did, before that; 0 if there was no onset or every
+	// one was absorbed in its own tick.
 	ReactionS float64
 	// ForecastMAE (req/s) and ForecastMAPE (%, over non-zero demand) compare
 	// each node's forecast for a tick with the demand that came.
@@ -191,12 +192,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				switch {
 				case over && !overloaded[f][i] && t > 0:
 					open[key] = len(onsets)
-					onsets = append(onsets, onset{start: t, end: sc.Ticks})
+					onsets = append(onsets, onset{start: t, recovered: -1})
 				case !over && overloaded[f][i]:
-					if k, ok := open[key]; ok {
-						onsets[k].end = t
-						delete(open, key)
-					}
+					delete(open, key) // over, recovered or not
 				}
 				overloaded[f][i] = over
 				fp := nodes[i].proxy.plan.Functions[name]
@@ -223,6 +221,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			tickFlows[f] = fl
 			tr.Demand += dSum
 			tr.Optimum += min(dSum, cSum)
+			var servedF float64
+			for i := range nn {
+				servedF += fl.local[i] + fl.received[i]
+			}
+			// An overloaded node has recovered once it rejects at most 1% of
+			// its demand, or once nothing more could be served anywhere.
+			for key, k := range open {
+				if o := &onsets[k]; key[0] == f && o.recovered < 0 {
+					i := key[1]
+					if fl.rejected[i] <= 0.01*demand[f][i]+eps || servedF >= min(dSum, cSum)-1e-6 {
+						o.recovered = t
+					}
+				}
+			}
 			for i := range nn {
 				tr.Served += fl.local[i] + fl.received[i]
 				tr.Forwarded += fl.forwarded[i]
@@ -259,7 +271,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	st := net.Stats()
 	res.ControlMsgsPerNodeS = float64(st.Sent-formation.Sent) / float64(nn) / duration
 	res.ControlBytesPerNodeS = float64(st.Bytes-formation.Bytes) / float64(nn) / duration
-	res.ReactionS = reaction(res.Ticks, onsets) * secs
+	res.ReactionS = reaction(onsets) * secs
 	if errN > 0 {
 		res.ForecastMAE = absErr / float64(errN)
 	}
@@ -286,27 +298,22 @@ func measure(sc Scenario, i int, demand [][]float64, fl []flows, now time.Time, 
 	return s
 }
 
-// onset is an overload of one node and function, from tick start until the
-// tick end at which its demand fell back within capacity.
-type onset struct{ start, end int }
+// onset is an overload of one node and function that began at tick start
+// and was absorbed at tick recovered (-1: never, while it lasted).
+type onset struct{ start, recovered int }
 
-// reaction is the mean number of ticks from each onset until a tick served
-// at least 99% of the optimum, or -1 if some overload ended, or the run did,
-// before that.
-func reaction(ticks []TickResult, onsets []onset) float64 {
+// reaction is the mean number of ticks from each onset until its recovery,
+// or -1 if some overload was never absorbed.
+func reaction(onsets []onset) float64 {
 	if len(onsets) == 0 {
 		return 0
 	}
 	var sum float64
 	for _, o := range onsets {
-		k := o.start
-		for k < o.end && k < len(ticks) && ticks[k].Served < 0.99*ticks[k].Optimum-eps {
-			k++
-		}
-		if k == o.end || k == len(ticks) {
+		if o.recovered < 0 {
 			return -1
 		}
-		sum += float64(k - o.start)
+		sum += float64(o.recovered - o.start)
 	}
 	return sum / float64(len(onsets))
 }

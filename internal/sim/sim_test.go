@@ -101,10 +101,15 @@ func TestReactionTime(t *testing.T) {
 	assert.Equal(t, -1.0, res.ReactionS, "all-local never recovers during the crowd")
 	res = run(t, Config{Scenario: FlashCrowd(5, 300, 1), Strategy: balance.Resilient{}})
 	assert.Equal(t, 0.0, res.ReactionS, "standby routes absorb the crowd in its first tick")
-	ticks := []TickResult{{Served: 1, Optimum: 2}, {Served: 1, Optimum: 2}, {Served: 2, Optimum: 2}, {Served: 2, Optimum: 2}}
-	assert.Equal(t, 1.5, reaction(ticks, []onset{{0, 4}, {1, 4}}), "two and one ticks")
-	assert.Equal(t, -1.0, reaction(ticks, []onset{{0, 2}}), "over before it recovered")
-	assert.Equal(t, 0.0, reaction(ticks, nil))
+	assert.Equal(t, 1.5, reaction([]onset{{start: 0, recovered: 2}, {start: 1, recovered: 2}}), "two and one ticks")
+	assert.Equal(t, -1.0, reaction([]onset{{start: 0, recovered: 2}, {start: 3, recovered: -1}}), "one never recovered")
+	assert.Equal(t, 0.0, reaction(nil))
+	// One hot spot among a hundred nodes is under 1% of the federation's
+	// demand: the criterion is the overloaded node's own rejections.
+	res = run(t, Config{Scenario: Hotspot(100, 12, 4, 1), Strategy: balance.AllLocal{}})
+	assert.Equal(t, -1.0, res.ReactionS)
+	res = run(t, Config{Scenario: Hotspot(100, 12, 4, 1), Strategy: balance.Proportional{}})
+	assert.Equal(t, 0.0, res.ReactionS)
 }
 
 func TestServeFlows(t *testing.T) {

@@ -170,12 +170,12 @@ func Standard(seed uint64) []Scenario {
 		Reference(300),
 		Hotspot(10, 600, 60, seed),
 		Lossy(Hotspot(10, 600, 5, seed)),
-		Diurnal(10, 1200, 600, seed),
+		Diurnal(10, 1200, 300, seed),
 		FlashCrowd(10, 600, seed),
 		Heterogeneous(12, 600, seed),
 		ManyFunctions(10, 20, 600, 60, seed),
 		Lossy(ManyFunctions(10, 20, 600, 10, seed)),
-		Diurnal(100, 600, 600, seed),
+		Diurnal(100, 600, 300, seed),
 		Hotspot(1000, 20, 5, seed),
 	}
 }
