@@ -282,7 +282,7 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	default:
 		printTable(w, rows)
 	}
-	fmt.Fprintf(w, "\n%d runs in %.1f s (seed %d). served/opt: served over the most any routing could serve; reaction: s from an overload's onset to a tick at 99%% of the optimum (-1: never while it lasted).\n",
+	fmt.Fprintf(w, "\n%d runs in %.1f s (seed %d). served/opt: served over the most any routing could serve; reaction: s from an overload's onset until that node rejects at most 1%% of its demand, or nothing more could be served (-1: not while it lasted).\n",
 		len(rows), time.Since(start).Seconds(), o.seed)
 	return nil
 }
