@@ -16,14 +16,16 @@
 //   - overlay: Overlay implementations. Libp2p (Kademlia DHT rendezvous,
 //     GossipSub adverts, connection events) and an in-memory Network.
 //   - balance: Balancer strategies, pure functions from (State, adverts) to a
-//     Plan. Proportional is the DFaaS paper's algorithm; AllLocal the
-//     baseline that never forwards.
-//   - forecast: Forecaster implementations: LastValue, EWMA.
+//     Plan. Proportional is the DFaaS paper's algorithm, Resilient ours;
+//     Recalc, Static, Random and AllLocal are baselines.
+//   - forecast: Forecaster implementations: LastValue, EWMA, Holt,
+//     HoltWinters.
 //   - proxy: the embedded ProxyDriver, an in-process HTTP proxy with a user
 //     and a peer listener.
 //   - faas: the embedded runtime that executes Go handlers in-process at a
 //     configured capacity, and the default Monitor.
-//   - examples: the reference-scenario demo and a single-node agent.
+//   - examples: the reference-scenario demo, a single-node agent and the
+//     strategy comparison, which runs the Agent in a deterministic simulator.
 //
 // # One request
 //
