@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"image/color"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 
+	"github.com/dfaas-go/dfaas/internal/chart"
 	"github.com/dfaas-go/dfaas/internal/scenario"
 )
 
@@ -19,11 +19,6 @@ func plotServed(path string, rep scenario.Report) error {
 	p.X.Label.Text = "time since load start (s)"
 	p.Y.Label.Text = "req/s"
 	p.Add(plotter.NewGrid())
-	palette := []color.Color{
-		color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-		color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-		color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
-	}
 	top := 1.0
 	for i, n := range rep.Nodes {
 		for _, s := range n.Served {
@@ -38,7 +33,7 @@ func plotServed(path string, rep scenario.Report) error {
 		if err != nil {
 			return fmt.Errorf("plot: %w", err)
 		}
-		line.Color = palette[i%len(palette)]
+		line.Color = chart.Color(i)
 		line.Width = vg.Points(2)
 		p.Add(line)
 		p.Legend.Add(fmt.Sprintf("node %s (capacity %g)", n.ID, n.Capacity), line)

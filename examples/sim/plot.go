@@ -9,14 +9,9 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
-)
 
-var palette = []color.Color{
-	color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
-	color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-	color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}, color.RGBA{R: 0x8c, G: 0x56, B: 0x4b, A: 0xff},
-	color.RGBA{R: 0xe3, G: 0x77, B: 0xc2, A: 0xff},
-}
+	"github.com/dfaas-go/dfaas/internal/chart"
+)
 
 // plotAll writes one PNG per workload: the optimum and each strategy's
 // served rate per tick.
@@ -59,7 +54,7 @@ func plotAll(dir string, rows []Row) error {
 			if err != nil {
 				return err
 			}
-			line.Color = palette[k%len(palette)]
+			line.Color = chart.Color(k)
 			p.Add(line)
 			p.Legend.Add(r.Strategy+"/"+r.Forecaster, line)
 		}
