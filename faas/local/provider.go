@@ -1,0 +1,402 @@
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/openfaas/faas-provider/types"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// Labels a deployment may carry.
+const (
+	LabelMaxRate     = "dfaas.maxrate"
+	LabelConcurrency = "dfaas.concurrency"
+	LabelTimeout     = "dfaas.timeout"
+)
+
+// Defaults of the per-function labels.
+const (
+	DefaultConcurrency = 64
+	DefaultTimeout     = 30 * time.Second
+)
+
+// Config configures a Provider. The zero value of every field means its
+// default.
+type Config struct {
+	// Addr is the listen address. Default 127.0.0.1:0.
+	Addr string
+	// Namespace is the one namespace the provider serves. Default
+	// "openfaas-fn", OpenFaaS's own default.
+	Namespace string
+	// Logger receives the provider's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Provider is a running local provider. It is safe for concurrent use.
+type Provider struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+
+	mu     sync.RWMutex
+	fns    map[string]*function
+	images map[string]http.Handler
+
+	srv       *http.Server
+	l         net.Listener
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{}
+}
+
+type function struct {
+	spec      types.FunctionDeployment
+	handler   http.Handler
+	slots     chan struct{}
+	timeout   time.Duration
+	created   time.Time
+	invoked   atomic.Uint64
+	throttled atomic.Uint64
+}
+
+// New starts a provider listening on cfg.Addr.
+func New(cfg Config) (*Provider, error) {
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:0"
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = "openfaas-fn"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	p := &Provider{cfg: cfg, log: cfg.Logger.With("component", "faas/local"), fns: map[string]*function{},
+		images: map[string]http.Handler{}, done: make(chan struct{})}
+	p.routes()
+	l, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("local: listen: %w", err)
+	}
+	p.l = l
+	p.srv = &http.Server{Handler: p.mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(p.done)
+		if err := p.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("provider stopped", "err", err)
+		}
+	}()
+	return p, nil
+}
+
+// URL is the provider's base URL, for the gateway's functions_provider_url.
+func (p *Provider) URL() string { return "http://" + p.l.Addr().String() + "/" }
+
+// Close stops the provider, waiting up to 5 s for requests in flight.
+func (p *Provider) Close() error {
+	p.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.closeErr = p.srv.Shutdown(ctx)
+		<-p.done
+	})
+	return p.closeErr
+}
+
+// RegisterImage binds an image name to an in-process Go handler. A
+// deployment of that image serves its requests with h, which sees the
+// OpenFaaS path /function/<name>[/...].
+func (p *Provider) RegisterImage(image string, h http.Handler) error {
+	if image == "" || h == nil {
+		return fmt.Errorf("%w: local: empty image or nil handler", dfaas.ErrInvalidConfig)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.images[image] = h
+	return nil
+}
+
+func (p *Provider) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("GET /system/functions", p.list)
+	m.HandleFunc("POST /system/functions", p.deploy)
+	m.HandleFunc("PUT /system/functions", p.update)
+	m.HandleFunc("DELETE /system/functions", p.remove)
+	m.HandleFunc("GET /system/function/{name}", p.status)
+	m.HandleFunc("POST /system/scale-function/{name}", p.scale)
+	m.HandleFunc("GET /system/info", p.info)
+	m.HandleFunc("GET /system/namespaces", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, []string{p.cfg.Namespace})
+	})
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	m.HandleFunc("/function/", p.invoke)
+	p.mux = m
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// namespaceOK reports whether ns is empty or the provider's, answering 404
+// otherwise.
+func (p *Provider) namespaceOK(w http.ResponseWriter, ns string) bool {
+	if ns == "" || ns == p.cfg.Namespace {
+		return true
+	}
+	http.Error(w, fmt.Sprintf("namespace %q not found", ns), http.StatusNotFound)
+	return false
+}
+
+func (p *Provider) list(w http.ResponseWriter, r *http.Request) {
+	if !p.namespaceOK(w, r.URL.Query().Get("namespace")) {
+		return
+	}
+	p.mu.RLock()
+	out := make([]types.FunctionStatus, 0, len(p.fns))
+	for _, f := range p.fns {
+		out = append(out, p.statusOf(f))
+	}
+	p.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (p *Provider) statusOf(f *function) types.FunctionStatus {
+	s := f.spec
+	return types.FunctionStatus{Name: s.Service, Image: s.Image, Namespace: p.cfg.Namespace, EnvProcess: s.EnvProcess,
+		EnvVars: s.EnvVars, Labels: s.Labels, Annotations: s.Annotations, Limits: s.Limits, Requests: s.Requests,
+		InvocationCount: float64(f.invoked.Load()), Replicas: 1, AvailableReplicas: 1, CreatedAt: f.created}
+}
+
+// decodeDeployment reads and checks a deployment request.
+func (p *Provider) decodeDeployment(w http.ResponseWriter, r *http.Request) (types.FunctionDeployment, bool) {
+	var spec types.FunctionDeployment
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&spec); err != nil {
+		http.Error(w, "invalid deployment: "+err.Error(), http.StatusBadRequest)
+		return spec, false
+	}
+	if err := dfaas.ValidateFunctionName(spec.Service); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return spec, false
+	}
+	return spec, p.namespaceOK(w, spec.Namespace)
+}
+
+// build makes a function from a deployment.
+func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
+	labels := map[string]string{}
+	if spec.Labels != nil {
+		labels = *spec.Labels
+	}
+	concurrency := DefaultConcurrency
+	if v, ok := labels[LabelConcurrency]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("label %s=%q: want a positive integer", LabelConcurrency, v)
+		}
+		concurrency = n
+	}
+	timeout := DefaultTimeout
+	if v, ok := labels[LabelTimeout]; ok {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("label %s=%q: want a positive duration", LabelTimeout, v)
+		}
+		timeout = d
+	}
+	if v, ok := labels[LabelMaxRate]; ok {
+		if _, err := ParseMaxRate(v); err != nil {
+			return nil, err
+		}
+	}
+	f := &function{spec: spec, slots: make(chan struct{}, concurrency), timeout: timeout, created: time.Now()}
+	if spec.EnvProcess != "" {
+		h, err := newProcess(spec.EnvProcess, spec.EnvVars)
+		if err != nil {
+			return nil, err
+		}
+		f.handler = h
+		return f, nil
+	}
+	h, ok := p.images[spec.Image]
+	if !ok {
+		return nil, fmt.Errorf("image %q is neither a registered Go handler nor accompanied by envProcess", spec.Image)
+	}
+	f.handler = h
+	return f, nil
+}
+
+// ParseMaxRate parses a dfaas.maxrate label value: a finite rate >= 0.
+func ParseMaxRate(v string) (dfaas.Rate, error) {
+	r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil || r < 0 || r > 1e9 || r != r {
+		return 0, fmt.Errorf("label %s=%q: want a rate in [0, 1e9] req/s", LabelMaxRate, v)
+	}
+	return dfaas.Rate(r), nil
+}
+
+func (p *Provider) deploy(w http.ResponseWriter, r *http.Request) {
+	p.put(w, r, false)
+}
+
+func (p *Provider) update(w http.ResponseWriter, r *http.Request) {
+	p.put(w, r, true)
+}
+
+func (p *Provider) put(w http.ResponseWriter, r *http.Request, mustExist bool) {
+	spec, ok := p.decodeDeployment(w, r)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, exists := p.fns[spec.Service]; mustExist && !exists {
+		http.Error(w, fmt.Sprintf("function %q not found", spec.Service), http.StatusNotFound)
+		return
+	}
+	f, err := p.build(spec)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("function %q: %v", spec.Service, err), http.StatusBadRequest)
+		return
+	}
+	if old, ok := p.fns[spec.Service]; ok {
+		f.created = old.created
+		f.invoked.Store(old.invoked.Load())
+	}
+	p.fns[spec.Service] = f
+	p.log.Info("function deployed", "name", spec.Service, "image", spec.Image, "process", spec.EnvProcess != "")
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (p *Provider) remove(w http.ResponseWriter, r *http.Request) {
+	var req types.DeleteFunctionRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		http.Error(w, "invalid request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if !p.namespaceOK(w, req.Namespace) {
+		return
+	}
+	p.mu.Lock()
+	_, ok := p.fns[req.FunctionName]
+	delete(p.fns, req.FunctionName)
+	p.mu.Unlock()
+	if !ok {
+		http.Error(w, fmt.Sprintf("function %q not found", req.FunctionName), http.StatusNotFound)
+		return
+	}
+	p.log.Info("function removed", "name", req.FunctionName)
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (p *Provider) lookup(name string) (*function, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	f, ok := p.fns[name]
+	return f, ok
+}
+
+func (p *Provider) status(w http.ResponseWriter, r *http.Request) {
+	if !p.namespaceOK(w, r.URL.Query().Get("namespace")) {
+		return
+	}
+	f, ok := p.lookup(r.PathValue("name"))
+	if !ok {
+		http.Error(w, "function not found", http.StatusNotFound)
+		return
+	}
+	writeJSON(w, http.StatusOK, p.statusOf(f))
+}
+
+// scale accepts any replica count: a local function has one replica, whose
+// concurrency its label sets.
+func (p *Provider) scale(w http.ResponseWriter, r *http.Request) {
+	if _, ok := p.lookup(r.PathValue("name")); !ok {
+		http.Error(w, "function not found", http.StatusNotFound)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+func (p *Provider) info(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, types.ProviderInfo{Name: "dfaas-local", Orchestration: "local",
+		Version: &types.VersionInfo{Release: "dev", SHA: "dev"}})
+}
+
+// invoke runs /function/<name>[.<namespace>][/...].
+func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
+	rest := strings.TrimPrefix(r.URL.Path, "/function/")
+	target, _, _ := strings.Cut(rest, "/")
+	name, ns, _ := strings.Cut(target, ".")
+	if !p.namespaceOK(w, ns) {
+		return
+	}
+	f, ok := p.lookup(name)
+	if !ok {
+		http.Error(w, fmt.Sprintf("function %q not found", name), http.StatusNotFound)
+		return
+	}
+	select {
+	case f.slots <- struct{}{}:
+		defer func() { <-f.slots }()
+	default:
+		f.throttled.Add(1)
+		http.Error(w, "function at its concurrency limit", http.StatusTooManyRequests)
+		return
+	}
+	f.invoked.Add(1)
+	ctx, cancel := context.WithTimeout(r.Context(), f.timeout)
+	defer cancel()
+	f.handler.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// Capacities returns the dfaas.maxrate label of every function that has
+// one, so a Provider can serve as the dfaas Monitor's platform directly.
+func (p *Provider) Capacities(ctx context.Context) (map[string]dfaas.Rate, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := map[string]dfaas.Rate{}
+	for name, f := range p.fns {
+		if f.spec.Labels == nil {
+			continue
+		}
+		if v, ok := (*f.spec.Labels)[LabelMaxRate]; ok {
+			r, _ := ParseMaxRate(v) // checked at deployment
+			out[name] = r
+		}
+	}
+	return out, nil
+}
+
+// Functions lists the deployed functions' labels by name.
+func (p *Provider) Functions() map[string]map[string]string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make(map[string]map[string]string, len(p.fns))
+	for name, f := range p.fns {
+		var l map[string]string
+		if f.spec.Labels != nil {
+			l = maps.Clone(*f.spec.Labels)
+		}
+		out[name] = l
+	}
+	return out
+}

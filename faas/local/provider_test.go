@@ -1,0 +1,176 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openfaas/faas-provider/types"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func start(t *testing.T) *Provider {
+	t.Helper()
+	p, err := New(Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.NoError(t, p.Close())
+		http.DefaultClient.CloseIdleConnections()
+	})
+	require.NoError(t, p.RegisterImage("dfaas/echo", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(append([]byte("echo: "), b...))
+	})))
+	return p
+}
+
+func call(t *testing.T, method, url string, body any) (int, string) {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		require.NoError(t, err)
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(out)
+}
+
+func labels(kv ...string) *map[string]string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return &m
+}
+
+func TestProviderLifecycle(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "echo", Image: "dfaas/echo", Labels: labels(LabelMaxRate, "20")})
+	require.Equal(t, http.StatusAccepted, code)
+	code, _ = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "shout", Image: "any", EnvProcess: "tr a-z A-Z"})
+	require.Equal(t, http.StatusAccepted, code)
+
+	code, body := call(t, "POST", base+"/function/echo", "hi")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "echo: hi", body)
+	code, body = call(t, "POST", base+"/function/shout.openfaas-fn/sub/path", "quiet please")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "QUIET PLEASE", body)
+
+	code, body = call(t, "GET", base+"/system/functions", nil)
+	require.Equal(t, http.StatusOK, code)
+	var list []types.FunctionStatus
+	require.NoError(t, json.Unmarshal([]byte(body), &list))
+	require.Len(t, list, 2)
+	assert.Equal(t, "echo", list[0].Name)
+	assert.Equal(t, float64(1), list[0].InvocationCount)
+	assert.Equal(t, "20", (*list[0].Labels)[LabelMaxRate])
+
+	caps, err := p.Capacities(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, map[string]dfaas.Rate{"echo": 20}, caps)
+
+	code, _ = call(t, "PUT", base+"/system/functions", types.FunctionDeployment{Service: "echo", Image: "dfaas/echo", Labels: labels(LabelMaxRate, "5")})
+	assert.Equal(t, http.StatusAccepted, code)
+	caps, _ = p.Capacities(context.Background())
+	assert.Equal(t, dfaas.Rate(5), caps["echo"])
+	code, _ = call(t, "GET", base+"/system/function/echo", nil)
+	assert.Equal(t, http.StatusOK, code)
+
+	code, _ = call(t, "DELETE", base+"/system/functions", types.DeleteFunctionRequest{FunctionName: "echo"})
+	assert.Equal(t, http.StatusAccepted, code)
+	code, _ = call(t, "POST", base+"/function/echo", "hi")
+	assert.Equal(t, http.StatusNotFound, code)
+	code, _ = call(t, "DELETE", base+"/system/functions", types.DeleteFunctionRequest{FunctionName: "echo"})
+	assert.Equal(t, http.StatusNotFound, code)
+
+	code, body = call(t, "GET", base+"/system/info", nil)
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "dfaas-local")
+}
+
+func TestProviderRejectsBadDeployments(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	for name, spec := range map[string]any{
+		"not json":           "{",
+		"bad name":           types.FunctionDeployment{Service: "Bad_Name", Image: "dfaas/echo"},
+		"unknown image":      types.FunctionDeployment{Service: "x", Image: "nope"},
+		"missing command":    types.FunctionDeployment{Service: "x", EnvProcess: "/no/such/command"},
+		"bad maxrate":        types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelMaxRate, "lots")},
+		"bad concurrency":    types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelConcurrency, "0")},
+		"bad timeout":        types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelTimeout, "soon")},
+		"other namespace":    types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Namespace: "elsewhere"},
+		"update of a ghost!": nil,
+	} {
+		method := "POST"
+		if spec == nil {
+			method, spec = "PUT", types.FunctionDeployment{Service: "ghost", Image: "dfaas/echo"}
+		}
+		code, body := call(t, method, base+"/system/functions", spec)
+		assert.Contains(t, []int{http.StatusBadRequest, http.StatusNotFound}, code, "%s: %s", name, body)
+	}
+	code, _ := call(t, "GET", base+"/system/functions?namespace=elsewhere", nil)
+	assert.Equal(t, http.StatusNotFound, code)
+	assert.Empty(t, p.Functions())
+}
+
+func TestConcurrencyLimitAndTimeout(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	release := make(chan struct{})
+	require.NoError(t, p.RegisterImage("dfaas/block", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			http.Error(w, "timed out", http.StatusGatewayTimeout)
+		}
+	})))
+	code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "block", Image: "dfaas/block", Labels: labels(LabelConcurrency, "1")})
+	require.Equal(t, http.StatusAccepted, code)
+	done := make(chan int)
+	go func() {
+		resp, err := http.Post(base+"/function/block", "text/plain", nil)
+		if err == nil {
+			resp.Body.Close()
+			done <- resp.StatusCode
+			return
+		}
+		done <- 0
+	}()
+	require.Eventually(t, func() bool {
+		f, _ := p.lookup("block")
+		return len(f.slots) == 1
+	}, 5*time.Second, 5*time.Millisecond)
+	code, _ = call(t, "POST", base+"/function/block", "")
+	assert.Equal(t, http.StatusTooManyRequests, code, "second request over the concurrency of one")
+	close(release)
+	assert.Equal(t, http.StatusOK, <-done)
+
+	code, _ = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "sleepy", Image: "x", EnvProcess: "sleep 5", Labels: labels(LabelTimeout, "100ms")})
+	require.Equal(t, http.StatusAccepted, code)
+	code, _ = call(t, "POST", base+"/function/sleepy", "")
+	assert.Equal(t, http.StatusGatewayTimeout, code)
+}

@@ -1,0 +1,202 @@
+// Package openfaas is the dfaas backend for OpenFaaS: it lists a gateway's
+// functions through github.com/openfaas/go-sdk, turns their labels into the
+// capacities the agent plans with, and forwards the requests a node serves
+// locally to the gateway.
+//
+// # Capacity labels
+//
+// A function tells the agent how many requests per second this node can
+// execute with the label dfaas.maxrate (for example "dfaas.maxrate": "20").
+// A function without it gets Config.DefaultCapacity, 0 unless set: the node
+// then executes none of it locally and advertises no room for it, but still
+// forwards its users' requests to peers that declare capacity. A label that
+// does not parse as a rate is logged and treated as absent.
+package openfaas
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	sdk "github.com/openfaas/go-sdk"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/faas/local"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// LabelMaxRate is the capacity label.
+const LabelMaxRate = local.LabelMaxRate
+
+// Config configures a Backend. Gateway is required; the zero value of the
+// other fields means their default.
+type Config struct {
+	// Gateway is the gateway's base URL, e.g. http://127.0.0.1:8080.
+	Gateway string
+	// Username and Password are the gateway's basic-auth credentials, if it
+	// has them. They are never logged.
+	Username, Password string
+	// Namespace of the functions. Default "openfaas-fn".
+	Namespace string
+	// DefaultCapacity is the capacity of a function without the
+	// dfaas.maxrate label. Default 0.
+	DefaultCapacity dfaas.Rate
+	// Timeout bounds one call to the gateway's API. Default 5 s.
+	Timeout time.Duration
+	// Logger receives the backend's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Function is a function the gateway serves.
+type Function struct {
+	Name        string
+	Image       string
+	Labels      map[string]string
+	Annotations map[string]string
+	Replicas    uint64
+	Capacity    dfaas.Rate
+}
+
+// Backend talks to one OpenFaaS gateway. It implements faas.Platform and is
+// safe for concurrent use.
+type Backend struct {
+	cfg     Config
+	log     *slog.Logger
+	gateway *url.URL
+	client  *sdk.Client
+	proxy   *httputil.ReverseProxy
+	apiTr   *http.Transport
+	fnTr    *http.Transport
+
+	mu     sync.Mutex
+	warned map[string]bool // functions whose bad label was logged
+}
+
+// New checks cfg and returns a Backend. It does not contact the gateway.
+func New(cfg Config) (*Backend, error) {
+	u, err := url.Parse(cfg.Gateway)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%w: openfaas: gateway %q is not an http(s) URL", dfaas.ErrInvalidConfig, cfg.Gateway)
+	}
+	if cfg.DefaultCapacity < 0 || cfg.Timeout < 0 || (cfg.Username == "") != (cfg.Password == "") {
+		return nil, fmt.Errorf("%w: openfaas: negative capacity or timeout, or half a credential", dfaas.ErrInvalidConfig)
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = sdk.DefaultNamespace
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	var auth sdk.ClientAuth
+	if cfg.Username != "" {
+		auth = &sdk.BasicAuth{Username: cfg.Username, Password: cfg.Password}
+	}
+	b := &Backend{cfg: cfg, log: cfg.Logger.With("component", "faas/openfaas", "gateway", u.Redacted()), gateway: u,
+		apiTr:  &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second},
+		fnTr:   &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
+		warned: map[string]bool{}}
+	b.client = sdk.NewClient(u, auth, &http.Client{Timeout: cfg.Timeout, Transport: b.apiTr})
+	b.proxy = &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(u)
+			r.Out.URL.Path, r.Out.URL.RawPath = b.invokePath(r.In.URL.Path), ""
+			r.Out.Host = u.Host
+		},
+		Transport: b.fnTr,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			b.log.Warn("gateway unreachable", "path", r.URL.Path, "err", err)
+			http.Error(w, "function platform unreachable", http.StatusBadGateway)
+		},
+	}
+	return b, nil
+}
+
+// Close releases the backend's idle connections to the gateway.
+func (b *Backend) Close() error {
+	b.apiTr.CloseIdleConnections()
+	b.fnTr.CloseIdleConnections()
+	return nil
+}
+
+// invokePath maps the proxy's /function/<name>[/rest] to the gateway's
+// /function/<name>.<namespace>[/rest].
+func (b *Backend) invokePath(path string) string {
+	name, ok := proxy.FunctionName(path)
+	if !ok {
+		return path
+	}
+	rest := strings.TrimPrefix(path, "/function/"+name)
+	return "/function/" + name + "." + b.cfg.Namespace + rest
+}
+
+// Handler returns the local target for the proxy: it forwards each request
+// to the gateway, in the backend's namespace.
+func (b *Backend) Handler() http.Handler { return b.proxy }
+
+// Functions lists the gateway's functions with their capacities.
+func (b *Backend) Functions(ctx context.Context) ([]Function, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
+	defer cancel()
+	list, err := b.client.GetFunctions(ctx, b.cfg.Namespace)
+	if err != nil {
+		return nil, fmt.Errorf("openfaas: list functions: %w", err)
+	}
+	out := make([]Function, 0, len(list))
+	for _, s := range list {
+		f := Function{Name: s.Name, Image: s.Image, Replicas: s.Replicas, Capacity: b.cfg.DefaultCapacity}
+		if s.Labels != nil {
+			f.Labels = *s.Labels
+		}
+		if s.Annotations != nil {
+			f.Annotations = *s.Annotations
+		}
+		if v, ok := f.Labels[LabelMaxRate]; ok {
+			if r, err := local.ParseMaxRate(v); err == nil {
+				f.Capacity = r
+			} else {
+				b.warnOnce(s.Name, err)
+			}
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+func (b *Backend) warnOnce(name string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.warned[name] {
+		b.warned[name] = true
+		b.log.Warn("ignoring capacity label", "function", name, "err", err)
+	}
+}
+
+// Capacities implements faas.Platform: every function the gateway lists,
+// whose name is valid for dfaas, with its capacity.
+func (b *Backend) Capacities(ctx context.Context) (map[string]dfaas.Rate, error) {
+	fns, err := b.Functions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]dfaas.Rate, len(fns))
+	for _, f := range fns {
+		if dfaas.ValidateFunctionName(f.Name) != nil {
+			b.warnOnce(f.Name, fmt.Errorf("name is not a DNS-1123 label"))
+			continue
+		}
+		out[f.Name] = f.Capacity
+	}
+	return out, nil
+}
+
+var _ faas.Platform = (*Backend)(nil)

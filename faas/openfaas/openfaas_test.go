@@ -1,0 +1,129 @@
+package openfaas
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openfaas/faas-provider/types"
+	sdk "github.com/openfaas/go-sdk"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas/local"
+	"github.com/dfaas-go/dfaas/internal/gatewaytest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{{}, {Gateway: "ftp://x"}, {Gateway: "http://"}, {Gateway: "http://x", Username: "u"},
+		{Gateway: "http://x", DefaultCapacity: -1}} {
+		_, err := New(c)
+		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%+v", c)
+	}
+}
+
+func TestInvokePath(t *testing.T) {
+	b, err := New(Config{Gateway: "http://127.0.0.1:8080"})
+	require.NoError(t, err)
+	assert.Equal(t, "/function/hello.openfaas-fn", b.invokePath("/function/hello"))
+	assert.Equal(t, "/function/hello.openfaas-fn/a/b", b.invokePath("/function/hello/a/b"))
+	assert.Equal(t, "/other", b.invokePath("/other"))
+}
+
+// TestAgainstTheRealGateway deploys, lists, invokes and removes functions
+// through the OpenFaaS gateway in front of faas/local, with go-sdk, and
+// checks the backend through the gateway going down and coming back.
+func TestAgainstTheRealGateway(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	provider, err := local.New(local.Config{})
+	require.NoError(t, err)
+	defer provider.Close()
+	require.NoError(t, provider.RegisterImage("dfaas/hello", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(append([]byte("hello "), b...))
+	})))
+	gw, err := gatewaytest.Start(ctx, provider.URL())
+	require.NoError(t, err)
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = gw.Stop()
+		}
+	}()
+
+	gwURL, _ := url.Parse(gatewaytest.URL)
+	client := sdk.NewClient(gwURL, nil, http.DefaultClient)
+	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "hello", Image: "dfaas/hello",
+		Labels: &map[string]string{LabelMaxRate: "20", "team": "edge"}, Annotations: &map[string]string{"owner": "ops"}})
+	require.NoError(t, err)
+	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "shout", Image: "classic", EnvProcess: "tr a-z A-Z"})
+	require.NoError(t, err)
+
+	b, err := New(Config{Gateway: gatewaytest.URL, DefaultCapacity: 0})
+	require.NoError(t, err)
+	defer b.Close()
+	fns, err := b.Functions(ctx)
+	require.NoError(t, err, gw.Output())
+	require.Len(t, fns, 2)
+	assert.Equal(t, "hello", fns[0].Name)
+	assert.Equal(t, "edge", fns[0].Labels["team"])
+	assert.Equal(t, "ops", fns[0].Annotations["owner"])
+	caps, err := b.Capacities(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]dfaas.Rate{"hello": 20, "shout": 0}, caps, "a function without the label gets the default capacity")
+
+	srv := httptest.NewServer(b.Handler())
+	defer srv.Close()
+	post := func(path, body string) (int, string) {
+		resp, err := http.Post(srv.URL+path, "text/plain", strings.NewReader(body))
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(out)
+	}
+	code, body := post("/function/hello", "edge")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "hello edge", body)
+	code, body = post("/function/shout/x", "quiet")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "QUIET", body)
+	code, _ = post("/function/nope", "")
+	assert.NotEqual(t, http.StatusOK, code)
+
+	// The gateway counts the invocations in its Prometheus metrics.
+	resp, err := http.Get(gatewaytest.MetricsURL)
+	require.NoError(t, err)
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(metrics), `gateway_function_invocation_total{code="200",function_name="hello.openfaas-fn"} 1`)
+
+	require.NoError(t, client.DeleteFunction(ctx, "shout", sdk.DefaultNamespace))
+	caps, err = b.Capacities(ctx)
+	require.NoError(t, err)
+	assert.NotContains(t, caps, "shout")
+
+	// Gateway down: a clear error, and a 502 for requests; back up: recovered.
+	require.NoError(t, gw.Stop())
+	stopped = true
+	_, err = b.Capacities(ctx)
+	assert.ErrorContains(t, err, "openfaas: list functions")
+	code, _ = post("/function/hello", "edge")
+	assert.Equal(t, http.StatusBadGateway, code)
+	gw, err = gatewaytest.Start(ctx, provider.URL())
+	require.NoError(t, err)
+	stopped = false
+	caps, err = b.Capacities(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]dfaas.Rate{"hello": 20}, caps)
+	http.DefaultClient.CloseIdleConnections()
+}
