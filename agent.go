@@ -105,8 +105,9 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // Tick runs one control tick: Sample, Forecast, Publish, Plan, Apply. A
-// failed Publish does not stop the tick: the node still plans on what it
-// knows. Tick returns the first error that made it stop, or the Publish error.
+// failed Publish, or a Sample error wrapping ErrDegraded, does not stop the
+// tick: the node still plans on what it knows. Tick returns the error that
+// made it stop, or those it went on despite.
 func (a *Agent) Tick(ctx context.Context) error {
 	a.tickMu.Lock()
 	defer a.tickMu.Unlock()
@@ -132,8 +133,12 @@ func (a *Agent) Tick(ctx context.Context) error {
 
 func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, int, error) {
 	sample, err := a.monitor.Sample(ctx)
+	var degraded error
 	if err != nil {
-		return State{}, Plan{}, 0, fmt.Errorf("agent: sample: %w", err)
+		if !errors.Is(err, ErrDegraded) {
+			return State{}, Plan{}, 0, fmt.Errorf("agent: sample: %w", err)
+		}
+		degraded = fmt.Errorf("agent: sample: %w", err)
 	}
 	a.forecaster.Observe(sample)
 	demand := a.forecaster.Predict(now, a.cfg.Interval)
@@ -157,7 +162,7 @@ func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, int, erro
 	plan := a.balancer.Plan(state, peers)
 	plan.Time = now
 	if err := a.proxy.Apply(ctx, plan); err != nil {
-		return state, plan, len(peers), errors.Join(fmt.Errorf("agent: apply: %w", err), pubErr)
+		return state, plan, len(peers), errors.Join(fmt.Errorf("agent: apply: %w", err), degraded, pubErr)
 	}
-	return state, plan, len(peers), pubErr
+	return state, plan, len(peers), errors.Join(degraded, pubErr)
 }

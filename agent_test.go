@@ -3,6 +3,7 @@ package dfaas_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -156,6 +157,24 @@ func TestPublishFailureStillPlans(t *testing.T) {
 	boom := errors.New("no peers")
 	expectTick(ms, boom, nil) // Plan and Apply still expected
 	assert.ErrorIs(t, a.Tick(context.Background()), boom)
+}
+
+func TestDegradedSampleStillPlans(t *testing.T) {
+	a, ms := newAgent(t, dfaas.Config{})
+	down := fmt.Errorf("monitor: %w: gateway down", dfaas.ErrDegraded)
+	degraded := dfaas.Sample{Time: now, Functions: map[string]dfaas.FunctionSample{"figlet": {Arrivals: 12}}}
+	ms.m.On("Sample", mock.Anything).Return(degraded, down).Once()
+	ms.f.On("Observe", degraded).Once()
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Once()
+	ms.o.On("Publish", mock.Anything, mock.MatchedBy(func(ad dfaas.Advert) bool {
+		return ad.Functions["figlet"] == dfaas.FunctionState{Capacity: 0, Demand: 12}
+	})).Return(nil).Once()
+	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil)).Once()
+	ms.b.On("Plan", mock.Anything, []dfaas.Advert(nil)).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}).Once()
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil).Once()
+	err := a.Tick(context.Background())
+	assert.ErrorIs(t, err, dfaas.ErrDegraded)
+	assert.ErrorIs(t, a.Status().LastErr, dfaas.ErrDegraded)
 }
 
 func TestApplyFailureIsReported(t *testing.T) {

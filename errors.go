@@ -19,4 +19,10 @@ var (
 	ErrInvalidConfig = errors.New("dfaas: invalid config")
 	// ErrInvalidName marks a function name that is not a DNS-1123 label.
 	ErrInvalidName = errors.New("dfaas: invalid function name")
+	// ErrDegraded marks an error that comes with a usable result: a Monitor
+	// whose FaaS platform does not answer returns a Sample that gives its
+	// functions no capacity, with an error wrapping ErrDegraded. The Agent
+	// then plans with the sample, so peers stop sending work the node cannot
+	// serve, and reports the error in its Status.
+	ErrDegraded = errors.New("dfaas: degraded")
 )

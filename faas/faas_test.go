@@ -150,4 +150,45 @@ func TestMonitorRates(t *testing.T) {
 	require.NoError(t, err)
 	_, err = bad.Sample(ctx)
 	assert.ErrorContains(t, err, "gateway unreachable")
+	assert.ErrorIs(t, err, dfaas.ErrDegraded)
+}
+
+// flakyPlatform fails while down is set.
+type flakyPlatform struct {
+	caps map[string]dfaas.Rate
+	down bool
+}
+
+func (f *flakyPlatform) Capacities(context.Context) (map[string]dfaas.Rate, error) {
+	if f.down {
+		return nil, errors.New("gateway unreachable")
+	}
+	return f.caps, nil
+}
+
+// TestMonitorDegradesToZeroCapacity: while the platform is down, its
+// functions stay in the sample with no capacity, and rates are still
+// measured; when it returns, so do the capacities.
+func TestMonitorDegradesToZeroCapacity(t *testing.T) {
+	clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	fc := &fakeCounter{counts: map[string]proxy.Counts{"figlet": {Arrivals: 10}}}
+	pf := &flakyPlatform{caps: map[string]dfaas.Rate{"figlet": 10, "idle": 5}}
+	m, err := NewMonitor(fc, pf, MonitorConfig{Window: time.Second, Now: func() time.Time { return clock }})
+	require.NoError(t, err)
+	_, err = m.Sample(context.Background())
+	require.NoError(t, err)
+
+	pf.down = true
+	clock = clock.Add(time.Second)
+	fc.counts = map[string]proxy.Counts{"figlet": {Arrivals: 30}}
+	s, err := m.Sample(context.Background())
+	require.ErrorIs(t, err, dfaas.ErrDegraded)
+	assert.Equal(t, dfaas.FunctionSample{Arrivals: 20}, s.Functions["figlet"])
+	assert.Equal(t, dfaas.FunctionSample{}, s.Functions["idle"])
+
+	pf.down = false
+	clock = clock.Add(time.Second)
+	s, err = m.Sample(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, dfaas.Rate(10), s.Functions["figlet"].Capacity)
 }

@@ -38,7 +38,8 @@ type Monitor struct {
 	now      func() time.Time
 
 	mu      sync.Mutex
-	history []snapshot // oldest first
+	history []snapshot            // oldest first
+	known   map[string]dfaas.Rate // the platform's last answer
 }
 
 // maxHistory bounds the snapshots a Monitor keeps.
@@ -68,13 +69,24 @@ func NewMonitor(counter proxy.Counter, platform Platform, cfg MonitorConfig) (*M
 
 // Sample implements dfaas.Monitor. It lists every function the platform
 // serves or the data plane has counted; the first Sample has zero rates.
+// When the platform does not answer, Sample still returns the rates, gives
+// the functions the platform last listed zero capacity, and returns an error
+// wrapping dfaas.ErrDegraded.
 func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
-	caps, err := m.platform.Capacities(ctx)
-	if err != nil {
-		return dfaas.Sample{}, fmt.Errorf("monitor: capacities: %w", err)
-	}
+	caps, capErr := m.platform.Capacities(ctx)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	var degraded error
+	if capErr != nil {
+		// Keep measuring, but offer nothing the platform may not serve.
+		degraded = fmt.Errorf("monitor: %w: capacities: %w", dfaas.ErrDegraded, capErr)
+		caps = make(map[string]dfaas.Rate, len(m.known))
+		for name := range m.known {
+			caps[name] = 0
+		}
+	} else {
+		m.known = caps
+	}
 	now := m.now()
 	cur := snapshot{at: now, counts: m.counter.Counts()}
 	base := -1
@@ -127,7 +139,7 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 		fs.Latency = dfaas.Latency{P50: d.Latency.Quantile(0.5), P99: d.Latency.Quantile(0.99), Max: d.Latency.Quantile(1)}
 		out.Functions[name] = fs
 	}
-	return out, nil
+	return out, degraded
 }
 
 var _ dfaas.Monitor = (*Monitor)(nil)
