@@ -39,8 +39,10 @@ const (
 type Config struct {
 	// Addr is the listen address. Default 127.0.0.1:0.
 	Addr string
-	// Namespace is the one namespace the provider serves. Default
-	// "openfaas-fn", OpenFaaS's own default.
+	// Namespace is the namespace of requests that name none. Default
+	// "openfaas-fn", OpenFaaS's own default. Deployments may name any
+	// namespace (a DNS-1123 label); several agents can so share one provider
+	// and one gateway, each in its own namespace.
 	Namespace string
 	// Logger receives the provider's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -53,7 +55,7 @@ type Provider struct {
 	mux *http.ServeMux
 
 	mu     sync.RWMutex
-	fns    map[string]*function
+	fns    map[key]*function
 	images map[string]http.Handler
 
 	srv       *http.Server
@@ -62,6 +64,9 @@ type Provider struct {
 	closeErr  error
 	done      chan struct{}
 }
+
+// key names a function in a namespace.
+type key struct{ ns, name string }
 
 type function struct {
 	spec      types.FunctionDeployment
@@ -84,7 +89,7 @@ func New(cfg Config) (*Provider, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	p := &Provider{cfg: cfg, log: cfg.Logger.With("component", "faas/local"), fns: map[string]*function{},
+	p := &Provider{cfg: cfg, log: cfg.Logger.With("component", "faas/local"), fns: map[key]*function{},
 		images: map[string]http.Handler{}, done: make(chan struct{})}
 	p.routes()
 	l, err := net.Listen("tcp", cfg.Addr)
@@ -138,9 +143,7 @@ func (p *Provider) routes() {
 	m.HandleFunc("GET /system/function/{name}", p.status)
 	m.HandleFunc("POST /system/scale-function/{name}", p.scale)
 	m.HandleFunc("GET /system/info", p.info)
-	m.HandleFunc("GET /system/namespaces", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, []string{p.cfg.Namespace})
-	})
+	m.HandleFunc("GET /system/namespaces", p.namespaces)
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	m.HandleFunc("/function/", p.invoke)
 	p.mux = m
@@ -152,49 +155,56 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// namespaceOK reports whether ns is empty or the provider's, answering 404
-// otherwise.
-func (p *Provider) namespaceOK(w http.ResponseWriter, ns string) bool {
-	if ns == "" || ns == p.cfg.Namespace {
-		return true
+// namespace resolves a request's namespace, answering 400 if it is not a
+// DNS-1123 label.
+func (p *Provider) namespace(w http.ResponseWriter, ns string) (string, bool) {
+	if ns == "" {
+		return p.cfg.Namespace, true
 	}
-	http.Error(w, fmt.Sprintf("namespace %q not found", ns), http.StatusNotFound)
-	return false
+	if err := dfaas.ValidateFunctionName(ns); err != nil {
+		http.Error(w, fmt.Sprintf("namespace %q: not a DNS-1123 label", ns), http.StatusBadRequest)
+		return "", false
+	}
+	return ns, true
 }
 
 func (p *Provider) list(w http.ResponseWriter, r *http.Request) {
-	if !p.namespaceOK(w, r.URL.Query().Get("namespace")) {
+	ns, ok := p.namespace(w, r.URL.Query().Get("namespace"))
+	if !ok {
 		return
 	}
 	p.mu.RLock()
-	out := make([]types.FunctionStatus, 0, len(p.fns))
-	for _, f := range p.fns {
-		out = append(out, p.statusOf(f))
+	out := []types.FunctionStatus{}
+	for k, f := range p.fns {
+		if k.ns == ns {
+			out = append(out, p.statusOf(k, f))
+		}
 	}
 	p.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (p *Provider) statusOf(f *function) types.FunctionStatus {
+func (p *Provider) statusOf(k key, f *function) types.FunctionStatus {
 	s := f.spec
-	return types.FunctionStatus{Name: s.Service, Image: s.Image, Namespace: p.cfg.Namespace, EnvProcess: s.EnvProcess,
+	return types.FunctionStatus{Name: s.Service, Image: s.Image, Namespace: k.ns, EnvProcess: s.EnvProcess,
 		EnvVars: s.EnvVars, Labels: s.Labels, Annotations: s.Annotations, Limits: s.Limits, Requests: s.Requests,
 		InvocationCount: float64(f.invoked.Load()), Replicas: 1, AvailableReplicas: 1, CreatedAt: f.created}
 }
 
 // decodeDeployment reads and checks a deployment request.
-func (p *Provider) decodeDeployment(w http.ResponseWriter, r *http.Request) (types.FunctionDeployment, bool) {
+func (p *Provider) decodeDeployment(w http.ResponseWriter, r *http.Request) (types.FunctionDeployment, key, bool) {
 	var spec types.FunctionDeployment
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&spec); err != nil {
 		http.Error(w, "invalid deployment: "+err.Error(), http.StatusBadRequest)
-		return spec, false
+		return spec, key{}, false
 	}
 	if err := dfaas.ValidateFunctionName(spec.Service); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
-		return spec, false
+		return spec, key{}, false
 	}
-	return spec, p.namespaceOK(w, spec.Namespace)
+	ns, ok := p.namespace(w, spec.Namespace)
+	return spec, key{ns, spec.Service}, ok
 }
 
 // build makes a function from a deployment.
@@ -259,13 +269,13 @@ func (p *Provider) update(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Provider) put(w http.ResponseWriter, r *http.Request, mustExist bool) {
-	spec, ok := p.decodeDeployment(w, r)
+	spec, k, ok := p.decodeDeployment(w, r)
 	if !ok {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, exists := p.fns[spec.Service]; mustExist && !exists {
+	if _, exists := p.fns[k]; mustExist && !exists {
 		http.Error(w, fmt.Sprintf("function %q not found", spec.Service), http.StatusNotFound)
 		return
 	}
@@ -274,12 +284,12 @@ func (p *Provider) put(w http.ResponseWriter, r *http.Request, mustExist bool) {
 		http.Error(w, fmt.Sprintf("function %q: %v", spec.Service, err), http.StatusBadRequest)
 		return
 	}
-	if old, ok := p.fns[spec.Service]; ok {
+	if old, ok := p.fns[k]; ok {
 		f.created = old.created
 		f.invoked.Store(old.invoked.Load())
 	}
-	p.fns[spec.Service] = f
-	p.log.Info("function deployed", "name", spec.Service, "image", spec.Image, "process", spec.EnvProcess != "")
+	p.fns[k] = f
+	p.log.Info("function deployed", "name", spec.Service, "namespace", k.ns, "image", spec.Image, "process", spec.EnvProcess != "")
 	w.WriteHeader(http.StatusAccepted)
 }
 
@@ -289,12 +299,14 @@ func (p *Provider) remove(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "invalid request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	if !p.namespaceOK(w, req.Namespace) {
+	ns, ok := p.namespace(w, req.Namespace)
+	if !ok {
 		return
 	}
+	k := key{ns, req.FunctionName}
 	p.mu.Lock()
-	_, ok := p.fns[req.FunctionName]
-	delete(p.fns, req.FunctionName)
+	_, ok = p.fns[k]
+	delete(p.fns, k)
 	p.mu.Unlock()
 	if !ok {
 		http.Error(w, fmt.Sprintf("function %q not found", req.FunctionName), http.StatusNotFound)
@@ -304,33 +316,54 @@ func (p *Provider) remove(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusAccepted)
 }
 
-func (p *Provider) lookup(name string) (*function, bool) {
+func (p *Provider) lookup(k key) (*function, bool) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	f, ok := p.fns[name]
+	f, ok := p.fns[k]
 	return f, ok
 }
 
 func (p *Provider) status(w http.ResponseWriter, r *http.Request) {
-	if !p.namespaceOK(w, r.URL.Query().Get("namespace")) {
+	ns, ok := p.namespace(w, r.URL.Query().Get("namespace"))
+	if !ok {
 		return
 	}
-	f, ok := p.lookup(r.PathValue("name"))
+	k := key{ns, r.PathValue("name")}
+	f, ok := p.lookup(k)
 	if !ok {
 		http.Error(w, "function not found", http.StatusNotFound)
 		return
 	}
-	writeJSON(w, http.StatusOK, p.statusOf(f))
+	writeJSON(w, http.StatusOK, p.statusOf(k, f))
 }
 
 // scale accepts any replica count: a local function has one replica, whose
 // concurrency its label sets.
 func (p *Provider) scale(w http.ResponseWriter, r *http.Request) {
-	if _, ok := p.lookup(r.PathValue("name")); !ok {
+	ns, ok := p.namespace(w, r.URL.Query().Get("namespace"))
+	if !ok {
+		return
+	}
+	if _, ok := p.lookup(key{ns, r.PathValue("name")}); !ok {
 		http.Error(w, "function not found", http.StatusNotFound)
 		return
 	}
 	w.WriteHeader(http.StatusAccepted)
+}
+
+func (p *Provider) namespaces(w http.ResponseWriter, _ *http.Request) {
+	p.mu.RLock()
+	set := map[string]bool{p.cfg.Namespace: true}
+	for k := range p.fns {
+		set[k.ns] = true
+	}
+	p.mu.RUnlock()
+	out := make([]string, 0, len(set))
+	for ns := range set {
+		out = append(out, ns)
+	}
+	sort.Strings(out)
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (p *Provider) info(w http.ResponseWriter, _ *http.Request) {
@@ -343,10 +376,11 @@ func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
 	rest := strings.TrimPrefix(r.URL.Path, "/function/")
 	target, _, _ := strings.Cut(rest, "/")
 	name, ns, _ := strings.Cut(target, ".")
-	if !p.namespaceOK(w, ns) {
+	ns, ok := p.namespace(w, ns)
+	if !ok {
 		return
 	}
-	f, ok := p.lookup(name)
+	f, ok := p.lookup(key{ns, name})
 	if !ok {
 		http.Error(w, fmt.Sprintf("function %q not found", name), http.StatusNotFound)
 		return
@@ -365,8 +399,9 @@ func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
 	f.handler.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// Capacities returns the dfaas.maxrate label of every function that has
-// one, so a Provider can serve as the dfaas Monitor's platform directly.
+// Capacities returns the dfaas.maxrate label of every function of the
+// default namespace that has one, so a Provider can serve as the dfaas
+// Monitor's platform directly.
 func (p *Provider) Capacities(ctx context.Context) (map[string]dfaas.Rate, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -374,29 +409,32 @@ func (p *Provider) Capacities(ctx context.Context) (map[string]dfaas.Rate, error
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	out := map[string]dfaas.Rate{}
-	for name, f := range p.fns {
-		if f.spec.Labels == nil {
+	for k, f := range p.fns {
+		if k.ns != p.cfg.Namespace || f.spec.Labels == nil {
 			continue
 		}
 		if v, ok := (*f.spec.Labels)[LabelMaxRate]; ok {
 			r, _ := ParseMaxRate(v) // checked at deployment
-			out[name] = r
+			out[k.name] = r
 		}
 	}
 	return out, nil
 }
 
-// Functions lists the deployed functions' labels by name.
+// Functions lists the labels of the default namespace's functions by name.
 func (p *Provider) Functions() map[string]map[string]string {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	out := make(map[string]map[string]string, len(p.fns))
-	for name, f := range p.fns {
+	out := map[string]map[string]string{}
+	for k, f := range p.fns {
+		if k.ns != p.cfg.Namespace {
+			continue
+		}
 		var l map[string]string
 		if f.spec.Labels != nil {
 			l = maps.Clone(*f.spec.Labels)
 		}
-		out[name] = l
+		out[k.name] = l
 	}
 	return out
 }

@@ -122,7 +122,7 @@ func TestProviderRejectsBadDeployments(t *testing.T) {
 		"bad maxrate":        types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelMaxRate, "lots")},
 		"bad concurrency":    types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelConcurrency, "0")},
 		"bad timeout":        types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelTimeout, "soon")},
-		"other namespace":    types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Namespace: "elsewhere"},
+		"bad namespace":      types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Namespace: "Else/Where"},
 		"update of a ghost!": nil,
 	} {
 		method := "POST"
@@ -132,8 +132,9 @@ func TestProviderRejectsBadDeployments(t *testing.T) {
 		code, body := call(t, method, base+"/system/functions", spec)
 		assert.Contains(t, []int{http.StatusBadRequest, http.StatusNotFound}, code, "%s: %s", name, body)
 	}
-	code, _ := call(t, "GET", base+"/system/functions?namespace=elsewhere", nil)
-	assert.Equal(t, http.StatusNotFound, code)
+	code, body := call(t, "GET", base+"/system/functions?namespace=elsewhere", nil)
+	assert.Equal(t, http.StatusOK, code)
+	assert.JSONEq(t, "[]", body)
 	assert.Empty(t, p.Functions())
 }
 
@@ -161,7 +162,7 @@ func TestConcurrencyLimitAndTimeout(t *testing.T) {
 		done <- 0
 	}()
 	require.Eventually(t, func() bool {
-		f, _ := p.lookup("block")
+		f, _ := p.lookup(key{"openfaas-fn", "block"})
 		return len(f.slots) == 1
 	}, 5*time.Second, 5*time.Millisecond)
 	code, _ = call(t, "POST", base+"/function/block", "")
@@ -173,4 +174,33 @@ func TestConcurrencyLimitAndTimeout(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, code)
 	code, _ = call(t, "POST", base+"/function/sleepy", "")
 	assert.Equal(t, http.StatusGatewayTimeout, code)
+}
+
+func TestNamespaces(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	for i, ns := range []string{"node-1", "node-2"} {
+		code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "echo", Image: "dfaas/echo", Namespace: ns,
+			Labels: labels(LabelMaxRate, []string{"10", "20"}[i])})
+		require.Equal(t, http.StatusAccepted, code)
+	}
+	code, body := call(t, "GET", base+"/system/functions?namespace=node-2", nil)
+	require.Equal(t, http.StatusOK, code)
+	var list []types.FunctionStatus
+	require.NoError(t, json.Unmarshal([]byte(body), &list))
+	require.Len(t, list, 1)
+	assert.Equal(t, "node-2", list[0].Namespace)
+	assert.Equal(t, "20", (*list[0].Labels)[LabelMaxRate])
+	code, body = call(t, "POST", base+"/function/echo.node-1", "x")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "echo: x", body)
+	code, _ = call(t, "POST", base+"/function/echo", "x")
+	assert.Equal(t, http.StatusNotFound, code, "not in the default namespace")
+	code, body = call(t, "GET", base+"/system/namespaces", nil)
+	assert.Equal(t, http.StatusOK, code)
+	assert.JSONEq(t, `["node-1","node-2","openfaas-fn"]`, body)
+	code, _ = call(t, "DELETE", base+"/system/functions", types.DeleteFunctionRequest{FunctionName: "echo", Namespace: "node-1"})
+	assert.Equal(t, http.StatusAccepted, code)
+	code, _ = call(t, "POST", base+"/function/echo.node-1", "x")
+	assert.Equal(t, http.StatusNotFound, code)
 }
