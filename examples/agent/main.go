@@ -129,7 +129,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*proxy.Pro
 		return err
 	}
 	defer px.Close()
-	mon, err := faas.NewMonitor(px, runtime, faas.MonitorConfig{})
+	mon, err := faas.NewMonitor(px, runtime, faas.MonitorConfig{Window: o.interval / 2})
 	if err != nil {
 		return err
 	}

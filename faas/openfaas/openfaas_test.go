@@ -45,7 +45,7 @@ func TestInvokePath(t *testing.T) {
 func TestAgainstTheRealGateway(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	provider, err := local.New(local.Config{})
+	provider, err := local.New(local.Config{Logger: quiet})
 	require.NoError(t, err)
 	defer provider.Close()
 	require.NoError(t, provider.RegisterImage("dfaas/hello", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -69,7 +69,7 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "shout", Image: "classic", EnvProcess: "tr a-z A-Z"})
 	require.NoError(t, err)
 
-	b, err := New(Config{Gateway: gatewaytest.URL, DefaultCapacity: 0})
+	b, err := New(Config{Gateway: gatewaytest.URL, DefaultCapacity: 0, Logger: quiet})
 	require.NoError(t, err)
 	defer b.Close()
 	fns, err := b.Functions(ctx)

@@ -40,12 +40,32 @@ type ClusterConfig struct {
 	Overlay string
 	// Logger receives every component's logs. Default: discard.
 	Logger *slog.Logger
+	// Platform makes each node's FaaS platform, serving Function at the
+	// node's capacity. Default: an embedded faas.Runtime.
+	Platform func(ctx context.Context, node string, function string, capacity dfaas.Rate) (Platform, error)
+}
+
+// Platform is a node's FaaS platform: the proxy's local target and the
+// Monitor's source of capacities.
+type Platform struct {
+	Handler  http.Handler
+	Capacity faas.Platform
+}
+
+// Embedded is the default Platform: an embedded runtime running the hello
+// function.
+func Embedded(_ context.Context, node, function string, capacity dfaas.Rate) (Platform, error) {
+	rt := faas.NewRuntime()
+	if err := rt.Deploy(faas.Function{Name: function, Handler: Hello(node), Capacity: capacity}); err != nil {
+		return Platform{}, err
+	}
+	return Platform{Handler: rt, Capacity: rt}, nil
 }
 
 // Node is one member of a started cluster.
 type Node struct {
-	Name    string
-	Runtime *faas.Runtime
+	Name     string
+	Platform Platform
 	Proxy   *proxy.Proxy
 	Overlay dfaas.Overlay
 	Agent   *dfaas.Agent
@@ -97,12 +117,15 @@ func (c ClusterConfig) withDefaults() ClusterConfig {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Platform == nil {
+		c.Platform = Embedded
+	}
 	return c
 }
 
-// hello is the demo function: it answers with a greeting and the node that
-// executed it.
-func hello(node string) http.Handler {
+// Hello is the demo function on node: it answers with a greeting and the
+// node that executed it.
+func Hello(node string) http.Handler {
 	return faas.HandlerFunc(func(_ context.Context, body []byte) ([]byte, error) {
 		return append([]byte("hello from node "+node+": "), body...), nil
 	})
@@ -127,9 +150,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	network := overlay.NewNetwork()
 	var bootstrap []string
 	for i, capacity := range cfg.Capacities {
-		n := &Node{Name: strconv.Itoa(i + 1), Runtime: faas.NewRuntime()}
+		n := &Node{Name: strconv.Itoa(i + 1)}
 		log := cfg.Logger.With("name", n.Name)
-		if err := n.Runtime.Deploy(faas.Function{Name: cfg.Function, Handler: hello(n.Name), Capacity: capacity}); err != nil {
+		if n.Platform, err = cfg.Platform(ctx, n.Name, cfg.Function, capacity); err != nil {
 			return nil, err
 		}
 		switch cfg.Overlay {
@@ -150,11 +173,11 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 			n.Overlay = o
 		}
 		c.closers = append(c.closers, n.Overlay.Close)
-		if n.Proxy, err = proxy.New(proxy.Config{Node: n.Overlay.Self(), Logger: log}, n.Runtime); err != nil {
+		if n.Proxy, err = proxy.New(proxy.Config{Node: n.Overlay.Self(), Logger: log}, n.Platform.Handler); err != nil {
 			return nil, err
 		}
 		c.closers = append(c.closers, n.Proxy.Close)
-		mon, err := faas.NewMonitor(n.Proxy, n.Runtime, faas.MonitorConfig{})
+		mon, err := faas.NewMonitor(n.Proxy, n.Platform.Capacity, faas.MonitorConfig{Window: cfg.Interval / 2})
 		if err != nil {
 			return nil, err
 		}

@@ -165,7 +165,7 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 		d := end[i].Sub(start[i])
 		nr := &rep.Nodes[i]
 		nr.ID = node.Name
-		caps, _ := node.Runtime.Capacities(ctx)
+		caps, _ := node.Platform.Capacity.Capacities(ctx)
 		nr.Capacity = float64(caps[c.Function])
 		nr.ServedLocal, nr.ForwardedOut, nr.Received = d.ServedLocal, d.ForwardedOut, d.ReceivedIn
 		for _, o := range outcomes[i] {

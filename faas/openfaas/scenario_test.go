@@ -1,0 +1,198 @@
+package openfaas
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/openfaas/faas-provider/types"
+	sdk "github.com/openfaas/go-sdk"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas/local"
+	"github.com/dfaas-go/dfaas/internal/gatewaytest"
+	"github.com/dfaas-go/dfaas/internal/scenario"
+)
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// federation runs one faas/local provider behind one real gateway; every
+// node of a scenario gets its own namespace there, node-<n>, and a backend
+// for it.
+type federation struct {
+	provider *local.Provider
+	gateway  *gatewaytest.Gateway
+	client   *sdk.Client
+	backends []*Backend
+}
+
+func newFederation(t *testing.T, ctx context.Context) *federation {
+	t.Helper()
+	p, err := local.New(local.Config{Logger: quiet})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	gw, err := gatewaytest.Start(ctx, p.URL())
+	require.NoError(t, err)
+	u, _ := url.Parse(gatewaytest.URL)
+	f := &federation{provider: p, gateway: gw, client: sdk.NewClient(u, nil, http.DefaultClient)}
+	t.Cleanup(func() { _ = f.gateway.Stop() })
+	t.Cleanup(func() {
+		for _, b := range f.backends {
+			_ = b.Close()
+		}
+		http.DefaultClient.CloseIdleConnections()
+	})
+	return f
+}
+
+// platform deploys the scenario's function for node through the gateway and
+// returns the node's backend as its platform.
+func (f *federation) platform(ctx context.Context, node, function string, capacity dfaas.Rate) (scenario.Platform, error) {
+	ns := "node-" + node
+	image := "dfaas/hello-" + node
+	if err := f.provider.RegisterImage(image, scenario.Hello(node)); err != nil {
+		return scenario.Platform{}, err
+	}
+	if _, err := f.client.Deploy(ctx, types.FunctionDeployment{Service: function, Image: image, Namespace: ns,
+		Labels: &map[string]string{LabelMaxRate: fmt.Sprint(float64(capacity))}}); err != nil {
+		return scenario.Platform{}, err
+	}
+	b, err := New(Config{Gateway: gatewaytest.URL, Namespace: ns, Logger: quiet})
+	if err != nil {
+		return scenario.Platform{}, err
+	}
+	f.backends = append(f.backends, b)
+	return scenario.Platform{Handler: b.Handler(), Capacity: b}, nil
+}
+
+// TestReferenceScenarioBehindTheGateway: the paper's experiment with every
+// node's function served by faas/local behind the real OpenFaaS gateway.
+func TestReferenceScenarioBehindTheGateway(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fed := newFederation(t, ctx)
+	c, err := scenario.StartCluster(ctx, scenario.ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, Platform: fed.platform})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.WaitFormed(ctx))
+	rep, err := scenario.Run(ctx, c, scenario.LoadConfig{Rates: []dfaas.Rate{50, 0, 0}, Duration: 8 * time.Second})
+	require.NoError(t, err)
+	t.Logf("served %v / %v / %v, convergence %.0f s, rejected %d of %d",
+		rep.Nodes[0].Served, rep.Nodes[1].Served, rep.Nodes[2].Served, rep.ConvergenceS, rep.RejectedAfterConvergence, rep.Requests)
+	for i, want := range []float64{10, 16, 24} {
+		assert.InDelta(t, want, rep.Nodes[i].SteadyServedRPS, 1.5, "node %d", i+1)
+	}
+	assert.LessOrEqual(t, float64(rep.RejectedAfterConvergence), 0.01*float64(rep.Requests))
+}
+
+// TestFunctionsFollowTheGateway: a function deployed or removed while the
+// agents run enters or leaves the plan of the node that serves it within two
+// of its ticks, and its peers follow; an unknown function gets 404 at the
+// proxy without being forwarded.
+func TestFunctionsFollowTheGateway(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fed := newFederation(t, ctx)
+	const tick = 200 * time.Millisecond
+	c, err := scenario.StartCluster(ctx, scenario.ClusterConfig{Capacities: []dfaas.Rate{10, 20}, Platform: fed.platform, Interval: tick})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.WaitFormed(ctx))
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	planned := func(n *scenario.Node, fn string) bool {
+		_, ok := n.Agent.Status().LastPlan.Functions[fn]
+		return ok
+	}
+	// ticksUntil counts n's ticks from now until cond holds.
+	ticksUntil := func(n *scenario.Node, cond func() bool) uint64 {
+		since := n.Agent.Status().Ticks
+		var ticks uint64
+		require.Eventually(t, func() bool {
+			ok := cond()
+			ticks = n.Agent.Status().Ticks - since // read after cond: never an undercount
+			return ok
+		}, 10*time.Second, time.Millisecond)
+		return ticks
+	}
+	require.NoError(t, fed.provider.RegisterImage("dfaas/extra", scenario.Hello("2")))
+
+	var deployErr error
+	ticks := ticksUntil(n2, func() bool {
+		if deployErr == nil && !planned(n2, "extra") {
+			_, deployErr = fed.client.Deploy(ctx, types.FunctionDeployment{Service: "extra", Image: "dfaas/extra", Namespace: "node-2",
+				Labels: &map[string]string{LabelMaxRate: "5"}})
+		}
+		return planned(n2, "extra")
+	})
+	require.NoError(t, deployErr)
+	assert.LessOrEqual(t, ticks, uint64(2), "deployed function planned within two ticks")
+	require.Eventually(t, func() bool { return planned(n1, "extra") }, 10*time.Second, time.Millisecond, "the peer follows")
+	// Deployed on node 2 only: node 1 forwards it there.
+	resp, err := http.Post("http://"+n1.Proxy.UserAddr()+"/function/extra", "text/plain", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, uint64(1), n1.Proxy.Counts()["extra"].ForwardedOut)
+	// Node 1 advertises the function while its users asked for it recently.
+	require.Eventually(t, func() bool {
+		_, ok := n1.Agent.Status().LastState.Functions["extra"]
+		return !ok
+	}, 10*time.Second, time.Millisecond)
+
+	require.NoError(t, fed.client.DeleteFunction(ctx, "extra", "node-2"))
+	ticks = ticksUntil(n2, func() bool { return !planned(n2, "extra") })
+	assert.LessOrEqual(t, ticks, uint64(2), "removed function leaves the plan within two ticks")
+	require.Eventually(t, func() bool { return !planned(n1, "extra") }, 10*time.Second, time.Millisecond, "the peer follows")
+
+	resp, err = http.Post("http://"+n1.Proxy.UserAddr()+"/function/never-deployed", "text/plain", nil)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	assert.NotContains(t, n2.Proxy.Counts(), "never-deployed", "not forwarded")
+}
+
+// TestGatewayDownDegradesAndRecovers: while the gateway is down the agents
+// keep ticking, report the error, and advertise no capacity; when it comes
+// back, so does the capacity.
+func TestGatewayDownDegradesAndRecovers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fed := newFederation(t, ctx)
+	c, err := scenario.StartCluster(ctx, scenario.ClusterConfig{Capacities: []dfaas.Rate{10, 20}, Platform: fed.platform, Interval: 200 * time.Millisecond})
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.WaitFormed(ctx))
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	peerCapacity := func() dfaas.Rate { // node 1 as node 2 sees it
+		for _, a := range n2.Overlay.Adverts(time.Now()) {
+			if a.Node == n1.Overlay.Self() {
+				return a.Functions[c.Function].Capacity
+			}
+		}
+		return -1
+	}
+	require.Equal(t, dfaas.Rate(10), peerCapacity())
+
+	require.NoError(t, fed.gateway.Stop())
+	require.Eventually(t, func() bool {
+		st := n1.Agent.Status()
+		return errors.Is(st.LastErr, dfaas.ErrDegraded) && st.LastState.Functions[c.Function].Capacity == 0 && peerCapacity() == 0
+	}, 10*time.Second, 10*time.Millisecond)
+	assert.ErrorContains(t, n1.Agent.Status().LastErr, "openfaas: list functions")
+	before := n1.Agent.Status().Ticks
+	require.Eventually(t, func() bool { return n1.Agent.Status().Ticks > before+2 }, 10*time.Second, 10*time.Millisecond, "the agent keeps ticking")
+
+	fed.gateway, err = gatewaytest.Start(ctx, fed.provider.URL())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		st := n1.Agent.Status()
+		return st.LastErr == nil && st.LastState.Functions[c.Function].Capacity == 10 && peerCapacity() == 10
+	}, 10*time.Second, 10*time.Millisecond)
+}
