@@ -66,9 +66,9 @@ func Embedded(_ context.Context, node, function string, capacity dfaas.Rate) (Pl
 type Node struct {
 	Name     string
 	Platform Platform
-	Proxy   *proxy.Proxy
-	Overlay dfaas.Overlay
-	Agent   *dfaas.Agent
+	Proxy    *proxy.Proxy
+	Overlay  dfaas.Overlay
+	Agent    *dfaas.Agent
 
 	stop    context.CancelFunc
 	stopped chan struct{}
