@@ -7,6 +7,12 @@
 //	go run ./examples/agent -functions hello=20 -user 127.0.0.1:8090 -peer 127.0.0.1:8091 \
 //	    -listen /ip4/127.0.0.1/tcp/4002 -bootstrap <a multiaddr the first agent printed>
 //	curl -d world http://127.0.0.1:8080/function/hello
+//
+// With -faas openfaas the node's functions are an OpenFaaS gateway's (give
+// them the dfaas.maxrate label); credentials come from OPENFAAS_USERNAME and
+// OPENFAAS_PASSWORD and are never logged:
+//
+//	go run ./examples/agent -faas openfaas -gateway http://127.0.0.1:8080 -user 127.0.0.1:9080 -peer 127.0.0.1:9081
 package main
 
 import (
@@ -16,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -26,12 +33,15 @@ import (
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
 	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/faas/openfaas"
 	"github.com/dfaas-go/dfaas/forecast"
 	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
 type options struct {
+	faas      string
+	gateway   openfaas.Config
 	listen    []string
 	bootstrap []string
 	namespace string
@@ -71,7 +81,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.user, "user", "127.0.0.1:8080", "user listener address (OpenFaaS path /function/<name>)")
 	fs.StringVar(&o.peer, "peer", "127.0.0.1:8081", "peer listener address")
 	fs.StringVar(&o.advertise, "advertise", "", "peer address advertised to other agents (default: the bound -peer address)")
-	functions := fs.String("functions", "hello=10", "embedded echo functions as name=capacity (req/s), comma-separated")
+	functions := fs.String("functions", "hello=10", "with -faas embedded: echo functions as name=capacity (req/s), comma-separated")
+	fs.StringVar(&o.faas, "faas", "embedded", "FaaS platform: embedded (Go echo functions in-process) or openfaas (a gateway)")
+	fs.StringVar(&o.gateway.Gateway, "gateway", "http://127.0.0.1:8080", "with -faas openfaas: the gateway URL")
+	fs.StringVar(&o.gateway.Namespace, "fn-namespace", "openfaas-fn", "with -faas openfaas: the functions' namespace")
+	defaultCapacity := fs.Float64("default-capacity", 0, "with -faas openfaas: req/s of functions without the dfaas.maxrate label")
 	fs.DurationVar(&o.interval, "interval", time.Second, "control tick")
 	strategy := fs.String("strategy", "proportional", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +108,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.strategy, err = balance.ByName(*strategy); err != nil {
 		return o, err
 	}
+	switch o.faas {
+	case "embedded":
+	case "openfaas":
+		// Credentials come from the environment only, so that they appear
+		// in no process list and no log.
+		o.gateway.Username, o.gateway.Password = os.Getenv("OPENFAAS_USERNAME"), os.Getenv("OPENFAAS_PASSWORD")
+		o.gateway.DefaultCapacity = dfaas.Rate(*defaultCapacity)
+		if _, err := openfaas.New(o.gateway); err != nil {
+			return o, err
+		}
+	default:
+		return o, fmt.Errorf("-faas %q: want embedded or openfaas", o.faas)
+	}
 	return o, nil
 }
 
@@ -110,26 +137,22 @@ func splitList(s string) []string {
 // run composes and runs the node until ctx ends. ready, if set, is called
 // with the proxy once everything listens.
 func run(ctx context.Context, o options, log *slog.Logger, ready func(*proxy.Proxy)) error {
-	runtime := faas.NewRuntime()
-	for name, capacity := range o.functions {
-		handler := faas.HandlerFunc(func(_ context.Context, body []byte) ([]byte, error) {
-			return append([]byte(name+": "), body...), nil
-		})
-		if err := runtime.Deploy(faas.Function{Name: name, Handler: handler, Capacity: capacity}); err != nil {
-			return err
-		}
+	local, platform, closePlatform, err := newPlatform(o, log)
+	if err != nil {
+		return err
 	}
+	defer closePlatform()
 	ov, err := overlay.NewLibp2p(ctx, overlay.Libp2pConfig{ListenAddrs: o.listen, Bootstrap: o.bootstrap, Namespace: o.namespace, Logger: log})
 	if err != nil {
 		return err
 	}
 	defer ov.Close()
-	px, err := proxy.New(proxy.Config{Node: ov.Self(), UserAddr: o.user, PeerAddr: o.peer, Logger: log}, runtime)
+	px, err := proxy.New(proxy.Config{Node: ov.Self(), UserAddr: o.user, PeerAddr: o.peer, Logger: log}, local)
 	if err != nil {
 		return err
 	}
 	defer px.Close()
-	mon, err := faas.NewMonitor(px, runtime, faas.MonitorConfig{Window: o.interval / 2})
+	mon, err := faas.NewMonitor(px, platform, faas.MonitorConfig{Window: o.interval / 2})
 	if err != nil {
 		return err
 	}
@@ -142,9 +165,32 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*proxy.Pro
 	if err != nil {
 		return err
 	}
-	log.Info("agent up", "node", ov.Self(), "user", px.UserAddr(), "peer", advertise, "bootstrap_from", strings.Join(ov.Addrs(), " "))
+	log.Info("agent up", "node", ov.Self(), "faas", o.faas, "user", px.UserAddr(), "peer", advertise, "bootstrap_from", strings.Join(ov.Addrs(), " "))
 	if ready != nil {
 		ready(px)
 	}
 	return agent.Run(ctx)
+}
+
+// newPlatform makes the proxy's local target and the Monitor's platform.
+func newPlatform(o options, log *slog.Logger) (http.Handler, faas.Platform, func(), error) {
+	if o.faas == "openfaas" {
+		cfg := o.gateway
+		cfg.Logger = log
+		b, err := openfaas.New(cfg)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return b.Handler(), b, func() { _ = b.Close() }, nil
+	}
+	runtime := faas.NewRuntime()
+	for name, capacity := range o.functions {
+		handler := faas.HandlerFunc(func(_ context.Context, body []byte) ([]byte, error) {
+			return append([]byte(name+": "), body...), nil
+		})
+		if err := runtime.Deploy(faas.Function{Name: name, Handler: handler, Capacity: capacity}); err != nil {
+			return nil, nil, nil, err
+		}
+	}
+	return runtime, runtime, func() {}, nil
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/faas/local"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -23,7 +27,8 @@ func TestParseFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, o.functions, 2)
 	assert.Equal(t, []string{"a", "b"}, o.bootstrap)
-	for _, bad := range [][]string{{"-functions", "hello"}, {"-functions", "Bad=1"}, {"-functions", "x=-1"}, {"-strategy", "nope"}} {
+	for _, bad := range [][]string{{"-functions", "hello"}, {"-functions", "Bad=1"}, {"-functions", "x=-1"}, {"-strategy", "nope"},
+		{"-faas", "lambda"}, {"-faas", "openfaas", "-gateway", "not a url"}} {
 		_, err := parseFlags(bad, io.Discard)
 		assert.Error(t, err, "%v", bad)
 	}
@@ -57,4 +62,63 @@ func TestAgentServes(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	http.DefaultClient.CloseIdleConnections()
+}
+
+// TestAgentOnOpenFaaSAPI runs the agent with -faas openfaas against
+// faas/local, which serves the same function API as the gateway (the real
+// gateway's tests live in faas/openfaas, which owns its fixed ports), and
+// checks that the credentials never reach the log.
+func TestAgentOnOpenFaaSAPI(t *testing.T) {
+	provider, err := local.New(local.Config{Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	defer provider.Close()
+	require.NoError(t, provider.RegisterImage("dfaas/hello", faas.HandlerFunc(func(_ context.Context, b []byte) ([]byte, error) {
+		return append([]byte("hi "), b...), nil
+	})))
+	spec := `{"service":"hello","image":"dfaas/hello","labels":{"dfaas.maxrate":"50"}}`
+	resp, err := http.Post(provider.URL()+"system/functions", "application/json", strings.NewReader(spec))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+
+	t.Setenv("OPENFAAS_USERNAME", "admin")
+	t.Setenv("OPENFAAS_PASSWORD", "s3cret-pa55")
+	o, err := parseFlags([]string{"-faas", "openfaas", "-gateway", strings.TrimSuffix(provider.URL(), "/"),
+		"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms"}, io.Discard)
+	require.NoError(t, err)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *proxy.Proxy, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, o, log, func(p *proxy.Proxy) { ready <- p }) }()
+	px := <-ready
+	require.Eventually(t, func() bool {
+		resp, err := http.Post("http://"+px.UserAddr()+"/function/hello", "text/plain", strings.NewReader("edge"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK && string(b) == "hi edge"
+	}, 5*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	http.DefaultClient.CloseIdleConnections()
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Contains(t, logs.String(), "agent up")
+	assert.NotContains(t, logs.String(), "s3cret-pa55")
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
