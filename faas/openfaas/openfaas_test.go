@@ -106,6 +106,13 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	assert.Contains(t, string(metrics), `gateway_function_invocation_total{code="200",function_name="hello.openfaas-fn"} 1`)
+	inv, err := b.ReadInvocations(ctx, gatewaytest.MetricsURL)
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, inv["hello"].ByCode["200"])
+	assert.Equal(t, 1.0, inv["shout"].ByCode["200"])
+	assert.Positive(t, inv["hello"].Seconds)
+	_, err = b.ReadInvocations(ctx, gatewaytest.URL+"/no-metrics-here")
+	assert.Error(t, err)
 
 	require.NoError(t, client.DeleteFunction(ctx, "shout", sdk.DefaultNamespace))
 	caps, err = b.Capacities(ctx)
