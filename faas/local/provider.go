@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/openfaas/faas-provider/types"
+	"golang.org/x/time/rate"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -46,6 +48,11 @@ type Config struct {
 	Namespace string
 	// Logger receives the provider's logs. Default slog.Default().
 	Logger *slog.Logger
+	// EnforceMaxRate makes a function's dfaas.maxrate label its physical
+	// capacity: beyond it (with bursts of up to half a second of it) the
+	// provider answers 429, as an overloaded machine would fail. For demos
+	// and tests; OpenFaaS itself treats the label as a hint.
+	EnforceMaxRate bool
 }
 
 // Provider is a running local provider. It is safe for concurrent use.
@@ -71,6 +78,7 @@ type key struct{ ns, name string }
 type function struct {
 	spec      types.FunctionDeployment
 	handler   http.Handler
+	limiter   *rate.Limiter // nil: no rate limit
 	slots     chan struct{}
 	timeout   time.Duration
 	created   time.Time
@@ -229,12 +237,16 @@ func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
 		}
 		timeout = d
 	}
+	f := &function{spec: spec, slots: make(chan struct{}, concurrency), timeout: timeout, created: time.Now()}
 	if v, ok := labels[LabelMaxRate]; ok {
-		if _, err := ParseMaxRate(v); err != nil {
+		r, err := ParseMaxRate(v)
+		if err != nil {
 			return nil, err
 		}
+		if p.cfg.EnforceMaxRate {
+			f.limiter = rate.NewLimiter(rate.Limit(r), max(1, int(math.Ceil(float64(r)/2))))
+		}
 	}
-	f := &function{spec: spec, slots: make(chan struct{}, concurrency), timeout: timeout, created: time.Now()}
 	if spec.EnvProcess != "" {
 		h, err := newProcess(spec.EnvProcess, spec.EnvVars)
 		if err != nil {
@@ -383,6 +395,11 @@ func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
 	f, ok := p.lookup(key{ns, name})
 	if !ok {
 		http.Error(w, fmt.Sprintf("function %q not found", name), http.StatusNotFound)
+		return
+	}
+	if f.limiter != nil && !f.limiter.Allow() {
+		f.throttled.Add(1)
+		http.Error(w, "function over its rate", http.StatusTooManyRequests)
 		return
 	}
 	select {

@@ -204,3 +204,21 @@ func TestNamespaces(t *testing.T) {
 	code, _ = call(t, "POST", base+"/function/echo.node-1", "x")
 	assert.Equal(t, http.StatusNotFound, code)
 }
+
+func TestEnforcedMaxRate(t *testing.T) {
+	p, err := New(Config{EnforceMaxRate: true})
+	require.NoError(t, err)
+	defer p.Close()
+	require.NoError(t, p.RegisterImage("dfaas/echo", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {})))
+	base := strings.TrimSuffix(p.URL(), "/")
+	code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "echo", Image: "dfaas/echo", Labels: labels(LabelMaxRate, "10")})
+	require.Equal(t, http.StatusAccepted, code)
+	ok := 0
+	for range 30 {
+		if code, _ := call(t, "POST", base+"/function/echo", ""); code == http.StatusOK {
+			ok++
+		}
+	}
+	assert.InDelta(t, 5, ok, 1, "a burst admits half a second of the rate")
+	http.DefaultClient.CloseIdleConnections()
+}

@@ -3,6 +3,7 @@ package openfaas
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -22,6 +23,8 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var quiet = slog.New(slog.DiscardHandler)
 
 func TestConfigValidate(t *testing.T) {
 	for _, c := range []Config{{}, {Gateway: "ftp://x"}, {Gateway: "http://"}, {Gateway: "http://x", Username: "u"},

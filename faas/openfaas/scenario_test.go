@@ -1,4 +1,4 @@
-package openfaas
+package openfaas_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/faas/local"
+	"github.com/dfaas-go/dfaas/faas/openfaas"
 	"github.com/dfaas-go/dfaas/internal/gatewaytest"
 	"github.com/dfaas-go/dfaas/internal/scenario"
 )
@@ -30,7 +31,7 @@ type federation struct {
 	provider *local.Provider
 	gateway  *gatewaytest.Gateway
 	client   *sdk.Client
-	backends []*Backend
+	backends []*openfaas.Backend
 }
 
 func newFederation(t *testing.T, ctx context.Context) *federation {
@@ -61,10 +62,10 @@ func (f *federation) platform(ctx context.Context, node, function string, capaci
 		return scenario.Platform{}, err
 	}
 	if _, err := f.client.Deploy(ctx, types.FunctionDeployment{Service: function, Image: image, Namespace: ns,
-		Labels: &map[string]string{LabelMaxRate: fmt.Sprint(float64(capacity))}}); err != nil {
+		Labels: &map[string]string{openfaas.LabelMaxRate: fmt.Sprint(float64(capacity))}}); err != nil {
 		return scenario.Platform{}, err
 	}
-	b, err := New(Config{Gateway: gatewaytest.URL, Namespace: ns, Logger: quiet})
+	b, err := openfaas.New(openfaas.Config{Gateway: gatewaytest.URL, Namespace: ns, Logger: quiet})
 	if err != nil {
 		return scenario.Platform{}, err
 	}
@@ -127,7 +128,7 @@ func TestFunctionsFollowTheGateway(t *testing.T) {
 	ticks := ticksUntil(n2, func() bool {
 		if deployErr == nil && !planned(n2, "extra") {
 			_, deployErr = fed.client.Deploy(ctx, types.FunctionDeployment{Service: "extra", Image: "dfaas/extra", Namespace: "node-2",
-				Labels: &map[string]string{LabelMaxRate: "5"}})
+				Labels: &map[string]string{openfaas.LabelMaxRate: "5"}})
 		}
 		return planned(n2, "extra")
 	})

@@ -10,13 +10,20 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/openfaas/faas-provider/types"
+	sdk "github.com/openfaas/go-sdk"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
 	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/faas/local"
+	"github.com/dfaas-go/dfaas/faas/openfaas"
 	"github.com/dfaas-go/dfaas/forecast"
 	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -41,7 +48,7 @@ type ClusterConfig struct {
 	// Logger receives every component's logs. Default: discard.
 	Logger *slog.Logger
 	// Platform makes each node's FaaS platform, serving Function at the
-	// node's capacity. Default: an embedded faas.Runtime.
+	// node's capacity. Default: Embedded.
 	Platform func(ctx context.Context, node string, function string, capacity dfaas.Rate) (Platform, error)
 }
 
@@ -50,11 +57,49 @@ type ClusterConfig struct {
 type Platform struct {
 	Handler  http.Handler
 	Capacity faas.Platform
+	// Close, if set, stops the platform when the cluster closes.
+	Close func() error
 }
 
-// Embedded is the default Platform: an embedded runtime running the hello
-// function.
-func Embedded(_ context.Context, node, function string, capacity dfaas.Rate) (Platform, error) {
+// Embedded is the default Platform, the one production runs with nothing
+// installed: an OpenFaaS-compatible faas/local provider on loopback, with
+// the function deployed through its API under the dfaas.maxrate label
+// (enforced as the physical capacity), reached through the faas/openfaas
+// backend exactly as a gateway would be.
+func Embedded(ctx context.Context, node, function string, capacity dfaas.Rate) (_ Platform, err error) {
+	quiet := slog.New(slog.DiscardHandler)
+	p, err := local.New(local.Config{EnforceMaxRate: true, Logger: quiet})
+	if err != nil {
+		return Platform{}, err
+	}
+	defer func() {
+		if err != nil {
+			_ = p.Close()
+		}
+	}()
+	image := "dfaas/hello"
+	if err := p.RegisterImage(image, Hello(node)); err != nil {
+		return Platform{}, err
+	}
+	gw := strings.TrimSuffix(p.URL(), "/")
+	u, _ := url.Parse(gw)
+	if _, err := sdk.NewClient(u, nil, http.DefaultClient).Deploy(ctx, types.FunctionDeployment{Service: function, Image: image,
+		Labels: &map[string]string{local.LabelMaxRate: strconv.FormatFloat(float64(capacity), 'g', -1, 64)}}); err != nil {
+		return Platform{}, err
+	}
+	b, err := openfaas.New(openfaas.Config{Gateway: gw, Logger: quiet})
+	if err != nil {
+		return Platform{}, err
+	}
+	return Platform{Handler: b.Handler(), Capacity: b, Close: func() error {
+		http.DefaultClient.CloseIdleConnections()
+		return errors.Join(b.Close(), p.Close())
+	}}, nil
+}
+
+// InProcess is a Platform without HTTP: the embedded faas.Runtime runs the
+// function in the proxy's process, at capacity.
+func InProcess(_ context.Context, node, function string, capacity dfaas.Rate) (Platform, error) {
 	rt := faas.NewRuntime()
 	if err := rt.Deploy(faas.Function{Name: function, Handler: Hello(node), Capacity: capacity}); err != nil {
 		return Platform{}, err
@@ -154,6 +199,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		log := cfg.Logger.With("name", n.Name)
 		if n.Platform, err = cfg.Platform(ctx, n.Name, cfg.Function, capacity); err != nil {
 			return nil, err
+		}
+		if n.Platform.Close != nil {
+			c.closers = append(c.closers, n.Platform.Close)
 		}
 		switch cfg.Overlay {
 		case "libp2p":
