@@ -22,8 +22,10 @@
 //     HoltWinters.
 //   - proxy: the embedded ProxyDriver, an in-process HTTP proxy with a user
 //     and a peer listener.
-//   - faas: the embedded runtime that executes Go handlers in-process at a
-//     configured capacity, and the default Monitor.
+//   - faas: the default Monitor, and Runtime, which executes Go handlers
+//     in-process at a configured capacity. faas/openfaas is the OpenFaaS
+//     backend (go-sdk); faas/local an OpenFaaS-compatible provider without
+//     containers, the embedded default platform.
 //   - examples: the reference-scenario demo, a single-node agent and the
 //     strategy comparison, which runs the Agent in a deterministic simulator.
 //

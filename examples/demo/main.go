@@ -1,5 +1,5 @@
 // Command demo runs the DFaaS reference scenario on loopback: N complete
-// nodes (real libp2p overlay, embedded proxy, embedded runtime, Agent), with
+// nodes (real libp2p overlay, embedded proxy, faas/local platform, Agent), with
 // open-loop load from vegeta, and prints what each node served second by
 // second.
 //

@@ -1,5 +1,5 @@
 // Package scenario starts a federation of complete nodes on loopback - an
-// embedded runtime, an embedded proxy, an overlay and an Agent each - drives
+// FaaS platform, an embedded proxy, an overlay and an Agent each - drives
 // open-loop load at them with vegeta, and reports what every node served.
 // The reference-scenario demo and the end-to-end tests are built on it.
 package scenario

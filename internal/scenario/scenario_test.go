@@ -49,7 +49,7 @@ func totalRejected(rep Report) (n uint64) {
 }
 
 // TestReferenceScenario is the paper's experiment on real libp2p hosts, the
-// embedded proxy and the embedded runtime: 50 req/s at node 1 of 10/20/30.
+// embedded proxy and faas/local: 50 req/s at node 1 of 10/20/30.
 func TestReferenceScenario(t *testing.T) {
 	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}})
 	rep := run(t, c, []dfaas.Rate{50, 0, 0}, 12*time.Second)
