@@ -68,7 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of the load")
 	fs.DurationVar(&o.interval, "interval", time.Second, "agents' control tick")
 	fs.StringVar(&o.strategy, "strategy", "proportional", "balancing strategy: "+strings.Join(balance.Names(), ", "))
-	fs.StringVar(&o.forecaster, "forecast", "last", "forecaster: last or ewma")
+	fs.StringVar(&o.forecaster, "forecast", "last", "forecaster: last, ewma, holt or holt-winters:<period in ticks>")
 	fs.StringVar(&o.overlay, "overlay", "libp2p", "overlay: libp2p (real hosts on loopback) or memory")
 	fs.StringVar(&o.plot, "plot", "", "write a PNG of the served rate per node over time to this file")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the results instead of the table")
@@ -92,8 +92,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if _, err := balance.ByName(o.strategy); err != nil {
 		return o, err
 	}
-	if o.forecaster != "last" && o.forecaster != "ewma" {
-		return o, fmt.Errorf("-forecast %q: want last or ewma", o.forecaster)
+	if _, err := forecast.ByName(o.forecaster); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -113,9 +113,7 @@ func parseRates(s string) ([]dfaas.Rate, error) {
 func run(ctx context.Context, o options, stdout io.Writer) error {
 	strategy, _ := balance.ByName(o.strategy)
 	cfg := scenario.ClusterConfig{Capacities: o.capacities, Interval: o.interval, Strategy: strategy, Overlay: o.overlay}
-	if o.forecaster == "ewma" {
-		cfg.Forecaster = func() dfaas.Forecaster { f, _ := forecast.NewEWMA(forecast.DefaultAlpha); return f }
-	}
+	cfg.Forecaster = func() dfaas.Forecaster { f, _ := forecast.ByName(o.forecaster); return f }
 	if o.verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
