@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, vet, and every test with the race
 # detector, including the end-to-end runs on real libp2p hosts on loopback.
-# Installs what the tests need when it is missing (nothing beyond Go yet).
+# Installs what the tests need when it is missing: HAProxy from Debian's
+# packages. (The OpenFaaS gateway the tests run is compiled from the Go module
+# proxy by the tests themselves, into the user cache.)
 # Extra arguments go to `go test`, e.g. ./scripts/test.sh -run Reference -v
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,16 @@ if ! command -v go >/dev/null 2>&1; then
   echo "test.sh: Go 1.26 or newer is required (https://go.dev/dl/)" >&2
   exit 1
 fi
+
+# HAProxy, the production data plane, runs in the proxy/haproxy tests.
+if ! command -v haproxy >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  fi
+fi
+haproxy -v | head -1
 
 unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.git/*'))
 if [ -n "$unformatted" ]; then

@@ -1,0 +1,57 @@
+package haproxy
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+func testLayout(dir string) Layout {
+	return Layout{Node: "node-1", UserAddr: "127.0.0.1:18080", PeerAddr: "127.0.0.1:18081", LocalAddr: "127.0.0.1:18082",
+		Socket: filepath.Join(dir, "admin.sock"), LimitsMap: filepath.Join(dir, "limits.map"), CapacityMap: filepath.Join(dir, "capacity.map"),
+		Functions: []string{"figlet", "echo"}, MaxPeers: 16, Timeout: 30 * time.Second}
+}
+
+// TestRenderedConfigIsValid asks HAProxy itself to check the configuration.
+func TestRenderedConfigIsValid(t *testing.T) {
+	dir := t.TempDir()
+	l := testLayout(dir)
+	cfg, err := l.Render()
+	require.NoError(t, err)
+	path := filepath.Join(dir, "haproxy.cfg")
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	for _, m := range []string{l.LimitsMap, l.CapacityMap} {
+		require.NoError(t, os.WriteFile(m, nil, 0o600))
+	}
+	out, err := exec.Command("haproxy", "-c", "-f", path).CombinedOutput()
+	require.NoError(t, err, "%s\n%s", out, cfg)
+	assert.Contains(t, cfg, "backend fwd_echo")
+	assert.Contains(t, cfg, "backend fwd_figlet")
+}
+
+func TestRenderRejects(t *testing.T) {
+	dir := t.TempDir()
+	for name, mutate := range map[string]func(*Layout){
+		"bad function":  func(l *Layout) { l.Functions = []string{"fig let\n    use_backend x"} },
+		"bad node":      func(l *Layout) { l.Node = "a b" },
+		"bad address":   func(l *Layout) { l.UserAddr = "nohost" },
+		"bad path":      func(l *Layout) { l.Socket = "/tmp/a b" },
+		"no peers room": func(l *Layout) { l.MaxPeers = 0 },
+	} {
+		l := testLayout(dir)
+		mutate(&l)
+		_, err := l.Render()
+		if name == "bad function" {
+			assert.ErrorIs(t, err, dfaas.ErrInvalidName, name)
+			continue
+		}
+		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, name)
+	}
+}
