@@ -22,10 +22,19 @@ type Layout struct {
 	Socket, LimitsMap, CapacityMap string
 	// Functions get a forwarding backend each. Adding one needs a reload.
 	Functions []string
+	// Servers are the peers each function's forwarding backend starts
+	// with (a reload keeps the ones the runtime API added).
+	Servers map[string][]Server
 	// MaxPeers bounds the servers of each forwarding backend.
 	MaxPeers int
 	// Timeout bounds a request to the platform or a peer.
 	Timeout time.Duration
+}
+
+// Server is one peer in a forwarding backend.
+type Server struct {
+	Name, Addr string
+	Weight     int
 }
 
 // Backend names.
@@ -56,6 +65,13 @@ func (l Layout) validate() error {
 		// Names go into backend names and map keys: only DNS-1123 labels.
 		if err := dfaas.ValidateFunctionName(fn); err != nil {
 			return fmt.Errorf("haproxy: %w", err)
+		}
+	}
+	for fn, svs := range l.Servers {
+		for _, sv := range svs {
+			if _, _, err := net.SplitHostPort(sv.Addr); err != nil || strings.ContainsAny(sv.Addr+sv.Name, " \t\n\"'#") {
+				return fmt.Errorf("%w: haproxy: server %q %q of %s", dfaas.ErrInvalidConfig, sv.Name, sv.Addr, fn)
+			}
 		}
 	}
 	if l.MaxPeers < 1 || l.Timeout <= 0 {
@@ -132,6 +148,9 @@ func (l Layout) Render() (string, error) {
 		w("    http-request set-header X-Dfaas-From %s", l.Node)
 		w("    http-response set-header Retry-After 1 if { status 503 }")
 		w("    http-error status 503 content-type text/plain string \"no capacity for this function in the federation\" hdr Retry-After 1")
+		for _, sv := range l.Servers[fn] {
+			w("    server %s %s weight %d", sv.Name, sv.Addr, sv.Weight)
+		}
 	}
 	return b.String(), nil
 }

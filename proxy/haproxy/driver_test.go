@@ -1,0 +1,226 @@
+package haproxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// platform is a FaaS platform stand-in that counts what it executes and
+// remembers the hop marker of the last request.
+type platform struct {
+	name    string
+	calls   atomic.Int64
+	lastHop atomic.Value
+	srv     *http.Server
+	addr    string
+}
+
+func newPlatform(t *testing.T, name string) *platform {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &platform{name: name, addr: l.Addr().String()}
+	p.lastHop.Store("")
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.calls.Add(1)
+		p.lastHop.Store(r.Header.Get("X-Dfaas-Hop"))
+		_, _ = io.WriteString(w, p.name)
+	})}
+	go func() { _ = p.srv.Serve(l) }()
+	t.Cleanup(func() { _ = p.srv.Close() })
+	return p
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func startDriver(t *testing.T, node string, pf *platform, fns ...string) *Driver {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := Start(ctx, Config{Node: dfaas.NodeID(node), UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: pf.addr,
+		Functions: fns, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, d.Close()) })
+	return d
+}
+
+func apply(t *testing.T, d *Driver, fns map[string]dfaas.FunctionPlan) {
+	t.Helper()
+	require.NoError(t, d.Apply(context.Background(), dfaas.Plan{Functions: fns}))
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+func get(t *testing.T, url string, hdr map[string]string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", url, nil)
+	require.NoError(t, err)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func TestLocalAdmissionAndForwarding(t *testing.T) {
+	pa, pb := newPlatform(t, "a"), newPlatform(t, "b")
+	a := startDriver(t, "a", pa, "figlet")
+	b := startDriver(t, "b", pb, "figlet")
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 5, Capacity: 5,
+		Peers: []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 100}}}})
+
+	// 20 requests within a second: 5 run locally, the rest on b.
+	byNode := map[string]int{}
+	for range 20 {
+		code, _, body := get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
+		require.Equal(t, http.StatusOK, code, body)
+		byNode[body]++
+	}
+	// HAProxy's rate counter is a sliding estimate: one request either way.
+	assert.InDelta(t, 5, byNode["a"], 1)
+	assert.Equal(t, 20, byNode["a"]+byNode["b"])
+	assert.Equal(t, "1", pb.lastHop.Load(), "forwarded requests carry the hop marker")
+}
+
+func TestRequestSemantics(t *testing.T) {
+	pa, pb := newPlatform(t, "a"), newPlatform(t, "b")
+	a := startDriver(t, "a", pa, "figlet")
+	full := startDriver(t, "full", newPlatform(t, "full"), "figlet")
+	b := startDriver(t, "b", pb, "figlet")
+	apply(t, full, map[string]dfaas.FunctionPlan{"figlet": {}})
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
+
+	// A forged hop marker on the user port is user traffic, admitted as such.
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
+	code, _, body := get(t, "http://"+a.cfg.UserAddr+"/function/figlet", map[string]string{"X-Dfaas-Hop": "1"})
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "a", body)
+	assert.Equal(t, "", pa.lastHop.Load(), "the forged marker was removed")
+
+	// Unknown functions get 404 on both ports; the peer port wants a marker.
+	code, _, _ = get(t, "http://"+a.cfg.UserAddr+"/function/nope", nil)
+	assert.Equal(t, http.StatusNotFound, code)
+	code, hdr, _ := get(t, "http://"+a.cfg.PeerAddr+"/function/nope", map[string]string{"X-Dfaas-Hop": "1"})
+	assert.Equal(t, http.StatusNotFound, code)
+	assert.Equal(t, "unknown", hdr.Get("X-Dfaas-Refused"))
+	code, _, _ = get(t, "http://"+a.cfg.PeerAddr+"/function/figlet", nil)
+	assert.Equal(t, http.StatusBadRequest, code)
+
+	// A peer without room refuses; the request is retried on the other.
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{
+		{Node: "full", Addr: full.cfg.PeerAddr, Weight: 0.5, Cap: 100},
+		{Node: "b", Addr: b.cfg.PeerAddr, Weight: 0.5, Cap: 100}}}})
+	for range 10 {
+		code, _, body := get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
+		require.Equal(t, http.StatusOK, code)
+		assert.Equal(t, "b", body)
+	}
+
+	// Nowhere to go: 503 with Retry-After.
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "full", Addr: full.cfg.PeerAddr, Weight: 1, Cap: 100}}}})
+	code, hdr, _ = get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Equal(t, "1", hdr.Get("Retry-After"))
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {}})
+	code, hdr, _ = get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
+	assert.Equal(t, http.StatusServiceUnavailable, code, "no peer at all")
+	assert.Equal(t, "1", hdr.Get("Retry-After"))
+}
+
+// TestPlansChangeWithoutRestartAndFunctionsWithReload: weights and peers
+// change through the runtime API with the same worker; a new function takes
+// one seamless reload, during which no request fails.
+func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
+	pa, pb, pc := newPlatform(t, "a"), newPlatform(t, "b"), newPlatform(t, "c")
+	a := startDriver(t, "a", pa, "figlet")
+	b := startDriver(t, "b", pb, "figlet", "echo")
+	c := startDriver(t, "c", pc, "figlet", "echo")
+	for _, d := range []*Driver{b, c} { // room for the test's closed-loop load
+		apply(t, d, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1e6, Capacity: 1e6}, "echo": {Limit: 1e6, Capacity: 1e6}})
+	}
+	info, err := a.Info()
+	require.NoError(t, err)
+	pid := info["Pid"]
+	require.NotEmpty(t, pid)
+	for i := range 6 {
+		wb := 0.2 + 0.1*float64(i)
+		peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: wb, Cap: 100}}
+		if i%2 == 0 {
+			peers = append(peers, dfaas.Share{Node: "c", Addr: c.cfg.PeerAddr, Weight: 1 - wb, Cap: 100})
+		}
+		apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}})
+		code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
+		require.Equal(t, http.StatusOK, code)
+	}
+	info, err = a.Info()
+	require.NoError(t, err)
+	assert.Equal(t, pid, info["Pid"], "the same worker served every plan")
+
+	// Load through the reload that adds "echo".
+	var failed, ok atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get("http://" + a.cfg.UserAddr + "/function/figlet")
+				if err != nil || resp.StatusCode != http.StatusOK {
+					if failed.Add(1) < 3 {
+						t.Logf("failed: %v %v", err, resp)
+					}
+				} else {
+					ok.Add(1)
+				}
+				if resp != nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return ok.Load() > 50 }, 10*time.Second, time.Millisecond, "load running")
+	peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 100}}
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}, "echo": {Peers: peers}})
+	atReload := ok.Load()
+	require.Eventually(t, func() bool { return ok.Load() > atReload+200 }, 10*time.Second, time.Millisecond, "load after the reload")
+	close(stop)
+	wg.Wait()
+	t.Logf("%d requests through the reload, %d failed", ok.Load(), failed.Load())
+	assert.Positive(t, ok.Load())
+	assert.Zero(t, failed.Load())
+	info, err = a.Info()
+	require.NoError(t, err)
+	assert.NotEqual(t, pid, info["Pid"], "a new worker after the reload")
+	code, _, body := get(t, "http://"+a.cfg.UserAddr+"/function/echo", nil)
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "b", body)
+}
