@@ -39,9 +39,10 @@ type Server struct {
 
 // Backend names.
 const (
-	backendLocal = "local"
-	tableUser    = "st_user"  // locally admitted user requests, per function
-	tableTotal   = "st_total" // all local executions, per function
+	backendLocal  = "local"
+	tableArrivals = "st_arrivals" // user requests, per function
+	tableUser     = "st_user"     // locally admitted user requests, per function
+	tableTotal    = "st_total"    // all local executions, per function
 )
 
 // forwardBackend is the forwarding backend of a function.
@@ -102,10 +103,11 @@ func (l Layout) Render() (string, error) {
 	w("    timeout http-request 10s")
 	w("    option http-keep-alive")
 	w("")
-	w("backend %s", tableUser)
-	w("    stick-table type string len 64 size 10k expire 10s store http_req_rate(1s)")
-	w("backend %s", tableTotal)
-	w("    stick-table type string len 64 size 10k expire 10s store http_req_rate(1s)")
+	// Entries live a day, so their request counts serve as counters.
+	for _, t := range []string{tableArrivals, tableUser, tableTotal} {
+		w("backend %s", t)
+		w("    stick-table type string len 64 size 10k expire 24h store http_req_cnt,http_req_rate(1s)")
+	}
 	w("")
 	w("frontend user")
 	w("    bind %s", l.UserAddr)
@@ -113,13 +115,16 @@ func (l Layout) Render() (string, error) {
 	w("    http-request del-header %s", "X-Dfaas-From")
 	w("    http-request set-var(txn.fn) path,field(3,/)")
 	w("    http-request return status 404 content-type text/plain string \"function not found\" if !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
+	w("    http-request track-sc2 var(txn.fn) table %s", tableArrivals)
 	w("    http-request set-var(txn.limit) var(txn.fn),map(%s,0)", l.LimitsMap)
 	w("    http-request set-var(txn.capacity) var(txn.fn),map(%s,0)", l.CapacityMap)
 	w("    acl under_limit var(txn.fn),table_http_req_rate(%s),sub(txn.limit) lt 0", tableUser)
 	w("    acl under_capacity var(txn.fn),table_http_req_rate(%s),sub(txn.capacity) lt 0", tableTotal)
-	w("    http-request track-sc0 var(txn.fn) table %s if under_limit under_capacity", tableUser)
-	w("    http-request track-sc1 var(txn.fn) table %s if under_limit under_capacity", tableTotal)
-	w("    use_backend %s if under_limit under_capacity", backendLocal)
+	// Decide once: tracking the request changes the rates the ACLs read.
+	w("    http-request set-var(txn.local) bool(true) if under_limit under_capacity")
+	w("    http-request track-sc0 var(txn.fn) table %s if { var(txn.local) -m bool }", tableUser)
+	w("    http-request track-sc1 var(txn.fn) table %s if { var(txn.local) -m bool }", tableTotal)
+	w("    use_backend %s if { var(txn.local) -m bool }", backendLocal)
 	w("    use_backend fwd_%%[var(txn.fn)]")
 	w("")
 	w("frontend peer")

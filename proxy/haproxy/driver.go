@@ -21,6 +21,7 @@ import (
 	"github.com/haproxytech/client-native/v6/runtime/options"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // Config configures a Driver. Node, UserAddr, PeerAddr and Platform are
@@ -65,6 +66,9 @@ type Driver struct {
 	servers map[string]map[dfaas.NodeID]server // per function: the peers configured
 	maps    map[string]map[string]int          // map file -> key -> value, as set
 	closed  bool
+
+	base       map[string]proxy.Counts // what earlier workers counted
+	lastCounts map[string]proxy.Counts
 }
 
 type server struct {
@@ -88,7 +92,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		cfg.Logger = slog.Default()
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
-		maps: map[string]map[string]int{}, out: &lockedBuffer{}, exited: make(chan struct{})}
+		maps: map[string]map[string]int{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{})}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "dfaas-haproxy-"); err != nil {
 			return nil, fmt.Errorf("haproxy: %w", err)
@@ -167,6 +171,12 @@ func (d *Driver) connect(ctx context.Context) error {
 		}
 	}
 }
+
+// UserAddr is the user listener's host:port.
+func (d *Driver) UserAddr() string { return d.cfg.UserAddr }
+
+// PeerAddr is the peer listener's host:port, to advertise.
+func (d *Driver) PeerAddr() string { return d.cfg.PeerAddr }
 
 // Info returns HAProxy's "show info" fields, e.g. Pid and Uptime_sec.
 func (d *Driver) Info() (map[string]string, error) {
@@ -351,6 +361,10 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	before, err := d.info()
 	if err != nil {
 		return err
+	}
+	// The new worker's counters start at zero: keep the old worker's.
+	if counts, err := d.counts(); err == nil {
+		d.base = counts
 	}
 	if err := d.cmd.Process.Signal(syscallSIGUSR2); err != nil {
 		return fmt.Errorf("haproxy: reload: %w", err)

@@ -102,6 +102,16 @@ func TestLocalAdmissionAndForwarding(t *testing.T) {
 	assert.InDelta(t, 5, byNode["a"], 1)
 	assert.Equal(t, 20, byNode["a"]+byNode["b"])
 	assert.Equal(t, "1", pb.lastHop.Load(), "forwarded requests carry the hop marker")
+
+	// HAProxy's own counters, as the Monitor reads them.
+	ca, cb := a.Counts()["figlet"], b.Counts()["figlet"]
+	assert.Equal(t, uint64(20), ca.Arrivals)
+	assert.Equal(t, uint64(byNode["a"]), ca.ServedLocal)
+	assert.Equal(t, uint64(byNode["b"]), ca.ForwardedOut)
+	assert.Equal(t, uint64(byNode["b"]), ca.Forwarded["b"])
+	assert.Zero(t, ca.Rejected)
+	assert.Equal(t, uint64(byNode["b"]), cb.ReceivedIn)
+	assert.Zero(t, cb.Arrivals)
 }
 
 func TestRequestSemantics(t *testing.T) {
@@ -208,6 +218,7 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 		}()
 	}
 	require.Eventually(t, func() bool { return ok.Load() > 50 }, 10*time.Second, time.Millisecond, "load running")
+	before := a.Counts()["figlet"]
 	peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 100}}
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}, "echo": {Peers: peers}})
 	atReload := ok.Load()
@@ -220,6 +231,10 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 	info, err = a.Info()
 	require.NoError(t, err)
 	assert.NotEqual(t, pid, info["Pid"], "a new worker after the reload")
+	// The counters carried over the reload: they never go back.
+	after := a.Counts()["figlet"]
+	assert.Greater(t, after.Arrivals, before.Arrivals)
+	assert.GreaterOrEqual(t, after.ForwardedOut, before.ForwardedOut)
 	code, _, body := get(t, "http://"+a.cfg.UserAddr+"/function/echo", nil)
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "b", body)
