@@ -37,6 +37,8 @@ type options struct {
 	strategy   string
 	forecaster string
 	overlay    string
+	proxy      string
+	haproxy    string
 	plot       string
 	json       bool
 	verbose    bool
@@ -70,6 +72,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.strategy, "strategy", "proportional", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	fs.StringVar(&o.forecaster, "forecast", "last", "forecaster: last, ewma, holt or holt-winters:<period in ticks>")
 	fs.StringVar(&o.overlay, "overlay", "libp2p", "overlay: libp2p (real hosts on loopback) or memory")
+	fs.StringVar(&o.proxy, "proxy", "embedded", "data plane: embedded (in-process Go proxy) or haproxy (a real HAProxy per node)")
+	fs.StringVar(&o.haproxy, "haproxy", "haproxy", "with -proxy haproxy: the haproxy binary")
 	fs.StringVar(&o.plot, "plot", "", "write a PNG of the served rate per node over time to this file")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the results instead of the table")
 	fs.BoolVar(&o.verbose, "v", false, "log the components to stderr")
@@ -95,6 +99,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if _, err := forecast.ByName(o.forecaster); err != nil {
 		return o, err
 	}
+	if o.proxy != "embedded" && o.proxy != "haproxy" {
+		return o, fmt.Errorf("-proxy %q: want embedded or haproxy", o.proxy)
+	}
 	return o, nil
 }
 
@@ -112,7 +119,8 @@ func parseRates(s string) ([]dfaas.Rate, error) {
 
 func run(ctx context.Context, o options, stdout io.Writer) error {
 	strategy, _ := balance.ByName(o.strategy)
-	cfg := scenario.ClusterConfig{Capacities: o.capacities, Interval: o.interval, Strategy: strategy, Overlay: o.overlay}
+	cfg := scenario.ClusterConfig{Capacities: o.capacities, Interval: o.interval, Strategy: strategy, Overlay: o.overlay,
+		Proxy: o.proxy, HAProxy: o.haproxy}
 	cfg.Forecaster = func() dfaas.Forecaster { f, _ := forecast.ByName(o.forecaster); return f }
 	if o.verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -130,8 +138,8 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 
 	table := !o.json
 	if table {
-		fmt.Fprintf(stdout, "%d nodes formed a federation over %s; offering %s req/s for %v (strategy %s, tick %v)\n\n",
-			len(c.Nodes), o.overlay, join(o.rates), o.duration, o.strategy, o.interval)
+		fmt.Fprintf(stdout, "%d nodes formed a federation over %s with %s proxies; offering %s req/s for %v (strategy %s, tick %v)\n\n",
+			len(c.Nodes), o.overlay, o.proxy, join(o.rates), o.duration, o.strategy, o.interval)
 		fmt.Fprintf(stdout, "%6s", "t(s)")
 		for i, n := range c.Nodes {
 			fmt.Fprintf(stdout, "  node %s (cap %g)", n.Name, o.capacities[i])

@@ -29,6 +29,7 @@ func TestParseFlags(t *testing.T) {
 		{"-duration", "10ms"},
 		{"-strategy", "nope"},
 		{"-forecast", "oracle"},
+		{"-proxy", "nginx"},
 	} {
 		_, err := parseFlags(bad, io.Discard)
 		assert.Error(t, err, "%v", bad)
@@ -83,12 +84,13 @@ func TestDemoJSONAndPlot(t *testing.T) {
 }
 
 func TestDemoTable(t *testing.T) {
-	o, err := parseFlags([]string{"-overlay", "memory", "-duration", "2s", "-capacities", "5,5", "-rates", "8,0"}, io.Discard)
+	o, err := parseFlags([]string{"-overlay", "memory", "-proxy", "haproxy", "-duration", "2s", "-capacities", "5,5", "-rates", "8,0"}, io.Discard)
 	require.NoError(t, err)
 	var out bytes.Buffer
 	require.NoError(t, run(context.Background(), o, &out))
 	s := out.String()
 	assert.Contains(t, s, "node 2 (cap 5)")
+	assert.Contains(t, s, "haproxy proxies")
 	assert.Contains(t, s, "converged ")
 	assert.Contains(t, s, "latency p50")
 }

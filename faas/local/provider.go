@@ -49,7 +49,8 @@ type Config struct {
 	// Logger receives the provider's logs. Default slog.Default().
 	Logger *slog.Logger
 	// EnforceMaxRate makes a function's dfaas.maxrate label its physical
-	// capacity: beyond it (with bursts of up to half a second of it) the
+	// capacity: beyond it (with bursts of up to one second of it, the window
+	// over which HAProxy measures rates) the
 	// provider answers 429, as an overloaded machine would fail. For demos
 	// and tests; OpenFaaS itself treats the label as a hint.
 	EnforceMaxRate bool
@@ -244,7 +245,7 @@ func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
 			return nil, err
 		}
 		if p.cfg.EnforceMaxRate {
-			f.limiter = rate.NewLimiter(rate.Limit(r), max(1, int(math.Ceil(float64(r)/2))))
+			f.limiter = rate.NewLimiter(rate.Limit(r), max(1, int(math.Ceil(float64(r)))))
 		}
 	}
 	if spec.EnvProcess != "" {

@@ -219,6 +219,6 @@ func TestEnforcedMaxRate(t *testing.T) {
 			ok++
 		}
 	}
-	assert.InDelta(t, 5, ok, 1, "a burst admits half a second of the rate")
+	assert.InDelta(t, 10, ok, 1, "a burst admits one second of the rate")
 	http.DefaultClient.CloseIdleConnections()
 }

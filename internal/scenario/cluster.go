@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -27,6 +28,7 @@ import (
 	"github.com/dfaas-go/dfaas/forecast"
 	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
+	"github.com/dfaas-go/dfaas/proxy/haproxy"
 )
 
 // ClusterConfig describes a federation to start.
@@ -47,6 +49,12 @@ type ClusterConfig struct {
 	Overlay string
 	// Logger receives every component's logs. Default: discard.
 	Logger *slog.Logger
+	// Proxy is the data plane: "embedded" (default) or "haproxy" (a real
+	// HAProxy process per node; needs a platform with an Addr).
+	Proxy string
+	// HAProxy is the haproxy executable for Proxy "haproxy". Default
+	// "haproxy" on $PATH.
+	HAProxy string
 	// Platform makes each node's FaaS platform, serving Function at the
 	// node's capacity. Default: Embedded.
 	Platform func(ctx context.Context, node string, function string, capacity dfaas.Rate) (Platform, error)
@@ -57,6 +65,9 @@ type ClusterConfig struct {
 type Platform struct {
 	Handler  http.Handler
 	Capacity faas.Platform
+	// Addr is the platform's host:port, for data planes that reach it over
+	// TCP (HAProxy); empty if it runs in-process only.
+	Addr string
 	// Close, if set, stops the platform when the cluster closes.
 	Close func() error
 }
@@ -91,7 +102,7 @@ func Embedded(ctx context.Context, node, function string, capacity dfaas.Rate) (
 	if err != nil {
 		return Platform{}, err
 	}
-	return Platform{Handler: b.Handler(), Capacity: b, Close: func() error {
+	return Platform{Handler: b.Handler(), Capacity: b, Addr: u.Host, Close: func() error {
 		http.DefaultClient.CloseIdleConnections()
 		return errors.Join(b.Close(), p.Close())
 	}}, nil
@@ -107,11 +118,20 @@ func InProcess(_ context.Context, node, function string, capacity dfaas.Rate) (P
 	return Platform{Handler: rt, Capacity: rt}, nil
 }
 
+// DataPlane is a node's proxy: the embedded one or HAProxy.
+type DataPlane interface {
+	dfaas.ProxyDriver
+	proxy.Counter
+	UserAddr() string
+	PeerAddr() string
+	Close() error
+}
+
 // Node is one member of a started cluster.
 type Node struct {
 	Name     string
 	Platform Platform
-	Proxy    *proxy.Proxy
+	Proxy    DataPlane
 	Overlay  dfaas.Overlay
 	Agent    *dfaas.Agent
 
@@ -165,6 +185,9 @@ func (c ClusterConfig) withDefaults() ClusterConfig {
 	if c.Platform == nil {
 		c.Platform = Embedded
 	}
+	if c.Proxy == "" {
+		c.Proxy = "embedded"
+	}
 	return c
 }
 
@@ -182,6 +205,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	cfg = cfg.withDefaults()
 	if len(cfg.Capacities) == 0 {
 		return nil, fmt.Errorf("%w: no nodes", dfaas.ErrInvalidConfig)
+	}
+	if cfg.Proxy != "embedded" && cfg.Proxy != "haproxy" {
+		return nil, fmt.Errorf("%w: proxy %q: want embedded or haproxy", dfaas.ErrInvalidConfig, cfg.Proxy)
 	}
 	if cfg.Overlay != "libp2p" && cfg.Overlay != "memory" {
 		return nil, fmt.Errorf("%w: overlay %q: want libp2p or memory", dfaas.ErrInvalidConfig, cfg.Overlay)
@@ -221,7 +247,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 			n.Overlay = o
 		}
 		c.closers = append(c.closers, n.Overlay.Close)
-		if n.Proxy, err = proxy.New(proxy.Config{Node: n.Overlay.Self(), Logger: log}, n.Platform.Handler); err != nil {
+		if n.Proxy, err = newDataPlane(ctx, cfg, n, log); err != nil {
 			return nil, err
 		}
 		c.closers = append(c.closers, n.Proxy.Close)
@@ -288,4 +314,35 @@ func (c *Cluster) Close() error {
 		err = errors.Join(errs...)
 	})
 	return err
+}
+
+// newDataPlane starts node n's proxy.
+func newDataPlane(ctx context.Context, cfg ClusterConfig, n *Node, log *slog.Logger) (DataPlane, error) {
+	if cfg.Proxy == "embedded" {
+		return proxy.New(proxy.Config{Node: n.Overlay.Self(), Logger: log}, n.Platform.Handler)
+	}
+	if n.Platform.Addr == "" {
+		return nil, fmt.Errorf("%w: haproxy needs a platform reachable over TCP", dfaas.ErrInvalidConfig)
+	}
+	user, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	peer, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	return haproxy.Start(ctx, haproxy.Config{Binary: cfg.HAProxy, Node: n.Overlay.Self(), UserAddr: user, PeerAddr: peer,
+		Platform: n.Platform.Addr, Functions: []string{cfg.Function}, Logger: log})
+}
+
+// freeLoopbackAddr finds a free port on 127.0.0.1 for a process that cannot
+// report the port it bound.
+func freeLoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
 }
