@@ -239,3 +239,61 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "b", body)
 }
+
+// TestDeadPeerUnderLoad: a peer dies under load. Requests that cannot
+// reach it are retried on the other peer, none fails; the next plan takes
+// its server out of the backend.
+func TestDeadPeerUnderLoad(t *testing.T) {
+	pa, pb, pc := newPlatform(t, "a"), newPlatform(t, "b"), newPlatform(t, "c")
+	a := startDriver(t, "a", pa, "figlet")
+	b := startDriver(t, "b", pb, "figlet")
+	c := startDriver(t, "c", pc, "figlet")
+	for _, d := range []*Driver{b, c} {
+		apply(t, d, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1e6, Capacity: 1e6}})
+	}
+	peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 0.5, Cap: 1e6}, {Node: "c", Addr: c.cfg.PeerAddr, Weight: 0.5, Cap: 1e6}}
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}})
+
+	var ok, failed atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := client.Get("http://" + a.cfg.UserAddr + "/function/figlet")
+				if err == nil && resp.StatusCode == http.StatusOK {
+					ok.Add(1)
+				} else {
+					failed.Add(1)
+				}
+				if resp != nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return pc.calls.Load() > 20 }, 10*time.Second, time.Millisecond, "c serving")
+	require.NoError(t, c.Close())
+	atDeath := pb.calls.Load()
+	require.Eventually(t, func() bool { return pb.calls.Load() > atDeath+300 }, 10*time.Second, time.Millisecond, "b takes over")
+	close(stop)
+	wg.Wait()
+	t.Logf("%d requests, %d failed, while a peer died", ok.Load(), failed.Load())
+	assert.Zero(t, failed.Load())
+
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers[:1]}})
+	st, err := a.stats()
+	require.NoError(t, err)
+	_, present := st[[2]string{forwardBackend("figlet"), serverName("c")}]
+	assert.False(t, present, "the dead peer's server left the backend")
+	_, present = st[[2]string{forwardBackend("figlet"), serverName("b")}]
+	assert.True(t, present)
+}
