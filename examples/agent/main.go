@@ -13,6 +13,9 @@
 // OPENFAAS_PASSWORD and are never logged:
 //
 //	go run ./examples/agent -faas openfaas -gateway http://127.0.0.1:8080 -user 127.0.0.1:9080 -peer 127.0.0.1:9081
+//
+// With -proxy haproxy a real HAProxy process is the data plane (needs
+// -faas openfaas, and concrete ports).
 package main
 
 import (
@@ -23,6 +26,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -37,9 +41,12 @@ import (
 	"github.com/dfaas-go/dfaas/forecast"
 	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
+	"github.com/dfaas-go/dfaas/proxy/haproxy"
 )
 
 type options struct {
+	proxy     string
+	haproxy   string
 	faas      string
 	gateway   openfaas.Config
 	listen    []string
@@ -82,6 +89,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.peer, "peer", "127.0.0.1:8081", "peer listener address")
 	fs.StringVar(&o.advertise, "advertise", "", "peer address advertised to other agents (default: the bound -peer address)")
 	functions := fs.String("functions", "hello=10", "with -faas embedded: echo functions as name=capacity (req/s), comma-separated")
+	fs.StringVar(&o.proxy, "proxy", "embedded", "data plane: embedded (in-process Go proxy) or haproxy (a real HAProxy process, with -faas openfaas)")
+	fs.StringVar(&o.haproxy, "haproxy", "haproxy", "with -proxy haproxy: the haproxy binary")
 	fs.StringVar(&o.faas, "faas", "embedded", "FaaS platform: embedded (Go echo functions in-process) or openfaas (a gateway)")
 	fs.StringVar(&o.gateway.Gateway, "gateway", "http://127.0.0.1:8080", "with -faas openfaas: the gateway URL")
 	fs.StringVar(&o.gateway.Namespace, "fn-namespace", "openfaas-fn", "with -faas openfaas: the functions' namespace")
@@ -107,6 +116,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var err error
 	if o.strategy, err = balance.ByName(*strategy); err != nil {
 		return o, err
+	}
+	switch {
+	case o.proxy != "embedded" && o.proxy != "haproxy":
+		return o, fmt.Errorf("-proxy %q: want embedded or haproxy", o.proxy)
+	case o.proxy == "haproxy" && o.faas != "openfaas":
+		return o, errors.New("-proxy haproxy needs -faas openfaas: HAProxy reaches the platform over TCP")
+	case o.proxy == "haproxy" && o.gateway.Namespace != "openfaas-fn":
+		return o, errors.New("-proxy haproxy serves the gateway's default namespace only, for now")
 	}
 	switch o.faas {
 	case "embedded":
@@ -134,9 +151,33 @@ func splitList(s string) []string {
 	return out
 }
 
+// dataPlane is what the agent needs of a proxy.
+type dataPlane interface {
+	dfaas.ProxyDriver
+	proxy.Counter
+	UserAddr() string
+	PeerAddr() string
+	Close() error
+}
+
+// newDataPlane starts the embedded proxy or HAProxy.
+func newDataPlane(ctx context.Context, o options, node dfaas.NodeID, local http.Handler, log *slog.Logger) (dataPlane, error) {
+	if o.proxy == "haproxy" {
+		gw, err := url.Parse(o.gateway.Gateway)
+		if err != nil {
+			return nil, err
+		}
+		// HAProxy serves the default namespace's /function/<name> paths as
+		// the gateway does.
+		return haproxy.Start(ctx, haproxy.Config{Binary: o.haproxy, Node: node, UserAddr: o.user, PeerAddr: o.peer,
+			Platform: gw.Host, Logger: log})
+	}
+	return proxy.New(proxy.Config{Node: node, UserAddr: o.user, PeerAddr: o.peer, Logger: log}, local)
+}
+
 // run composes and runs the node until ctx ends. ready, if set, is called
 // with the proxy once everything listens.
-func run(ctx context.Context, o options, log *slog.Logger, ready func(*proxy.Proxy)) error {
+func run(ctx context.Context, o options, log *slog.Logger, ready func(dataPlane)) error {
 	local, platform, closePlatform, err := newPlatform(o, log)
 	if err != nil {
 		return err
@@ -147,7 +188,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*proxy.Pro
 		return err
 	}
 	defer ov.Close()
-	px, err := proxy.New(proxy.Config{Node: ov.Self(), UserAddr: o.user, PeerAddr: o.peer, Logger: log}, local)
+	px, err := newDataPlane(ctx, o, ov.Self(), local, log)
 	if err != nil {
 		return err
 	}

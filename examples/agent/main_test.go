@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/local"
-	"github.com/dfaas-go/dfaas/proxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -28,7 +28,8 @@ func TestParseFlags(t *testing.T) {
 	assert.Len(t, o.functions, 2)
 	assert.Equal(t, []string{"a", "b"}, o.bootstrap)
 	for _, bad := range [][]string{{"-functions", "hello"}, {"-functions", "Bad=1"}, {"-functions", "x=-1"}, {"-strategy", "nope"},
-		{"-faas", "lambda"}, {"-faas", "openfaas", "-gateway", "not a url"}} {
+		{"-faas", "lambda"}, {"-faas", "openfaas", "-gateway", "not a url"}, {"-proxy", "nginx"}, {"-proxy", "haproxy"},
+		{"-proxy", "haproxy", "-faas", "openfaas", "-fn-namespace", "other"}} {
 		_, err := parseFlags(bad, io.Discard)
 		assert.Error(t, err, "%v", bad)
 	}
@@ -40,10 +41,10 @@ func TestAgentServes(t *testing.T) {
 	o, err := parseFlags([]string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms"}, io.Discard)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *proxy.Proxy, 1)
+	ready := make(chan dataPlane, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p *proxy.Proxy) { ready <- p }) }()
-	var px *proxy.Proxy
+	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p dataPlane) { ready <- p }) }()
+	var px dataPlane
 	select {
 	case px = <-ready:
 	case err := <-done:
@@ -90,9 +91,9 @@ func TestAgentOnOpenFaaSAPI(t *testing.T) {
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *proxy.Proxy, 1)
+	ready := make(chan dataPlane, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, o, log, func(p *proxy.Proxy) { ready <- p }) }()
+	go func() { done <- run(ctx, o, log, func(p dataPlane) { ready <- p }) }()
 	px := <-ready
 	require.Eventually(t, func() bool {
 		resp, err := http.Post("http://"+px.UserAddr()+"/function/hello", "text/plain", strings.NewReader("edge"))
@@ -110,6 +111,53 @@ func TestAgentOnOpenFaaSAPI(t *testing.T) {
 	defer mu.Unlock()
 	assert.Contains(t, logs.String(), "agent up")
 	assert.NotContains(t, logs.String(), "s3cret-pa55")
+}
+
+// TestAgentOnHAProxy runs the agent with HAProxy as its data plane in front
+// of faas/local.
+func TestAgentOnHAProxy(t *testing.T) {
+	provider, err := local.New(local.Config{Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	defer provider.Close()
+	require.NoError(t, provider.RegisterImage("dfaas/hello", faas.HandlerFunc(func(_ context.Context, b []byte) ([]byte, error) {
+		return append([]byte("hi "), b...), nil
+	})))
+	resp, err := http.Post(provider.URL()+"system/functions", "application/json",
+		strings.NewReader(`{"service":"hello","image":"dfaas/hello","labels":{"dfaas.maxrate":"50"}}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	free := func() string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer l.Close()
+		return l.Addr().String()
+	}
+	o, err := parseFlags([]string{"-proxy", "haproxy", "-faas", "openfaas", "-gateway", strings.TrimSuffix(provider.URL(), "/"),
+		"-user", free(), "-peer", free(), "-interval", "100ms"}, io.Discard)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan dataPlane, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p dataPlane) { ready <- p }) }()
+	var px dataPlane
+	select {
+	case px = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	require.Eventually(t, func() bool {
+		resp, err := http.Post("http://"+px.UserAddr()+"/function/hello", "text/plain", strings.NewReader("edge"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusOK && string(b) == "hi edge"
+	}, 10*time.Second, 20*time.Millisecond)
+	assert.Positive(t, px.Counts()["hello"].ServedLocal)
+	cancel()
+	require.NoError(t, <-done)
+	http.DefaultClient.CloseIdleConnections()
 }
 
 type lockedWriter struct {
