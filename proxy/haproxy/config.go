@@ -102,6 +102,7 @@ func (l Layout) Render() (string, error) {
 	w("    timeout server %dms", ms)
 	w("    timeout http-request 10s")
 	w("    option http-keep-alive")
+	w("    http-reuse always") // function calls carry no per-connection state
 	w("")
 	// Entries live a day, so their request counts serve as counters.
 	for _, t := range []string{tableArrivals, tableUser, tableTotal} {

@@ -27,7 +27,7 @@ type platform struct {
 	addr    string
 }
 
-func newPlatform(t *testing.T, name string) *platform {
+func newPlatform(t testing.TB, name string) *platform {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -43,7 +43,7 @@ func newPlatform(t *testing.T, name string) *platform {
 	return p
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
