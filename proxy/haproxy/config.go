@@ -29,6 +29,27 @@ type Layout struct {
 	MaxPeers int
 	// Timeout bounds a request to the platform or a peer.
 	Timeout time.Duration
+	// TLS, if set, authenticates the federation: the peer listener accepts
+	// only clients with a certificate from the federation's CA, and
+	// forwards present this node's certificate to peers and verify theirs.
+	TLS *TLS
+}
+
+// TLS holds the files of the federation's mutual TLS.
+type TLS struct {
+	// CAFile is the federation CA's certificate (PEM).
+	CAFile string
+	// CertFile is this node's certificate and private key, in one PEM file,
+	// signed by the CA.
+	CertFile string
+}
+
+// serverTLS is the server-line suffix for mutual TLS, or "".
+func (l Layout) serverTLS() string {
+	if l.TLS == nil {
+		return ""
+	}
+	return fmt.Sprintf(" ssl crt %s ca-file %s verify required", l.TLS.CertFile, l.TLS.CAFile)
 }
 
 // Server is one peer in a forwarding backend.
@@ -54,7 +75,11 @@ func (l Layout) validate() error {
 			return fmt.Errorf("%w: haproxy: address %q: %w", dfaas.ErrInvalidConfig, a, err)
 		}
 	}
-	for _, p := range []string{l.Socket, l.LimitsMap, l.CapacityMap} {
+	paths := []string{l.Socket, l.LimitsMap, l.CapacityMap}
+	if l.TLS != nil {
+		paths = append(paths, l.TLS.CAFile, l.TLS.CertFile)
+	}
+	for _, p := range paths {
 		if p == "" || strings.ContainsAny(p, " \t\n\"'#") {
 			return fmt.Errorf("%w: haproxy: path %q", dfaas.ErrInvalidConfig, p)
 		}
@@ -129,7 +154,11 @@ func (l Layout) Render() (string, error) {
 	w("    use_backend fwd_%%[var(txn.fn)]")
 	w("")
 	w("frontend peer")
-	w("    bind %s", l.PeerAddr)
+	if l.TLS != nil {
+		w("    bind %s ssl crt %s ca-file %s verify required", l.PeerAddr, l.TLS.CertFile, l.TLS.CAFile)
+	} else {
+		w("    bind %s", l.PeerAddr)
+	}
 	w("    http-request return status 400 content-type text/plain string \"missing hop marker\" if !{ req.hdr(X-Dfaas-Hop) -m found }")
 	w("    http-request set-var(txn.fn) path,field(3,/)")
 	w("    http-request return status 404 hdr X-Dfaas-Refused unknown if !{ var(txn.fn),map(%s) -m found }", l.CapacityMap)
@@ -155,7 +184,7 @@ func (l Layout) Render() (string, error) {
 		w("    http-response set-header Retry-After 1 if { status 503 }")
 		w("    http-error status 503 content-type text/plain string \"no capacity for this function in the federation\" hdr Retry-After 1")
 		for _, sv := range l.Servers[fn] {
-			w("    server %s %s weight %d", sv.Name, sv.Addr, sv.Weight)
+			w("    server %s %s weight %d%s", sv.Name, sv.Addr, sv.Weight, l.serverTLS())
 		}
 	}
 	return b.String(), nil

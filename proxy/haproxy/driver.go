@@ -45,6 +45,8 @@ type Config struct {
 	// Dir holds the configuration, maps and socket. Default: a new temporary
 	// directory, removed by Close.
 	Dir string
+	// TLS, if set, makes the federation's traffic mutual TLS (see Layout).
+	TLS *TLS
 	// Logger receives the driver's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -108,7 +110,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	d.layout = Layout{Node: cfg.Node, UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr, LocalAddr: cfg.Platform,
 		Socket: filepath.Join(cfg.Dir, "admin.sock"), LimitsMap: filepath.Join(cfg.Dir, "limits.map"),
 		CapacityMap: filepath.Join(cfg.Dir, "capacity.map"), Functions: slices.Clone(cfg.Functions),
-		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout}
+		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout, TLS: cfg.TLS}
 	if err := d.writeConfig(); err != nil {
 		return nil, err
 	}
@@ -312,7 +314,7 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 		s, ok := have[node]
 		switch {
 		case !ok:
-			if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d", w.addr, w.weight)); err != nil {
+			if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s", w.addr, w.weight, d.layout.serverTLS())); err != nil {
 				errs = append(errs, fmt.Errorf("haproxy: add server %s/%s: %w", backend, w.name, err))
 				continue
 			}
