@@ -174,7 +174,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 // try sends one forward attempt. A refusal is returned as an error, with
 // the response closed.
 func (p *Proxy) try(r *http.Request, pr peer, body []byte) (*http.Response, error) {
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+pr.addr+r.URL.RequestURI(), bytes.NewReader(body))
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, p.scheme+pr.addr+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

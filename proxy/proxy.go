@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,11 @@ type Config struct {
 	UserAddr string
 	// PeerAddr is the peer listener's address. Default 127.0.0.1:0.
 	PeerAddr string
+	// PeerTLS, if set, authenticates the federation with mutual TLS: the
+	// peer listener serves TLS and requires a client certificate that
+	// verifies against ClientCAs, and forwards go over TLS presenting
+	// Certificates and verifying peers against RootCAs. Set all three.
+	PeerTLS *tls.Config
 	// Burst is how much traffic a rate limit lets through at once, as time
 	// at that rate (at least one request). Default 100 ms.
 	Burst time.Duration
@@ -92,6 +98,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: proxy: empty node id", dfaas.ErrInvalidConfig)
 	case c.Burst < 0 || c.MaxBody < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.RetryAfter < time.Second:
 		return fmt.Errorf("%w: proxy: negative duration or size, or retry-after under 1s", dfaas.ErrInvalidConfig)
+	case c.PeerTLS != nil && (len(c.PeerTLS.Certificates) == 0 || c.PeerTLS.ClientCAs == nil || c.PeerTLS.RootCAs == nil):
+		return fmt.Errorf("%w: proxy: peer TLS needs Certificates, ClientCAs and RootCAs", dfaas.ErrInvalidConfig)
 	}
 	return nil
 }
@@ -104,6 +112,7 @@ type Proxy struct {
 	log       *slog.Logger
 	local     http.Handler
 	transport *http.Transport
+	scheme    string // of forwards: http:// or https://
 	trigger   chan struct{}
 
 	routes atomic.Pointer[map[string]*route]
@@ -133,6 +142,7 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		trigger: make(chan struct{}, 1), functions: map[string]*function{}}
 	p.routes.Store(&map[string]*route{})
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	p.scheme = "http://"
 	p.transport = &http.Transport{
 		DialContext:           dialer.DialContext,
 		MaxIdleConns:          1024,
@@ -141,6 +151,10 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		ResponseHeaderTimeout: cfg.ForwardTimeout,
 		DisableCompression:    true,
 	}
+	if cfg.PeerTLS != nil {
+		p.scheme = "https://"
+		p.transport.TLSClientConfig = cfg.PeerTLS.Clone()
+	}
 	var err error
 	if p.userL, err = net.Listen("tcp", cfg.UserAddr); err != nil {
 		return nil, fmt.Errorf("proxy: user listener: %w", err)
@@ -148,6 +162,11 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 	if p.peerL, err = net.Listen("tcp", cfg.PeerAddr); err != nil {
 		_ = p.userL.Close()
 		return nil, fmt.Errorf("proxy: peer listener: %w", err)
+	}
+	if cfg.PeerTLS != nil {
+		srv := cfg.PeerTLS.Clone()
+		srv.ClientAuth = tls.RequireAndVerifyClientCert
+		p.peerL = tls.NewListener(p.peerL, srv)
 	}
 	p.user = &http.Server{Handler: http.HandlerFunc(p.serveUser), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	p.peer = &http.Server{Handler: http.HandlerFunc(p.servePeer), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
