@@ -21,7 +21,8 @@
 //   - forecast: Forecaster implementations: LastValue, EWMA, Holt,
 //     HoltWinters.
 //   - proxy: the embedded ProxyDriver, an in-process HTTP proxy with a user
-//     and a peer listener.
+//     and a peer listener; proxy/haproxy drives a real HAProxy through its
+//     runtime API.
 //   - faas: the default Monitor, and Runtime, which executes Go handlers
 //     in-process at a configured capacity. faas/openfaas is the OpenFaaS
 //     backend (go-sdk); faas/local an OpenFaaS-compatible provider without
