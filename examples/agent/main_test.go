@@ -138,24 +138,47 @@ func TestAgentOnHAProxy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan dataPlane, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p dataPlane) { ready <- p }) }()
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	go func() { done <- run(ctx, o, log, func(p dataPlane) { ready <- p }) }()
+	stopped := false
+	defer func() { // stop the agent, and its HAProxy, even when the test fails
+		if !stopped {
+			cancel()
+			<-done
+		}
+		if t.Failed() {
+			mu.Lock()
+			t.Log(logs.String())
+			mu.Unlock()
+		}
+	}()
 	var px dataPlane
 	select {
 	case px = <-ready:
 	case err := <-done:
+		stopped = true
 		t.Fatal(err)
 	}
-	require.Eventually(t, func() bool {
+	var last string
+	served := assert.Eventually(t, func() bool {
 		resp, err := http.Post("http://"+px.UserAddr()+"/function/hello", "text/plain", strings.NewReader("edge"))
 		if err != nil {
+			last = err.Error()
 			return false
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
+		last = resp.Status + " " + string(b)
 		return resp.StatusCode == http.StatusOK && string(b) == "hi edge"
 	}, 10*time.Second, 20*time.Millisecond)
+	if !served {
+		t.Fatalf("last answer: %s", last)
+	}
 	assert.Positive(t, px.Counts()["hello"].ServedLocal)
 	cancel()
+	stopped = true
 	require.NoError(t, <-done)
 	http.DefaultClient.CloseIdleConnections()
 }

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/haproxytech/client-native/v6/runtime"
@@ -235,9 +236,21 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		}
 	}
 	if len(added) > 0 {
-		if err := d.reload(ctx, added); err != nil {
-			return err
+		// The whole plan goes into the files the new worker starts from:
+		// runtime commands could still reach the old worker while it stops.
+		d.layout.Functions = append(d.layout.Functions, added...)
+		for _, name := range d.layout.Functions {
+			fp, ok := plan.Functions[name]
+			d.servers[name] = d.wantServers(fp.Peers)
+			if !ok {
+				delete(d.maps[d.layout.LimitsMap], name)
+				delete(d.maps[d.layout.CapacityMap], name)
+				continue
+			}
+			d.remember(d.layout.CapacityMap, name, rate(fp.Capacity))
+			d.remember(d.layout.LimitsMap, name, rate(min(fp.Limit, fp.Capacity)))
 		}
+		return d.reload(ctx, added)
 	}
 	var errs []error
 	for name, fp := range plan.Functions {
@@ -253,11 +266,16 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	return errors.Join(errs...)
 }
 
-func (d *Driver) setMap(file, key string, value int) error {
+// remember records a map entry as the driver's desired state.
+func (d *Driver) remember(file, key string, value int) {
 	if d.maps[file] == nil {
 		d.maps[file] = map[string]int{}
 	}
 	d.maps[file][key] = value
+}
+
+func (d *Driver) setMap(file, key string, value int) error {
+	d.remember(file, key, value)
 	v := strconv.Itoa(value)
 	name := filepath.Base(file) // client-native resolves map names in the maps directory
 	if err := d.rt.SetMapEntry(name, key, v); err == nil {
@@ -277,14 +295,8 @@ func (d *Driver) delMap(file, key string) error {
 	return nil
 }
 
-// applyPeers makes a function's forwarding backend hold exactly the peers.
-func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
-	backend := forwardBackend(fn)
-	have := d.servers[fn]
-	if have == nil {
-		have = map[dfaas.NodeID]server{}
-		d.servers[fn] = have
-	}
+// wantServers is the servers a function's forwarding backend should hold.
+func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
 	want := map[dfaas.NodeID]server{}
 	for _, p := range peers {
 		if p.Weight <= 0 || p.Cap <= 0 || len(want) >= d.cfg.MaxPeers {
@@ -296,6 +308,18 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 		}
 		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight)}
 	}
+	return want
+}
+
+// applyPeers makes a function's forwarding backend hold exactly the peers.
+func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
+	backend := forwardBackend(fn)
+	have := d.servers[fn]
+	if have == nil {
+		have = map[dfaas.NodeID]server{}
+		d.servers[fn] = have
+	}
+	want := d.wantServers(peers)
 	var errs []error
 	for node, s := range have {
 		if w, ok := want[node]; ok && w.addr == s.addr {
@@ -338,9 +362,8 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 // the old worker finishes its requests. The configuration and map files
 // carry the runtime state over.
 func (d *Driver) reload(ctx context.Context, added []string) error {
-	// The new worker starts from the files: write the runtime state into
+	// The new worker starts from the files: write the desired state into
 	// them, so it serves the current plan from its first request.
-	d.layout.Functions = append(d.layout.Functions, added...)
 	d.layout.Servers = map[string][]Server{}
 	for fn, peers := range d.servers {
 		for _, sv := range peers {
@@ -368,11 +391,16 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	if counts, err := d.counts(); err == nil {
 		d.base = counts
 	}
-	if err := d.cmd.Process.Signal(syscallSIGUSR2); err != nil {
-		return fmt.Errorf("haproxy: reload: %w", err)
-	}
 	deadline := time.Now().Add(10 * time.Second)
+	var signalled time.Time
 	for {
+		// A master still starting up may miss the signal: repeat it.
+		if time.Since(signalled) > 500*time.Millisecond {
+			if err := d.cmd.Process.Signal(syscallSIGUSR2); err != nil {
+				return fmt.Errorf("haproxy: reload: %w", err)
+			}
+			signalled = time.Now()
+		}
 		if info, err := d.info(); err == nil && info["Pid"] != before["Pid"] {
 			break
 		}
@@ -383,6 +411,14 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// Let the old worker finish, so that the next runtime commands reach
+	// the new one only (it may take longer with slow requests in flight: the
+	// files hold the state either way).
+	if old, err := strconv.Atoi(before["Pid"]); err == nil {
+		for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && syscall.Kill(old, 0) == nil; {
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	d.log.Info("haproxy reloaded", "functions", added)
