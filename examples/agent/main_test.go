@@ -65,14 +65,13 @@ func TestAgentServes(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 }
 
-// TestAgentOnOpenFaaSAPI runs the agent with -faas openfaas against
-// faas/local, which serves the same function API as the gateway (the real
-// gateway's tests live in faas/openfaas, which owns its fixed ports), and
-// checks that the credentials never reach the log.
-func TestAgentOnOpenFaaSAPI(t *testing.T) {
+// helloProvider is a faas/local provider with the function hello deployed
+// through its API, at 50 req/s.
+func helloProvider(t *testing.T) *local.Provider {
+	t.Helper()
 	provider, err := local.New(local.Config{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
-	defer provider.Close()
+	t.Cleanup(func() { _ = provider.Close() })
 	require.NoError(t, provider.RegisterImage("dfaas/hello", faas.HandlerFunc(func(_ context.Context, b []byte) ([]byte, error) {
 		return append([]byte("hi "), b...), nil
 	})))
@@ -81,6 +80,15 @@ func TestAgentOnOpenFaaSAPI(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	return provider
+}
+
+// TestAgentOnOpenFaaSAPI runs the agent with -faas openfaas against
+// faas/local, which serves the same function API as the gateway (the real
+// gateway's tests live in faas/openfaas, which owns its fixed ports), and
+// checks that the credentials never reach the log.
+func TestAgentOnOpenFaaSAPI(t *testing.T) {
+	provider := helloProvider(t)
 
 	t.Setenv("OPENFAAS_USERNAME", "admin")
 	t.Setenv("OPENFAAS_PASSWORD", "s3cret-pa55")
@@ -116,16 +124,7 @@ func TestAgentOnOpenFaaSAPI(t *testing.T) {
 // TestAgentOnHAProxy runs the agent with HAProxy as its data plane in front
 // of faas/local.
 func TestAgentOnHAProxy(t *testing.T) {
-	provider, err := local.New(local.Config{Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	defer provider.Close()
-	require.NoError(t, provider.RegisterImage("dfaas/hello", faas.HandlerFunc(func(_ context.Context, b []byte) ([]byte, error) {
-		return append([]byte("hi "), b...), nil
-	})))
-	resp, err := http.Post(provider.URL()+"system/functions", "application/json",
-		strings.NewReader(`{"service":"hello","image":"dfaas/hello","labels":{"dfaas.maxrate":"50"}}`))
-	require.NoError(t, err)
-	resp.Body.Close()
+	provider := helloProvider(t)
 	free := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)

@@ -189,42 +189,15 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 	assert.Equal(t, pid, info["Pid"], "the same worker served every plan")
 
 	// Load through the reload that adds "echo".
-	var failed, ok atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := client.Get("http://" + a.cfg.UserAddr + "/function/figlet")
-				if err != nil || resp.StatusCode != http.StatusOK {
-					if failed.Add(1) < 3 {
-						t.Logf("failed: %v %v", err, resp)
-					}
-				} else {
-					ok.Add(1)
-				}
-				if resp != nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		}()
-	}
+	l := startLoad(t, "http://"+a.cfg.UserAddr+"/function/figlet")
+	ok, failed := &l.ok, &l.failed
 	require.Eventually(t, func() bool { return ok.Load() > 50 }, 10*time.Second, time.Millisecond, "load running")
 	before := a.Counts()["figlet"]
 	peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 100}}
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}, "echo": {Peers: peers}})
 	atReload := ok.Load()
 	require.Eventually(t, func() bool { return ok.Load() > atReload+200 }, 10*time.Second, time.Millisecond, "load after the reload")
-	close(stop)
-	wg.Wait()
+	l.stop()
 	t.Logf("%d requests through the reload, %d failed", ok.Load(), failed.Load())
 	assert.Positive(t, ok.Load())
 	assert.Zero(t, failed.Load())
@@ -254,38 +227,13 @@ func TestDeadPeerUnderLoad(t *testing.T) {
 	peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 0.5, Cap: 1e6}, {Node: "c", Addr: c.cfg.PeerAddr, Weight: 0.5, Cap: 1e6}}
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}})
 
-	var ok, failed atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := client.Get("http://" + a.cfg.UserAddr + "/function/figlet")
-				if err == nil && resp.StatusCode == http.StatusOK {
-					ok.Add(1)
-				} else {
-					failed.Add(1)
-				}
-				if resp != nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-			}
-		}()
-	}
+	l := startLoad(t, "http://"+a.cfg.UserAddr+"/function/figlet")
+	ok, failed := &l.ok, &l.failed
 	require.Eventually(t, func() bool { return pc.calls.Load() > 20 }, 10*time.Second, time.Millisecond, "c serving")
 	require.NoError(t, c.Close())
 	atDeath := pb.calls.Load()
 	require.Eventually(t, func() bool { return pb.calls.Load() > atDeath+300 }, 10*time.Second, time.Millisecond, "b takes over")
-	close(stop)
-	wg.Wait()
+	l.stop()
 	t.Logf("%d requests, %d failed, while a peer died", ok.Load(), failed.Load())
 	assert.Zero(t, failed.Load())
 
@@ -296,4 +244,46 @@ func TestDeadPeerUnderLoad(t *testing.T) {
 	assert.False(t, present, "the dead peer's server left the backend")
 	_, present = st[[2]string{forwardBackend("figlet"), serverName("b")}]
 	assert.True(t, present)
+}
+
+// load is four closed-loop clients calling one URL until stopped.
+type load struct {
+	ok, failed atomic.Int64
+	done       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startLoad(t *testing.T, url string) *load {
+	l := &load{done: make(chan struct{})}
+	for range 4 {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for {
+				select {
+				case <-l.done:
+					return
+				default:
+				}
+				resp, err := client.Get(url)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					if l.failed.Add(1) < 3 {
+						t.Logf("failed: %v %v", err, resp)
+					}
+				} else {
+					l.ok.Add(1)
+				}
+				if resp != nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) stop() {
+	close(l.done)
+	l.wg.Wait()
 }
