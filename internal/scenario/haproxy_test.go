@@ -1,10 +1,13 @@
 package scenario
 
 import (
+	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -18,4 +21,43 @@ func TestReferenceScenarioOnHAProxy(t *testing.T) {
 	assert.LessOrEqual(t, rep.ConvergenceS, 3.0)
 	assert.LessOrEqual(t, float64(rep.RejectedAfterConvergence), 0.01*float64(rep.Requests))
 	assert.Equal(t, rep.Nodes[0].ForwardedOut, rep.Nodes[1].Received+rep.Nodes[2].Received)
+}
+
+// TestHAProxyPeerDiesUnderLoad: a helper dies while HAProxy data planes
+// forward to it. Its share moves to the surviving peer without a failed
+// request, and its server leaves node 1's backend within two ticks.
+func TestHAProxyPeerDiesUnderLoad(t *testing.T) {
+	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, Proxy: "haproxy"})
+	n1, dead := c.Nodes[0], c.Nodes[2]
+	deadID := dead.Overlay.Self()
+	var stopped sync.WaitGroup
+	var ticksToLeave uint64 = 1 << 62 // until measured
+	stopped.Add(1)
+	// 25 req/s at node 1: 15 forwarded, which node 2 alone can also take.
+	rep, err := Run(context.Background(), c, LoadConfig{Rates: []dfaas.Rate{25, 0, 0}, Duration: 8 * time.Second,
+		Progress: func(b int, _ []float64) {
+			if b == 2 {
+				go func() {
+					defer stopped.Done()
+					assert.NoError(t, dead.Stop())
+					since := n1.Agent.Status().Ticks
+					for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+						left := !inPlan(c, n1, deadID)
+						if ticks := n1.Agent.Status().Ticks - since; left {
+							ticksToLeave = ticks
+							return
+						}
+					}
+				}()
+			}
+		}})
+	require.NoError(t, err)
+	stopped.Wait()
+	t.Logf("served %v / %v / %v", rep.Nodes[0].Served, rep.Nodes[1].Served, rep.Nodes[2].Served)
+	assert.Zero(t, totalRejected(rep), "no request failed while the peer died")
+	assert.InDelta(t, 15, rep.Nodes[1].Served[len(rep.Nodes[1].Served)-1], 1.5, "node 2 took the dead peer's share")
+
+	assert.LessOrEqual(t, ticksToLeave, uint64(2), "the dead peer left node 1's plan within two ticks")
+	_, inBackend := n1.Proxy.Counts()[c.Function].Forwarded[deadID]
+	assert.False(t, inBackend, "and its server left the backend")
 }
