@@ -70,6 +70,28 @@ func (c *counters) snapshot() Counts {
 	return out
 }
 
+// Add returns the sum of c and o, as when counts of an earlier process
+// carry over; InFlight is c's.
+func (c Counts) Add(o Counts) Counts {
+	s := c
+	s.Arrivals += o.Arrivals
+	s.ServedLocal += o.ServedLocal
+	s.ForwardedOut += o.ForwardedOut
+	s.ReceivedIn += o.ReceivedIn
+	s.Rejected += o.Rejected
+	s.Refused += o.Refused
+	s.FailedTries += o.FailedTries
+	s.Latency = c.Latency.Add(o.Latency)
+	s.Forwarded = maps.Clone(c.Forwarded)
+	if s.Forwarded == nil {
+		s.Forwarded = map[dfaas.NodeID]uint64{}
+	}
+	for n, v := range o.Forwarded {
+		s.Forwarded[n] += v
+	}
+	return s
+}
+
 // Sub returns the counts accumulated between old and c; InFlight is c's.
 func (c Counts) Sub(old Counts) Counts {
 	d := c

@@ -220,3 +220,13 @@ func TestConfigValidate(t *testing.T) {
 	_, err = New(Config{Node: "a", UserAddr: "256.0.0.1:0"}, http.NotFoundHandler())
 	assert.Error(t, err)
 }
+
+func TestCountsAddUndoesSub(t *testing.T) {
+	old := Counts{Arrivals: 3, ServedLocal: 1, ForwardedOut: 2, Forwarded: map[dfaas.NodeID]uint64{"b": 2}}
+	cur := Counts{Arrivals: 10, ServedLocal: 4, ForwardedOut: 5, Rejected: 1, Forwarded: map[dfaas.NodeID]uint64{"b": 4, "c": 1}}
+	d := cur.Sub(old)
+	assert.Equal(t, uint64(7), d.Arrivals)
+	assert.Equal(t, map[dfaas.NodeID]uint64{"b": 2, "c": 1}, d.Forwarded)
+	assert.Equal(t, cur, d.Add(old))
+	assert.Equal(t, uint64(2), old.Forwarded["b"], "operands unchanged")
+}

@@ -94,7 +94,9 @@ func Embedded(ctx context.Context, node, function string, capacity dfaas.Rate) (
 	}
 	gw := strings.TrimSuffix(p.URL(), "/")
 	u, _ := url.Parse(gw)
-	if _, err := sdk.NewClient(u, nil, http.DefaultClient).Deploy(ctx, types.FunctionDeployment{Service: function, Image: image,
+	deployer := &http.Client{Transport: &http.Transport{}}
+	defer deployer.CloseIdleConnections()
+	if _, err := sdk.NewClient(u, nil, deployer).Deploy(ctx, types.FunctionDeployment{Service: function, Image: image,
 		Labels: &map[string]string{local.LabelMaxRate: strconv.FormatFloat(float64(capacity), 'g', -1, 64)}}); err != nil {
 		return Platform{}, err
 	}
@@ -103,19 +105,8 @@ func Embedded(ctx context.Context, node, function string, capacity dfaas.Rate) (
 		return Platform{}, err
 	}
 	return Platform{Handler: b.Handler(), Capacity: b, Addr: u.Host, Close: func() error {
-		http.DefaultClient.CloseIdleConnections()
 		return errors.Join(b.Close(), p.Close())
 	}}, nil
-}
-
-// InProcess is a Platform without HTTP: the embedded faas.Runtime runs the
-// function in the proxy's process, at capacity.
-func InProcess(_ context.Context, node, function string, capacity dfaas.Rate) (Platform, error) {
-	rt := faas.NewRuntime()
-	if err := rt.Deploy(faas.Function{Name: function, Handler: Hello(node), Capacity: capacity}); err != nil {
-		return Platform{}, err
-	}
-	return Platform{Handler: rt, Capacity: rt}, nil
 }
 
 // DataPlane is a node's proxy: the embedded one or HAProxy.

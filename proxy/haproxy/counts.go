@@ -120,30 +120,11 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 			c.Forwarded[node] = row.n("hrsp_1xx") + row.n("hrsp_2xx") + row.n("hrsp_3xx") + row.n("hrsp_4xx")
 		}
 		if base, ok := d.base[fn]; ok {
-			c = add(c, base)
+			c = c.Add(base)
 		}
 		out[fn] = c
 	}
 	return out, nil
-}
-
-// add sums two counts (the latency histograms too).
-func add(a, b proxy.Counts) proxy.Counts {
-	a.Arrivals += b.Arrivals
-	a.ServedLocal += b.ServedLocal
-	a.ForwardedOut += b.ForwardedOut
-	a.ReceivedIn += b.ReceivedIn
-	a.Rejected += b.Rejected
-	a.Refused += b.Refused
-	a.FailedTries += b.FailedTries
-	a.Latency = a.Latency.Add(b.Latency)
-	for n, v := range b.Forwarded {
-		if a.Forwarded == nil {
-			a.Forwarded = map[dfaas.NodeID]uint64{}
-		}
-		a.Forwarded[n] += v
-	}
-	return a
 }
 
 var _ proxy.Counter = (*Driver)(nil)

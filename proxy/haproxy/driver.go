@@ -396,7 +396,7 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	for {
 		// A master still starting up may miss the signal: repeat it.
 		if time.Since(signalled) > 500*time.Millisecond {
-			if err := d.cmd.Process.Signal(syscallSIGUSR2); err != nil {
+			if err := d.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
 				return fmt.Errorf("haproxy: reload: %w", err)
 			}
 			signalled = time.Now()
@@ -431,7 +431,7 @@ func (d *Driver) Close() error {
 	d.closed = true
 	d.mu.Unlock()
 	if d.cmd != nil && d.cmd.Process != nil {
-		_ = d.cmd.Process.Signal(syscallSIGTERM)
+		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-d.exited:
 		case <-time.After(5 * time.Second):
