@@ -54,11 +54,11 @@ type peer struct {
 	sent   *atomic.Uint64
 }
 
-// burst is the token bucket depth for rate r: the requests that arrive in
-// window at that rate, and at least two, because a bucket of one wastes the
+// BucketDepth is the token bucket depth for rate r: the requests that arrive
+// in window at that rate, and at least two, because a bucket of one wastes the
 // tokens that accrue while it is full and so admits less than r when
 // arrivals are out of phase with it. Zero rate admits nothing.
-func burst(r dfaas.Rate, window time.Duration) int {
+func BucketDepth(r dfaas.Rate, window time.Duration) int {
 	if r <= 0 {
 		return 0
 	}
@@ -68,10 +68,10 @@ func burst(r dfaas.Rate, window time.Duration) int {
 // setLimiter moves l to rate r keeping its tokens, or creates it.
 func setLimiter(l *rate.Limiter, r dfaas.Rate, window time.Duration, now time.Time) *rate.Limiter {
 	if l == nil {
-		return rate.NewLimiter(rate.Limit(r), burst(r, window))
+		return rate.NewLimiter(rate.Limit(r), BucketDepth(r, window))
 	}
 	l.SetLimitAt(now, rate.Limit(r))
-	l.SetBurstAt(now, burst(r, window))
+	l.SetBurstAt(now, BucketDepth(r, window))
 	return l
 }
 

@@ -1,6 +1,7 @@
 package haproxy
 
 import (
+	_ "embed"
 	"fmt"
 	"net"
 	"slices"
@@ -17,9 +18,10 @@ type Layout struct {
 	// UserAddr, PeerAddr and LocalAddr are host:port: the user listener,
 	// the peer listener, and the FaaS platform (the gateway).
 	UserAddr, PeerAddr, LocalAddr string
-	// Socket is the runtime API's unix socket; LimitsMap and CapacityMap are
-	// the map files the configuration loads.
-	Socket, LimitsMap, CapacityMap string
+	// Socket is the runtime API's unix socket; LimitsMap, CapacityMap and
+	// RoutesMap are the map files the configuration loads; Lua is the
+	// script that picks peers (dfaas.lua, see Script).
+	Socket, LimitsMap, CapacityMap, RoutesMap, Lua string
 	// Functions get a forwarding backend each. Adding one needs a reload.
 	Functions []string
 	// Servers are the peers each function's forwarding backend starts
@@ -34,6 +36,13 @@ type Layout struct {
 	// forwards present this node's certificate to peers and verify theirs.
 	TLS *TLS
 }
+
+//go:embed dfaas.lua
+var script []byte
+
+// Script returns dfaas.lua, the Lua program that a Layout's Lua names: the
+// weighted choice among peers with per-peer grants.
+func Script() []byte { return slices.Clone(script) }
 
 // TLS holds the files of the federation's mutual TLS.
 type TLS struct {
@@ -64,7 +73,10 @@ const (
 	tableArrivals = "st_arrivals" // user requests, per function
 	tableUser     = "st_user"     // locally admitted user requests, per function
 	tableTotal    = "st_total"    // all local executions, per function
+	tableSpill    = "st_spill"    // user requests executed locally beyond the limit
 )
+
+const noCapacity = "no capacity for this function in the federation"
 
 // forwardBackend is the forwarding backend of a function.
 func forwardBackend(fn string) string { return "fwd_" + fn }
@@ -75,7 +87,7 @@ func (l Layout) validate() error {
 			return fmt.Errorf("%w: haproxy: address %q: %w", dfaas.ErrInvalidConfig, a, err)
 		}
 	}
-	paths := []string{l.Socket, l.LimitsMap, l.CapacityMap}
+	paths := []string{l.Socket, l.LimitsMap, l.CapacityMap, l.RoutesMap, l.Lua}
 	if l.TLS != nil {
 		paths = append(paths, l.TLS.CAFile, l.TLS.CertFile)
 	}
@@ -119,6 +131,8 @@ func (l Layout) Render() (string, error) {
 	w("    master-worker")
 	w("    stats socket %s mode 600 level admin expose-fd listeners", l.Socket)
 	w("    stats timeout 10s")
+	w("    setenv DFAAS_ROUTES %s", l.RoutesMap)
+	w("    lua-load %s", l.Lua)
 	w("")
 	w("defaults")
 	w("    mode http")
@@ -130,7 +144,7 @@ func (l Layout) Render() (string, error) {
 	w("    http-reuse always") // function calls carry no per-connection state
 	w("")
 	// Entries live a day, so their request counts serve as counters.
-	for _, t := range []string{tableArrivals, tableUser, tableTotal} {
+	for _, t := range []string{tableArrivals, tableUser, tableTotal, tableSpill} {
 		w("backend %s", t)
 		w("    stick-table type string len 64 size 10k expire 24h store http_req_cnt,http_req_rate(1s)")
 	}
@@ -147,10 +161,19 @@ func (l Layout) Render() (string, error) {
 	w("    acl under_limit var(txn.fn),table_http_req_rate(%s),sub(txn.limit) lt 0", tableUser)
 	w("    acl under_capacity var(txn.fn),table_http_req_rate(%s),sub(txn.capacity) lt 0", tableTotal)
 	// Decide once: tracking the request changes the rates the ACLs read.
+	// Local within the limit; else a peer with grant left (dfaas.lua sets
+	// txn.peer); else local beyond the limit while capacity is left; else
+	// the forwarding backend answers 503.
+	w("    acl local var(txn.local) -m bool")
+	w("    acl spill var(txn.spill) -m bool")
+	w("    acl peer var(txn.peer) -m found")
 	w("    http-request set-var(txn.local) bool(true) if under_limit under_capacity")
-	w("    http-request track-sc0 var(txn.fn) table %s if { var(txn.local) -m bool }", tableUser)
-	w("    http-request track-sc1 var(txn.fn) table %s if { var(txn.local) -m bool }", tableTotal)
-	w("    use_backend %s if { var(txn.local) -m bool }", backendLocal)
+	w("    http-request lua.dfaas_pick if !local")
+	w("    http-request set-var(txn.spill) bool(true) if !local !peer under_capacity")
+	w("    http-request track-sc0 var(txn.fn) table %s if local", tableUser)
+	w("    http-request track-sc0 var(txn.fn) table %s if spill", tableSpill)
+	w("    http-request track-sc1 var(txn.fn) table %s if local || spill", tableTotal)
+	w("    use_backend %s if local || spill", backendLocal)
 	w("    use_backend fwd_%%[var(txn.fn)]")
 	w("")
 	w("frontend peer")
@@ -182,7 +205,9 @@ func (l Layout) Render() (string, error) {
 		w("    http-request set-header X-Dfaas-Hop 1")
 		w("    http-request set-header X-Dfaas-From %s", l.Node)
 		w("    http-response set-header Retry-After 1 if { status 503 }")
-		w("    http-error status 503 content-type text/plain string \"no capacity for this function in the federation\" hdr Retry-After 1")
+		w("    http-error status 503 content-type text/plain string \"%s\" hdr Retry-After 1", noCapacity)
+		w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 if !{ var(txn.peer) -m found }", noCapacity)
+		w("    use-server %%[var(txn.peer)] if { var(txn.peer) -m found }")
 		for _, sv := range l.Servers[fn] {
 			w("    server %s %s weight %d%s", sv.Name, sv.Addr, sv.Weight, l.serverTLS())
 		}

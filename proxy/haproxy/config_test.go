@@ -16,7 +16,7 @@ import (
 func testLayout(dir string) Layout {
 	return Layout{Node: "node-1", UserAddr: "127.0.0.1:18080", PeerAddr: "127.0.0.1:18081", LocalAddr: "127.0.0.1:18082",
 		Socket: filepath.Join(dir, "admin.sock"), LimitsMap: filepath.Join(dir, "limits.map"), CapacityMap: filepath.Join(dir, "capacity.map"),
-		Functions: []string{"figlet", "echo"}, MaxPeers: 16, Timeout: 30 * time.Second}
+		RoutesMap: filepath.Join(dir, "routes.map"), Lua: filepath.Join(dir, "dfaas.lua"), Functions: []string{"figlet", "echo"}, MaxPeers: 16, Timeout: 30 * time.Second}
 }
 
 // TestRenderedConfigIsValid asks HAProxy itself to check the configuration.
@@ -27,9 +27,10 @@ func TestRenderedConfigIsValid(t *testing.T) {
 	require.NoError(t, err)
 	path := filepath.Join(dir, "haproxy.cfg")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
-	for _, m := range []string{l.LimitsMap, l.CapacityMap} {
+	for _, m := range []string{l.LimitsMap, l.CapacityMap, l.RoutesMap} {
 		require.NoError(t, os.WriteFile(m, nil, 0o600))
 	}
+	require.NoError(t, os.WriteFile(l.Lua, Script(), 0o600))
 	out, err := exec.Command("haproxy", "-c", "-f", path).CombinedOutput()
 	require.NoError(t, err, "%s\n%s", out, cfg)
 	assert.Contains(t, cfg, "backend fwd_echo")

@@ -70,7 +70,8 @@ func (d *Driver) stats() (map[[2]string]statRow, error) {
 }
 
 // Counts implements proxy.Counter from HAProxy's own counters: stick-table
-// request counts for arrivals and local executions, and the forwarding
+// request counts for arrivals and local executions (within the limit and
+// beyond it), and the forwarding
 // backends' statistics for forwarded and rejected requests. The counts
 // carry over reloads. Latency and in-flight counts are not measured.
 func (d *Driver) Counts() map[string]proxy.Counts {
@@ -100,15 +101,20 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 	if err != nil {
 		return nil, err
 	}
+	spill, err := d.tableCounts(tableSpill)
+	if err != nil {
+		return nil, err
+	}
 	st, err := d.stats()
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]proxy.Counts{}
 	for _, fn := range d.layout.Functions {
-		c := proxy.Counts{Arrivals: arrivals[fn], ServedLocal: user[fn], Forwarded: map[dfaas.NodeID]uint64{}}
-		if total[fn] > user[fn] {
-			c.ReceivedIn = total[fn] - user[fn]
+		local := user[fn] + spill[fn]
+		c := proxy.Counts{Arrivals: arrivals[fn], ServedLocal: local, Forwarded: map[dfaas.NodeID]uint64{}}
+		if total[fn] > local {
+			c.ReceivedIn = total[fn] - local
 		}
 		be := st[[2]string{forwardBackend(fn), "BACKEND"}]
 		answered := be.n("hrsp_1xx") + be.n("hrsp_2xx") + be.n("hrsp_3xx") + be.n("hrsp_4xx")

@@ -43,6 +43,10 @@ type Config struct {
 	MaxPeers int
 	// Timeout bounds one request to the platform or a peer. Default 30 s.
 	Timeout time.Duration
+	// Burst is how much forwarding a peer's grant lets through at once, as
+	// time at the granted rate (at least two requests), as in the embedded
+	// proxy. Default 100 ms.
+	Burst time.Duration
 	// Dir holds the configuration, maps and socket. Default: a new temporary
 	// directory, removed by Close.
 	Dir string
@@ -67,7 +71,7 @@ type Driver struct {
 	mu      sync.Mutex // serialises Apply
 	rt      runtime.Runtime
 	servers map[string]map[dfaas.NodeID]server // per function: the peers configured
-	maps    map[string]map[string]int          // map file -> key -> value, as set
+	maps    map[string]map[string]string       // map file -> key -> value, as set
 	closed  bool
 
 	base       map[string]proxy.Counts // what earlier workers counted
@@ -91,11 +95,14 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if cfg.Burst == 0 {
+		cfg.Burst = 100 * time.Millisecond
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
-		maps: map[string]map[string]int{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{})}
+		maps: map[string]map[string]string{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{})}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "dfaas-haproxy-"); err != nil {
 			return nil, fmt.Errorf("haproxy: %w", err)
@@ -110,15 +117,19 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	}()
 	d.layout = Layout{Node: cfg.Node, UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr, LocalAddr: cfg.Platform,
 		Socket: filepath.Join(cfg.Dir, "admin.sock"), LimitsMap: filepath.Join(cfg.Dir, "limits.map"),
-		CapacityMap: filepath.Join(cfg.Dir, "capacity.map"), Functions: slices.Clone(cfg.Functions),
+		CapacityMap: filepath.Join(cfg.Dir, "capacity.map"), RoutesMap: filepath.Join(cfg.Dir, "routes.map"),
+		Lua: filepath.Join(cfg.Dir, "dfaas.lua"), Functions: slices.Clone(cfg.Functions),
 		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout, TLS: cfg.TLS}
 	if err := d.writeConfig(); err != nil {
 		return nil, err
 	}
-	for _, m := range []string{d.layout.LimitsMap, d.layout.CapacityMap} {
+	for _, m := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap} {
 		if err := os.WriteFile(m, nil, 0o600); err != nil {
 			return nil, fmt.Errorf("haproxy: %w", err)
 		}
+	}
+	if err := os.WriteFile(d.layout.Lua, script, 0o600); err != nil {
+		return nil, fmt.Errorf("haproxy: %w", err)
 	}
 	d.cmd = exec.Command(cfg.Binary, "-W", "-db", "-f", d.configPath())
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
@@ -218,8 +229,9 @@ func serverName(node dfaas.NodeID) string {
 }
 
 // Apply implements dfaas.ProxyDriver through the runtime API only: map
-// entries, then each function's servers (added, reweighted, removed).
-// Functions new to the configuration are added with one seamless reload.
+// entries, then each function's servers (added, reweighted, removed) and
+// route (the peers' weights and grants dfaas.lua picks from). Functions new
+// to the configuration are added with one seamless reload.
 func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -241,20 +253,28 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		d.layout.Functions = append(d.layout.Functions, added...)
 		for _, name := range d.layout.Functions {
 			fp, ok := plan.Functions[name]
-			d.servers[name] = d.wantServers(fp.Peers)
+			want := d.wantServers(fp.Peers)
+			d.servers[name] = want
 			if !ok {
-				delete(d.maps[d.layout.LimitsMap], name)
-				delete(d.maps[d.layout.CapacityMap], name)
+				for _, file := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap} {
+					delete(d.maps[file], name)
+				}
 				continue
 			}
-			d.remember(d.layout.CapacityMap, name, rate(fp.Capacity))
-			d.remember(d.layout.LimitsMap, name, rate(min(fp.Limit, fp.Capacity)))
+			d.remember(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity)))
+			d.remember(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity))))
+			if r := d.route(fp.Peers, want); r != "" {
+				d.remember(d.layout.RoutesMap, name, r)
+			} else {
+				delete(d.maps[d.layout.RoutesMap], name)
+			}
 		}
 		return d.reload(ctx, added)
 	}
 	var errs []error
 	for name, fp := range plan.Functions {
-		errs = append(errs, d.setMap(d.layout.CapacityMap, name, rate(fp.Capacity)), d.setMap(d.layout.LimitsMap, name, rate(min(fp.Limit, fp.Capacity))))
+		errs = append(errs, d.setMap(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity))),
+			d.setMap(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity)))))
 		errs = append(errs, d.applyPeers(name, fp.Peers))
 	}
 	// Functions gone from the plan answer 404 again.
@@ -267,27 +287,32 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 }
 
 // remember records a map entry as the driver's desired state.
-func (d *Driver) remember(file, key string, value int) {
+func (d *Driver) remember(file, key, value string) {
 	if d.maps[file] == nil {
-		d.maps[file] = map[string]int{}
+		d.maps[file] = map[string]string{}
 	}
 	d.maps[file][key] = value
 }
 
-func (d *Driver) setMap(file, key string, value int) error {
-	d.remember(file, key, value)
-	v := strconv.Itoa(value)
-	name := filepath.Base(file) // client-native resolves map names in the maps directory
-	if err := d.rt.SetMapEntry(name, key, v); err == nil {
+func (d *Driver) setMap(file, key, value string) error {
+	if old, ok := d.maps[file][key]; ok && old == value {
 		return nil
 	}
-	if err := d.rt.AddMapEntry(name, key, v); err != nil {
-		return fmt.Errorf("haproxy: map %s %s=%s: %w", filepath.Base(file), key, v, err)
+	name := filepath.Base(file) // client-native resolves map names in the maps directory
+	if err := d.rt.SetMapEntry(name, key, value); err != nil {
+		if err := d.rt.AddMapEntry(name, key, value); err != nil {
+			return fmt.Errorf("haproxy: map %s %s=%s: %w", name, key, value, err)
+		}
 	}
+	d.remember(file, key, value)
 	return nil
 }
 
+// delMap removes a map entry the driver set.
 func (d *Driver) delMap(file, key string) error {
+	if _, ok := d.maps[file][key]; !ok {
+		return nil
+	}
 	delete(d.maps[file], key)
 	if _, err := d.rt.ExecuteRaw("del map " + file + " " + key); err != nil {
 		return fmt.Errorf("haproxy: del map %s %s: %w", filepath.Base(file), key, err)
@@ -295,15 +320,24 @@ func (d *Driver) delMap(file, key string) error {
 	return nil
 }
 
+// usable reports whether a share can be routed to: a positive weight and
+// grant, and an address that is a host:port.
+func (d *Driver) usable(p dfaas.Share) bool {
+	if !(p.Weight > 0) || !(p.Cap > 0) || math.IsInf(p.Weight, 0) {
+		return false
+	}
+	if _, _, err := net.SplitHostPort(p.Addr); err != nil || strings.ContainsAny(p.Addr, " \t\n") {
+		d.log.Warn("peer address ignored", "peer", p.Node, "addr", p.Addr)
+		return false
+	}
+	return true
+}
+
 // wantServers is the servers a function's forwarding backend should hold.
 func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
 	want := map[dfaas.NodeID]server{}
 	for _, p := range peers {
-		if p.Weight <= 0 || p.Cap <= 0 || len(want) >= d.cfg.MaxPeers {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(p.Addr); err != nil || strings.ContainsAny(p.Addr, " \t\n") {
-			d.log.Warn("peer address ignored", "peer", p.Node, "addr", p.Addr)
+		if len(want) >= d.cfg.MaxPeers || !d.usable(p) {
 			continue
 		}
 		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight)}
@@ -311,7 +345,30 @@ func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
 	return want
 }
 
-// applyPeers makes a function's forwarding backend hold exactly the peers.
+// maxGrant bounds a grant in the routes map: beyond it a grant is no limit.
+const maxGrant = 1e9
+
+// route is a function's entry in the routes map: the peers of want as
+// server:weight:rate:burst, comma-separated in the plan's order.
+func (d *Driver) route(peers []dfaas.Share, want map[dfaas.NodeID]server) string {
+	var parts []string
+	seen := map[dfaas.NodeID]bool{}
+	for _, p := range peers {
+		s, ok := want[p.Node]
+		if !ok || seen[p.Node] || !d.usable(p) {
+			continue
+		}
+		seen[p.Node] = true
+		grant := min(p.Cap, maxGrant)
+		parts = append(parts, fmt.Sprintf("%s:%s:%s:%d", s.name, strconv.FormatFloat(p.Weight, 'g', 6, 64),
+			strconv.FormatFloat(float64(grant), 'g', 6, 64), proxy.BucketDepth(grant, d.cfg.Burst)))
+	}
+	return strings.Join(parts, ",")
+}
+
+// applyPeers makes a function's forwarding backend hold exactly the peers,
+// and its route pick among them: servers are added before the route names
+// them and deleted after it stops naming them.
 func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 	backend := forwardBackend(fn)
 	have := d.servers[fn]
@@ -321,6 +378,26 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 	}
 	want := d.wantServers(peers)
 	var errs []error
+	for node, w := range want {
+		s, ok := have[node]
+		switch {
+		case ok && s.addr != w.addr:
+			continue // replaced below, once the route no longer names it
+		case !ok:
+			errs = append(errs, d.addServer(fn, node, w))
+		case s.weight != w.weight:
+			if err := d.rt.SetServerWeight(backend, w.name, strconv.Itoa(w.weight)); err != nil {
+				errs = append(errs, fmt.Errorf("haproxy: weight %s/%s: %w", backend, w.name, err))
+				continue
+			}
+			have[node] = w
+		}
+	}
+	if r := d.route(peers, want); r != "" {
+		errs = append(errs, d.setMap(d.layout.RoutesMap, fn, r))
+	} else {
+		errs = append(errs, d.delMap(d.layout.RoutesMap, fn))
+	}
 	for node, s := range have {
 		if w, ok := want[node]; ok && w.addr == s.addr {
 			continue
@@ -333,28 +410,24 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 			continue
 		}
 		delete(have, node)
-	}
-	for node, w := range want {
-		s, ok := have[node]
-		switch {
-		case !ok:
-			if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s", w.addr, w.weight, d.layout.serverTLS())); err != nil {
-				errs = append(errs, fmt.Errorf("haproxy: add server %s/%s: %w", backend, w.name, err))
-				continue
-			}
-			if err := d.rt.EnableServer(backend, w.name); err != nil {
-				errs = append(errs, fmt.Errorf("haproxy: enable server %s/%s: %w", backend, w.name, err))
-			}
-			have[node] = w
-		case s.weight != w.weight:
-			if err := d.rt.SetServerWeight(backend, w.name, strconv.Itoa(w.weight)); err != nil {
-				errs = append(errs, fmt.Errorf("haproxy: weight %s/%s: %w", backend, w.name, err))
-				continue
-			}
-			have[node] = w
+		if w, ok := want[node]; ok { // a new address
+			errs = append(errs, d.addServer(fn, node, w))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// addServer adds a peer's server to a function's forwarding backend.
+func (d *Driver) addServer(fn string, node dfaas.NodeID, w server) error {
+	backend := forwardBackend(fn)
+	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s", w.addr, w.weight, d.layout.serverTLS())); err != nil {
+		return fmt.Errorf("haproxy: add server %s/%s: %w", backend, w.name, err)
+	}
+	d.servers[fn][node] = w
+	if err := d.rt.EnableServer(backend, w.name); err != nil {
+		return fmt.Errorf("haproxy: enable server %s/%s: %w", backend, w.name, err)
+	}
+	return nil
 }
 
 // reload adds functions to the configuration with a seamless reload: the
@@ -377,7 +450,7 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	for file, entries := range d.maps {
 		var b strings.Builder
 		for k, v := range entries {
-			fmt.Fprintf(&b, "%s %d\n", k, v)
+			fmt.Fprintf(&b, "%s %s\n", k, v)
 		}
 		if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
 			return fmt.Errorf("haproxy: reload: %w", err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -89,7 +90,7 @@ func TestLocalAdmissionAndForwarding(t *testing.T) {
 	b := startDriver(t, "b", pb, "figlet")
 	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 5, Capacity: 5,
-		Peers: []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 100}}}})
+		Peers: []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 1e6}}}})
 
 	// 20 requests within a second: 5 run locally, the rest on b.
 	byNode := map[string]int{}
@@ -140,8 +141,8 @@ func TestRequestSemantics(t *testing.T) {
 
 	// A peer without room refuses; the request is retried on the other.
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{
-		{Node: "full", Addr: full.cfg.PeerAddr, Weight: 0.5, Cap: 100},
-		{Node: "b", Addr: b.cfg.PeerAddr, Weight: 0.5, Cap: 100}}}})
+		{Node: "full", Addr: full.cfg.PeerAddr, Weight: 0.5, Cap: 1e6},
+		{Node: "b", Addr: b.cfg.PeerAddr, Weight: 0.5, Cap: 1e6}}}})
 	for range 10 {
 		code, _, body := get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
 		require.Equal(t, http.StatusOK, code)
@@ -149,7 +150,7 @@ func TestRequestSemantics(t *testing.T) {
 	}
 
 	// Nowhere to go: 503 with Retry-After.
-	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "full", Addr: full.cfg.PeerAddr, Weight: 1, Cap: 100}}}})
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "full", Addr: full.cfg.PeerAddr, Weight: 1, Cap: 1e6}}}})
 	code, hdr, _ = get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Equal(t, "1", hdr.Get("Retry-After"))
@@ -176,9 +177,9 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 	require.NotEmpty(t, pid)
 	for i := range 6 {
 		wb := 0.2 + 0.1*float64(i)
-		peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: wb, Cap: 100}}
+		peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: wb, Cap: 1e6}}
 		if i%2 == 0 {
-			peers = append(peers, dfaas.Share{Node: "c", Addr: c.cfg.PeerAddr, Weight: 1 - wb, Cap: 100})
+			peers = append(peers, dfaas.Share{Node: "c", Addr: c.cfg.PeerAddr, Weight: 1 - wb, Cap: 1e6})
 		}
 		apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}})
 		code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
@@ -193,7 +194,7 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 	ok, failed := &l.ok, &l.failed
 	require.Eventually(t, func() bool { return ok.Load() > 50 }, 10*time.Second, time.Millisecond, "load running")
 	before := a.Counts()["figlet"]
-	peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 100}}
+	peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 1e6}}
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}, "echo": {Peers: peers}})
 	atReload := ok.Load()
 	require.Eventually(t, func() bool { return ok.Load() > atReload+200 }, 10*time.Second, time.Millisecond, "load after the reload")
@@ -286,4 +287,55 @@ func startLoad(t *testing.T, url string) *load {
 func (l *load) stop() {
 	close(l.done)
 	l.wg.Wait()
+}
+
+// attack sends rate req/s to url for d (open loop) and counts the answers
+// by body (the node that served) and status.
+func attack(t *testing.T, url string, rate int, d time.Duration) (byNode map[string]int, codes map[int]int) {
+	t.Helper()
+	atk := vegeta.NewAttacker(vegeta.Timeout(5 * time.Second))
+	tgt := vegeta.NewStaticTargeter(vegeta.Target{Method: "GET", URL: url})
+	byNode, codes = map[string]int{}, map[int]int{}
+	for res := range atk.Attack(tgt, vegeta.Rate{Freq: rate, Per: time.Second}, d, "grants") {
+		codes[int(res.Code)]++
+		if res.Code == http.StatusOK {
+			byNode[string(res.Body)]++
+		}
+	}
+	return byNode, codes
+}
+
+// TestPeerGrants: the sender holds each peer to its grant even though the
+// peers would take everything, uses local capacity beyond the limit when
+// every grant is spent, and answers 503 beyond that.
+func TestPeerGrants(t *testing.T) {
+	pa, pb, pc := newPlatform(t, "a"), newPlatform(t, "b"), newPlatform(t, "c")
+	a := startDriver(t, "a", pa, "figlet")
+	b := startDriver(t, "b", pb, "figlet")
+	c := startDriver(t, "c", pc, "figlet")
+	for _, d := range []*Driver{b, c} {
+		apply(t, d, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1e6, Capacity: 1e6}})
+	}
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 4, Capacity: 10, Peers: []dfaas.Share{
+		{Node: "b", Addr: b.cfg.PeerAddr, Weight: 0.5, Cap: 5},
+		{Node: "c", Addr: c.cfg.PeerAddr, Weight: 0.5, Cap: 10}}}})
+
+	const secs = 4
+	byNode, codes := attack(t, "http://"+a.cfg.UserAddr+"/function/figlet", 60, secs*time.Second)
+	t.Logf("served %v, codes %v", byNode, codes)
+	// A grant of r req/s lets through r per second plus a 2-request bucket.
+	assert.InDelta(t, 5*secs+2, byNode["b"], 3, "b held to its grant")
+	assert.InDelta(t, 10*secs+2, byNode["c"], 3, "c held to its grant")
+	// Locally: the node's capacity (10 req/s) in all, limit or not.
+	assert.InDelta(t, 10*secs, byNode["a"], 4, "local capacity used beyond the limit")
+	assert.Equal(t, 60*secs, codes[http.StatusOK]+codes[http.StatusServiceUnavailable])
+	assert.Positive(t, codes[http.StatusServiceUnavailable])
+
+	ca := a.Counts()["figlet"]
+	assert.Equal(t, uint64(60*secs), ca.Arrivals)
+	assert.Equal(t, uint64(byNode["a"]), ca.ServedLocal)
+	assert.Equal(t, uint64(byNode["b"]), ca.Forwarded["b"])
+	assert.Equal(t, uint64(byNode["c"]), ca.Forwarded["c"])
+	assert.Equal(t, uint64(codes[http.StatusServiceUnavailable]), ca.Rejected)
+	assert.Zero(t, b.Counts()["figlet"].Rejected+c.Counts()["figlet"].Refused, "no peer refused: the sender kept to the grants")
 }

@@ -86,7 +86,7 @@ func TestMutualTLSBetweenPeers(t *testing.T) {
 	}
 	a, b := start("a", pa, tlsA), start("b", pb, tlsB)
 	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
-	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 100}}}})
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
 
 	code, _, body := get(t, "http://"+a.UserAddr()+"/function/figlet", nil)
 	assert.Equal(t, http.StatusOK, code)

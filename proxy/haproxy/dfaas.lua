@@ -1,0 +1,113 @@
+-- dfaas.lua: the weighted choice among peers with per-peer grants, for the
+-- configuration proxy/haproxy generates (loaded with lua-load). HAProxy's
+-- balancing algorithms cannot skip a server whose grant for the current
+-- second is spent, so this action picks the server and the configuration
+-- sends the request there with "use-server %[var(txn.peer)]".
+--
+-- The routes map (its path in the DFAAS_ROUTES environment variable) holds,
+-- per function, the plan's peers as "server:weight:rate:burst" joined by
+-- commas. The driver updates it with the runtime API's set map, one
+-- function at a time, so a request sees either the old route or the new one.
+--
+-- Per request (http-request lua.dfaas_pick, with txn.fn set): smooth
+-- weighted round robin picks a peer; if its token bucket (rate req/s, burst
+-- tokens) is empty, the others are tried by decreasing weight. The first
+-- with a token is stored in txn.peer; none leaves txn.peer unset. This is
+-- the embedded proxy's rule (proxy/route.go).
+
+local routes_map = Map.new(os.getenv("DFAAS_ROUTES"), Map._str)
+
+-- routes[fn] = {raw = map value, peers = {{name, weight, bucket}...},
+--               current = {smooth weighted round robin state}}
+local routes = {}
+-- buckets[fn][server] = {rate, burst, tokens, at}: they outlive routes, so a
+-- new plan does not refill a grant already spent.
+local buckets = {}
+
+local function now()
+  local t = core.now()
+  return t.sec + t.usec / 1e6
+end
+
+local function parse(fn, raw, at)
+  local peers, seen = {}, {}
+  local fb = buckets[fn] or {}
+  buckets[fn] = fb
+  for name, w, r, b in string.gmatch(raw, "([^:,]+):([^:,]+):([^:,]+):([^:,]+)") do
+    local weight, rate, burst = tonumber(w), tonumber(r), tonumber(b)
+    if weight and rate and burst and weight > 0 and rate > 0 and burst >= 1 then
+      local bk = fb[name]
+      if bk == nil then
+        bk = {tokens = burst, at = at}
+        fb[name] = bk
+      end
+      bk.rate, bk.burst = rate, burst
+      if bk.tokens > burst then bk.tokens = burst end
+      peers[#peers + 1] = {name = name, weight = weight, bucket = bk}
+      seen[name] = true
+    end
+  end
+  for name in pairs(fb) do
+    if not seen[name] then fb[name] = nil end
+  end
+  -- Stable order by decreasing weight: the fallback order.
+  for i = 2, #peers do
+    local p, j = peers[i], i - 1
+    while j >= 1 and peers[j].weight < p.weight do
+      peers[j + 1] = peers[j]
+      j = j - 1
+    end
+    peers[j + 1] = p
+  end
+  local current = {}
+  for i = 1, #peers do current[i] = 0 end
+  return {raw = raw, peers = peers, current = current}
+end
+
+local function take(bk, at)
+  local tokens = bk.tokens + (at - bk.at) * bk.rate
+  if tokens > bk.burst then tokens = bk.burst end
+  bk.at = at
+  if tokens < 1 then
+    bk.tokens = tokens
+    return false
+  end
+  bk.tokens = tokens - 1
+  return true
+end
+
+core.register_action("dfaas_pick", {"http-req"}, function(txn)
+  local fn = txn:get_var("txn.fn")
+  if fn == nil then return end
+  local raw = routes_map:lookup(fn)
+  if raw == nil or raw == "" then
+    routes[fn] = nil
+    return
+  end
+  local rt = routes[fn]
+  local at = now()
+  if rt == nil or rt.raw ~= raw then
+    rt = parse(fn, raw, at)
+    routes[fn] = rt
+  end
+  local peers, current = rt.peers, rt.current
+  local n = #peers
+  if n == 0 then return end
+  local best, total = 1, 0
+  for i = 1, n do
+    current[i] = current[i] + peers[i].weight
+    total = total + peers[i].weight
+    if current[i] > current[best] then best = i end
+  end
+  current[best] = current[best] - total
+  if take(peers[best].bucket, at) then
+    txn:set_var("txn.peer", peers[best].name)
+    return
+  end
+  for i = 1, n do
+    if i ~= best and take(peers[i].bucket, at) then
+      txn:set_var("txn.peer", peers[i].name)
+      return
+    end
+  end
+end)
