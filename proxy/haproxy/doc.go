@@ -10,17 +10,21 @@
 //     function's locally admitted rate (a stick table of the local requests,
 //     1 s sliding window) is under the limit in the limits map, and the
 //     node's total (local plus peer requests) under the capacity map;
-//     otherwise it goes to the function's forwarding backend, whose servers
-//     are the plan's peers with the plan's weights. A peer that refuses (503)
-//     or cannot be reached is retried on another server (retry-on,
-//     redispatch). Hop markers sent by users are removed.
+//     otherwise dfaas.lua (Script) picks a peer by smooth weighted round
+//     robin among those whose grant is not spent (a token bucket per peer at
+//     the plan's rate cap, from the routes map), and the function's
+//     forwarding backend sends the request there. With every grant spent,
+//     the request runs locally if the node has capacity beyond the limit,
+//     else it gets 503 with Retry-After. A peer that refuses (503) or cannot
+//     be reached is retried on another server (retry-on, redispatch). Hop
+//     markers sent by users are removed.
 //   - The peer frontend takes forwarded requests (they carry a hop marker,
 //     or get 400), serves them locally within the capacity map, and refuses
 //     the rest with 503 and X-Dfaas-Refused. It never forwards.
 //
 // Every Apply changes only runtime state: map entries (set/add map),
 // server weights, and servers added to or deleted from the forwarding
-// backends. Rates are whole requests per second: HAProxy's rate counters
-// count requests. Per-peer caps are enforced by the peers themselves, which
-// refuse beyond their capacity.
+// backends. Limits and capacities are whole requests per second (HAProxy's
+// rate counters count requests); grants keep their fractions. HAProxy must
+// be built with Lua.
 package haproxy

@@ -175,7 +175,11 @@ func (d *Driver) connect(ctx context.Context) error {
 		}
 		select {
 		case <-d.exited:
-			return fmt.Errorf("haproxy: exited at start:\n%s", d.out.String())
+			out := d.out.String()
+			if strings.Contains(out, "lua-load") {
+				out += "\n(the driver needs HAProxy built with Lua: `haproxy -vv` lists USE_LUA=1)"
+			}
+			return fmt.Errorf("haproxy: exited at start:\n%s", out)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(20 * time.Millisecond):
