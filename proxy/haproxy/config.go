@@ -20,8 +20,9 @@ type Layout struct {
 	UserAddr, PeerAddr, LocalAddr string
 	// Socket is the runtime API's unix socket; LimitsMap, CapacityMap and
 	// RoutesMap are the map files the configuration loads; Lua is the
-	// script that picks peers (dfaas.lua, see Script).
-	Socket, LimitsMap, CapacityMap, RoutesMap, Lua string
+	// script that picks peers (dfaas.lua, see Script); PeersSocket is where
+	// a reloaded worker takes the stick tables over from the old one.
+	Socket, LimitsMap, CapacityMap, RoutesMap, Lua, PeersSocket string
 	// Functions get a forwarding backend each. Adding one needs a reload.
 	Functions []string
 	// Servers are the peers each function's forwarding backend starts
@@ -74,6 +75,9 @@ const (
 	tableUser     = "st_user"     // locally admitted user requests, per function
 	tableTotal    = "st_total"    // all local executions, per function
 	tableSpill    = "st_spill"    // user requests executed locally beyond the limit
+	tableRefused  = "st_refused"  // peer requests refused, per function
+	tableFwd      = "st_fwd"      // user requests a peer answered, per function/server
+	peersSection  = "dfaas"       // the local peer: stick tables outlive reloads
 )
 
 const noCapacity = "no capacity for this function in the federation"
@@ -87,7 +91,7 @@ func (l Layout) validate() error {
 			return fmt.Errorf("%w: haproxy: address %q: %w", dfaas.ErrInvalidConfig, a, err)
 		}
 	}
-	paths := []string{l.Socket, l.LimitsMap, l.CapacityMap, l.RoutesMap, l.Lua}
+	paths := []string{l.Socket, l.LimitsMap, l.CapacityMap, l.RoutesMap, l.Lua, l.PeersSocket}
 	if l.TLS != nil {
 		paths = append(paths, l.TLS.CAFile, l.TLS.CertFile)
 	}
@@ -133,6 +137,13 @@ func (l Layout) Render() (string, error) {
 	w("    stats timeout 10s")
 	w("    setenv DFAAS_ROUTES %s", l.RoutesMap)
 	w("    lua-load %s", l.Lua)
+	w("    localpeer %s", peersSection)
+	w("")
+	// A reloaded worker learns the tables from the old one through the local
+	// peer, so counts and rates go on across reloads.
+	w("peers %s", peersSection)
+	w("    bind unix@%s", l.PeersSocket)
+	w("    server %s", peersSection)
 	w("")
 	w("defaults")
 	w("    mode http")
@@ -144,10 +155,12 @@ func (l Layout) Render() (string, error) {
 	w("    http-reuse always") // function calls carry no per-connection state
 	w("")
 	// Entries live a day, so their request counts serve as counters.
-	for _, t := range []string{tableArrivals, tableUser, tableTotal, tableSpill} {
+	for _, t := range []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused} {
 		w("backend %s", t)
-		w("    stick-table type string len 64 size 10k expire 24h store http_req_cnt,http_req_rate(1s)")
+		w("    stick-table type string len 64 size 10k expire 24h store http_req_cnt,http_req_rate(1s) peers %s", peersSection)
 	}
+	w("backend %s", tableFwd) // function "/" server name
+	w("    stick-table type string len 96 size 100k expire 24h store http_req_cnt peers %s", peersSection)
 	w("")
 	w("frontend user")
 	w("    bind %s", l.UserAddr)
@@ -187,6 +200,7 @@ func (l Layout) Render() (string, error) {
 	w("    http-request return status 404 hdr X-Dfaas-Refused unknown if !{ var(txn.fn),map(%s) -m found }", l.CapacityMap)
 	w("    http-request set-var(txn.capacity) var(txn.fn),map(%s,0)", l.CapacityMap)
 	w("    acl under_capacity var(txn.fn),table_http_req_rate(%s),sub(txn.capacity) lt 0", tableTotal)
+	w("    http-request track-sc0 var(txn.fn) table %s if !under_capacity", tableRefused)
 	w("    http-request return status 503 hdr X-Dfaas-Refused capacity hdr Retry-After 1 if !under_capacity")
 	w("    http-request track-sc1 var(txn.fn) table %s", tableTotal)
 	w("    default_backend %s", backendLocal)
@@ -205,6 +219,8 @@ func (l Layout) Render() (string, error) {
 		w("    http-request set-header X-Dfaas-Hop 1")
 		w("    http-request set-header X-Dfaas-From %s", l.Node)
 		w("    http-response set-header Retry-After 1 if { status 503 }")
+		w("    http-response set-var(txn.srv) srv_name")
+		w("    http-response track-sc0 var(txn.fn),concat(/,txn.srv) table %s if { status lt 500 }", tableFwd)
 		w("    http-error status 503 content-type text/plain string \"%s\" hdr Retry-After 1", noCapacity)
 		w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 if !{ var(txn.peer) -m found }", noCapacity)
 		w("    use-server %%[var(txn.peer)] if { var(txn.peer) -m found }")

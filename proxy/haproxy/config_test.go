@@ -16,7 +16,7 @@ import (
 func testLayout(dir string) Layout {
 	return Layout{Node: "node-1", UserAddr: "127.0.0.1:18080", PeerAddr: "127.0.0.1:18081", LocalAddr: "127.0.0.1:18082",
 		Socket: filepath.Join(dir, "admin.sock"), LimitsMap: filepath.Join(dir, "limits.map"), CapacityMap: filepath.Join(dir, "capacity.map"),
-		RoutesMap: filepath.Join(dir, "routes.map"), Lua: filepath.Join(dir, "dfaas.lua"), Functions: []string{"figlet", "echo"}, MaxPeers: 16, Timeout: 30 * time.Second}
+		RoutesMap: filepath.Join(dir, "routes.map"), Lua: filepath.Join(dir, "dfaas.lua"), PeersSocket: filepath.Join(dir, "peers.sock"), Functions: []string{"figlet", "echo"}, MaxPeers: 16, Timeout: 30 * time.Second}
 }
 
 // TestRenderedConfigIsValid asks HAProxy itself to check the configuration.

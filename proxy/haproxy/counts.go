@@ -3,6 +3,7 @@ package haproxy
 import (
 	"encoding/csv"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -70,10 +71,12 @@ func (d *Driver) stats() (map[[2]string]statRow, error) {
 }
 
 // Counts implements proxy.Counter from HAProxy's own counters: stick-table
-// request counts for arrivals and local executions (within the limit and
-// beyond it), and the forwarding
-// backends' statistics for forwarded and rejected requests. The counts
-// carry over reloads. Latency and in-flight counts are not measured.
+// request counts for arrivals, local executions (within the limit and
+// beyond it), refusals and answers per peer, which a reloaded worker takes
+// over from the old one; and the forwarding backends' statistics for
+// rejected requests and retries, which carry over a reload as a snapshot
+// taken just before it (what the old worker counts after it is lost).
+// Latency and in-flight counts are not measured.
 func (d *Driver) Counts() map[string]proxy.Counts {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -86,22 +89,10 @@ func (d *Driver) Counts() map[string]proxy.Counts {
 	return cur
 }
 
-// counts reads the current worker's counters and adds what earlier workers
-// counted.
+// counts reads the current worker's counters and adds what earlier
+// workers counted that it did not take over.
 func (d *Driver) counts() (map[string]proxy.Counts, error) {
-	arrivals, err := d.tableCounts(tableArrivals)
-	if err != nil {
-		return nil, err
-	}
-	user, err := d.tableCounts(tableUser)
-	if err != nil {
-		return nil, err
-	}
-	total, err := d.tableCounts(tableTotal)
-	if err != nil {
-		return nil, err
-	}
-	spill, err := d.tableCounts(tableSpill)
+	tables, err := d.readTables()
 	if err != nil {
 		return nil, err
 	}
@@ -109,28 +100,105 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 	if err != nil {
 		return nil, err
 	}
+	tc, sc := d.tableCountsByFunction(tables), d.statCounts(st)
 	out := map[string]proxy.Counts{}
 	for _, fn := range d.layout.Functions {
-		local := user[fn] + spill[fn]
-		c := proxy.Counts{Arrivals: arrivals[fn], ServedLocal: local, Forwarded: map[dfaas.NodeID]uint64{}}
-		if total[fn] > local {
-			c.ReceivedIn = total[fn] - local
-		}
-		be := st[[2]string{forwardBackend(fn), "BACKEND"}]
-		answered := be.n("hrsp_1xx") + be.n("hrsp_2xx") + be.n("hrsp_3xx") + be.n("hrsp_4xx")
-		c.ForwardedOut = answered
-		c.Rejected = be.n("hrsp_5xx") + be.n("hrsp_other")
-		c.FailedTries = be.n("wretr") + be.n("wredis")
-		for node, sv := range d.servers[fn] {
-			row := st[[2]string{forwardBackend(fn), sv.name}]
-			c.Forwarded[node] = row.n("hrsp_1xx") + row.n("hrsp_2xx") + row.n("hrsp_3xx") + row.n("hrsp_4xx")
-		}
-		if base, ok := d.base[fn]; ok {
-			c = c.Add(base)
-		}
-		out[fn] = c
+		out[fn] = tc[fn].Add(sc[fn]).Add(d.base[fn])
 	}
 	return out, nil
 }
 
+// countTables are the stick tables that count requests.
+var countTables = []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused, tableFwd}
+
+// readTables reads the request counts of every counting table.
+func (d *Driver) readTables() (map[string]map[string]uint64, error) {
+	tables := map[string]map[string]uint64{}
+	for _, t := range countTables {
+		n, err := d.tableCounts(t)
+		if err != nil {
+			return nil, err
+		}
+		tables[t] = n
+	}
+	return tables, nil
+}
+
+// tableCountsByFunction is what the stick tables count per function.
+func (d *Driver) tableCountsByFunction(tables map[string]map[string]uint64) map[string]proxy.Counts {
+	out := map[string]proxy.Counts{}
+	for _, fn := range d.layout.Functions {
+		local := tables[tableUser][fn] + tables[tableSpill][fn]
+		c := proxy.Counts{Arrivals: tables[tableArrivals][fn], ServedLocal: local, Refused: tables[tableRefused][fn],
+			Forwarded: map[dfaas.NodeID]uint64{}}
+		if total := tables[tableTotal][fn]; total > local {
+			c.ReceivedIn = total - local
+		}
+		out[fn] = c
+	}
+	for key, n := range tables[tableFwd] {
+		fn, srv, _ := strings.Cut(key, "/")
+		c, ok := out[fn]
+		if !ok {
+			continue
+		}
+		c.ForwardedOut += n
+		if node, ok := d.nodes[srv]; ok {
+			c.Forwarded[node] += n
+		}
+		out[fn] = c
+	}
+	return out
+}
+
+// learned reports whether the current worker took the stick tables over
+// from the worker before it: its local peer's resync finished, fully or in
+// part.
+func (d *Driver) learned() bool {
+	raw, err := d.rt.ExecuteRaw("show peers")
+	if err != nil {
+		return false
+	}
+	_, rest, ok := strings.Cut(raw, " flags=0x")
+	if !ok {
+		return false
+	}
+	hex, _, _ := strings.Cut(rest, " ")
+	flags, err := strconv.ParseUint(hex, 16, 32)
+	const localFinished, localPartial = 0x100, 0x400 // PEERS_F_RESYNC_LOCAL*
+	return err == nil && flags&(localFinished|localPartial) != 0
+}
+
+// statCounts is what the statistics count per function: requests the
+// forwarding backend answered with 5xx itself or passed on from the last
+// peer it tried, and retries.
+func (d *Driver) statCounts(st map[[2]string]statRow) map[string]proxy.Counts {
+	out := map[string]proxy.Counts{}
+	for _, fn := range d.layout.Functions {
+		be := st[[2]string{forwardBackend(fn), "BACKEND"}]
+		out[fn] = proxy.Counts{Forwarded: map[dfaas.NodeID]uint64{},
+			Rejected: be.n("hrsp_5xx") + be.n("hrsp_other"), FailedTries: be.n("wretr")} // every redispatch is a retry too
+	}
+	return out
+}
+
 var _ proxy.Counter = (*Driver)(nil)
+
+// Peers returns the peers that a function's forwarding backend holds now,
+// as HAProxy reports them.
+func (d *Driver) Peers(fn string) ([]dfaas.NodeID, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, err := d.stats()
+	if err != nil {
+		return nil, err
+	}
+	var out []dfaas.NodeID
+	for key := range st {
+		if node, ok := d.nodes[key[1]]; ok && key[0] == forwardBackend(fn) {
+			out = append(out, node)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}

@@ -22,6 +22,12 @@
 //     or get 400), serves them locally within the capacity map, and refuses
 //     the rest with 503 and X-Dfaas-Refused. It never forwards.
 //
+// A function new to the configuration takes a seamless master-worker
+// reload: the files carry the plan to the new worker and a peers section
+// (the local peer, over a unix socket) carries the stick tables, so rates and
+// counts go on. HAProxy teaches the tables only from a worker older than its
+// resync period (5 s); for a younger one the driver carries the counts.
+//
 // Every Apply changes only runtime state: map entries (set/add map),
 // server weights, and servers added to or deleted from the forwarding
 // backends. Limits and capacities are whole requests per second (HAProxy's

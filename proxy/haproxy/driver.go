@@ -74,7 +74,8 @@ type Driver struct {
 	maps    map[string]map[string]string       // map file -> key -> value, as set
 	closed  bool
 
-	base       map[string]proxy.Counts // what earlier workers counted
+	nodes      map[string]dfaas.NodeID // server name -> peer, for every server ever added
+	base       map[string]proxy.Counts // what earlier workers' statistics counted
 	lastCounts map[string]proxy.Counts
 }
 
@@ -102,7 +103,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		cfg.Logger = slog.Default()
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
-		maps: map[string]map[string]string{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{})}
+		maps: map[string]map[string]string{}, nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{})}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "dfaas-haproxy-"); err != nil {
 			return nil, fmt.Errorf("haproxy: %w", err)
@@ -118,7 +119,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	d.layout = Layout{Node: cfg.Node, UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr, LocalAddr: cfg.Platform,
 		Socket: filepath.Join(cfg.Dir, "admin.sock"), LimitsMap: filepath.Join(cfg.Dir, "limits.map"),
 		CapacityMap: filepath.Join(cfg.Dir, "capacity.map"), RoutesMap: filepath.Join(cfg.Dir, "routes.map"),
-		Lua: filepath.Join(cfg.Dir, "dfaas.lua"), Functions: slices.Clone(cfg.Functions),
+		Lua: filepath.Join(cfg.Dir, "dfaas.lua"), PeersSocket: filepath.Join(cfg.Dir, "peers.sock"), Functions: slices.Clone(cfg.Functions),
 		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout, TLS: cfg.TLS}
 	if err := d.writeConfig(); err != nil {
 		return nil, err
@@ -345,6 +346,7 @@ func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
 			continue
 		}
 		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight)}
+		d.nodes[serverName(p.Node)] = p.Node
 	}
 	return want
 }
@@ -464,10 +466,11 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	if err != nil {
 		return err
 	}
-	// The new worker's counters start at zero: keep the old worker's.
-	if counts, err := d.counts(); err == nil {
-		d.base = counts
-	}
+	// The new worker's statistics start at zero: keep the old worker's. Its
+	// stick tables pass over through the local peer, unless it is younger
+	// than HAProxy's resync period (5 s): keep their counts too then.
+	preTables, tablesErr := d.readTables()
+	preStats, statsErr := d.stats()
 	deadline := time.Now().Add(10 * time.Second)
 	var signalled time.Time
 	for {
@@ -496,6 +499,17 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	if old, err := strconv.Atoi(before["Pid"]); err == nil {
 		for end := time.Now().Add(2 * time.Second); time.Now().Before(end) && syscall.Kill(old, 0) == nil; {
 			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if statsErr == nil {
+		for fn, c := range d.statCounts(preStats) {
+			d.base[fn] = c.Add(d.base[fn])
+		}
+	}
+	if tablesErr == nil && !d.learned() {
+		d.log.Debug("haproxy: stick tables not taken over, counts carried by the driver")
+		for fn, c := range d.tableCountsByFunction(preTables) {
+			d.base[fn] = c.Add(d.base[fn])
 		}
 	}
 	d.log.Info("haproxy reloaded", "functions", added)
