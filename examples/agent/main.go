@@ -122,8 +122,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-proxy %q: want embedded or haproxy", o.proxy)
 	case o.proxy == "haproxy" && o.faas != "openfaas":
 		return o, errors.New("-proxy haproxy needs -faas openfaas: HAProxy reaches the platform over TCP")
-	case o.proxy == "haproxy" && o.gateway.Namespace != "openfaas-fn":
-		return o, errors.New("-proxy haproxy serves the gateway's default namespace only, for now")
 	}
 	switch o.faas {
 	case "embedded":
@@ -167,10 +165,8 @@ func newDataPlane(ctx context.Context, o options, node dfaas.NodeID, local http.
 		if err != nil {
 			return nil, err
 		}
-		// HAProxy serves the default namespace's /function/<name> paths as
-		// the gateway does.
 		return haproxy.Start(ctx, haproxy.Config{Binary: o.haproxy, Node: node, UserAddr: o.user, PeerAddr: o.peer,
-			Platform: gw.Host, Logger: log})
+			Platform: gw.Host, Namespace: o.gateway.Namespace, Logger: log})
 	}
 	return proxy.New(proxy.Config{Node: node, UserAddr: o.user, PeerAddr: o.peer, Logger: log}, local)
 }

@@ -28,8 +28,7 @@ func TestParseFlags(t *testing.T) {
 	assert.Len(t, o.functions, 2)
 	assert.Equal(t, []string{"a", "b"}, o.bootstrap)
 	for _, bad := range [][]string{{"-functions", "hello"}, {"-functions", "Bad=1"}, {"-functions", "x=-1"}, {"-strategy", "nope"},
-		{"-faas", "lambda"}, {"-faas", "openfaas", "-gateway", "not a url"}, {"-proxy", "nginx"}, {"-proxy", "haproxy"},
-		{"-proxy", "haproxy", "-faas", "openfaas", "-fn-namespace", "other"}} {
+		{"-faas", "lambda"}, {"-faas", "openfaas", "-gateway", "not a url"}, {"-proxy", "nginx"}, {"-proxy", "haproxy"}} {
 		_, err := parseFlags(bad, io.Discard)
 		assert.Error(t, err, "%v", bad)
 	}
@@ -66,8 +65,8 @@ func TestAgentServes(t *testing.T) {
 }
 
 // helloProvider is a faas/local provider with the function hello deployed
-// through its API, at 50 req/s.
-func helloProvider(t *testing.T) *local.Provider {
+// through its API, at 50 req/s, in namespace ns ("": the default).
+func helloProvider(t *testing.T, ns string) *local.Provider {
 	t.Helper()
 	provider, err := local.New(local.Config{Logger: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
@@ -75,7 +74,7 @@ func helloProvider(t *testing.T) *local.Provider {
 	require.NoError(t, provider.RegisterImage("dfaas/hello", faas.HandlerFunc(func(_ context.Context, b []byte) ([]byte, error) {
 		return append([]byte("hi "), b...), nil
 	})))
-	spec := `{"service":"hello","image":"dfaas/hello","labels":{"dfaas.maxrate":"50"}}`
+	spec := `{"service":"hello","image":"dfaas/hello","namespace":"` + ns + `","labels":{"dfaas.maxrate":"50"}}`
 	resp, err := http.Post(provider.URL()+"system/functions", "application/json", strings.NewReader(spec))
 	require.NoError(t, err)
 	resp.Body.Close()
@@ -88,7 +87,7 @@ func helloProvider(t *testing.T) *local.Provider {
 // gateway's tests live in faas/openfaas, which owns its fixed ports), and
 // checks that the credentials never reach the log.
 func TestAgentOnOpenFaaSAPI(t *testing.T) {
-	provider := helloProvider(t)
+	provider := helloProvider(t, "")
 
 	t.Setenv("OPENFAAS_USERNAME", "admin")
 	t.Setenv("OPENFAAS_PASSWORD", "s3cret-pa55")
@@ -124,7 +123,7 @@ func TestAgentOnOpenFaaSAPI(t *testing.T) {
 // TestAgentOnHAProxy runs the agent with HAProxy as its data plane in front
 // of faas/local.
 func TestAgentOnHAProxy(t *testing.T) {
-	provider := helloProvider(t)
+	provider := helloProvider(t, "team-a")
 	free := func() string {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		require.NoError(t, err)
@@ -132,7 +131,7 @@ func TestAgentOnHAProxy(t *testing.T) {
 		return l.Addr().String()
 	}
 	o, err := parseFlags([]string{"-proxy", "haproxy", "-faas", "openfaas", "-gateway", strings.TrimSuffix(provider.URL(), "/"),
-		"-user", free(), "-peer", free(), "-interval", "100ms"}, io.Discard)
+		"-fn-namespace", "team-a", "-user", free(), "-peer", free(), "-interval", "100ms"}, io.Discard)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan dataPlane, 1)

@@ -23,6 +23,10 @@ type Layout struct {
 	// script that picks peers (dfaas.lua, see Script); PeersSocket is where
 	// a reloaded worker takes the stick tables over from the old one.
 	Socket, LimitsMap, CapacityMap, RoutesMap, Lua, PeersSocket string
+	// Namespace, if set, is the functions' namespace on the platform:
+	// requests reach it as /function/<name>.<namespace> (OpenFaaS's path for
+	// a namespace), else as /function/<name>.
+	Namespace string
 	// Functions get a forwarding backend each. Adding one needs a reload.
 	Functions []string
 	// Servers are the peers each function's forwarding backend starts
@@ -102,6 +106,11 @@ func (l Layout) validate() error {
 	}
 	if strings.ContainsAny(string(l.Node), " \t\n\"'#\\") || l.Node == "" {
 		return fmt.Errorf("%w: haproxy: node id %q", dfaas.ErrInvalidConfig, l.Node)
+	}
+	if l.Namespace != "" {
+		if err := dfaas.ValidateFunctionName(l.Namespace); err != nil {
+			return fmt.Errorf("%w: haproxy: namespace: %w", dfaas.ErrInvalidConfig, err)
+		}
 	}
 	for _, fn := range l.Functions {
 		// Names go into backend names and map keys: only DNS-1123 labels.
@@ -206,6 +215,9 @@ func (l Layout) Render() (string, error) {
 	w("    default_backend %s", backendLocal)
 	w("")
 	w("backend %s", backendLocal)
+	if l.Namespace != "" {
+		w("    http-request replace-path ^/function/([^/]+)(.*)$ /function/\\1.%s\\2", l.Namespace)
+	}
 	w("    server platform %s", l.LocalAddr)
 	fns := slices.Clone(l.Functions)
 	slices.Sort(fns)

@@ -36,6 +36,9 @@ type Config struct {
 	UserAddr, PeerAddr string
 	// Platform is the FaaS platform's host:port (the OpenFaaS gateway).
 	Platform string
+	// Namespace, if set, is the functions' namespace on the platform: the
+	// driver sends /function/<name>.<namespace> to it (OpenFaaS).
+	Namespace string
 	// Functions get forwarding backends from the start; others are added
 	// with a seamless reload when a plan first names them.
 	Functions []string
@@ -119,7 +122,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	d.layout = Layout{Node: cfg.Node, UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr, LocalAddr: cfg.Platform,
 		Socket: filepath.Join(cfg.Dir, "admin.sock"), LimitsMap: filepath.Join(cfg.Dir, "limits.map"),
 		CapacityMap: filepath.Join(cfg.Dir, "capacity.map"), RoutesMap: filepath.Join(cfg.Dir, "routes.map"),
-		Lua: filepath.Join(cfg.Dir, "dfaas.lua"), PeersSocket: filepath.Join(cfg.Dir, "peers.sock"), Functions: slices.Clone(cfg.Functions),
+		Namespace: cfg.Namespace, Lua: filepath.Join(cfg.Dir, "dfaas.lua"), PeersSocket: filepath.Join(cfg.Dir, "peers.sock"), Functions: slices.Clone(cfg.Functions),
 		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout, TLS: cfg.TLS}
 	if err := d.writeConfig(); err != nil {
 		return nil, err

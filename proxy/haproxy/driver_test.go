@@ -24,6 +24,7 @@ type platform struct {
 	name    string
 	calls   atomic.Int64
 	lastHop atomic.Value
+	path    atomic.Value
 	srv     *http.Server
 	addr    string
 }
@@ -37,6 +38,7 @@ func newPlatform(t testing.TB, name string) *platform {
 	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.calls.Add(1)
 		p.lastHop.Store(r.Header.Get("X-Dfaas-Hop"))
+		p.path.Store(r.URL.RequestURI())
 		_, _ = io.WriteString(w, p.name)
 	})}
 	go func() { _ = p.srv.Serve(l) }()
@@ -373,4 +375,23 @@ func TestReloadOfAYoungWorkerKeepsCounts(t *testing.T) {
 	assert.Equal(t, uint64(20), c.ServedLocal)
 	get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
 	assert.Equal(t, uint64(21), a.Counts()["figlet"].Arrivals)
+}
+
+// TestNamespace: the platform sees OpenFaaS's path for the namespace, the
+// rest of the path and the query kept.
+func TestNamespace(t *testing.T) {
+	pf := newPlatform(t, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := Start(ctx, Config{Node: "a", UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: pf.addr,
+		Namespace: "team-a", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, d.Close()) })
+	apply(t, d, map[string]dfaas.FunctionPlan{"figlet": {Limit: 10, Capacity: 10}})
+	code, _, _ := get(t, "http://"+d.cfg.UserAddr+"/function/figlet/a/b?x=1", nil)
+	require.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "/function/figlet.team-a/a/b?x=1", pf.path.Load())
+
+	_, err = Start(ctx, Config{Node: "a", UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: pf.addr, Namespace: "a b"})
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
 }
