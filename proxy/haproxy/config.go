@@ -23,6 +23,10 @@ type Layout struct {
 	// script that picks peers (dfaas.lua, see Script); PeersSocket is where
 	// a reloaded worker takes the stick tables over from the old one.
 	Socket, LimitsMap, CapacityMap, RoutesMap, Lua, PeersSocket string
+	// LogSocket, if set, is a unix datagram socket that receives a line per
+	// user request: "<function> <microseconds from its headers to the end
+	// of its response>".
+	LogSocket string
 	// Namespace, if set, is the functions' namespace on the platform:
 	// requests reach it as /function/<name>.<namespace> (OpenFaaS's path for
 	// a namespace), else as /function/<name>.
@@ -96,6 +100,9 @@ func (l Layout) validate() error {
 		}
 	}
 	paths := []string{l.Socket, l.LimitsMap, l.CapacityMap, l.RoutesMap, l.Lua, l.PeersSocket}
+	if l.LogSocket != "" {
+		paths = append(paths, l.LogSocket)
+	}
 	if l.TLS != nil {
 		paths = append(paths, l.TLS.CAFile, l.TLS.CertFile)
 	}
@@ -147,6 +154,9 @@ func (l Layout) Render() (string, error) {
 	w("    setenv DFAAS_ROUTES %s", l.RoutesMap)
 	w("    lua-load %s", l.Lua)
 	w("    localpeer %s", peersSection)
+	if l.LogSocket != "" {
+		w("    log %s len 256 format raw local0", l.LogSocket)
+	}
 	w("")
 	// A reloaded worker learns the tables from the old one through the local
 	// peer, so counts and rates go on across reloads.
@@ -173,6 +183,11 @@ func (l Layout) Render() (string, error) {
 	w("")
 	w("frontend user")
 	w("    bind %s", l.UserAddr)
+	if l.LogSocket != "" {
+		w("    log global")
+		w("    log-format \"%%[var(txn.fn)] %%[date(0,us),sub(txn.t0)]\"")
+		w("    http-request set-var(txn.t0) date(0,us)")
+	}
 	w("    http-request del-header %s", "X-Dfaas-Hop")
 	w("    http-request del-header %s", "X-Dfaas-From")
 	w("    http-request set-var(txn.fn) path,field(3,/)")

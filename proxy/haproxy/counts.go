@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/internal/hist"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -76,7 +77,8 @@ func (d *Driver) stats() (map[[2]string]statRow, error) {
 // over from the old one; and the forwarding backends' statistics for
 // rejected requests and retries, which carry over a reload as a snapshot
 // taken just before it (what the old worker counts after it is lost).
-// Latency and in-flight counts are not measured.
+// Latency comes from HAProxy's request log; in-flight counts are not
+// measured.
 func (d *Driver) Counts() map[string]proxy.Counts {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -103,7 +105,11 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 	tc, sc := d.tableCountsByFunction(tables), d.statCounts(st)
 	out := map[string]proxy.Counts{}
 	for _, fn := range d.layout.Functions {
-		out[fn] = tc[fn].Add(sc[fn]).Add(d.base[fn])
+		c := tc[fn].Add(sc[fn]).Add(d.base[fn])
+		if h, ok := d.latency.Load(fn); ok {
+			c.Latency = h.(*hist.Histogram).Snapshot()
+		}
+		out[fn] = c
 	}
 	return out, nil
 }

@@ -33,4 +33,9 @@
 // backends. Limits and capacities are whole requests per second (HAProxy's
 // rate counters count requests); grants keep their fractions. HAProxy must
 // be built with Lua.
+//
+// The Monitor's counters (Counts) come from the stick tables and the
+// forwarding backends' statistics; the latency of user requests from
+// HAProxy's request log, which the driver receives on a unix datagram
+// socket.
 package haproxy

@@ -22,6 +22,7 @@ import (
 	"github.com/haproxytech/client-native/v6/runtime/options"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/internal/hist"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -77,6 +78,10 @@ type Driver struct {
 	maps    map[string]map[string]string       // map file -> key -> value, as set
 	closed  bool
 
+	logs    *net.UnixConn // HAProxy's request log, for latency
+	logDone chan struct{}
+	latency sync.Map // function -> *hist.Histogram, for the functions of the plans
+
 	nodes      map[string]dfaas.NodeID // server name -> peer, for every server ever added
 	base       map[string]proxy.Counts // what earlier workers' statistics counted
 	lastCounts map[string]proxy.Counts
@@ -122,7 +127,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	d.layout = Layout{Node: cfg.Node, UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr, LocalAddr: cfg.Platform,
 		Socket: filepath.Join(cfg.Dir, "admin.sock"), LimitsMap: filepath.Join(cfg.Dir, "limits.map"),
 		CapacityMap: filepath.Join(cfg.Dir, "capacity.map"), RoutesMap: filepath.Join(cfg.Dir, "routes.map"),
-		Namespace: cfg.Namespace, Lua: filepath.Join(cfg.Dir, "dfaas.lua"), PeersSocket: filepath.Join(cfg.Dir, "peers.sock"), Functions: slices.Clone(cfg.Functions),
+		Namespace: cfg.Namespace, LogSocket: filepath.Join(cfg.Dir, "log.sock"), Lua: filepath.Join(cfg.Dir, "dfaas.lua"), PeersSocket: filepath.Join(cfg.Dir, "peers.sock"), Functions: slices.Clone(cfg.Functions),
 		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout, TLS: cfg.TLS}
 	if err := d.writeConfig(); err != nil {
 		return nil, err
@@ -135,6 +140,11 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	if err := os.WriteFile(d.layout.Lua, script, 0o600); err != nil {
 		return nil, fmt.Errorf("haproxy: %w", err)
 	}
+	if d.logs, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: d.layout.LogSocket, Net: "unixgram"}); err != nil {
+		return nil, fmt.Errorf("haproxy: log socket: %w", err)
+	}
+	d.logDone = make(chan struct{})
+	go d.readLogs()
 	d.cmd = exec.Command(cfg.Binary, "-W", "-db", "-f", d.configPath())
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
@@ -251,6 +261,7 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		if err := dfaas.ValidateFunctionName(name); err != nil {
 			return fmt.Errorf("haproxy: apply: %w", err)
 		}
+		d.latency.LoadOrStore(name, new(hist.Histogram))
 		if !slices.Contains(d.layout.Functions, name) {
 			added = append(added, name)
 		}
@@ -519,6 +530,33 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	return nil
 }
 
+// readLogs turns HAProxy's request log into latency histograms until the
+// socket closes. Lines that are not "<function> <µs>" for a function of the
+// plans (HAProxy's own notices, for one) are skipped.
+func (d *Driver) readLogs() {
+	defer close(d.logDone)
+	buf := make([]byte, 512)
+	for {
+		n, err := d.logs.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue
+		}
+		fn, us, ok := strings.Cut(strings.TrimSpace(string(buf[:n])), " ")
+		if !ok {
+			continue
+		}
+		h, known := d.latency.Load(fn)
+		v, err := strconv.ParseInt(us, 10, 64)
+		if !known || err != nil {
+			continue
+		}
+		h.(*hist.Histogram).Observe(time.Duration(v) * time.Microsecond)
+	}
+}
+
 // Close stops HAProxy and removes its directory if the driver made it.
 func (d *Driver) Close() error {
 	d.mu.Lock()
@@ -532,6 +570,10 @@ func (d *Driver) Close() error {
 			_ = d.cmd.Process.Kill()
 			<-d.exited
 		}
+	}
+	if d.logs != nil {
+		_ = d.logs.Close()
+		<-d.logDone
 	}
 	if d.ownDir {
 		return os.RemoveAll(d.cfg.Dir)

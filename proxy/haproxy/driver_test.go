@@ -115,6 +115,13 @@ func TestLocalAdmissionAndForwarding(t *testing.T) {
 	assert.Zero(t, ca.Rejected)
 	assert.Equal(t, uint64(byNode["b"]), cb.ReceivedIn)
 	assert.Zero(t, cb.Arrivals)
+	// Latency from HAProxy's request log, which arrives just after the
+	// responses: every user request, none of the forwarded ones.
+	assert.Eventually(t, func() bool { return a.Counts()["figlet"].Latency.Count() == 20 }, 5*time.Second, 10*time.Millisecond)
+	lat := a.Counts()["figlet"].Latency
+	assert.Positive(t, lat.Quantile(0.5))
+	assert.Less(t, lat.Quantile(0.5), time.Second)
+	assert.Zero(t, b.Counts()["figlet"].Latency.Count())
 }
 
 func TestRequestSemantics(t *testing.T) {
@@ -190,6 +197,9 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 		apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}})
 		code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
 		require.Equal(t, http.StatusOK, code)
+		counts := a.Counts()["figlet"]
+		assert.Equal(t, uint64(i+1), counts.Arrivals, "the counters go on across plans")
+		assert.Equal(t, uint64(i+1), counts.ForwardedOut)
 	}
 	info, err = a.Info()
 	require.NoError(t, err)
