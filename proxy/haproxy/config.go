@@ -25,7 +25,7 @@ type Layout struct {
 	Socket, LimitsMap, CapacityMap, RoutesMap, Lua, PeersSocket string
 	// LogSocket, if set, is a unix datagram socket that receives a line per
 	// user request: "<function> <microseconds from its headers to the end
-	// of its response>".
+	// of its response> <1 if admitted within the local limit, else ->".
 	LogSocket string
 	// Namespace, if set, is the functions' namespace on the platform:
 	// requests reach it as /function/<name>.<namespace> (OpenFaaS's path for
@@ -185,7 +185,7 @@ func (l Layout) Render() (string, error) {
 	w("    bind %s", l.UserAddr)
 	if l.LogSocket != "" {
 		w("    log global")
-		w("    log-format \"%%[var(txn.fn)] %%[date(0,us),sub(txn.t0)]\"")
+		w("    log-format \"%%[var(txn.fn)] %%[date(0,us),sub(txn.t0)] %%[var(txn.local)]\"")
 		w("    http-request set-var(txn.t0) date(0,us)")
 	}
 	w("    http-request del-header %s", "X-Dfaas-Hop")

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/dfaas-go/dfaas"
-	"github.com/dfaas-go/dfaas/internal/hist"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -106,8 +105,8 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 	out := map[string]proxy.Counts{}
 	for _, fn := range d.layout.Functions {
 		c := tc[fn].Add(sc[fn]).Add(d.base[fn])
-		if h, ok := d.latency.Load(fn); ok {
-			c.Latency = h.(*hist.Histogram).Snapshot()
+		if st, ok := d.logged.Load(fn); ok {
+			c.Latency = st.(*logState).latency.Snapshot()
 		}
 		out[fn] = c
 	}

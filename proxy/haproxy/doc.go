@@ -37,5 +37,6 @@
 // The Monitor's counters (Counts) come from the stick tables and the
 // forwarding backends' statistics; the latency of user requests from
 // HAProxy's request log, which the driver receives on a unix datagram
-// socket.
+// socket. The same log fires the driver's Trigger when a function first
+// goes over its local limit under a plan, as the embedded proxy does.
 package haproxy

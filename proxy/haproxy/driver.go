@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -78,13 +79,24 @@ type Driver struct {
 	maps    map[string]map[string]string       // map file -> key -> value, as set
 	closed  bool
 
-	logs    *net.UnixConn // HAProxy's request log, for latency
+	logs    *net.UnixConn // HAProxy's request log: latency and trigger
 	logDone chan struct{}
-	latency sync.Map // function -> *hist.Histogram, for the functions of the plans
+	logged  sync.Map // function -> *logState, for the functions of the plans
+	trigger chan struct{}
 
 	nodes      map[string]dfaas.NodeID // server name -> peer, for every server ever added
 	base       map[string]proxy.Counts // what earlier workers' statistics counted
 	lastCounts map[string]proxy.Counts
+}
+
+// logState is what the request log tells of a function.
+type logState struct {
+	latency hist.Histogram
+	// over is set by a user request over the local limit, and cleared by
+	// every Apply. armed: the first such request fires the trigger; an
+	// Apply arms it only if the function was not already over its limit, so
+	// sustained overload does not fire a trigger every tick.
+	over, armed atomic.Bool
 }
 
 type server struct {
@@ -111,7 +123,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		cfg.Logger = slog.Default()
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
-		maps: map[string]map[string]string{}, nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{})}
+		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{})}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "dfaas-haproxy-"); err != nil {
 			return nil, fmt.Errorf("haproxy: %w", err)
@@ -261,7 +273,8 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		if err := dfaas.ValidateFunctionName(name); err != nil {
 			return fmt.Errorf("haproxy: apply: %w", err)
 		}
-		d.latency.LoadOrStore(name, new(hist.Histogram))
+		st, _ := d.logged.LoadOrStore(name, new(logState))
+		st.(*logState).armed.Store(!st.(*logState).over.Swap(false))
 		if !slices.Contains(d.layout.Functions, name) {
 			added = append(added, name)
 		}
@@ -530,9 +543,10 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	return nil
 }
 
-// readLogs turns HAProxy's request log into latency histograms until the
-// socket closes. Lines that are not "<function> <µs>" for a function of the
-// plans (HAProxy's own notices, for one) are skipped.
+// readLogs reads HAProxy's request log until the socket closes: per user
+// request, "<function> <µs> <1 if admitted within the local limit>". Lines
+// of other shapes or for functions no plan named (HAProxy's own notices, for
+// one) are skipped.
 func (d *Driver) readLogs() {
 	defer close(d.logDone)
 	buf := make([]byte, 512)
@@ -544,18 +558,33 @@ func (d *Driver) readLogs() {
 			}
 			continue
 		}
-		fn, us, ok := strings.Cut(strings.TrimSpace(string(buf[:n])), " ")
-		if !ok {
+		f := strings.Fields(string(buf[:n]))
+		if len(f) != 3 {
 			continue
 		}
-		h, known := d.latency.Load(fn)
-		v, err := strconv.ParseInt(us, 10, 64)
+		v, known := d.logged.Load(f[0])
+		us, err := strconv.ParseInt(f[1], 10, 64)
 		if !known || err != nil {
 			continue
 		}
-		h.(*hist.Histogram).Observe(time.Duration(v) * time.Microsecond)
+		st := v.(*logState)
+		st.latency.Observe(time.Duration(us) * time.Microsecond)
+		if f[2] != "1" {
+			st.over.Store(true)
+			if st.armed.CompareAndSwap(true, false) {
+				select {
+				case d.trigger <- struct{}{}:
+				default:
+				}
+			}
+		}
 	}
 }
+
+// Trigger implements dfaas.Trigger: it fires when a function first goes
+// over its local limit under a plan (seen in the request log, as the
+// request ends), so that the agent plans again before its next tick.
+func (d *Driver) Trigger() <-chan struct{} { return d.trigger }
 
 // Close stops HAProxy and removes its directory if the driver made it.
 func (d *Driver) Close() error {
@@ -598,4 +627,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-var _ dfaas.ProxyDriver = (*Driver)(nil)
+var (
+	_ dfaas.ProxyDriver = (*Driver)(nil)
+	_ dfaas.Trigger     = (*Driver)(nil)
+)

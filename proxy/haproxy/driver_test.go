@@ -405,3 +405,39 @@ func TestNamespace(t *testing.T) {
 	_, err = Start(ctx, Config{Node: "a", UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: pf.addr, Namespace: "a b"})
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
 }
+
+// TestTrigger: the first user request over a function's limit under a plan
+// fires the trigger, once; a plan applied while the function is still over
+// its limit does not arm it again, one applied after a calm plan does.
+func TestTrigger(t *testing.T) {
+	a := startDriver(t, "a", newPlatform(t, "a"), "figlet")
+	plan := map[string]dfaas.FunctionPlan{"figlet": {Limit: 2, Capacity: 100}}
+	fired := func() bool {
+		select {
+		case <-a.Trigger():
+			return true
+		case <-time.After(300 * time.Millisecond):
+			return false
+		}
+	}
+	calls := func(n int) {
+		for range n {
+			code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
+			require.Equal(t, http.StatusOK, code) // beyond the limit, within capacity
+		}
+	}
+	apply(t, a, plan)
+	calls(1)
+	assert.False(t, fired(), "within the limit")
+	calls(5)
+	assert.True(t, fired(), "over the limit")
+	calls(5)
+	assert.False(t, fired(), "once per plan")
+	apply(t, a, plan)
+	calls(5)
+	assert.False(t, fired(), "a plan made while over the limit is not armed")
+	apply(t, a, plan) // nothing over the limit since the last plan
+	apply(t, a, plan)
+	calls(5)
+	assert.True(t, fired(), "armed again")
+}
