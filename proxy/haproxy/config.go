@@ -88,6 +88,10 @@ const (
 	peersSection  = "dfaas"       // the local peer: stick tables outlive reloads
 )
 
+// maxSocketPath is the longest unix socket path Linux takes (sun_path
+// holds 108 bytes with the terminating NUL).
+const maxSocketPath = 107
+
 const noCapacity = "no capacity for this function in the federation"
 
 // forwardBackend is the forwarding backend of a function.
@@ -109,6 +113,11 @@ func (l Layout) validate() error {
 	for _, p := range paths {
 		if p == "" || strings.ContainsAny(p, " \t\n\"'#") {
 			return fmt.Errorf("%w: haproxy: path %q", dfaas.ErrInvalidConfig, p)
+		}
+	}
+	for _, p := range []string{l.Socket, l.PeersSocket, l.LogSocket} {
+		if len(p) > maxSocketPath {
+			return fmt.Errorf("%w: haproxy: unix socket path %q longer than %d bytes: use a shorter directory", dfaas.ErrInvalidConfig, p, maxSocketPath)
 		}
 	}
 	if strings.ContainsAny(string(l.Node), " \t\n\"'#\\") || l.Node == "" {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,7 @@ func TestRenderRejects(t *testing.T) {
 		"bad address":   func(l *Layout) { l.UserAddr = "nohost" },
 		"bad path":      func(l *Layout) { l.Socket = "/tmp/a b" },
 		"no peers room": func(l *Layout) { l.MaxPeers = 0 },
+		"long socket":   func(l *Layout) { l.PeersSocket = "/tmp/" + strings.Repeat("d", 120) + "/peers.sock" },
 	} {
 		l := testLayout(dir)
 		mutate(&l)
