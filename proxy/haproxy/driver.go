@@ -101,7 +101,9 @@ type logState struct {
 
 type server struct {
 	name, addr string
-	weight     int
+	weight     int // HAProxy's, for redispatches
+	share      float64
+	grant      dfaas.Rate
 }
 
 // Start writes the configuration, starts HAProxy in master-worker mode and
@@ -372,7 +374,7 @@ func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
 		if len(want) >= d.cfg.MaxPeers || !d.usable(p) {
 			continue
 		}
-		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight)}
+		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight), share: p.Weight, grant: min(p.Cap, maxGrant)}
 		d.nodes[serverName(p.Node)] = p.Node
 	}
 	return want
@@ -388,13 +390,12 @@ func (d *Driver) route(peers []dfaas.Share, want map[dfaas.NodeID]server) string
 	seen := map[dfaas.NodeID]bool{}
 	for _, p := range peers {
 		s, ok := want[p.Node]
-		if !ok || seen[p.Node] || !d.usable(p) {
+		if !ok || seen[p.Node] {
 			continue
 		}
 		seen[p.Node] = true
-		grant := min(p.Cap, maxGrant)
-		parts = append(parts, fmt.Sprintf("%s:%s:%s:%d", s.name, strconv.FormatFloat(p.Weight, 'g', 6, 64),
-			strconv.FormatFloat(float64(grant), 'g', 6, 64), proxy.BucketDepth(grant, d.cfg.Burst)))
+		parts = append(parts, fmt.Sprintf("%s:%s:%s:%d", s.name, strconv.FormatFloat(s.share, 'g', 6, 64),
+			strconv.FormatFloat(float64(s.grant), 'g', 6, 64), proxy.BucketDepth(s.grant, d.cfg.Burst)))
 	}
 	return strings.Join(parts, ",")
 }
@@ -418,10 +419,12 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 			continue // replaced below, once the route no longer names it
 		case !ok:
 			errs = append(errs, d.addServer(fn, node, w))
-		case s.weight != w.weight:
-			if err := d.rt.SetServerWeight(backend, w.name, strconv.Itoa(w.weight)); err != nil {
-				errs = append(errs, fmt.Errorf("haproxy: weight %s/%s: %w", backend, w.name, err))
-				continue
+		case s != w:
+			if s.weight != w.weight {
+				if err := d.rt.SetServerWeight(backend, w.name, strconv.Itoa(w.weight)); err != nil {
+					errs = append(errs, fmt.Errorf("haproxy: weight %s/%s: %w", backend, w.name, err))
+					continue
+				}
 			}
 			have[node] = w
 		}
