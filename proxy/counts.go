@@ -92,20 +92,22 @@ func (c Counts) Add(o Counts) Counts {
 	return s
 }
 
-// Sub returns the counts accumulated between old and c; InFlight is c's.
+// Sub returns the counts accumulated between old and c; InFlight is c's. A
+// counter below old's was reset in between (a data plane restarted): all of
+// its count is new, never a wrapped-around difference.
 func (c Counts) Sub(old Counts) Counts {
 	d := c
-	d.Arrivals -= old.Arrivals
-	d.ServedLocal -= old.ServedLocal
-	d.ForwardedOut -= old.ForwardedOut
-	d.ReceivedIn -= old.ReceivedIn
-	d.Rejected -= old.Rejected
-	d.Refused -= old.Refused
-	d.FailedTries -= old.FailedTries
+	d.Arrivals = hist.Delta(c.Arrivals, old.Arrivals)
+	d.ServedLocal = hist.Delta(c.ServedLocal, old.ServedLocal)
+	d.ForwardedOut = hist.Delta(c.ForwardedOut, old.ForwardedOut)
+	d.ReceivedIn = hist.Delta(c.ReceivedIn, old.ReceivedIn)
+	d.Rejected = hist.Delta(c.Rejected, old.Rejected)
+	d.Refused = hist.Delta(c.Refused, old.Refused)
+	d.FailedTries = hist.Delta(c.FailedTries, old.FailedTries)
 	d.Latency = c.Latency.Sub(old.Latency)
 	d.Forwarded = maps.Clone(c.Forwarded)
-	for n, v := range old.Forwarded {
-		d.Forwarded[n] -= v
+	for n, v := range d.Forwarded {
+		d.Forwarded[n] = hist.Delta(v, old.Forwarded[n])
 	}
 	return d
 }

@@ -60,12 +60,22 @@ func (h *Histogram) Snapshot() Snapshot {
 // Snapshot is a histogram's counts at one moment.
 type Snapshot [Buckets]uint64
 
-// Sub returns the counts observed between old and s.
+// Sub returns the counts observed between old and s. A count below old's
+// was reset in between: all of it is new.
 func (s Snapshot) Sub(old Snapshot) Snapshot {
 	for i := range s {
-		s[i] -= old[i]
+		s[i] = Delta(s[i], old[i])
 	}
 	return s
+}
+
+// Delta is what a counter counted from old to now: now-old, or now if the
+// counter was reset in between (now < old), as Prometheus reads counters.
+func Delta(now, old uint64) uint64 {
+	if now < old {
+		return now
+	}
+	return now - old
 }
 
 // Add returns the sum of two snapshots.

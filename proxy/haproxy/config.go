@@ -182,13 +182,14 @@ func (l Layout) Render() (string, error) {
 	w("    option http-keep-alive")
 	w("    http-reuse always") // function calls carry no per-connection state
 	w("")
-	// Entries live a day, so their request counts serve as counters.
+	// Entries never expire (only a full table drops its oldest), so their
+	// request counts serve as counters however long a function idles.
 	for _, t := range []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused} {
 		w("backend %s", t)
-		w("    stick-table type string len 64 size 10k expire 24h store http_req_cnt,http_req_rate(1s) peers %s", peersSection)
+		w("    stick-table type string len 64 size 10k store http_req_cnt,http_req_rate(1s) peers %s", peersSection)
 	}
 	w("backend %s", tableFwd) // function "/" server name
-	w("    stick-table type string len 96 size 100k expire 24h store http_req_cnt peers %s", peersSection)
+	w("    stick-table type string len 96 size 100k store http_req_cnt peers %s", peersSection)
 	w("")
 	w("frontend user")
 	w("    bind %s", l.UserAddr)
