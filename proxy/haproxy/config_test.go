@@ -1,6 +1,7 @@
 package haproxy
 
 import (
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,4 +58,13 @@ func TestRenderRejects(t *testing.T) {
 		}
 		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, name)
 	}
+}
+
+func TestRateAndWeight(t *testing.T) {
+	for in, want := range map[float64]int{-1: 0, 0: 0, 0.4: 0, 2.5: 3, 16: 16, math.NaN(): 0, math.Inf(1): 1e9, math.Inf(-1): 0} {
+		assert.Equal(t, want, rate(dfaas.Rate(in)), "%v", in)
+	}
+	assert.Equal(t, 1, weight(1e-6), "a standby route keeps a server HAProxy can redispatch to")
+	assert.Equal(t, 256, weight(1))
+	assert.Equal(t, 256, weight(50))
 }

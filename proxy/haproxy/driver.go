@@ -245,8 +245,14 @@ func (d *Driver) info() (map[string]string, error) {
 	return out, nil
 }
 
-// rate turns a plan's rate into HAProxy's whole requests per second.
-func rate(r dfaas.Rate) int { return int(math.Round(float64(max(0, r)))) }
+// rate turns a plan's rate into HAProxy's whole requests per second: 0 for
+// a negative or undefined rate, and no more than maxGrant.
+func rate(r dfaas.Rate) int {
+	if !(r > 0) {
+		return 0
+	}
+	return int(math.Round(float64(min(r, maxGrant))))
+}
 
 // weight turns a plan's weight into HAProxy's 1..256 scale.
 func weight(w float64) int { return max(1, min(256, int(math.Round(w*256)))) }
