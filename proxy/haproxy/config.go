@@ -185,8 +185,12 @@ func (l Layout) Render() (string, error) {
 	// Entries never expire (only a full table drops its oldest), so their
 	// request counts serve as counters however long a function idles.
 	for _, t := range []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused} {
+		store := "http_req_cnt,http_req_rate(1s)"
+		if t == tableTotal {
+			store += ",conn_cur" // local executions in progress (not passed to a new worker)
+		}
 		w("backend %s", t)
-		w("    stick-table type string len 64 size 10k store http_req_cnt,http_req_rate(1s) peers %s", peersSection)
+		w("    stick-table type string len 64 size 10k store %s peers %s", store, peersSection)
 	}
 	w("backend %s", tableFwd) // function "/" server name
 	w("    stick-table type string len 96 size 100k store http_req_cnt peers %s", peersSection)

@@ -11,26 +11,35 @@ import (
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
-// tableCounts reads the request counts per key of a stick table.
-func (d *Driver) tableCounts(table string) (map[string]uint64, error) {
+// tableEntry is what a counting stick table holds for a key.
+type tableEntry struct {
+	requests uint64 // http_req_cnt: requests tracked since the entry was made
+	current  uint64 // conn_cur: those still in progress (if the table stores it)
+}
+
+// tableCounts reads the entries of a stick table by key.
+func (d *Driver) tableCounts(table string) (map[string]tableEntry, error) {
 	raw, err := d.rt.ExecuteRaw("show table " + table)
 	if err != nil {
 		return nil, fmt.Errorf("haproxy: show table %s: %w", table, err)
 	}
-	out := map[string]uint64{}
+	out := map[string]tableEntry{}
 	for _, line := range strings.Split(raw, "\n") {
 		var key string
-		var cnt uint64
+		var e tableEntry
 		for _, f := range strings.Fields(line) {
-			switch {
-			case strings.HasPrefix(f, "key="):
-				key = strings.TrimPrefix(f, "key=")
-			case strings.HasPrefix(f, "http_req_cnt="):
-				cnt, _ = strconv.ParseUint(strings.TrimPrefix(f, "http_req_cnt="), 10, 64)
+			name, v, _ := strings.Cut(f, "=")
+			switch name {
+			case "key":
+				key = v
+			case "http_req_cnt":
+				e.requests, _ = strconv.ParseUint(v, 10, 64)
+			case "conn_cur":
+				e.current, _ = strconv.ParseUint(v, 10, 64)
 			}
 		}
 		if key != "" {
-			out[key] = cnt
+			out[key] = e
 		}
 	}
 	return out, nil
@@ -76,8 +85,8 @@ func (d *Driver) stats() (map[[2]string]statRow, error) {
 // over from the old one; and the forwarding backends' statistics for
 // rejected requests and retries, which carry over a reload as a snapshot
 // taken just before it (what the old worker counts after it is lost).
-// Latency comes from HAProxy's request log; in-flight counts are not
-// measured.
+// Latency comes from HAProxy's request log; requests in flight are the
+// local executions in progress.
 func (d *Driver) Counts() map[string]proxy.Counts {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -117,8 +126,8 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 var countTables = []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused, tableFwd}
 
 // readTables reads the request counts of every counting table.
-func (d *Driver) readTables() (map[string]map[string]uint64, error) {
-	tables := map[string]map[string]uint64{}
+func (d *Driver) readTables() (map[string]map[string]tableEntry, error) {
+	tables := map[string]map[string]tableEntry{}
 	for _, t := range countTables {
 		n, err := d.tableCounts(t)
 		if err != nil {
@@ -130,26 +139,27 @@ func (d *Driver) readTables() (map[string]map[string]uint64, error) {
 }
 
 // tableCountsByFunction is what the stick tables count per function.
-func (d *Driver) tableCountsByFunction(tables map[string]map[string]uint64) map[string]proxy.Counts {
+func (d *Driver) tableCountsByFunction(tables map[string]map[string]tableEntry) map[string]proxy.Counts {
 	out := map[string]proxy.Counts{}
 	for _, fn := range d.layout.Functions {
-		local := tables[tableUser][fn] + tables[tableSpill][fn]
-		c := proxy.Counts{Arrivals: tables[tableArrivals][fn], ServedLocal: local, Refused: tables[tableRefused][fn],
-			Forwarded: map[dfaas.NodeID]uint64{}}
-		if total := tables[tableTotal][fn]; total > local {
-			c.ReceivedIn = total - local
+		local := tables[tableUser][fn].requests + tables[tableSpill][fn].requests
+		total := tables[tableTotal][fn]
+		c := proxy.Counts{Arrivals: tables[tableArrivals][fn].requests, ServedLocal: local, Refused: tables[tableRefused][fn].requests,
+			InFlight: int64(total.current), Forwarded: map[dfaas.NodeID]uint64{}}
+		if total.requests > local {
+			c.ReceivedIn = total.requests - local
 		}
 		out[fn] = c
 	}
-	for key, n := range tables[tableFwd] {
+	for key, e := range tables[tableFwd] {
 		fn, srv, _ := strings.Cut(key, "/")
 		c, ok := out[fn]
 		if !ok {
 			continue
 		}
-		c.ForwardedOut += n
+		c.ForwardedOut += e.requests
 		if node, ok := d.nodes[srv]; ok {
-			c.Forwarded[node] += n
+			c.Forwarded[node] += e.requests
 		}
 		out[fn] = c
 	}

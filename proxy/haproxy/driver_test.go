@@ -441,3 +441,33 @@ func TestTrigger(t *testing.T) {
 	calls(5)
 	assert.True(t, fired(), "armed again")
 }
+
+// TestInFlight: local executions in progress, from the stick table's
+// current count.
+func TestInFlight(t *testing.T) {
+	release := make(chan struct{})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release })}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	a := startDriver(t, "a", &platform{addr: l.Addr().String()}, "figlet")
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
+
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get("http://" + a.cfg.UserAddr + "/function/figlet")
+			if assert.NoError(t, err) {
+				resp.Body.Close()
+			}
+		}()
+	}
+	assert.Eventually(t, func() bool { return a.Counts()["figlet"].InFlight == 3 }, 5*time.Second, 10*time.Millisecond)
+	close(release)
+	wg.Wait()
+	assert.Eventually(t, func() bool { return a.Counts()["figlet"].InFlight == 0 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, uint64(3), a.Counts()["figlet"].ServedLocal)
+}
