@@ -124,6 +124,9 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if err := checkVersion(ctx, cfg.Binary); err != nil {
+		return nil, err
+	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
 		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{})}
 	if cfg.Dir == "" {
@@ -172,6 +175,28 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// checkVersion makes sure the binary is HAProxy 2.6 or later: dynamic
+// servers, replace-path and the Lua API the driver uses.
+func checkVersion(ctx context.Context, binary string) error {
+	out, err := exec.CommandContext(ctx, binary, "-v").Output()
+	if err != nil {
+		return fmt.Errorf("haproxy: %s -v: %w", binary, err)
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	_, v, ok := strings.Cut(first, "version ")
+	var major, minor int
+	if ok {
+		_, err = fmt.Sscanf(v, "%d.%d", &major, &minor)
+	}
+	if !ok || err != nil {
+		return fmt.Errorf("haproxy: %s -v: no version in %q", binary, first)
+	}
+	if major < 2 || major == 2 && minor < 6 {
+		return fmt.Errorf("%w: haproxy: %s is version %d.%d; the driver needs 2.6 or later", dfaas.ErrInvalidConfig, binary, major, minor)
+	}
+	return nil
 }
 
 func (d *Driver) configPath() string { return filepath.Join(d.cfg.Dir, "haproxy.cfg") }

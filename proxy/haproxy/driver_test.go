@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -470,4 +472,20 @@ func TestInFlight(t *testing.T) {
 	wg.Wait()
 	assert.Eventually(t, func() bool { return a.Counts()["figlet"].InFlight == 0 }, 5*time.Second, 10*time.Millisecond)
 	assert.Equal(t, uint64(3), a.Counts()["figlet"].ServedLocal)
+}
+
+// TestStartChecksTheBinary: a missing binary or an HAProxy older than 2.6
+// is a clear error at Start, before anything is written.
+func TestStartChecksTheBinary(t *testing.T) {
+	old := filepath.Join(t.TempDir(), "haproxy")
+	require.NoError(t, os.WriteFile(old, []byte("#!/bin/sh\necho 'HA-Proxy version 2.4.22-0ubuntu0.22.04.3 2023/08/14'\n"), 0o700))
+	cfg := Config{Node: "a", UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: "127.0.0.1:1"}
+	cfg.Binary = old
+	_, err := Start(context.Background(), cfg)
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+	assert.ErrorContains(t, err, "2.6 or later")
+	cfg.Binary = filepath.Join(t.TempDir(), "nope")
+	_, err = Start(context.Background(), cfg)
+	assert.ErrorContains(t, err, "nope")
+	assert.NoError(t, checkVersion(context.Background(), "haproxy"), "the one the tests run")
 }
