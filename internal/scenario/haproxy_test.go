@@ -64,3 +64,19 @@ func TestHAProxyPeerDiesUnderLoad(t *testing.T) {
 	assert.NotContains(t, peers, deadID, "and its server left the backend")
 	assert.Contains(t, peers, c.Nodes[1].Overlay.Self())
 }
+
+// TestSeveralOverloadedNodesOnHAProxy: two overloaded senders share two
+// helpers through HAProxy data planes. Each sender keeps to its grants, so
+// the helpers serve their share of the deficits and hardly ever refuse.
+func TestSeveralOverloadedNodesOnHAProxy(t *testing.T) {
+	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30, 40}, Overlay: "memory", Proxy: "haproxy"})
+	rep := run(t, c, []dfaas.Rate{45, 35, 0, 0}, 10*time.Second)
+	steady(t, rep, []float64{10, 20, 50 * 30.0 / 70, 50 * 40.0 / 70}, 1.5)
+	assert.LessOrEqual(t, float64(totalRejected(rep)), 0.01*float64(rep.Requests))
+	var refused uint64
+	for _, n := range c.Nodes[2:] {
+		refused += n.Proxy.Counts()[c.Function].Refused
+	}
+	t.Logf("helpers refused %d of %d requests", refused, rep.Requests)
+	assert.LessOrEqual(t, float64(refused), 0.01*float64(rep.Requests), "the senders kept to their grants")
+}
