@@ -489,3 +489,45 @@ func TestStartChecksTheBinary(t *testing.T) {
 	assert.ErrorContains(t, err, "nope")
 	assert.NoError(t, checkVersion(context.Background(), "haproxy"), "the one the tests run")
 }
+
+// TestReloadFinishesRequestsInFlight: requests that a worker is serving
+// when a reload replaces it complete normally.
+func TestReloadFinishesRequestsInFlight(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(500 * time.Millisecond)
+		_, _ = io.WriteString(w, "slow")
+	})}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	a := startDriver(t, "a", &platform{addr: l.Addr().String()}, "figlet")
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
+
+	var wg sync.WaitGroup
+	var ok atomic.Int64
+	for range 5 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get("http://" + a.cfg.UserAddr + "/function/figlet")
+			if !assert.NoError(t, err) {
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && string(b) == "slow" {
+				ok.Add(1)
+			}
+		}()
+	}
+	require.Eventually(t, func() bool { return a.Counts()["figlet"].InFlight == 5 }, 5*time.Second, 5*time.Millisecond)
+	info, err := a.Info()
+	require.NoError(t, err)
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}, "echo": {Limit: 100, Capacity: 100}})
+	wg.Wait()
+	assert.Equal(t, int64(5), ok.Load(), "every request in flight at the reload completed")
+	after, err := a.Info()
+	require.NoError(t, err)
+	assert.NotEqual(t, info["Pid"], after["Pid"])
+}
