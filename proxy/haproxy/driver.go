@@ -301,6 +301,11 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	if d.closed {
 		return fmt.Errorf("haproxy: apply: %w", dfaas.ErrClosed)
 	}
+	select {
+	case <-d.exited:
+		return fmt.Errorf("haproxy: apply: the haproxy process exited:\n%s", tail(d.out.String(), 2000))
+	default:
+	}
 	var added []string
 	for name := range plan.Functions {
 		if err := dfaas.ValidateFunctionName(name); err != nil {
@@ -334,7 +339,12 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 				delete(d.maps[d.layout.RoutesMap], name)
 			}
 		}
-		return d.reload(ctx, added)
+		if err := d.reload(ctx, added); err != nil {
+			// The next plan tries again.
+			d.layout.Functions = slices.DeleteFunc(d.layout.Functions, func(fn string) bool { return slices.Contains(added, fn) })
+			return err
+		}
+		return nil
 	}
 	var errs []error
 	for name, fp := range plan.Functions {
@@ -642,6 +652,14 @@ func (d *Driver) Close() error {
 		return os.RemoveAll(d.cfg.Dir)
 	}
 	return nil
+}
+
+// tail is the end of s, at most n bytes.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
 }
 
 type lockedBuffer struct {

@@ -531,3 +531,13 @@ func TestReloadFinishesRequestsInFlight(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotEqual(t, info["Pid"], after["Pid"])
 }
+
+// TestHAProxyGone: when the haproxy process dies, Apply says so, with its
+// last output, instead of failing on a dead socket.
+func TestHAProxyGone(t *testing.T) {
+	a := startDriver(t, "a", newPlatform(t, "a"), "figlet")
+	require.NoError(t, a.cmd.Process.Kill())
+	<-a.exited
+	err := a.Apply(context.Background(), dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": {Limit: 1, Capacity: 1}}})
+	assert.ErrorContains(t, err, "haproxy process exited")
+}
