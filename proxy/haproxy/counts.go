@@ -23,6 +23,12 @@ func (d *Driver) tableCounts(table string) (map[string]tableEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("haproxy: show table %s: %w", table, err)
 	}
+	return parseTable(raw), nil
+}
+
+// parseTable reads the output of "show table": a line per entry, with
+// key=... and name=value fields. Lines without a key are skipped.
+func parseTable(raw string) map[string]tableEntry {
 	out := map[string]tableEntry{}
 	for _, line := range strings.Split(raw, "\n") {
 		var key string
@@ -42,7 +48,7 @@ func (d *Driver) tableCounts(table string) (map[string]tableEntry, error) {
 			out[key] = e
 		}
 	}
-	return out, nil
+	return out
 }
 
 // statRow is one line of "show stat".
@@ -171,9 +177,11 @@ func (d *Driver) tableCountsByFunction(tables map[string]map[string]tableEntry) 
 // part.
 func (d *Driver) learned() bool {
 	raw, err := d.rt.ExecuteRaw("show peers")
-	if err != nil {
-		return false
-	}
+	return err == nil && resynced(raw)
+}
+
+// resynced reads the first flags of "show peers": the peers section's.
+func resynced(raw string) bool {
 	_, rest, ok := strings.Cut(raw, " flags=0x")
 	if !ok {
 		return false

@@ -600,20 +600,20 @@ func (d *Driver) readLogs() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
+			time.Sleep(10 * time.Millisecond) // no hot loop on a lasting error
 			continue
 		}
-		f := strings.Fields(string(buf[:n]))
-		if len(f) != 3 {
+		fn, took, local, ok := parseLogLine(string(buf[:n]))
+		if !ok {
 			continue
 		}
-		v, known := d.logged.Load(f[0])
-		us, err := strconv.ParseInt(f[1], 10, 64)
-		if !known || err != nil {
+		v, known := d.logged.Load(fn)
+		if !known {
 			continue
 		}
 		st := v.(*logState)
-		st.latency.Observe(time.Duration(us) * time.Microsecond)
-		if f[2] != "1" {
+		st.latency.Observe(took)
+		if !local {
 			st.over.Store(true)
 			if st.armed.CompareAndSwap(true, false) {
 				select {
@@ -623,6 +623,20 @@ func (d *Driver) readLogs() {
 			}
 		}
 	}
+}
+
+// parseLogLine reads one request log line: "<function> <µs> <1 if
+// admitted within the local limit, else ->".
+func parseLogLine(line string) (fn string, took time.Duration, local, ok bool) {
+	f := strings.Fields(line)
+	if len(f) != 3 {
+		return "", 0, false, false
+	}
+	us, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || us < 0 || us > int64(time.Hour/time.Microsecond) {
+		return "", 0, false, false
+	}
+	return f[0], time.Duration(us) * time.Microsecond, f[2] == "1", true
 }
 
 // Trigger implements dfaas.Trigger: it fires when a function first goes
