@@ -25,10 +25,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -159,14 +161,20 @@ type dataPlane interface {
 }
 
 // newDataPlane starts the embedded proxy or HAProxy.
-func newDataPlane(ctx context.Context, o options, node dfaas.NodeID, local http.Handler, log *slog.Logger) (dataPlane, error) {
+func newDataPlane(ctx context.Context, o options, node dfaas.NodeID, local http.Handler, platform faas.Platform, log *slog.Logger) (dataPlane, error) {
 	if o.proxy == "haproxy" {
 		gw, err := url.Parse(o.gateway.Gateway)
 		if err != nil {
 			return nil, err
 		}
+		// The functions deployed now get their backends from the start;
+		// later ones take a seamless reload.
+		var functions []string
+		if caps, err := platform.Capacities(ctx); err == nil {
+			functions = slices.Sorted(maps.Keys(caps))
+		}
 		return haproxy.Start(ctx, haproxy.Config{Binary: o.haproxy, Node: node, UserAddr: o.user, PeerAddr: o.peer,
-			Platform: gw.Host, Namespace: o.gateway.Namespace, Logger: log})
+			Platform: gw.Host, Namespace: o.gateway.Namespace, Functions: functions, Logger: log})
 	}
 	return proxy.New(proxy.Config{Node: node, UserAddr: o.user, PeerAddr: o.peer, Logger: log}, local)
 }
@@ -184,7 +192,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(dataPlane)
 		return err
 	}
 	defer ov.Close()
-	px, err := newDataPlane(ctx, o, ov.Self(), local, log)
+	px, err := newDataPlane(ctx, o, ov.Self(), local, platform, log)
 	if err != nil {
 		return err
 	}

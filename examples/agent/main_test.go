@@ -18,6 +18,7 @@ import (
 
 	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/local"
+	"github.com/dfaas-go/dfaas/proxy/haproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -159,6 +160,9 @@ func TestAgentOnHAProxy(t *testing.T) {
 		stopped = true
 		t.Fatal(err)
 	}
+	info, err := px.(*haproxy.Driver).Info()
+	require.NoError(t, err)
+	pid := info["Pid"]
 	var last string
 	served := assert.Eventually(t, func() bool {
 		resp, err := http.Post("http://"+px.UserAddr()+"/function/hello", "text/plain", strings.NewReader("edge"))
@@ -175,6 +179,9 @@ func TestAgentOnHAProxy(t *testing.T) {
 		t.Fatalf("last answer: %s", last)
 	}
 	assert.Positive(t, px.Counts()["hello"].ServedLocal)
+	info, err = px.(*haproxy.Driver).Info()
+	require.NoError(t, err)
+	assert.Equal(t, pid, info["Pid"], "the deployed function had its backend from the start: no reload")
 	cancel()
 	stopped = true
 	require.NoError(t, <-done)
