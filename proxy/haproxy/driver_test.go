@@ -354,10 +354,15 @@ func TestPeerGrants(t *testing.T) {
 	const secs = 4
 	byNode, codes := attack(t, "http://"+a.cfg.UserAddr+"/function/figlet", 60, secs*time.Second)
 	t.Logf("served %v, codes %v", byNode, codes)
-	// A grant of r req/s lets through r per second plus a 2-request bucket.
-	assert.InDelta(t, 5*secs+2, byNode["b"], 3, "b held to its grant")
-	assert.InDelta(t, 10*secs+2, byNode["c"], 3, "c held to its grant")
-	// Locally: the node's capacity (10 req/s) in all, limit or not.
+	// A grant of r req/s lets through r per second plus a 2-request bucket,
+	// never more; a little less if the load generator falls behind on a
+	// busy machine.
+	assert.LessOrEqual(t, byNode["b"], 5*secs+2, "b held to its grant")
+	assert.GreaterOrEqual(t, byNode["b"], 5*secs*3/4, "b's grant used")
+	assert.LessOrEqual(t, byNode["c"], 10*secs+2, "c held to its grant")
+	assert.GreaterOrEqual(t, byNode["c"], 10*secs*3/4, "c's grant used")
+	// Locally: the node's capacity (10 req/s) in all, limit or not (HAProxy's
+	// rate is a sliding estimate: a few either way).
 	assert.InDelta(t, 10*secs, byNode["a"], 4, "local capacity used beyond the limit")
 	assert.Equal(t, 60*secs, codes[http.StatusOK]+codes[http.StatusServiceUnavailable])
 	assert.Positive(t, codes[http.StatusServiceUnavailable])
