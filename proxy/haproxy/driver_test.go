@@ -67,6 +67,22 @@ func startDriver(t *testing.T, node string, pf *platform, fns ...string) *Driver
 	return d
 }
 
+// senderAndHelpers starts node a with "figlet" and helpers b and c, whose
+// platforms take every request of fns.
+func senderAndHelpers(t *testing.T, fns ...string) (a, b, c *Driver, pb, pc *platform) {
+	t.Helper()
+	a = startDriver(t, "a", newPlatform(t, "a"), "figlet")
+	pb, pc = newPlatform(t, "b"), newPlatform(t, "c")
+	b, c = startDriver(t, "b", pb, fns...), startDriver(t, "c", pc, fns...)
+	unlimited := map[string]dfaas.FunctionPlan{}
+	for _, fn := range fns {
+		unlimited[fn] = dfaas.FunctionPlan{Limit: 1e6, Capacity: 1e6}
+	}
+	apply(t, b, unlimited)
+	apply(t, c, unlimited)
+	return a, b, c, pb, pc
+}
+
 func apply(t *testing.T, d *Driver, fns map[string]dfaas.FunctionPlan) {
 	t.Helper()
 	require.NoError(t, d.Apply(context.Background(), dfaas.Plan{Functions: fns}))
@@ -179,13 +195,7 @@ func TestRequestSemantics(t *testing.T) {
 // change through the runtime API with the same worker; a new function takes
 // one seamless reload, during which no request fails.
 func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
-	pa, pb, pc := newPlatform(t, "a"), newPlatform(t, "b"), newPlatform(t, "c")
-	a := startDriver(t, "a", pa, "figlet")
-	b := startDriver(t, "b", pb, "figlet", "echo")
-	c := startDriver(t, "c", pc, "figlet", "echo")
-	for _, d := range []*Driver{b, c} { // room for the test's closed-loop load
-		apply(t, d, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1e6, Capacity: 1e6}, "echo": {Limit: 1e6, Capacity: 1e6}})
-	}
+	a, b, c, _, _ := senderAndHelpers(t, "figlet", "echo")
 	info, err := a.Info()
 	require.NoError(t, err)
 	pid := info["Pid"]
@@ -249,13 +259,7 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 // reach it are retried on the other peer, none fails; the next plan takes
 // its server out of the backend.
 func TestDeadPeerUnderLoad(t *testing.T) {
-	pa, pb, pc := newPlatform(t, "a"), newPlatform(t, "b"), newPlatform(t, "c")
-	a := startDriver(t, "a", pa, "figlet")
-	b := startDriver(t, "b", pb, "figlet")
-	c := startDriver(t, "c", pc, "figlet")
-	for _, d := range []*Driver{b, c} {
-		apply(t, d, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1e6, Capacity: 1e6}})
-	}
+	a, b, c, pb, pc := senderAndHelpers(t, "figlet")
 	peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 0.5, Cap: 1e6}, {Node: "c", Addr: c.cfg.PeerAddr, Weight: 0.5, Cap: 1e6}}
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}})
 
@@ -340,13 +344,7 @@ func attack(t *testing.T, url string, rate int, d time.Duration) (byNode map[str
 // peers would take everything, uses local capacity beyond the limit when
 // every grant is spent, and answers 503 beyond that.
 func TestPeerGrants(t *testing.T) {
-	pa, pb, pc := newPlatform(t, "a"), newPlatform(t, "b"), newPlatform(t, "c")
-	a := startDriver(t, "a", pa, "figlet")
-	b := startDriver(t, "b", pb, "figlet")
-	c := startDriver(t, "c", pc, "figlet")
-	for _, d := range []*Driver{b, c} {
-		apply(t, d, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1e6, Capacity: 1e6}})
-	}
+	a, b, c, _, _ := senderAndHelpers(t, "figlet")
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 4, Capacity: 10, Peers: []dfaas.Share{
 		{Node: "b", Addr: b.cfg.PeerAddr, Weight: 0.5, Cap: 5},
 		{Node: "c", Addr: c.cfg.PeerAddr, Weight: 0.5, Cap: 10}}}})
