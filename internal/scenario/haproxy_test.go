@@ -29,6 +29,7 @@ func TestReferenceScenarioOnHAProxy(t *testing.T) {
 // request, and its server leaves node 1's backend within two ticks.
 func TestHAProxyPeerDiesUnderLoad(t *testing.T) {
 	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, Proxy: "haproxy"})
+	fullMesh(t, c)
 	n1, dead := c.Nodes[0], c.Nodes[2]
 	deadID := dead.Overlay.Self()
 	var stopped sync.WaitGroup

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/overlay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -99,6 +100,22 @@ func inPlan(c *Cluster, n *Node, peer dfaas.NodeID) bool {
 
 // ticksUntilGone waits until peer leaves n's plan and returns how many ticks
 // n ran from since until then.
+// fullMesh waits until every libp2p node is connected to every other.
+// Adverts may reach a node through another, but the connection-drop path
+// (a peer gone at the next tick) needs the direct connection, which
+// discovery makes soon after start.
+func fullMesh(t *testing.T, c *Cluster) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, n := range c.Nodes {
+			if n.Overlay.(*overlay.Libp2p).Peers() < len(c.Nodes)-1 {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond, "a full mesh")
+}
+
 func ticksUntilGone(t *testing.T, c *Cluster, n *Node, peer dfaas.NodeID, since uint64) uint64 {
 	t.Helper()
 	var ticks uint64
@@ -116,6 +133,7 @@ func TestStoppedNodeLeavesPlans(t *testing.T) {
 	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, Interval: 200 * time.Millisecond})
 	gone := c.Nodes[2].Overlay.Self()
 	require.True(t, inPlan(c, c.Nodes[0], gone))
+	fullMesh(t, c)
 	require.NoError(t, c.Nodes[2].Stop())
 	for _, n := range c.Nodes[:2] {
 		ticks := ticksUntilGone(t, c, n, gone, n.Agent.Status().Ticks)
