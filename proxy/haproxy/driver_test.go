@@ -274,12 +274,10 @@ func TestDeadPeerUnderLoad(t *testing.T) {
 	assert.Zero(t, failed.Load())
 
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers[:1]}})
-	st, err := a.stats()
+	peersNow, err := a.Peers("figlet")
 	require.NoError(t, err)
-	_, present := st[[2]string{forwardBackend("figlet"), serverName("c")}]
-	assert.False(t, present, "the dead peer's server left the backend")
-	_, present = st[[2]string{forwardBackend("figlet"), serverName("b")}]
-	assert.True(t, present)
+	assert.NotContains(t, peersNow, dfaas.NodeID("c"), "the dead peer's server left the backend")
+	assert.Contains(t, peersNow, dfaas.NodeID("b"))
 }
 
 // load is four closed-loop clients calling one URL until stopped.
