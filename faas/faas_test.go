@@ -92,9 +92,17 @@ func TestRuntimeDeployRejects(t *testing.T) {
 }
 
 // fakeCounter is a data plane whose counters the test sets.
-type fakeCounter struct{ counts map[string]proxy.Counts }
+type fakeCounter struct {
+	counts map[string]proxy.Counts
+	err    error
+}
 
-func (f *fakeCounter) Counts() map[string]proxy.Counts { return f.counts }
+func (f *fakeCounter) Counts(context.Context) (map[string]proxy.Counts, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	return f.counts, nil
+}
 
 type failingPlatform struct{}
 
@@ -191,4 +199,19 @@ func TestMonitorDegradesToZeroCapacity(t *testing.T) {
 	s, err = m.Sample(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, dfaas.Rate(10), s.Functions["figlet"].Capacity)
+}
+
+// TestMonitorFailsWithoutCounts: a data plane whose counters cannot be read
+// fails the sample (the tick fails) instead of reporting rates it does not
+// know.
+func TestMonitorFailsWithoutCounts(t *testing.T) {
+	rt := NewRuntime()
+	require.NoError(t, rt.Deploy(Function{Name: "figlet", Handler: upper(), Capacity: 10}))
+	fc := &fakeCounter{err: errors.New("runtime socket gone")}
+	m, err := NewMonitor(fc, rt, MonitorConfig{})
+	require.NoError(t, err)
+	_, err = m.Sample(context.Background())
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, dfaas.ErrDegraded, "no usable sample")
+	assert.Contains(t, err.Error(), "runtime socket gone")
 }

@@ -69,11 +69,18 @@ func NewMonitor(counter proxy.Counter, platform Platform, cfg MonitorConfig) (*M
 
 // Sample implements dfaas.Monitor. It lists every function the platform
 // serves or the data plane has counted; the first Sample has zero rates.
+// When the data plane's counters cannot be read, Sample fails.
 // When the platform does not answer, Sample still returns the rates, gives
 // the functions the platform last listed zero capacity, and returns an error
 // wrapping dfaas.ErrDegraded.
 func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 	caps, capErr := m.platform.Capacities(ctx)
+	counts, err := m.counter.Counts(ctx)
+	if err != nil {
+		// Without counts there are no rates to plan on: the tick fails, and
+		// peers stop relying on this node when its advert expires.
+		return dfaas.Sample{}, fmt.Errorf("monitor: counts: %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var degraded error
@@ -88,7 +95,7 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 		m.known = caps
 	}
 	now := m.now()
-	cur := snapshot{at: now, counts: m.counter.Counts()}
+	cur := snapshot{at: now, counts: counts}
 	base := -1
 	for i, s := range m.history {
 		if now.Sub(s.at) >= m.window {

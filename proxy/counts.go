@@ -1,16 +1,14 @@
 package proxy
 
 import (
+	"context"
 	"maps"
-	"sync"
-	"sync/atomic"
 
 	"github.com/dfaas-go/dfaas"
-	"github.com/dfaas-go/dfaas/internal/hist"
 )
 
-// Counts are a function's counters since the proxy started. Every field but
-// InFlight only grows, across plan changes.
+// Counts are a function's counters since the data plane started. Every
+// field but InFlight only grows, across plan changes.
 type Counts struct {
 	Arrivals     uint64 // user requests for the function
 	ServedLocal  uint64 // user requests executed locally
@@ -24,50 +22,17 @@ type Counts struct {
 	Forwarded map[dfaas.NodeID]uint64
 	// Latency of user requests at this node, from arrival to the end of the
 	// response.
-	Latency hist.Snapshot
+	Latency Latencies
 }
 
 // Counter is what a Monitor reads: a data plane's counters per function.
+//
+// Counts may do I/O (HAProxy's counters are read over its runtime socket)
+// and honours ctx; it is safe for concurrent use. It lists every function
+// the data plane has counted; on error it returns nil and the error, never
+// stale counts that look current.
 type Counter interface {
-	Counts() map[string]Counts
-}
-
-type counters struct {
-	arrivals, servedLocal, forwardedOut, receivedIn, rejected, refused, failedTries atomic.Uint64
-	inFlight                                                                        atomic.Int64
-	latency                                                                         hist.Histogram
-
-	mu        sync.Mutex
-	forwarded map[dfaas.NodeID]*atomic.Uint64
-}
-
-func newCounters() *counters { return &counters{forwarded: map[dfaas.NodeID]*atomic.Uint64{}} }
-
-// peer returns the counter of requests forwarded to node.
-func (c *counters) peer(node dfaas.NodeID) *atomic.Uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n, ok := c.forwarded[node]
-	if !ok {
-		n = new(atomic.Uint64)
-		c.forwarded[node] = n
-	}
-	return n
-}
-
-func (c *counters) snapshot() Counts {
-	out := Counts{
-		Arrivals: c.arrivals.Load(), ServedLocal: c.servedLocal.Load(), ForwardedOut: c.forwardedOut.Load(),
-		ReceivedIn: c.receivedIn.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(),
-		FailedTries: c.failedTries.Load(), InFlight: c.inFlight.Load(), Latency: c.latency.Snapshot(),
-	}
-	c.mu.Lock()
-	out.Forwarded = make(map[dfaas.NodeID]uint64, len(c.forwarded))
-	for n, v := range c.forwarded {
-		out.Forwarded[n] = v.Load()
-	}
-	c.mu.Unlock()
-	return out
+	Counts(ctx context.Context) (map[string]Counts, error)
 }
 
 // Add returns the sum of c and o, as when counts of an earlier process
@@ -97,17 +62,17 @@ func (c Counts) Add(o Counts) Counts {
 // its count is new, never a wrapped-around difference.
 func (c Counts) Sub(old Counts) Counts {
 	d := c
-	d.Arrivals = hist.Delta(c.Arrivals, old.Arrivals)
-	d.ServedLocal = hist.Delta(c.ServedLocal, old.ServedLocal)
-	d.ForwardedOut = hist.Delta(c.ForwardedOut, old.ForwardedOut)
-	d.ReceivedIn = hist.Delta(c.ReceivedIn, old.ReceivedIn)
-	d.Rejected = hist.Delta(c.Rejected, old.Rejected)
-	d.Refused = hist.Delta(c.Refused, old.Refused)
-	d.FailedTries = hist.Delta(c.FailedTries, old.FailedTries)
+	d.Arrivals = Delta(c.Arrivals, old.Arrivals)
+	d.ServedLocal = Delta(c.ServedLocal, old.ServedLocal)
+	d.ForwardedOut = Delta(c.ForwardedOut, old.ForwardedOut)
+	d.ReceivedIn = Delta(c.ReceivedIn, old.ReceivedIn)
+	d.Rejected = Delta(c.Rejected, old.Rejected)
+	d.Refused = Delta(c.Refused, old.Refused)
+	d.FailedTries = Delta(c.FailedTries, old.FailedTries)
 	d.Latency = c.Latency.Sub(old.Latency)
 	d.Forwarded = maps.Clone(c.Forwarded)
 	for n, v := range d.Forwarded {
-		d.Forwarded[n] = hist.Delta(v, old.Forwarded[n])
+		d.Forwarded[n] = Delta(v, old.Forwarded[n])
 	}
 	return d
 }

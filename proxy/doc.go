@@ -1,21 +1,31 @@
-// Package proxy holds the embedded ProxyDriver: an in-process HTTP proxy per
-// node with two listeners.
+// Package proxy is the data-plane contract: what every ProxyDriver that an
+// agent runs (a DataPlane) does with a request, and the words they share.
+// Implementations live in their own packages - proxy/embedded (an
+// in-process Go proxy) and proxy/haproxy (a real HAProxy process) - and
+// register themselves by name (Register); binaries and tests open them with
+// Open. proxy/proxytest is the conformance suite every data plane passes.
 //
-// The user listener takes OpenFaaS-style requests, /function/<name>[/...],
-// so existing clients work unchanged. A request is executed locally while the
-// function's local rate is under the plan's Limit (and the node's Capacity);
-// beyond it the request goes to a peer chosen by smooth weighted round robin
-// among the plan's peers whose rate Cap is not exhausted. A peer that refuses
-// or cannot be reached before it answers is skipped and the next one tried;
-// only when no peer and no local capacity can take the request does the user
-// get 503 with Retry-After.
+// A data plane has two listeners.
 //
-// The peer listener takes requests forwarded by other nodes. They carry a
-// hop marker and are executed locally within the node's Capacity, never
-// forwarded again; over capacity they are refused with 503 and the
-// X-Dfaas-Refused header, which tells the forwarder to try another peer.
-// Hop markers on the user listener are stripped: a user cannot bypass
-// admission by claiming to be a peer.
+// The user listener takes OpenFaaS-style requests, /function/<name>[/...]
+// (FunctionName), so existing clients work unchanged. A function missing
+// from the plan answers 404. It removes the hop markers (HeaderHop,
+// HeaderFrom) a user may have set. A request is executed locally while the
+// function's locally admitted rate is under the plan's Limit and all local
+// executions under its Capacity. Beyond that it is forwarded to a peer
+// chosen by the pick rule (Pick: smooth weighted round robin among the
+// plan's peers whose Cap is not spent), with HeaderHop set to 1 and
+// HeaderFrom to the node. A peer that refuses (HeaderRefused) or cannot be
+// reached is skipped and another tried. When no peer takes it the request
+// runs locally if Capacity is left beyond the Limit; otherwise the user
+// gets 503 with Retry-After.
 //
-// Counts exposes monotonic per-function counters for a Monitor.
+// The peer listener takes only forwarded requests (HeaderHop set, else 400)
+// and executes them locally within the Capacity, never forwarding them
+// again; beyond it they are refused: 503 with Retry-After and HeaderRefused
+// RefusedCapacity. A function it does not serve is 404 with RefusedUnknown.
+//
+// Counts (Counter) are monotonic per function: arrivals, executions by
+// origin, forwards per peer, rejections, refusals, retries, requests in
+// flight and a latency histogram of user requests, for a Monitor.
 package proxy

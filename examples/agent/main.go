@@ -1,6 +1,6 @@
-// Command agent runs one dfaas node: a libp2p overlay, the embedded proxy,
-// the embedded runtime with echo functions of given capacities, and the
-// Agent that ties them together. Start one per node:
+// Command agent runs one dfaas node, built by package node: a libp2p
+// overlay, a data plane, a FaaS platform and the Agent that ties them
+// together. Start one per node:
 //
 //	go run ./examples/agent -functions hello=10 -user 127.0.0.1:8080 -peer 127.0.0.1:8081 \
 //	    -listen /ip4/127.0.0.1/tcp/4001
@@ -8,14 +8,17 @@
 //	    -listen /ip4/127.0.0.1/tcp/4002 -bootstrap <a multiaddr the first agent printed>
 //	curl -d world http://127.0.0.1:8080/function/hello
 //
-// With -faas openfaas the node's functions are an OpenFaaS gateway's (give
-// them the dfaas.maxrate label); credentials come from OPENFAAS_USERNAME and
-// OPENFAAS_PASSWORD and are never logged:
+// The platform (-faas) is one registered with package node: "runtime" (echo
+// functions in the agent's process, the default), "local" (the same behind
+// an OpenFaaS-compatible faas/local provider on loopback) or "openfaas" (a
+// gateway, whose functions carry the dfaas.maxrate label; credentials come
+// from OPENFAAS_USERNAME and OPENFAAS_PASSWORD and are never logged):
 //
 //	go run ./examples/agent -faas openfaas -gateway http://127.0.0.1:8080 -user 127.0.0.1:9080 -peer 127.0.0.1:9081
 //
-// With -proxy haproxy a real HAProxy process is the data plane (needs
-// -faas openfaas, and concrete ports).
+// The data plane (-proxy) is one registered with package proxy: "embedded"
+// (the default) or "haproxy" (a real HAProxy process; it reaches the
+// platform over TCP, so it needs -faas local or openfaas).
 package main
 
 import (
@@ -25,9 +28,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -38,12 +38,10 @@ import (
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
-	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/openfaas"
-	"github.com/dfaas-go/dfaas/forecast"
+	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
-	"github.com/dfaas-go/dfaas/proxy/haproxy"
 )
 
 type options struct {
@@ -90,10 +88,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.user, "user", "127.0.0.1:8080", "user listener address (OpenFaaS path /function/<name>)")
 	fs.StringVar(&o.peer, "peer", "127.0.0.1:8081", "peer listener address")
 	fs.StringVar(&o.advertise, "advertise", "", "peer address advertised to other agents (default: the bound -peer address)")
-	functions := fs.String("functions", "hello=10", "with -faas embedded: echo functions as name=capacity (req/s), comma-separated")
-	fs.StringVar(&o.proxy, "proxy", "embedded", "data plane: embedded (in-process Go proxy) or haproxy (a real HAProxy process, with -faas openfaas)")
-	fs.StringVar(&o.haproxy, "haproxy", "haproxy", "with -proxy haproxy: the haproxy binary")
-	fs.StringVar(&o.faas, "faas", "embedded", "FaaS platform: embedded (Go echo functions in-process) or openfaas (a gateway)")
+	functions := fs.String("functions", "hello=10", "with -faas runtime or local: echo functions as name=capacity (req/s), comma-separated")
+	fs.StringVar(&o.proxy, "proxy", node.DefaultDataPlane, "data plane: "+strings.Join(proxy.Names(), ", ")+" (haproxy needs -faas local or openfaas)")
+	fs.StringVar(&o.haproxy, "haproxy", "", "with -proxy haproxy: the haproxy binary (default: haproxy on $PATH)")
+	fs.StringVar(&o.faas, "faas", "runtime", "FaaS platform: "+strings.Join(node.PlatformNames(), ", "))
 	fs.StringVar(&o.gateway.Gateway, "gateway", "http://127.0.0.1:8080", "with -faas openfaas: the gateway URL")
 	fs.StringVar(&o.gateway.Namespace, "fn-namespace", "openfaas-fn", "with -faas openfaas: the functions' namespace")
 	defaultCapacity := fs.Float64("default-capacity", 0, "with -faas openfaas: req/s of functions without the dfaas.maxrate label")
@@ -120,14 +118,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, err
 	}
 	switch {
-	case o.proxy != "embedded" && o.proxy != "haproxy":
-		return o, fmt.Errorf("-proxy %q: want embedded or haproxy", o.proxy)
-	case o.proxy == "haproxy" && o.faas != "openfaas":
-		return o, errors.New("-proxy haproxy needs -faas openfaas: HAProxy reaches the platform over TCP")
+	case !slices.Contains(proxy.Names(), o.proxy):
+		return o, fmt.Errorf("-proxy %q: want one of %s", o.proxy, strings.Join(proxy.Names(), ", "))
+	case !slices.Contains(node.PlatformNames(), o.faas):
+		return o, fmt.Errorf("-faas %q: want one of %s", o.faas, strings.Join(node.PlatformNames(), ", "))
+	case o.proxy == "haproxy" && o.faas == "runtime":
+		return o, errors.New("-proxy haproxy needs -faas local or openfaas: HAProxy reaches the platform over TCP")
 	}
-	switch o.faas {
-	case "embedded":
-	case "openfaas":
+	if o.faas == "openfaas" {
 		// Credentials come from the environment only, so that they appear
 		// in no process list and no log.
 		o.gateway.Username, o.gateway.Password = os.Getenv("OPENFAAS_USERNAME"), os.Getenv("OPENFAAS_PASSWORD")
@@ -135,8 +133,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		if _, err := openfaas.New(o.gateway); err != nil {
 			return o, err
 		}
-	default:
-		return o, fmt.Errorf("-faas %q: want embedded or openfaas", o.faas)
 	}
 	return o, nil
 }
@@ -151,91 +147,30 @@ func splitList(s string) []string {
 	return out
 }
 
-// dataPlane is what the agent needs of a proxy.
-type dataPlane interface {
-	dfaas.ProxyDriver
-	proxy.Counter
-	UserAddr() string
-	PeerAddr() string
-	Close() error
-}
-
-// newDataPlane starts the embedded proxy or HAProxy.
-func newDataPlane(ctx context.Context, o options, node dfaas.NodeID, local http.Handler, platform faas.Platform, log *slog.Logger) (dataPlane, error) {
-	if o.proxy == "haproxy" {
-		gw, err := url.Parse(o.gateway.Gateway)
-		if err != nil {
-			return nil, err
-		}
-		// The functions deployed now get their backends from the start;
-		// later ones take a seamless reload.
-		var functions []string
-		if caps, err := platform.Capacities(ctx); err == nil {
-			functions = slices.Sorted(maps.Keys(caps))
-		}
-		return haproxy.Start(ctx, haproxy.Config{Binary: o.haproxy, Node: node, UserAddr: o.user, PeerAddr: o.peer,
-			Platform: gw.Host, Namespace: o.gateway.Namespace, Functions: functions, Logger: log})
-	}
-	return proxy.New(proxy.Config{Node: node, UserAddr: o.user, PeerAddr: o.peer, Logger: log}, local)
-}
-
-// run composes and runs the node until ctx ends. ready, if set, is called
-// with the proxy once everything listens.
-func run(ctx context.Context, o options, log *slog.Logger, ready func(dataPlane)) error {
-	local, platform, closePlatform, err := newPlatform(o, log)
+// run builds the node and runs it until ctx ends. ready, if set, is called
+// with the node once everything listens.
+func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node)) error {
+	host, _ := os.Hostname() // names the node in the echo functions' answers
+	pf, err := node.OpenPlatform(ctx, o.faas, node.PlatformSpec{Node: host, Functions: o.functions, OpenFaaS: o.gateway, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer closePlatform()
-	ov, err := overlay.NewLibp2p(ctx, overlay.Libp2pConfig{ListenAddrs: o.listen, Bootstrap: o.bootstrap, Namespace: o.namespace, Logger: log})
+	n, err := node.Build(ctx, node.Config{Platform: pf, DataPlane: o.proxy, Binary: o.haproxy,
+		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
+		Libp2p: overlay.Libp2pConfig{ListenAddrs: o.listen, Bootstrap: o.bootstrap, Namespace: o.namespace, Logger: log}})
 	if err != nil {
 		return err
 	}
-	defer ov.Close()
-	px, err := newDataPlane(ctx, o, ov.Self(), local, platform, log)
-	if err != nil {
-		return err
+	defer n.Close()
+	var bootstrapFrom string
+	if ov, ok := n.Overlay.(*overlay.Libp2p); ok {
+		bootstrapFrom = strings.Join(ov.Addrs(), " ")
 	}
-	defer px.Close()
-	mon, err := faas.NewMonitor(px, platform, faas.MonitorConfig{Window: o.interval / 2})
-	if err != nil {
-		return err
-	}
-	advertise := o.advertise
-	if advertise == "" {
-		advertise = px.PeerAddr()
-	}
-	agent, err := dfaas.NewAgent(dfaas.Config{Interval: o.interval, Addr: advertise, Logger: log},
-		ov, mon, &forecast.LastValue{}, o.strategy, px)
-	if err != nil {
-		return err
-	}
-	log.Info("agent up", "node", ov.Self(), "faas", o.faas, "user", px.UserAddr(), "peer", advertise, "bootstrap_from", strings.Join(ov.Addrs(), " "))
+	log.Info("agent up", "node", n.Overlay.Self(), "faas", o.faas, "proxy", o.proxy, "user", n.DataPlane.UserAddr(),
+		"peer", n.DataPlane.PeerAddr(), "bootstrap_from", bootstrapFrom)
 	if ready != nil {
-		ready(px)
+		ready(n)
 	}
-	return agent.Run(ctx)
-}
-
-// newPlatform makes the proxy's local target and the Monitor's platform.
-func newPlatform(o options, log *slog.Logger) (http.Handler, faas.Platform, func(), error) {
-	if o.faas == "openfaas" {
-		cfg := o.gateway
-		cfg.Logger = log
-		b, err := openfaas.New(cfg)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		return b.Handler(), b, func() { _ = b.Close() }, nil
-	}
-	runtime := faas.NewRuntime()
-	for name, capacity := range o.functions {
-		handler := faas.HandlerFunc(func(_ context.Context, body []byte) ([]byte, error) {
-			return append([]byte(name+": "), body...), nil
-		})
-		if err := runtime.Deploy(faas.Function{Name: name, Handler: handler, Capacity: capacity}); err != nil {
-			return nil, nil, nil, err
-		}
-	}
-	return runtime, runtime, func() {}, nil
+	<-ctx.Done()
+	return nil
 }

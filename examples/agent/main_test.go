@@ -18,6 +18,7 @@ import (
 
 	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/local"
+	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/proxy/haproxy"
 )
 
@@ -41,16 +42,16 @@ func TestAgentServes(t *testing.T) {
 	o, err := parseFlags([]string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms"}, io.Discard)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan dataPlane, 1)
+	ready := make(chan *node.Node, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p dataPlane) { ready <- p }) }()
-	var px dataPlane
+	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p *node.Node) { ready <- p }) }()
+	var px *node.Node
 	select {
 	case px = <-ready:
 	case err := <-done:
 		t.Fatal(err)
 	}
-	url := "http://" + px.UserAddr() + "/function/hello"
+	url := "http://" + px.DataPlane.UserAddr() + "/function/hello"
 	require.Eventually(t, func() bool { // until the first plan is applied
 		resp, err := http.Post(url, "text/plain", strings.NewReader("world"))
 		if err != nil {
@@ -58,7 +59,7 @@ func TestAgentServes(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == http.StatusOK && string(b) == "hello: world"
+		return resp.StatusCode == http.StatusOK && strings.HasPrefix(string(b), "hello on node ") && strings.HasSuffix(string(b), ": world")
 	}, 5*time.Second, 20*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
@@ -99,12 +100,12 @@ func TestAgentOnOpenFaaSAPI(t *testing.T) {
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan dataPlane, 1)
+	ready := make(chan *node.Node, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, o, log, func(p dataPlane) { ready <- p }) }()
+	go func() { done <- run(ctx, o, log, func(p *node.Node) { ready <- p }) }()
 	px := <-ready
 	require.Eventually(t, func() bool {
-		resp, err := http.Post("http://"+px.UserAddr()+"/function/hello", "text/plain", strings.NewReader("edge"))
+		resp, err := http.Post("http://"+px.DataPlane.UserAddr()+"/function/hello", "text/plain", strings.NewReader("edge"))
 		if err != nil {
 			return false
 		}
@@ -135,12 +136,12 @@ func TestAgentOnHAProxy(t *testing.T) {
 		"-fn-namespace", "team-a", "-user", free(), "-peer", free(), "-interval", "100ms"}, io.Discard)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan dataPlane, 1)
+	ready := make(chan *node.Node, 1)
 	done := make(chan error, 1)
 	var logs bytes.Buffer
 	var mu sync.Mutex
 	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
-	go func() { done <- run(ctx, o, log, func(p dataPlane) { ready <- p }) }()
+	go func() { done <- run(ctx, o, log, func(p *node.Node) { ready <- p }) }()
 	stopped := false
 	defer func() { // stop the agent, and its HAProxy, even when the test fails
 		if !stopped {
@@ -153,19 +154,19 @@ func TestAgentOnHAProxy(t *testing.T) {
 			mu.Unlock()
 		}
 	}()
-	var px dataPlane
+	var px *node.Node
 	select {
 	case px = <-ready:
 	case err := <-done:
 		stopped = true
 		t.Fatal(err)
 	}
-	info, err := px.(*haproxy.Driver).Info()
+	info, err := px.DataPlane.(*haproxy.Driver).Info()
 	require.NoError(t, err)
 	pid := info["Pid"]
 	var last string
 	served := assert.Eventually(t, func() bool {
-		resp, err := http.Post("http://"+px.UserAddr()+"/function/hello", "text/plain", strings.NewReader("edge"))
+		resp, err := http.Post("http://"+px.DataPlane.UserAddr()+"/function/hello", "text/plain", strings.NewReader("edge"))
 		if err != nil {
 			last = err.Error()
 			return false
@@ -178,8 +179,10 @@ func TestAgentOnHAProxy(t *testing.T) {
 	if !served {
 		t.Fatalf("last answer: %s", last)
 	}
-	assert.Positive(t, px.Counts()["hello"].ServedLocal)
-	info, err = px.(*haproxy.Driver).Info()
+	counts, err := px.DataPlane.Counts(t.Context())
+	require.NoError(t, err)
+	assert.Positive(t, counts["hello"].ServedLocal)
+	info, err = px.DataPlane.(*haproxy.Driver).Info()
 	require.NoError(t, err)
 	assert.Equal(t, pid, info["Pid"], "the deployed function had its backend from the start: no reload")
 	cancel()

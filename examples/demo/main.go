@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,8 @@ import (
 	"github.com/dfaas-go/dfaas/balance"
 	"github.com/dfaas-go/dfaas/forecast"
 	"github.com/dfaas-go/dfaas/internal/scenario"
+	"github.com/dfaas-go/dfaas/node"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 type options struct {
@@ -72,8 +75,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.strategy, "strategy", "proportional", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	fs.StringVar(&o.forecaster, "forecast", "last", "forecaster: last, ewma, holt or holt-winters:<period in ticks>")
 	fs.StringVar(&o.overlay, "overlay", "libp2p", "overlay: libp2p (real hosts on loopback) or memory")
-	fs.StringVar(&o.proxy, "proxy", "embedded", "data plane: embedded (in-process Go proxy) or haproxy (a real HAProxy per node)")
-	fs.StringVar(&o.haproxy, "haproxy", "haproxy", "with -proxy haproxy: the haproxy binary")
+	fs.StringVar(&o.proxy, "proxy", node.DefaultDataPlane, "data plane of every node: "+strings.Join(proxy.Names(), ", "))
+	fs.StringVar(&o.haproxy, "haproxy", "", "with -proxy haproxy: the haproxy binary (default: haproxy on $PATH)")
 	fs.StringVar(&o.plot, "plot", "", "write a PNG of the served rate per node over time to this file")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the results instead of the table")
 	fs.BoolVar(&o.verbose, "v", false, "log the components to stderr")
@@ -99,8 +102,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if _, err := forecast.ByName(o.forecaster); err != nil {
 		return o, err
 	}
-	if o.proxy != "embedded" && o.proxy != "haproxy" {
-		return o, fmt.Errorf("-proxy %q: want embedded or haproxy", o.proxy)
+	if !slices.Contains(proxy.Names(), o.proxy) {
+		return o, fmt.Errorf("-proxy %q: want one of %s", o.proxy, strings.Join(proxy.Names(), ", "))
 	}
 	return o, nil
 }
@@ -120,7 +123,7 @@ func parseRates(s string) ([]dfaas.Rate, error) {
 func run(ctx context.Context, o options, stdout io.Writer) error {
 	strategy, _ := balance.ByName(o.strategy)
 	cfg := scenario.ClusterConfig{Capacities: o.capacities, Interval: o.interval, Strategy: strategy, Overlay: o.overlay,
-		Proxy: o.proxy, HAProxy: o.haproxy}
+		DataPlane: o.proxy, Binary: o.haproxy}
 	cfg.Forecaster = func() dfaas.Forecaster { f, _ := forecast.ByName(o.forecaster); return f }
 	if o.verbose {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))

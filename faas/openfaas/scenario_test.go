@@ -20,6 +20,8 @@ import (
 	"github.com/dfaas-go/dfaas/faas/openfaas"
 	"github.com/dfaas-go/dfaas/internal/gatewaytest"
 	"github.com/dfaas-go/dfaas/internal/scenario"
+	"github.com/dfaas-go/dfaas/node"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -55,22 +57,22 @@ func newFederation(t *testing.T, ctx context.Context) *federation {
 
 // platform deploys the scenario's function for node through the gateway and
 // returns the node's backend as its platform.
-func (f *federation) platform(ctx context.Context, node, function string, capacity dfaas.Rate) (scenario.Platform, error) {
-	ns := "node-" + node
-	image := "dfaas/hello-" + node
-	if err := f.provider.RegisterImage(image, scenario.Hello(node)); err != nil {
-		return scenario.Platform{}, err
+func (f *federation) platform(ctx context.Context, name, function string, capacity dfaas.Rate) (node.Platform, error) {
+	ns := "node-" + name
+	image := "dfaas/hello-" + name
+	if err := f.provider.RegisterImage(image, scenario.Hello(name)); err != nil {
+		return node.Platform{}, err
 	}
 	if _, err := f.client.Deploy(ctx, types.FunctionDeployment{Service: function, Image: image, Namespace: ns,
 		Labels: &map[string]string{openfaas.LabelMaxRate: fmt.Sprint(float64(capacity))}}); err != nil {
-		return scenario.Platform{}, err
+		return node.Platform{}, err
 	}
 	b, err := openfaas.New(openfaas.Config{Gateway: gatewaytest.URL, Namespace: ns, Logger: quiet})
 	if err != nil {
-		return scenario.Platform{}, err
+		return node.Platform{}, err
 	}
 	f.backends = append(f.backends, b)
-	return scenario.Platform{Handler: b.Handler(), Capacity: b}, nil
+	return node.Platform{Handler: b.Handler(), Capacities: b}, nil
 }
 
 // TestReferenceScenarioBehindTheGateway: the paper's experiment with every
@@ -136,11 +138,11 @@ func TestFunctionsFollowTheGateway(t *testing.T) {
 	assert.LessOrEqual(t, ticks, uint64(2), "deployed function planned within two ticks")
 	require.Eventually(t, func() bool { return planned(n1, "extra") }, 10*time.Second, time.Millisecond, "the peer follows")
 	// Deployed on node 2 only: node 1 forwards it there.
-	resp, err := http.Post("http://"+n1.Proxy.UserAddr()+"/function/extra", "text/plain", nil)
+	resp, err := http.Post("http://"+n1.DataPlane.UserAddr()+"/function/extra", "text/plain", nil)
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, uint64(1), n1.Proxy.Counts()["extra"].ForwardedOut)
+	assert.Equal(t, uint64(1), counts(t, n1)["extra"].ForwardedOut)
 	// Node 1 advertises the function while its users asked for it recently.
 	require.Eventually(t, func() bool {
 		_, ok := n1.Agent.Status().LastState.Functions["extra"]
@@ -152,11 +154,11 @@ func TestFunctionsFollowTheGateway(t *testing.T) {
 	assert.LessOrEqual(t, ticks, uint64(2), "removed function leaves the plan within two ticks")
 	require.Eventually(t, func() bool { return !planned(n1, "extra") }, 10*time.Second, time.Millisecond, "the peer follows")
 
-	resp, err = http.Post("http://"+n1.Proxy.UserAddr()+"/function/never-deployed", "text/plain", nil)
+	resp, err = http.Post("http://"+n1.DataPlane.UserAddr()+"/function/never-deployed", "text/plain", nil)
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
-	assert.NotContains(t, n2.Proxy.Counts(), "never-deployed", "not forwarded")
+	assert.NotContains(t, counts(t, n2), "never-deployed", "not forwarded")
 }
 
 // TestGatewayDownDegradesAndRecovers: while the gateway is down the agents
@@ -196,4 +198,12 @@ func TestGatewayDownDegradesAndRecovers(t *testing.T) {
 		st := n1.Agent.Status()
 		return st.LastErr == nil && st.LastState.Functions[c.Function].Capacity == 10 && peerCapacity() == 10
 	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// counts reads a node's counters.
+func counts(t *testing.T, n *scenario.Node) map[string]proxy.Counts {
+	t.Helper()
+	c, err := n.DataPlane.Counts(t.Context())
+	require.NoError(t, err)
+	return c
 }

@@ -16,7 +16,7 @@ import (
 // TestReferenceScenarioOnHAProxy: the paper's experiment with a real HAProxy
 // process as every node's data plane, driven through its runtime API.
 func TestReferenceScenarioOnHAProxy(t *testing.T) {
-	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, Proxy: "haproxy"})
+	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, DataPlane: "haproxy"})
 	rep := run(t, c, []dfaas.Rate{50, 0, 0}, 12*time.Second)
 	steady(t, rep, []float64{10, 16, 24}, 1.5)
 	assert.LessOrEqual(t, rep.ConvergenceS, 3.0)
@@ -28,7 +28,7 @@ func TestReferenceScenarioOnHAProxy(t *testing.T) {
 // forward to it. Its share moves to the surviving peer without a failed
 // request, and its server leaves node 1's backend within two ticks.
 func TestHAProxyPeerDiesUnderLoad(t *testing.T) {
-	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, Proxy: "haproxy"})
+	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, DataPlane: "haproxy"})
 	fullMesh(t, c)
 	n1, dead := c.Nodes[0], c.Nodes[2]
 	deadID := dead.Overlay.Self()
@@ -60,7 +60,7 @@ func TestHAProxyPeerDiesUnderLoad(t *testing.T) {
 	assert.InDelta(t, 15, rep.Nodes[1].Served[len(rep.Nodes[1].Served)-1], 1.5, "node 2 took the dead peer's share")
 
 	assert.LessOrEqual(t, ticksToLeave, uint64(2), "the dead peer left node 1's plan within two ticks")
-	peers, err := n1.Proxy.(*haproxy.Driver).Peers(c.Function)
+	peers, err := n1.DataPlane.(*haproxy.Driver).Peers(c.Function)
 	require.NoError(t, err)
 	assert.NotContains(t, peers, deadID, "and its server left the backend")
 	assert.Contains(t, peers, c.Nodes[1].Overlay.Self())
@@ -70,13 +70,13 @@ func TestHAProxyPeerDiesUnderLoad(t *testing.T) {
 // helpers through HAProxy data planes. Each sender keeps to its grants, so
 // the helpers serve their share of the deficits and hardly ever refuse.
 func TestSeveralOverloadedNodesOnHAProxy(t *testing.T) {
-	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30, 40}, Overlay: "memory", Proxy: "haproxy"})
+	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30, 40}, Overlay: "memory", DataPlane: "haproxy"})
 	rep := run(t, c, []dfaas.Rate{45, 35, 0, 0}, 10*time.Second)
 	steady(t, rep, []float64{10, 20, 50 * 30.0 / 70, 50 * 40.0 / 70}, 1.5)
 	assert.LessOrEqual(t, float64(totalRejected(rep)), 0.01*float64(rep.Requests))
 	var refused uint64
 	for _, n := range c.Nodes[2:] {
-		refused += n.Proxy.Counts()[c.Function].Refused
+		refused += nodeCounts(t, n)[c.Function].Refused
 	}
 	t.Logf("helpers refused %d of %d requests", refused, rep.Requests)
 	assert.LessOrEqual(t, float64(refused), 0.01*float64(rep.Requests), "the senders kept to their grants")

@@ -93,7 +93,10 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 
 	n := len(c.Nodes)
 	rep := Report{Nodes: make([]NodeReport, n), Bucket: lc.Bucket}
-	start := counts(c)
+	start, err := counts(ctx, c)
+	if err != nil {
+		return Report{}, err
+	}
 	prev := start
 	var (
 		mu       sync.Mutex
@@ -110,7 +113,7 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 		}
 		atk := vegeta.NewAttacker(vegeta.Client(client))
 		attackers = append(attackers, atk)
-		tgt := vegeta.NewStaticTargeter(vegeta.Target{Method: "POST", URL: "http://" + c.Nodes[i].Proxy.UserAddr() + "/function/" + c.Function,
+		tgt := vegeta.NewStaticTargeter(vegeta.Target{Method: "POST", URL: "http://" + c.Nodes[i].DataPlane.UserAddr() + "/function/" + c.Function,
 			Body: []byte("dfaas")})
 		// Freq per Per keeps fractional rates exact.
 		pacer := vegeta.Rate{Freq: int(math.Round(float64(r) * 1000)), Per: 1000 * time.Second}
@@ -141,7 +144,10 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		cur := counts(c)
+		cur, err := counts(ctx, c)
+		if err != nil {
+			return Report{}, err
+		}
 		served := make([]float64, n)
 		for i := range n {
 			d := cur[i].Sub(prev[i])
@@ -159,13 +165,16 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 	}
 	metrics.Close()
 
-	end := counts(c)
+	end, err := counts(context.WithoutCancel(ctx), c)
+	if err != nil {
+		return Report{}, err
+	}
 	series := make([][]float64, n)
 	for i, node := range c.Nodes {
 		d := end[i].Sub(start[i])
 		nr := &rep.Nodes[i]
 		nr.ID = node.Name
-		caps, _ := node.Platform.Capacity.Capacities(ctx)
+		caps, _ := node.Platform.Capacities.Capacities(ctx)
 		nr.Capacity = float64(caps[c.Function])
 		nr.ServedLocal, nr.ForwardedOut, nr.Received = d.ServedLocal, d.ForwardedOut, d.ReceivedIn
 		for _, o := range outcomes[i] {
@@ -191,12 +200,17 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 	return rep, nil
 }
 
-func counts(c *Cluster) []proxy.Counts {
+// counts reads every node's counters of the cluster's function.
+func counts(ctx context.Context, c *Cluster) ([]proxy.Counts, error) {
 	out := make([]proxy.Counts, len(c.Nodes))
 	for i, n := range c.Nodes {
-		out[i] = n.Proxy.Counts()[c.Function]
+		all, err := n.Counts(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("scenario: node %s: %w", n.Name, err)
+		}
+		out[i] = all[c.Function]
 	}
-	return out
+	return out, nil
 }
 
 // Convergence returns the first bucket from which every node's served rate

@@ -11,9 +11,18 @@ import (
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/overlay"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// nodeCounts reads a node's counters.
+func nodeCounts(t *testing.T, n *Node) map[string]proxy.Counts {
+	t.Helper()
+	c, err := n.DataPlane.Counts(t.Context())
+	require.NoError(t, err)
+	return c
+}
 
 func start(t *testing.T, cfg ClusterConfig) *Cluster {
 	t.Helper()

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/dfaas-go/dfaas"
-	"github.com/dfaas-go/dfaas/proxy"
+	"github.com/dfaas-go/dfaas/proxy/embedded"
 )
 
 // BenchmarkHop measures, side by side in one run, what one local hop and one
@@ -33,12 +33,12 @@ func BenchmarkHop(b *testing.B) {
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
 	quiet := slog.New(slog.DiscardHandler)
-	ea, err := proxy.New(proxy.Config{Node: "a", Logger: quiet}, rp)
+	ea, err := embedded.New(embedded.Config{Node: "a", Logger: quiet}, rp)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ea.Close()
-	eb, err := proxy.New(proxy.Config{Node: "b", Logger: quiet}, rp)
+	eb, err := embedded.New(embedded.Config{Node: "b", Logger: quiet}, rp)
 	if err != nil {
 		b.Fatal(err)
 	}

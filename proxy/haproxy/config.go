@@ -44,6 +44,9 @@ type Layout struct {
 	// only clients with a certificate from the federation's CA, and
 	// forwards present this node's certificate to peers and verify theirs.
 	TLS *TLS
+	// testClock, set only by tests, names a request header whose value
+	// (microseconds) dfaas.lua takes as the arrival time.
+	testClock string
 }
 
 //go:embed dfaas.lua
@@ -161,6 +164,9 @@ func (l Layout) Render() (string, error) {
 	w("    stats socket %s mode 600 level admin expose-fd listeners", l.Socket)
 	w("    stats timeout 10s")
 	w("    setenv DFAAS_ROUTES %s", l.RoutesMap)
+	if l.testClock != "" {
+		w("    setenv DFAAS_TEST_CLOCK %s", l.testClock)
+	}
 	w("    lua-load %s", l.Lua)
 	w("    localpeer %s", peersSection)
 	if l.LogSocket != "" {

@@ -1,6 +1,7 @@
 package haproxy
 
 import (
+	"context"
 	"encoding/csv"
 	"fmt"
 	"slices"
@@ -93,16 +94,16 @@ func (d *Driver) stats() (map[[2]string]statRow, error) {
 // taken just before it (what the old worker counts after it is lost).
 // Latency comes from HAProxy's request log; requests in flight are the
 // local executions in progress.
-func (d *Driver) Counts() map[string]proxy.Counts {
+func (d *Driver) Counts(ctx context.Context) (map[string]proxy.Counts, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("haproxy: counts: %w", err)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	cur, err := d.counts()
-	if err != nil {
-		d.log.Warn("reading counters failed", "err", err)
-		return d.lastCounts
+	if d.closed {
+		return nil, fmt.Errorf("haproxy: counts: %w", dfaas.ErrClosed)
 	}
-	d.lastCounts = cur
-	return cur
+	return d.counts()
 }
 
 // counts reads the current worker's counters and adds what earlier
@@ -205,7 +206,7 @@ func (d *Driver) statCounts(st map[[2]string]statRow) map[string]proxy.Counts {
 	return out
 }
 
-var _ proxy.Counter = (*Driver)(nil)
+var _ proxy.DataPlane = (*Driver)(nil)
 
 // Peers returns the peers that a function's forwarding backend holds now,
 // as HAProxy reports them.

@@ -13,7 +13,8 @@
 -- weighted round robin picks a peer; if its token bucket (rate req/s, burst
 -- tokens) is empty, the others are tried by decreasing weight. The first
 -- with a token is stored in txn.peer; none leaves txn.peer unset. This is
--- the embedded proxy's rule (proxy/route.go).
+-- the pick rule of package proxy (proxy/pick.go); the golden vectors of
+-- proxy/proxytest hold the two to the same sequences.
 
 local routes_map = Map.new(os.getenv("DFAAS_ROUTES"), Map._str)
 
@@ -24,7 +25,16 @@ local routes = {}
 -- new plan does not refill a grant already spent.
 local buckets = {}
 
-local function now()
+-- DFAAS_TEST_CLOCK, set only by the driver's tests, names a request header
+-- that carries the arrival time in microseconds, so that the golden vectors
+-- run on a clock the test controls.
+local test_clock = os.getenv("DFAAS_TEST_CLOCK")
+
+local function now(txn)
+  if test_clock then
+    local h = txn.http:req_get_headers()[test_clock]
+    if h and h[0] then return tonumber(h[0]) / 1e6 end
+  end
   local t = core.now()
   return t.sec + t.usec / 1e6
 end
@@ -64,15 +74,16 @@ local function parse(fn, raw, at)
   return {raw = raw, peers = peers, current = current}
 end
 
+-- take takes a token at time at if the bucket holds one; a clock that went
+-- back adds none.
 local function take(bk, at)
-  local tokens = bk.tokens + (at - bk.at) * bk.rate
-  if tokens > bk.burst then tokens = bk.burst end
-  bk.at = at
-  if tokens < 1 then
-    bk.tokens = tokens
-    return false
+  if at > bk.at then
+    local tokens = bk.tokens + (at - bk.at) * bk.rate
+    if tokens > bk.burst then tokens = bk.burst end
+    bk.tokens, bk.at = tokens, at
   end
-  bk.tokens = tokens - 1
+  if bk.tokens < 1 then return false end
+  bk.tokens = bk.tokens - 1
   return true
 end
 
@@ -85,7 +96,7 @@ core.register_action("dfaas_pick", {"http-req"}, function(txn)
     return
   end
   local rt = routes[fn]
-  local at = now()
+  local at = now(txn)
   if rt == nil or rt.raw ~= raw then
     rt = parse(fn, raw, at)
     routes[fn] = rt

@@ -23,7 +23,6 @@ import (
 	"github.com/haproxytech/client-native/v6/runtime/options"
 
 	"github.com/dfaas-go/dfaas"
-	"github.com/dfaas-go/dfaas/internal/hist"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -56,9 +55,11 @@ type Config struct {
 	// directory, removed by Close.
 	Dir string
 	// TLS, if set, makes the federation's traffic mutual TLS (see Layout).
-	TLS *TLS
+	TLS *proxy.TLS
 	// Logger receives the driver's logs. Default slog.Default().
 	Logger *slog.Logger
+
+	testClock string // see Layout.testClock
 }
 
 // Driver runs one HAProxy process and applies plans to it. It implements
@@ -84,14 +85,13 @@ type Driver struct {
 	logged  sync.Map // function -> *logState, for the functions of the plans
 	trigger chan struct{}
 
-	nodes      map[string]dfaas.NodeID // server name -> peer, for every server ever added
-	base       map[string]proxy.Counts // what earlier workers' statistics counted
-	lastCounts map[string]proxy.Counts
+	nodes map[string]dfaas.NodeID // server name -> peer, for every server ever added
+	base  map[string]proxy.Counts // what earlier workers' statistics counted
 }
 
 // logState is what the request log tells of a function.
 type logState struct {
-	latency hist.Histogram
+	latency proxy.LatencyHistogram
 	// over is set by a user request over the local limit, and cleared by
 	// every Apply. armed: the first such request fires the trigger; an
 	// Apply arms it only if the function was not already over its limit, so
@@ -145,7 +145,12 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		Socket: filepath.Join(cfg.Dir, "admin.sock"), LimitsMap: filepath.Join(cfg.Dir, "limits.map"),
 		CapacityMap: filepath.Join(cfg.Dir, "capacity.map"), RoutesMap: filepath.Join(cfg.Dir, "routes.map"),
 		Namespace: cfg.Namespace, LogSocket: filepath.Join(cfg.Dir, "log.sock"), Lua: filepath.Join(cfg.Dir, "dfaas.lua"), PeersSocket: filepath.Join(cfg.Dir, "peers.sock"), Functions: slices.Clone(cfg.Functions),
-		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout, TLS: cfg.TLS}
+		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout, testClock: cfg.testClock}
+	if cfg.TLS != nil {
+		if d.layout.TLS, err = layoutTLS(*cfg.TLS, cfg.Dir); err != nil {
+			return nil, err
+		}
+	}
 	if err := d.writeConfig(); err != nil {
 		return nil, err
 	}
@@ -175,6 +180,27 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// layoutTLS is the TLS files HAProxy reads: the node's certificate and key
+// in one file, written into dir when they come in two.
+func layoutTLS(f proxy.TLS, dir string) (*TLS, error) {
+	if f.KeyFile == "" {
+		return &TLS{CAFile: f.CAFile, CertFile: f.CertFile}, nil
+	}
+	cert, err := os.ReadFile(f.CertFile)
+	if err != nil {
+		return nil, fmt.Errorf("haproxy: tls: %w", err)
+	}
+	key, err := os.ReadFile(f.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("haproxy: tls: %w", err)
+	}
+	path := filepath.Join(dir, "node.pem")
+	if err := os.WriteFile(path, append(append(cert, '\n'), key...), 0o600); err != nil {
+		return nil, fmt.Errorf("haproxy: tls: %w", err)
+	}
+	return &TLS{CAFile: f.CAFile, CertFile: path}, nil
 }
 
 // checkVersion makes sure the binary is HAProxy 2.6 or later: dynamic
@@ -271,12 +297,12 @@ func (d *Driver) info() (map[string]string, error) {
 }
 
 // rate turns a plan's rate into HAProxy's whole requests per second: 0 for
-// a negative or undefined rate, and no more than maxGrant.
+// a negative or undefined rate, and no more than proxy.MaxCap.
 func rate(r dfaas.Rate) int {
 	if !(r > 0) {
 		return 0
 	}
-	return int(math.Round(float64(min(r, maxGrant))))
+	return int(math.Round(float64(min(r, proxy.MaxCap))))
 }
 
 // weight turns a plan's weight into HAProxy's 1..256 scale.
@@ -395,10 +421,10 @@ func (d *Driver) delMap(file, key string) error {
 	return nil
 }
 
-// usable reports whether a share can be routed to: a positive weight and
-// grant, and an address that is a host:port.
+// usable reports whether a share can be routed to: proxy.Usable, and an
+// address that is a host:port.
 func (d *Driver) usable(p dfaas.Share) bool {
-	if !(p.Weight > 0) || !(p.Cap > 0) || math.IsInf(p.Weight, 0) {
+	if !proxy.Usable(p) {
 		return false
 	}
 	if _, _, err := net.SplitHostPort(p.Addr); err != nil || strings.ContainsAny(p.Addr, " \t\n") {
@@ -415,14 +441,11 @@ func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
 		if len(want) >= d.cfg.MaxPeers || !d.usable(p) {
 			continue
 		}
-		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight), share: p.Weight, grant: min(p.Cap, maxGrant)}
+		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight), share: p.Weight, grant: min(p.Cap, proxy.MaxCap)}
 		d.nodes[serverName(p.Node)] = p.Node
 	}
 	return want
 }
-
-// maxGrant bounds a grant in the routes map: beyond it a grant is no limit.
-const maxGrant = 1e9
 
 // route is a function's entry in the routes map: the peers of want as
 // server:weight:rate:burst, comma-separated in the plan's order.

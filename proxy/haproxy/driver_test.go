@@ -18,6 +18,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // platform is a FaaS platform stand-in that counts what it executes and
@@ -88,6 +89,14 @@ func apply(t *testing.T, d *Driver, fns map[string]dfaas.FunctionPlan) {
 	require.NoError(t, d.Apply(context.Background(), dfaas.Plan{Functions: fns}))
 }
 
+// counts reads a driver's counters.
+func counts(t testing.TB, d *Driver) map[string]proxy.Counts {
+	t.Helper()
+	c, err := d.Counts(context.Background())
+	require.NoError(t, err)
+	return c
+}
+
 var client = &http.Client{Timeout: 10 * time.Second}
 
 func get(t *testing.T, url string, hdr map[string]string) (int, http.Header, string) {
@@ -125,7 +134,7 @@ func TestLocalAdmissionAndForwarding(t *testing.T) {
 	assert.Equal(t, "1", pb.lastHop.Load(), "forwarded requests carry the hop marker")
 
 	// HAProxy's own counters, as the Monitor reads them.
-	ca, cb := a.Counts()["figlet"], b.Counts()["figlet"]
+	ca, cb := counts(t, a)["figlet"], counts(t, b)["figlet"]
 	assert.Equal(t, uint64(20), ca.Arrivals)
 	assert.Equal(t, uint64(byNode["a"]), ca.ServedLocal)
 	assert.Equal(t, uint64(byNode["b"]), ca.ForwardedOut)
@@ -135,11 +144,11 @@ func TestLocalAdmissionAndForwarding(t *testing.T) {
 	assert.Zero(t, cb.Arrivals)
 	// Latency from HAProxy's request log, which arrives just after the
 	// responses: every user request, none of the forwarded ones.
-	assert.Eventually(t, func() bool { return a.Counts()["figlet"].Latency.Count() == 20 }, 5*time.Second, 10*time.Millisecond)
-	lat := a.Counts()["figlet"].Latency
+	assert.Eventually(t, func() bool { return counts(t, a)["figlet"].Latency.Count() == 20 }, 5*time.Second, 10*time.Millisecond)
+	lat := counts(t, a)["figlet"].Latency
 	assert.Positive(t, lat.Quantile(0.5))
 	assert.Less(t, lat.Quantile(0.5), time.Second)
-	assert.Zero(t, b.Counts()["figlet"].Latency.Count())
+	assert.Zero(t, counts(t, b)["figlet"].Latency.Count())
 }
 
 func TestRequestSemantics(t *testing.T) {
@@ -176,8 +185,8 @@ func TestRequestSemantics(t *testing.T) {
 		assert.Equal(t, "b", body)
 	}
 
-	assert.Positive(t, full.Counts()["figlet"].Refused, "the full peer counted its refusals")
-	assert.Equal(t, full.Counts()["figlet"].Refused, a.Counts()["figlet"].FailedTries)
+	assert.Positive(t, counts(t, full)["figlet"].Refused, "the full peer counted its refusals")
+	assert.Equal(t, counts(t, full)["figlet"].Refused, counts(t, a)["figlet"].FailedTries)
 
 	// Nowhere to go: 503 with Retry-After.
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "full", Addr: full.cfg.PeerAddr, Weight: 1, Cap: 1e6}}}})
@@ -188,7 +197,7 @@ func TestRequestSemantics(t *testing.T) {
 	code, hdr, _ = get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
 	assert.Equal(t, http.StatusServiceUnavailable, code, "no peer at all")
 	assert.Equal(t, "1", hdr.Get("Retry-After"))
-	assert.Equal(t, uint64(2), a.Counts()["figlet"].Rejected)
+	assert.Equal(t, uint64(2), counts(t, a)["figlet"].Rejected)
 }
 
 // TestPlansChangeWithoutRestartAndFunctionsWithReload: weights and peers
@@ -209,7 +218,7 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 		apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}})
 		code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
 		require.Equal(t, http.StatusOK, code)
-		counts := a.Counts()["figlet"]
+		counts := counts(t, a)["figlet"]
 		assert.Equal(t, uint64(i+1), counts.Arrivals, "the counters go on across plans")
 		assert.Equal(t, uint64(i+1), counts.ForwardedOut)
 	}
@@ -225,7 +234,7 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 	l := startLoad(t, "http://"+a.cfg.UserAddr+"/function/figlet")
 	ok, failed := &l.ok, &l.failed
 	require.Eventually(t, func() bool { return ok.Load() > 50 }, 10*time.Second, time.Millisecond, "load running")
-	before := a.Counts()["figlet"]
+	before := counts(t, a)["figlet"]
 	peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 1e6}}
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}, "echo": {Peers: peers}})
 	atReload := ok.Load()
@@ -243,7 +252,7 @@ func TestPlansChangeWithoutRestartAndFunctionsWithReload(t *testing.T) {
 	// workers served in the moments they overlapped (the local peer's
 	// updates overwrite each other; 2% at most in loaded runs here, where
 	// a snapshot before the reload lost half).
-	after := a.Counts()["figlet"]
+	after := counts(t, a)["figlet"]
 	assert.Greater(t, after.Arrivals, before.Arrivals)
 	const early = 6 // the requests of the plan changes above
 	sent := float64(early + ok.Load() + failed.Load())
@@ -363,13 +372,13 @@ func TestPeerGrants(t *testing.T) {
 	assert.Equal(t, 60*secs, codes[http.StatusOK]+codes[http.StatusServiceUnavailable])
 	assert.Positive(t, codes[http.StatusServiceUnavailable])
 
-	ca := a.Counts()["figlet"]
+	ca := counts(t, a)["figlet"]
 	assert.Equal(t, uint64(60*secs), ca.Arrivals)
 	assert.Equal(t, uint64(byNode["a"]), ca.ServedLocal)
 	assert.Equal(t, uint64(byNode["b"]), ca.Forwarded["b"])
 	assert.Equal(t, uint64(byNode["c"]), ca.Forwarded["c"])
 	assert.Equal(t, uint64(codes[http.StatusServiceUnavailable]), ca.Rejected)
-	assert.Zero(t, b.Counts()["figlet"].Rejected+c.Counts()["figlet"].Refused, "no peer refused: the sender kept to the grants")
+	assert.Zero(t, counts(t, b)["figlet"].Rejected+counts(t, c)["figlet"].Refused, "no peer refused: the sender kept to the grants")
 }
 
 // TestReloadOfAYoungWorkerKeepsCounts: a worker younger than HAProxy's
@@ -385,11 +394,11 @@ func TestReloadOfAYoungWorkerKeepsCounts(t *testing.T) {
 	}
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}, "echo": {Limit: 1000, Capacity: 1000}})
 	assert.False(t, a.learned(), "the tables did not pass over")
-	c := a.Counts()["figlet"]
+	c := counts(t, a)["figlet"]
 	assert.Equal(t, uint64(20), c.Arrivals)
 	assert.Equal(t, uint64(20), c.ServedLocal)
 	get(t, "http://"+a.cfg.UserAddr+"/function/figlet", nil)
-	assert.Equal(t, uint64(21), a.Counts()["figlet"].Arrivals)
+	assert.Equal(t, uint64(21), counts(t, a)["figlet"].Arrivals)
 }
 
 // TestNamespace: the platform sees OpenFaaS's path for the namespace, the
@@ -470,11 +479,11 @@ func TestInFlight(t *testing.T) {
 			}
 		}()
 	}
-	assert.Eventually(t, func() bool { return a.Counts()["figlet"].InFlight == 3 }, 5*time.Second, 10*time.Millisecond)
+	assert.Eventually(t, func() bool { return counts(t, a)["figlet"].InFlight == 3 }, 5*time.Second, 10*time.Millisecond)
 	close(release)
 	wg.Wait()
-	assert.Eventually(t, func() bool { return a.Counts()["figlet"].InFlight == 0 }, 5*time.Second, 10*time.Millisecond)
-	assert.Equal(t, uint64(3), a.Counts()["figlet"].ServedLocal)
+	assert.Eventually(t, func() bool { return counts(t, a)["figlet"].InFlight == 0 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, uint64(3), counts(t, a)["figlet"].ServedLocal)
 }
 
 // TestStartChecksTheBinary: a missing binary or an HAProxy older than 2.6
@@ -524,7 +533,7 @@ func TestReloadFinishesRequestsInFlight(t *testing.T) {
 			}
 		}()
 	}
-	require.Eventually(t, func() bool { return a.Counts()["figlet"].InFlight == 5 }, 5*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return counts(t, a)["figlet"].InFlight == 5 }, 5*time.Second, 5*time.Millisecond)
 	info, err := a.Info()
 	require.NoError(t, err)
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}, "echo": {Limit: 100, Capacity: 100}})

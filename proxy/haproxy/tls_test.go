@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // federationCA makes a CA and signs one certificate per node, for 127.0.0.1.
@@ -48,7 +49,7 @@ func newFederationCA(t *testing.T) *federationCA {
 }
 
 // issue writes a node's certificate and key into one PEM file.
-func (ca *federationCA) issue(t *testing.T, node string, serial int64) (*TLS, tls.Certificate) {
+func (ca *federationCA) issue(t *testing.T, node string, serial int64) (*proxy.TLS, tls.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -67,7 +68,7 @@ func (ca *federationCA) issue(t *testing.T, node string, serial int64) (*TLS, tl
 	require.NoError(t, os.WriteFile(path, append(certPEM, keyPEM...), 0o600))
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	require.NoError(t, err)
-	return &TLS{CAFile: ca.caFile, CertFile: path}, pair
+	return &proxy.TLS{CAFile: ca.caFile, CertFile: path}, pair
 }
 
 // TestMutualTLSBetweenPeers: forwards travel over mutual TLS; the peer port
@@ -77,7 +78,7 @@ func TestMutualTLSBetweenPeers(t *testing.T) {
 	tlsA, _ := ca.issue(t, "a", 2)
 	tlsB, certB := ca.issue(t, "b", 3)
 	pa, pb := newPlatform(t, "a"), newPlatform(t, "b")
-	start := func(node string, pf *platform, tc *TLS) *Driver {
+	start := func(node string, pf *platform, tc *proxy.TLS) *Driver {
 		d, err := Start(t.Context(), Config{Node: dfaas.NodeID(node), UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: pf.addr,
 			Functions: []string{"figlet"}, TLS: tc})
 		require.NoError(t, err)

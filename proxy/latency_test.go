@@ -1,4 +1,4 @@
-package hist
+package proxy
 
 import (
 	"sync"
@@ -20,11 +20,11 @@ func TestBucketBounds(t *testing.T) {
 			assert.LessOrEqual(t, float64(upper(i)), 1.125*float64(d), "%v relative error", d)
 		}
 	}
-	assert.Equal(t, Buckets-1, bucket(1000*time.Hour), "clamped")
+	assert.Equal(t, LatencyBuckets-1, bucket(1000*time.Hour), "clamped")
 }
 
 func TestQuantiles(t *testing.T) {
-	var h Histogram
+	var h LatencyHistogram
 	assert.Zero(t, h.Snapshot().Quantile(0.5))
 	var wg sync.WaitGroup
 	for w := range 4 {

@@ -1,4 +1,4 @@
-package proxy
+package embedded
 
 import (
 	"context"
@@ -13,17 +13,7 @@ import (
 	"time"
 
 	"github.com/dfaas-go/dfaas"
-)
-
-// Header names of the federation protocol between proxies.
-const (
-	// HeaderHop marks a forwarded request with its hop count.
-	HeaderHop = "X-Dfaas-Hop"
-	// HeaderFrom names the node that forwarded a request.
-	HeaderFrom = "X-Dfaas-From"
-	// HeaderRefused on a 503 from a peer listener says the peer refused the
-	// request before executing it, so the forwarder may try another peer.
-	HeaderRefused = "X-Dfaas-Refused"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // Config configures a Proxy. The zero value of every field but Node means
@@ -105,8 +95,8 @@ func (c Config) Validate() error {
 }
 
 // Proxy is the embedded data plane of one node. It implements
-// dfaas.ProxyDriver, dfaas.Trigger (fired when a function first exceeds its
-// local limit) and Counter. It is safe for concurrent use.
+// proxy.DataPlane and dfaas.Trigger (fired when a function first exceeds
+// its local limit). It is safe for concurrent use.
 type Proxy struct {
 	cfg       Config
 	log       *slog.Logger
@@ -220,16 +210,16 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 	return nil
 }
 
-// Counts implements Counter: every function ever planned, with its counters
-// since the proxy started.
-func (p *Proxy) Counts() map[string]Counts {
+// Counts implements proxy.Counter: every function ever planned, with its
+// counters since the proxy started. It never fails.
+func (p *Proxy) Counts(context.Context) (map[string]proxy.Counts, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]Counts, len(p.functions))
+	out := make(map[string]proxy.Counts, len(p.functions))
 	for name, fn := range p.functions {
 		out[name] = fn.counts.snapshot()
 	}
-	return out
+	return out, nil
 }
 
 // Close stops both listeners, waits up to 5 s for requests in flight, and
@@ -249,5 +239,5 @@ func (p *Proxy) Close() error {
 var (
 	_ dfaas.ProxyDriver = (*Proxy)(nil)
 	_ dfaas.Trigger     = (*Proxy)(nil)
-	_ Counter           = (*Proxy)(nil)
+	_ proxy.DataPlane   = (*Proxy)(nil)
 )

@@ -1,4 +1,4 @@
-package proxy
+package embedded
 
 import (
 	"io"

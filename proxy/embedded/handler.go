@@ -1,4 +1,4 @@
-package proxy
+package embedded
 
 import (
 	"bytes"
@@ -11,32 +11,18 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
 )
-
-// FunctionName returns the function an OpenFaaS-style path names:
-// /function/<name> or /function/<name>/<rest>.
-func FunctionName(path string) (string, bool) {
-	rest, ok := strings.CutPrefix(path, "/function/")
-	if !ok {
-		return "", false
-	}
-	name, _, _ := strings.Cut(rest, "/")
-	if dfaas.ValidateFunctionName(name) != nil {
-		return "", false
-	}
-	return name, true
-}
 
 // lookup resolves a request to its function's route, or answers 404.
 func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request) *route {
-	name, ok := FunctionName(r.URL.Path)
+	name, ok := proxy.FunctionName(r.URL.Path)
 	var rt *route
 	if ok {
 		rt = (*p.routes.Load())[name]
 	}
 	if rt == nil {
-		w.Header().Set(HeaderRefused, "unknown")
+		w.Header().Set(proxy.HeaderRefused, proxy.RefusedUnknown)
 		http.Error(w, "function not found", http.StatusNotFound)
 	}
 	return rt
@@ -45,8 +31,8 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request) *route {
 // serveUser handles the user listener.
 func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	// Only proxies set hop markers, and never on this listener.
-	r.Header.Del(HeaderHop)
-	r.Header.Del(HeaderFrom)
+	r.Header.Del(proxy.HeaderHop)
+	r.Header.Del(proxy.HeaderFrom)
 	rt := p.lookup(w, r)
 	if rt == nil {
 		return
@@ -101,14 +87,14 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 	if rt == nil {
 		return
 	}
-	if hop, err := strconv.Atoi(r.Header.Get(HeaderHop)); err != nil || hop < 1 {
+	if hop, err := strconv.Atoi(r.Header.Get(proxy.HeaderHop)); err != nil || hop < 1 {
 		http.Error(w, "missing hop marker: this listener is for federation peers", http.StatusBadRequest)
 		return
 	}
 	fn := rt.fn
 	if !fn.capacity.AllowN(p.cfg.Now(), 1) {
 		fn.counts.refused.Add(1)
-		w.Header().Set(HeaderRefused, "capacity")
+		w.Header().Set(proxy.HeaderRefused, proxy.RefusedCapacity)
 		w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
 		http.Error(w, "over capacity", http.StatusServiceUnavailable)
 		return
@@ -149,9 +135,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body)) // for a local fallback
 	now := p.cfg.Now()
-	for _, i := range rt.order() {
+	for _, i := range rt.pick.Order() {
 		pr := rt.peers[i]
-		if !pr.cap.AllowN(now, 1) {
+		if !rt.pick.Take(i, now) {
 			continue
 		}
 		resp, err := p.try(r, pr, body)
@@ -180,8 +166,8 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (*http.Response, erro
 	}
 	out.Header = r.Header.Clone()
 	removeHopByHop(out.Header)
-	out.Header.Set(HeaderHop, "1")
-	out.Header.Set(HeaderFrom, string(p.cfg.Node))
+	out.Header.Set(proxy.HeaderHop, "1")
+	out.Header.Set(proxy.HeaderFrom, string(p.cfg.Node))
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := out.Header.Get("X-Forwarded-For"); prior != "" {
 			host = prior + ", " + host
@@ -192,10 +178,10 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (*http.Response, erro
 	if err != nil {
 		return nil, err
 	}
-	if resp.Header.Get(HeaderRefused) != "" {
+	if resp.Header.Get(proxy.HeaderRefused) != "" {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		_ = resp.Body.Close()
-		return nil, fmt.Errorf("peer %s refused: %s %s", pr.node, resp.Status, resp.Header.Get(HeaderRefused))
+		return nil, fmt.Errorf("peer %s refused: %s %s", pr.node, resp.Status, resp.Header.Get(proxy.HeaderRefused))
 	}
 	return resp, nil
 }

@@ -1,7 +1,4 @@
-// Package hist is a lock-free latency histogram with log-linear buckets
-// (8 sub-buckets per power of two, so quantiles are within 9% of the true
-// value) from 1 µs to about 70 minutes.
-package hist
+package proxy
 
 import (
 	"math/bits"
@@ -12,14 +9,18 @@ import (
 const (
 	subBits = 3
 	sub     = 1 << subBits
-	// Buckets is the number of buckets: 32 powers of two of microseconds.
-	Buckets = 32 * sub
+	// LatencyBuckets is the number of buckets of a LatencyHistogram: 32
+	// powers of two of microseconds, 8 sub-buckets each.
+	LatencyBuckets = 32 * sub
 )
 
-// Histogram counts durations. The zero value is ready; it is safe for
+// LatencyHistogram is a lock-free latency histogram with log-linear
+// buckets (8 sub-buckets per power of two, so quantiles are within 9% of
+// the true value) from 1 µs to about 70 minutes. Data planes count the
+// latency of user requests in one. The zero value is ready; it is safe for
 // concurrent use.
-type Histogram struct {
-	counts [Buckets]atomic.Uint64
+type LatencyHistogram struct {
+	counts [LatencyBuckets]atomic.Uint64
 }
 
 // bucket maps a duration to its bucket index.
@@ -31,7 +32,7 @@ func bucket(d time.Duration) int {
 	exp := bits.Len64(us) - 1 // us in [2^exp, 2^(exp+1))
 	mant := (us >> (exp - subBits)) & (sub - 1)
 	i := (exp-subBits+1)*sub + int(mant)
-	return min(i, Buckets-1)
+	return min(i, LatencyBuckets-1)
 }
 
 // upper is the largest duration that falls in bucket i.
@@ -46,23 +47,24 @@ func upper(i int) time.Duration {
 }
 
 // Observe counts one duration.
-func (h *Histogram) Observe(d time.Duration) { h.counts[bucket(max(d, 0))].Add(1) }
+func (h *LatencyHistogram) Observe(d time.Duration) { h.counts[bucket(max(d, 0))].Add(1) }
 
 // Snapshot copies the counts.
-func (h *Histogram) Snapshot() Snapshot {
-	var s Snapshot
+func (h *LatencyHistogram) Snapshot() Latencies {
+	var s Latencies
 	for i := range h.counts {
 		s[i] = h.counts[i].Load()
 	}
 	return s
 }
 
-// Snapshot is a histogram's counts at one moment.
-type Snapshot [Buckets]uint64
+// Latencies is a LatencyHistogram's counts at one moment, as Counts
+// carries them. The zero value holds no observation.
+type Latencies [LatencyBuckets]uint64
 
 // Sub returns the counts observed between old and s. A count below old's
 // was reset in between: all of it is new.
-func (s Snapshot) Sub(old Snapshot) Snapshot {
+func (s Latencies) Sub(old Latencies) Latencies {
 	for i := range s {
 		s[i] = Delta(s[i], old[i])
 	}
@@ -79,7 +81,7 @@ func Delta(now, old uint64) uint64 {
 }
 
 // Add returns the sum of two snapshots.
-func (s Snapshot) Add(o Snapshot) Snapshot {
+func (s Latencies) Add(o Latencies) Latencies {
 	for i := range s {
 		s[i] += o[i]
 	}
@@ -87,7 +89,7 @@ func (s Snapshot) Add(o Snapshot) Snapshot {
 }
 
 // Count is the number of observations.
-func (s Snapshot) Count() uint64 {
+func (s Latencies) Count() uint64 {
 	var n uint64
 	for _, c := range s {
 		n += c
@@ -98,7 +100,7 @@ func (s Snapshot) Count() uint64 {
 // Quantile returns the upper bound of the bucket holding quantile q in
 // [0, 1], or 0 without observations. Quantile(1) is an upper bound on the
 // maximum.
-func (s Snapshot) Quantile(q float64) time.Duration {
+func (s Latencies) Quantile(q float64) time.Duration {
 	n := s.Count()
 	if n == 0 {
 		return 0
@@ -111,5 +113,5 @@ func (s Snapshot) Quantile(q float64) time.Duration {
 			return upper(i)
 		}
 	}
-	return upper(Buckets - 1)
+	return upper(LatencyBuckets - 1)
 }

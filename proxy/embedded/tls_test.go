@@ -1,4 +1,4 @@
-package proxy
+package embedded
 
 import (
 	"crypto/ecdsa"
@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // federationTLS returns a TLS config for a node of a federation whose CA it
@@ -76,7 +77,7 @@ func TestPeerMutualTLS(t *testing.T) {
 	} {
 		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 		req, _ := http.NewRequest("POST", "https://"+b.PeerAddr()+"/function/figlet", nil)
-		req.Header.Set(HeaderHop, "1")
+		req.Header.Set(proxy.HeaderHop, "1")
 		resp, err := c.Do(req)
 		if err == nil {
 			resp.Body.Close()

@@ -1,0 +1,202 @@
+// Package node builds a complete, running dfaas node from a Config that
+// names its parts: the overlay, the FaaS platform, the data plane (by its
+// registered name), the Monitor, the Forecaster, the Balancer and the Agent
+// that ties them together. The example agent, the demo and the scenario
+// tests all build their nodes here.
+//
+// Data planes are the ones registered with proxy.Register; this package
+// imports the two that ship (proxy/embedded and proxy/haproxy), so they are
+// always available by name. Platforms are registered here
+// (RegisterPlatform): "runtime", "local" and "openfaas" ship.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/balance"
+	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/forecast"
+	"github.com/dfaas-go/dfaas/overlay"
+	"github.com/dfaas-go/dfaas/proxy"
+	_ "github.com/dfaas-go/dfaas/proxy/embedded" // registers "embedded"
+	_ "github.com/dfaas-go/dfaas/proxy/haproxy"  // registers "haproxy"
+)
+
+// DefaultDataPlane is the data plane a Config without one gets.
+const DefaultDataPlane = "embedded"
+
+// Config names a node's parts. The zero value of every field but Platform
+// means its default.
+type Config struct {
+	// Overlay, if set, is a running overlay the node uses (and closes);
+	// otherwise the node starts a libp2p overlay from Libp2p.
+	Overlay dfaas.Overlay
+	// Libp2p configures the libp2p overlay when Overlay is nil.
+	Libp2p overlay.Libp2pConfig
+	// Platform executes the node's functions and says their capacities.
+	// Required; the node closes it.
+	Platform Platform
+	// DataPlane is the registered name of the data plane (proxy.Names).
+	// Default DefaultDataPlane.
+	DataPlane string
+	// UserAddr and PeerAddr are the data plane's listeners. Default
+	// 127.0.0.1 with a free port.
+	UserAddr, PeerAddr string
+	// Advertise is the peer address advertised to other nodes. Default the
+	// data plane's bound PeerAddr.
+	Advertise string
+	// TLS, if set, is the federation's mutual TLS between peers.
+	TLS *proxy.TLS
+	// Binary is the data plane's executable, for one that runs a process
+	// (HAProxy). Default: found on $PATH.
+	Binary string
+	// Interval is the control tick. Default 1 s.
+	Interval time.Duration
+	// Balancer plans the node. Default balance.Proportional.
+	Balancer dfaas.Balancer
+	// Forecaster predicts demand. Default forecast.LastValue.
+	Forecaster dfaas.Forecaster
+	// Logger receives every part's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case c.Platform.Capacities == nil:
+		return fmt.Errorf("%w: node: the platform has no capacities", dfaas.ErrInvalidConfig)
+	case c.Platform.Handler == nil && c.Platform.Addr == "":
+		return fmt.Errorf("%w: node: the platform has neither a handler nor an address", dfaas.ErrInvalidConfig)
+	case c.Interval < 0:
+		return fmt.Errorf("%w: node: negative interval", dfaas.ErrInvalidConfig)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.DataPlane == "" {
+		c.DataPlane = DefaultDataPlane
+	}
+	if c.Interval == 0 {
+		c.Interval = time.Second
+	}
+	if c.Balancer == nil {
+		c.Balancer = balance.Proportional{}
+	}
+	if c.Forecaster == nil {
+		c.Forecaster = &forecast.LastValue{}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Libp2p.Logger == nil {
+		c.Libp2p.Logger = c.Logger
+	}
+	return c
+}
+
+// Node is a running node. Its fields are for reading; Close stops it.
+type Node struct {
+	Overlay   dfaas.Overlay
+	Platform  Platform
+	DataPlane proxy.DataPlane
+	Monitor   *faas.Monitor
+	Agent     *dfaas.Agent
+
+	cancel    context.CancelFunc
+	done      chan struct{}
+	closers   []func() error
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Build starts every part of a node and runs its Agent until Close (or
+// StopAgent). ctx bounds the start only. On error, whatever started is
+// closed again, the platform included.
+func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		if cfg.Platform.Close != nil {
+			_ = cfg.Platform.Close()
+		}
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	n := &Node{Platform: cfg.Platform, done: make(chan struct{})}
+	if cfg.Platform.Close != nil {
+		n.closers = append(n.closers, cfg.Platform.Close)
+	}
+	defer func() {
+		if err != nil {
+			close(n.done)
+			_ = n.Close()
+		}
+	}()
+	n.Overlay = cfg.Overlay
+	if n.Overlay == nil {
+		o, err := overlay.NewLibp2p(ctx, cfg.Libp2p)
+		if err != nil {
+			return nil, err
+		}
+		n.Overlay = o
+	}
+	n.closers = append(n.closers, n.Overlay.Close)
+	var functions []string
+	if caps, err := cfg.Platform.Capacities.Capacities(ctx); err == nil {
+		for fn := range caps {
+			functions = append(functions, fn)
+		}
+	}
+	if n.DataPlane, err = proxy.Open(ctx, cfg.DataPlane, proxy.Spec{Node: n.Overlay.Self(), UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr,
+		Platform:  proxy.Platform{Handler: cfg.Platform.Handler, Addr: cfg.Platform.Addr, Namespace: cfg.Platform.Namespace},
+		Functions: functions, TLS: cfg.TLS, Binary: cfg.Binary, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	n.closers = append(n.closers, n.DataPlane.Close)
+	if n.Monitor, err = faas.NewMonitor(n.DataPlane, cfg.Platform.Capacities, faas.MonitorConfig{Window: cfg.Interval / 2}); err != nil {
+		return nil, err
+	}
+	advertise := cfg.Advertise
+	if advertise == "" {
+		advertise = n.DataPlane.PeerAddr()
+	}
+	if n.Agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: advertise, Logger: cfg.Logger},
+		n.Overlay, n.Monitor, cfg.Forecaster, cfg.Balancer, n.DataPlane); err != nil {
+		return nil, err
+	}
+	var runCtx context.Context
+	runCtx, n.cancel = context.WithCancel(context.Background())
+	go func() {
+		defer close(n.done)
+		_ = n.Agent.Run(runCtx)
+	}()
+	return n, nil
+}
+
+// StopAgent ends the node's agent only: the node stays connected and its
+// data plane serves, but it falls silent, as a hung agent would.
+func (n *Node) StopAgent() {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	<-n.done
+}
+
+// Close stops the agent, then the data plane, the overlay and the
+// platform. It is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.StopAgent()
+		var errs []error
+		for i := len(n.closers) - 1; i >= 0; i-- {
+			errs = append(errs, n.closers[i]())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}

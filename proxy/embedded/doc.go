@@ -1,0 +1,19 @@
+// Package embedded is the embedded data plane: an in-process Go HTTP proxy
+// per node, with the request semantics of package proxy. It is registered
+// as the data plane "embedded".
+//
+// The user listener takes OpenFaaS-style requests, /function/<name>[/...],
+// so existing clients work unchanged. A request is executed locally while the
+// function's local rate is under the plan's Limit (and the node's Capacity);
+// beyond it the request goes to a peer chosen by the pick rule (proxy.Pick).
+// A peer that refuses or cannot be reached before it answers is skipped and
+// the next one tried; only when no peer and no local capacity can take the
+// request does the user get 503 with Retry-After.
+//
+// The peer listener takes requests forwarded by other nodes. They carry a
+// hop marker and are executed locally within the node's Capacity, never
+// forwarded again; over capacity they are refused with 503 and the
+// X-Dfaas-Refused header, which tells the forwarder to try another peer.
+// Hop markers on the user listener are stripped: a user cannot bypass
+// admission by claiming to be a peer.
+package embedded

@@ -1,0 +1,87 @@
+package embedded
+
+import (
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// function is the state of one function that outlives plans: its limiters
+// keep their tokens and its counters keep counting when a plan changes.
+type function struct {
+	limit    *rate.Limiter                  // user requests executed locally
+	capacity *rate.Limiter                  // all local executions
+	caps     map[dfaas.NodeID]*proxy.Bucket // per peer, across plans; the map is guarded by the Proxy's mu
+	counts   *counters
+	// refusing is set when a user request exceeds the local limit, and
+	// cleared by every Apply.
+	refusing atomic.Bool
+}
+
+// newFunction starts a function's state with full token buckets for fp.
+func newFunction(fp dfaas.FunctionPlan, window time.Duration, now time.Time) *function {
+	return &function{limit: setLimiter(nil, min(fp.Limit, fp.Capacity), window, now),
+		capacity: setLimiter(nil, fp.Capacity, window, now),
+		caps:     map[dfaas.NodeID]*proxy.Bucket{}, counts: newCounters()}
+}
+
+// route is the immutable routing of one function under one plan (the
+// limiters it points to are shared and internally synchronised).
+type route struct {
+	fn    *function
+	peers []peer      // in the plan's order
+	pick  *proxy.Pick // over peers
+	// armed: the first request over the local limit fires the proxy's
+	// trigger. A route is armed only if its function was not already over
+	// its limit before the plan was applied, so sustained overload does not
+	// fire a trigger every tick.
+	armed atomic.Bool
+}
+
+type peer struct {
+	node dfaas.NodeID
+	addr string
+	sent *atomic.Uint64
+}
+
+// setLimiter moves l to rate r keeping its tokens, or creates it.
+func setLimiter(l *rate.Limiter, r dfaas.Rate, window time.Duration, now time.Time) *rate.Limiter {
+	if l == nil {
+		return rate.NewLimiter(rate.Limit(r), proxy.BucketDepth(r, window))
+	}
+	l.SetLimitAt(now, rate.Limit(r))
+	l.SetBurstAt(now, proxy.BucketDepth(r, window))
+	return l
+}
+
+// newRoute builds the routing of fp over fn's persistent state.
+func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now time.Time) *route {
+	setLimiter(fn.limit, min(fp.Limit, fp.Capacity), window, now)
+	setLimiter(fn.capacity, fp.Capacity, window, now)
+	r := &route{fn: fn}
+	var weights []float64
+	var buckets []*proxy.Bucket
+	seen := map[dfaas.NodeID]bool{}
+	for _, s := range fp.Peers {
+		if !proxy.Usable(s) || s.Addr == "" || seen[s.Node] {
+			continue
+		}
+		seen[s.Node] = true
+		b, ok := fn.caps[s.Node]
+		if ok {
+			b.Set(s.Cap, window)
+		} else {
+			b = proxy.NewBucket(s.Cap, window, now)
+			fn.caps[s.Node] = b
+		}
+		r.peers = append(r.peers, peer{node: s.Node, addr: s.Addr, sent: fn.counts.peer(s.Node)})
+		weights, buckets = append(weights, s.Weight), append(buckets, b)
+	}
+	r.pick = proxy.NewPick(weights, buckets)
+	r.armed.Store(!fn.refusing.Swap(false))
+	return r
+}
