@@ -1,0 +1,326 @@
+package proxytest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// Functions are the functions the suite's platforms serve: "echo" answers
+// at once with the platform's name, "slow" waits until the test lets it go.
+var Functions = []string{"echo", "slow"}
+
+// Run runs the conformance suite against the data plane registered as
+// name: every node it starts is that data plane, on loopback, in front of
+// a platform that counts what it executes. Run it from the data plane's
+// own tests:
+//
+//	func TestConformance(t *testing.T) { proxytest.Run(t, "embedded") }
+func Run(t *testing.T, name string) {
+	t.Cleanup(client.CloseIdleConnections)
+	for _, tc := range []struct {
+		name string
+		run  func(*testing.T, *suite)
+	}{
+		{"UnknownFunctionIs404", testUnknownFunction},
+		{"HopMarkersStrippedOnUserPort", testHopMarkersStripped},
+		{"PeerPortRequiresHopMarker", testPeerPortRequiresHop},
+		{"AdmissionAtTheLimit", testAdmission},
+		{"ForwardToPeer", testForward},
+		{"CapsHoldPeersToTheirGrant", testCaps},
+		{"RetryOnRefusal", testRetryOnRefusal},
+		{"RejectWithRetryAfter", testReject},
+		{"InFlightSurvivesPlanChange", testInFlight},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, &suite{t: t, name: name}) })
+	}
+}
+
+type suite struct {
+	t    *testing.T
+	name string
+}
+
+// Platform is the suite's FaaS platform stand-in: it runs in-process and
+// on a loopback port, answers with its name and remembers what it saw.
+type Platform struct {
+	Name    string
+	Calls   atomic.Int64
+	LastHop atomic.Value // string: HeaderHop of the last request
+	LastFor atomic.Value // string: HeaderFrom of the last request
+	release chan struct{}
+	once    sync.Once
+	srv     *http.Server
+	addr    string
+}
+
+func newPlatform(t *testing.T, name string) *Platform {
+	t.Helper()
+	p := &Platform{Name: name, release: make(chan struct{})}
+	p.LastHop.Store("")
+	p.LastFor.Store("")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p.addr = l.Addr().String()
+	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = p.srv.Serve(l) }()
+	t.Cleanup(func() {
+		p.Release()
+		_ = p.srv.Close()
+	})
+	return p
+}
+
+// ServeHTTP implements http.Handler.
+func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.Calls.Add(1)
+	p.LastHop.Store(r.Header.Get(proxy.HeaderHop))
+	p.LastFor.Store(r.Header.Get(proxy.HeaderFrom))
+	_, _ = io.Copy(io.Discard, r.Body)
+	if fn, _ := proxy.FunctionName(r.URL.Path); fn == "slow" {
+		select {
+		case <-p.release:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	_, _ = io.WriteString(w, p.Name)
+}
+
+// Release lets every "slow" request go, now and later.
+func (p *Platform) Release() { p.once.Do(func() { close(p.release) }) }
+
+// node starts one data plane in front of a new platform.
+func (s *suite) node(node string) (proxy.DataPlane, *Platform) {
+	s.t.Helper()
+	pf := newPlatform(s.t, node)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dp, err := proxy.Open(ctx, s.name, proxy.Spec{Node: dfaas.NodeID(node), Platform: proxy.Platform{Handler: pf, Addr: pf.addr},
+		Functions: Functions, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(s.t, err)
+	s.t.Cleanup(func() { assert.NoError(s.t, dp.Close()) })
+	return dp, pf
+}
+
+func (s *suite) apply(dp proxy.DataPlane, fns map[string]dfaas.FunctionPlan) {
+	s.t.Helper()
+	require.NoError(s.t, dp.Apply(context.Background(), dfaas.Plan{Functions: fns}))
+}
+
+func (s *suite) counts(dp proxy.DataPlane, fn string) proxy.Counts {
+	s.t.Helper()
+	c, err := dp.Counts(context.Background())
+	require.NoError(s.t, err)
+	return c[fn]
+}
+
+var client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+
+type answer struct {
+	code   int
+	header http.Header
+	body   string
+}
+
+func (s *suite) do(addr, path string, hdr map[string]string) answer {
+	s.t.Helper()
+	req, err := http.NewRequest("POST", "http://"+addr+path, strings.NewReader("payload"))
+	require.NoError(s.t, err)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	require.NoError(s.t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return answer{resp.StatusCode, resp.Header, string(b)}
+}
+
+var unlimited = dfaas.FunctionPlan{Limit: 1e6, Capacity: 1e6}
+
+func testUnknownFunction(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	for _, path := range []string{"/function/slow", "/function/UPPER", "/function/", "/system/functions"} {
+		assert.Equal(t, http.StatusNotFound, s.do(a.UserAddr(), path, nil).code, "user port %s", path)
+		assert.Equal(t, http.StatusNotFound, s.do(a.PeerAddr(), path, map[string]string{proxy.HeaderHop: "1"}).code, "peer port %s", path)
+	}
+	assert.Zero(t, pa.Calls.Load(), "nothing executed")
+	assert.Zero(t, s.counts(a, "slow").Arrivals)
+}
+
+func testHopMarkersStripped(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	got := s.do(a.UserAddr(), "/function/echo", map[string]string{proxy.HeaderHop: "1", proxy.HeaderFrom: "evil"})
+	assert.Equal(t, http.StatusOK, got.code)
+	assert.Equal(t, "", pa.LastHop.Load(), "hop marker removed")
+	assert.Equal(t, "", pa.LastFor.Load(), "forwarder removed")
+	c := s.counts(a, "echo")
+	assert.Equal(t, uint64(1), c.Arrivals)
+	assert.Equal(t, uint64(1), c.ServedLocal)
+	assert.Zero(t, c.ReceivedIn, "a user request, not a peer's")
+}
+
+func testPeerPortRequiresHop(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	assert.Equal(t, http.StatusBadRequest, s.do(a.PeerAddr(), "/function/echo", nil).code)
+	assert.Zero(t, pa.Calls.Load())
+	assert.Equal(t, http.StatusOK, s.do(a.PeerAddr(), "/function/echo", map[string]string{proxy.HeaderHop: "1"}).code)
+	assert.Equal(t, uint64(1), s.counts(a, "echo").ReceivedIn)
+}
+
+// testAdmission: back-to-back requests over a limit of 5 req/s with no
+// peer: at least one and at most 5 run locally, the rest are rejected,
+// and the counters add up to what the client saw.
+func testAdmission(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Limit: 5, Capacity: 5}})
+	ok, rejected := 0, 0
+	for range 20 {
+		switch got := s.do(a.UserAddr(), "/function/echo", nil); got.code {
+		case http.StatusOK:
+			ok++
+		case http.StatusServiceUnavailable:
+			rejected++
+		default:
+			t.Fatalf("status %d", got.code)
+		}
+	}
+	assert.GreaterOrEqual(t, ok, 1)
+	assert.LessOrEqual(t, ok, 5, "no more than the limit within a second")
+	c := s.counts(a, "echo")
+	assert.Equal(t, uint64(20), c.Arrivals)
+	assert.Equal(t, uint64(ok), c.ServedLocal)
+	assert.Equal(t, uint64(rejected), c.Rejected)
+	assert.Equal(t, int64(ok), pa.Calls.Load())
+}
+
+func testForward(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	b, pb := s.node("b")
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	got := s.do(a.UserAddr(), "/function/echo?x=1", nil)
+	require.Equal(t, http.StatusOK, got.code)
+	assert.Equal(t, "b", got.body)
+	assert.Empty(t, got.header.Get(proxy.HeaderRefused))
+	assert.Equal(t, "1", pb.LastHop.Load())
+	assert.Equal(t, "a", pb.LastFor.Load())
+	assert.Zero(t, pa.Calls.Load())
+	ca, cb := s.counts(a, "echo"), s.counts(b, "echo")
+	assert.Equal(t, uint64(1), ca.Arrivals)
+	assert.Equal(t, uint64(1), ca.ForwardedOut)
+	assert.Equal(t, uint64(1), ca.Forwarded["b"])
+	assert.Equal(t, uint64(1), cb.ReceivedIn)
+	assert.Zero(t, cb.Arrivals, "a forwarded request is not a user arrival at the peer")
+}
+
+// testCaps: of 50 back-to-back requests, a peer capped at 5 req/s (a
+// 100 ms burst: 2 tokens) gets its 2 tokens and what refills while they
+// run (at most one more request per 200 ms), its equal-weight neighbour
+// without a binding cap the rest.
+func testCaps(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	b, _ := s.node("b")
+	c, _ := s.node("c")
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(c, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 5},
+		{Node: "c", Addr: c.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	start := time.Now()
+	got := map[string]int{}
+	for range 50 {
+		ans := s.do(a.UserAddr(), "/function/echo", nil)
+		require.Equal(t, http.StatusOK, ans.code)
+		got[ans.body]++
+	}
+	refill := int(time.Since(start) / (200 * time.Millisecond))
+	assert.GreaterOrEqual(t, got["b"], 2, "b's burst")
+	assert.LessOrEqual(t, got["b"], 2+refill, "b held to its cap (run took %v)", time.Since(start))
+	assert.Equal(t, 50-got["b"], got["c"])
+	ca := s.counts(a, "echo")
+	assert.Equal(t, uint64(got["b"]), ca.Forwarded["b"])
+	assert.Equal(t, uint64(got["c"]), ca.Forwarded["c"])
+}
+
+// testRetryOnRefusal: the heavier peer has no capacity and refuses; every
+// request is served by the other peer, each refusal counted once at both
+// ends, and the full peer executes nothing.
+func testRetryOnRefusal(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	full, pfull := s.node("full")
+	ok, pok := s.node("ok")
+	s.apply(full, map[string]dfaas.FunctionPlan{"echo": {Limit: 0, Capacity: 0}})
+	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "full", Addr: full.PeerAddr(), Weight: 0.9, Cap: 1e6},
+		{Node: "ok", Addr: ok.PeerAddr(), Weight: 0.1, Cap: 1e6}}}})
+	for range 10 {
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, http.StatusOK, got.code)
+		assert.Equal(t, "ok", got.body)
+	}
+	assert.Zero(t, pfull.Calls.Load(), "the full peer executed nothing")
+	assert.Equal(t, int64(10), pok.Calls.Load())
+	cf, ca := s.counts(full, "echo"), s.counts(a, "echo")
+	assert.Positive(t, cf.Refused)
+	assert.Equal(t, cf.Refused, ca.FailedTries, "every refusal is one failed try")
+	assert.Equal(t, uint64(10), ca.ForwardedOut)
+	assert.Equal(t, uint64(10), ca.Forwarded["ok"])
+	assert.Zero(t, ca.Forwarded["full"])
+}
+
+func testReject(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Limit: 0, Capacity: 0}})
+	got := s.do(a.UserAddr(), "/function/echo", nil)
+	assert.Equal(t, http.StatusServiceUnavailable, got.code)
+	assert.NotEmpty(t, got.header.Get("Retry-After"))
+	assert.Zero(t, pa.Calls.Load())
+	assert.Equal(t, uint64(1), s.counts(a, "echo").Rejected)
+}
+
+// testInFlight: requests being executed when a new plan arrives complete.
+func testInFlight(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	s.apply(a, map[string]dfaas.FunctionPlan{"slow": unlimited, "echo": unlimited})
+	codes := make(chan int, 3)
+	for range 3 {
+		go func() {
+			req, _ := http.NewRequest("POST", "http://"+a.UserAddr()+"/function/slow", strings.NewReader("x"))
+			resp, err := client.Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	require.Eventually(t, func() bool { return pa.Calls.Load() == 3 }, 5*time.Second, 5*time.Millisecond)
+	s.apply(a, map[string]dfaas.FunctionPlan{"slow": {Limit: 1, Capacity: 1}, "echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"slow": unlimited})
+	pa.Release()
+	for range 3 {
+		assert.Equal(t, http.StatusOK, <-codes)
+	}
+	assert.Equal(t, uint64(3), s.counts(a, "slow").ServedLocal)
+}
