@@ -20,13 +20,17 @@
 //     Recalc, Static, Random and AllLocal are baselines.
 //   - forecast: Forecaster implementations: LastValue, EWMA, Holt,
 //     HoltWinters.
-//   - proxy: the embedded ProxyDriver, an in-process HTTP proxy with a user
-//     and a peer listener; proxy/haproxy drives a real HAProxy through its
-//     runtime API.
+//   - proxy: the data-plane contract (request semantics, headers, the pick
+//     rule, counters, the DataPlane interface and its registry by name);
+//     proxy/embedded is an in-process HTTP proxy, proxy/haproxy drives a
+//     real HAProxy through its runtime API, proxy/proxytest holds the
+//     contract's golden vectors.
 //   - faas: the default Monitor, and Runtime, which executes Go handlers
 //     in-process at a configured capacity. faas/openfaas is the OpenFaaS
 //     backend (go-sdk); faas/local an OpenFaaS-compatible provider without
 //     containers, the embedded default platform.
+//   - node: builds a running node (overlay, platform, data plane, Monitor,
+//     Agent) from a Config that names its parts.
 //   - examples: the reference-scenario demo, a single-node agent and the
 //     strategy comparison, which runs the Agent in a deterministic simulator.
 //
