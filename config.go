@@ -68,8 +68,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: ttl %v outside [interval %v, %v]", ErrInvalidConfig, c.TTL, c.Interval, MaxAdvertTTL)
 	case c.Holdoff < 0 || c.Holdoff > c.Interval:
 		return fmt.Errorf("%w: holdoff %v outside [0, interval %v]", ErrInvalidConfig, c.Holdoff, c.Interval)
-	case c.Addr == "" || len(c.Addr) > maxAddrLen:
-		return fmt.Errorf("%w: addr %q", ErrInvalidConfig, c.Addr)
+	case ValidateAddr(c.Addr) != nil:
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, ValidateAddr(c.Addr))
 	}
 	return nil
 }

@@ -17,6 +17,8 @@ var (
 	ErrUnknownFunction = errors.New("dfaas: unknown function")
 	// ErrInvalidConfig marks a configuration that fails Validate.
 	ErrInvalidConfig = errors.New("dfaas: invalid config")
+	// ErrInvalidAddr marks a peer address that is not a plain host:port.
+	ErrInvalidAddr = errors.New("dfaas: invalid address")
 	// ErrInvalidName marks a function name that is not a DNS-1123 label.
 	ErrInvalidName = errors.New("dfaas: invalid function name")
 	// ErrDegraded marks an error that comes with a usable result: a Monitor

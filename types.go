@@ -3,6 +3,9 @@ package dfaas
 import (
 	"fmt"
 	"math"
+	"net"
+	"net/netip"
+	"strconv"
 	"time"
 )
 
@@ -12,6 +15,11 @@ type NodeID string
 
 // Rate is a request rate in requests per second.
 type Rate float64
+
+// MaxRate is the largest rate a federation member may advertise: a
+// capacity or demand above it is refused as absurd, so that no advert can
+// turn a balancer's sums into infinities.
+const MaxRate Rate = 1e9
 
 // valid reports whether r is a finite, non-negative rate.
 func (r Rate) valid() bool { return r >= 0 && !math.IsInf(float64(r), 0) && !math.IsNaN(float64(r)) }
@@ -100,8 +108,8 @@ func (a Advert) Validate() error {
 		return fmt.Errorf("%w: node id length %d", ErrInvalidAdvert, len(a.Node))
 	case a.TTL <= 0 || a.TTL > MaxAdvertTTL:
 		return fmt.Errorf("%w: ttl %v out of (0, %v]", ErrInvalidAdvert, a.TTL, MaxAdvertTTL)
-	case a.Addr == "" || len(a.Addr) > maxAddrLen:
-		return fmt.Errorf("%w: address length %d", ErrInvalidAdvert, len(a.Addr))
+	case ValidateAddr(a.Addr) != nil:
+		return fmt.Errorf("%w: %w", ErrInvalidAdvert, ValidateAddr(a.Addr))
 	case len(a.Functions) > MaxAdvertFunctions:
 		return fmt.Errorf("%w: %d functions", ErrInvalidAdvert, len(a.Functions))
 	}
@@ -109,11 +117,66 @@ func (a Advert) Validate() error {
 		if err := ValidateFunctionName(name); err != nil {
 			return fmt.Errorf("%w: %w", ErrInvalidAdvert, err)
 		}
-		if !f.Capacity.valid() || !f.Demand.valid() {
-			return fmt.Errorf("%w: function %s: rates %v/%v", ErrInvalidAdvert, name, f.Capacity, f.Demand)
+		if !f.Capacity.valid() || !f.Demand.valid() || f.Capacity > MaxRate || f.Demand > MaxRate {
+			return fmt.Errorf("%w: function %s: rates %v/%v outside [0, %v]", ErrInvalidAdvert, name, f.Capacity, f.Demand, MaxRate)
 		}
 	}
 	return nil
+}
+
+// ValidateAddr checks that addr is host:port and nothing more: the host an
+// IP address (IPv6 in brackets, no zone) or a DNS name, the port a decimal
+// number from 1 to 65535. Nothing else - no path, query, fragment, user
+// info, whitespace or control character - can pass, so an address that
+// passes is safe to place in a URL or a proxy's configuration.
+func ValidateAddr(addr string) error {
+	if addr == "" || len(addr) > maxAddrLen {
+		return fmt.Errorf("%w: address of length %d", ErrInvalidAddr, len(addr))
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w: %q: %v", ErrInvalidAddr, addr, err)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 || port[0] == '0' {
+		return fmt.Errorf("%w: %q: port must be 1-65535", ErrInvalidAddr, addr)
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" {
+			return fmt.Errorf("%w: %q: zoned address", ErrInvalidAddr, addr)
+		}
+		return nil
+	}
+	if !validDNSName(host) {
+		return fmt.Errorf("%w: %q: host is neither an IP address nor a DNS name", ErrInvalidAddr, addr)
+	}
+	return nil
+}
+
+// validDNSName reports whether host is a DNS name: dot-separated labels of
+// 1 to 63 letters, digits and inner hyphens, at most 253 bytes in all.
+func validDNSName(host string) bool {
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	label := 0
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		switch {
+		case c == '.':
+			if label == 0 || host[i-1] == '-' {
+				return false
+			}
+			label = 0
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' && label > 0:
+			label++
+			if label > 63 {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return label > 0 && host[len(host)-1] != '-'
 }
 
 // ValidateFunctionName checks that name is a DNS-1123 label, as OpenFaaS

@@ -41,10 +41,10 @@ func BucketDepth(r dfaas.Rate, window time.Duration) int {
 }
 
 // Usable reports whether a share can be forwarded to: a finite positive
-// Weight and a positive Cap. (Whether its address is usable is the data
-// plane's to check.)
+// Weight, a positive Cap, and an address that is a plain host:port
+// (dfaas.ValidateAddr). Data planes skip the others.
 func Usable(s dfaas.Share) bool {
-	return s.Weight > 0 && !math.IsInf(s.Weight, 0) && s.Cap > 0
+	return s.Weight > 0 && !math.IsInf(s.Weight, 0) && s.Cap > 0 && dfaas.ValidateAddr(s.Addr) == nil
 }
 
 // Bucket is a token bucket holding a peer to its Cap. It starts full. It

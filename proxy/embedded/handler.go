@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -160,7 +161,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 // try sends one forward attempt. A refusal is returned as an error, with
 // the response closed.
 func (p *Proxy) try(r *http.Request, pr peer, body []byte) (*http.Response, error) {
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, p.scheme+pr.addr+r.URL.RequestURI(), bytes.NewReader(body))
+	// Built from parsed parts: the peer's address only ever names the host.
+	u := &url.URL{Scheme: p.scheme, Host: pr.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}

@@ -102,7 +102,7 @@ type Proxy struct {
 	log       *slog.Logger
 	local     http.Handler
 	transport *http.Transport
-	scheme    string // of forwards: http:// or https://
+	scheme    string // of forwards: http or https
 	trigger   chan struct{}
 
 	routes atomic.Pointer[map[string]*route]
@@ -132,7 +132,7 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		trigger: make(chan struct{}, 1), functions: map[string]*function{}}
 	p.routes.Store(&map[string]*route{})
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
-	p.scheme = "http://"
+	p.scheme = "http"
 	p.transport = &http.Transport{
 		DialContext:           dialer.DialContext,
 		MaxIdleConns:          1024,
@@ -142,7 +142,7 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		DisableCompression:    true,
 	}
 	if cfg.PeerTLS != nil {
-		p.scheme = "https://"
+		p.scheme = "https"
 		p.transport.TLSClientConfig = cfg.PeerTLS.Clone()
 	}
 	var err error

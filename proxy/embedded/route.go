@@ -67,7 +67,7 @@ func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now tim
 	var buckets []*proxy.Bucket
 	seen := map[dfaas.NodeID]bool{}
 	for _, s := range fp.Peers {
-		if !proxy.Usable(s) || s.Addr == "" || seen[s.Node] {
+		if !proxy.Usable(s) || seen[s.Node] {
 			continue
 		}
 		seen[s.Node] = true

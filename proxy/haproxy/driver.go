@@ -421,17 +421,14 @@ func (d *Driver) delMap(file, key string) error {
 	return nil
 }
 
-// usable reports whether a share can be routed to: proxy.Usable, and an
-// address that is a host:port.
+// usable reports whether a share can be routed to (proxy.Usable); an
+// address that is not a plain host:port never reaches HAProxy.
 func (d *Driver) usable(p dfaas.Share) bool {
-	if !proxy.Usable(p) {
+	if err := dfaas.ValidateAddr(p.Addr); err != nil {
+		d.log.Warn("peer address ignored", "peer", p.Node, "err", err)
 		return false
 	}
-	if _, _, err := net.SplitHostPort(p.Addr); err != nil || strings.ContainsAny(p.Addr, " \t\n") {
-		d.log.Warn("peer address ignored", "peer", p.Node, "addr", p.Addr)
-		return false
-	}
-	return true
+	return proxy.Usable(p)
 }
 
 // wantServers is the servers a function's forwarding backend should hold.

@@ -57,7 +57,7 @@ func (v PickVector) Arrival(i int) time.Duration {
 func (v PickVector) Shares() []dfaas.Share {
 	out := make([]dfaas.Share, len(v.Peers))
 	for i, p := range v.Peers {
-		out[i] = dfaas.Share{Node: dfaas.NodeID(PeerName(i)), Weight: p.Weight, Cap: p.Cap}
+		out[i] = dfaas.Share{Node: dfaas.NodeID(PeerName(i)), Addr: fmt.Sprintf("127.0.0.1:%d", 1000+i), Weight: p.Weight, Cap: p.Cap}
 	}
 	return out
 }

@@ -43,6 +43,7 @@ func Run(t *testing.T, name string) {
 		{"CapsHoldPeersToTheirGrant", testCaps},
 		{"RetryOnRefusal", testRetryOnRefusal},
 		{"RejectWithRetryAfter", testReject},
+		{"HostileAddressesGetNothing", testHostileAddresses},
 		{"InFlightSurvivesPlanChange", testInFlight},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, &suite{t: t, name: name}) })
@@ -323,4 +324,27 @@ func testInFlight(t *testing.T, s *suite) {
 		assert.Equal(t, http.StatusOK, <-codes)
 	}
 	assert.Equal(t, uint64(3), s.counts(a, "slow").ServedLocal)
+}
+
+// testHostileAddresses: a plan whose shares carry addresses that are more
+// than a host:port (as a hostile advert would, were it not refused) sends
+// nothing there, and its honest peer still gets every request.
+func testHostileAddresses(t *testing.T, s *suite) {
+	internal := newPlatform(t, "internal")
+	a, _ := s.node("a")
+	b, _ := s.node("b")
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	var shares []dfaas.Share
+	for i, addr := range []string{internal.addr + "/admin/deploy#", internal.addr + "\r", "\vredir\v//evil.example", internal.addr + ";x"} {
+		shares = append(shares, dfaas.Share{Node: dfaas.NodeID("evil" + string(rune('a'+i))), Addr: addr, Weight: 10, Cap: 1e6})
+	}
+	shares = append(shares, dfaas.Share{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6})
+	require.NoError(t, a.Apply(context.Background(), dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"echo": {Peers: shares}}}),
+		"the rest of the plan applies")
+	for range 5 {
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, http.StatusOK, got.code)
+		assert.Equal(t, "b", got.body)
+	}
+	assert.Zero(t, internal.Calls.Load(), "nothing reached the address an advert smuggled in")
 }

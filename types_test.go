@@ -1,0 +1,43 @@
+package dfaas
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestValidateAddr(t *testing.T) {
+	for _, ok := range []string{"127.0.0.1:8081", "[::1]:1", "edge-1.example.org:65535", "node7:80"} {
+		assert.NoError(t, ValidateAddr(ok), ok)
+	}
+	for _, bad := range []string{"", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:080", "127.0.0.1:+80",
+		"127.0.0.1:P/admin/deploy#", "127.0.0.1:8080/admin", "10.6.6.6:8080\r", "\vredir\v//evil.example", "10.6.6.6:notaport",
+		"a;b:80", "user@host:80", "host name:80", "[fe80::1%eth0]:80", "-x.org:80", "x-.org:80", "a..b:80", "host:80?q", "%41:80"} {
+		assert.ErrorIs(t, ValidateAddr(bad), ErrInvalidAddr, "%q", bad)
+	}
+}
+
+// TestAdvertValidateRefusesHostileFields: addresses that are more than a
+// host:port and absurd rates are refused.
+func TestAdvertValidateRefusesHostileFields(t *testing.T) {
+	good := Advert{Node: "n", Seq: 1, TTL: time.Second, Addr: "127.0.0.1:8081",
+		Functions: map[string]FunctionState{"f": {Capacity: 10, Demand: 3}}}
+	assert.NoError(t, good.Validate())
+	for _, addr := range []string{"127.0.0.1:1/admin/deploy#", "10.6.6.6:8080\r", "\vredir\v//evil.example", "10.6.6.6:notaport"} {
+		a := good
+		a.Addr = addr
+		assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "%q", addr)
+	}
+	for _, r := range []Rate{1e300, math.MaxFloat64, Rate(math.Inf(1)), Rate(math.NaN()), -1, MaxRate * 2} {
+		a := good
+		a.Functions = map[string]FunctionState{"f": {Capacity: r}}
+		assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "capacity %v", r)
+		a.Functions = map[string]FunctionState{"f": {Capacity: 1, Demand: r}}
+		assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "demand %v", r)
+	}
+	a := good
+	a.Functions = map[string]FunctionState{"f": {Capacity: MaxRate, Demand: MaxRate}}
+	assert.NoError(t, a.Validate(), "the bound itself is allowed")
+}
