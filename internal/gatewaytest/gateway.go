@@ -110,7 +110,7 @@ func Start(ctx context.Context, providerURL string) (*Gateway, error) {
 	g.prom = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[]}}`))
-	})}
+	}), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = g.prom.Serve(l) }()
 	port := l.Addr().(*net.TCPAddr).Port
 
