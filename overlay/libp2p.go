@@ -2,10 +2,14 @@ package overlay
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -16,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	ma "github.com/multiformats/go-multiaddr"
@@ -40,8 +45,26 @@ type Libp2pConfig struct {
 	// DiscoveryInterval is how often the overlay re-dials bootstrap peers,
 	// re-advertises itself and looks for new agents. Default 10 s.
 	DiscoveryInterval time.Duration
-	// PrivateKey is the node's identity. Default: a fresh Ed25519 key.
+	// PrivateKey is the node's identity. Default: a fresh Ed25519 key (a
+	// new node id at every start; see LoadOrCreateKey for a stable one).
 	PrivateKey crypto.PrivKey
+	// Secret is the federation secret (SecretBytes long, see LoadSecret):
+	// a libp2p private network, so that only hosts holding it can connect.
+	// Required unless Insecure.
+	Secret pnet.PSK
+	// Allow, if not empty, admits only these peers: a connection to or
+	// from any other peer is closed once its identity is known, before any
+	// protocol runs on it.
+	Allow []peer.ID
+	// Insecure runs an open federation without a Secret: any host that
+	// reaches a listen address can join and publish adverts. For labs and
+	// tests; the overlay logs a warning when it starts.
+	Insecure bool
+	// MaxAdvertRate bounds the adverts per second accepted from each peer
+	// (with a burst of as many); the excess is dropped, counted in
+	// Stats.Flooded and not relayed, so a flooding member cannot crowd out
+	// the others. Default 20.
+	MaxAdvertRate float64
 	// Logger receives the overlay's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock that times advert expiry. Default time.Now.
@@ -64,6 +87,9 @@ func (c Libp2pConfig) withDefaults() Libp2pConfig {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.MaxAdvertRate == 0 {
+		c.MaxAdvertRate = 20
+	}
 	return c
 }
 
@@ -82,6 +108,16 @@ func (c Libp2pConfig) Validate() error {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
 			return fmt.Errorf("%w: namespace %q: use a-z, 0-9, '-' and '.'", dfaas.ErrInvalidConfig, c.Namespace)
 		}
+	}
+	switch {
+	case c.Secret == nil && !c.Insecure:
+		return fmt.Errorf("%w: no federation secret: set Secret (see GenerateSecret), or Insecure for an open federation", dfaas.ErrInvalidConfig)
+	case c.Secret != nil && c.Insecure:
+		return fmt.Errorf("%w: both a federation secret and Insecure", dfaas.ErrInvalidConfig)
+	case c.Secret != nil && len(c.Secret) != SecretBytes:
+		return fmt.Errorf("%w: federation secret of %d bytes, want %d", dfaas.ErrInvalidConfig, len(c.Secret), SecretBytes)
+	case !(c.MaxAdvertRate > 0) || math.IsInf(c.MaxAdvertRate, 0):
+		return fmt.Errorf("%w: max advert rate %v", dfaas.ErrInvalidConfig, c.MaxAdvertRate)
 	}
 	if c.DiscoveryInterval < 10*time.Millisecond {
 		return fmt.Errorf("%w: discovery interval %v below 10ms", dfaas.ErrInvalidConfig, c.DiscoveryInterval)
@@ -121,6 +157,9 @@ type Libp2p struct {
 	table     *Table
 	bootstrap []peer.AddrInfo
 	trigger   chan struct{}
+	gater     *gater // nil without an allow-list
+	limits    *authorLimits
+	outsiders atomic.Uint64
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -144,9 +183,28 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 		}
 	}()
 
-	opts := []libp2p.Option{libp2p.ListenAddrStrings(cfg.ListenAddrs...), libp2p.DisableRelay(), libp2p.DisableMetrics()}
-	if cfg.PrivateKey != nil {
-		opts = append(opts, libp2p.Identity(cfg.PrivateKey))
+	o.limits = newAuthorLimits(cfg.MaxAdvertRate)
+	key := cfg.PrivateKey
+	if key == nil {
+		if key, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
+			return nil, fmt.Errorf("overlay: key: %w", err)
+		}
+	}
+	self, err := peer.IDFromPrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: key: %w", err)
+	}
+	opts := []libp2p.Option{libp2p.ListenAddrStrings(cfg.ListenAddrs...), libp2p.DisableRelay(), libp2p.DisableMetrics(),
+		libp2p.Identity(key)}
+	if cfg.Secret != nil {
+		opts = append(opts, libp2p.PrivateNetwork(cfg.Secret))
+	} else {
+		cfg.Logger.Warn("INSECURE: open federation without a secret: any host that reaches this node can join and publish adverts",
+			"node", self)
+	}
+	if len(cfg.Allow) > 0 {
+		o.gater = newGater(self, cfg.Allow)
+		opts = append(opts, libp2p.ConnectionGater(o.gater))
 	}
 	if o.host, err = libp2p.New(opts...); err != nil {
 		return nil, fmt.Errorf("overlay: libp2p host: %w", err)
@@ -168,11 +226,12 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: dht: %w", err)
 	}
-	ps, err := pubsub.NewGossipSub(runCtx, o.host, pubsub.WithMaxMessageSize(4*MaxAdvertBytes))
+	topicName := "/" + cfg.Namespace + "/adverts/1"
+	ps, err := pubsub.NewGossipSub(runCtx, o.host, pubsub.WithMaxMessageSize(4*MaxAdvertBytes),
+		pubsub.WithPeerScore(scoreParams(topicName, o.limits.penalty), scoreThresholds()))
 	if err != nil {
 		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
 	}
-	topicName := "/" + cfg.Namespace + "/adverts/1"
 	if err := ps.RegisterTopicValidator(topicName, o.validate); err != nil {
 		return nil, fmt.Errorf("overlay: topic validator: %w", err)
 	}
@@ -212,6 +271,29 @@ func (o *Libp2p) Addrs() []string {
 // Peers returns the number of peers connected to the host.
 func (o *Libp2p) Peers() int { return len(o.host.Network().Peers()) }
 
+// Members returns the nodes this node currently counts as members of the
+// federation, sorted: the peers connected to it (who passed the secret
+// and the allow-list to connect) and those whose advert is live. The data
+// plane admits forwards from these nodes only.
+func (o *Libp2p) Members() []dfaas.NodeID {
+	seen := map[dfaas.NodeID]bool{}
+	var out []dfaas.NodeID
+	add := func(n dfaas.NodeID) {
+		if !seen[n] && n != o.Self() {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	for _, p := range o.host.Network().Peers() {
+		add(dfaas.NodeID(p.String()))
+	}
+	for _, a := range o.table.Adverts(o.cfg.Now()) {
+		add(a.Node)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Publish implements dfaas.Overlay.
 func (o *Libp2p) Publish(ctx context.Context, a dfaas.Advert) error {
 	if a.Node != o.Self() {
@@ -237,15 +319,33 @@ func (o *Libp2p) Adverts(now time.Time) []dfaas.Advert { return o.table.Adverts(
 func (o *Libp2p) Trigger() <-chan struct{} { return o.trigger }
 
 // Stats returns the advert reception counters.
-func (o *Libp2p) Stats() Stats { return o.table.Stats() }
+func (o *Libp2p) Stats() Stats {
+	s := o.table.Stats()
+	s.Flooded = o.limits.dropped.Load()
+	s.Outsider = o.outsiders.Load()
+	if o.gater != nil {
+		s.Denied = o.gater.denied.Load()
+	}
+	return s
+}
 
 // validate runs before a message is delivered or forwarded. Own messages
-// pass; others must decode, be signed by the node they name, and be newer
-// than what this node holds.
-func (o *Libp2p) validate(_ context.Context, _ peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+// pass; others must be within their author's advert rate, decode, be signed
+// by the node they name, and be newer than what this node holds. An
+// invalid advert is rejected, which lowers the GossipSub score of the peer
+// that sent it; one over the rate or stale is ignored, because honest
+// peers relay those too.
+func (o *Libp2p) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	author := msg.GetFrom()
 	if author == o.host.ID() {
 		return pubsub.ValidationAccept
+	}
+	if o.gater != nil && !o.gater.allow[author] {
+		o.outsiders.Add(1) // relayed by a member without the allow-list
+		return pubsub.ValidationIgnore
+	}
+	if !o.limits.allow(author, from, time.Now()) {
+		return pubsub.ValidationIgnore
 	}
 	a, err := Decode(msg.Data)
 	if err == nil {
@@ -295,6 +395,7 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 			if ev.Connectedness == network.Connected {
 				continue
 			}
+			o.limits.forget(ev.Peer)
 			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) {
 				o.log.Info("peer left", "peer", ev.Peer)
 				select {

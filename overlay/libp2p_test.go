@@ -1,7 +1,9 @@
 package overlay
 
 import (
+	"bytes"
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -10,17 +12,29 @@ import (
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas"
 )
 
+// testSecret is the federation secret of the tests' federation.
+var testSecret = pnet.PSK(bytes.Repeat([]byte{7}, SecretBytes))
+
 func startLibp2p(t *testing.T, bootstrap ...string) *Libp2p {
+	t.Helper()
+	return startWith(t, Libp2pConfig{Bootstrap: bootstrap, Secret: testSecret})
+}
+
+// startWith starts an overlay from cfg with the tests' namespace and a fast
+// discovery interval.
+func startWith(t *testing.T, cfg Libp2pConfig) *Libp2p {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	o, err := NewLibp2p(ctx, Libp2pConfig{Bootstrap: bootstrap, DiscoveryInterval: 200 * time.Millisecond, Namespace: "dfaas-test"})
+	cfg.DiscoveryInterval, cfg.Namespace = 200*time.Millisecond, "dfaas-test"
+	o, err := NewLibp2p(ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = o.Close() })
 	return o
@@ -103,7 +117,8 @@ func TestLibp2pFederation(t *testing.T) {
 // and counted, and the node keeps working.
 func TestLibp2pDropsBadAdverts(t *testing.T) {
 	victim := startLibp2p(t)
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics())
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics(),
+		libp2p.PrivateNetwork(testSecret)) // a rogue member: it holds the secret
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = h.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -154,9 +169,20 @@ func TestLibp2pConfigValidate(t *testing.T) {
 		{Bootstrap: []string{"/ip4/127.0.0.1/tcp/1"}}, // no /p2p/ id
 		{Namespace: "Has Spaces"},
 		{DiscoveryInterval: time.Microsecond},
+		{Secret: testSecret[:16]},
+		{Secret: testSecret, Insecure: true},
+		{Secret: testSecret, MaxAdvertRate: -1},
+		{Secret: testSecret, MaxAdvertRate: math.Inf(1)},
 	}
 	for _, c := range bad {
+		if c.Secret == nil && !c.Insecure {
+			c.Insecure = true // so that only the field under test is wrong
+		}
 		assert.ErrorIs(t, c.Validate(), dfaas.ErrInvalidConfig, "%+v", c)
 	}
-	assert.NoError(t, Libp2pConfig{}.Validate())
+	err := Libp2pConfig{}.Validate()
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "no secret and not Insecure")
+	assert.ErrorContains(t, err, "secret")
+	assert.NoError(t, Libp2pConfig{Secret: testSecret}.Validate())
+	assert.NoError(t, Libp2pConfig{Insecure: true}.Validate())
 }

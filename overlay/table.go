@@ -28,6 +28,9 @@ type Stats struct {
 	Spoofed   uint64 // claims another node than the one that signed it
 	Expired   uint64 // dropped when their time-to-live ran out
 	PeersDown uint64 // peers removed because their connection dropped
+	Flooded   uint64 // over their author's advert rate (Libp2p only)
+	Denied    uint64 // connections refused by the allow-list (Libp2p only)
+	Outsider  uint64 // relayed adverts of peers not on the allow-list (Libp2p only)
 }
 
 type counters struct {

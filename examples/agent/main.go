@@ -3,10 +3,16 @@
 // together. Start one per node:
 //
 //	go run ./examples/agent -functions hello=10 -user 127.0.0.1:8080 -peer 127.0.0.1:8081 \
-//	    -listen /ip4/127.0.0.1/tcp/4001
+//	    -listen /ip4/127.0.0.1/tcp/4001 -secret fed.key -key a.key
 //	go run ./examples/agent -functions hello=20 -user 127.0.0.1:8090 -peer 127.0.0.1:8091 \
-//	    -listen /ip4/127.0.0.1/tcp/4002 -bootstrap <a multiaddr the first agent printed>
+//	    -listen /ip4/127.0.0.1/tcp/4002 -secret fed.key -key b.key -bootstrap <a multiaddr the first agent printed>
 //	curl -d world http://127.0.0.1:8080/function/hello
+//
+// The federation is closed: the first agent creates the federation secret
+// (-secret, mode 0600) and every other agent must be given a copy; hosts
+// without it cannot connect. Each agent keeps its identity in -key (0600),
+// so its node id survives restarts; -allow names the only node ids that may
+// join. -insecure runs an open federation instead, with a warning.
 //
 // The platform (-faas) is one registered with package node: "runtime" (echo
 // functions in the agent's process, the default), "local" (the same behind
@@ -27,6 +33,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -58,6 +65,10 @@ type options struct {
 	functions map[string]dfaas.Rate
 	interval  time.Duration
 	strategy  dfaas.Balancer
+	secret    string // federation secret file
+	key       string // identity key file
+	allow     string // allow-list file
+	insecure  bool
 }
 
 func main() {
@@ -96,6 +107,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.gateway.Namespace, "fn-namespace", "openfaas-fn", "with -faas openfaas: the functions' namespace")
 	defaultCapacity := fs.Float64("default-capacity", 0, "with -faas openfaas: req/s of functions without the dfaas.maxrate label")
 	fs.DurationVar(&o.interval, "interval", time.Second, "control tick")
+	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
+	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
+	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
+	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret: any host that reaches -listen can join (labs only)")
 	strategy := fs.String("strategy", "proportional", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -147,9 +162,46 @@ func splitList(s string) []string {
 	return out
 }
 
+// membership loads the node's identity and the federation's secret and
+// allow-list into cfg. The first agent of a federation (no bootstrap peers)
+// creates the secret if its file is missing; the others must be given it.
+func membership(o options, cfg *overlay.Libp2pConfig, log *slog.Logger) error {
+	key, created, err := overlay.LoadOrCreateKey(o.key)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("created a node identity key", "file", o.key)
+	}
+	cfg.PrivateKey = key
+	if o.allow != "" {
+		if cfg.Allow, err = overlay.LoadAllowList(o.allow); err != nil {
+			return err
+		}
+	}
+	if o.insecure {
+		cfg.Insecure = true
+		return nil
+	}
+	cfg.Secret, err = overlay.LoadSecret(o.secret)
+	if errors.Is(err, fs.ErrNotExist) {
+		if len(o.bootstrap) > 0 {
+			return fmt.Errorf("federation secret %s not found: copy it from the federation's first agent (or run -insecure)", o.secret)
+		}
+		if cfg.Secret, err = overlay.GenerateSecret(o.secret); err == nil {
+			log.Info("created a new federation secret: copy this file, mode 0600, to every agent that joins", "file", o.secret)
+		}
+	}
+	return err
+}
+
 // run builds the node and runs it until ctx ends. ready, if set, is called
 // with the node once everything listens.
 func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node)) error {
+	lc := overlay.Libp2pConfig{ListenAddrs: o.listen, Bootstrap: o.bootstrap, Namespace: o.namespace, Logger: log}
+	if err := membership(o, &lc, log); err != nil {
+		return err
+	}
 	host, _ := os.Hostname() // names the node in the echo functions' answers
 	pf, err := node.OpenPlatform(ctx, o.faas, node.PlatformSpec{Node: host, Functions: o.functions, OpenFaaS: o.gateway, Logger: log})
 	if err != nil {
@@ -157,7 +209,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	}
 	n, err := node.Build(ctx, node.Config{Platform: pf, DataPlane: o.proxy, Binary: o.haproxy,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
-		Libp2p: overlay.Libp2pConfig{ListenAddrs: o.listen, Bootstrap: o.bootstrap, Namespace: o.namespace, Logger: log}})
+		Libp2p: lc})
 	if err != nil {
 		return err
 	}

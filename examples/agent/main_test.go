@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -19,6 +22,7 @@ import (
 	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/local"
 	"github.com/dfaas-go/dfaas/node"
+	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy/haproxy"
 )
 
@@ -36,10 +40,84 @@ func TestParseFlags(t *testing.T) {
 	}
 }
 
+// state adds -secret and -key files in a fresh directory to args.
+func state(t *testing.T, args ...string) []string {
+	dir := t.TempDir()
+	return append(args, "-secret", filepath.Join(dir, "federation.key"), "-key", filepath.Join(dir, "node.key"))
+}
+
+// startAgent runs the agent's composition with args until the test ends;
+// it returns the node, or the error run returned at once.
+func startAgent(t *testing.T, args []string) (*node.Node, error) {
+	t.Helper()
+	o, err := parseFlags(args, io.Discard)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *node.Node, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p *node.Node) { ready <- p }) }()
+	select {
+	case n := <-ready:
+		t.Cleanup(func() {
+			cancel()
+			assert.NoError(t, <-done)
+		})
+		return n, nil
+	case err := <-done:
+		cancel()
+		return nil, err
+	}
+}
+
+// TestAgentFederation: the first agent creates the federation secret and
+// its key (0600); a second agent without the secret is refused at start, a
+// second agent with a copy joins; a restarted agent keeps its node id; an
+// agent holding another secret never joins.
+func TestAgentFederation(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "federation.key")
+	first, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
+		"-secret", secret, "-key", filepath.Join(dir, "a.key")})
+	require.NoError(t, err)
+	for _, f := range []string{secret, filepath.Join(dir, "a.key")} {
+		st, err := os.Stat(f)
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o600), st.Mode().Perm(), f)
+	}
+	boot := strings.Join(first.Overlay.(*overlay.Libp2p).Addrs(), ",")
+
+	_, err = startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-bootstrap", boot,
+		"-secret", filepath.Join(dir, "missing.key"), "-key", filepath.Join(dir, "b.key")})
+	require.ErrorContains(t, err, "copy it from the federation's first agent")
+
+	other := t.TempDir()
+	_, err = overlay.GenerateSecret(filepath.Join(other, "x.key"))
+	require.NoError(t, err)
+	stranger, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
+		"-bootstrap", boot, "-secret", filepath.Join(other, "x.key"), "-key", filepath.Join(other, "n.key")})
+	require.NoError(t, err, "another federation's secret starts, but joins nothing")
+
+	second, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
+		"-bootstrap", boot, "-secret", secret, "-key", filepath.Join(dir, "b.key")})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return len(first.Overlay.Adverts(time.Now())) == 1 && len(second.Overlay.Adverts(time.Now())) == 1
+	}, 10*time.Second, 50*time.Millisecond, "the member did not join")
+	assert.Equal(t, second.Overlay.Self(), first.Overlay.Adverts(time.Now())[0].Node)
+	assert.Empty(t, stranger.Overlay.Adverts(time.Now()))
+	assert.NotContains(t, first.Overlay.(*overlay.Libp2p).Members(), stranger.Overlay.Self())
+
+	k, _, err := overlay.LoadOrCreateKey(filepath.Join(dir, "b.key"))
+	require.NoError(t, err)
+	id, err := peer.IDFromPrivateKey(k)
+	require.NoError(t, err)
+	assert.Equal(t, string(second.Overlay.Self()), id.String(), "the node id is the key file's")
+}
+
 // TestAgentServes starts the agent binary's composition and calls its
 // function through the user port.
 func TestAgentServes(t *testing.T) {
-	o, err := parseFlags([]string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms"}, io.Discard)
+	o, err := parseFlags(state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms"), io.Discard)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *node.Node, 1)
@@ -93,8 +171,8 @@ func TestAgentOnOpenFaaSAPI(t *testing.T) {
 
 	t.Setenv("OPENFAAS_USERNAME", "admin")
 	t.Setenv("OPENFAAS_PASSWORD", "s3cret-pa55")
-	o, err := parseFlags([]string{"-faas", "openfaas", "-gateway", strings.TrimSuffix(provider.URL(), "/"),
-		"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms"}, io.Discard)
+	o, err := parseFlags(state(t, "-faas", "openfaas", "-gateway", strings.TrimSuffix(provider.URL(), "/"),
+		"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms"), io.Discard)
 	require.NoError(t, err)
 	var logs bytes.Buffer
 	var mu sync.Mutex
@@ -132,8 +210,8 @@ func TestAgentOnHAProxy(t *testing.T) {
 		defer l.Close()
 		return l.Addr().String()
 	}
-	o, err := parseFlags([]string{"-proxy", "haproxy", "-faas", "openfaas", "-gateway", strings.TrimSuffix(provider.URL(), "/"),
-		"-fn-namespace", "team-a", "-user", free(), "-peer", free(), "-interval", "100ms"}, io.Discard)
+	o, err := parseFlags(state(t, "-proxy", "haproxy", "-faas", "openfaas", "-gateway", strings.TrimSuffix(provider.URL(), "/"),
+		"-fn-namespace", "team-a", "-user", free(), "-peer", free(), "-interval", "100ms"), io.Discard)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *node.Node, 1)

@@ -6,6 +6,7 @@
 package scenario
 
 import (
+	"crypto/rand"
 	"context"
 	"errors"
 	"fmt"
@@ -153,13 +154,17 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		}
 	}()
 	network := overlay.NewNetwork()
+	secret := make([]byte, overlay.SecretBytes) // a closed federation of its own
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
 	var bootstrap []string
 	for i, capacity := range cfg.Capacities {
 		name := strconv.Itoa(i + 1)
 		log := cfg.Logger.With("name", name)
 		nc := node.Config{DataPlane: cfg.DataPlane, Binary: cfg.Binary, Interval: cfg.Interval, Balancer: cfg.Strategy,
 			Forecaster: cfg.Forecaster(), Logger: log,
-			Libp2p: overlay.Libp2pConfig{Bootstrap: bootstrap, DiscoveryInterval: time.Second, Logger: log}}
+			Libp2p: overlay.Libp2pConfig{Bootstrap: bootstrap, Secret: secret, DiscoveryInterval: time.Second, Logger: log}}
 		if cfg.Overlay == "memory" {
 			if nc.Overlay, err = network.Join(dfaas.NodeID(name)); err != nil {
 				return nil, err
