@@ -12,11 +12,14 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
@@ -51,8 +54,15 @@ type Config struct {
 	// Advertise is the peer address advertised to other nodes. Default the
 	// data plane's bound PeerAddr.
 	Advertise string
-	// TLS, if set, is the federation's mutual TLS between peers.
+	// TLS is the federation's mutual TLS between peers. Default, with the
+	// libp2p overlay: bound to the overlay key (proxy.Identity), admitting
+	// the overlay's Members. A node on another Overlay sets TLS itself, or
+	// PlainPeers.
 	TLS *proxy.TLS
+	// PlainPeers turns TLS between peers off: forwards travel in clear text
+	// and the peer listener serves anyone who reaches it. For labs; the
+	// node logs a warning at start.
+	PlainPeers bool
 	// Binary is the data plane's executable, for one that runs a process
 	// (HAProxy). Default: found on $PATH.
 	Binary string
@@ -75,6 +85,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: node: the platform has neither a handler nor an address", dfaas.ErrInvalidConfig)
 	case c.Interval < 0:
 		return fmt.Errorf("%w: node: negative interval", dfaas.ErrInvalidConfig)
+	case c.TLS != nil && c.PlainPeers:
+		return fmt.Errorf("%w: node: both TLS and PlainPeers", dfaas.ErrInvalidConfig)
+	case c.Overlay != nil && c.TLS == nil && !c.PlainPeers:
+		return fmt.Errorf("%w: node: with an Overlay of your own, set TLS (or PlainPeers)", dfaas.ErrInvalidConfig)
 	}
 	return nil
 }
@@ -139,11 +153,26 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}()
 	n.Overlay = cfg.Overlay
 	if n.Overlay == nil {
+		if cfg.Libp2p.PrivateKey == nil { // the TLS identity derives from it
+			if cfg.Libp2p.PrivateKey, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
+				return nil, err
+			}
+		}
 		o, err := overlay.NewLibp2p(ctx, cfg.Libp2p)
 		if err != nil {
 			return nil, err
 		}
 		n.Overlay = o
+		if cfg.TLS == nil && !cfg.PlainPeers {
+			id, err := proxy.NewIdentity(cfg.Libp2p.PrivateKey)
+			if err != nil {
+				return nil, err
+			}
+			cfg.TLS = &proxy.TLS{Identity: id, Members: o.Members}
+		}
+	}
+	if cfg.PlainPeers {
+		cfg.Logger.Warn("INSECURE: peer traffic in clear text; the peer listener serves anyone who reaches it", "node", n.Overlay.Self())
 	}
 	n.closers = append(n.closers, n.Overlay.Close)
 	var functions []string

@@ -1,6 +1,9 @@
 package node_test
 
 import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +18,7 @@ import (
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/overlay"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,7 +36,7 @@ func TestBuildForwardsBetweenTwoNodes(t *testing.T) {
 		require.NoError(t, err)
 		pf, err := node.OpenPlatform(ctx, "runtime", node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}})
 		require.NoError(t, err)
-		n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: pf, Interval: 100 * time.Millisecond, Logger: quiet})
+		n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: pf, Interval: 100 * time.Millisecond, Logger: quiet, PlainPeers: true})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, n.Close()) })
 		return n
@@ -71,9 +75,66 @@ func TestBuildRejectsUnknownParts(t *testing.T) {
 	pf.Close = func() error { closed = true; return nil }
 	ov, err := overlay.NewNetwork().Join("a")
 	require.NoError(t, err)
-	_, err = node.Build(ctx, node.Config{Overlay: ov, Platform: pf, DataPlane: "nginx", Logger: quiet})
+	_, err = node.Build(ctx, node.Config{Overlay: ov, Platform: pf, DataPlane: "nginx", Logger: quiet, PlainPeers: true})
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
 	assert.True(t, closed, "the platform was closed")
 	assert.ErrorIs(t, ov.Publish(ctx, dfaas.Advert{}), dfaas.ErrClosed, "the overlay was closed")
 	assert.Contains(t, node.PlatformNames(), "local")
+}
+
+// TestBuildDefaultIsSecure: two nodes built with nothing but a federation
+// secret forward to each other over TLS bound to their overlay keys; the
+// peer port answers no one else, in clear text or with a certificate of
+// its own.
+func TestBuildDefaultIsSecure(t *testing.T) {
+	ctx := t.Context()
+	secret := bytes.Repeat([]byte{3}, overlay.SecretBytes)
+	var boot []string
+	build := func(name string, capacity dfaas.Rate) *node.Node {
+		pf, err := node.OpenPlatform(ctx, "runtime", node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}})
+		require.NoError(t, err)
+		n, err := node.Build(ctx, node.Config{Platform: pf, Interval: 100 * time.Millisecond, Logger: quiet,
+			Libp2p: overlay.Libp2pConfig{Secret: secret, Bootstrap: boot, DiscoveryInterval: 200 * time.Millisecond}})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, n.Close()) })
+		boot = n.Overlay.(*overlay.Libp2p).Addrs()
+		return n
+	}
+	a, b := build("a", 0), build("b", 100)
+	require.Eventually(t, func() bool {
+		resp, err := http.Post("http://"+a.DataPlane.UserAddr()+"/function/hello", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 50*time.Millisecond)
+	counts, err := a.DataPlane.Counts(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), counts["hello"].Forwarded[b.Overlay.Self()], "forwarded over TLS")
+
+	req, err := http.NewRequest("POST", "http://"+b.DataPlane.PeerAddr()+"/function/hello", strings.NewReader("x"))
+	require.NoError(t, err)
+	req.Header.Set(proxy.HeaderHop, "1")
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		assert.NotEqual(t, http.StatusOK, resp.StatusCode, "clear text reached the peer port")
+		resp.Body.Close()
+	}
+	tc := &tls.Config{RootCAs: x509.NewCertPool(), ServerName: proxy.ServerName, MinVersion: tls.VersionTLS13}
+	anchor, err := proxy.Anchor(b.Overlay.Self())
+	require.NoError(t, err)
+	tc.RootCAs.AddCert(anchor)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}
+	req, err = http.NewRequest("POST", "https://"+b.DataPlane.PeerAddr()+"/function/hello", strings.NewReader("x"))
+	require.NoError(t, err)
+	req.Header.Set(proxy.HeaderHop, "1")
+	if resp, err := c.Do(req); err == nil {
+		assert.NotEqual(t, http.StatusOK, resp.StatusCode, "a client without a certificate reached the peer port")
+		resp.Body.Close()
+	}
+	counts, err = b.DataPlane.Counts(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), counts["hello"].ReceivedIn, "only a's forward was executed")
+	http.DefaultClient.CloseIdleConnections()
 }

@@ -42,17 +42,6 @@ type Platform struct {
 	Namespace string
 }
 
-// TLS holds the files of the federation's mutual TLS between peers.
-type TLS struct {
-	// CAFile is the federation CA's certificate (PEM).
-	CAFile string
-	// CertFile is this node's certificate (PEM), signed by the CA. It may
-	// also hold the private key.
-	CertFile string
-	// KeyFile is the certificate's private key (PEM), if CertFile lacks it.
-	KeyFile string
-}
-
 // Spec is what every data plane is started from.
 type Spec struct {
 	// Node is this node's overlay id, sent to peers with forwarded requests.
@@ -66,8 +55,8 @@ type Spec struct {
 	// Functions are those the platform serves at start; a data plane that
 	// must reconfigure for a new function (HAProxy) prepares them.
 	Functions []string
-	// TLS, if set, makes the peer listener require mutual TLS and forwards
-	// use it.
+	// TLS, if set, makes the peer listener serve mutual TLS to current
+	// members only, and forwards verify the node they go to (see Identity).
 	TLS *TLS
 	// Binary is the executable of a data plane that runs one (HAProxy).
 	// Default: the data plane's own, on $PATH.
@@ -114,6 +103,15 @@ func Open(ctx context.Context, name string, spec Spec) (DataPlane, error) {
 	}
 	if spec.Platform.Handler == nil && spec.Platform.Addr == "" {
 		return nil, fmt.Errorf("%w: data plane %s: no platform", dfaas.ErrInvalidConfig, name)
+	}
+	if spec.TLS != nil {
+		if err := spec.TLS.Validate(); err != nil {
+			return nil, err
+		}
+		if spec.TLS.Identity.Node() != spec.Node {
+			return nil, fmt.Errorf("%w: data plane %s: the TLS identity is of %s, not of node %s", dfaas.ErrInvalidConfig, name,
+				spec.TLS.Identity.Node(), spec.Node)
+		}
 	}
 	if spec.Logger == nil {
 		spec.Logger = slog.Default()

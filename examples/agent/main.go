@@ -110,7 +110,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
 	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
-	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret: any host that reaches -listen can join (labs only)")
+	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret, and peer traffic in clear text: any host that reaches -listen can join, any that reaches -peer can run functions (labs only)")
 	strategy := fs.String("strategy", "proportional", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -209,7 +209,8 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	}
 	n, err := node.Build(ctx, node.Config{Platform: pf, DataPlane: o.proxy, Binary: o.haproxy,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
-		Libp2p: lc})
+		PlainPeers: o.insecure,
+		Libp2p:     lc})
 	if err != nil {
 		return err
 	}

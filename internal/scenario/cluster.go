@@ -47,6 +47,9 @@ type ClusterConfig struct {
 	// (proxy.Names): "embedded" (default) or "haproxy" (a real HAProxy
 	// process per node; needs a platform with an Addr).
 	DataPlane string
+	// PlainPeers turns TLS between peers off (it is on with the libp2p
+	// overlay; the memory overlay has no keys, so never TLS).
+	PlainPeers bool
 	// Binary is the data plane's executable, for one that runs a process.
 	// Default: found on $PATH.
 	Binary string
@@ -165,7 +168,9 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		nc := node.Config{DataPlane: cfg.DataPlane, Binary: cfg.Binary, Interval: cfg.Interval, Balancer: cfg.Strategy,
 			Forecaster: cfg.Forecaster(), Logger: log,
 			Libp2p: overlay.Libp2pConfig{Bootstrap: bootstrap, Secret: secret, DiscoveryInterval: time.Second, Logger: log}}
+		nc.PlainPeers = cfg.PlainPeers
 		if cfg.Overlay == "memory" {
+			nc.PlainPeers = true // node ids without keys: no TLS identity
 			if nc.Overlay, err = network.Join(dfaas.NodeID(name)); err != nil {
 				return nil, err
 			}

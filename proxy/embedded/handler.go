@@ -177,7 +177,11 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (*http.Response, erro
 		}
 		out.Header.Set("X-Forwarded-For", host)
 	}
-	resp, err := p.transport.RoundTrip(out)
+	t, err := p.transportTo(pr.node)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := t.RoundTrip(out)
 	if err != nil {
 		return nil, err
 	}

@@ -26,11 +26,10 @@ type Config struct {
 	UserAddr string
 	// PeerAddr is the peer listener's address. Default 127.0.0.1:0.
 	PeerAddr string
-	// PeerTLS, if set, authenticates the federation with mutual TLS: the
-	// peer listener serves TLS and requires a client certificate that
-	// verifies against ClientCAs, and forwards go over TLS presenting
-	// Certificates and verifying peers against RootCAs. Set all three.
-	PeerTLS *tls.Config
+	// TLS, if set, is the federation's mutual TLS bound to node identity:
+	// the peer listener serves TLS 1.3 to current members only, and each
+	// forward verifies that it reaches the node its plan named.
+	TLS *proxy.TLS
 	// Burst is how much traffic a rate limit lets through at once, as time
 	// at that rate (at least one request). Default 100 ms.
 	Burst time.Duration
@@ -88,8 +87,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: proxy: empty node id", dfaas.ErrInvalidConfig)
 	case c.Burst < 0 || c.MaxBody < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.RetryAfter < time.Second:
 		return fmt.Errorf("%w: proxy: negative duration or size, or retry-after under 1s", dfaas.ErrInvalidConfig)
-	case c.PeerTLS != nil && (len(c.PeerTLS.Certificates) == 0 || c.PeerTLS.ClientCAs == nil || c.PeerTLS.RootCAs == nil):
-		return fmt.Errorf("%w: proxy: peer TLS needs Certificates, ClientCAs and RootCAs", dfaas.ErrInvalidConfig)
+	case c.TLS != nil:
+		return c.TLS.Validate()
 	}
 	return nil
 }
@@ -101,9 +100,13 @@ type Proxy struct {
 	cfg       Config
 	log       *slog.Logger
 	local     http.Handler
-	transport *http.Transport
+	transport *http.Transport // of forwards without TLS
+	dialer    *net.Dialer
 	scheme    string // of forwards: http or https
 	trigger   chan struct{}
+
+	tmu        sync.Mutex
+	transports map[dfaas.NodeID]*http.Transport // with TLS: one per peer, verifying that peer
 
 	routes atomic.Pointer[map[string]*route]
 
@@ -131,19 +134,12 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("node", string(cfg.Node)), local: local,
 		trigger: make(chan struct{}, 1), functions: map[string]*function{}}
 	p.routes.Store(&map[string]*route{})
-	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	p.dialer = &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	p.scheme = "http"
-	p.transport = &http.Transport{
-		DialContext:           dialer.DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		ResponseHeaderTimeout: cfg.ForwardTimeout,
-		DisableCompression:    true,
-	}
-	if cfg.PeerTLS != nil {
+	p.transport = p.newTransport(nil)
+	if cfg.TLS != nil {
 		p.scheme = "https"
-		p.transport.TLSClientConfig = cfg.PeerTLS.Clone()
+		p.transports = map[dfaas.NodeID]*http.Transport{}
 	}
 	var err error
 	if p.userL, err = net.Listen("tcp", cfg.UserAddr); err != nil {
@@ -153,10 +149,8 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		_ = p.userL.Close()
 		return nil, fmt.Errorf("proxy: peer listener: %w", err)
 	}
-	if cfg.PeerTLS != nil {
-		srv := cfg.PeerTLS.Clone()
-		srv.ClientAuth = tls.RequireAndVerifyClientCert
-		p.peerL = tls.NewListener(p.peerL, srv)
+	if cfg.TLS != nil {
+		p.peerL = tls.NewListener(p.peerL, cfg.TLS.ServerConfig())
 	}
 	p.user = &http.Server{Handler: http.HandlerFunc(p.serveUser), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	p.peer = &http.Server{Handler: http.HandlerFunc(p.servePeer), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
@@ -173,6 +167,61 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		}()
 	}
 	return p, nil
+}
+
+func (p *Proxy) newTransport(tc *tls.Config) *http.Transport {
+	return &http.Transport{
+		DialContext:           p.dialer.DialContext,
+		TLSClientConfig:       tc,
+		TLSHandshakeTimeout:   p.cfg.DialTimeout,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: p.cfg.ForwardTimeout,
+		DisableCompression:    true,
+	}
+}
+
+// transportTo returns the transport of forwards to node. With TLS, each
+// peer has its own, trusting that peer's anchor only: a connection
+// verified for one node is never reused for another at the same address.
+func (p *Proxy) transportTo(node dfaas.NodeID) (*http.Transport, error) {
+	if p.cfg.TLS == nil {
+		return p.transport, nil
+	}
+	p.tmu.Lock()
+	defer p.tmu.Unlock()
+	if t := p.transports[node]; t != nil {
+		return t, nil
+	}
+	tc, err := p.cfg.TLS.ClientConfig(node)
+	if err != nil {
+		return nil, err
+	}
+	t := p.newTransport(tc)
+	p.transports[node] = t
+	return t, nil
+}
+
+// pruneTransports closes the transports of peers no route names.
+func (p *Proxy) pruneTransports(routes map[string]*route) {
+	if p.cfg.TLS == nil {
+		return
+	}
+	keep := map[dfaas.NodeID]bool{}
+	for _, rt := range routes {
+		for _, pr := range rt.peers {
+			keep[pr.node] = true
+		}
+	}
+	p.tmu.Lock()
+	defer p.tmu.Unlock()
+	for n, t := range p.transports {
+		if !keep[n] {
+			t.CloseIdleConnections()
+			delete(p.transports, n)
+		}
+	}
 }
 
 // UserAddr is the bound host:port of the user listener.
@@ -207,6 +256,7 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 		next[name] = newRoute(fn, fp, p.cfg.Burst, now)
 	}
 	p.routes.Store(&next)
+	p.pruneTransports(next)
 	return nil
 }
 
@@ -231,6 +281,7 @@ func (p *Proxy) Close() error {
 		p.closeErr = errors.Join(p.user.Shutdown(ctx), p.peer.Shutdown(ctx))
 		p.wg.Wait()
 		p.transport.CloseIdleConnections()
+		p.pruneTransports(nil)
 	})
 	return p.closeErr
 }

@@ -4,6 +4,7 @@ import (
 	_ "embed"
 	"fmt"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -40,9 +41,10 @@ type Layout struct {
 	MaxPeers int
 	// Timeout bounds a request to the platform or a peer.
 	Timeout time.Duration
-	// TLS, if set, authenticates the federation: the peer listener accepts
-	// only clients with a certificate from the federation's CA, and
-	// forwards present this node's certificate to peers and verify theirs.
+	// TLS, if set, is the federation's mutual TLS bound to node identity
+	// (see proxy.Identity): the peer listener accepts only clients whose
+	// certificate verifies against a current member's anchor, and each
+	// forward verifies its peer against that peer's anchor only.
 	TLS *TLS
 	// testClock, set only by tests, names a request header whose value
 	// (microseconds) dfaas.lua takes as the arrival time.
@@ -58,19 +60,27 @@ func Script() []byte { return slices.Clone(script) }
 
 // TLS holds the files of the federation's mutual TLS.
 type TLS struct {
-	// CAFile is the federation CA's certificate (PEM).
-	CAFile string
-	// CertFile is this node's certificate and private key, in one PEM file,
-	// signed by the CA.
+	// CertFile is this node's certificate and its private key, in one PEM
+	// file (proxy.Identity.PEM).
 	CertFile string
+	// MembersFile holds the anchors of the current members (and this
+	// node's), PEM: the peer listener's CA file.
+	MembersFile string
+	// AnchorDir holds each peer server's anchor as <server name>.pem: the
+	// server's CA file.
+	AnchorDir string
 }
 
-// serverTLS is the server-line suffix for mutual TLS, or "".
-func (l Layout) serverTLS() string {
+// AnchorFile is the CA file of the server named server.
+func (t TLS) AnchorFile(server string) string { return filepath.Join(t.AnchorDir, server+".pem") }
+
+// serverTLS is the server-line suffix for mutual TLS with the server named
+// server, or "".
+func (l Layout) serverTLS(server string) string {
 	if l.TLS == nil {
 		return ""
 	}
-	return fmt.Sprintf(" ssl crt %s ca-file %s verify required", l.TLS.CertFile, l.TLS.CAFile)
+	return fmt.Sprintf(" ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3", l.TLS.CertFile, l.TLS.AnchorFile(server))
 }
 
 // Server is one peer in a forwarding backend.
@@ -111,7 +121,7 @@ func (l Layout) validate() error {
 		paths = append(paths, l.LogSocket)
 	}
 	if l.TLS != nil {
-		paths = append(paths, l.TLS.CAFile, l.TLS.CertFile)
+		paths = append(paths, l.TLS.CertFile, l.TLS.MembersFile, l.TLS.AnchorDir)
 	}
 	for _, p := range paths {
 		if p == "" || strings.ContainsAny(p, " \t\n\"'#") {
@@ -235,7 +245,7 @@ func (l Layout) Render() (string, error) {
 	w("")
 	w("frontend peer")
 	if l.TLS != nil {
-		w("    bind %s ssl crt %s ca-file %s verify required", l.PeerAddr, l.TLS.CertFile, l.TLS.CAFile)
+		w("    bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3", l.PeerAddr, l.TLS.CertFile, l.TLS.MembersFile)
 	} else {
 		w("    bind %s", l.PeerAddr)
 	}
@@ -272,7 +282,7 @@ func (l Layout) Render() (string, error) {
 		w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 if !{ var(txn.peer) -m found }", noCapacity)
 		w("    use-server %%[var(txn.peer)] if { var(txn.peer) -m found }")
 		for _, sv := range l.Servers[fn] {
-			w("    server %s %s weight %d%s", sv.Name, sv.Addr, sv.Weight, l.serverTLS())
+			w("    server %s %s weight %d%s", sv.Name, sv.Addr, sv.Weight, l.serverTLS(sv.Name))
 		}
 	}
 	return b.String(), nil

@@ -85,8 +85,9 @@ type Driver struct {
 	logged  sync.Map // function -> *logState, for the functions of the plans
 	trigger chan struct{}
 
-	nodes map[string]dfaas.NodeID // server name -> peer, for every server ever added
-	base  map[string]proxy.Counts // what earlier workers' statistics counted
+	nodes   map[string]dfaas.NodeID // server name -> peer, for every server ever added
+	members []byte                  // the peer listener's CA file as last set
+	base    map[string]proxy.Counts // what earlier workers' statistics counted
 }
 
 // logState is what the request log tells of a function.
@@ -147,7 +148,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		Namespace: cfg.Namespace, LogSocket: filepath.Join(cfg.Dir, "log.sock"), Lua: filepath.Join(cfg.Dir, "dfaas.lua"), PeersSocket: filepath.Join(cfg.Dir, "peers.sock"), Functions: slices.Clone(cfg.Functions),
 		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout, testClock: cfg.testClock}
 	if cfg.TLS != nil {
-		if d.layout.TLS, err = layoutTLS(*cfg.TLS, cfg.Dir); err != nil {
+		if err := d.startTLS(); err != nil {
 			return nil, err
 		}
 	}
@@ -182,25 +183,107 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	return d, nil
 }
 
-// layoutTLS is the TLS files HAProxy reads: the node's certificate and key
-// in one file, written into dir when they come in two.
-func layoutTLS(f proxy.TLS, dir string) (*TLS, error) {
-	if f.KeyFile == "" {
-		return &TLS{CAFile: f.CAFile, CertFile: f.CertFile}, nil
-	}
-	cert, err := os.ReadFile(f.CertFile)
+// startTLS writes the files of the federation's TLS: this node's
+// certificate and key (0600), the current members' anchors and the anchor
+// directory.
+func (d *Driver) startTLS() error {
+	t := &TLS{CertFile: filepath.Join(d.cfg.Dir, "node.pem"), MembersFile: filepath.Join(d.cfg.Dir, "members.pem"),
+		AnchorDir: filepath.Join(d.cfg.Dir, "anchors")}
+	pem, err := d.cfg.TLS.Identity.PEM()
 	if err != nil {
-		return nil, fmt.Errorf("haproxy: tls: %w", err)
+		return err
 	}
-	key, err := os.ReadFile(f.KeyFile)
+	if err := os.WriteFile(t.CertFile, pem, 0o600); err != nil {
+		return fmt.Errorf("haproxy: tls: %w", err)
+	}
+	if err := os.MkdirAll(t.AnchorDir, 0o700); err != nil {
+		return fmt.Errorf("haproxy: tls: %w", err)
+	}
+	d.layout.TLS = t
+	members, err := d.membersPEM()
 	if err != nil {
-		return nil, fmt.Errorf("haproxy: tls: %w", err)
+		return err
 	}
-	path := filepath.Join(dir, "node.pem")
-	if err := os.WriteFile(path, append(append(cert, '\n'), key...), 0o600); err != nil {
-		return nil, fmt.Errorf("haproxy: tls: %w", err)
+	d.members = members
+	return writeFile(t.MembersFile, members)
+}
+
+// membersPEM is the peer listener's CA file for the current members. This
+// node's own anchor is always in it, so that it is never empty.
+func (d *Driver) membersPEM() ([]byte, error) {
+	return proxy.AnchorsPEM(append([]dfaas.NodeID{d.cfg.Node}, d.cfg.TLS.Members()...)...)
+}
+
+// refreshMembers makes the peer listener's CA file hold the current
+// members: on disk for the next reload, and in the running worker through
+// the runtime API (new handshakes only: established connections stay).
+func (d *Driver) refreshMembers() error {
+	if d.layout.TLS == nil {
+		return nil
 	}
-	return &TLS{CAFile: f.CAFile, CertFile: path}, nil
+	members, err := d.membersPEM()
+	if err != nil {
+		return err
+	}
+	if bytes.Equal(members, d.members) {
+		return nil
+	}
+	if err := writeFile(d.layout.TLS.MembersFile, members); err != nil {
+		return err
+	}
+	if err := d.setCAFile(d.layout.TLS.MembersFile, members); err != nil {
+		return err
+	}
+	d.members = members
+	return nil
+}
+
+// loadAnchor makes the anchor of a peer's server available: on disk for
+// reloads, and loaded in the running worker for a runtime "add server".
+// An anchor's content depends on the node only, so one loaded under the
+// server's name is already right.
+func (d *Driver) loadAnchor(node dfaas.NodeID, name string) error {
+	if d.layout.TLS == nil {
+		return nil
+	}
+	pem, err := proxy.AnchorsPEM(node)
+	if err != nil {
+		return err
+	}
+	path := d.layout.TLS.AnchorFile(name)
+	if err := writeFile(path, pem); err != nil {
+		return err
+	}
+	if _, err := d.rt.GetCAFile(path); err == nil {
+		return nil
+	}
+	if err := d.rt.NewCAFile(path); err != nil {
+		return fmt.Errorf("haproxy: new ca-file %s: %w", path, err)
+	}
+	return d.setCAFile(path, pem)
+}
+
+func (d *Driver) setCAFile(path string, pem []byte) error {
+	if err := d.rt.SetCAFile(path, string(pem)); err != nil {
+		_ = d.rt.AbortCAFile(path)
+		return fmt.Errorf("haproxy: set ca-file %s: %w", path, err)
+	}
+	if err := d.rt.CommitCAFile(path); err != nil {
+		return fmt.Errorf("haproxy: commit ca-file %s: %w", path, err)
+	}
+	return nil
+}
+
+// writeFile replaces path's content atomically, mode 0600.
+func writeFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("haproxy: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("haproxy: %w", err)
+	}
+	return nil
 }
 
 // checkVersion makes sure the binary is HAProxy 2.6 or later: dynamic
@@ -331,6 +414,9 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	case <-d.exited:
 		return fmt.Errorf("haproxy: apply: the haproxy process exited:\n%s", tail(d.out.String(), 2000))
 	default:
+	}
+	if err := d.refreshMembers(); err != nil {
+		return err
 	}
 	var added []string
 	for name := range plan.Functions {
@@ -517,7 +603,10 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 // addServer adds a peer's server to a function's forwarding backend.
 func (d *Driver) addServer(fn string, node dfaas.NodeID, w server) error {
 	backend := forwardBackend(fn)
-	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s", w.addr, w.weight, d.layout.serverTLS())); err != nil {
+	if err := d.loadAnchor(node, w.name); err != nil {
+		return err
+	}
+	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s", w.addr, w.weight, d.layout.serverTLS(w.name))); err != nil {
 		return fmt.Errorf("haproxy: add server %s/%s: %w", backend, w.name, err)
 	}
 	d.servers[fn][node] = w
@@ -536,7 +625,16 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	// them, so it serves the current plan from its first request.
 	d.layout.Servers = map[string][]Server{}
 	for fn, peers := range d.servers {
-		for _, sv := range peers {
+		for node, sv := range peers {
+			if d.layout.TLS != nil {
+				pem, err := proxy.AnchorsPEM(node)
+				if err != nil {
+					return err
+				}
+				if err := writeFile(d.layout.TLS.AnchorFile(sv.name), pem); err != nil {
+					return err
+				}
+			}
 			d.layout.Servers[fn] = append(d.layout.Servers[fn], Server{Name: sv.name, Addr: sv.addr, Weight: sv.weight})
 		}
 		slices.SortFunc(d.layout.Servers[fn], func(a, b Server) int { return strings.Compare(a.Name, b.Name) })

@@ -45,6 +45,9 @@ func Run(t *testing.T, name string) {
 		{"RejectWithRetryAfter", testReject},
 		{"HostileAddressesGetNothing", testHostileAddresses},
 		{"InFlightSurvivesPlanChange", testInFlight},
+		{"TLSForwardBetweenMembers", testTLSForward},
+		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
+		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, &suite{t: t, name: name}) })
 	}

@@ -1,0 +1,245 @@
+package proxytest
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// member is a node identity for the TLS cases: its overlay key and its TLS
+// identity.
+type member struct {
+	key ed25519.PrivateKey
+	id  *proxy.Identity
+}
+
+func newMember(t *testing.T) member {
+	t.Helper()
+	_, sk, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	k, _, err := crypto.KeyPairFromStdKey(&sk)
+	require.NoError(t, err)
+	id, err := proxy.NewIdentity(k)
+	require.NoError(t, err)
+	return member{key: sk, id: id}
+}
+
+func (m member) node() dfaas.NodeID { return m.id.Node() }
+
+// Members is a federation's member list that tests change.
+type Members struct {
+	mu  sync.Mutex
+	ids []dfaas.NodeID
+}
+
+// Set replaces the members.
+func (m *Members) Set(ids ...dfaas.NodeID) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ids = slices.Clone(ids)
+	slices.Sort(m.ids)
+}
+
+// Get returns the members, sorted.
+func (m *Members) Get() []dfaas.NodeID {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.ids)
+}
+
+// tlsNode starts a data plane with TLS bound to m's identity, admitting
+// members.
+func (s *suite) tlsNode(m member, members *Members) (proxy.DataPlane, *Platform) {
+	s.t.Helper()
+	pf := newPlatform(s.t, string(m.node()))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	dp, err := proxy.Open(ctx, s.name, proxy.Spec{Node: m.node(), Platform: proxy.Platform{Handler: pf, Addr: pf.addr},
+		Functions: Functions, TLS: &proxy.TLS{Identity: m.id, Members: members.Get}, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(s.t, err)
+	s.t.Cleanup(func() { assert.NoError(s.t, dp.Close()) })
+	return dp, pf
+}
+
+// peerCall sends one hop-marked request to a peer listener over TLS with
+// the given client configuration, on a fresh connection; it returns the
+// status, or 0 and the error.
+func peerCall(addr string, tc *tls.Config) (int, error) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}}
+	req, err := http.NewRequest("POST", "https://"+addr+"/function/echo", strings.NewReader("x"))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set(proxy.HeaderHop, "1")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode, nil
+}
+
+// testTLSForward: members forward to each other over TLS; the receiving
+// platform runs the request once.
+func testTLSForward(t *testing.T, s *suite) {
+	ma, mb := newMember(t), newMember(t)
+	members := &Members{}
+	members.Set(ma.node(), mb.node())
+	a, pa := s.tlsNode(ma, members)
+	b, pb := s.tlsNode(mb, members)
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{{Node: mb.node(), Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	for range 3 {
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		require.Equal(t, http.StatusOK, got.code, got.body)
+		assert.Equal(t, string(mb.node()), got.body)
+	}
+	assert.Equal(t, int64(3), pb.Calls.Load())
+	assert.Zero(t, pa.Calls.Load())
+	assert.Equal(t, uint64(3), s.counts(b, "echo").ReceivedIn)
+	assert.Equal(t, uint64(3), s.counts(a, "echo").Forwarded[mb.node()])
+}
+
+// testTLSPeerPortAdmitsMembersOnly: the peer listener executes nothing for
+// a client in clear text, without a certificate, with a non-member's
+// certificate, or with a certificate that claims a member but was signed
+// by someone else; a member's certificate works until the member leaves
+// the list (new connections).
+func testTLSPeerPortAdmitsMembersOnly(t *testing.T, s *suite) {
+	ma, mb, stranger := newMember(t), newMember(t), newMember(t)
+	members := &Members{}
+	members.Set(ma.node(), mb.node())
+	b, pb := s.tlsNode(mb, members)
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	asA := clientConfig(t, ma, mb)
+
+	code, err := peerCall(b.PeerAddr(), asA)
+	require.NoError(t, err, "a member is admitted")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, int64(1), pb.Calls.Load())
+
+	// In clear text.
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	req, _ := http.NewRequest("POST", "http://"+b.PeerAddr()+"/function/echo", strings.NewReader("x"))
+	req.Header.Set(proxy.HeaderHop, "1")
+	if resp, err := c.Do(req); err == nil {
+		assert.NotEqual(t, http.StatusOK, resp.StatusCode, "clear text")
+		resp.Body.Close()
+	}
+	noCert := asA.Clone()
+	noCert.Certificates = nil
+	forged := asA.Clone()
+	forged.Certificates = []tls.Certificate{forgedCert(t, ma.node(), stranger.key)}
+	for name, tc := range map[string]*tls.Config{
+		"no certificate":   noCert,
+		"a non-member":     clientConfig(t, stranger, mb),
+		"a forged member":  forged,
+		"a self-made leaf": selfSigned(t, asA),
+	} {
+		code, err := peerCall(b.PeerAddr(), tc)
+		assert.True(t, err != nil || code != http.StatusOK, "%s got %d", name, code)
+	}
+	assert.Equal(t, int64(1), pb.Calls.Load(), "a non-member's request was executed")
+
+	members.Set(mb.node())
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited}) // data planes may read the list per plan
+	code, err = peerCall(b.PeerAddr(), asA)
+	assert.True(t, err != nil || code != http.StatusOK, "a former member got %d", code)
+	assert.Equal(t, int64(1), pb.Calls.Load(), "a former member's request was executed")
+}
+
+// testTLSForwardsOnlyToTheNamedNode: a plan that names node b at an
+// address served by someone else (a member c, or a stranger) sends them
+// nothing: the request is answered 503, as when no peer can take it.
+func testTLSForwardsOnlyToTheNamedNode(t *testing.T, s *suite) {
+	ma, mb, mc, stranger := newMember(t), newMember(t), newMember(t), newMember(t)
+	members := &Members{}
+	members.Set(ma.node(), mb.node(), mc.node())
+	a, pa := s.tlsNode(ma, members)
+	c, pc := s.tlsNode(mc, members)
+	x, px := s.tlsNode(stranger, &Members{}) // admits no one; counts what reaches it
+	for _, dp := range []proxy.DataPlane{c, x} {
+		s.apply(dp, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	}
+	for _, addr := range []string{c.PeerAddr(), x.PeerAddr()} {
+		s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{{Node: mb.node(), Addr: addr, Weight: 1, Cap: 1e6}}}})
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, http.StatusServiceUnavailable, got.code, "to %s: %s", addr, got.body)
+	}
+	assert.Zero(t, pc.Calls.Load(), "a member impersonating b got the request")
+	assert.Zero(t, px.Calls.Load(), "a stranger at b's address got the request")
+	assert.Zero(t, pa.Calls.Load())
+	assert.Zero(t, s.counts(c, "echo").ReceivedIn)
+}
+
+// clientConfig is from's TLS client configuration towards to.
+func clientConfig(t *testing.T, from, to member) *tls.Config {
+	t.Helper()
+	tc, err := (&proxy.TLS{Identity: from.id, Members: func() []dfaas.NodeID { return nil }}).ClientConfig(to.node())
+	require.NoError(t, err)
+	return tc
+}
+
+// forgedCert is a leaf that names claimed's anchor as its issuer but is
+// signed with another key.
+func forgedCert(t *testing.T, claimed dfaas.NodeID, signer ed25519.PrivateKey) tls.Certificate {
+	t.Helper()
+	anchor, err := proxy.Anchor(claimed)
+	require.NoError(t, err)
+	return leafUnder(t, anchor, signer)
+}
+
+// selfSigned is cfg with a self-signed client certificate instead.
+func selfSigned(t *testing.T, cfg *tls.Config) *tls.Config {
+	t.Helper()
+	_, sk, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "self"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, sk.Public(), sk)
+	require.NoError(t, err)
+	out := cfg.Clone()
+	out.Certificates = []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: sk}}
+	return out
+}
+
+func leafUnder(t *testing.T, parent *x509.Certificate, signer ed25519.PrivateKey) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "forged"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		DNSNames: []string{proxy.ServerName}}
+	// CreateCertificate refuses a signer that does not match the parent:
+	// sign under a copy of the parent holding the signer's public key, so
+	// the leaf names the claimed issuer but carries the wrong signature.
+	fake := *parent
+	fake.PublicKey = signer.Public()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, &fake, &key.PublicKey, signer)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
