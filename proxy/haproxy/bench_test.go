@@ -2,6 +2,7 @@ package haproxy
 
 import (
 	"context"
+	"crypto/rand"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
 	"github.com/dfaas-go/dfaas/proxy/embedded"
 )
 
@@ -65,6 +69,50 @@ func BenchmarkHop(b *testing.B) {
 	b.Run("haproxy/local", func(b *testing.B) { measure(b, "http://"+ha.UserAddr()+"/function/figlet") })
 	_ = ha.Apply(ctx, dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "b", Addr: hb.PeerAddr(), Weight: 1, Cap: 1e6}}}}})
 	b.Run("haproxy/forward", func(b *testing.B) { measure(b, "http://"+ha.UserAddr()+"/function/figlet") })
+
+	// The same forwarded hops over the federation's TLS (the default).
+	ta, tb := benchTLS(b), benchTLS(b)
+	members := func() []dfaas.NodeID { return []dfaas.NodeID{ta.Identity.Node(), tb.Identity.Node()} }
+	ta.Members, tb.Members = members, members
+	eta, err := embedded.New(embedded.Config{Node: ta.Identity.Node(), TLS: ta, Logger: quiet}, rp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer eta.Close()
+	etb, err := embedded.New(embedded.Config{Node: tb.Identity.Node(), TLS: tb, Logger: quiet}, rp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer etb.Close()
+	_ = etb.Apply(ctx, dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": unlimited}})
+	_ = eta.Apply(ctx, dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: tb.Identity.Node(), Addr: etb.PeerAddr(), Weight: 1, Cap: 1e6}}}}})
+	b.Run("embedded/forward-tls", func(b *testing.B) { measure(b, "http://"+eta.UserAddr()+"/function/figlet") })
+	hta, err := Start(ctx, Config{Node: ta.Identity.Node(), UserAddr: freeAddr(b), PeerAddr: freeAddr(b), Platform: pf.addr, Functions: []string{"figlet"}, TLS: ta, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer hta.Close()
+	htb, err := Start(ctx, Config{Node: tb.Identity.Node(), UserAddr: freeAddr(b), PeerAddr: freeAddr(b), Platform: pf.addr, Functions: []string{"figlet"}, TLS: tb, Logger: quiet})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer htb.Close()
+	_ = htb.Apply(ctx, dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": unlimited}})
+	_ = hta.Apply(ctx, dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: tb.Identity.Node(), Addr: htb.PeerAddr(), Weight: 1, Cap: 1e6}}}}})
+	b.Run("haproxy/forward-tls", func(b *testing.B) { measure(b, "http://"+hta.UserAddr()+"/function/figlet") })
+}
+
+// benchTLS is a fresh node identity, its Members left to the caller.
+func benchTLS(b testing.TB) *proxy.TLS {
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	id, err := proxy.NewIdentity(k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &proxy.TLS{Identity: id}
 }
 
 // measure reports p50 and p99 of b.N serial requests, then the req/s of 32
