@@ -163,6 +163,9 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 		n.Overlay = o
+		if cfg.Libp2p.Insecure && !cfg.PlainPeers {
+			cfg.Logger.Warn("an open federation admits anyone to the peer port: its members are whoever connects", "node", o.Self())
+		}
 		if cfg.TLS == nil && !cfg.PlainPeers {
 			id, err := proxy.NewIdentity(cfg.Libp2p.PrivateKey)
 			if err != nil {

@@ -59,6 +59,9 @@ func (l *authorLimits) allow(author, from peer.ID, now time.Time) bool {
 	if !ok && from == author {
 		d := l.excess[author]
 		if d == nil {
+			if len(l.excess) >= maxIdleAuthors {
+				l.pruneLocked(now)
+			}
 			d = &decaying{}
 			l.excess[author] = d
 		}

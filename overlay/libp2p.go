@@ -344,12 +344,14 @@ func (o *Libp2p) validate(_ context.Context, from peer.ID, msg *pubsub.Message) 
 		o.outsiders.Add(1) // relayed by a member without the allow-list
 		return pubsub.ValidationIgnore
 	}
-	if !o.limits.allow(author, from, time.Now()) {
-		return pubsub.ValidationIgnore
-	}
+	// Stale adverts (replays of an author's old ones) are dropped before
+	// the rate check, so that no one can spend an author's rate for it.
 	a, err := Decode(msg.Data)
 	if err == nil {
 		err = o.table.Fresh(a, dfaas.NodeID(author.String()))
+	}
+	if err == nil && !o.limits.allow(author, from, time.Now()) {
+		return pubsub.ValidationIgnore
 	}
 	switch {
 	case err == nil:

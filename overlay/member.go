@@ -10,10 +10,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -139,10 +141,19 @@ func writePrivate(path string, data []byte) error {
 	return f.Close()
 }
 
-// readPrivate reads a file that must be a regular file readable by its
-// owner only, as ssh does for private keys.
+// readPrivate reads a file that must be a regular file (not a symlink)
+// readable by its owner only, as ssh does for private keys. The checks are
+// made on the open file, so the file cannot be swapped between them.
 func readPrivate(path string) ([]byte, error) {
-	st, err := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("%w: %s is a symlink", dfaas.ErrInvalidConfig, path)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +163,7 @@ func readPrivate(path string) ([]byte, error) {
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("%w: %s is accessible by group or others (mode %#o): chmod 600 it", dfaas.ErrInvalidConfig, path, perm)
 	}
-	return os.ReadFile(path)
+	return io.ReadAll(io.LimitReader(f, 1<<20))
 }
 
 // gater admits only the peers on an allow-list (and this node). It checks

@@ -242,30 +242,39 @@ func (t *TLS) Validate() error {
 }
 
 // ServerConfig is the TLS configuration of a peer listener: TLS 1.3, and a
-// client certificate issued by a current member is required.
+// client certificate issued by a current member is required. Membership is
+// checked in VerifyConnection, which also runs on resumed sessions, and
+// session tickets are off: a node that left cannot come back on an old
+// session.
 func (t *TLS) ServerConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{t.Identity.Certificate()},
-		ClientAuth:   tls.RequireAnyClientCert,
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			leaf, err := x509.ParseCertificate(raw[0])
-			if err != nil {
-				return fmt.Errorf("%w: %w", ErrNotMember, err)
-			}
-			node, ok := ClaimedNode(leaf)
-			if !ok {
+		MinVersion:             tls.VersionTLS13,
+		Certificates:           []tls.Certificate{t.Identity.Certificate()},
+		ClientAuth:             tls.RequireAnyClientCert,
+		SessionTicketsDisabled: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
 				return ErrNotMember
 			}
-			if _, member := slices.BinarySearch(t.Members(), node); !member {
-				return fmt.Errorf("%w: %s", ErrNotMember, node)
-			}
-			if err := Verify(leaf, node, x509.ExtKeyUsageClientAuth); err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrNotMember, node, err)
-			}
-			return nil
+			return t.Admit(cs.PeerCertificates[0])
 		},
 	}
+}
+
+// Admit reports whether leaf is the certificate of a current member: the
+// node it claims is a member and that node's overlay key signed it.
+func (t *TLS) Admit(leaf *x509.Certificate) error {
+	node, ok := ClaimedNode(leaf)
+	if !ok {
+		return ErrNotMember
+	}
+	if _, member := slices.BinarySearch(t.Members(), node); !member {
+		return fmt.Errorf("%w: %s", ErrNotMember, node)
+	}
+	if err := Verify(leaf, node, x509.ExtKeyUsageClientAuth); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrNotMember, node, err)
+	}
+	return nil
 }
 
 // ClientConfig is the TLS configuration of forwards to node: it presents

@@ -178,6 +178,9 @@ func (l Layout) Render() (string, error) {
 		w("    setenv DFAAS_TEST_CLOCK %s", l.testClock)
 	}
 	w("    lua-load %s", l.Lua)
+	if l.TLS != nil {
+		w("    tune.ssl.cachesize 0") // no resumption by session id either
+	}
 	w("    localpeer %s", peersSection)
 	if l.LogSocket != "" {
 		w("    log %s len 256 format raw local0", l.LogSocket)
@@ -245,7 +248,8 @@ func (l Layout) Render() (string, error) {
 	w("")
 	w("frontend peer")
 	if l.TLS != nil {
-		w("    bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3", l.PeerAddr, l.TLS.CertFile, l.TLS.MembersFile)
+		// No session tickets: a node that left cannot resume an old session.
+		w("    bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3 no-tls-tickets", l.PeerAddr, l.TLS.CertFile, l.TLS.MembersFile)
 	} else {
 		w("    bind %s", l.PeerAddr)
 	}

@@ -193,8 +193,8 @@ func (d *Driver) startTLS() error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(t.CertFile, pem, 0o600); err != nil {
-		return fmt.Errorf("haproxy: tls: %w", err)
+	if err := writeFile(t.CertFile, pem); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(t.AnchorDir, 0o700); err != nil {
 		return fmt.Errorf("haproxy: tls: %w", err)
@@ -231,11 +231,8 @@ func (d *Driver) refreshMembers() error {
 	if err := writeFile(d.layout.TLS.MembersFile, members); err != nil {
 		return err
 	}
-	if err := d.setCAFile(d.layout.TLS.MembersFile, members); err != nil {
-		return err
-	}
-	d.members = members
-	return nil
+	d.members = members // on disk: a reload takes it whatever happens next
+	return d.setCAFile(d.layout.TLS.MembersFile, members)
 }
 
 // loadAnchor makes the anchor of a peer's server available: on disk for
@@ -269,18 +266,28 @@ func (d *Driver) setCAFile(path string, pem []byte) error {
 		return fmt.Errorf("haproxy: set ca-file %s: %w", path, err)
 	}
 	if err := d.rt.CommitCAFile(path); err != nil {
+		_ = d.rt.AbortCAFile(path)
 		return fmt.Errorf("haproxy: commit ca-file %s: %w", path, err)
 	}
 	return nil
 }
 
-// writeFile replaces path's content atomically, mode 0600.
+// writeFile replaces path's content atomically with a new file of mode
+// 0600 (never an existing file's mode, never through a symlink).
 func writeFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
 		return fmt.Errorf("haproxy: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
 		return fmt.Errorf("haproxy: %w", err)
 	}
 	return nil
@@ -416,7 +423,12 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	default:
 	}
 	if err := d.refreshMembers(); err != nil {
-		return err
+		// The runtime API could not take the list (its buffer bounds a
+		// command to 16 KiB: about 27 anchors): a reload reads the file.
+		d.log.Warn("members list not updated through the runtime API: reloading", "err", err)
+		if err := d.reload(ctx, nil); err != nil {
+			d.log.Error("reload for the members list failed", "err", err)
+		}
 	}
 	var added []string
 	for name := range plan.Functions {

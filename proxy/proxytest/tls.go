@@ -126,7 +126,7 @@ func testTLSForward(t *testing.T, s *suite) {
 // a client in clear text, without a certificate, with a non-member's
 // certificate, or with a certificate that claims a member but was signed
 // by someone else; a member's certificate works until the member leaves
-// the list (new connections).
+// the list (new connections, resumed sessions included).
 func testTLSPeerPortAdmitsMembersOnly(t *testing.T, s *suite) {
 	ma, mb, stranger := newMember(t), newMember(t), newMember(t)
 	members := &Members{}
@@ -134,6 +134,7 @@ func testTLSPeerPortAdmitsMembersOnly(t *testing.T, s *suite) {
 	b, pb := s.tlsNode(mb, members)
 	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
 	asA := clientConfig(t, ma, mb)
+	asA.ClientSessionCache = tls.NewLRUClientSessionCache(8) // tries to resume below
 
 	code, err := peerCall(b.PeerAddr(), asA)
 	require.NoError(t, err, "a member is admitted")
@@ -149,9 +150,9 @@ func testTLSPeerPortAdmitsMembersOnly(t *testing.T, s *suite) {
 		resp.Body.Close()
 	}
 	noCert := asA.Clone()
-	noCert.Certificates = nil
+	noCert.Certificates, noCert.ClientSessionCache = nil, nil
 	forged := asA.Clone()
-	forged.Certificates = []tls.Certificate{forgedCert(t, ma.node(), stranger.key)}
+	forged.Certificates, forged.ClientSessionCache = []tls.Certificate{forgedCert(t, ma.node(), stranger.key)}, nil
 	for name, tc := range map[string]*tls.Config{
 		"no certificate":   noCert,
 		"a non-member":     clientConfig(t, stranger, mb),
@@ -165,7 +166,7 @@ func testTLSPeerPortAdmitsMembersOnly(t *testing.T, s *suite) {
 
 	members.Set(mb.node())
 	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited}) // data planes may read the list per plan
-	code, err = peerCall(b.PeerAddr(), asA)
+	code, err = peerCall(b.PeerAddr(), asA)                      // with its session cache: no resuming either
 	assert.True(t, err != nil || code != http.StatusOK, "a former member got %d", code)
 	assert.Equal(t, int64(1), pb.Calls.Load(), "a former member's request was executed")
 }
@@ -222,7 +223,7 @@ func selfSigned(t *testing.T, cfg *tls.Config) *tls.Config {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, sk.Public(), sk)
 	require.NoError(t, err)
 	out := cfg.Clone()
-	out.Certificates = []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: sk}}
+	out.Certificates, out.ClientSessionCache = []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: sk}}, nil
 	return out
 }
 
