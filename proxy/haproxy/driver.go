@@ -612,13 +612,20 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 	return errors.Join(errs...)
 }
 
+// dynamicPool gives a server added through the runtime API the idle
+// connection pool a server in the configuration has by default: HAProxy
+// 2.6 gives dynamic servers none (pool-max-conn 0, purge delay 0), which
+// made every forward a new connection to the peer, and with TLS a full
+// handshake.
+const dynamicPool = " pool-max-conn -1 pool-purge-delay 5s"
+
 // addServer adds a peer's server to a function's forwarding backend.
 func (d *Driver) addServer(fn string, node dfaas.NodeID, w server) error {
 	backend := forwardBackend(fn)
 	if err := d.loadAnchor(node, w.name); err != nil {
 		return err
 	}
-	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s", w.addr, w.weight, d.layout.serverTLS(w.name))); err != nil {
+	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s%s", w.addr, w.weight, dynamicPool, d.layout.serverTLS(w.name))); err != nil {
 		return fmt.Errorf("haproxy: add server %s/%s: %w", backend, w.name, err)
 	}
 	d.servers[fn][node] = w

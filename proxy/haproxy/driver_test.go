@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -552,4 +555,49 @@ func TestHAProxyGone(t *testing.T) {
 	<-a.exited
 	err := a.Apply(context.Background(), dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": {Limit: 1, Capacity: 1}}})
 	assert.ErrorContains(t, err, "haproxy process exited")
+}
+
+// TestForwardsReuseConnections: forwards to a peer added through the
+// runtime API go over a pool of kept-alive connections (HAProxy gives
+// dynamic servers no pool unless told), in clear text and over TLS, where
+// each new connection is a full handshake.
+func TestForwardsReuseConnections(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		var ta, tb *proxy.TLS
+		na, nb := dfaas.NodeID("a"), dfaas.NodeID("b")
+		if secure {
+			ta, tb = benchTLS(t), benchTLS(t)
+			members := func() []dfaas.NodeID {
+				ids := []dfaas.NodeID{ta.Identity.Node(), tb.Identity.Node()}
+				slices.Sort(ids)
+				return ids
+			}
+			ta.Members, tb.Members = members, members
+			na, nb = ta.Identity.Node(), tb.Identity.Node()
+		}
+		start := func(node dfaas.NodeID, tc *proxy.TLS) *Driver {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			d, err := Start(ctx, Config{Node: node, UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: newPlatform(t, string(node)).addr,
+				Functions: []string{"figlet"}, TLS: tc, Logger: slog.New(slog.DiscardHandler)})
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, d.Close()) })
+			return d
+		}
+		a, b := start(na, ta), start(nb, tb)
+		apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1e6, Capacity: 1e6}})
+		apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: nb, Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+		for range 100 {
+			resp, err := client.Post("http://"+a.UserAddr()+"/function/figlet", "text/plain", strings.NewReader("x"))
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+		}
+		info, err := b.Info()
+		require.NoError(t, err)
+		conns, _ := strconv.Atoi(info["CumConns"])
+		assert.Less(t, conns, 20, "tls=%v: %d connections for 100 forwards", secure, conns)
+		assert.Equal(t, uint64(100), counts(t, b)["figlet"].ReceivedIn)
+	}
 }
