@@ -153,7 +153,9 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		p.peerL = tls.NewListener(p.peerL, cfg.TLS.ServerConfig())
 	}
 	p.user = &http.Server{Handler: http.HandlerFunc(p.serveUser), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	p.peer = &http.Server{Handler: http.HandlerFunc(p.servePeer), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	p.peer = &http.Server{Handler: http.HandlerFunc(p.servePeer), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		// Refused handshakes (non-members) are routine: debug, not stderr.
+		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
 	for _, s := range []struct {
 		srv *http.Server
 		l   net.Listener
@@ -235,7 +237,8 @@ func (p *Proxy) Trigger() <-chan struct{} { return p.trigger }
 
 // Apply implements dfaas.ProxyDriver. Each function's routing is swapped
 // atomically; requests in flight finish on the routing they started with.
-// Functions absent from the plan answer 404 from then on.
+// Functions absent from the plan answer 404 from then on, and their state
+// is dropped.
 func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("proxy: apply: %w", err)
@@ -256,11 +259,20 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 		next[name] = newRoute(fn, fp, p.cfg.Burst, now)
 	}
 	p.routes.Store(&next)
+	// Functions that left the plan leave the proxy: a peer naming fresh
+	// functions every tick costs memory for one plan only. Requests in
+	// flight keep their route; a function that returns starts its
+	// counters again (readers take a counter going down as a reset).
+	for name := range p.functions {
+		if _, ok := next[name]; !ok {
+			delete(p.functions, name)
+		}
+	}
 	p.pruneTransports(next)
 	return nil
 }
 
-// Counts implements proxy.Counter: every function ever planned, with its
+// Counts implements proxy.Counter: every function of the current plan, with its
 // counters since the proxy started. It never fails.
 func (p *Proxy) Counts(context.Context) (map[string]proxy.Counts, error) {
 	p.mu.Lock()

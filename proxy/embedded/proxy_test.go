@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -195,16 +196,41 @@ func TestTriggerFiresOnceWhenLimitFirstCrossed(t *testing.T) {
 	}
 }
 
-func TestRemovedFunctionIs404AndCountersPersist(t *testing.T) {
+func TestRemovedFunctionIs404AndItsStateIsDropped(t *testing.T) {
 	a, _ := newTestProxy(t, "a")
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
 	do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
+	assert.Equal(t, uint64(1), counts(t, a)["figlet"].ServedLocal)
 	apply(t, a, map[string]dfaas.FunctionPlan{})
 	code, _, _ := do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
 	assert.Equal(t, http.StatusNotFound, code)
+	assert.NotContains(t, counts(t, a), "figlet")
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
 	do(t, "GET", "http://"+a.UserAddr()+"/function/figlet", nil, "")
-	assert.Equal(t, uint64(2), counts(t, a)["figlet"].ServedLocal)
+	assert.Equal(t, uint64(1), counts(t, a)["figlet"].ServedLocal, "counters start again (a reset)")
+}
+
+// TestFreshFunctionsEveryTickArePruned: 100 plans, each naming 1024 fresh
+// functions (as plans do when a member advertises fresh names every tick)
+// with fresh peers: the proxy holds only the current plan's functions and
+// peers.
+func TestFreshFunctionsEveryTickArePruned(t *testing.T) {
+	a, _ := newTestProxy(t, "a")
+	for tick := range 100 {
+		fns := map[string]dfaas.FunctionPlan{"figlet": {Limit: 1, Capacity: 1, Peers: []dfaas.Share{
+			{Node: dfaas.NodeID(fmt.Sprintf("peer-%d", tick)), Addr: "127.0.0.1:9", Weight: 1, Cap: 1}}}}
+		for i := range 1024 {
+			fns[fmt.Sprintf("fn-%d-%d", tick, i)] = dfaas.FunctionPlan{}
+		}
+		apply(t, a, fns)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	assert.Len(t, a.functions, 1025)
+	assert.Len(t, *a.routes.Load(), 1025)
+	assert.Len(t, a.functions["figlet"].caps, 1, "only the current plan's peer")
+	assert.Contains(t, a.functions, "fn-99-0")
+	assert.NotContains(t, a.functions, "fn-98-0")
 }
 
 func TestApplyRejectsBadNames(t *testing.T) {

@@ -81,6 +81,11 @@ func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now tim
 		r.peers = append(r.peers, peer{node: s.Node, addr: s.Addr, sent: fn.counts.peer(s.Node)})
 		weights, buckets = append(weights, s.Weight), append(buckets, b)
 	}
+	for node := range fn.caps { // peers that left the plan
+		if !seen[node] {
+			delete(fn.caps, node)
+		}
+	}
 	r.pick = proxy.NewPick(weights, buckets)
 	r.armed.Store(!fn.refusing.Swap(false))
 	return r

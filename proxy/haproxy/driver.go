@@ -441,10 +441,29 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 			added = append(added, name)
 		}
 	}
-	if len(added) > 0 {
+	// Functions that left the plan leave the configuration at the next
+	// reload (the platform's own, prepared at start, stay): a peer naming
+	// fresh functions every tick costs one reload a tick, not a growing
+	// configuration.
+	var removed []string
+	for _, name := range d.layout.Functions {
+		if _, ok := plan.Functions[name]; !ok && !slices.Contains(d.cfg.Functions, name) {
+			removed = append(removed, name)
+		}
+	}
+	if len(added) > 0 || len(removed) > 0 {
 		// The whole plan goes into the files the new worker starts from:
 		// runtime commands could still reach the old worker while it stops.
-		d.layout.Functions = append(d.layout.Functions, added...)
+		previous := slices.Clone(d.layout.Functions)
+		d.layout.Functions = append(slices.DeleteFunc(d.layout.Functions, func(fn string) bool { return slices.Contains(removed, fn) }), added...)
+		for _, name := range removed {
+			delete(d.servers, name)
+			delete(d.base, name)
+			d.logged.Delete(name)
+			for _, file := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap} {
+				delete(d.maps[file], name)
+			}
+		}
 		for _, name := range d.layout.Functions {
 			fp, ok := plan.Functions[name]
 			want := d.wantServers(fp.Peers)
@@ -465,7 +484,7 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		}
 		if err := d.reload(ctx, added); err != nil {
 			// The next plan tries again.
-			d.layout.Functions = slices.DeleteFunc(d.layout.Functions, func(fn string) bool { return slices.Contains(added, fn) })
+			d.layout.Functions = previous
 			return err
 		}
 		return nil
@@ -709,15 +728,23 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	kept := map[string]bool{} // functions that left the configuration start again
+	for _, fn := range d.layout.Functions {
+		kept[fn] = true
+	}
 	if statsErr == nil {
 		for fn, c := range d.statCounts(preStats) {
-			d.base[fn] = c.Add(d.base[fn])
+			if kept[fn] {
+				d.base[fn] = c.Add(d.base[fn])
+			}
 		}
 	}
 	if tablesErr == nil && !d.learned() {
 		d.log.Debug("haproxy: stick tables not taken over, counts carried by the driver")
 		for fn, c := range d.tableCountsByFunction(preTables) {
-			d.base[fn] = c.Add(d.base[fn])
+			if kept[fn] {
+				d.base[fn] = c.Add(d.base[fn])
+			}
 		}
 	}
 	d.log.Info("haproxy reloaded", "functions", added)

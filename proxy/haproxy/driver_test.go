@@ -2,6 +2,7 @@ package haproxy
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -600,4 +601,44 @@ func TestForwardsReuseConnections(t *testing.T) {
 		assert.Less(t, conns, 20, "tls=%v: %d connections for 100 forwards", secure, conns)
 		assert.Equal(t, uint64(100), counts(t, b)["figlet"].ReceivedIn)
 	}
+}
+
+// TestFreshFunctionsEveryTickArePruned: plans that each name 1024 fresh
+// functions (a member advertising fresh names every tick) cost at most one
+// reload per plan, and HAProxy's forwarding backends hold only the current
+// plan's functions. DFAAS_FRESH_TICKS sets the number of plans (default
+// 10; the acceptance run is 100).
+func TestFreshFunctionsEveryTickArePruned(t *testing.T) {
+	ticks := 10
+	if n, err := strconv.Atoi(os.Getenv("DFAAS_FRESH_TICKS")); err == nil && n > 0 {
+		ticks = n
+	}
+	d := startDriver(t, "a", newPlatform(t, "a"), "figlet")
+	pids := map[string]bool{}
+	start := time.Now()
+	for tick := range ticks {
+		fns := map[string]dfaas.FunctionPlan{"figlet": {Limit: 1e6, Capacity: 1e6}}
+		for i := range 1024 {
+			fns[fmt.Sprintf("f%d-%d", tick, i)] = dfaas.FunctionPlan{Capacity: 1}
+		}
+		apply(t, d, fns)
+		info, err := d.Info()
+		require.NoError(t, err)
+		pids[info["Pid"]] = true
+	}
+	t.Logf("%d plans of 1024 fresh functions: %v, %d workers", ticks, time.Since(start), len(pids))
+	assert.LessOrEqual(t, len(pids), ticks, "more than one reload per plan")
+	raw, err := d.rt.ExecuteRaw("show backend")
+	require.NoError(t, err)
+	backends := strings.Count(raw, "fwd_")
+	assert.Equal(t, 1025, backends, "forwarding backends: figlet and the last plan's 1024")
+	assert.Contains(t, raw, fmt.Sprintf("fwd_f%d-0", ticks-1))
+	assert.NotContains(t, raw, fmt.Sprintf("fwd_f%d-0\n", ticks-2))
+	counts := counts(t, d)
+	assert.Len(t, counts, 1025)
+	resp, err := client.Post("http://"+d.UserAddr()+"/function/figlet", "text/plain", strings.NewReader("x"))
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the platform's function still serves")
 }
