@@ -15,15 +15,18 @@
 // executions under its Capacity. Beyond that it is forwarded to a peer
 // chosen by the pick rule (Pick: smooth weighted round robin among the
 // plan's peers whose Cap is not spent), with HeaderHop set to 1 and
-// HeaderFrom to the node. A peer that refuses (HeaderRefused) or cannot be
-// reached is skipped and another tried. When no peer takes it the request
-// runs locally if Capacity is left beyond the Limit; otherwise the user
-// gets 503 with Retry-After.
+// HeaderFrom to the node. A peer that refuses (StatusRefused) or cannot be
+// reached (the connection or TLS handshake fails: nothing was sent) is
+// skipped and another tried. A request is executed at most once: after it
+// was sent, a reset or a timeout is answered 502 or 504, never retried.
+// When no peer takes it the request runs locally if Capacity is left
+// beyond the Limit; otherwise the user gets 503 with Retry-After.
 //
 // The peer listener takes only forwarded requests (HeaderHop set, else 400)
 // and executes them locally within the Capacity, never forwarding them
-// again; beyond it they are refused: 503 with Retry-After and HeaderRefused
-// RefusedCapacity. A function it does not serve is 404 with RefusedUnknown.
+// again; beyond it they are refused: StatusRefused with Retry-After and
+// HeaderRefused RefusedCapacity. A function it does not serve is refused
+// with RefusedUnknown.
 //
 // Counts (Counter) are monotonic per function: arrivals, executions by
 // origin, forwards per peer, rejections, refusals, retries, requests in

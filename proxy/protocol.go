@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/http"
 	"strings"
 
 	"github.com/dfaas-go/dfaas"
@@ -17,18 +18,26 @@ const (
 	// HeaderFrom names the node that forwarded a request. A user listener
 	// removes it.
 	HeaderFrom = "X-Dfaas-From"
-	// HeaderRefused on a peer listener's answer says the peer did not
-	// execute the request, so the forwarder may try another peer. Its value
-	// is the reason: RefusedCapacity or RefusedUnknown.
+	// HeaderRefused on a peer listener's refusal (StatusRefused) says why:
+	// RefusedCapacity or RefusedUnknown.
 	HeaderRefused = "X-Dfaas-Refused"
 )
+
+// StatusRefused is the status of a peer listener's refusal: the peer did
+// not execute the request, so the forwarder may try another peer. It is
+// 425 (Too Early), a status functions do not answer and one HAProxy's
+// retry-on can name; a peer listener that gets 425 from its platform
+// answers 502 instead, so that 425 between peers always means "not
+// executed". No other answer is retried: once a request has been sent, a
+// reset, a timeout or any other status goes back to the user (at most once).
+const StatusRefused = http.StatusTooEarly
 
 // Values of HeaderRefused.
 const (
 	// RefusedCapacity: the peer has no capacity left for the function now
-	// (503, with Retry-After).
+	// (with Retry-After).
 	RefusedCapacity = "capacity"
-	// RefusedUnknown: the peer does not serve the function (404).
+	// RefusedUnknown: the peer does not serve the function.
 	RefusedUnknown = "unknown"
 )
 

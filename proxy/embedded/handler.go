@@ -7,24 +7,31 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
-// lookup resolves a request to its function's route, or answers 404.
-func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request) *route {
+// lookup resolves a request to its function's route, or answers that the
+// function is unknown: 404 to a user, a refusal to a peer.
+func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route {
 	name, ok := proxy.FunctionName(r.URL.Path)
 	var rt *route
 	if ok {
 		rt = (*p.routes.Load())[name]
 	}
 	if rt == nil {
-		w.Header().Set(proxy.HeaderRefused, proxy.RefusedUnknown)
-		http.Error(w, "function not found", http.StatusNotFound)
+		code := http.StatusNotFound
+		if peer {
+			code = proxy.StatusRefused
+			w.Header().Set(proxy.HeaderRefused, proxy.RefusedUnknown)
+		}
+		http.Error(w, "function not found", code)
 	}
 	return rt
 }
@@ -34,7 +41,7 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	// Only proxies set hop markers, and never on this listener.
 	r.Header.Del(proxy.HeaderHop)
 	r.Header.Del(proxy.HeaderFrom)
-	rt := p.lookup(w, r)
+	rt := p.lookup(w, r, false)
 	if rt == nil {
 		return
 	}
@@ -84,7 +91,7 @@ func admit(fn *function, now time.Time) bool {
 
 // servePeer handles the peer listener: execute within capacity or refuse.
 func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
-	rt := p.lookup(w, r)
+	rt := p.lookup(w, r, true)
 	if rt == nil {
 		return
 	}
@@ -97,7 +104,7 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 		fn.counts.refused.Add(1)
 		w.Header().Set(proxy.HeaderRefused, proxy.RefusedCapacity)
 		w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
-		http.Error(w, "over capacity", http.StatusServiceUnavailable)
+		http.Error(w, "over capacity", proxy.StatusRefused)
 		return
 	}
 	p.serveLocal(w, r, fn, true)
@@ -108,7 +115,7 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 	c := fn.counts
 	c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, noRefusal: fromPeer}
 	p.local.ServeHTTP(sw, r)
 	switch {
 	case fromPeer:
@@ -141,14 +148,24 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 		if !rt.pick.Take(i, now) {
 			continue
 		}
-		resp, err := p.try(r, pr, body)
+		resp, sent, err := p.try(r, pr, body)
 		if err != nil && r.Context().Err() != nil {
 			return true // the client left: nobody to answer
 		}
 		if err != nil {
 			rt.fn.counts.failedTries.Add(1)
-			p.log.Debug("forward failed", "peer", pr.node, "err", err)
-			continue
+			p.log.Debug("forward failed", "peer", pr.node, "sent", sent, "err", err)
+			if !sent {
+				continue // the peer provably did not run it
+			}
+			// The peer may have run it: at most once, so no other peer.
+			code := http.StatusBadGateway
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				code = http.StatusGatewayTimeout
+			}
+			http.Error(w, "the peer failed after the request was sent", code)
+			return true
 		}
 		pr.sent.Add(1)
 		rt.fn.counts.forwardedOut.Add(1)
@@ -158,14 +175,21 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 	return false
 }
 
-// try sends one forward attempt. A refusal is returned as an error, with
-// the response closed.
-func (p *Proxy) try(r *http.Request, pr peer, body []byte) (*http.Response, error) {
+// try sends one forward attempt. sent reports whether any of the request
+// may have reached the peer: a refusal (StatusRefused) is returned as an
+// error with the response closed and sent false, as is a failure to
+// connect; any failure after the request was written has sent true.
+func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, sent bool, _ error) {
 	// Built from parsed parts: the peer's address only ever names the host.
 	u := &url.URL{Scheme: p.scheme, Host: pr.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), bytes.NewReader(body))
+	var wrote atomic.Bool
+	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+		WroteHeaderField: func(string, []string) { wrote.Store(true) },
+		WroteHeaders:     func() { wrote.Store(true) },
+	})
+	out, err := http.NewRequestWithContext(ctx, r.Method, u.String(), bytes.NewReader(body))
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	out.Header = r.Header.Clone()
 	removeHopByHop(out.Header)
@@ -179,18 +203,18 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (*http.Response, erro
 	}
 	t, err := p.transportTo(pr.node)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	resp, err := t.RoundTrip(out)
 	if err != nil {
-		return nil, err
+		return nil, wrote.Load(), err
 	}
-	if resp.Header.Get(proxy.HeaderRefused) != "" {
+	if resp.StatusCode == proxy.StatusRefused {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		_ = resp.Body.Close()
-		return nil, fmt.Errorf("peer %s refused: %s %s", pr.node, resp.Status, resp.Header.Get(proxy.HeaderRefused))
+		return nil, false, fmt.Errorf("peer %s refused: %s %s", pr.node, resp.Status, resp.Header.Get(proxy.HeaderRefused))
 	}
-	return resp, nil
+	return resp, true, nil
 }
 
 func copyResponse(w http.ResponseWriter, resp *http.Response) {
@@ -219,14 +243,20 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
-// statusWriter records the status code a handler writes.
+// statusWriter records the status code a handler writes. With noRefusal,
+// a platform's StatusRefused goes out as 502: between peers that status
+// means "not executed", and this request was.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	wrote  bool
+	status    int
+	wrote     bool
+	noRefusal bool
 }
 
 func (s *statusWriter) WriteHeader(code int) {
+	if s.noRefusal && code == proxy.StatusRefused {
+		code = http.StatusBadGateway
+	}
 	if !s.wrote {
 		s.status, s.wrote = code, true
 	}

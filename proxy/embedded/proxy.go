@@ -178,7 +178,7 @@ func (p *Proxy) newTransport(tc *tls.Config) *http.Transport {
 		TLSHandshakeTimeout:   p.cfg.DialTimeout,
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       60 * time.Second, // peers keep idle connections 2 min: no race with their close
 		ResponseHeaderTimeout: p.cfg.ForwardTimeout,
 		DisableCompression:    true,
 	}

@@ -78,7 +78,7 @@ func TestUnknownFunctionIs404(t *testing.T) {
 		code, _, _ := do(t, "GET", "http://"+p.UserAddr()+path, nil, "")
 		assert.Equal(t, http.StatusNotFound, code, path)
 		code, _, _ = do(t, "GET", "http://"+p.PeerAddr()+path, map[string]string{proxy.HeaderHop: "1"}, "")
-		assert.Equal(t, http.StatusNotFound, code, path)
+		assert.Equal(t, proxy.StatusRefused, code, path)
 	}
 	assert.Zero(t, e.calls.Load())
 	assert.NotContains(t, counts(t, p), "nope")

@@ -198,6 +198,11 @@ func (l Layout) Render() (string, error) {
 	w("    timeout client %dms", ms)
 	w("    timeout server %dms", ms)
 	w("    timeout http-request 10s")
+	// Idle connections live longer on the listening side (2 min, as in the
+	// embedded proxy) than forwarders keep them (60 s; HAProxy's idle pool
+	// decays faster), so a forward rarely meets a connection its peer is
+	// closing: such a request may have been sent, and is not retried.
+	w("    timeout http-keep-alive 2m")
 	w("    option http-keep-alive")
 	w("    http-reuse always") // function calls carry no per-connection state
 	w("")
@@ -255,12 +260,14 @@ func (l Layout) Render() (string, error) {
 	}
 	w("    http-request return status 400 content-type text/plain string \"missing hop marker\" if !{ req.hdr(X-Dfaas-Hop) -m found }")
 	w("    http-request set-var(txn.fn) path,field(3,/)")
-	w("    http-request return status 404 hdr X-Dfaas-Refused unknown if !{ var(txn.fn),map(%s) -m found }", l.CapacityMap)
+	// Refusals are 425 (proxy.StatusRefused): not executed, retry elsewhere.
+	w("    http-request return status 425 hdr X-Dfaas-Refused unknown if !{ var(txn.fn),map(%s) -m found }", l.CapacityMap)
 	w("    http-request set-var(txn.capacity) var(txn.fn),map(%s,0)", l.CapacityMap)
 	w("    acl under_capacity var(txn.fn),table_http_req_rate(%s),sub(txn.capacity) lt 0", tableTotal)
 	w("    http-request track-sc0 var(txn.fn) table %s if !under_capacity", tableRefused)
-	w("    http-request return status 503 hdr X-Dfaas-Refused capacity hdr Retry-After 1 if !under_capacity")
+	w("    http-request return status 425 hdr X-Dfaas-Refused capacity hdr Retry-After 1 if !under_capacity")
 	w("    http-request track-sc1 var(txn.fn) table %s", tableTotal)
+	w("    http-response set-status 502 if { status 425 }") // the platform's own 425: executed
 	w("    default_backend %s", backendLocal)
 	w("")
 	w("backend %s", backendLocal)
@@ -276,9 +283,14 @@ func (l Layout) Render() (string, error) {
 		w("    balance roundrobin")
 		w("    retries 3")
 		w("    option redispatch 1")
-		w("    retry-on conn-failure empty-response response-timeout 503")
+		// At most once: retry only what a peer provably did not run - a
+		// connection or TLS handshake that failed before the request was
+		// sent, or a refusal.
+		w("    retry-on conn-failure 425")
 		w("    http-request set-header X-Dfaas-Hop 1")
 		w("    http-request set-header X-Dfaas-From %s", l.Node)
+		w("    http-response del-header X-Dfaas-Refused if { status 425 }")
+		w("    http-response set-status 503 if { status 425 }") // every peer refused
 		w("    http-response set-header Retry-After 1 if { status 503 }")
 		w("    http-response set-var(txn.srv) srv_name")
 		w("    http-response track-sc0 var(txn.fn),concat(/,txn.srv) table %s if { status lt 500 }", tableFwd)

@@ -201,7 +201,7 @@ func (d *Driver) statCounts(st map[[2]string]statRow) map[string]proxy.Counts {
 	for _, fn := range d.layout.Functions {
 		be := st[[2]string{forwardBackend(fn), "BACKEND"}]
 		out[fn] = proxy.Counts{Forwarded: map[dfaas.NodeID]uint64{},
-			Rejected: be.n("hrsp_5xx") + be.n("hrsp_other"), FailedTries: be.n("wretr")} // every redispatch is a retry too
+			Rejected: be.n("hrsp_5xx") + be.n("hrsp_other"), FailedTries: be.n("wredis")} // every retry is redispatched (option redispatch 1); wretr misses connection failures
 	}
 	return out
 }

@@ -170,11 +170,12 @@ func TestRequestSemantics(t *testing.T) {
 	assert.Equal(t, "a", body)
 	assert.Equal(t, "", pa.lastHop.Load(), "the forged marker was removed")
 
-	// Unknown functions get 404 on both ports; the peer port wants a marker.
+	// Unknown functions get 404 on the user port, a refusal on the peer
+	// port; the peer port wants a marker.
 	code, _, _ = get(t, "http://"+a.cfg.UserAddr+"/function/nope", nil)
 	assert.Equal(t, http.StatusNotFound, code)
 	code, hdr, _ := get(t, "http://"+a.cfg.PeerAddr+"/function/nope", map[string]string{"X-Dfaas-Hop": "1"})
-	assert.Equal(t, http.StatusNotFound, code)
+	assert.Equal(t, proxy.StatusRefused, code)
 	assert.Equal(t, "unknown", hdr.Get("X-Dfaas-Refused"))
 	code, _, _ = get(t, "http://"+a.cfg.PeerAddr+"/function/figlet", nil)
 	assert.Equal(t, http.StatusBadRequest, code)

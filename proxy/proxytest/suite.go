@@ -20,8 +20,9 @@ import (
 )
 
 // Functions are the functions the suite's platforms serve: "echo" answers
-// at once with the platform's name, "slow" waits until the test lets it go.
-var Functions = []string{"echo", "slow"}
+// at once with the platform's name, "slow" waits until the test lets it go,
+// "early" answers proxy.StatusRefused (after running).
+var Functions = []string{"echo", "slow", "early"}
 
 // Run runs the conformance suite against the data plane registered as
 // name: every node it starts is that data plane, on loopback, in front of
@@ -45,6 +46,9 @@ func Run(t *testing.T, name string) {
 		{"RejectWithRetryAfter", testReject},
 		{"HostileAddressesGetNothing", testHostileAddresses},
 		{"InFlightSurvivesPlanChange", testInFlight},
+		{"NoRetryAfterSend", testNoRetryAfterSend},
+		{"RetryWhenUnreachable", testRetryWhenUnreachable},
+		{"PlatformRefusalStatusIsNotARefusal", testPlatformRefusalStatusIsNotARefusal},
 		{"TLSForwardBetweenMembers", testTLSForward},
 		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
 		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
@@ -101,6 +105,10 @@ func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if fn, _ := proxy.FunctionName(r.URL.Path); fn == "early" {
+		http.Error(w, "a function's own 425", proxy.StatusRefused)
+		return
+	}
 	_, _ = io.WriteString(w, p.Name)
 }
 
@@ -142,16 +150,26 @@ type answer struct {
 
 func (s *suite) do(addr, path string, hdr map[string]string) answer {
 	s.t.Helper()
+	a, err := s.try(addr, path, hdr)
+	require.NoError(s.t, err)
+	return a
+}
+
+// try is do that returns a failed exchange (no answer) as an error.
+func (s *suite) try(addr, path string, hdr map[string]string) (answer, error) {
+	s.t.Helper()
 	req, err := http.NewRequest("POST", "http://"+addr+path, strings.NewReader("payload"))
 	require.NoError(s.t, err)
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
 	resp, err := client.Do(req)
-	require.NoError(s.t, err)
+	if err != nil {
+		return answer{}, err
+	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return answer{resp.StatusCode, resp.Header, string(b)}
+	return answer{resp.StatusCode, resp.Header, string(b)}, nil
 }
 
 var unlimited = dfaas.FunctionPlan{Limit: 1e6, Capacity: 1e6}
@@ -161,7 +179,9 @@ func testUnknownFunction(t *testing.T, s *suite) {
 	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
 	for _, path := range []string{"/function/slow", "/function/UPPER", "/function/", "/system/functions"} {
 		assert.Equal(t, http.StatusNotFound, s.do(a.UserAddr(), path, nil).code, "user port %s", path)
-		assert.Equal(t, http.StatusNotFound, s.do(a.PeerAddr(), path, map[string]string{proxy.HeaderHop: "1"}).code, "peer port %s", path)
+		got := s.do(a.PeerAddr(), path, map[string]string{proxy.HeaderHop: "1"})
+		assert.Equal(t, proxy.StatusRefused, got.code, "peer port %s", path)
+		assert.Equal(t, proxy.RefusedUnknown, got.header.Get(proxy.HeaderRefused), "peer port %s", path)
 	}
 	assert.Zero(t, pa.Calls.Load(), "nothing executed")
 	assert.Zero(t, s.counts(a, "slow").Arrivals)

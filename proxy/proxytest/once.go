@@ -1,0 +1,128 @@
+package proxytest
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// resetter is a peer that reads each request whole, counts it (as if it
+// ran it), then resets the connection without answering.
+type resetter struct {
+	addr string
+	got  atomic.Int64
+}
+
+func newResetter(t *testing.T) *resetter {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	r := &resetter{addr: l.Addr().String()}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				r.got.Add(1)
+				if tc, ok := c.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0) // close with RST
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { _ = l.Close() })
+	return r
+}
+
+// testNoRetryAfterSend: a peer that received a request and then reset the
+// connection may have run it, so the request is answered 502 - or, by
+// HAProxy on a kept-alive client connection, the connection is closed
+// without an answer - and not sent to the other peer: every request runs
+// at most once.
+func testNoRetryAfterSend(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	ok, pok := s.node("ok")
+	bad := newResetter(t)
+	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "bad", Addr: bad.addr, Weight: 0.9, Cap: 1e6},
+		{Node: "ok", Addr: ok.PeerAddr(), Weight: 0.1, Cap: 1e6}}}})
+	failed := 0
+	for i := range 10 {
+		before := bad.got.Load() + pok.Calls.Load()
+		got, err := s.try(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, before+1, bad.got.Load()+pok.Calls.Load(), "request %d ran %d times", i, bad.got.Load()+pok.Calls.Load()-before)
+		if err != nil {
+			failed++ // closed without an answer
+			continue
+		}
+		switch got.code {
+		case http.StatusOK:
+			assert.Equal(t, "ok", got.body)
+		case http.StatusBadGateway:
+			failed++
+		default:
+			t.Errorf("request %d: %d %s", i, got.code, got.body)
+		}
+	}
+	assert.Equal(t, int64(failed), bad.got.Load(), "every request the bad peer took failed at the user")
+	assert.Positive(t, failed, "the bad peer, weighted 0.9, took none (test setup)")
+}
+
+// testRetryWhenUnreachable: a peer whose port refuses connections never
+// got the request: every request goes to the next peer.
+func testRetryWhenUnreachable(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	ok, pok := s.node("ok")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := l.Addr().String()
+	require.NoError(t, l.Close())
+	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "gone", Addr: closed, Weight: 0.9, Cap: 1e6},
+		{Node: "ok", Addr: ok.PeerAddr(), Weight: 0.1, Cap: 1e6}}}})
+	for range 10 {
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, http.StatusOK, got.code, got.body)
+	}
+	assert.Equal(t, int64(10), pok.Calls.Load())
+	ca := s.counts(a, "echo")
+	assert.Equal(t, uint64(10), ca.Forwarded["ok"])
+	assert.Positive(t, ca.FailedTries)
+}
+
+// testPlatformRefusalStatusIsNotARefusal: a function that itself answers
+// StatusRefused ran: its peer answers 502, and the forwarder does not try
+// another peer.
+func testPlatformRefusalStatusIsNotARefusal(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	b, pb := s.node("b")
+	c, pc := s.node("c")
+	s.apply(b, map[string]dfaas.FunctionPlan{"early": unlimited})
+	s.apply(c, map[string]dfaas.FunctionPlan{"early": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"early": {Peers: []dfaas.Share{
+		{Node: "b", Addr: b.PeerAddr(), Weight: 0.5, Cap: 1e6},
+		{Node: "c", Addr: c.PeerAddr(), Weight: 0.5, Cap: 1e6}}}})
+	for i := range 4 {
+		got := s.do(a.UserAddr(), "/function/early", nil)
+		assert.Equal(t, http.StatusBadGateway, got.code, "request %d", i)
+		assert.Equal(t, int64(i+1), pb.Calls.Load()+pc.Calls.Load(), "request %d ran more than once", i)
+	}
+}
