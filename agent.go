@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -159,6 +160,11 @@ func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, int, erro
 	}
 
 	peers := a.overlay.Adverts(now)
+	if ph, ok := a.proxy.(PeerHealth); ok {
+		if out := ph.Ejected(); len(out) > 0 {
+			peers = slices.DeleteFunc(slices.Clone(peers), func(ad Advert) bool { return slices.Contains(out, ad.Node) })
+		}
+	}
 	plan := a.balancer.Plan(state, peers)
 	plan.Time = now
 	if err := a.proxy.Apply(ctx, plan); err != nil {

@@ -69,3 +69,12 @@ type ProxyDriver interface {
 type Trigger interface {
 	Trigger() <-chan struct{}
 }
+
+// PeerHealth is implemented by a ProxyDriver that ejects peers whose
+// forwards keep failing (outlier detection). The Agent plans without the
+// peers it names, so that their share goes to the others; a driver that is
+// also a Trigger should fire when it ejects one.
+type PeerHealth interface {
+	// Ejected lists the peers ejected now.
+	Ejected() []NodeID
+}

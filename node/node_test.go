@@ -2,10 +2,12 @@ package node_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -137,4 +139,69 @@ func TestBuildDefaultIsSecure(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, uint64(1), counts["hello"].ReceivedIn, "only a's forward was executed")
 	http.DefaultClient.CloseIdleConnections()
+}
+
+// liar is an overlay that advertises an absurd (but bounded) capacity for
+// every function: its node's peer port refuses what it cannot run.
+type liar struct{ *overlay.Memory }
+
+func (l liar) Publish(ctx context.Context, a dfaas.Advert) error {
+	a.Functions = maps.Clone(a.Functions)
+	for name, f := range a.Functions {
+		f.Capacity = dfaas.MaxRate
+		a.Functions[name] = f
+	}
+	return l.Memory.Publish(ctx, a)
+}
+
+// TestLyingMemberCostsRetriesNotRejections: an overloaded node whose peers
+// are a member advertising 1e9 req/s (and refusing everything) and an
+// honest idle helper still forwards at least 35 of 40 requests
+// successfully, on both data planes.
+func TestLyingMemberCostsRetriesNotRejections(t *testing.T) {
+	for _, dp := range []string{"embedded", "haproxy"} {
+		t.Run(dp, func(t *testing.T) {
+			ctx := t.Context()
+			network := overlay.NewNetwork()
+			platform := "runtime"
+			if dp == "haproxy" {
+				platform = "local" // HAProxy reaches the platform over TCP
+			}
+			build := func(name string, capacity dfaas.Rate, lie bool) *node.Node {
+				mem, err := network.Join(dfaas.NodeID(name))
+				require.NoError(t, err)
+				var ov dfaas.Overlay = mem
+				if lie {
+					ov = liar{mem}
+				}
+				pf, err := node.OpenPlatform(ctx, platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}, Logger: quiet})
+				require.NoError(t, err)
+				n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond,
+					Logger: quiet, PlainPeers: true})
+				require.NoError(t, err)
+				t.Cleanup(func() { require.NoError(t, n.Close()) })
+				return n
+			}
+			a := build("a", 0, false)
+			build("liar", 0, true)
+			build("honest", 50, false)
+			require.Eventually(t, func() bool { return a.Agent.Status().Peers == 2 }, 10*time.Second, 20*time.Millisecond)
+			time.Sleep(500 * time.Millisecond) // a plans with both
+			ok := 0
+			for range 40 {
+				resp, err := http.Post("http://"+a.DataPlane.UserAddr()+"/function/hello", "text/plain", strings.NewReader("x"))
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						ok++
+					}
+				}
+				time.Sleep(25 * time.Millisecond)
+			}
+			assert.GreaterOrEqual(t, ok, 35, "of 40")
+			t.Logf("%s: %d of 40 served", dp, ok)
+			http.DefaultClient.CloseIdleConnections()
+		})
+	}
 }

@@ -19,8 +19,13 @@
 // reached (the connection or TLS handshake fails: nothing was sent) is
 // skipped and another tried. A request is executed at most once: after it
 // was sent, a reset or a timeout is answered 502 or 504, never retried.
-// When no peer takes it the request runs locally if Capacity is left
-// beyond the Limit; otherwise the user gets 503 with Retry-After.
+// When a peer refused, failed or is ejected, the other peers are tried
+// beyond their Cap too: they hold their own capacity. Peers whose forwards
+// fail or are refused several times in a row are ejected (Outliers) for a
+// back-off and probed back in; a data plane reports them
+// (dfaas.PeerHealth), and the Agent plans without them. When no peer takes
+// it the request runs locally if Capacity is left beyond the Limit;
+// otherwise the user gets 503 with Retry-After.
 //
 // The peer listener takes only forwarded requests (HeaderHop set, else 400)
 // and executes them locally within the Capacity, never forwarding them

@@ -57,10 +57,7 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	}
 	fn.refusing.Store(true)
 	if rt.armed.CompareAndSwap(true, false) {
-		select {
-		case p.trigger <- struct{}{}:
-		default:
-		}
+		p.fire()
 	}
 	if len(rt.peers) > 0 && p.forward(w, r, rt) {
 		return
@@ -142,35 +139,59 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 		return true
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body)) // for a local fallback
-	now := p.cfg.Now()
-	for _, i := range rt.pick.Order() {
-		pr := rt.peers[i]
-		if !rt.pick.Take(i, now) {
-			continue
-		}
-		resp, sent, err := p.try(r, pr, body)
-		if err != nil && r.Context().Err() != nil {
-			return true // the client left: nobody to answer
-		}
-		if err != nil {
-			rt.fn.counts.failedTries.Add(1)
-			p.log.Debug("forward failed", "peer", pr.node, "sent", sent, "err", err)
-			if !sent {
-				continue // the peer provably did not run it
+	order := rt.pick.Order()
+	tried := make([]bool, len(rt.peers))
+	failed := false
+	// First the pick rule: peers within their Cap. If a peer refused,
+	// failed or is ejected, the plan overrated it: the others are then
+	// tried beyond their Cap too (they hold their own capacity and refuse
+	// beyond it), so a lying or broken member costs retries, not
+	// rejections.
+	for pass := 0; pass < 2 && (pass == 0 || failed); pass++ {
+		for _, i := range order {
+			pr := rt.peers[i]
+			now := p.cfg.Now()
+			if tried[i] {
+				continue
 			}
-			// The peer may have run it: at most once, so no other peer.
-			code := http.StatusBadGateway
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				code = http.StatusGatewayTimeout
+			if !p.outliers.Usable(pr.node, now) {
+				failed = true // ejected: its share is free for the others
+				continue
 			}
-			http.Error(w, "the peer failed after the request was sent", code)
+			if pass == 0 && !rt.pick.Take(i, now) {
+				continue
+			}
+			tried[i] = true
+			resp, sent, err := p.try(r, pr, body)
+			if err != nil && r.Context().Err() != nil {
+				return true // the client left: nobody to answer
+			}
+			if err != nil {
+				failed = true
+				rt.fn.counts.failedTries.Add(1)
+				p.log.Debug("forward failed", "peer", pr.node, "sent", sent, "err", err)
+				if p.outliers.Failure(pr.node, p.cfg.Now()) {
+					p.log.Info("peer ejected", "peer", pr.node, "err", err)
+					p.fire()
+				}
+				if !sent {
+					continue // the peer provably did not run it
+				}
+				// The peer may have run it: at most once, so no other peer.
+				code := http.StatusBadGateway
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					code = http.StatusGatewayTimeout
+				}
+				http.Error(w, "the peer failed after the request was sent", code)
+				return true
+			}
+			p.outliers.Success(pr.node)
+			pr.sent.Add(1)
+			rt.fn.counts.forwardedOut.Add(1)
+			copyResponse(w, resp)
 			return true
 		}
-		pr.sent.Add(1)
-		rt.fn.counts.forwardedOut.Add(1)
-		copyResponse(w, resp)
-		return true
 	}
 	return false
 }

@@ -42,6 +42,8 @@ type Config struct {
 	ForwardTimeout time.Duration
 	// RetryAfter is the Retry-After of a 503. Default 1 s.
 	RetryAfter time.Duration
+	// Outliers tunes the ejection of peers whose forwards keep failing.
+	Outliers proxy.OutlierConfig
 	// Logger receives the proxy's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of the rate limiters. Default time.Now.
@@ -104,6 +106,7 @@ type Proxy struct {
 	dialer    *net.Dialer
 	scheme    string // of forwards: http or https
 	trigger   chan struct{}
+	outliers  *proxy.Outliers
 
 	tmu        sync.Mutex
 	transports map[dfaas.NodeID]*http.Transport // with TLS: one per peer, verifying that peer
@@ -132,7 +135,7 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 	}
 	cfg = cfg.withDefaults()
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("node", string(cfg.Node)), local: local,
-		trigger: make(chan struct{}, 1), functions: map[string]*function{}}
+		trigger: make(chan struct{}, 1), functions: map[string]*function{}, outliers: proxy.NewOutliers(cfg.Outliers)}
 	p.routes.Store(&map[string]*route{})
 	p.dialer = &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	p.scheme = "http"
@@ -232,8 +235,19 @@ func (p *Proxy) UserAddr() string { return p.userL.Addr().String() }
 // PeerAddr is the bound host:port of the peer listener, to advertise.
 func (p *Proxy) PeerAddr() string { return p.peerL.Addr().String() }
 
-// Trigger implements dfaas.Trigger.
+// Trigger implements dfaas.Trigger: it fires when a function first exceeds
+// its local limit and when a peer is ejected.
 func (p *Proxy) Trigger() <-chan struct{} { return p.trigger }
+
+func (p *Proxy) fire() {
+	select {
+	case p.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Ejected implements dfaas.PeerHealth: the peers ejected now.
+func (p *Proxy) Ejected() []dfaas.NodeID { return p.outliers.Ejected(p.cfg.Now()) }
 
 // Apply implements dfaas.ProxyDriver. Each function's routing is swapped
 // atomically; requests in flight finish on the routing they started with.
@@ -269,6 +283,16 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 		}
 	}
 	p.pruneTransports(next)
+	p.outliers.Forget(func(n dfaas.NodeID) bool {
+		for _, rt := range next {
+			for _, pr := range rt.peers {
+				if pr.node == n {
+					return true
+				}
+			}
+		}
+		return false
+	})
 	return nil
 }
 
@@ -302,5 +326,6 @@ func (p *Proxy) Close() error {
 var (
 	_ dfaas.ProxyDriver = (*Proxy)(nil)
 	_ dfaas.Trigger     = (*Proxy)(nil)
+	_ dfaas.PeerHealth  = (*Proxy)(nil)
 	_ proxy.DataPlane   = (*Proxy)(nil)
 )

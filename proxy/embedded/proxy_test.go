@@ -146,11 +146,13 @@ func TestRefusedForwardIsRetriedOnNextPeer(t *testing.T) {
 	assert.Zero(t, efull.calls.Load())
 	ca := counts(t, a)["figlet"]
 	assert.Equal(t, uint64(10), ca.ForwardedOut)
-	// Smooth weighted round robin picks dead 5, full 4 and b 1 time in 10;
-	// each pick of dead or full fails twice before b answers.
-	assert.Equal(t, uint64(18), ca.FailedTries)
+	// Every request tries dead and full before b, until outlier detection
+	// ejects both after their 5th failure in a row: the last 5 requests go
+	// to b at once.
+	assert.Equal(t, uint64(10), ca.FailedTries)
 	assert.Zero(t, ca.Rejected)
-	assert.Equal(t, uint64(9), counts(t, full)["figlet"].Refused)
+	assert.Equal(t, uint64(5), counts(t, full)["figlet"].Refused)
+	assert.Equal(t, []dfaas.NodeID{"dead", "full"}, a.Ejected())
 }
 
 func TestNoCapacityAnywhereIs503WithRetryAfter(t *testing.T) {

@@ -74,6 +74,14 @@ type TLS struct {
 // AnchorFile is the CA file of the server named server.
 func (t TLS) AnchorFile(server string) string { return filepath.Join(t.AnchorDir, server+".pem") }
 
+// serverHealth is every peer server's outlier detection: five connection
+// errors in a row observed on forwards (refused, reset, TLS handshake
+// failed) mark it down at once, and a TCP check brings it back up when it
+// accepts connections again: every 2 s while down, every 10 s while up
+// (each function's backend checks its own servers: the cost grows with
+// functions times peers).
+const serverHealth = " check inter 10s downinter 2s fall 3 rise 1 observe layer4 error-limit 5 on-error mark-down"
+
 // serverTLS is the server-line suffix for mutual TLS with the server named
 // server, or "".
 func (l Layout) serverTLS(server string) string {
@@ -298,7 +306,7 @@ func (l Layout) Render() (string, error) {
 		w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 if !{ var(txn.peer) -m found }", noCapacity)
 		w("    use-server %%[var(txn.peer)] if { var(txn.peer) -m found }")
 		for _, sv := range l.Servers[fn] {
-			w("    server %s %s weight %d%s", sv.Name, sv.Addr, sv.Weight, l.serverTLS(sv.Name))
+			w("    server %s %s weight %d%s%s", sv.Name, sv.Addr, sv.Weight, serverHealth, l.serverTLS(sv.Name))
 		}
 	}
 	return b.String(), nil

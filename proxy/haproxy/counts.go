@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -226,3 +227,47 @@ func (d *Driver) Peers(fn string) ([]dfaas.NodeID, error) {
 	slices.Sort(out)
 	return out, nil
 }
+
+// Ejected implements dfaas.PeerHealth. HAProxy marks a peer's server down
+// after connection errors in a row (observe layer4) and stops using it at
+// once; the driver then ejects the peer from the plans for a time that
+// doubles with every ejection in a row (proxy.Outliers), so that the plans
+// give its share to the others. When the time is up the peer is planned
+// again as a probe: if HAProxy marks it down again it goes out for twice
+// as long, if it serves it is healthy again.
+func (d *Driver) Ejected() []dfaas.NodeID {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	now := time.Now()
+	if st, err := d.stats(); err == nil {
+		down, up := map[dfaas.NodeID]bool{}, map[dfaas.NodeID]bool{}
+		for key, row := range st {
+			node, ok := d.nodes[key[1]]
+			if !ok || !strings.HasPrefix(key[0], "fwd_") {
+				continue
+			}
+			if strings.HasPrefix(row["status"], "DOWN") {
+				down[node] = true
+			} else {
+				up[node] = true
+			}
+		}
+		for node := range down {
+			if d.outliers.Usable(node, now) {
+				d.outliers.Failure(node, now)
+				d.log.Info("peer ejected", "peer", node)
+			}
+		}
+		for node := range up {
+			if !down[node] && d.outliers.Usable(node, now) {
+				d.outliers.Success(node)
+			}
+		}
+	}
+	return d.outliers.Ejected(now)
+}
+
+var _ dfaas.PeerHealth = (*Driver)(nil)

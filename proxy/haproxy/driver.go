@@ -87,7 +87,10 @@ type Driver struct {
 
 	nodes   map[string]dfaas.NodeID // server name -> peer, for every server ever added
 	members []byte                  // the peer listener's CA file as last set
-	base    map[string]proxy.Counts // what earlier workers' statistics counted
+	// outliers: peers HAProxy marked down, out of the plans for a back-off
+	// (Consecutive 1: every mark-down is an ejection).
+	outliers *proxy.Outliers
+	base     map[string]proxy.Counts // what earlier workers' statistics counted
 }
 
 // logState is what the request log tells of a function.
@@ -129,7 +132,8 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		return nil, err
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
-		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{})}
+		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{}),
+		outliers: proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 1})}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "dfaas-haproxy-"); err != nil {
 			return nil, fmt.Errorf("haproxy: %w", err)
@@ -644,12 +648,16 @@ func (d *Driver) addServer(fn string, node dfaas.NodeID, w server) error {
 	if err := d.loadAnchor(node, w.name); err != nil {
 		return err
 	}
-	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s%s", w.addr, w.weight, dynamicPool, d.layout.serverTLS(w.name))); err != nil {
+	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s%s%s", w.addr, w.weight, dynamicPool, serverHealth, d.layout.serverTLS(w.name))); err != nil {
 		return fmt.Errorf("haproxy: add server %s/%s: %w", backend, w.name, err)
 	}
 	d.servers[fn][node] = w
 	if err := d.rt.EnableServer(backend, w.name); err != nil {
 		return fmt.Errorf("haproxy: enable server %s/%s: %w", backend, w.name, err)
+	}
+	// A server added at run time starts with its checks off.
+	if _, err := d.rt.ExecuteRaw(fmt.Sprintf("enable health %s/%s", backend, w.name)); err != nil {
+		return fmt.Errorf("haproxy: enable health %s/%s: %w", backend, w.name, err)
 	}
 	return nil
 }

@@ -126,3 +126,23 @@ func testPlatformRefusalStatusIsNotARefusal(t *testing.T, s *suite) {
 		assert.Equal(t, int64(i+1), pb.Calls.Load()+pc.Calls.Load(), "request %d ran more than once", i)
 	}
 }
+
+// testRefusalOpensTheCaps: when a peer refuses, the plan overrated it, and
+// the other peers are tried beyond their Cap (they refuse for themselves
+// when full): a peer with a Cap too small for a single request serves
+// every request the refusing peer sends back.
+func testRefusalOpensTheCaps(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	full, _ := s.node("full")
+	ok, pok := s.node("ok")
+	s.apply(full, map[string]dfaas.FunctionPlan{"echo": {}})
+	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "full", Addr: full.PeerAddr(), Weight: 0.99, Cap: 1e6},
+		{Node: "ok", Addr: ok.PeerAddr(), Weight: 0.01, Cap: 0.001}}}})
+	for i := range 6 {
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, http.StatusOK, got.code, "request %d: %s", i, got.body)
+	}
+	assert.Equal(t, int64(6), pok.Calls.Load())
+}

@@ -48,10 +48,12 @@ func Run(t *testing.T, name string) {
 		{"InFlightSurvivesPlanChange", testInFlight},
 		{"NoRetryAfterSend", testNoRetryAfterSend},
 		{"RetryWhenUnreachable", testRetryWhenUnreachable},
+		{"RefusalOpensTheCaps", testRefusalOpensTheCaps},
 		{"PlatformRefusalStatusIsNotARefusal", testPlatformRefusalStatusIsNotARefusal},
 		{"TLSForwardBetweenMembers", testTLSForward},
 		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
 		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
+		{"BrokenPeerIsEjected", testBrokenPeerIsEjected},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, &suite{t: t, name: name}) })
 	}

@@ -12,10 +12,12 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,4 +245,74 @@ func leafUnder(t *testing.T, parent *x509.Certificate, signer ed25519.PrivateKey
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, &fake, &key.PublicKey, signer)
 	require.NoError(t, err)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// testBrokenPeerIsEjected: a member whose address resets every connection
+// (the TLS handshake fails: nothing was sent) costs retries, never a failed
+// request, and is ejected within a second: the data plane reports it
+// (dfaas.PeerHealth) and stops trying it.
+func testBrokenPeerIsEjected(t *testing.T, s *suite) {
+	ma, mok, mbad := newMember(t), newMember(t), newMember(t)
+	members := &Members{}
+	members.Set(ma.node(), mok.node(), mbad.node())
+	a, _ := s.tlsNode(ma, members)
+	ok, pok := s.tlsNode(mok, members)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = l.Close() })
+	var accepted atomic.Int64
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+			_ = c.Close()
+		}
+	}()
+	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: mbad.node(), Addr: l.Addr().String(), Weight: 0.9, Cap: 1e6},
+		{Node: mok.node(), Addr: ok.PeerAddr(), Weight: 0.1, Cap: 1e6}}}})
+	ph, isHealth := a.(dfaas.PeerHealth)
+	require.True(t, isHealth, "a data plane reports the peers it ejected (dfaas.PeerHealth)")
+	start := time.Now()
+	ejected := make(chan time.Duration, 1)
+	stop := make(chan struct{})
+	go func() { // as an agent would ask, but more often
+		defer close(ejected)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if slices.Contains(ph.Ejected(), mbad.node()) {
+				ejected <- time.Since(start)
+				return
+			}
+		}
+	}()
+	n := 0
+	for time.Since(start) < 1500*time.Millisecond {
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		require.Equal(t, http.StatusOK, got.code, "request %d: %s", n, got.body)
+		n++
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	ejectedAfter := <-ejected
+	require.NotZero(t, ejectedAfter, "the broken peer was not ejected")
+	assert.Less(t, ejectedAfter, time.Second)
+	assert.Equal(t, int64(n), pok.Calls.Load(), "every request served by the healthy peer")
+	before := accepted.Load()
+	for range 20 {
+		require.Equal(t, http.StatusOK, s.do(a.UserAddr(), "/function/echo", nil).code)
+	}
+	assert.LessOrEqual(t, accepted.Load()-before, int64(2), "the ejected peer is still tried (health probes aside)")
+	t.Logf("%d requests, all served; ejected after %v; %d connections to the broken peer", n, ejectedAfter, accepted.Load())
 }

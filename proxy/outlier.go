@@ -1,0 +1,144 @@
+package proxy
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// Outlier detection, passive, as Envoy's: a peer whose forwards fail or
+// are refused Consecutive times in a row is ejected - skipped by the pick -
+// for an ejection time that doubles with every ejection in a row, from
+// BaseEjection up to MaxEjection. When its time is up the peer is probed:
+// the next forward decides, a success makes it healthy again (and halves
+// the next ejection's time), a failure ejects it again at once.
+
+// OutlierConfig tunes an Outliers. The zero value of a field means its
+// default.
+type OutlierConfig struct {
+	// Consecutive is the number of failures or refusals in a row that eject
+	// a peer. Default 5.
+	Consecutive int
+	// BaseEjection is the first ejection's length. Default 1 s.
+	BaseEjection time.Duration
+	// MaxEjection bounds an ejection's length. Default 30 s.
+	MaxEjection time.Duration
+}
+
+func (c OutlierConfig) withDefaults() OutlierConfig {
+	if c.Consecutive <= 0 {
+		c.Consecutive = 5
+	}
+	if c.BaseEjection <= 0 {
+		c.BaseEjection = time.Second
+	}
+	if c.MaxEjection < c.BaseEjection {
+		c.MaxEjection = max(c.BaseEjection, 30*time.Second)
+	}
+	return c
+}
+
+type outlier struct {
+	failures int           // in a row
+	next     time.Duration // the next ejection's length
+	until    time.Time     // ejected until then
+	probing  bool          // ejection over: the next result decides
+}
+
+// Outliers tracks the health of peers from the outcomes of forwards. It is
+// safe for concurrent use; the zero value is not: use NewOutliers.
+type Outliers struct {
+	cfg   OutlierConfig
+	mu    sync.Mutex
+	peers map[dfaas.NodeID]*outlier
+}
+
+// NewOutliers returns an Outliers with no peer ejected.
+func NewOutliers(cfg OutlierConfig) *Outliers {
+	return &Outliers{cfg: cfg.withDefaults(), peers: map[dfaas.NodeID]*outlier{}}
+}
+
+// Usable reports whether node may be picked at now: not ejected. A peer
+// whose ejection is over becomes a probe.
+func (o *Outliers) Usable(node dfaas.NodeID, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p := o.peers[node]
+	if p == nil || p.until.IsZero() {
+		return true
+	}
+	if now.Before(p.until) {
+		return false
+	}
+	p.until, p.probing = time.Time{}, true
+	return true
+}
+
+// Success records a forward node answered.
+func (o *Outliers) Success(node dfaas.NodeID) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p := o.peers[node]
+	if p == nil {
+		return
+	}
+	p.failures = 0
+	if p.probing {
+		p.probing = false
+		p.next = max(o.cfg.BaseEjection, p.next/2)
+	}
+	if p.next == o.cfg.BaseEjection && p.until.IsZero() {
+		delete(o.peers, node)
+	}
+}
+
+// Failure records a forward node failed or refused, at now. It reports
+// whether that ejected the peer.
+func (o *Outliers) Failure(node dfaas.NodeID, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	p := o.peers[node]
+	if p == nil {
+		p = &outlier{next: o.cfg.BaseEjection}
+		o.peers[node] = p
+	}
+	if !p.until.IsZero() && now.Before(p.until) {
+		return false // already out: a forward that started before
+	}
+	p.failures++
+	if !p.probing && p.failures < o.cfg.Consecutive {
+		return false
+	}
+	p.until, p.probing, p.failures = now.Add(p.next), false, 0
+	p.next = min(2*p.next, o.cfg.MaxEjection)
+	return true
+}
+
+// Ejected lists the peers ejected at now, sorted.
+func (o *Outliers) Ejected(now time.Time) []dfaas.NodeID {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []dfaas.NodeID
+	for n, p := range o.peers {
+		if !p.until.IsZero() && now.Before(p.until) {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Forget forgets the failures in a row of peers not in keep. Their
+// ejections stay: a peer that left the plans because it was ejected comes
+// back ejected, or on probation once its time is up.
+func (o *Outliers) Forget(keep func(dfaas.NodeID) bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for n, p := range o.peers {
+		if !keep(n) && p.next == o.cfg.BaseEjection && p.until.IsZero() {
+			delete(o.peers, n)
+		}
+	}
+}

@@ -1,0 +1,64 @@
+package proxy_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+func TestOutliers(t *testing.T) {
+	o := proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 3, BaseEjection: time.Second, MaxEjection: 4 * time.Second})
+	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+
+	// Failures in a row eject; a success in between starts the count again.
+	assert.False(t, o.Failure("p", at(0)))
+	assert.False(t, o.Failure("p", at(0)))
+	o.Success("p")
+	assert.False(t, o.Failure("p", at(0)))
+	assert.False(t, o.Failure("p", at(0)))
+	assert.True(t, o.Failure("p", at(0)), "third in a row")
+	assert.Equal(t, []dfaas.NodeID{"p"}, o.Ejected(at(0.5)))
+	assert.False(t, o.Usable("p", at(0.99)))
+	assert.True(t, o.Usable("q", at(0.5)), "others unaffected")
+
+	// After 1 s: a probe. Its failure ejects again at once, for 2 s.
+	assert.True(t, o.Usable("p", at(1)))
+	assert.Empty(t, o.Ejected(at(1)))
+	assert.True(t, o.Failure("p", at(1)))
+	assert.False(t, o.Usable("p", at(2.9)))
+	assert.True(t, o.Usable("p", at(3)))
+	// Then 4 s, and never more than MaxEjection.
+	assert.True(t, o.Failure("p", at(3)))
+	assert.False(t, o.Usable("p", at(6.9)))
+	assert.True(t, o.Usable("p", at(7)))
+	assert.True(t, o.Failure("p", at(7)))
+	assert.False(t, o.Usable("p", at(10.9)))
+	assert.True(t, o.Usable("p", at(11)), "capped at 4 s")
+
+	// A successful probe makes the peer healthy and halves its back-off.
+	o.Success("p")
+	assert.True(t, o.Usable("p", at(11)))
+	for range 2 {
+		assert.False(t, o.Failure("p", at(12)), "a healthy peer again needs 3 in a row")
+	}
+	assert.True(t, o.Failure("p", at(12)))
+	assert.False(t, o.Usable("p", at(13.9)), "back-off halved from 4 s to 2 s")
+	assert.True(t, o.Usable("p", at(14)))
+
+	// A failure that started before the ejection does not extend it.
+	assert.True(t, o.Failure("p", at(14)))
+	assert.False(t, o.Failure("p", at(14.1)))
+
+	// Forgetting peers out of the plans keeps their ejections.
+	o.Failure("r", at(20))
+	o.Forget(func(dfaas.NodeID) bool { return false })
+	assert.Contains(t, o.Ejected(at(14.5)), dfaas.NodeID("p"))
+	for range 2 {
+		assert.False(t, o.Failure("r", at(20)), "r's count was forgotten")
+	}
+}
