@@ -123,7 +123,7 @@ func TestBuildDefaultIsSecure(t *testing.T) {
 		assert.NotEqual(t, http.StatusOK, resp.StatusCode, "clear text reached the peer port")
 		resp.Body.Close()
 	}
-	tc := &tls.Config{RootCAs: x509.NewCertPool(), ServerName: proxy.ServerName, MinVersion: tls.VersionTLS13}
+	tc := &tls.Config{RootCAs: x509.NewCertPool(), ServerName: proxy.ServerName, MinVersion: tls.VersionTLS12}
 	anchor, err := proxy.Anchor(b.Overlay.Self())
 	require.NoError(t, err)
 	tc.RootCAs.AddCert(anchor)

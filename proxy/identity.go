@@ -46,6 +46,16 @@ import (
 // anchor of a current member. HAProxy does the same with the anchors
 // written as PEM (per server, and all members for its peer listener).
 
+// PeerTLSVersion is the TLS version between peers: 1.2, on purpose. In
+// TLS 1.3 a client sends its request before the server has checked the
+// client's certificate, and hears of a refusal only when it reads the
+// answer; it cannot tell a refused handshake from a peer that failed after
+// running the request, so it could not retry at most once. In TLS 1.2 the
+// server checks the client's certificate within the handshake: a refusal
+// is a failed connection, which both data planes retry on another peer.
+// Only forward-secret AEAD cipher suites are offered (Go's defaults).
+const PeerTLSVersion = tls.VersionTLS12
+
 // ServerName is the DNS name in every leaf certificate and the name
 // forwarders verify: identity is checked through the anchor, not the name.
 const ServerName = "node.dfaas.invalid"
@@ -228,7 +238,7 @@ func ClaimedNode(leaf *x509.Certificate) (dfaas.NodeID, bool) {
 type TLS struct {
 	// Identity is this node's certificate. Required.
 	Identity *Identity
-	// Members returns the current members of the federation, sorted (the
+	// Members returns the current members of the federation (the
 	// overlay's view). Only they may forward to this node. Required.
 	Members func() []dfaas.NodeID
 }
@@ -241,14 +251,15 @@ func (t *TLS) Validate() error {
 	return nil
 }
 
-// ServerConfig is the TLS configuration of a peer listener: TLS 1.3, and a
+// ServerConfig is the TLS configuration of a peer listener: TLS 1.2, and a
 // client certificate issued by a current member is required. Membership is
 // checked in VerifyConnection, which also runs on resumed sessions, and
 // session tickets are off: a node that left cannot come back on an old
 // session.
 func (t *TLS) ServerConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:             tls.VersionTLS13,
+		MinVersion:             tls.VersionTLS12,
+		MaxVersion:             tls.VersionTLS12, // see PeerTLSVersion
 		Certificates:           []tls.Certificate{t.Identity.Certificate()},
 		ClientAuth:             tls.RequireAnyClientCert,
 		SessionTicketsDisabled: true,
@@ -268,7 +279,7 @@ func (t *TLS) Admit(leaf *x509.Certificate) error {
 	if !ok {
 		return ErrNotMember
 	}
-	if _, member := slices.BinarySearch(t.Members(), node); !member {
+	if !slices.Contains(t.Members(), node) {
 		return fmt.Errorf("%w: %s", ErrNotMember, node)
 	}
 	if err := Verify(leaf, node, x509.ExtKeyUsageClientAuth); err != nil {
@@ -287,7 +298,8 @@ func (t *TLS) ClientConfig(node dfaas.NodeID) (*tls.Config, error) {
 	roots := x509.NewCertPool()
 	roots.AddCert(anchor)
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
+		MinVersion:   tls.VersionTLS12,
+		MaxVersion:   tls.VersionTLS12, // see PeerTLSVersion
 		Certificates: []tls.Certificate{t.Identity.Certificate()},
 		RootCAs:      roots,
 		ServerName:   ServerName,

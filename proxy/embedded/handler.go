@@ -228,7 +228,7 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 	}
 	resp, err := t.RoundTrip(out)
 	if err != nil {
-		return nil, wrote.Load(), err
+		return nil, wrote.Load() && !refusedHandshake(err), err
 	}
 	if resp.StatusCode == proxy.StatusRefused {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -236,6 +236,16 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 		return nil, false, fmt.Errorf("peer %s refused: %s %s", pr.node, resp.Status, resp.Header.Get(proxy.HeaderRefused))
 	}
 	return resp, true, nil
+}
+
+// refusedHandshake reports whether err is a TLS alert from the peer: its
+// TLS layer refused the connection (a client certificate it does not
+// admit, say), so no request reached it. In TLS 1.3 the client sends its
+// request before the server has checked its certificate, and learns of the
+// refusal only when reading the answer.
+func refusedHandshake(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error"
 }
 
 func copyResponse(w http.ResponseWriter, resp *http.Response) {

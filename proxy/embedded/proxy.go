@@ -27,7 +27,7 @@ type Config struct {
 	// PeerAddr is the peer listener's address. Default 127.0.0.1:0.
 	PeerAddr string
 	// TLS, if set, is the federation's mutual TLS bound to node identity:
-	// the peer listener serves TLS 1.3 to current members only, and each
+	// the peer listener serves TLS to current members only, and each
 	// forward verifies that it reaches the node its plan named.
 	TLS *proxy.TLS
 	// Burst is how much traffic a rate limit lets through at once, as time

@@ -88,7 +88,7 @@ func (l Layout) serverTLS(server string) string {
 	if l.TLS == nil {
 		return ""
 	}
-	return fmt.Sprintf(" ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3", l.TLS.CertFile, l.TLS.AnchorFile(server))
+	return fmt.Sprintf(" ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.2", l.TLS.CertFile, l.TLS.AnchorFile(server))
 }
 
 // Server is one peer in a forwarding backend.
@@ -262,7 +262,9 @@ func (l Layout) Render() (string, error) {
 	w("frontend peer")
 	if l.TLS != nil {
 		// No session tickets: a node that left cannot resume an old session.
-		w("    bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.3 no-tls-tickets", l.PeerAddr, l.TLS.CertFile, l.TLS.MembersFile)
+		// TLS 1.2: a refused client certificate fails the handshake (see
+		// proxy.PeerTLSVersion).
+		w("    bind %s ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.2 no-tls-tickets", l.PeerAddr, l.TLS.CertFile, l.TLS.MembersFile)
 	} else {
 		w("    bind %s", l.PeerAddr)
 	}

@@ -54,6 +54,7 @@ func Run(t *testing.T, name string) {
 		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
 		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
 		{"BrokenPeerIsEjected", testBrokenPeerIsEjected},
+		{"NotYetAMemberIsRetried", testNotYetAMemberIsRetried},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, &suite{t: t, name: name}) })
 	}

@@ -316,3 +316,28 @@ func testBrokenPeerIsEjected(t *testing.T, s *suite) {
 	assert.LessOrEqual(t, accepted.Load()-before, int64(2), "the ejected peer is still tried (health probes aside)")
 	t.Logf("%d requests, all served; ejected after %v; %d connections to the broken peer", n, ejectedAfter, accepted.Load())
 }
+
+// testNotYetAMemberIsRetried: a peer that does not (yet) count the
+// forwarder as a member refuses its TLS handshake, which proves the
+// request was not run: it goes to the next peer (see
+// proxy.PeerTLSVersion for why that needs TLS 1.2).
+func testNotYetAMemberIsRetried(t *testing.T, s *suite) {
+	ma, mb, mok := newMember(t), newMember(t), newMember(t)
+	all, withoutA := &Members{}, &Members{}
+	all.Set(ma.node(), mb.node(), mok.node())
+	withoutA.Set(mb.node(), mok.node())
+	a, _ := s.tlsNode(ma, all)
+	b, pb := s.tlsNode(mb, withoutA)
+	ok, pok := s.tlsNode(mok, all)
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: mb.node(), Addr: b.PeerAddr(), Weight: 0.9, Cap: 1e6},
+		{Node: mok.node(), Addr: ok.PeerAddr(), Weight: 0.1, Cap: 1e6}}}})
+	for i := range 8 {
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, http.StatusOK, got.code, "request %d: %s", i, got.body)
+	}
+	assert.Zero(t, pb.Calls.Load())
+	assert.Equal(t, int64(8), pok.Calls.Load())
+}
