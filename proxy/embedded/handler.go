@@ -127,15 +127,22 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 // forward sends the request to the route's peers in order until one answers
 // without refusing. It reports whether a response was written.
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, p.cfg.MaxBody))
+	held := &heldReader{r: http.MaxBytesReader(w, r.Body, p.cfg.MaxBody), p: p}
+	body, err := io.ReadAll(held)
+	defer p.buffered.Add(-held.n)
 	if err != nil {
 		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		switch {
+		case errors.As(err, &tooBig):
 			rt.fn.counts.rejected.Add(1)
 			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-			return true
+		case errors.Is(err, errBufferFull):
+			rt.fn.counts.rejected.Add(1)
+			w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
+			http.Error(w, "too many forwards in progress", http.StatusServiceUnavailable)
+		default:
+			http.Error(w, "reading request body: "+err.Error(), http.StatusBadRequest)
 		}
-		http.Error(w, "reading request body: "+err.Error(), http.StatusBadRequest)
 		return true
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body)) // for a local fallback
@@ -236,6 +243,28 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 		return nil, false, fmt.Errorf("peer %s refused: %s %s", pr.node, resp.Status, resp.Header.Get(proxy.HeaderRefused))
 	}
 	return resp, true, nil
+}
+
+// errBufferFull: the forwards in progress hold MaxBuffered bytes already.
+var errBufferFull = errors.New("forward buffer full")
+
+// heldReader reads a body to be held in memory for a forward, counting
+// its bytes against the proxy's MaxBuffered; n is what it took.
+type heldReader struct {
+	r io.Reader
+	p *Proxy
+	n int64
+}
+
+func (h *heldReader) Read(b []byte) (int, error) {
+	n, err := h.r.Read(b)
+	if n > 0 {
+		h.n += int64(n)
+		if h.p.buffered.Add(int64(n)) > h.p.cfg.MaxBuffered {
+			return n, errBufferFull
+		}
+	}
+	return n, err
 }
 
 // refusedHandshake reports whether err is a TLS alert from the peer: its

@@ -36,6 +36,10 @@ type Config struct {
 	// MaxBody is the largest request body accepted; bodies are held in
 	// memory so that a refused forward can be retried. Default 16 MiB.
 	MaxBody int64
+	// MaxBuffered bounds the bytes of request bodies held by all forwards
+	// at once; a forward that would exceed it is answered 503 with
+	// Retry-After (and counted as rejected). Default 256 MiB.
+	MaxBuffered int64
 	// DialTimeout bounds connecting to a peer. Default 1 s.
 	DialTimeout time.Duration
 	// ForwardTimeout bounds waiting for a peer's response headers. Default 30 s.
@@ -63,6 +67,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxBody == 0 {
 		c.MaxBody = 16 << 20
 	}
+	if c.MaxBuffered == 0 {
+		c.MaxBuffered = 256 << 20
+	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = time.Second
 	}
@@ -87,7 +94,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.Node == "":
 		return fmt.Errorf("%w: proxy: empty node id", dfaas.ErrInvalidConfig)
-	case c.Burst < 0 || c.MaxBody < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.RetryAfter < time.Second:
+	case c.Burst < 0 || c.MaxBody < 0 || c.MaxBuffered < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.RetryAfter < time.Second:
 		return fmt.Errorf("%w: proxy: negative duration or size, or retry-after under 1s", dfaas.ErrInvalidConfig)
 	case c.TLS != nil:
 		return c.TLS.Validate()
@@ -107,6 +114,7 @@ type Proxy struct {
 	scheme    string // of forwards: http or https
 	trigger   chan struct{}
 	outliers  *proxy.Outliers
+	buffered  atomic.Int64 // bytes of request bodies held by forwards
 
 	tmu        sync.Mutex
 	transports map[dfaas.NodeID]*http.Transport // with TLS: one per peer, verifying that peer

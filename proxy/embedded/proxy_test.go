@@ -249,3 +249,28 @@ func TestConfigValidate(t *testing.T) {
 	_, err = New(Config{Node: "a", UserAddr: "256.0.0.1:0"}, http.NotFoundHandler())
 	assert.Error(t, err)
 }
+
+// TestBufferedForwardsAreBounded: forwards hold their bodies in memory (for
+// retries) within MaxBuffered in all; beyond it the user gets 503 with
+// Retry-After, the peer nothing, and the bytes are given back.
+func TestBufferedForwardsAreBounded(t *testing.T) {
+	e := &echo{name: "a"}
+	a, err := New(Config{Node: "a", MaxBuffered: 1000}, e)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.Close() })
+	b, eb := newTestProxy(t, "b")
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1000}}}})
+	code, hdr, _ := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, strings.Repeat("x", 5000))
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.NotEmpty(t, hdr.Get("Retry-After"))
+	assert.Zero(t, eb.calls.Load())
+	assert.Equal(t, uint64(1), counts(t, a)["figlet"].Rejected)
+	assert.Zero(t, a.buffered.Load(), "the bytes were given back")
+	for range 3 {
+		code, _, body := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, strings.Repeat("y", 900))
+		require.Equal(t, http.StatusOK, code)
+		assert.Equal(t, "b:"+strings.Repeat("y", 900), body)
+	}
+	assert.Zero(t, a.buffered.Load())
+}
