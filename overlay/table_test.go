@@ -113,15 +113,3 @@ func TestTableRemove(t *testing.T) {
 	assert.Empty(t, tab.Adverts(t0))
 	assert.Equal(t, uint64(1), tab.Stats().PeersDown)
 }
-
-func FuzzDecode(f *testing.F) {
-	raw, _ := Encode(testAdvert("n1", 1))
-	f.Add(raw)
-	f.Add([]byte(`{"v":1}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		a, err := Decode(b)
-		if err == nil {
-			require.NoError(t, a.Validate())
-		}
-	})
-}
