@@ -152,9 +152,16 @@ func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, int, erro
 		state.Functions[name] = FunctionState{Capacity: fs.Capacity, Demand: d}
 	}
 
-	a.seq++
-	advert := Advert{Node: state.Node, Seq: a.seq, TTL: a.cfg.TTL, Addr: a.cfg.Addr, Functions: state.Functions}
-	pubErr := a.overlay.Publish(ctx, advert)
+	var pubErr error
+	if a.cfg.Sequencer != nil {
+		a.seq, pubErr = a.cfg.Sequencer.Next()
+	} else {
+		a.seq++
+	}
+	if pubErr == nil {
+		advert := Advert{Node: state.Node, Seq: a.seq, TTL: a.cfg.TTL, Addr: a.cfg.Addr, Functions: state.Functions}
+		pubErr = a.overlay.Publish(ctx, advert)
+	}
 	if pubErr != nil {
 		pubErr = fmt.Errorf("agent: publish: %w", pubErr)
 	}

@@ -257,3 +257,35 @@ func TestFunctionStateArithmetic(t *testing.T) {
 	assert.Zero(t, g.Deficit())
 	assert.False(t, g.Overloaded())
 }
+
+type seqFunc func() (uint64, error)
+
+func (f seqFunc) Next() (uint64, error) { return f() }
+
+// TestSequencerNumbersAdverts: with a Sequencer the adverts carry its
+// numbers; when it fails the tick publishes nothing but still plans.
+func TestSequencerNumbersAdverts(t *testing.T) {
+	n := uint64(41)
+	fail := false
+	a, ms := newAgent(t, dfaas.Config{Sequencer: seqFunc(func() (uint64, error) {
+		if fail {
+			return 0, errors.New("disk full")
+		}
+		n++
+		return n, nil
+	})})
+	expectTick(ms, nil, nil)
+	require.NoError(t, a.Tick(context.Background()))
+	published := ms.o.Calls[0].Arguments.Get(1).(dfaas.Advert)
+	assert.Equal(t, uint64(42), published.Seq)
+
+	fail = true
+	ms.m.On("Sample", mock.Anything).Return(sample, nil).Once()
+	ms.f.On("Observe", sample).Once()
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Once()
+	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil)).Once()
+	ms.b.On("Plan", mock.Anything, []dfaas.Advert(nil)).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}).Once()
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil).Once()
+	assert.ErrorContains(t, a.Tick(context.Background()), "disk full")
+	ms.o.AssertNumberOfCalls(t, "Publish", 1)
+}

@@ -23,6 +23,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Sequencer numbers this node's adverts. Default: from the start time
+	// in nanoseconds, which holds across restarts only while the clock
+	// never goes back; a Sequencer that persists its numbers
+	// (overlay.SeqFile) holds whatever the clock does.
+	Sequencer Sequencer
 }
 
 // DefaultConfig returns a Config with every default filled in except Addr.

@@ -70,6 +70,14 @@ type Trigger interface {
 	Trigger() <-chan struct{}
 }
 
+// Sequencer hands out the sequence numbers of a node's adverts. Each
+// number must be above every number the node used before, in this run and
+// in earlier ones: receivers ignore an advert whose number is not above the
+// last one they took from the node.
+type Sequencer interface {
+	Next() (uint64, error)
+}
+
 // PeerHealth is implemented by a ProxyDriver that ejects peers whose
 // forwards keep failing (outlier detection). The Agent plans without the
 // peers it names, so that their share goes to the others; a driver that is

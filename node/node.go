@@ -72,6 +72,10 @@ type Config struct {
 	Balancer dfaas.Balancer
 	// Forecaster predicts demand. Default forecast.LastValue.
 	Forecaster dfaas.Forecaster
+	// Sequencer numbers the node's adverts (dfaas.Config.Sequencer).
+	// Default: from the start time; overlay.SeqFile survives a clock that
+	// goes back.
+	Sequencer dfaas.Sequencer
 	// Logger receives every part's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -197,7 +201,7 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if advertise == "" {
 		advertise = n.DataPlane.PeerAddr()
 	}
-	if n.Agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: advertise, Logger: cfg.Logger},
+	if n.Agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: advertise, Logger: cfg.Logger, Sequencer: cfg.Sequencer},
 		n.Overlay, n.Monitor, cfg.Forecaster, cfg.Balancer, n.DataPlane); err != nil {
 		return nil, err
 	}

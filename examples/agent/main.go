@@ -207,7 +207,13 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	if err != nil {
 		return err
 	}
-	n, err := node.Build(ctx, node.Config{Platform: pf, DataPlane: o.proxy, Binary: o.haproxy,
+	// Advert numbers survive restarts whatever the clock does.
+	seq, err := overlay.NewSeqFile(o.key+".seq", nil)
+	if err != nil {
+		_ = pf.Close()
+		return err
+	}
+	n, err := node.Build(ctx, node.Config{Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
 		PlainPeers: o.insecure,
 		Libp2p:     lc})

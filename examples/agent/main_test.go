@@ -79,7 +79,7 @@ func TestAgentFederation(t *testing.T) {
 	first, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
 		"-secret", secret, "-key", filepath.Join(dir, "a.key")})
 	require.NoError(t, err)
-	for _, f := range []string{secret, filepath.Join(dir, "a.key")} {
+	for _, f := range []string{secret, filepath.Join(dir, "a.key"), filepath.Join(dir, "a.key.seq")} {
 		st, err := os.Stat(f)
 		require.NoError(t, err)
 		assert.Equal(t, os.FileMode(0o600), st.Mode().Perm(), f)
