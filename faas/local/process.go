@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // maxBody bounds a process function's request and response.
@@ -47,6 +49,12 @@ func (p *process) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	cmd := exec.CommandContext(ctx, p.argv[0], p.argv[1:]...)
+	// The function runs in a process group of its own: on timeout the whole
+	// group is killed, children it forked included, and Wait gives up on
+	// pipes a leftover still holds after a second.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
 	cmd.Env = slices.Concat(p.env, []string{"Http_Method=" + r.Method, "Http_Path=" + r.URL.Path, "Http_Query=" + r.URL.RawQuery})
 	cmd.Stdin = bytes.NewReader(body)
 	var stdout, stderr bytes.Buffer

@@ -6,7 +6,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -221,4 +225,28 @@ func TestEnforcedMaxRate(t *testing.T) {
 	}
 	assert.InDelta(t, 10, ok, 1, "a burst admits one second of the rate")
 	http.DefaultClient.CloseIdleConnections()
+}
+
+// TestTimeoutKillsTheFunctionsChildren: a process function that forks a
+// child and waits for it is killed with the child when it times out.
+func TestTimeoutKillsTheFunctionsChildren(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	script := filepath.Join(dir, "forker.sh")
+	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\nsleep 30 &\necho $! > "+pidFile+"\nwait\n"), 0o755))
+	code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "forker", Image: "x", EnvProcess: script,
+		Labels: labels(LabelTimeout, "300ms")})
+	require.Equal(t, http.StatusAccepted, code)
+	start := time.Now()
+	code, _ = call(t, "POST", base+"/function/forker", "")
+	assert.Equal(t, http.StatusGatewayTimeout, code)
+	assert.Less(t, time.Since(start), 5*time.Second, "the answer waited for the child")
+	raw, err := os.ReadFile(pidFile)
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	require.NoError(t, err)
+	assert.Eventually(t, func() bool { return syscall.Kill(pid, 0) != nil }, 2*time.Second, 20*time.Millisecond,
+		"the function's child %d survived its timeout", pid)
 }
