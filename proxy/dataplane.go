@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -58,6 +59,10 @@ type Spec struct {
 	// TLS, if set, makes the peer listener serve mutual TLS to current
 	// members only, and forwards verify the node they go to (see Identity).
 	TLS *TLS
+	// Timeout bounds a forward's wait for its peer's answer (which is then
+	// 504, never retried). Default: the data plane's own (30 s for both
+	// that ship).
+	Timeout time.Duration
 	// Binary is the executable of a data plane that runs one (HAProxy).
 	// Default: the data plane's own, on $PATH.
 	Binary string
@@ -103,6 +108,9 @@ func Open(ctx context.Context, name string, spec Spec) (DataPlane, error) {
 	}
 	if spec.Platform.Handler == nil && spec.Platform.Addr == "" {
 		return nil, fmt.Errorf("%w: data plane %s: no platform", dfaas.ErrInvalidConfig, name)
+	}
+	if spec.Timeout < 0 {
+		return nil, fmt.Errorf("%w: data plane %s: negative timeout", dfaas.ErrInvalidConfig, name)
 	}
 	if spec.TLS != nil {
 		if err := spec.TLS.Validate(); err != nil {

@@ -30,7 +30,7 @@ func open(ctx context.Context, s proxy.Spec) (proxy.DataPlane, error) {
 		return nil, err
 	}
 	return Start(ctx, Config{Binary: s.Binary, Node: s.Node, UserAddr: user, PeerAddr: peer, Platform: s.Platform.Addr,
-		Namespace: s.Platform.Namespace, Functions: s.Functions, TLS: s.TLS, Logger: s.Logger})
+		Namespace: s.Platform.Namespace, Functions: s.Functions, TLS: s.TLS, Timeout: s.Timeout, Logger: s.Logger})
 }
 
 // concretePort returns addr with a free port if its port is 0 or it is

@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // resetter is a peer that reads each request whole, counts it (as if it
@@ -145,4 +147,57 @@ func testRefusalOpensTheCaps(t *testing.T, s *suite) {
 		assert.Equal(t, http.StatusOK, got.code, "request %d: %s", i, got.body)
 	}
 	assert.Equal(t, int64(6), pok.Calls.Load())
+}
+
+// testTimeoutAfterSend: a peer that received a POST and does not answer
+// within the forward timeout may still run it: the user gets 504 and the
+// request goes to no other peer.
+func testTimeoutAfterSend(t *testing.T, s *suite) {
+	a, _ := s.nodeWith(proxy.Spec{Node: "a", Timeout: 300 * time.Millisecond})
+	ok, pok := s.node("ok")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var got atomic.Int64
+	hold := make(chan struct{})
+	t.Cleanup(func() {
+		close(hold)
+		_ = l.Close()
+	})
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				got.Add(1)
+				<-hold // never answers
+			}()
+		}
+	}()
+	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "hang", Addr: l.Addr().String(), Weight: 0.9, Cap: 1e6},
+		{Node: "ok", Addr: ok.PeerAddr(), Weight: 0.1, Cap: 1e6}}}})
+	timeouts := 0
+	for i := range 5 {
+		before := got.Load() + pok.Calls.Load()
+		ans, err := s.try(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, before+1, got.Load()+pok.Calls.Load(), "request %d ran %d times", i, got.Load()+pok.Calls.Load()-before)
+		if err == nil && ans.code == http.StatusOK {
+			continue
+		}
+		timeouts++
+		if err == nil {
+			assert.Equal(t, http.StatusGatewayTimeout, ans.code, "request %d: %s", i, ans.body)
+		}
+	}
+	assert.Equal(t, int64(timeouts), got.Load())
+	assert.Positive(t, timeouts, "the hanging peer, weighted 0.9, took none (test setup)")
 }

@@ -49,6 +49,7 @@ func Run(t *testing.T, name string) {
 		{"NoRetryAfterSend", testNoRetryAfterSend},
 		{"RetryWhenUnreachable", testRetryWhenUnreachable},
 		{"RefusalOpensTheCaps", testRefusalOpensTheCaps},
+		{"TimeoutAfterSendRunsOnce", testTimeoutAfterSend},
 		{"PlatformRefusalStatusIsNotARefusal", testPlatformRefusalStatusIsNotARefusal},
 		{"TLSForwardBetweenMembers", testTLSForward},
 		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
@@ -121,11 +122,17 @@ func (p *Platform) Release() { p.once.Do(func() { close(p.release) }) }
 // node starts one data plane in front of a new platform.
 func (s *suite) node(node string) (proxy.DataPlane, *Platform) {
 	s.t.Helper()
-	pf := newPlatform(s.t, node)
+	return s.nodeWith(proxy.Spec{Node: dfaas.NodeID(node)})
+}
+
+// nodeWith starts one data plane from spec in front of a new platform.
+func (s *suite) nodeWith(spec proxy.Spec) (proxy.DataPlane, *Platform) {
+	s.t.Helper()
+	pf := newPlatform(s.t, string(spec.Node))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	dp, err := proxy.Open(ctx, s.name, proxy.Spec{Node: dfaas.NodeID(node), Platform: proxy.Platform{Handler: pf, Addr: pf.addr},
-		Functions: Functions, Logger: slog.New(slog.DiscardHandler)})
+	spec.Platform, spec.Functions, spec.Logger = proxy.Platform{Handler: pf, Addr: pf.addr}, Functions, slog.New(slog.DiscardHandler)
+	dp, err := proxy.Open(ctx, s.name, spec)
 	require.NoError(s.t, err)
 	s.t.Cleanup(func() { assert.NoError(s.t, dp.Close()) })
 	return dp, pf
