@@ -2,6 +2,7 @@ package balance
 
 import (
 	"github.com/dfaas-go/dfaas"
+	"slices"
 )
 
 // Recalc is the original DFaaS prototype's algorithm: every node splits its
@@ -74,6 +75,8 @@ func perPeer(self dfaas.State, peers []dfaas.Advert, share func(me, peer dfaas.F
 		for i := range fp.Peers {
 			fp.Peers[i].Weight /= total
 		}
+		// A weight too small beside the others' to be represented leaves.
+		fp.Peers = slices.DeleteFunc(fp.Peers, func(s dfaas.Share) bool { return !(s.Weight > 0) })
 		plan.Functions[name] = fp
 	}
 	return plan

@@ -41,10 +41,11 @@ func (Proportional) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 			fp.Peers = make([]dfaas.Share, 0, len(helpers))
 			for _, h := range helpers {
 				c := h.slack * claim / total
-				if c <= 0 {
+				w := float64(h.slack / slack)
+				if c <= 0 || !(w > 0) { // a slack too small beside the others' to weigh anything
 					continue
 				}
-				fp.Peers = append(fp.Peers, dfaas.Share{Node: h.node, Addr: h.addr, Weight: float64(h.slack / slack), Cap: c})
+				fp.Peers = append(fp.Peers, dfaas.Share{Node: h.node, Addr: h.addr, Weight: w, Cap: c})
 			}
 		}
 		plan.Functions[name] = fp

@@ -2,6 +2,7 @@ package balance
 
 import (
 	"github.com/dfaas-go/dfaas"
+	"slices"
 )
 
 // Resilient is our strategy: Proportional's informed routes, plus every
@@ -61,6 +62,7 @@ func (Resilient) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 			}
 		}
 		fp.Peers = append(fp.Peers, fallback...)
+		fp.Peers = slices.DeleteFunc(fp.Peers, func(s dfaas.Share) bool { return !(s.Weight > 0) })
 		plan.Functions[name] = fp
 	}
 	return plan
