@@ -258,8 +258,8 @@ func (t *TLS) Validate() error {
 // session.
 func (t *TLS) ServerConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:             tls.VersionTLS12,
-		MaxVersion:             tls.VersionTLS12, // see PeerTLSVersion
+		MinVersion:             PeerTLSVersion,
+		MaxVersion:             PeerTLSVersion,
 		Certificates:           []tls.Certificate{t.Identity.Certificate()},
 		ClientAuth:             tls.RequireAnyClientCert,
 		SessionTicketsDisabled: true,
@@ -298,8 +298,8 @@ func (t *TLS) ClientConfig(node dfaas.NodeID) (*tls.Config, error) {
 	roots := x509.NewCertPool()
 	roots.AddCert(anchor)
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		MaxVersion:   tls.VersionTLS12, // see PeerTLSVersion
+		MinVersion:   PeerTLSVersion,
+		MaxVersion:   PeerTLSVersion,
 		Certificates: []tls.Certificate{t.Identity.Certificate()},
 		RootCAs:      roots,
 		ServerName:   ServerName,

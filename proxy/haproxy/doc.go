@@ -15,12 +15,17 @@
 //     the plan's rate cap, from the routes map), and the function's
 //     forwarding backend sends the request there. With every grant spent,
 //     the request runs locally if the node has capacity beyond the limit,
-//     else it gets 503 with Retry-After. A peer that refuses (503) or cannot
-//     be reached is retried on another server (retry-on, redispatch). Hop
-//     markers sent by users are removed.
+//     else it gets 503 with Retry-After. A peer that refuses (425,
+//     proxy.StatusRefused) or cannot be reached (the connection or TLS
+//     handshake failed) is retried on another server (retry-on conn-failure
+//     425, redispatch); nothing else is retried: a request runs at most
+//     once. Five connection errors in a row mark a server down (observe
+//     layer4); Driver.Ejected reports it. Hop markers sent by users are
+//     removed.
 //   - The peer frontend takes forwarded requests (they carry a hop marker,
 //     or get 400), serves them locally within the capacity map, and refuses
-//     the rest with 503 and X-Dfaas-Refused. It never forwards.
+//     the rest with 425 and X-Dfaas-Refused. It never forwards. With TLS
+//     (proxy.TLS) it admits only current members' certificates.
 //
 // A function new to the configuration takes a seamless master-worker
 // reload: the files carry the plan to the new worker and a peers section
