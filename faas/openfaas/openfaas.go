@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -48,8 +49,13 @@ type Config struct {
 	// DefaultCapacity is the capacity of a function without the
 	// dfaas.maxrate label. Default 0.
 	DefaultCapacity dfaas.Rate
-	// Timeout bounds one call to the gateway's API. Default 5 s.
+	// Timeout bounds one call to the gateway's API, and connecting to the
+	// gateway for an invocation. Default 5 s.
 	Timeout time.Duration
+	// FunctionTimeout bounds an invocation's wait for the function's
+	// response headers (the gateway's own exec timeouts apply first if
+	// shorter). Default 2 min.
+	FunctionTimeout time.Duration
 	// Logger receives the backend's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -85,7 +91,7 @@ func New(cfg Config) (*Backend, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%w: openfaas: gateway %q is not an http(s) URL", dfaas.ErrInvalidConfig, cfg.Gateway)
 	}
-	if cfg.DefaultCapacity < 0 || cfg.Timeout < 0 || (cfg.Username == "") != (cfg.Password == "") {
+	if cfg.DefaultCapacity < 0 || cfg.Timeout < 0 || cfg.FunctionTimeout < 0 || (cfg.Username == "") != (cfg.Password == "") {
 		return nil, fmt.Errorf("%w: openfaas: negative capacity or timeout, or half a credential", dfaas.ErrInvalidConfig)
 	}
 	if cfg.Namespace == "" {
@@ -93,6 +99,9 @@ func New(cfg Config) (*Backend, error) {
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.FunctionTimeout == 0 {
+		cfg.FunctionTimeout = 2 * time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -102,8 +111,10 @@ func New(cfg Config) (*Backend, error) {
 		auth = &sdk.BasicAuth{Username: cfg.Username, Password: cfg.Password}
 	}
 	b := &Backend{cfg: cfg, log: cfg.Logger.With("component", "faas/openfaas", "gateway", u.Redacted()), gateway: u,
-		apiTr:  &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second},
-		fnTr:   &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
+		apiTr: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second},
+		fnTr: &http.Transport{DialContext: (&net.Dialer{Timeout: cfg.Timeout, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout: cfg.Timeout, ResponseHeaderTimeout: cfg.FunctionTimeout,
+			MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true},
 		warned: map[string]bool{}}
 	b.client = sdk.NewClient(u, auth, &http.Client{Timeout: cfg.Timeout, Transport: b.apiTr})
 	b.proxy = &httputil.ReverseProxy{

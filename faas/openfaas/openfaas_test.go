@@ -137,3 +137,22 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	assert.Equal(t, map[string]dfaas.Rate{"hello": 20}, caps)
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// TestInvocationTimeout: a gateway that accepts an invocation and never
+// answers costs FunctionTimeout, then a 502, not a request held forever.
+func TestInvocationTimeout(t *testing.T) {
+	hold := make(chan struct{})
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hold }))
+	defer gw.Close()
+	defer close(hold)
+	b, err := New(Config{Gateway: gw.URL, FunctionTimeout: 200 * time.Millisecond, Logger: quiet})
+	require.NoError(t, err)
+	defer b.Close()
+	rec := httptest.NewRecorder()
+	start := time.Now()
+	b.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/function/hello", strings.NewReader("x")))
+	assert.Equal(t, http.StatusBadGateway, rec.Code)
+	assert.Less(t, time.Since(start), 5*time.Second)
+	_, err = New(Config{Gateway: gw.URL, FunctionTimeout: -1})
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+}

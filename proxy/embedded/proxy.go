@@ -102,6 +102,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// maxHeaderBytes bounds a request's header on both listeners (HAProxy's
+// default buffer holds about as much).
+const maxHeaderBytes = 64 << 10
+
 // Proxy is the embedded data plane of one node. It implements
 // proxy.DataPlane and dfaas.Trigger (fired when a function first exceeds
 // its local limit). It is safe for concurrent use.
@@ -163,8 +167,10 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 	if cfg.TLS != nil {
 		p.peerL = tls.NewListener(p.peerL, cfg.TLS.ServerConfig())
 	}
-	p.user = &http.Server{Handler: http.HandlerFunc(p.serveUser), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	p.user = &http.Server{Handler: http.HandlerFunc(p.serveUser), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: maxHeaderBytes}
 	p.peer = &http.Server{Handler: http.HandlerFunc(p.servePeer), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: maxHeaderBytes,
 		// Refused handshakes (non-members) are routine: debug, not stderr.
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
 	for _, s := range []struct {
