@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
@@ -185,4 +186,30 @@ func TestLibp2pConfigValidate(t *testing.T) {
 	assert.ErrorContains(t, err, "secret")
 	assert.NoError(t, Libp2pConfig{Secret: testSecret}.Validate())
 	assert.NoError(t, Libp2pConfig{Insecure: true}.Validate())
+}
+
+// TestValidatorStopsStaleAdverts: the topic validator accepts an author's
+// newer advert and ignores an older or equal one, so that stale adverts
+// (replays) go no further than the first honest node; invalid ones are
+// rejected (which lowers the sender's score).
+func TestValidatorStopsStaleAdverts(t *testing.T) {
+	o := startLibp2p(t)
+	author := startLibp2p(t)
+	msg := func(seq uint64) *pubsub.Message {
+		raw, err := Encode(advertOf(author, seq, 0))
+		require.NoError(t, err)
+		return &pubsub.Message{Message: &pb.Message{From: []byte(author.host.ID()), Data: raw}}
+	}
+	ctx := context.Background()
+	from := author.host.ID()
+	require.Equal(t, pubsub.ValidationAccept, o.validate(ctx, from, msg(5)))
+	require.NoError(t, o.table.Put(advertOf(author, 5, 0), author.Self(), time.Now()))
+	assert.Equal(t, pubsub.ValidationIgnore, o.validate(ctx, from, msg(5)), "a replay")
+	assert.Equal(t, pubsub.ValidationIgnore, o.validate(ctx, from, msg(4)), "an older one")
+	assert.Equal(t, pubsub.ValidationAccept, o.validate(ctx, from, msg(6)))
+	bad := &pubsub.Message{Message: &pb.Message{From: []byte(author.host.ID()), Data: []byte("not json")}}
+	assert.Equal(t, pubsub.ValidationReject, o.validate(ctx, from, bad))
+	spoofed, err := Encode(advertOf(o, 9, 0)) // signed by author, names o
+	require.NoError(t, err)
+	assert.Equal(t, pubsub.ValidationReject, o.validate(ctx, from, &pubsub.Message{Message: &pb.Message{From: []byte(author.host.ID()), Data: spoofed}}))
 }

@@ -274,3 +274,20 @@ func TestBufferedForwardsAreBounded(t *testing.T) {
 	}
 	assert.Zero(t, a.buffered.Load())
 }
+
+// TestForwardBodyLimit: a forward holds its body for retries, up to
+// MaxBody: a larger one is answered 413 and reaches no peer.
+func TestForwardBodyLimit(t *testing.T) {
+	a, err := New(Config{Node: "a", MaxBody: 1000}, &echo{name: "a"})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.Close() })
+	b, eb := newTestProxy(t, "b")
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1000}}}})
+	code, _, _ := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, strings.Repeat("x", 1001))
+	assert.Equal(t, http.StatusRequestEntityTooLarge, code)
+	assert.Zero(t, eb.calls.Load())
+	code, _, _ = do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, strings.Repeat("x", 1000))
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, int64(1), eb.calls.Load())
+}

@@ -201,3 +201,30 @@ func testTimeoutAfterSend(t *testing.T, s *suite) {
 	assert.Equal(t, int64(timeouts), got.Load())
 	assert.Positive(t, timeouts, "the hanging peer, weighted 0.9, took none (test setup)")
 }
+
+// testPeerPortCapacity: back-to-back forwarded requests over a capacity
+// of 5 req/s: at least one and at most 5 run, the rest are refused, and
+// the peer's counters add up to what the client saw.
+func testPeerPortCapacity(t *testing.T, s *suite) {
+	b, pb := s.node("b")
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": {Limit: 5, Capacity: 5}})
+	ok, refused := 0, 0
+	for range 20 {
+		switch got := s.do(b.PeerAddr(), "/function/echo", map[string]string{proxy.HeaderHop: "1"}); got.code {
+		case http.StatusOK:
+			ok++
+		case proxy.StatusRefused:
+			refused++
+			assert.Equal(t, proxy.RefusedCapacity, got.header.Get(proxy.HeaderRefused))
+			assert.NotEmpty(t, got.header.Get("Retry-After"))
+		default:
+			t.Fatalf("status %d", got.code)
+		}
+	}
+	assert.GreaterOrEqual(t, ok, 1)
+	assert.LessOrEqual(t, ok, 5, "no more than the capacity within a second")
+	c := s.counts(b, "echo")
+	assert.Equal(t, uint64(ok), c.ReceivedIn)
+	assert.Equal(t, uint64(refused), c.Refused)
+	assert.Equal(t, int64(ok), pb.Calls.Load())
+}

@@ -40,6 +40,7 @@ func Run(t *testing.T, name string) {
 		{"HopMarkersStrippedOnUserPort", testHopMarkersStripped},
 		{"PeerPortRequiresHopMarker", testPeerPortRequiresHop},
 		{"AdmissionAtTheLimit", testAdmission},
+		{"PeerPortAdmissionAtCapacity", testPeerPortCapacity},
 		{"ForwardToPeer", testForward},
 		{"CapsHoldPeersToTheirGrant", testCaps},
 		{"RetryOnRefusal", testRetryOnRefusal},
