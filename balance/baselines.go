@@ -7,7 +7,7 @@ import (
 
 // Recalc is the original DFaaS prototype's algorithm: every node splits its
 // margin (slack) equally over all its peers, and an overloaded node weights
-// its peers by the limits they granted it, which also cap what it sends.
+// its peers by the limits they gave it, which also cap what it sends.
 // A node therefore gets only 1/(n-1) of a helper's slack even when it is the
 // only one in need. The zero value is ready to use.
 type Recalc struct{}

@@ -65,7 +65,7 @@ func NewBucket(r dfaas.Rate, burst time.Duration, now time.Time) *Bucket {
 }
 
 // Set moves the bucket to rate r, keeping its tokens up to the new depth,
-// so a new plan does not refill a grant already spent.
+// so a new plan does not refill a cap already spent.
 func (b *Bucket) Set(r dfaas.Rate, burst time.Duration) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -67,7 +67,7 @@ func TestHAProxyPeerDiesUnderLoad(t *testing.T) {
 }
 
 // TestSeveralOverloadedNodesOnHAProxy: two overloaded senders share two
-// helpers through HAProxy data planes. Each sender keeps to its grants, so
+// helpers through HAProxy data planes. Each sender keeps to its caps, so
 // the helpers serve their share of the deficits and hardly ever refuse.
 func TestSeveralOverloadedNodesOnHAProxy(t *testing.T) {
 	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30, 40}, Overlay: "memory", DataPlane: "haproxy"})
@@ -79,5 +79,5 @@ func TestSeveralOverloadedNodesOnHAProxy(t *testing.T) {
 		refused += nodeCounts(t, n)[c.Function].Refused
 	}
 	t.Logf("helpers refused %d of %d requests", refused, rep.Requests)
-	assert.LessOrEqual(t, float64(refused), 0.01*float64(rep.Requests), "the senders kept to their grants")
+	assert.LessOrEqual(t, float64(refused), 0.01*float64(rep.Requests), "the senders kept to their caps")
 }

@@ -18,7 +18,7 @@ type server struct {
 	name, addr string
 	weight     int // HAProxy's, for redispatches
 	share      float64
-	grant      dfaas.Rate
+	cap        dfaas.Rate
 }
 
 // rate turns a plan's rate into HAProxy's whole requests per second: 0 for
@@ -44,7 +44,7 @@ func serverName(node dfaas.NodeID) string {
 
 // Apply implements dfaas.ProxyDriver through the runtime API only: map
 // entries, then each function's servers (added, reweighted, removed) and
-// route (the peers' weights and grants dfaas.lua picks from). Functions new
+// route (the peers' weights and caps dfaas.lua picks from). Functions new
 // to the configuration are added with one seamless reload.
 func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	d.mu.Lock()
@@ -190,7 +190,7 @@ func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
 		if len(want) >= d.cfg.MaxPeers || !d.usable(p) {
 			continue
 		}
-		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight), share: p.Weight, grant: min(p.Cap, proxy.MaxCap)}
+		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight), share: p.Weight, cap: min(p.Cap, proxy.MaxCap)}
 		d.nodes[serverName(p.Node)] = p.Node
 	}
 	return want
@@ -208,7 +208,7 @@ func (d *Driver) route(peers []dfaas.Share, want map[dfaas.NodeID]server) string
 		}
 		seen[p.Node] = true
 		parts = append(parts, fmt.Sprintf("%s:%s:%s:%d", s.name, strconv.FormatFloat(s.share, 'g', 6, 64),
-			strconv.FormatFloat(float64(s.grant), 'g', 6, 64), proxy.BucketDepth(s.grant, d.cfg.Burst)))
+			strconv.FormatFloat(float64(s.cap), 'g', 6, 64), proxy.BucketDepth(s.cap, d.cfg.Burst)))
 	}
 	return strings.Join(parts, ",")
 }

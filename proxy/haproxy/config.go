@@ -55,7 +55,7 @@ type Layout struct {
 var script []byte
 
 // Script returns dfaas.lua, the Lua program that a Layout's Lua names: the
-// weighted choice among peers with per-peer grants.
+// weighted choice among peers with per-peer caps.
 func Script() []byte { return slices.Clone(script) }
 
 // TLS holds the files of the federation's mutual TLS.
@@ -244,7 +244,7 @@ func (l Layout) Render() (string, error) {
 	w("    acl under_limit var(txn.fn),table_http_req_rate(%s),sub(txn.limit) lt 0", tableUser)
 	w("    acl under_capacity var(txn.fn),table_http_req_rate(%s),sub(txn.capacity) lt 0", tableTotal)
 	// Decide once: tracking the request changes the rates the ACLs read.
-	// Local within the limit; else a peer with grant left (dfaas.lua sets
+	// Local within the limit; else a peer with cap left (dfaas.lua sets
 	// txn.peer); else local beyond the limit while capacity is left; else
 	// the forwarding backend answers 503.
 	w("    acl local var(txn.local) -m bool")

@@ -1,6 +1,6 @@
--- dfaas.lua: the weighted choice among peers with per-peer grants, for the
+-- dfaas.lua: the weighted choice among peers with per-peer caps, for the
 -- configuration proxy/haproxy generates (loaded with lua-load). HAProxy's
--- balancing algorithms cannot skip a server whose grant for the current
+-- balancing algorithms cannot skip a server whose cap for the current
 -- second is spent, so this action picks the server and the configuration
 -- sends the request there with "use-server %[var(txn.peer)]".
 --
@@ -22,7 +22,7 @@ local routes_map = Map.new(os.getenv("DFAAS_ROUTES"), Map._str)
 --               current = {smooth weighted round robin state}}
 local routes = {}
 -- buckets[fn][server] = {rate, burst, tokens, at}: they outlive routes, so a
--- new plan does not refill a grant already spent.
+-- new plan does not refill a cap already spent.
 local buckets = {}
 
 -- DFAAS_TEST_CLOCK, set only by the driver's tests, names a request header

@@ -11,9 +11,9 @@
 //     1 s sliding window) is under the limit in the limits map, and the
 //     node's total (local plus peer requests) under the capacity map;
 //     otherwise dfaas.lua (Script) picks a peer by smooth weighted round
-//     robin among those whose grant is not spent (a token bucket per peer at
+//     robin among those whose cap is not spent (a token bucket per peer at
 //     the plan's rate cap, from the routes map), and the function's
-//     forwarding backend sends the request there. With every grant spent,
+//     forwarding backend sends the request there. With every cap spent,
 //     the request runs locally if the node has capacity beyond the limit,
 //     else it gets 503 with Retry-After. A peer that refuses (425,
 //     proxy.StatusRefused) or cannot be reached (the connection or TLS
@@ -36,7 +36,7 @@
 // Every Apply changes only runtime state: map entries (set/add map),
 // server weights, and servers added to or deleted from the forwarding
 // backends. Limits and capacities are whole requests per second (HAProxy's
-// rate counters count requests); grants keep their fractions. HAProxy must
+// rate counters count requests); caps keep their fractions. HAProxy must
 // be built with Lua.
 //
 // The Monitor's counters (Counts) come from the stick tables and the

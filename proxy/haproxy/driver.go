@@ -43,8 +43,8 @@ type Config struct {
 	MaxPeers int
 	// Timeout bounds one request to the platform or a peer. Default 30 s.
 	Timeout time.Duration
-	// Burst is how much forwarding a peer's grant lets through at once, as
-	// time at the granted rate (at least two requests), as in the embedded
+	// Burst is how much forwarding a peer's cap lets through at once, as
+	// time at the capped rate (at least two requests), as in the embedded
 	// proxy. Default 100 ms.
 	Burst time.Duration
 	// Dir holds the configuration, maps and socket. Default: a new temporary

@@ -343,7 +343,7 @@ func attack(t *testing.T, url string, rate int, d time.Duration) (byNode map[str
 	atk := vegeta.NewAttacker(vegeta.Timeout(5 * time.Second))
 	tgt := vegeta.NewStaticTargeter(vegeta.Target{Method: "GET", URL: url})
 	byNode, codes = map[string]int{}, map[int]int{}
-	for res := range atk.Attack(tgt, vegeta.Rate{Freq: rate, Per: time.Second}, d, "grants") {
+	for res := range atk.Attack(tgt, vegeta.Rate{Freq: rate, Per: time.Second}, d, "caps") {
 		codes[int(res.Code)]++
 		if res.Code == http.StatusOK {
 			byNode[string(res.Body)]++
@@ -352,10 +352,10 @@ func attack(t *testing.T, url string, rate int, d time.Duration) (byNode map[str
 	return byNode, codes
 }
 
-// TestPeerGrants: the sender holds each peer to its grant even though the
+// TestPeerCaps: the sender holds each peer to its cap even though the
 // peers would take everything, uses local capacity beyond the limit when
-// every grant is spent, and answers 503 beyond that.
-func TestPeerGrants(t *testing.T) {
+// every cap is spent, and answers 503 beyond that.
+func TestPeerCaps(t *testing.T) {
 	a, b, c, _, _ := senderAndHelpers(t, "figlet")
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Limit: 4, Capacity: 10, Peers: []dfaas.Share{
 		{Node: "b", Addr: b.cfg.PeerAddr, Weight: 0.5, Cap: 5},
@@ -364,13 +364,13 @@ func TestPeerGrants(t *testing.T) {
 	const secs = 4
 	byNode, codes := attack(t, "http://"+a.cfg.UserAddr+"/function/figlet", 60, secs*time.Second)
 	t.Logf("served %v, codes %v", byNode, codes)
-	// A grant of r req/s lets through r per second plus a 2-request bucket,
+	// A cap of r req/s lets through r per second plus a 2-request bucket,
 	// never more; a little less if the load generator falls behind on a
 	// busy machine.
-	assert.LessOrEqual(t, byNode["b"], 5*secs+2, "b held to its grant")
-	assert.GreaterOrEqual(t, byNode["b"], 5*secs*3/4, "b's grant used")
-	assert.LessOrEqual(t, byNode["c"], 10*secs+2, "c held to its grant")
-	assert.GreaterOrEqual(t, byNode["c"], 10*secs*3/4, "c's grant used")
+	assert.LessOrEqual(t, byNode["b"], 5*secs+2, "b held to its cap")
+	assert.GreaterOrEqual(t, byNode["b"], 5*secs*3/4, "b's cap used")
+	assert.LessOrEqual(t, byNode["c"], 10*secs+2, "c held to its cap")
+	assert.GreaterOrEqual(t, byNode["c"], 10*secs*3/4, "c's cap used")
 	// Locally: the node's capacity (10 req/s) in all, limit or not (HAProxy's
 	// rate is a sliding estimate: a few either way).
 	assert.InDelta(t, 10*secs, byNode["a"], 4, "local capacity used beyond the limit")
@@ -383,7 +383,7 @@ func TestPeerGrants(t *testing.T) {
 	assert.Equal(t, uint64(byNode["b"]), ca.Forwarded["b"])
 	assert.Equal(t, uint64(byNode["c"]), ca.Forwarded["c"])
 	assert.Equal(t, uint64(codes[http.StatusServiceUnavailable]), ca.Rejected)
-	assert.Zero(t, counts(t, b)["figlet"].Rejected+counts(t, c)["figlet"].Refused, "no peer refused: the sender kept to the grants")
+	assert.Zero(t, counts(t, b)["figlet"].Rejected+counts(t, c)["figlet"].Refused, "no peer refused: the sender kept to the caps")
 }
 
 // TestReloadOfAYoungWorkerKeepsCounts: a worker younger than HAProxy's

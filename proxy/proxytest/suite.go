@@ -42,7 +42,7 @@ func Run(t *testing.T, name string) {
 		{"AdmissionAtTheLimit", testAdmission},
 		{"PeerPortAdmissionAtCapacity", testPeerPortCapacity},
 		{"ForwardToPeer", testForward},
-		{"CapsHoldPeersToTheirGrant", testCaps},
+		{"CapsHoldPeersToTheirCap", testCaps},
 		{"RetryOnRefusal", testRetryOnRefusal},
 		{"RejectWithRetryAfter", testReject},
 		{"HostileAddressesGetNothing", testHostileAddresses},
