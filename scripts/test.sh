@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, vet, and every test with the race
 # detector, including the end-to-end runs on real libp2p hosts on loopback.
-# Installs what the tests need when it is missing: HAProxy from Debian's
-# packages. (The OpenFaaS gateway the tests run is compiled from the Go module
+# Installs what the tests need when it is missing: HAProxy and wrk from
+# Debian's packages. (The OpenFaaS gateway the tests run is compiled from the Go module
 # proxy by the tests themselves, into the user cache.)
 # Extra arguments go to `go test`, e.g. ./scripts/test.sh -run Reference -v
 set -euo pipefail
@@ -13,13 +13,15 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
-# HAProxy, the production data plane, runs in the proxy/haproxy tests.
-if ! command -v haproxy >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
-  fi
+# HAProxy, the production data plane, runs in the proxy/haproxy tests; wrk
+# loads the data planes in examples/hopbench's test.
+missing=()
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 haproxy -v | head -1
 

@@ -1,0 +1,405 @@
+// Command hopbench measures what a node's data plane costs per request,
+// side by side in one run, with wrk as an external load generator: a
+// direct call to the platform, then one local hop and one forwarded hop
+// through the embedded proxy and through HAProxy, the forwarded hop both in
+// clear text and over the federation's TLS. For each path it reports wrk's
+// req/s, p50 and p99, and the CPU seconds the proxies spent per 10,000
+// requests (the platform runs in a process of its own, so it is not
+// counted). Needs wrk and haproxy on $PATH (Debian's packages).
+//
+//	go run ./examples/hopbench                      # 10 s per path, 64 connections
+//	go run ./examples/hopbench -duration 3s -connections 4
+//
+// Figures drift between runs and machines: compare the paths of one run.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+	"github.com/dfaas-go/dfaas/proxy/embedded"
+	"github.com/dfaas-go/dfaas/proxy/haproxy"
+)
+
+// backendFlag makes the binary the platform stand-in: a Go HTTP server that
+// answers at once. It runs as a child process so that its CPU is not the
+// proxies'.
+const backendFlag = "-serve-backend"
+
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == backendFlag {
+		serveBackend(os.Args[2])
+		return
+	}
+	duration := flag.Duration("duration", 10*time.Second, "load per path")
+	conns := flag.Int("connections", 64, "wrk connections")
+	flag.Parse()
+	rows, err := run(context.Background(), *duration, *conns, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hopbench:", err)
+		os.Exit(1)
+	}
+	printRows(os.Stdout, rows, *conns)
+}
+
+func serveBackend(addr string) {
+	srv := &http.Server{Addr: addr, ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	})}
+	_ = srv.ListenAndServe()
+}
+
+// Row is one path's figures.
+type Row struct {
+	Path        string
+	ReqPerSec   float64
+	P50, P99    time.Duration
+	CPUPer10k   time.Duration // the proxies' CPU per 10,000 requests
+	Requests    int
+	Errors      int // wrk's socket errors and non-2xx answers
+	Description string
+}
+
+// run starts the platform, two embedded proxies and two HAProxy drivers
+// (clear text and TLS pairs), and loads each path in turn.
+func run(ctx context.Context, duration time.Duration, conns int, logw io.Writer) ([]Row, error) {
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return nil, errors.New("wrk not found: apt-get install wrk")
+	}
+	dir, err := os.MkdirTemp("", "hopbench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	script := filepath.Join(dir, "post.lua")
+	if err := os.WriteFile(script, []byte("wrk.method = \"POST\"\nwrk.body = \"x\"\nwrk.headers[\"Content-Type\"] = \"text/plain\"\n"), 0o600); err != nil {
+		return nil, err
+	}
+
+	backendAddr := freeAddr()
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	backend := exec.Command(self, backendFlag, backendAddr)
+	backend.Stderr = logw
+	if err := backend.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = backend.Process.Kill(); _ = backend.Wait() }()
+	if err := waitListening(backendAddr); err != nil {
+		return nil, err
+	}
+
+	quiet := slog.New(slog.DiscardHandler)
+	target, _ := url.Parse("http://" + backendAddr)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
+	unlimited := dfaas.FunctionPlan{Limit: 1e6, Capacity: 1e6}
+	local := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": unlimited}}
+	forwardTo := func(node dfaas.NodeID, addr string) dfaas.Plan {
+		return dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: node, Addr: addr, Weight: 1, Cap: 1e6}}}}}
+	}
+	ta, tb, err := tlsPair()
+	if err != nil {
+		return nil, err
+	}
+
+	// Embedded: a serves locally or forwards to b; ta forwards to tb over TLS.
+	var emb []*embedded.Proxy
+	defer func() {
+		for _, p := range emb {
+			_ = p.Close()
+		}
+	}()
+	newEmb := func(node dfaas.NodeID, t *proxy.TLS) (*embedded.Proxy, error) {
+		p, err := embedded.New(embedded.Config{Node: node, TLS: t, Logger: quiet}, rp)
+		if err == nil {
+			emb = append(emb, p)
+		}
+		return p, err
+	}
+	ea, err := newEmb("a", nil)
+	if err != nil {
+		return nil, err
+	}
+	eb, err := newEmb("b", nil)
+	if err != nil {
+		return nil, err
+	}
+	eta, err := newEmb(ta.Identity.Node(), ta)
+	if err != nil {
+		return nil, err
+	}
+	etb, err := newEmb(tb.Identity.Node(), tb)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []*embedded.Proxy{ea, eb, etb} {
+		if err := p.Apply(ctx, local); err != nil {
+			return nil, err
+		}
+	}
+	if err := eta.Apply(ctx, forwardTo(tb.Identity.Node(), etb.PeerAddr())); err != nil {
+		return nil, err
+	}
+
+	// HAProxy: the same four.
+	var drivers []*haproxy.Driver
+	defer func() {
+		for _, d := range drivers {
+			_ = d.Close()
+		}
+	}()
+	newHA := func(node dfaas.NodeID, t *proxy.TLS) (*haproxy.Driver, error) {
+		d, err := haproxy.Start(ctx, haproxy.Config{Node: node, UserAddr: freeAddr(), PeerAddr: freeAddr(), Platform: backendAddr,
+			Functions: []string{"figlet"}, TLS: t, Logger: quiet})
+		if err == nil {
+			drivers = append(drivers, d)
+		}
+		return d, err
+	}
+	ha, err := newHA("a", nil)
+	if err != nil {
+		return nil, err
+	}
+	hb, err := newHA("b", nil)
+	if err != nil {
+		return nil, err
+	}
+	hta, err := newHA(ta.Identity.Node(), ta)
+	if err != nil {
+		return nil, err
+	}
+	htb, err := newHA(tb.Identity.Node(), tb)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []*haproxy.Driver{ha, hb, htb} {
+		if err := d.Apply(ctx, local); err != nil {
+			return nil, err
+		}
+	}
+	if err := hta.Apply(ctx, forwardTo(tb.Identity.Node(), htb.PeerAddr())); err != nil {
+		return nil, err
+	}
+
+	embCPU := func() time.Duration { return selfCPU() }
+	haCPU := func(ds ...*haproxy.Driver) func() time.Duration {
+		return func() time.Duration {
+			var sum time.Duration
+			for _, d := range ds {
+				info, err := d.Info()
+				if err != nil {
+					continue
+				}
+				if pid, err := strconv.Atoi(info["Pid"]); err == nil {
+					sum += procCPU(pid)
+				}
+			}
+			return sum
+		}
+	}
+	paths := []struct {
+		name, desc, url string
+		setup           func() error
+		cpu             func() time.Duration
+	}{
+		{"direct", "the platform, no proxy", "http://" + backendAddr + "/function/figlet", nil, nil},
+		{"embedded/local", "user port, run locally", "http://" + ea.UserAddr() + "/function/figlet",
+			func() error { return ea.Apply(ctx, local) }, embCPU},
+		{"embedded/forward", "user port, forwarded one hop in clear text", "http://" + ea.UserAddr() + "/function/figlet",
+			func() error { return ea.Apply(ctx, forwardTo("b", eb.PeerAddr())) }, embCPU},
+		{"embedded/forward-tls", "forwarded one hop over the federation's TLS", "http://" + eta.UserAddr() + "/function/figlet", nil, embCPU},
+		{"haproxy/local", "user port, run locally", "http://" + ha.UserAddr() + "/function/figlet",
+			func() error { return ha.Apply(ctx, local) }, haCPU(ha)},
+		{"haproxy/forward", "user port, forwarded one hop in clear text", "http://" + ha.UserAddr() + "/function/figlet",
+			func() error { return ha.Apply(ctx, forwardTo("b", hb.PeerAddr())) }, haCPU(ha, hb)},
+		{"haproxy/forward-tls", "forwarded one hop over the federation's TLS", "http://" + hta.UserAddr() + "/function/figlet", nil, haCPU(hta, htb)},
+	}
+	var rows []Row
+	for _, p := range paths {
+		if p.setup != nil {
+			if err := p.setup(); err != nil {
+				return nil, fmt.Errorf("%s: %w", p.name, err)
+			}
+		}
+		fmt.Fprintf(logw, "hopbench: %s for %v ...\n", p.name, duration)
+		var before time.Duration
+		if p.cpu != nil {
+			before = p.cpu()
+		}
+		row, err := runWrk(ctx, p.url, script, duration, conns)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.name, err)
+		}
+		if p.cpu != nil && row.Requests > 0 {
+			row.CPUPer10k = (p.cpu() - before) * 10000 / time.Duration(row.Requests)
+		}
+		row.Path, row.Description = p.name, p.desc
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// tlsPair makes two identities that count each other as members.
+func tlsPair() (*proxy.TLS, *proxy.TLS, error) {
+	var out [2]*proxy.TLS
+	for i := range out {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			return nil, nil, err
+		}
+		id, err := proxy.NewIdentity(k)
+		if err != nil {
+			return nil, nil, err
+		}
+		out[i] = &proxy.TLS{Identity: id}
+	}
+	members := func() []dfaas.NodeID { return []dfaas.NodeID{out[0].Identity.Node(), out[1].Identity.Node()} }
+	out[0].Members, out[1].Members = members, members
+	return out[0], out[1], nil
+}
+
+var (
+	reqPerSec = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	quantile  = regexp.MustCompile(`(?m)^\s+(50|99)(?:\.000)?%\s+([0-9.]+)(us|ms|s)\s*$`)
+	requests  = regexp.MustCompile(`([0-9]+) requests in`)
+	errorsRe  = regexp.MustCompile(`Socket errors: connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+)`)
+	non2xx    = regexp.MustCompile(`Non-2xx or 3xx responses: ([0-9]+)`)
+)
+
+// runWrk loads url and parses wrk's report.
+func runWrk(ctx context.Context, url, script string, d time.Duration, conns int) (Row, error) {
+	threads := min(2, conns)
+	out, err := exec.CommandContext(ctx, "wrk", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns),
+		"-d", fmt.Sprintf("%ds", max(1, int(d.Seconds()))), "--latency", "-s", script, url).CombinedOutput()
+	if err != nil {
+		return Row{}, fmt.Errorf("wrk: %w: %s", err, out)
+	}
+	return parseWrk(string(out))
+}
+
+func parseWrk(out string) (Row, error) {
+	var r Row
+	m := reqPerSec.FindStringSubmatch(out)
+	if m == nil {
+		return r, fmt.Errorf("no Requests/sec in wrk's output:\n%s", out)
+	}
+	r.ReqPerSec, _ = strconv.ParseFloat(m[1], 64)
+	for _, q := range quantile.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(q[2], 64)
+		unit := map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[q[3]]
+		d := time.Duration(v * float64(unit))
+		if q[1] == "50" {
+			r.P50 = d
+		} else {
+			r.P99 = d
+		}
+	}
+	if m := requests.FindStringSubmatch(out); m != nil {
+		r.Requests, _ = strconv.Atoi(m[1])
+	}
+	if m := errorsRe.FindStringSubmatch(out); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.Atoi(s)
+			r.Errors += n
+		}
+	}
+	if m := non2xx.FindStringSubmatch(out); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		r.Errors += n
+	}
+	return r, nil
+}
+
+func printRows(w io.Writer, rows []Row, conns int) {
+	fmt.Fprintf(w, "wrk, %d connections, POST with a 1-byte body\n", conns)
+	fmt.Fprintf(w, "%-22s %10s %9s %9s %14s %7s  %s\n", "path", "req/s", "p50 ms", "p99 ms", "cpu s / 10k", "errors", "")
+	var haLocal float64
+	for _, r := range rows {
+		if r.Path == "haproxy/local" {
+			haLocal = r.ReqPerSec
+		}
+	}
+	for _, r := range rows {
+		cpu := "-"
+		if r.CPUPer10k > 0 {
+			cpu = fmt.Sprintf("%.3f", r.CPUPer10k.Seconds())
+		}
+		ratio := ""
+		if haLocal > 0 && r.Path != "direct" {
+			ratio = fmt.Sprintf("%.2fx haproxy/local", r.ReqPerSec/haLocal)
+		}
+		fmt.Fprintf(w, "%-22s %10.0f %9.3f %9.3f %14s %7d  %s\n", r.Path, r.ReqPerSec, ms(r.P50), ms(r.P99), cpu, r.Errors, ratio)
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// selfCPU is this process's CPU time: the embedded proxies' (the platform
+// and wrk run in processes of their own).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is a process's CPU time from /proc (utime + stime, in clock
+// ticks of 1/100 s on Linux).
+func procCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses.
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitListening(addr string) error {
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			_ = c.Close()
+			return nil
+		}
+	}
+	return fmt.Errorf("the backend did not listen on %s", addr)
+}
