@@ -23,12 +23,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,10 +36,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas/openfaas"
 	"github.com/dfaas-go/dfaas/proxy"
 	"github.com/dfaas-go/dfaas/proxy/embedded"
 	"github.com/dfaas-go/dfaas/proxy/haproxy"
 )
+
+// profileDir, if set, receives a CPU profile per embedded path.
+var profileDir string
 
 // backendFlag makes the binary the platform stand-in: a Go HTTP server that
 // answers at once. It runs as a child process so that its CPU is not the
@@ -54,6 +57,7 @@ func main() {
 	}
 	duration := flag.Duration("duration", 10*time.Second, "load per path")
 	conns := flag.Int("connections", 64, "wrk connections")
+	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of this process (the embedded proxies) per embedded path into this directory")
 	flag.Parse()
 	rows, err := run(context.Background(), *duration, *conns, os.Stderr)
 	if err != nil {
@@ -114,9 +118,14 @@ func run(ctx context.Context, duration time.Duration, conns int, logw io.Writer)
 	}
 
 	quiet := slog.New(slog.DiscardHandler)
-	target, _ := url.Parse("http://" + backendAddr)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
+	// The embedded proxies reach the platform as an agent with -faas
+	// openfaas does: through faas/openfaas's reverse proxy.
+	platform, err := openfaas.New(openfaas.Config{Gateway: "http://" + backendAddr, Logger: quiet})
+	if err != nil {
+		return nil, err
+	}
+	defer platform.Close()
+	rp := platform.Handler()
 	unlimited := dfaas.FunctionPlan{Limit: 1e6, Capacity: 1e6}
 	local := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": unlimited}}
 	forwardTo := func(node dfaas.NodeID, addr string) dfaas.Plan {
@@ -251,7 +260,19 @@ func run(ctx context.Context, duration time.Duration, conns int, logw io.Writer)
 		if p.cpu != nil {
 			before = p.cpu()
 		}
+		stop := func() {}
+		if profileDir != "" && strings.HasPrefix(p.name, "embedded/") {
+			f, err := os.Create(filepath.Join(profileDir, strings.ReplaceAll(p.name, "/", "-")+".pprof"))
+			if err != nil {
+				return nil, err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return nil, err
+			}
+			stop = func() { pprof.StopCPUProfile(); _ = f.Close() }
+		}
 		row, err := runWrk(ctx, p.url, script, duration, conns)
+		stop()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}

@@ -123,7 +123,8 @@ func New(cfg Config) (*Backend, error) {
 			r.Out.URL.Path, r.Out.URL.RawPath = b.invokePath(r.In.URL.Path), ""
 			r.Out.Host = u.Host
 		},
-		Transport: b.fnTr,
+		Transport:  b.fnTr,
+		BufferPool: buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			b.log.Warn("gateway unreachable", "path", r.URL.Path, "err", err)
 			http.Error(w, "function platform unreachable", http.StatusBadGateway)
@@ -131,6 +132,15 @@ func New(cfg Config) (*Backend, error) {
 	}
 	return b, nil
 }
+
+// buffers lends the reverse proxy its copy buffers: without a pool it
+// allocates 32 KiB per invocation, which the garbage collector then pays for.
+var buffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+type bufferPool struct{ pool sync.Pool }
+
+func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
+func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 
 // Close releases the backend's idle connections to the gateway.
 func (b *Backend) Close() error {
