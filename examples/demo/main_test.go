@@ -53,6 +53,8 @@ func TestDemoJSONAndPlot(t *testing.T) {
 			ForwardedOut    uint64  `json:"forwarded_out"`
 			Received        uint64  `json:"received"`
 			Rejected        uint64  `json:"rejected"`
+			ClientOK        uint64  `json:"client_ok"`
+			CountedRejected uint64  `json:"counted_rejected"`
 			SteadyServedRPS float64 `json:"steady_served_rps"`
 		} `json:"nodes"`
 		Latency struct {
@@ -73,6 +75,8 @@ func TestDemoJSONAndPlot(t *testing.T) {
 	assert.Positive(t, doc.Nodes[0].ServedLocal)
 	assert.Positive(t, doc.Nodes[0].ForwardedOut)
 	assert.Equal(t, doc.Nodes[0].ForwardedOut, doc.Nodes[1].Received+doc.Nodes[2].Received)
+	assert.Equal(t, doc.Nodes[0].ClientOK, doc.Nodes[0].ServedLocal+doc.Nodes[0].ForwardedOut, "the clients' 200s")
+	assert.Equal(t, doc.Nodes[0].Rejected, doc.Nodes[0].CountedRejected)
 	assert.Positive(t, doc.Latency.P50)
 	require.NotNil(t, doc.ConvergenceS)
 	require.NotNil(t, doc.RejectedAfterConvergence)

@@ -19,9 +19,9 @@ func TestReferenceScenarioOnHAProxy(t *testing.T) {
 	c := start(t, ClusterConfig{Capacities: []dfaas.Rate{10, 20, 30}, DataPlane: "haproxy"})
 	rep := run(t, c, []dfaas.Rate{50, 0, 0}, 12*time.Second)
 	steady(t, rep, []float64{10, 16, 24}, 1.5)
-	assert.LessOrEqual(t, rep.ConvergenceS, 3.0)
+	assert.LessOrEqual(t, rep.ConvergedAt([]float64{10, 16, 24}), 3.0, "converged to the expected shares")
 	assert.LessOrEqual(t, float64(rep.RejectedAfterConvergence), 0.01*float64(rep.Requests))
-	assert.Equal(t, rep.Nodes[0].ForwardedOut, rep.Nodes[1].Received+rep.Nodes[2].Received)
+	clientAgrees(t, rep)
 }
 
 // TestHAProxyPeerDiesUnderLoad: a helper dies while HAProxy data planes

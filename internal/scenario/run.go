@@ -37,8 +37,13 @@ type NodeReport struct {
 	ServedLocal  uint64  `json:"served_local"`
 	ForwardedOut uint64  `json:"forwarded_out"`
 	Received     uint64  `json:"received"`
-	// Rejected counts requests sent to this node that did not get a 200.
+	// Rejected counts requests sent to this node that did not get a 200,
+	// and ClientOK those that did, as the load generator saw them.
 	Rejected uint64 `json:"rejected"`
+	ClientOK uint64 `json:"client_ok"`
+	// CountedRejected is what the node's own counters say it rejected: a
+	// test holds them to Rejected.
+	CountedRejected uint64 `json:"counted_rejected"`
 	// SteadyServedRPS is the mean served rate (local + received) after
 	// convergence.
 	SteadyServedRPS float64 `json:"steady_served_rps"`
@@ -176,9 +181,11 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 		nr.ID = node.Name
 		caps, _ := node.Platform.Capacities.Capacities(ctx)
 		nr.Capacity = float64(caps[c.Function])
-		nr.ServedLocal, nr.ForwardedOut, nr.Received = d.ServedLocal, d.ForwardedOut, d.ReceivedIn
+		nr.ServedLocal, nr.ForwardedOut, nr.Received, nr.CountedRejected = d.ServedLocal, d.ForwardedOut, d.ReceivedIn, d.Rejected
 		for _, o := range outcomes[i] {
-			if !o.ok {
+			if o.ok {
+				nr.ClientOK++
+			} else {
 				nr.Rejected++
 			}
 		}
@@ -211,6 +218,26 @@ func counts(ctx context.Context, c *Cluster) ([]proxy.Counts, error) {
 		out[i] = all[c.Function]
 	}
 	return out, nil
+}
+
+// ConvergedAt is the time from the start of load from which every node's
+// served rate stays within 10% (at least 1 req/s) of its expected share
+// (the run's length if it never does).
+func (r Report) ConvergedAt(expected []float64) float64 {
+	if len(r.Nodes) == 0 || len(r.Nodes[0].Served) == 0 {
+		return 0
+	}
+	k := 0
+	for i, nr := range r.Nodes {
+		tol := max(0.1*expected[i], 1)
+		for b := len(nr.Served) - 1; b >= 0; b-- {
+			if math.Abs(nr.Served[b]-expected[i]) > tol {
+				k = max(k, b+1)
+				break
+			}
+		}
+	}
+	return float64(k) * r.Bucket.Seconds()
 }
 
 // Convergence returns the first bucket from which every node's served rate

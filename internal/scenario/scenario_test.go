@@ -65,12 +65,29 @@ func TestReferenceScenario(t *testing.T) {
 	rep := run(t, c, []dfaas.Rate{50, 0, 0}, 12*time.Second)
 	steady(t, rep, []float64{10}, 1)
 	steady(t, rep, []float64{10, 16, 24}, 1.5)
-	assert.LessOrEqual(t, rep.ConvergenceS, 3.0)
+	assert.LessOrEqual(t, rep.ConvergedAt([]float64{10, 16, 24}), 3.0, "converged to the expected shares")
 	// Every node had room for the excess: nothing may be lost.
 	assert.LessOrEqual(t, float64(totalRejected(rep)), 0.01*float64(rep.Requests))
 	assert.LessOrEqual(t, float64(rep.RejectedAfterConvergence), 0.01*float64(rep.Requests))
-	assert.Equal(t, rep.Requests, rep.Nodes[0].ServedLocal+rep.Nodes[0].ForwardedOut+rep.Nodes[0].Rejected, "every request accounted for")
-	assert.Equal(t, rep.Nodes[0].ForwardedOut, rep.Nodes[1].Received+rep.Nodes[2].Received)
+	clientAgrees(t, rep)
+}
+
+// clientAgrees holds the nodes' counters to what the load generator saw:
+// every answer a client got at a node was served there or forwarded, every
+// forward was received by a peer, and the rejections counted are the ones
+// the clients got.
+func clientAgrees(t *testing.T, rep Report) {
+	t.Helper()
+	var sent, forwarded, received uint64
+	for _, nr := range rep.Nodes {
+		sent += nr.ClientOK + nr.Rejected
+		assert.Equal(t, nr.ClientOK, nr.ServedLocal+nr.ForwardedOut, "node %s: the clients' 200s are its local and forwarded answers", nr.ID)
+		assert.Equal(t, nr.Rejected, nr.CountedRejected, "node %s: rejections counted as the clients saw them", nr.ID)
+		forwarded += nr.ForwardedOut
+		received += nr.Received
+	}
+	assert.Equal(t, rep.Requests, sent, "every request accounted for")
+	assert.Equal(t, forwarded, received, "every forward received once")
 }
 
 // TestSeveralOverloadedNodes: two nodes overloaded at once share the
@@ -83,6 +100,7 @@ func TestSeveralOverloadedNodes(t *testing.T) {
 	assert.LessOrEqual(t, rep.Nodes[2].SteadyServedRPS, 30.5)
 	assert.LessOrEqual(t, rep.Nodes[3].SteadyServedRPS, 40.5)
 	assert.LessOrEqual(t, float64(totalRejected(rep)), 0.01*float64(rep.Requests))
+	clientAgrees(t, rep)
 }
 
 // TestDemandAboveCapacity: 80 req/s offered to 60 req/s of capacity. Every
@@ -96,6 +114,7 @@ func TestDemandAboveCapacity(t *testing.T) {
 	require.Positive(t, after)
 	rejectedRate := float64(rep.RejectedAfterConvergence) / after
 	assert.InDelta(t, 20, rejectedRate, 2, "rejected req/s after convergence")
+	clientAgrees(t, rep)
 }
 
 func inPlan(c *Cluster, n *Node, peer dfaas.NodeID) bool {
