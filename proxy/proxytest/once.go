@@ -16,18 +16,19 @@ import (
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
-// resetter is a peer that reads each request whole, counts it (as if it
-// ran it), then resets the connection without answering.
-type resetter struct {
+// fakePeer is a peer that reads each request whole and counts it (as if
+// it ran it), then does what after says with the connection instead of
+// answering.
+type fakePeer struct {
 	addr string
 	got  atomic.Int64
 }
 
-func newResetter(t *testing.T) *resetter {
+func newFakePeer(t *testing.T, after func(net.Conn)) *fakePeer {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	r := &resetter{addr: l.Addr().String()}
+	p := &fakePeer{addr: l.Addr().String()}
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -41,15 +42,22 @@ func newResetter(t *testing.T) *resetter {
 					return
 				}
 				_, _ = io.Copy(io.Discard, req.Body)
-				r.got.Add(1)
-				if tc, ok := c.(*net.TCPConn); ok {
-					_ = tc.SetLinger(0) // close with RST
-				}
+				p.got.Add(1)
+				after(c)
 			}()
 		}
 	}()
 	t.Cleanup(func() { _ = l.Close() })
-	return r
+	return p
+}
+
+// newResetter is a fake peer that resets the connection (RST).
+func newResetter(t *testing.T) *fakePeer {
+	return newFakePeer(t, func(c net.Conn) {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+	})
 }
 
 // testNoRetryAfterSend: a peer that received a request and then reset the
@@ -155,35 +163,13 @@ func testRefusalOpensTheCaps(t *testing.T, s *suite) {
 func testTimeoutAfterSend(t *testing.T, s *suite) {
 	a, _ := s.nodeWith(proxy.Spec{Node: "a", Timeout: 300 * time.Millisecond})
 	ok, pok := s.node("ok")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var got atomic.Int64
 	hold := make(chan struct{})
-	t.Cleanup(func() {
-		close(hold)
-		_ = l.Close()
-	})
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				_, _ = io.Copy(io.Discard, req.Body)
-				got.Add(1)
-				<-hold // never answers
-			}()
-		}
-	}()
+	t.Cleanup(func() { close(hold) })                 // lets the hanging handlers end with the test
+	hang := newFakePeer(t, func(net.Conn) { <-hold }) // never answers
+	got := &hang.got
 	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
 	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
-		{Node: "hang", Addr: l.Addr().String(), Weight: 0.9, Cap: 1e6},
+		{Node: "hang", Addr: hang.addr, Weight: 0.9, Cap: 1e6},
 		{Node: "ok", Addr: ok.PeerAddr(), Weight: 0.1, Cap: 1e6}}}})
 	timeouts := 0
 	for i := range 5 {
