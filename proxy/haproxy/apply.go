@@ -176,11 +176,13 @@ func (d *Driver) delMap(file, key string) error {
 // usable reports whether a share can be routed to (proxy.Usable); an
 // address that is not a plain host:port never reaches HAProxy.
 func (d *Driver) usable(p dfaas.Share) bool {
+	if proxy.Usable(p) {
+		return true
+	}
 	if err := dfaas.ValidateAddr(p.Addr); err != nil {
 		d.log.Warn("peer address ignored", "peer", p.Node, "err", err)
-		return false
 	}
-	return proxy.Usable(p)
+	return false
 }
 
 // wantServers is the servers a function's forwarding backend should hold.

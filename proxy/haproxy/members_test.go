@@ -2,7 +2,6 @@ package haproxy
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
+	"github.com/dfaas-go/dfaas/proxy/proxytest"
 )
 
 // TestLargeMembership: a members list too long for one runtime API command
@@ -65,16 +65,7 @@ func TestLargeMembership(t *testing.T) {
 	call := func(from *proxy.TLS) (int, error) {
 		tc, err := from.ClientConfig(self.Identity.Node())
 		require.NoError(t, err)
-		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}}
-		req, _ := http.NewRequest("POST", "https://"+d.PeerAddr()+"/function/figlet", strings.NewReader("x"))
-		req.Header.Set(proxy.HeaderHop, "1")
-		resp, err := c.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		defer resp.Body.Close()
-		_, _ = io.Copy(io.Discard, resp.Body)
-		return resp.StatusCode, nil
+		return proxytest.PeerCall(d.PeerAddr(), "/function/figlet", tc)
 	}
 	// The reload happens in the background of Apply: wait for the new worker.
 	require.Eventually(t, func() bool {

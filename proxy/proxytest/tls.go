@@ -84,12 +84,12 @@ func (s *suite) tlsNode(m member, members *Members) (proxy.DataPlane, *Platform)
 	return dp, pf
 }
 
-// peerCall sends one hop-marked request to a peer listener over TLS with
-// the given client configuration, on a fresh connection; it returns the
-// status, or 0 and the error.
-func peerCall(addr string, tc *tls.Config) (int, error) {
+// PeerCall sends one hop-marked POST for path to a peer listener over TLS
+// with the given client configuration, on a fresh connection (a new
+// handshake every time); it returns the status, or 0 and the error.
+func PeerCall(addr, path string, tc *tls.Config) (int, error) {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}}
-	req, err := http.NewRequest("POST", "https://"+addr+"/function/echo", strings.NewReader("x"))
+	req, err := http.NewRequest("POST", "https://"+addr+path, strings.NewReader("x"))
 	if err != nil {
 		return 0, err
 	}
@@ -102,6 +102,9 @@ func peerCall(addr string, tc *tls.Config) (int, error) {
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, nil
 }
+
+// peerCall is PeerCall for the suite's function echo.
+func peerCall(addr string, tc *tls.Config) (int, error) { return PeerCall(addr, "/function/echo", tc) }
 
 // testTLSForward: members forward to each other over TLS; the receiving
 // platform runs the request once.
