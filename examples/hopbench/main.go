@@ -9,6 +9,7 @@
 //
 //	go run ./examples/hopbench                      # 10 s per path, 64 connections
 //	go run ./examples/hopbench -duration 3s -connections 4
+//	go run ./examples/hopbench -paths embedded/local,haproxy/local
 //
 // Figures drift between runs and machines: compare the paths of one run.
 package main
@@ -45,6 +46,9 @@ import (
 // profileDir, if set, receives a CPU profile per embedded path.
 var profileDir string
 
+// only, if not empty, names the paths to load; the others are skipped.
+var only map[string]bool
+
 // backendFlag makes the binary the platform stand-in: a Go HTTP server that
 // answers at once. It runs as a child process so that its CPU is not the
 // proxies'.
@@ -58,7 +62,14 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "load per path")
 	conns := flag.Int("connections", 64, "wrk connections")
 	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of this process (the embedded proxies) per embedded path into this directory")
+	paths := flag.String("paths", "", "comma-separated paths to load (default all), e.g. embedded/local,haproxy/local")
 	flag.Parse()
+	if *paths != "" {
+		only = map[string]bool{}
+		for _, p := range strings.Split(*paths, ",") {
+			only[strings.TrimSpace(p)] = true
+		}
+	}
 	rows, err := run(context.Background(), *duration, *conns, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hopbench:", err)
@@ -250,6 +261,9 @@ func run(ctx context.Context, duration time.Duration, conns int, logw io.Writer)
 	}
 	var rows []Row
 	for _, p := range paths {
+		if only != nil && !only[p.name] {
+			continue
+		}
 		if p.setup != nil {
 			if err := p.setup(); err != nil {
 				return nil, fmt.Errorf("%s: %w", p.name, err)
