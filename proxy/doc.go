@@ -31,7 +31,10 @@
 // and executes them locally within the Capacity, never forwarding them
 // again; beyond it they are refused: StatusRefused with Retry-After and
 // HeaderRefused RefusedCapacity. A function it does not serve is refused
-// with RefusedUnknown.
+// with RefusedUnknown; a request its platform answers 429 (not executed)
+// with RefusedBusy. On the user listener a platform's 429 goes to the user
+// and counts as Rejected (the request body was streamed to the platform,
+// so it cannot be forwarded any more).
 //
 // Counts (Counter) are monotonic per function: arrivals, executions by
 // origin, forwards per peer, rejections, refusals, retries, requests in

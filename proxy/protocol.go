@@ -19,7 +19,7 @@ const (
 	// removes it.
 	HeaderFrom = "X-Dfaas-From"
 	// HeaderRefused on a peer listener's refusal (StatusRefused) says why:
-	// RefusedCapacity or RefusedUnknown.
+	// RefusedCapacity, RefusedBusy or RefusedUnknown.
 	HeaderRefused = "X-Dfaas-Refused"
 )
 
@@ -28,7 +28,12 @@ const (
 // 425 (Too Early), a status functions do not answer and one HAProxy's
 // retry-on can name; a peer listener that gets 425 from its platform
 // answers 502 instead, so that 425 between peers always means "not
-// executed". No other answer is retried: once a request has been sent, a
+// executed". A platform's 429 (Too Many Requests) means the platform did
+// not run the request (OpenFaaS answers it when a function's max_inflight
+// is reached, and its queue worker retries it for that reason): a peer
+// listener passes it on as a refusal (RefusedBusy), so the forwarder tries
+// another peer; on a user listener it reaches the user and counts as
+// Rejected. No other answer is retried: once a request has been sent, a
 // reset, a timeout or any other status goes back to the user (at most once).
 const StatusRefused = http.StatusTooEarly
 
@@ -37,6 +42,9 @@ const (
 	// RefusedCapacity: the peer has no capacity left for the function now
 	// (with Retry-After).
 	RefusedCapacity = "capacity"
+	// RefusedBusy: the peer's platform answered 429 Too Many Requests: it
+	// has less room than the peer's capacity said, and did not run it.
+	RefusedBusy = "busy"
 	// RefusedUnknown: the peer does not serve the function.
 	RefusedUnknown = "unknown"
 )

@@ -112,12 +112,15 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 	c := fn.counts
 	c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, noRefusal: fromPeer}
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer}
 	p.local.ServeHTTP(sw, r)
+	busy := sw.status == http.StatusTooManyRequests // the platform did not run it
 	switch {
+	case fromPeer && busy:
+		c.refused.Add(1)
 	case fromPeer:
 		c.receivedIn.Add(1)
-	case sw.status == http.StatusTooManyRequests:
+	case busy:
 		c.rejected.Add(1)
 	default:
 		c.servedLocal.Add(1)
@@ -303,22 +306,29 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
-// statusWriter records the status code a handler writes. With noRefusal,
-// a platform's StatusRefused goes out as 502: between peers that status
-// means "not executed", and this request was.
+// statusWriter records the status code the platform wrote. On the peer
+// listener (peer) it translates for the forwarder: between peers
+// StatusRefused means "not executed", so the platform's own 425 (it ran)
+// goes out as 502, and the platform's 429 (it did not run) as a refusal.
 type statusWriter struct {
 	http.ResponseWriter
-	status    int
-	wrote     bool
-	noRefusal bool
+	status int
+	wrote  bool
+	peer   bool
 }
 
 func (s *statusWriter) WriteHeader(code int) {
-	if s.noRefusal && code == proxy.StatusRefused {
-		code = http.StatusBadGateway
-	}
 	if !s.wrote {
 		s.status, s.wrote = code, true
+	}
+	if s.peer {
+		switch code {
+		case proxy.StatusRefused:
+			code = http.StatusBadGateway
+		case http.StatusTooManyRequests:
+			code = proxy.StatusRefused
+			s.Header().Set(proxy.HeaderRefused, proxy.RefusedBusy)
+		}
 	}
 	s.ResponseWriter.WriteHeader(code)
 }

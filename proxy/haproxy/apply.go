@@ -94,6 +94,7 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		for _, name := range removed {
 			delete(d.servers, name)
 			delete(d.base, name)
+			delete(d.reported, name) // it starts again
 			d.logged.Delete(name)
 			for _, file := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap} {
 				delete(d.maps[file], name)

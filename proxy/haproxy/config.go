@@ -219,7 +219,10 @@ func (l Layout) Render() (string, error) {
 	for _, t := range []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused} {
 		store := "http_req_cnt,http_req_rate(1s)"
 		if t == tableTotal {
-			store += ",conn_cur" // local executions in progress (not passed to a new worker)
+			// conn_cur: local executions in progress (not passed to a new
+			// worker); gpc0 and gpc1: user and peer requests the platform
+			// answered 429 (it did not run them).
+			store += ",conn_cur,gpc0,gpc1"
 		}
 		w("backend %s", t)
 		w("    stick-table type string len 64 size 10k store %s peers %s", store, peersSection)
@@ -258,6 +261,9 @@ func (l Layout) Render() (string, error) {
 	w("    http-request track-sc1 var(txn.fn) table %s if local || spill", tableTotal)
 	w("    use_backend %s if local || spill", backendLocal)
 	w("    use_backend fwd_%%[var(txn.fn)]")
+	// The platform did not run it: counted as rejected (sc1 is tracked
+	// only for local executions, so a peer's answer counts nothing here).
+	w("    http-response sc-inc-gpc0(1) if { status 429 }")
 	w("")
 	w("frontend peer")
 	if l.TLS != nil {
@@ -278,6 +284,10 @@ func (l Layout) Render() (string, error) {
 	w("    http-request return status 425 hdr X-Dfaas-Refused capacity hdr Retry-After 1 if !under_capacity")
 	w("    http-request track-sc1 var(txn.fn) table %s", tableTotal)
 	w("    http-response set-status 502 if { status 425 }") // the platform's own 425: executed
+	// The platform's 429: not executed, so a refusal the forwarder retries.
+	w("    http-response sc-inc-gpc1(1) if { status 429 }")
+	w("    http-response set-header X-Dfaas-Refused busy if { status 429 }")
+	w("    http-response set-status 425 if { status 429 }")
 	w("    default_backend %s", backendLocal)
 	w("")
 	w("backend %s", backendLocal)

@@ -17,6 +17,8 @@ import (
 type tableEntry struct {
 	requests uint64 // http_req_cnt: requests tracked since the entry was made
 	current  uint64 // conn_cur: those still in progress (if the table stores it)
+	busyUser uint64 // gpc0: user requests the platform answered 429 (if stored)
+	busyPeer uint64 // gpc1: peer requests the platform answered 429 (if stored)
 }
 
 // tableCounts reads the entries of a stick table by key.
@@ -44,6 +46,10 @@ func parseTable(raw string) map[string]tableEntry {
 				e.requests, _ = strconv.ParseUint(v, 10, 64)
 			case "conn_cur":
 				e.current, _ = strconv.ParseUint(v, 10, 64)
+			case "gpc0":
+				e.busyUser, _ = strconv.ParseUint(v, 10, 64)
+			case "gpc1":
+				e.busyPeer, _ = strconv.ParseUint(v, 10, 64)
 			}
 		}
 		if key != "" {
@@ -125,10 +131,29 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 		if st, ok := d.logged.Load(fn); ok {
 			c.Latency = st.(*logState).latency.Snapshot()
 		}
-		out[fn] = c
+		out[fn] = d.monotonic(fn, c)
 	}
 	return out, nil
 }
+
+// monotonic holds ServedLocal and ReceivedIn to at least what the driver
+// reported before. Both are request counts less the requests the platform
+// answered 429, and those are counted when the answer comes: in between,
+// a request already counted as executed is then counted as rejected or
+// refused instead. Held up, the counters never run backwards (which a
+// Monitor would take for a restart) and are exact once the requests in
+// question are answered.
+func (d *Driver) monotonic(fn string, c proxy.Counts) proxy.Counts {
+	last := d.reported[fn]
+	c.ServedLocal = max(c.ServedLocal, last.ServedLocal)
+	c.ReceivedIn = max(c.ReceivedIn, last.ReceivedIn)
+	d.reported[fn] = counted{ServedLocal: c.ServedLocal, ReceivedIn: c.ReceivedIn}
+	return c
+}
+
+// counted is what the driver last reported of a function's counters that
+// monotonic holds up.
+type counted struct{ ServedLocal, ReceivedIn uint64 }
 
 // countTables are the stick tables that count requests.
 var countTables = []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused, tableFwd}
@@ -152,10 +177,13 @@ func (d *Driver) tableCountsByFunction(tables map[string]map[string]tableEntry) 
 	for _, fn := range d.layout.Functions {
 		local := tables[tableUser][fn].requests + tables[tableSpill][fn].requests
 		total := tables[tableTotal][fn]
-		c := proxy.Counts{Arrivals: tables[tableArrivals][fn].requests, ServedLocal: local, Refused: tables[tableRefused][fn].requests,
+		// Requests the platform answered 429 did not run: rejected if a
+		// user's, refused if a peer's.
+		c := proxy.Counts{Arrivals: tables[tableArrivals][fn].requests, ServedLocal: sub(local, total.busyUser),
+			Rejected: total.busyUser, Refused: tables[tableRefused][fn].requests + total.busyPeer,
 			InFlight: int64(total.current), Forwarded: map[dfaas.NodeID]uint64{}}
 		if total.requests > local {
-			c.ReceivedIn = total.requests - local
+			c.ReceivedIn = sub(total.requests-local, total.busyPeer)
 		}
 		out[fn] = c
 	}
@@ -271,3 +299,11 @@ func (d *Driver) Ejected() []dfaas.NodeID {
 }
 
 var _ dfaas.PeerHealth = (*Driver)(nil)
+
+// sub is a-b, or 0 if b is larger.
+func sub(a, b uint64) uint64 {
+	if b > a {
+		return 0
+	}
+	return a - b
+}

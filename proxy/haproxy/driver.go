@@ -87,6 +87,7 @@ type Driver struct {
 	// (Consecutive 1: every mark-down is an ejection).
 	outliers *proxy.Outliers
 	base     map[string]proxy.Counts // what earlier workers' statistics counted
+	reported map[string]counted      // what Counts last reported (monotonic)
 }
 
 // Start writes the configuration, starts HAProxy in master-worker mode and
@@ -111,7 +112,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		return nil, err
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
-		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, out: &lockedBuffer{}, exited: make(chan struct{}),
+		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
 		outliers: proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 1})}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "dfaas-haproxy-"); err != nil {

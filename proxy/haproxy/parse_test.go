@@ -6,16 +6,32 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 func TestParseTable(t *testing.T) {
 	raw := "# table: st_total, type: string, size:10240, used:2\n" +
-		"0x55cfc2dc0048: key=figlet use=3 exp=0 conn_cur=3 http_req_cnt=12 http_req_rate(1000)=4\n" +
+		"0x55cfc2dc0048: key=figlet use=3 exp=0 conn_cur=3 gpc0=2 gpc1=1 http_req_cnt=12 http_req_rate(1000)=4\n" +
 		"0x55cfc2dc0050: key=echo use=0 exp=0 http_req_cnt=7\n" +
 		"garbage line without a key\n\n"
 	got := parseTable(raw)
-	assert.Equal(t, map[string]tableEntry{"figlet": {requests: 12, current: 3}, "echo": {requests: 7}}, got)
+	assert.Equal(t, map[string]tableEntry{"figlet": {requests: 12, current: 3, busyUser: 2, busyPeer: 1}, "echo": {requests: 7}}, got)
 	assert.Empty(t, parseTable(""))
+}
+
+// TestCountsNeverRunBackwards: a request counted as executed when it
+// arrived and then answered 429 by the platform moves to rejected; the
+// served count holds until the real count passes it again.
+func TestCountsNeverRunBackwards(t *testing.T) {
+	d := &Driver{reported: map[string]counted{}}
+	steps := []struct{ computed, want uint64 }{{5, 5}, {4, 5}, {5, 5}, {7, 7}, {6, 7}}
+	for i, s := range steps {
+		c := d.monotonic("f", proxy.Counts{ServedLocal: s.computed, ReceivedIn: s.computed})
+		assert.Equal(t, s.want, c.ServedLocal, "step %d", i)
+		assert.Equal(t, s.want, c.ReceivedIn, "step %d", i)
+	}
+	assert.Equal(t, uint64(1), d.monotonic("g", proxy.Counts{ServedLocal: 1}).ServedLocal, "functions are apart")
 }
 
 func TestResynced(t *testing.T) {

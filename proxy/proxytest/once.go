@@ -137,6 +137,58 @@ func testPlatformRefusalStatusIsNotARefusal(t *testing.T, s *suite) {
 	}
 }
 
+// testBusyPlatform: a platform's 429 means it did not run the request. A
+// helper passes it on as a refusal, so the forwarder tries another peer and
+// nobody counts a forward or a receipt for it; at the node where the user
+// arrived it reaches the user and counts as rejected.
+func testBusyPlatform(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	busy, pbusy := s.node("busy")
+	ok, pok := s.node("ok")
+	pbusy.Busy.Store(true)
+	s.apply(busy, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "busy", Addr: busy.PeerAddr(), Weight: 0.9, Cap: 1e6},
+		{Node: "ok", Addr: ok.PeerAddr(), Weight: 0.1, Cap: 1e6}}}})
+	const n = 6
+	for i := range n {
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, http.StatusOK, got.code, "request %d", i)
+		assert.Equal(t, "ok", got.body, "request %d", i)
+	}
+	assert.Equal(t, int64(n), pok.Calls.Load())
+	ca, cb, co := s.counts(a, "echo"), s.counts(busy, "echo"), s.counts(ok, "echo")
+	assert.Equal(t, uint64(n), ca.ForwardedOut)
+	assert.Equal(t, map[dfaas.NodeID]uint64{"ok": n}, nonZero(ca.Forwarded))
+	assert.Zero(t, ca.Rejected)
+	assert.Positive(t, ca.FailedTries, "the busy peer was tried first and refused")
+	assert.Zero(t, cb.ReceivedIn, "the busy peer ran nothing")
+	assert.Equal(t, ca.FailedTries, cb.Refused, "every try at the busy peer is a refusal there")
+	assert.Equal(t, uint64(n), co.ReceivedIn)
+
+	// At the user's own node the 429 reaches the user: rejected, not served.
+	pa.Busy.Store(true)
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	got := s.do(a.UserAddr(), "/function/echo", nil)
+	assert.Equal(t, http.StatusTooManyRequests, got.code)
+	ca = s.counts(a, "echo")
+	assert.Equal(t, uint64(1), ca.Rejected)
+	assert.Zero(t, ca.ServedLocal)
+	assert.Equal(t, ca.Arrivals, ca.ServedLocal+ca.ForwardedOut+ca.Rejected)
+}
+
+// nonZero drops the zero entries of a per-peer count.
+func nonZero(m map[dfaas.NodeID]uint64) map[dfaas.NodeID]uint64 {
+	out := map[dfaas.NodeID]uint64{}
+	for k, v := range m {
+		if v > 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // testRefusalOpensTheCaps: when a peer refuses, the plan overrated it, and
 // the other peers are tried beyond their Cap (they refuse for themselves
 // when full): a peer with a Cap too small for a single request serves

@@ -21,7 +21,8 @@ import (
 
 // Functions are the functions the suite's platforms serve: "echo" answers
 // at once with the platform's name, "slow" waits until the test lets it go,
-// "early" answers proxy.StatusRefused (after running).
+// "early" answers proxy.StatusRefused (after running). A platform set Busy
+// answers 429 Too Many Requests to every request without running it.
 var Functions = []string{"echo", "slow", "early"}
 
 // Run runs the conformance suite against the data plane registered as
@@ -52,6 +53,7 @@ func Run(t *testing.T, name string) {
 		{"RefusalOpensTheCaps", testRefusalOpensTheCaps},
 		{"TimeoutAfterSendRunsOnce", testTimeoutAfterSend},
 		{"PlatformRefusalStatusIsNotARefusal", testPlatformRefusalStatusIsNotARefusal},
+		{"BusyPlatformIsARefusal", testBusyPlatform},
 		{"TLSForwardBetweenMembers", testTLSForward},
 		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
 		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
@@ -74,6 +76,7 @@ type Platform struct {
 	Calls   atomic.Int64
 	LastHop atomic.Value // string: HeaderHop of the last request
 	LastFor atomic.Value // string: HeaderFrom of the last request
+	Busy    atomic.Bool  // answer 429 without running anything
 	release chan struct{}
 	once    sync.Once
 	srv     *http.Server
@@ -99,6 +102,11 @@ func newPlatform(t *testing.T, name string) *Platform {
 
 // ServeHTTP implements http.Handler.
 func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p.Busy.Load() {
+		_, _ = io.Copy(io.Discard, r.Body)
+		http.Error(w, "too many requests", http.StatusTooManyRequests)
+		return
+	}
 	p.Calls.Add(1)
 	p.LastHop.Store(r.Header.Get(proxy.HeaderHop))
 	p.LastFor.Store(r.Header.Get(proxy.HeaderFrom))
