@@ -65,6 +65,13 @@ type Libp2pConfig struct {
 	// Stats.Flooded and not relayed, so a flooding member cannot crowd out
 	// the others. Default 20.
 	MaxAdvertRate float64
+	// Quarantine is how long after a peer's connection dropped its adverts
+	// count only if it is connected again: the last adverts of a peer that
+	// died are still on their way through others, and would bring it back
+	// into the plans until their time to live ran out. A live peer that lost
+	// only its direct connection is out of the plans for at most this long.
+	// The dropped adverts count in Stats.Departed. Default 2 s.
+	Quarantine time.Duration
 	// Logger receives the overlay's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock that times advert expiry. Default time.Now.
@@ -89,6 +96,9 @@ func (c Libp2pConfig) withDefaults() Libp2pConfig {
 	}
 	if c.MaxAdvertRate == 0 {
 		c.MaxAdvertRate = 20
+	}
+	if c.Quarantine == 0 {
+		c.Quarantine = 2 * time.Second
 	}
 	return c
 }
@@ -118,6 +128,9 @@ func (c Libp2pConfig) Validate() error {
 		return fmt.Errorf("%w: federation secret of %d bytes, want %d", dfaas.ErrInvalidConfig, len(c.Secret), SecretBytes)
 	case !(c.MaxAdvertRate > 0) || math.IsInf(c.MaxAdvertRate, 0):
 		return fmt.Errorf("%w: max advert rate %v", dfaas.ErrInvalidConfig, c.MaxAdvertRate)
+	}
+	if c.Quarantine < 0 {
+		return fmt.Errorf("%w: negative quarantine", dfaas.ErrInvalidConfig)
 	}
 	if c.DiscoveryInterval < 10*time.Millisecond {
 		return fmt.Errorf("%w: discovery interval %v below 10ms", dfaas.ErrInvalidConfig, c.DiscoveryInterval)
@@ -160,6 +173,7 @@ type Libp2p struct {
 	gater     *gater // nil without an allow-list
 	limits    *authorLimits
 	outsiders atomic.Uint64
+	departed  departures
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -323,6 +337,7 @@ func (o *Libp2p) Stats() Stats {
 	s := o.table.Stats()
 	s.Flooded = o.limits.dropped.Load()
 	s.Outsider = o.outsiders.Load()
+	s.Departed = o.departed.dropped.Load()
 	if o.gater != nil {
 		s.Denied = o.gater.denied.Load()
 	}
@@ -343,6 +358,9 @@ func (o *Libp2p) validate(_ context.Context, from peer.ID, msg *pubsub.Message) 
 	if o.gater != nil && !o.gater.allow[author] {
 		o.outsiders.Add(1) // relayed by a member without the allow-list
 		return pubsub.ValidationIgnore
+	}
+	if o.host.Network().Connectedness(author) != network.Connected && o.departed.within(author, time.Now(), o.cfg.Quarantine) {
+		return pubsub.ValidationIgnore // counted by within; not relayed either
 	}
 	// Stale adverts (replays of an author's old ones) are dropped before
 	// the rate check, so that no one can spend an author's rate for it.
@@ -398,6 +416,7 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 				continue
 			}
 			o.limits.forget(ev.Peer)
+			o.departed.mark(ev.Peer, time.Now(), o.cfg.Quarantine)
 			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) {
 				o.log.Info("peer left", "peer", ev.Peer)
 				select {
@@ -496,3 +515,43 @@ var (
 	_ dfaas.Overlay = (*Libp2p)(nil)
 	_ dfaas.Trigger = (*Libp2p)(nil)
 )
+
+// departures remembers when peers' connections dropped, for the quarantine.
+type departures struct {
+	mu      sync.Mutex
+	at      map[peer.ID]time.Time
+	dropped atomic.Uint64
+}
+
+// mark records that p's connection dropped at now, and forgets the
+// departures older than q.
+func (d *departures) mark(p peer.ID, now time.Time, q time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.at == nil {
+		d.at = map[peer.ID]time.Time{}
+	}
+	for other, t := range d.at {
+		if now.Sub(t) >= q {
+			delete(d.at, other)
+		}
+	}
+	d.at[p] = now
+}
+
+// within reports, and counts as a dropped advert, whether p's connection
+// dropped less than q before now. An older departure is forgotten.
+func (d *departures) within(p peer.ID, now time.Time, q time.Duration) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t, ok := d.at[p]
+	if !ok {
+		return false
+	}
+	if now.Sub(t) >= q {
+		delete(d.at, p)
+		return false
+	}
+	d.dropped.Add(1)
+	return true
+}

@@ -31,6 +31,7 @@ type Stats struct {
 	Flooded   uint64 // over their author's advert rate (Libp2p only)
 	Denied    uint64 // connections refused by the allow-list (Libp2p only)
 	Outsider  uint64 // relayed adverts of peers not on the allow-list (Libp2p only)
+	Departed  uint64 // adverts relayed from a peer just after its connection dropped (Libp2p only)
 }
 
 type counters struct {
