@@ -215,3 +215,10 @@ func TestMonitorFailsWithoutCounts(t *testing.T) {
 	assert.NotErrorIs(t, err, dfaas.ErrDegraded, "no usable sample")
 	assert.Contains(t, err.Error(), "runtime socket gone")
 }
+
+func TestMonitorConfigValidate(t *testing.T) {
+	assert.ErrorIs(t, MonitorConfig{Window: -1}.Validate(), dfaas.ErrInvalidConfig)
+	_, err := NewMonitor(&fakeCounter{}, NewRuntime(), MonitorConfig{Window: -1})
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+	assert.NoError(t, MonitorConfig{}.Validate())
+}

@@ -50,20 +50,33 @@ type snapshot struct {
 	counts map[string]proxy.Counts
 }
 
+// Validate reports the first invalid field.
+func (c MonitorConfig) Validate() error {
+	if c.Window < 0 {
+		return fmt.Errorf("%w: monitor: negative window", dfaas.ErrInvalidConfig)
+	}
+	return nil
+}
+
+func (c MonitorConfig) withDefaults() MonitorConfig {
+	if c.Window == 0 {
+		c.Window = 500 * time.Millisecond
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
 // NewMonitor returns a Monitor reading counter and platform.
 func NewMonitor(counter proxy.Counter, platform Platform, cfg MonitorConfig) (*Monitor, error) {
 	if counter == nil || platform == nil {
 		return nil, fmt.Errorf("%w: monitor: nil counter or platform", dfaas.ErrInvalidConfig)
 	}
-	if cfg.Window < 0 {
-		return nil, fmt.Errorf("%w: monitor: negative window", dfaas.ErrInvalidConfig)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Window == 0 {
-		cfg.Window = 500 * time.Millisecond
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg = cfg.withDefaults()
 	return &Monitor{counter: counter, platform: platform, window: cfg.Window, now: cfg.Now}, nil
 }
 

@@ -77,10 +77,18 @@ func NewNetworkClock(now func() time.Time) *Network {
 	return n
 }
 
+// Validate reports an invalid delay or loss.
+func (c NetworkConfig) Validate() error {
+	if c.Delay < 0 || !(c.Loss >= 0 && c.Loss < 1) {
+		return fmt.Errorf("%w: network delay %v, loss %v", dfaas.ErrInvalidConfig, c.Delay, c.Loss)
+	}
+	return nil
+}
+
 // NewNetworkWith returns an empty network configured by cfg.
 func NewNetworkWith(cfg NetworkConfig) (*Network, error) {
-	if cfg.Delay < 0 || !(cfg.Loss >= 0 && cfg.Loss < 1) {
-		return nil, fmt.Errorf("%w: network delay %v, loss %v", dfaas.ErrInvalidConfig, cfg.Delay, cfg.Loss)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now

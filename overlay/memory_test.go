@@ -125,6 +125,7 @@ func TestNetworkConfigValidate(t *testing.T) {
 	for _, c := range []NetworkConfig{{Delay: -1}, {Loss: 1}, {Loss: -0.1}} {
 		_, err := NewNetworkWith(c)
 		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%+v", c)
+		assert.ErrorIs(t, c.Validate(), dfaas.ErrInvalidConfig, "%+v", c)
 	}
 }
 

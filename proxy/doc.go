@@ -36,6 +36,16 @@
 // and counts as Rejected (the request body was streamed to the platform,
 // so it cannot be forwarded any more).
 //
+// How a rate is measured is the data plane's to choose, and the two differ
+// only in bursts: the embedded proxy admits against token buckets holding
+// a Burst's worth of requests (100 ms by default), HAProxy against a 1 s
+// sliding window of its stick tables. Under steady load both admit the
+// Limit and hold peers to their Cap; a burst shorter than a second runs
+// locally on HAProxy up to a second's worth of the Limit, on the embedded
+// proxy up to a Burst's worth, and the rest is forwarded. The pick among
+// peers (Pick, dfaas.lua) is the same token-bucket rule on both, held to
+// golden vectors (proxytest.PickVectors).
+//
 // Counts (Counter) are monotonic per function: arrivals, executions by
 // origin, forwards per peer, rejections, refusals, retries, requests in
 // flight and a latency histogram of user requests, for a Monitor.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -16,7 +17,8 @@ import (
 // the next ejection's time), a failure ejects it again at once.
 
 // OutlierConfig tunes an Outliers. The zero value of a field means its
-// default.
+// default; a MaxEjection under BaseEjection means 30 s or BaseEjection,
+// whichever is longer.
 type OutlierConfig struct {
 	// Consecutive is the number of failures or refusals in a row that eject
 	// a peer. Default 5.
@@ -27,11 +29,19 @@ type OutlierConfig struct {
 	MaxEjection time.Duration
 }
 
+// Validate reports a negative field.
+func (c OutlierConfig) Validate() error {
+	if c.Consecutive < 0 || c.BaseEjection < 0 || c.MaxEjection < 0 {
+		return fmt.Errorf("%w: outliers: negative count or ejection", dfaas.ErrInvalidConfig)
+	}
+	return nil
+}
+
 func (c OutlierConfig) withDefaults() OutlierConfig {
-	if c.Consecutive <= 0 {
+	if c.Consecutive == 0 {
 		c.Consecutive = 5
 	}
-	if c.BaseEjection <= 0 {
+	if c.BaseEjection == 0 {
 		c.BaseEjection = time.Second
 	}
 	if c.MaxEjection < c.BaseEjection {
@@ -56,8 +66,11 @@ type Outliers struct {
 }
 
 // NewOutliers returns an Outliers with no peer ejected.
-func NewOutliers(cfg OutlierConfig) *Outliers {
-	return &Outliers{cfg: cfg.withDefaults(), peers: map[dfaas.NodeID]*outlier{}}
+func NewOutliers(cfg OutlierConfig) (*Outliers, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Outliers{cfg: cfg.withDefaults(), peers: map[dfaas.NodeID]*outlier{}}, nil
 }
 
 // Usable reports whether node may be picked at now: not ejected. A peer

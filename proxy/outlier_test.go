@@ -5,13 +5,15 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
 func TestOutliers(t *testing.T) {
-	o := proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 3, BaseEjection: time.Second, MaxEjection: 4 * time.Second})
+	o, err := proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 3, BaseEjection: time.Second, MaxEjection: 4 * time.Second})
+	require.NoError(t, err)
 	t0 := time.Unix(1000, 0)
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
 
@@ -61,4 +63,12 @@ func TestOutliers(t *testing.T) {
 	for range 2 {
 		assert.False(t, o.Failure("r", at(20)), "r's count was forgotten")
 	}
+}
+
+func TestOutlierConfigValidate(t *testing.T) {
+	for _, c := range []proxy.OutlierConfig{{Consecutive: -1}, {BaseEjection: -time.Second}, {MaxEjection: -1}} {
+		_, err := proxy.NewOutliers(c)
+		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%+v", c)
+	}
+	assert.NoError(t, proxy.OutlierConfig{}.Validate())
 }

@@ -87,17 +87,35 @@ type function struct {
 	throttled atomic.Uint64
 }
 
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	if c.Namespace != "" {
+		if err := dfaas.ValidateFunctionName(c.Namespace); err != nil {
+			return fmt.Errorf("%w: local: namespace: %w", dfaas.ErrInvalidConfig, err)
+		}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = "127.0.0.1:0"
+	}
+	if c.Namespace == "" {
+		c.Namespace = "openfaas-fn"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
 // New starts a provider listening on cfg.Addr.
 func New(cfg Config) (*Provider, error) {
-	if cfg.Addr == "" {
-		cfg.Addr = "127.0.0.1:0"
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = "openfaas-fn"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.withDefaults()
 	p := &Provider{cfg: cfg, log: cfg.Logger.With("component", "faas/local"), fns: map[key]*function{},
 		images: map[string]http.Handler{}, done: make(chan struct{})}
 	p.routes()

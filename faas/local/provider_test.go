@@ -250,3 +250,9 @@ func TestTimeoutKillsTheFunctionsChildren(t *testing.T) {
 	assert.Eventually(t, func() bool { return syscall.Kill(pid, 0) != nil }, 2*time.Second, 20*time.Millisecond,
 		"the function's child %d survived its timeout", pid)
 }
+
+func TestConfigValidate(t *testing.T) {
+	require.NoError(t, Config{Namespace: "team-a"}.Validate())
+	_, err := New(Config{Namespace: "a/b"})
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+}

@@ -85,26 +85,51 @@ type Backend struct {
 	warned map[string]bool // functions whose bad label was logged
 }
 
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	u, err := url.Parse(c.Gateway)
+	if err != nil {
+		return fmt.Errorf("%w: openfaas: gateway is not a URL", dfaas.ErrInvalidConfig) // it may hold a password
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%w: openfaas: gateway %q is not an http(s) URL", dfaas.ErrInvalidConfig, u.Redacted())
+	}
+	if c.DefaultCapacity < 0 || c.Timeout < 0 || c.FunctionTimeout < 0 || (c.Username == "") != (c.Password == "") {
+		return fmt.Errorf("%w: openfaas: negative capacity or timeout, or half a credential", dfaas.ErrInvalidConfig)
+	}
+	if c.Namespace != "" {
+		if err := dfaas.ValidateFunctionName(c.Namespace); err != nil {
+			return fmt.Errorf("%w: openfaas: namespace: %w", dfaas.ErrInvalidConfig, err)
+		}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Namespace == "" {
+		c.Namespace = sdk.DefaultNamespace
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 5 * time.Second
+	}
+	if c.FunctionTimeout == 0 {
+		c.FunctionTimeout = 2 * time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
 // New checks cfg and returns a Backend. It does not contact the gateway.
 func New(cfg Config) (*Backend, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
 	u, err := url.Parse(cfg.Gateway)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("%w: openfaas: gateway %q is not an http(s) URL", dfaas.ErrInvalidConfig, cfg.Gateway)
-	}
-	if cfg.DefaultCapacity < 0 || cfg.Timeout < 0 || cfg.FunctionTimeout < 0 || (cfg.Username == "") != (cfg.Password == "") {
-		return nil, fmt.Errorf("%w: openfaas: negative capacity or timeout, or half a credential", dfaas.ErrInvalidConfig)
-	}
-	if cfg.Namespace == "" {
-		cfg.Namespace = sdk.DefaultNamespace
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	if cfg.FunctionTimeout == 0 {
-		cfg.FunctionTimeout = 2 * time.Minute
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	if err != nil {
+		return nil, fmt.Errorf("%w: openfaas: %w", dfaas.ErrInvalidConfig, err)
 	}
 	var auth sdk.ClientAuth
 	if cfg.Username != "" {

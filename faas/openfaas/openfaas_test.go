@@ -28,10 +28,16 @@ var quiet = slog.New(slog.DiscardHandler)
 
 func TestConfigValidate(t *testing.T) {
 	for _, c := range []Config{{}, {Gateway: "ftp://x"}, {Gateway: "http://"}, {Gateway: "http://x", Username: "u"},
-		{Gateway: "http://x", DefaultCapacity: -1}} {
+		{Gateway: "http://x", DefaultCapacity: -1}, {Gateway: "http://x", Namespace: "a/b"}, {Gateway: "http://x", FunctionTimeout: -1}} {
 		_, err := New(c)
 		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%+v", c)
+		assert.ErrorIs(t, c.Validate(), dfaas.ErrInvalidConfig, "%+v", c)
 	}
+	err := Config{Gateway: "ftp://user:secret@x"}.Validate()
+	assert.NotContains(t, err.Error(), "secret", "the error names the gateway without its password")
+	err = Config{Gateway: "http://user:secret@x:bad port"}.Validate()
+	assert.NotContains(t, err.Error(), "secret")
+	assert.NoError(t, Config{Gateway: "http://127.0.0.1:8080", Namespace: "team-a"}.Validate())
 }
 
 func TestInvokePath(t *testing.T) {

@@ -97,9 +97,11 @@ func (c Config) Validate() error {
 	case c.Burst < 0 || c.MaxBody < 0 || c.MaxBuffered < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.RetryAfter < time.Second:
 		return fmt.Errorf("%w: proxy: negative duration or size, or retry-after under 1s", dfaas.ErrInvalidConfig)
 	case c.TLS != nil:
-		return c.TLS.Validate()
+		if err := c.TLS.Validate(); err != nil {
+			return err
+		}
 	}
-	return nil
+	return c.Outliers.Validate()
 }
 
 // maxHeaderBytes bounds a request's header on both listeners (HAProxy's
@@ -146,8 +148,12 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		return nil, fmt.Errorf("%w: proxy: nil local handler", dfaas.ErrInvalidConfig)
 	}
 	cfg = cfg.withDefaults()
+	outliers, err := proxy.NewOutliers(cfg.Outliers)
+	if err != nil {
+		return nil, err
+	}
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("node", string(cfg.Node)), local: local,
-		trigger: make(chan struct{}, 1), functions: map[string]*function{}, outliers: proxy.NewOutliers(cfg.Outliers)}
+		trigger: make(chan struct{}, 1), functions: map[string]*function{}, outliers: outliers}
 	p.routes.Store(&map[string]*route{})
 	p.dialer = &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	p.scheme = "http"
@@ -156,7 +162,6 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		p.scheme = "https"
 		p.transports = map[dfaas.NodeID]*http.Transport{}
 	}
-	var err error
 	if p.userL, err = net.Listen("tcp", cfg.UserAddr); err != nil {
 		return nil, fmt.Errorf("proxy: user listener: %w", err)
 	}

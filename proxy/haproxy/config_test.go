@@ -68,3 +68,33 @@ func TestRateAndWeight(t *testing.T) {
 	assert.Equal(t, 256, weight(1))
 	assert.Equal(t, 256, weight(50))
 }
+
+// TestConfigValidate: what the configuration could not take is refused
+// before a file is written or a process started.
+func TestConfigValidate(t *testing.T) {
+	ok := Config{Node: "a", UserAddr: "127.0.0.1:18080", PeerAddr: "127.0.0.1:18081", Platform: "127.0.0.1:8080", Functions: []string{"figlet"}}
+	require.NoError(t, ok.Validate())
+	for name, mutate := range map[string]func(c *Config){
+		"no node":           func(c *Config) { c.Node = "" },
+		"node with space":   func(c *Config) { c.Node = "a b" },
+		"user without port": func(c *Config) { c.UserAddr = "127.0.0.1" },
+		"no platform":       func(c *Config) { c.Platform = "" },
+		"bad namespace":     func(c *Config) { c.Namespace = "a b" },
+		"bad function":      func(c *Config) { c.Functions = []string{"Fig let"} },
+		"negative timeout":  func(c *Config) { c.Timeout = -time.Second },
+		"negative burst":    func(c *Config) { c.Burst = -1 },
+		"negative peers":    func(c *Config) { c.MaxPeers = -1 },
+		"deep directory":    func(c *Config) { c.Dir = "/tmp/" + strings.Repeat("d", 120) },
+		"dir with a quote":  func(c *Config) { c.Dir = "/tmp/a'b" },
+	} {
+		c := ok
+		mutate(&c)
+		err := c.Validate()
+		require.Error(t, err, name)
+		if name == "bad function" {
+			assert.ErrorIs(t, err, dfaas.ErrInvalidName, name)
+			continue
+		}
+		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, name)
+	}
+}

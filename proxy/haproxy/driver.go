@@ -58,6 +58,55 @@ type Config struct {
 	testClock string // see Layout.testClock
 }
 
+func (c Config) withDefaults() Config {
+	if c.Binary == "" {
+		c.Binary = "haproxy"
+	}
+	if c.MaxPeers == 0 {
+		c.MaxPeers = 64
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 30 * time.Second
+	}
+	if c.Burst == 0 {
+		c.Burst = 100 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// layout is the configuration's layout in c.Dir.
+func (c Config) layout() Layout {
+	return Layout{Node: c.Node, UserAddr: c.UserAddr, PeerAddr: c.PeerAddr, LocalAddr: c.Platform,
+		Socket: filepath.Join(c.Dir, "admin.sock"), LimitsMap: filepath.Join(c.Dir, "limits.map"),
+		CapacityMap: filepath.Join(c.Dir, "capacity.map"), RoutesMap: filepath.Join(c.Dir, "routes.map"),
+		Namespace: c.Namespace, LogSocket: filepath.Join(c.Dir, "log.sock"), Lua: filepath.Join(c.Dir, "dfaas.lua"), PeersSocket: filepath.Join(c.Dir, "peers.sock"), Functions: slices.Clone(c.Functions),
+		MaxPeers: c.MaxPeers, Timeout: c.Timeout, testClock: c.testClock}
+}
+
+// Validate reports the first invalid field: what HAProxy's configuration
+// could not take (an address without a port, a node id or a name that would
+// break a line, a directory too deep for its sockets) or a negative bound.
+// It does not look for the binary.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.MaxPeers < 0 || c.Timeout < 0 || c.Burst < 0 {
+		return fmt.Errorf("%w: haproxy: negative max peers, timeout or burst", dfaas.ErrInvalidConfig)
+	}
+	if c.Dir == "" {
+		c.Dir = os.TempDir() + "/dfaas-haproxy-0123456789" // as long as MkdirTemp's
+	}
+	if err := c.layout().validate(); err != nil {
+		return err
+	}
+	if c.TLS != nil {
+		return c.TLS.Validate()
+	}
+	return nil
+}
+
 // Driver runs one HAProxy process and applies plans to it. It implements
 // dfaas.ProxyDriver and is safe for concurrent use.
 type Driver struct {
@@ -93,27 +142,22 @@ type Driver struct {
 // Start writes the configuration, starts HAProxy in master-worker mode and
 // connects to its runtime API.
 func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
-	if cfg.Binary == "" {
-		cfg.Binary = "haproxy"
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.MaxPeers == 0 {
-		cfg.MaxPeers = 64
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 30 * time.Second
-	}
-	if cfg.Burst == 0 {
-		cfg.Burst = 100 * time.Millisecond
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	cfg = cfg.withDefaults()
+	// One failure ejects: HAProxy marks a server down after failures in a
+	// row (observe layer4), so the driver acts on the mark-down at once.
+	outliers, err := proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 1})
+	if err != nil {
+		return nil, err
 	}
 	if err := checkVersion(ctx, cfg.Binary); err != nil {
 		return nil, err
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
 		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
-		outliers: proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 1})}
+		outliers: outliers}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "dfaas-haproxy-"); err != nil {
 			return nil, fmt.Errorf("haproxy: %w", err)
@@ -126,11 +170,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 			_ = d.Close()
 		}
 	}()
-	d.layout = Layout{Node: cfg.Node, UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr, LocalAddr: cfg.Platform,
-		Socket: filepath.Join(cfg.Dir, "admin.sock"), LimitsMap: filepath.Join(cfg.Dir, "limits.map"),
-		CapacityMap: filepath.Join(cfg.Dir, "capacity.map"), RoutesMap: filepath.Join(cfg.Dir, "routes.map"),
-		Namespace: cfg.Namespace, LogSocket: filepath.Join(cfg.Dir, "log.sock"), Lua: filepath.Join(cfg.Dir, "dfaas.lua"), PeersSocket: filepath.Join(cfg.Dir, "peers.sock"), Functions: slices.Clone(cfg.Functions),
-		MaxPeers: cfg.MaxPeers, Timeout: cfg.Timeout, testClock: cfg.testClock}
+	d.layout = cfg.layout()
 	if cfg.TLS != nil {
 		if err := d.startTLS(); err != nil {
 			return nil, err
