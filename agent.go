@@ -40,6 +40,9 @@ type Status struct {
 	LastTick  time.Time // start of the latest tick
 	LastErr   error     // error of the latest tick, nil if it succeeded
 	Peers     int       // live peer adverts at the latest tick
+	// PeerNodes are the nodes of those adverts, sorted, less the peers the
+	// data plane ejected: the federation the latest plan was made with.
+	PeerNodes []NodeID
 	LastState State
 	LastPlan  Plan
 }
@@ -113,7 +116,7 @@ func (a *Agent) Tick(ctx context.Context) error {
 	a.tickMu.Lock()
 	defer a.tickMu.Unlock()
 	now := a.cfg.Now()
-	state, plan, peers, err := a.tick(ctx, now)
+	state, plan, nodes, err := a.tick(ctx, now)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.status.Ticks++
@@ -124,7 +127,8 @@ func (a *Agent) Tick(ctx context.Context) error {
 	}
 	if state.Functions != nil {
 		a.status.LastState = state
-		a.status.Peers = peers
+		a.status.Peers = len(nodes)
+		a.status.PeerNodes = nodes
 	}
 	if plan.Functions != nil {
 		a.status.LastPlan = plan
@@ -132,12 +136,12 @@ func (a *Agent) Tick(ctx context.Context) error {
 	return err
 }
 
-func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, int, error) {
+func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, []NodeID, error) {
 	sample, err := a.monitor.Sample(ctx)
 	var degraded error
 	if err != nil {
 		if !errors.Is(err, ErrDegraded) {
-			return State{}, Plan{}, 0, fmt.Errorf("agent: sample: %w", err)
+			return State{}, Plan{}, nil, fmt.Errorf("agent: sample: %w", err)
 		}
 		degraded = fmt.Errorf("agent: sample: %w", err)
 	}
@@ -172,10 +176,15 @@ func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, int, erro
 			peers = slices.DeleteFunc(slices.Clone(peers), func(ad Advert) bool { return slices.Contains(out, ad.Node) })
 		}
 	}
+	nodes := make([]NodeID, len(peers))
+	for i, ad := range peers {
+		nodes[i] = ad.Node
+	}
+	slices.Sort(nodes)
 	plan := a.balancer.Plan(state, peers)
 	plan.Time = now
 	if err := a.proxy.Apply(ctx, plan); err != nil {
-		return state, plan, len(peers), errors.Join(fmt.Errorf("agent: apply: %w", err), degraded, pubErr)
+		return state, plan, nodes, errors.Join(fmt.Errorf("agent: apply: %w", err), degraded, pubErr)
 	}
-	return state, plan, len(peers), errors.Join(degraded, pubErr)
+	return state, plan, nodes, errors.Join(degraded, pubErr)
 }

@@ -124,6 +124,7 @@ func TestTickComposesTheLoop(t *testing.T) {
 	assert.Equal(t, uint64(2), st.Ticks)
 	assert.Zero(t, st.Failures)
 	assert.Equal(t, 1, st.Peers)
+	assert.Equal(t, []dfaas.NodeID{peers[0].Node}, st.PeerNodes)
 	assert.Equal(t, wantState, st.LastState)
 	assert.Equal(t, plan.Functions, st.LastPlan.Functions)
 }

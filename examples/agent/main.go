@@ -35,6 +35,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -69,6 +71,7 @@ type options struct {
 	key       string // identity key file
 	allow     string // allow-list file
 	insecure  bool
+	admin     string // operator listener: /healthz, /readyz, /status
 }
 
 func main() {
@@ -111,6 +114,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
 	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
 	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret, and peer traffic in clear text: any host that reaches -listen can join, any that reaches -peer can run functions (labs only)")
+	fs.StringVar(&o.admin, "admin", "", "operator listener (e.g. 127.0.0.1:9100) for /healthz, /readyz and /status; off the user and peer ports; none if empty")
 	strategy := fs.String("strategy", "proportional", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -221,6 +225,16 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 		return err
 	}
 	defer n.Close()
+	if o.admin != "" {
+		l, err := net.Listen("tcp", o.admin)
+		if err != nil {
+			return fmt.Errorf("-admin: %w", err)
+		}
+		srv := &http.Server{Handler: n.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = srv.Serve(l) }()
+		defer srv.Close()
+		log.Info("admin listener up", "addr", l.Addr().String())
+	}
 	var bootstrapFrom string
 	if ov, ok := n.Overlay.(*overlay.Libp2p); ok {
 		bootstrapFrom = strings.Join(ov.Addrs(), " ")

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -117,7 +118,11 @@ func TestAgentFederation(t *testing.T) {
 // TestAgentServes starts the agent binary's composition and calls its
 // function through the user port.
 func TestAgentServes(t *testing.T) {
-	o, err := parseFlags(state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms"), io.Discard)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	admin := l.Addr().String()
+	require.NoError(t, l.Close())
+	o, err := parseFlags(state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms", "-admin", admin), io.Discard)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *node.Node, 1)
@@ -139,6 +144,17 @@ func TestAgentServes(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode == http.StatusOK && strings.HasPrefix(string(b), "hello on node ") && strings.HasSuffix(string(b), ": world")
 	}, 5*time.Second, 20*time.Millisecond)
+	resp, err := http.Get("http://" + admin + "/readyz")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, err = http.Get("http://" + admin + "/status")
+	require.NoError(t, err)
+	var st node.Status
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	resp.Body.Close()
+	assert.Equal(t, px.Overlay.Self(), st.Node)
+	assert.Contains(t, st.State.Functions, "hello")
 	cancel()
 	require.NoError(t, <-done)
 	http.DefaultClient.CloseIdleConnections()

@@ -1,0 +1,88 @@
+package node
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/overlay"
+)
+
+// Status is what a node's /status answers: who it is, where it listens,
+// and what its agent last saw and planned.
+type Status struct {
+	Node      dfaas.NodeID   `json:"node"`
+	UserAddr  string         `json:"user_addr"`
+	PeerAddr  string         `json:"peer_addr"`
+	Overlay   []string       `json:"overlay_addrs,omitempty"` // libp2p multiaddrs, with /p2p/<id>
+	Ticks     uint64         `json:"ticks"`
+	Failures  uint64         `json:"tick_failures"`
+	LastTick  time.Time      `json:"last_tick"`
+	LastError string         `json:"last_error,omitempty"`
+	Peers     []dfaas.NodeID `json:"peers"` // the federation the latest plan was made with
+	State     dfaas.State    `json:"state"`
+	Plan      dfaas.Plan     `json:"plan"`
+	// Overlay counters (libp2p only): adverts accepted and dropped by reason.
+	Adverts *overlay.Stats `json:"adverts,omitempty"`
+}
+
+// Status reports the node's status now.
+func (n *Node) Status() Status {
+	st := n.Agent.Status()
+	out := Status{Node: n.Overlay.Self(), UserAddr: n.DataPlane.UserAddr(), PeerAddr: n.DataPlane.PeerAddr(),
+		Ticks: st.Ticks, Failures: st.Failures, LastTick: st.LastTick, Peers: st.PeerNodes,
+		State: st.LastState, Plan: st.LastPlan}
+	if out.Peers == nil {
+		out.Peers = []dfaas.NodeID{}
+	}
+	if st.LastErr != nil {
+		out.LastError = st.LastErr.Error()
+	}
+	if o, ok := n.Overlay.(*overlay.Libp2p); ok {
+		out.Overlay = o.Addrs()
+		s := o.Stats()
+		out.Adverts = &s
+	}
+	return out
+}
+
+// Ready reports whether the node has applied a plan: its agent ran a tick
+// that succeeded. The reason says what it waits for otherwise.
+func (n *Node) Ready() (ok bool, reason string) {
+	st := n.Agent.Status()
+	switch {
+	case st.Ticks == 0:
+		return false, "no control tick has run yet"
+	case st.LastErr != nil:
+		return false, "the last control tick failed: " + st.LastErr.Error()
+	}
+	return true, ""
+}
+
+// AdminHandler serves the node's operator endpoints, for a listener of
+// their own (never the user or the peer port):
+//
+//	/healthz  200 while the process serves
+//	/readyz   200 once a plan is applied (Ready), else 503 with the reason
+//	/status   the node's Status as JSON
+func (n *Node) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, reason := n.Ready(); !ok {
+			http.Error(w, reason, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(n.Status())
+	})
+	return mux
+}

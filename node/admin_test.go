@@ -1,0 +1,86 @@
+package node_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/node"
+	"github.com/dfaas-go/dfaas/overlay"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// downPlatform lists no capacities: its gateway does not answer.
+type downPlatform struct{}
+
+func (downPlatform) Capacities(context.Context) (map[string]dfaas.Rate, error) {
+	return nil, errors.New("gateway down")
+}
+
+// TestAdminHandler: /healthz answers, /readyz waits for an applied plan and
+// says why it is not ready, /status lists the peers the plan was made with.
+func TestAdminHandler(t *testing.T) {
+	ctx := t.Context()
+	network := overlay.NewNetwork()
+	build := func(name string, pf node.Platform) *node.Node {
+		ov, err := network.Join(dfaas.NodeID(name))
+		require.NoError(t, err)
+		n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: pf, Interval: 50 * time.Millisecond, Logger: quiet, PlainPeers: true})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, n.Close()) })
+		return n
+	}
+	runtime := func(name string) node.Platform {
+		pf, err := node.OpenPlatform(ctx, "runtime", node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": 10}})
+		require.NoError(t, err)
+		return pf
+	}
+	a := build("a", runtime("a"))
+	build("b", runtime("b"))
+	srv := httptest.NewServer(a.AdminHandler())
+	defer srv.Close()
+
+	code, _ := get(t, srv.URL+"/healthz")
+	assert.Equal(t, http.StatusOK, code)
+	require.Eventually(t, func() bool {
+		code, _ := get(t, srv.URL+"/readyz")
+		var st node.Status
+		_, body := get(t, srv.URL+"/status")
+		require.NoError(t, json.Unmarshal([]byte(body), &st))
+		return code == http.StatusOK && len(st.Peers) == 1
+	}, 5*time.Second, 20*time.Millisecond)
+	var st node.Status
+	_, body := get(t, srv.URL+"/status")
+	require.NoError(t, json.Unmarshal([]byte(body), &st))
+	assert.Equal(t, dfaas.NodeID("a"), st.Node)
+	assert.Equal(t, []dfaas.NodeID{"b"}, st.Peers)
+	assert.Equal(t, a.DataPlane.UserAddr(), st.UserAddr)
+	assert.Positive(t, st.Ticks)
+	assert.Equal(t, dfaas.Rate(10), st.State.Functions["hello"].Capacity)
+	assert.Contains(t, st.Plan.Functions, "hello")
+
+	down := build("c", node.Platform{Handler: http.NotFoundHandler(), Capacities: downPlatform{}})
+	srv2 := httptest.NewServer(down.AdminHandler())
+	defer srv2.Close()
+	require.Eventually(t, func() bool { return down.Agent.Status().Ticks > 0 }, 5*time.Second, 10*time.Millisecond)
+	code, body = get(t, srv2.URL+"/readyz")
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.Contains(t, body, "gateway down")
+}
