@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, vet, and every test with the race
 # detector, including the end-to-end runs on real libp2p hosts on loopback.
-# Installs what the tests need when it is missing: HAProxy and wrk from
-# Debian's packages. (The OpenFaaS gateway the tests run is compiled from the Go module
+# Installs what the tests need when it is missing: HAProxy, wrk, iproute2
+# and iptables from Debian's packages. (The OpenFaaS gateway the tests run is compiled from the Go module
 # proxy by the tests themselves, into the user cache.)
 # Extra arguments go to `go test`, e.g. ./scripts/test.sh -run Reference -v
 set -euo pipefail
@@ -14,13 +14,16 @@ if ! command -v go >/dev/null 2>&1; then
 fi
 
 # HAProxy, the production data plane, runs in the proxy/haproxy tests; wrk
-# loads the data planes in examples/hopbench's test.
+# loads the data planes in examples/hopbench's test; ip and iptables build
+# internal/testbed's network.
+sudo=""
+[ "$(id -u)" = 0 ] || sudo=sudo
 missing=()
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 if [ ${#missing[@]} -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 haproxy -v | head -1
@@ -32,4 +35,8 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
-go test -race -count=1 -timeout 30m ./... "$@"
+# The testbed runs real agents in network namespaces: it needs root, and
+# runs on its own after the rest so that no other test shares its CPU.
+go test -race -count=1 -timeout 30m $(go list ./... | grep -v '/internal/testbed$') "$@"
+$sudo env "PATH=$PATH" "HOME=$HOME" "GOCACHE=$(go env GOCACHE)" "GOMODCACHE=$(go env GOMODCACHE)" \
+  go test -race -count=1 -timeout 10m ./internal/testbed "$@"

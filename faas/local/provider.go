@@ -150,7 +150,7 @@ func (p *Provider) Close() error {
 
 // RegisterImage binds an image name to an in-process Go handler. A
 // deployment of that image serves its requests with h, which sees the
-// OpenFaaS path /function/<name>[/...].
+// OpenFaaS path as called: /function/<name>[.<namespace>][/...].
 func (p *Provider) RegisterImage(image string, h http.Handler) error {
 	if image == "" || h == nil {
 		return fmt.Errorf("%w: local: empty image or nil handler", dfaas.ErrInvalidConfig)

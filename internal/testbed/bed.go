@@ -1,0 +1,791 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/dfaas-go/dfaas/faas/local"
+	"github.com/dfaas-go/dfaas/node"
+	"github.com/dfaas-go/dfaas/overlay"
+)
+
+// Options of a run.
+type Options struct {
+	// Agent is the agent binary. Required (BuildAgent makes one).
+	Agent string
+	// Dir keeps the federation secret, the node keys and the agents' logs.
+	// Default: a temporary directory, removed after the run.
+	Dir string
+	// Progress, if set, receives a line per second of the run.
+	Progress io.Writer
+}
+
+// BuildAgent builds examples/agent into dir and returns its path. It runs
+// the go command, so the working directory must be inside this module.
+func BuildAgent(ctx context.Context, dir string) (string, error) {
+	out := filepath.Join(dir, "agent")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/dfaas-go/dfaas/examples/agent")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("testbed: building the agent: %w: %s", err, b)
+	}
+	return out, nil
+}
+
+// agent is one node's agent process, as the testbed runs it.
+type agent struct {
+	i      int
+	args   []string
+	log    *os.File
+	cmd    *exec.Cmd
+	exited chan struct{}
+	frozen bool
+	cpu    time.Duration // of earlier processes of this node
+	cpuNow time.Duration // of the current one, when last sampled
+	rss    float64       // MiB, the largest seen
+}
+
+// bed is one run in progress.
+type bed struct {
+	s       Scenario
+	opt     Options
+	net     *network
+	idx     map[string]int
+	mu      sync.Mutex // guards the agents' processes and samples
+	agents  []*agent
+	ledger  *ledger
+	status  *watcher
+	started time.Time // the end of the warm-up: times in the scenario count from here
+}
+
+// Run runs a scenario and reports what its users saw. It needs Check to
+// pass. Everything it made (namespaces, bridge, processes, rules) is gone
+// when it returns.
+func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	s = s.withDefaults()
+	if err := Check(); err != nil {
+		return nil, err
+	}
+	if opt.Agent == "" {
+		return nil, errors.New("testbed: no agent binary (see BuildAgent)")
+	}
+	if opt.Dir == "" {
+		if opt.Dir, err = os.MkdirTemp("", "dfaas-testbed-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(opt.Dir)
+	}
+	b := &bed{s: s, opt: opt, idx: map[string]int{}, ledger: newLedger()}
+	names := make([]string, len(s.Nodes))
+	for i, n := range s.Nodes {
+		names[i], b.idx[n.Name] = n.Name, i
+	}
+	if b.net, err = newNetwork(names); err != nil {
+		return nil, err
+	}
+	defer b.net.close()
+	for i := range names {
+		for j := range names {
+			if i != j {
+				if err := b.net.connect(i, j); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	for i := range names {
+		for j := i + 1; j < len(names); j++ {
+			l := s.linkOf(names[i], names[j])
+			if err := b.net.delay(i, j, l.RTT.D(), l.Jitter.D()); err != nil {
+				return nil, err
+			}
+			if l.Loss > 0 {
+				if err := b.net.setLoss(i, j, l.Loss); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	providers, err := b.platforms()
+	defer func() {
+		for _, p := range providers {
+			_ = p.Close()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.prepareAgents(providers); err != nil {
+		return nil, err
+	}
+	defer b.stopAll()
+	for _, a := range b.agents {
+		if err := b.start(a); err != nil {
+			return nil, err
+		}
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for i := range b.agents {
+		if err := b.waitReady(readyCtx, i); err != nil {
+			return nil, fmt.Errorf("testbed: node %s: %w (log: %s)", names[i], err, b.agents[i].log.Name())
+		}
+	}
+	b.status = newWatcher(b)
+	statusCtx, stopStatus := context.WithCancel(ctx)
+	defer stopStatus()
+	go b.status.run(statusCtx)
+	select {
+	case <-time.After(s.Warmup.D()):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	b.started = time.Now()
+	b.ledger.begin(b.started)
+	results := b.load(ctx)
+	var evErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		evErr = b.events(ctx)
+	}()
+	b.progress(ctx)
+	<-done
+	res := <-results
+	stopStatus()
+	b.sampleAgents()
+	if evErr != nil {
+		return nil, evErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return b.report(res), nil
+}
+
+// platforms starts a faas/local provider per node on the hub, with the
+// node's functions deployed at their capacities (beyond which the provider
+// answers 429, as an overloaded platform does).
+func (b *bed) platforms() ([]*local.Provider, error) {
+	var out []*local.Provider
+	for i, n := range b.s.Nodes {
+		p, err := local.New(local.Config{Addr: net.JoinHostPort(b.net.hub(), "0"), EnforceMaxRate: true, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, p)
+		if err := p.RegisterImage("dfaas/testbed", b.ledger.handler(i, n.Name)); err != nil {
+			return out, err
+		}
+		for fn, capacity := range n.Functions {
+			spec := fmt.Sprintf(`{"service":%q,"image":"dfaas/testbed","labels":{%q:%q}}`, fn, local.LabelMaxRate, strconv.FormatFloat(capacity, 'f', -1, 64))
+			resp, err := http.Post(p.URL()+"system/functions", "application/json", strings.NewReader(spec))
+			if err != nil {
+				return out, err
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				return out, fmt.Errorf("testbed: deploying %s on %s: %s", fn, n.Name, resp.Status)
+			}
+		}
+	}
+	return out, nil
+}
+
+// prepareAgents writes the federation secret and the node keys, and the
+// command line of every agent: each knows every other as a bootstrap peer.
+func (b *bed) prepareAgents(providers []*local.Provider) error {
+	secret := filepath.Join(b.opt.Dir, "federation.key")
+	if _, err := overlay.GenerateSecret(secret); err != nil {
+		return err
+	}
+	addrs := make([]string, len(b.s.Nodes))
+	keys := make([]string, len(b.s.Nodes))
+	for i, n := range b.s.Nodes {
+		keys[i] = filepath.Join(b.opt.Dir, n.Name+".key")
+		k, _, err := overlay.LoadOrCreateKey(keys[i])
+		if err != nil {
+			return err
+		}
+		id, err := peer.IDFromPrivateKey(k)
+		if err != nil {
+			return err
+		}
+		addrs[i] = fmt.Sprintf("/ip4/%s/tcp/%d/p2p/%s", b.net.ip(i), portP2P, id)
+	}
+	for i, n := range b.s.Nodes {
+		var boot []string
+		for j, a := range addrs {
+			if j != i {
+				boot = append(boot, a)
+			}
+		}
+		ip := b.net.ip(i)
+		args := []string{"-faas", "openfaas", "-gateway", strings.TrimSuffix(providers[i].URL(), "/"),
+			"-user", net.JoinHostPort(ip, strconv.Itoa(portUser)), "-peer", net.JoinHostPort(ip, strconv.Itoa(portPeer)),
+			"-admin", net.JoinHostPort(ip, strconv.Itoa(portAdmin)), "-listen", fmt.Sprintf("/ip4/%s/tcp/%d", ip, portP2P),
+			"-secret", secret, "-key", keys[i], "-interval", b.s.Interval.D().String(), "-proxy", b.s.Proxy}
+		if len(boot) > 0 {
+			args = append(args, "-bootstrap", strings.Join(boot, ","))
+		}
+		if b.s.Strategy != "" {
+			args = append(args, "-strategy", b.s.Strategy)
+		}
+		f, err := os.OpenFile(filepath.Join(b.opt.Dir, n.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		b.agents = append(b.agents, &agent{i: i, args: args, log: f})
+	}
+	return nil
+}
+
+// start starts a node's agent process in its namespace.
+func (b *bed) start(a *agent) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if a.cmd != nil {
+		select {
+		case <-a.exited:
+		default:
+			return fmt.Errorf("testbed: %s is running", b.s.Nodes[a.i].Name)
+		}
+		a.cpu, a.cpuNow = a.cpu+a.cpuNow, 0
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", b.net.ns[a.i], b.opt.Agent}, a.args...)...)
+	cmd.Stdout, cmd.Stderr = a.log, a.log
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	a.cmd, a.exited, a.frozen = cmd, make(chan struct{}), false
+	go func(done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(a.exited)
+	return nil
+}
+
+// running reports whether node i's agent runs and is not frozen.
+func (b *bed) running(i int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a := b.agents[i]
+	if a.cmd == nil || a.frozen {
+		return false
+	}
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// signal sends sig to node i's agent; frozen says whether it is frozen
+// after.
+func (b *bed) signal(i int, sig syscall.Signal, frozen bool) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a := b.agents[i]
+	if a.cmd == nil || a.cmd.Process == nil {
+		return fmt.Errorf("testbed: %s never started", b.s.Nodes[i].Name)
+	}
+	b.sampleAgent(a)
+	a.frozen = frozen
+	return a.cmd.Process.Signal(sig)
+}
+
+// stopAll kills every agent and waits for it.
+func (b *bed) stopAll() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, a := range b.agents {
+		if a.cmd != nil && a.cmd.Process != nil {
+			_ = a.cmd.Process.Kill()
+			<-a.exited
+		}
+		_ = a.log.Close()
+	}
+}
+
+func (b *bed) adminURL(i int) string {
+	return "http://" + net.JoinHostPort(b.net.ip(i), strconv.Itoa(portAdmin))
+}
+
+var adminClient = &http.Client{Timeout: 500 * time.Millisecond}
+
+// waitReady waits until node i's agent has applied a plan.
+func (b *bed) waitReady(ctx context.Context, i int) error {
+	for {
+		resp, err := adminClient.Get(b.adminURL(i) + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-b.agents[i].exited:
+			return errors.New("the agent exited")
+		case <-ctx.Done():
+			return fmt.Errorf("not ready: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// events runs the scenario's events at their times.
+func (b *bed) events(ctx context.Context) error {
+	for k, e := range b.s.Events {
+		select {
+		case <-time.After(time.Until(b.started.Add(e.At.D()))):
+		case <-ctx.Done():
+			return nil
+		}
+		at := time.Now()
+		if err := b.apply(e); err != nil {
+			return fmt.Errorf("testbed: event %d (%s): %w", k, e.Name(), err)
+		}
+		b.status.event(k, at)
+	}
+	return nil
+}
+
+func (b *bed) apply(e EventSpec) error {
+	switch {
+	case e.Kill != "":
+		return b.signal(b.idx[e.Kill], syscall.SIGKILL, false)
+	case e.Stop != "":
+		return b.signal(b.idx[e.Stop], syscall.SIGTERM, false)
+	case e.Freeze != "":
+		return b.signal(b.idx[e.Freeze], syscall.SIGSTOP, true)
+	case e.Thaw != "":
+		return b.signal(b.idx[e.Thaw], syscall.SIGCONT, false)
+	case e.Start != "":
+		return b.start(b.agents[b.idx[e.Start]])
+	case e.Partition != nil:
+		var groups [][]int
+		for _, g := range e.Partition {
+			var ids []int
+			for _, n := range g {
+				ids = append(ids, b.idx[n])
+			}
+			groups = append(groups, ids)
+		}
+		return b.net.partition(groups)
+	case e.Heal:
+		return b.net.heal()
+	case e.Loss != nil:
+		return b.net.setLoss(b.idx[e.Loss.Between[0]], b.idx[e.Loss.Between[1]], e.Loss.Loss)
+	}
+	return nil
+}
+
+// result is one user request and what became of it.
+type result struct {
+	origin   int // the node whose user port took it
+	function string
+	id       string
+	at       time.Duration // since the start
+	latency  time.Duration
+	code     int    // 0: no answer
+	err      string // the client's error, if any
+}
+
+// load starts the scenario's load at its times and returns, once all of it
+// has finished, every request's result.
+func (b *bed) load(ctx context.Context) <-chan []result {
+	out := make(chan []result, 1)
+	var mu sync.Mutex
+	var all []result
+	var wg sync.WaitGroup
+	for k, l := range b.s.Load {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-time.After(time.Until(b.started.Add(l.From.D()))):
+			case <-ctx.Done():
+				return
+			}
+			origin := b.idx[l.Node]
+			url := "http://" + net.JoinHostPort(b.net.ip(origin), strconv.Itoa(portUser)) + "/function/" + l.Function
+			var n uint64
+			var tmu sync.Mutex
+			targeter := func(t *vegeta.Target) error {
+				tmu.Lock()
+				n++
+				id := fmt.Sprintf("%s-%d-%d", l.Node, k, n)
+				tmu.Unlock()
+				t.Method, t.URL, t.Body = http.MethodPost, url, []byte(id)
+				t.Header = http.Header{headerID: {id}}
+				return nil
+			}
+			// The transport records every request by its id, answered or
+			// not (vegeta's results keep no request).
+			rec := &recorder{base: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}, bed: b,
+				origin: origin, function: l.Function}
+			atk := vegeta.NewAttacker(vegeta.Client(&http.Client{Timeout: 10 * time.Second, Transport: rec}), vegeta.MaxBody(1024))
+			pace := vegeta.ConstantPacer{Freq: int(math.Round(l.Rate * 1000)), Per: 1000 * time.Second}
+			stop := context.AfterFunc(ctx, func() { atk.Stop() })
+			defer stop()
+			for range atk.Attack(targeter, pace, (l.To - l.From).D(), fmt.Sprint(k)) {
+			}
+			rec.base.CloseIdleConnections()
+			mu.Lock()
+			all = append(all, rec.results()...)
+			mu.Unlock()
+		}()
+	}
+	go func() {
+		wg.Wait()
+		out <- all
+	}()
+	return out
+}
+
+// headerID carries a request's id (also its body, which the function
+// records).
+const headerID = "X-Testbed-Id"
+
+// recorder is the load's HTTP transport: it records each request's id,
+// start, latency to the answer's header and status, or its error.
+type recorder struct {
+	base     *http.Transport
+	bed      *bed
+	origin   int
+	function string
+	mu       sync.Mutex
+	recs     []result
+}
+
+func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := r.base.RoundTrip(req)
+	q := result{origin: r.origin, function: r.function, id: req.Header.Get(headerID), at: start.Sub(r.bed.started), latency: time.Since(start)}
+	if err != nil {
+		q.err = err.Error()
+	} else {
+		q.code = resp.StatusCode
+	}
+	r.mu.Lock()
+	r.recs = append(r.recs, q)
+	r.mu.Unlock()
+	return resp, err
+}
+
+func (r *recorder) results() []result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.recs)
+}
+
+// progress prints a line per second until the run's end.
+func (b *bed) progress(ctx context.Context) {
+	end := b.started.Add(b.s.Duration.D())
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			b.sampleAgents()
+			if b.opt.Progress != nil {
+				sec := int(now.Sub(b.started) / time.Second)
+				fmt.Fprintf(b.opt.Progress, "t=%3ds executions %s\n", sec, b.ledger.second(sec-1, b.s.Nodes))
+			}
+		}
+	}
+}
+
+// sampleAgents records the agents' CPU and memory.
+func (b *bed) sampleAgents() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, a := range b.agents {
+		b.sampleAgent(a)
+	}
+}
+
+// sampleAgent is sampleAgents for one agent; b.mu is held.
+func (b *bed) sampleAgent(a *agent) {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-a.exited:
+		return
+	default:
+	}
+	a.rss = max(a.rss, procRSS(a.cmd.Process.Pid))
+	a.cpuNow = procCPU(a.cmd.Process.Pid)
+}
+
+// procCPU is a process's CPU time (utime + stime, clock ticks of 1/100 s).
+func procCPU(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * 10 * time.Millisecond
+}
+
+// procRSS is a process's resident memory in MiB.
+func procRSS(pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseFloat(f[0], 64)
+				return kb / 1024
+			}
+		}
+	}
+	return 0
+}
+
+// ledger records every execution on the platforms: which node ran which
+// request, and when.
+type ledger struct {
+	mu    sync.Mutex
+	start time.Time
+	runs  map[string][]int               // request id -> the nodes that executed it
+	per   map[int]map[int]map[string]int // second -> node -> function -> executions
+}
+
+func newLedger() *ledger {
+	return &ledger{runs: map[string][]int{}, per: map[int]map[int]map[string]int{}, start: time.Now()}
+}
+
+// begin sets the time seconds count from.
+func (l *ledger) begin(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.start = t
+}
+
+// handler is node i's function: it records the request id it was given
+// and answers "<node> <id>".
+func (l *ledger) handler(i int, name string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(r.Body, 256))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		id := string(bytes.TrimSpace(body))
+		// The platform passes the gateway's path: /function/<name>.<namespace>.
+		target, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/function/"), "/")
+		fn, _, _ := strings.Cut(target, ".")
+		l.mu.Lock()
+		l.runs[id] = append(l.runs[id], i)
+		sec := int(math.Floor(time.Since(l.start).Seconds()))
+		if l.per[sec] == nil {
+			l.per[sec] = map[int]map[string]int{}
+		}
+		if l.per[sec][i] == nil {
+			l.per[sec][i] = map[string]int{}
+		}
+		l.per[sec][i][fn]++
+		l.mu.Unlock()
+		_, _ = fmt.Fprintf(w, "%s %s", name, id)
+	})
+}
+
+// second summarises the executions of one second of the run.
+func (l *ledger) second(sec int, nodes []NodeSpec) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var parts []string
+	for i, n := range nodes {
+		var c int
+		for _, v := range l.per[sec][i] {
+			c += v
+		}
+		parts = append(parts, fmt.Sprintf("%s=%d", n.Name, c))
+	}
+	return strings.Join(parts, " ")
+}
+
+// watcher polls the agents' /status and times how long each event took to
+// show in the plans.
+type watcher struct {
+	b       *bed
+	mu      sync.Mutex
+	pending map[int]time.Time // event -> when it happened, until detected
+	found   []Detection
+}
+
+func newWatcher(b *bed) *watcher { return &watcher{b: b, pending: map[int]time.Time{}} }
+
+func (w *watcher) event(k int, at time.Time) {
+	if w.b.s.Events[k].Loss != nil {
+		return // nothing for the plans to reflect
+	}
+	w.mu.Lock()
+	w.pending[k] = at
+	w.mu.Unlock()
+}
+
+func (w *watcher) run(ctx context.Context) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		w.mu.Lock()
+		empty := len(w.pending) == 0
+		w.mu.Unlock()
+		if empty {
+			continue
+		}
+		views := w.views()
+		now := time.Now()
+		w.mu.Lock()
+		for k, at := range w.pending {
+			if w.reflected(k, views) {
+				w.found = append(w.found, Detection{Event: w.b.s.Events[k].Name(), Seconds: now.Sub(at).Seconds()})
+				delete(w.pending, k)
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
+// views asks every running agent which peers its latest plan was made
+// with.
+func (w *watcher) views() map[int][]string {
+	out := map[int][]string{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i := range w.b.agents {
+		if !w.b.running(i) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := adminClient.Get(w.b.adminURL(i) + "/status")
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			var st node.Status
+			if json.NewDecoder(resp.Body).Decode(&st) != nil {
+				return
+			}
+			peers := make([]string, len(st.Peers))
+			for j, p := range st.Peers {
+				peers[j] = string(p)
+			}
+			mu.Lock()
+			out[i] = peers
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// reflected reports whether every running node's view shows event k: the
+// nodes that should be gone are gone, the ones that should be there are.
+func (w *watcher) reflected(k int, views map[int][]string) bool {
+	b := w.b
+	ids := b.ids()
+	reach := func(i, j int) bool { // should i's plan include j now?
+		return b.running(j) && !b.cut(k, i, j)
+	}
+	for i := range b.agents {
+		if !b.running(i) {
+			continue
+		}
+		view, ok := views[i]
+		if !ok {
+			return false // no answer: not known yet
+		}
+		for j := range b.agents {
+			if j == i {
+				continue
+			}
+			if slices.Contains(view, ids[j]) != reach(i, j) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// cut reports whether, after event k, a partition separates i and j.
+func (b *bed) cut(k, i, j int) bool {
+	var groups [][]string
+	for _, e := range b.s.Events[:k+1] {
+		switch {
+		case e.Partition != nil:
+			groups = e.Partition
+		case e.Heal:
+			groups = nil
+		}
+	}
+	gi, gj := -1, -1
+	for g, members := range groups {
+		if slices.Contains(members, b.s.Nodes[i].Name) {
+			gi = g
+		}
+		if slices.Contains(members, b.s.Nodes[j].Name) {
+			gj = g
+		}
+	}
+	return gi >= 0 && gj >= 0 && gi != gj
+}
+
+// ids are the nodes' overlay ids, from their key files.
+func (b *bed) ids() []string {
+	out := make([]string, len(b.s.Nodes))
+	for i, n := range b.s.Nodes {
+		k, _, err := overlay.LoadOrCreateKey(filepath.Join(b.opt.Dir, n.Name+".key"))
+		if err != nil {
+			continue
+		}
+		if id, err := peer.IDFromPrivateKey(k); err == nil {
+			out[i] = id.String()
+		}
+	}
+	return out
+}

@@ -1,0 +1,313 @@
+package testbed
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Report is what a run's users saw, and what the federation did.
+type Report struct {
+	Scenario string       `json:"scenario"`
+	Nodes    []NodeReport `json:"nodes"`
+	// Lost counts requests that got no answer, or an error, and ran
+	// nowhere, while the nodes their node could reach had spare capacity
+	// for their function: per second, at most the capacity those nodes left
+	// unused in that second and in the seconds either side (less one
+	// request per node: rates measured over whole seconds). Rejections
+	// when the reachable federation was full are not lost.
+	Lost int `json:"lost"`
+	// Duplicated counts requests executed more than once.
+	Duplicated int `json:"duplicated"`
+	// Unanswered counts requests that ran but whose user got no answer or
+	// an error: forwards in flight to a node that died (at most once: they
+	// are not retried). They are not lost.
+	Unanswered int `json:"unanswered"`
+	// Forwards counts, per origin node, the requests each other node
+	// executed for it.
+	Forwards         map[string]map[string]int `json:"forwards"`
+	ForwardLatencyMS Quantiles                 `json:"forward_latency_ms"`
+	LocalLatencyMS   Quantiles                 `json:"local_latency_ms"`
+	// Detection is, per event, the time until every running agent's plan
+	// reflected it (peers gone or back), in seconds; events the plans never
+	// reflected during the run are missing.
+	Detection []Detection `json:"detection_s"`
+	// AgentCPUSeconds is the agents' CPU time over the run, all nodes;
+	// AgentRSSMB the largest resident memory of one agent.
+	AgentCPUSeconds float64  `json:"agent_cpu_s"`
+	AgentRSSMB      float64  `json:"agent_rss_mb"`
+	Timeline        []Second `json:"timeline"`
+}
+
+// NodeReport counts one node's requests. Offered = ServedLocal +
+// ForwardedOut + Rejected + Failed.
+type NodeReport struct {
+	Name         string `json:"name"`
+	Offered      int    `json:"offered"`
+	ServedLocal  int    `json:"served_local"`
+	ForwardedOut int    `json:"forwarded_out"`
+	Received     int    `json:"received"` // executed here for other nodes' users
+	Rejected     int    `json:"rejected"` // answered 503 or 429
+	Failed       int    `json:"failed"`   // no answer, or another error status
+}
+
+// Quantiles of a latency distribution, in milliseconds.
+type Quantiles struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50"`
+	P99 float64 `json:"p99"`
+}
+
+// Detection is how long the plans took to reflect an event.
+type Detection struct {
+	Event   string  `json:"event"`
+	Seconds float64 `json:"seconds"`
+}
+
+// Second is one second of the run: per node, the requests offered at it and
+// what became of them, and the executions it ran.
+type Second struct {
+	T     int                   `json:"t"`
+	Nodes map[string]SecondNode `json:"nodes"`
+}
+
+// SecondNode is one node's second.
+type SecondNode struct {
+	Offered  int `json:"offered"`
+	OK       int `json:"ok"`
+	Rejected int `json:"rejected"`
+	Failed   int `json:"failed"`
+	Executed int `json:"executed"`
+}
+
+func quantiles(ds []time.Duration) Quantiles {
+	if len(ds) == 0 {
+		return Quantiles{}
+	}
+	slices.Sort(ds)
+	q := func(p float64) float64 {
+		i := int(math.Ceil(p*float64(len(ds)))) - 1
+		return float64(ds[max(0, i)]) / float64(time.Millisecond)
+	}
+	return Quantiles{N: len(ds), P50: q(0.5), P99: q(0.99)}
+}
+
+// report computes the run's report from the clients' results and the
+// platforms' ledger.
+func (b *bed) report(res []result) *Report {
+	s := b.s
+	r := &Report{Scenario: s.Name, Forwards: map[string]map[string]int{}, Detection: b.status.found}
+	if r.Detection == nil {
+		r.Detection = []Detection{}
+	}
+	nodes := make([]NodeReport, len(s.Nodes))
+	for i, n := range s.Nodes {
+		nodes[i].Name = n.Name
+	}
+	seconds := int(math.Ceil(s.Duration.D().Seconds())) + 1
+	timeline := make([][]SecondNode, seconds+10)
+	for t := range timeline {
+		timeline[t] = make([]SecondNode, len(s.Nodes))
+	}
+	b.ledger.mu.Lock()
+	for id, runs := range b.ledger.runs {
+		if len(runs) > 1 {
+			r.Duplicated++
+			_ = id
+		}
+	}
+	for sec, per := range b.ledger.per {
+		if sec < 0 || sec >= len(timeline) {
+			continue
+		}
+		for i, fns := range per {
+			for _, c := range fns {
+				timeline[sec][i].Executed += c
+			}
+		}
+	}
+	b.ledger.mu.Unlock()
+
+	var fwdLat, localLat []time.Duration
+	type cell struct {
+		sec, origin int
+		function    string
+	}
+	unserved := map[cell]int{}
+	for _, q := range res {
+		o := &nodes[q.origin]
+		o.Offered++
+		sec := max(0, int(q.at/time.Second))
+		if sec >= len(timeline) {
+			sec = len(timeline) - 1
+		}
+		tn := &timeline[sec][q.origin]
+		tn.Offered++
+		switch {
+		case q.code >= 200 && q.code < 300:
+			tn.OK++
+			exec, ok := b.executor(q.id)
+			switch {
+			case !ok:
+				o.Failed++ // answered, but no platform ran it: should not happen
+			case exec == q.origin:
+				o.ServedLocal++
+				localLat = append(localLat, q.latency)
+			default:
+				o.ForwardedOut++
+				nodes[exec].Received++
+				if r.Forwards[o.Name] == nil {
+					r.Forwards[o.Name] = map[string]int{}
+				}
+				r.Forwards[o.Name][s.Nodes[exec].Name]++
+				fwdLat = append(fwdLat, q.latency)
+			}
+		case q.code == 503 || q.code == 429:
+			o.Rejected++
+			tn.Rejected++
+			unserved[cell{sec, q.origin, q.function}]++
+		default:
+			o.Failed++
+			tn.Failed++
+			if _, ran := b.executor(q.id); ran {
+				r.Unanswered++
+			} else {
+				unserved[cell{sec, q.origin, q.function}]++
+			}
+		}
+	}
+	for c, n := range unserved {
+		spare := b.spare(c.origin, c.function, c.sec)
+		for _, s := range []int{c.sec - 1, c.sec + 1} {
+			if s >= 0 {
+				spare = min(spare, b.spare(c.origin, c.function, s))
+			}
+		}
+		r.Lost += min(n, spare)
+	}
+	r.Nodes = nodes
+	r.ForwardLatencyMS, r.LocalLatencyMS = quantiles(fwdLat), quantiles(localLat)
+	for t := 0; t < seconds; t++ {
+		sec := Second{T: t, Nodes: map[string]SecondNode{}}
+		for i, n := range s.Nodes {
+			sec.Nodes[n.Name] = timeline[t][i]
+		}
+		r.Timeline = append(r.Timeline, sec)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, a := range b.agents {
+		r.AgentCPUSeconds += (a.cpu + a.cpuNow).Seconds()
+		r.AgentRSSMB = max(r.AgentRSSMB, a.rss)
+	}
+	return r
+}
+
+// executor is the node that ran request id (the first, if several did).
+func (b *bed) executor(id string) (int, bool) {
+	b.ledger.mu.Lock()
+	defer b.ledger.mu.Unlock()
+	runs := b.ledger.runs[id]
+	if len(runs) == 0 {
+		return 0, false
+	}
+	return runs[0], true
+}
+
+// spare is how many more requests of function the nodes origin could reach
+// (up for the whole second, on its side of any partition) could have run
+// in second sec: their capacity less what they ran, less one per node.
+func (b *bed) spare(origin int, function string, sec int) int {
+	from, to := b.started.Add(time.Duration(sec)*time.Second), b.started.Add(time.Duration(sec+1)*time.Second)
+	var capacity float64
+	var ran, nodes int
+	b.ledger.mu.Lock()
+	defer b.ledger.mu.Unlock()
+	for j, n := range b.s.Nodes {
+		if !b.upDuring(j, from, to) || b.cutDuring(origin, j, from, to) {
+			continue
+		}
+		capacity += n.Functions[function]
+		ran += b.ledger.per[sec][j][function]
+		nodes++
+	}
+	return max(0, int(math.Floor(capacity))-ran-nodes)
+}
+
+// upDuring reports whether node j's agent ran, unfrozen, from from to to,
+// by the scenario's events.
+func (b *bed) upDuring(j int, from, to time.Time) bool {
+	name := b.s.Nodes[j].Name
+	up := true
+	for _, e := range b.s.Events {
+		at := b.started.Add(e.At.D())
+		down := e.Kill == name || e.Stop == name || e.Freeze == name
+		back := e.Start == name || e.Thaw == name
+		switch {
+		case at.Before(from) || at.Equal(from):
+			if down {
+				up = false
+			}
+			if back {
+				up = true
+			}
+		case at.Before(to):
+			if down || back {
+				return false // changed within the second
+			}
+		}
+	}
+	return up
+}
+
+// cutDuring reports whether a partition separated i and j at any time
+// from from to to.
+func (b *bed) cutDuring(i, j int, from, to time.Time) bool {
+	if i == j {
+		return false
+	}
+	for k, e := range b.s.Events {
+		at := b.started.Add(e.At.D())
+		if !at.Before(to) {
+			break
+		}
+		end := b.started.Add(b.s.Duration.D())
+		for _, later := range b.s.Events[k+1:] {
+			if later.Heal || later.Partition != nil {
+				end = b.started.Add(later.At.D())
+				break
+			}
+		}
+		if e.Partition != nil && end.After(from) && b.cut(k, i, j) {
+			return true
+		}
+	}
+	return false
+}
+
+// Print writes a report for people: per node, then the totals.
+func Print(w io.Writer, r *Report) {
+	fmt.Fprintf(w, "scenario %s\n", r.Scenario)
+	fmt.Fprintf(w, "%-8s %8s %8s %8s %8s %8s %8s\n", "node", "offered", "local", "fwd out", "received", "rejected", "failed")
+	for _, n := range r.Nodes {
+		fmt.Fprintf(w, "%-8s %8d %8d %8d %8d %8d %8d\n", n.Name, n.Offered, n.ServedLocal, n.ForwardedOut, n.Received, n.Rejected, n.Failed)
+	}
+	var fw []string
+	for from, to := range r.Forwards {
+		for n, c := range to {
+			fw = append(fw, fmt.Sprintf("%s->%s %d", from, n, c))
+		}
+	}
+	slices.Sort(fw)
+	fmt.Fprintf(w, "forwards: %s\n", strings.Join(fw, ", "))
+	fmt.Fprintf(w, "lost %d, duplicated %d, unanswered %d\n", r.Lost, r.Duplicated, r.Unanswered)
+	fmt.Fprintf(w, "latency ms: local p50 %.1f p99 %.1f (n=%d), forwarded p50 %.1f p99 %.1f (n=%d)\n",
+		r.LocalLatencyMS.P50, r.LocalLatencyMS.P99, r.LocalLatencyMS.N, r.ForwardLatencyMS.P50, r.ForwardLatencyMS.P99, r.ForwardLatencyMS.N)
+	for _, d := range r.Detection {
+		fmt.Fprintf(w, "detected %-30s in %.2f s\n", d.Event, d.Seconds)
+	}
+	fmt.Fprintf(w, "agents: %.1f CPU s in all, largest RSS %.0f MiB\n", r.AgentCPUSeconds, r.AgentRSSMB)
+}

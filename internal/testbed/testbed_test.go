@@ -1,0 +1,124 @@
+package testbed
+
+import (
+	"context"
+	"math"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+func TestReadScenario(t *testing.T) {
+	s, err := Read(strings.NewReader(`
+name: x
+duration: 10s
+default_link: {rtt: 10ms, jitter: 2ms}
+nodes:
+  - {name: a, functions: {figlet: 10}}
+  - {name: b, functions: {figlet: 20}}
+links:
+  - {between: [a, b], rtt: 60ms, loss: 20}
+load:
+  - {node: a, function: figlet, rate: 2.5, from: 1s, to: 9s}
+events:
+  - {at: 2s, kill: b}
+  - {at: 3s, start: b}
+  - {at: 4s, partition: [[a], [b]]}
+  - {at: 5s, heal: true}
+  - {at: 6s, loss: {between: [a, b], loss: 5}}
+`))
+	require.NoError(t, err)
+	assert.Equal(t, 60*time.Millisecond, s.linkOf("b", "a").RTT.D())
+	assert.Equal(t, 20.0, s.linkOf("a", "b").Loss)
+	assert.Equal(t, "kill b", s.Events[0].Name())
+
+	for name, y := range map[string]string{
+		"unknown key":        "name: x\nduration: 1s\nnodes: [{name: a}]\nbogus: 1\n",
+		"no nodes":           "name: x\nduration: 1s\n",
+		"bad node name":      "name: x\nduration: 1s\nnodes: [{name: A}]\n",
+		"twice":              "name: x\nduration: 1s\nnodes: [{name: a}, {name: a}]\n",
+		"bad duration":       "name: x\nduration: soon\nnodes: [{name: a}]\n",
+		"link to nobody":     "name: x\nduration: 1s\nnodes: [{name: a}]\nlinks: [{between: [a, z]}]\n",
+		"jitter over rtt":    "name: x\nduration: 1s\nnodes: [{name: a}, {name: b}]\ndefault_link: {rtt: 1ms, jitter: 2ms}\n",
+		"total loss":         "name: x\nduration: 1s\nnodes: [{name: a}, {name: b}]\ndefault_link: {loss: 100}\n",
+		"load after the end": "name: x\nduration: 1s\nnodes: [{name: a}]\nload: [{node: a, function: f, rate: 1, from: 0s, to: 2s}]\n",
+		"two actions":        "name: x\nduration: 1s\nnodes: [{name: a}]\nevents: [{at: 0s, kill: a, start: a}]\n",
+		"one group":          "name: x\nduration: 1s\nnodes: [{name: a}]\nevents: [{at: 0s, partition: [[a]]}]\n",
+		"out of order":       "name: x\nduration: 2s\nnodes: [{name: a}]\nevents: [{at: 1s, kill: a}, {at: 0s, start: a}]\n",
+	} {
+		_, err := Read(strings.NewReader(y))
+		require.Error(t, err, name)
+		if name != "unknown key" && name != "bad duration" {
+			assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, name)
+		}
+	}
+}
+
+// TestCrash runs three real agents in network namespaces, 10 ms apart, at
+// the reference load, and kills one with SIGKILL: the shares hold
+// 10/16/24 before, the survivors' plans drop the dead node within 2 s,
+// nothing that a and b had room for is lost, and nothing runs twice.
+func TestCrash(t *testing.T) {
+	require.NoError(t, Check(), "the testbed runs as root with ip and iptables (CI does)")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	agent, err := BuildAgent(ctx, t.TempDir())
+	require.NoError(t, err)
+	s, err := ReadFile("../../examples/testbed/scenarios/crash.yaml")
+	require.NoError(t, err)
+	r, err := Run(ctx, s, Options{Agent: agent, Progress: testWriter{t}})
+	require.NoError(t, err)
+	Print(testWriter{t}, r)
+
+	assert.Zero(t, r.Lost)
+	assert.Zero(t, r.Duplicated)
+	a := r.Nodes[0]
+	assert.Equal(t, a.Offered, a.ServedLocal+a.ForwardedOut+a.Rejected+a.Failed)
+	assert.LessOrEqual(t, a.Failed, 2, "at most the forwards in flight to c when it died")
+	// Shares before the kill (at 6 s), from the second second on.
+	for name, want := range map[string]float64{"a": 10, "b": 16, "c": 24} {
+		var sum float64
+		for _, sec := range r.Timeline[1:6] {
+			sum += float64(sec.Nodes[name].Executed)
+		}
+		assert.InDelta(t, want, sum/5, 1.5, "node %s before the crash", name)
+	}
+	// After it, a and b are full and the rest is rejected.
+	for _, sec := range r.Timeline[8:13] {
+		assert.InDelta(t, 20, sec.Nodes["b"].Executed, 1.5, "b after the crash, second %d", sec.T)
+		assert.Zero(t, sec.Nodes["c"].Executed)
+	}
+	require.Len(t, r.Detection, 1)
+	assert.Equal(t, "kill c", r.Detection[0].Event)
+	assert.LessOrEqual(t, r.Detection[0].Seconds, 2.0)
+	assert.LessOrEqual(t, r.ForwardLatencyMS.P50, 13.0, "RTT 10 ms + 3 ms")
+	assert.False(t, math.IsNaN(r.AgentCPUSeconds))
+	assert.Positive(t, r.AgentRSSMB)
+	assertNoLeftovers(t)
+}
+
+// assertNoLeftovers: the run removed its namespaces and bridges.
+func assertNoLeftovers(t *testing.T) {
+	t.Helper()
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		assert.False(t, strings.HasPrefix(e.Name(), "dfaas"), "namespace %s left behind", e.Name())
+	}
+	links, _ := os.ReadDir("/sys/class/net")
+	for _, l := range links {
+		assert.False(t, strings.HasPrefix(l.Name(), "dfb") || strings.HasPrefix(l.Name(), "dfv"), "interface %s left behind", l.Name())
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
