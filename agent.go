@@ -35,11 +35,11 @@ type Agent struct {
 
 // Status is a snapshot of the Agent's progress.
 type Status struct {
-	Ticks     uint64    // ticks run
-	Failures  uint64    // ticks that returned an error
-	LastTick  time.Time // start of the latest tick
-	LastErr   error     // error of the latest tick, nil if it succeeded
-	Peers     int       // live peer adverts at the latest tick
+	Ticks    uint64    // ticks run
+	Failures uint64    // ticks that returned an error
+	LastTick time.Time // start of the latest tick
+	LastErr  error     // error of the latest tick, nil if it succeeded
+	Peers    int       // live peer adverts at the latest tick
 	// PeerNodes are the nodes of those adverts, sorted, less the peers the
 	// data plane ejected: the federation the latest plan was made with.
 	PeerNodes []NodeID

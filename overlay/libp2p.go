@@ -72,6 +72,14 @@ type Libp2pConfig struct {
 	// only its direct connection is out of the plans for at most this long.
 	// The dropped adverts count in Stats.Departed. Default 2 s.
 	Quarantine time.Duration
+	// ProbeInterval is how often every connected peer is pinged; a peer
+	// that misses SuspectAfter probes in a row (each waits ten round trips,
+	// at least 250 ms and at most ProbeTimeout) leaves the table until it
+	// answers again, and the answers measure its round-trip time (RTT).
+	// Defaults 500 ms, 1 s and 2.
+	ProbeInterval time.Duration
+	ProbeTimeout  time.Duration
+	SuspectAfter  int
 	// Logger receives the overlay's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock that times advert expiry. Default time.Now.
@@ -99,6 +107,15 @@ func (c Libp2pConfig) withDefaults() Libp2pConfig {
 	}
 	if c.Quarantine == 0 {
 		c.Quarantine = 2 * time.Second
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = 500 * time.Millisecond
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = time.Second
+	}
+	if c.SuspectAfter == 0 {
+		c.SuspectAfter = 2
 	}
 	return c
 }
@@ -131,6 +148,10 @@ func (c Libp2pConfig) Validate() error {
 	}
 	if c.Quarantine < 0 {
 		return fmt.Errorf("%w: negative quarantine", dfaas.ErrInvalidConfig)
+	}
+	if c.ProbeInterval < 10*time.Millisecond || c.ProbeTimeout < minProbeTimeout || c.SuspectAfter < 1 {
+		return fmt.Errorf("%w: probe interval %v (at least 10ms), timeout %v (at least %v), suspect after %d (at least 1)",
+			dfaas.ErrInvalidConfig, c.ProbeInterval, c.ProbeTimeout, minProbeTimeout, c.SuspectAfter)
 	}
 	if c.DiscoveryInterval < 10*time.Millisecond {
 		return fmt.Errorf("%w: discovery interval %v below 10ms", dfaas.ErrInvalidConfig, c.DiscoveryInterval)
@@ -174,6 +195,9 @@ type Libp2p struct {
 	limits    *authorLimits
 	outsiders atomic.Uint64
 	departed  departures
+	probes    *prober
+	redial    *redialer
+	silent    atomic.Uint64 // adverts of suspect peers, dropped
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -198,6 +222,8 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	}()
 
 	o.limits = newAuthorLimits(cfg.MaxAdvertRate)
+	o.probes = newProber(o)
+	o.redial = newRedialer(o)
 	key := cfg.PrivateKey
 	if key == nil {
 		if key, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
@@ -234,6 +260,7 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	o.cancel = cancel
 	o.goRun(func() { o.watchPeers(runCtx, evs) })
+	o.goRun(func() { o.redial.run(runCtx) })
 
 	o.dht, err = dht.New(o.host, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(protocol.ID("/"+cfg.Namespace)),
 		dht.BootstrapPeers(bs...))
@@ -338,6 +365,7 @@ func (o *Libp2p) Stats() Stats {
 	s.Flooded = o.limits.dropped.Load()
 	s.Outsider = o.outsiders.Load()
 	s.Departed = o.departed.dropped.Load()
+	s.Silent = o.silent.Load()
 	if o.gater != nil {
 		s.Denied = o.gater.denied.Load()
 	}
@@ -361,6 +389,10 @@ func (o *Libp2p) validate(_ context.Context, from peer.ID, msg *pubsub.Message) 
 	}
 	if o.host.Network().Connectedness(author) != network.Connected && o.departed.within(author, time.Now(), o.cfg.Quarantine) {
 		return pubsub.ValidationIgnore // counted by within; not relayed either
+	}
+	if o.probes.suspect(author) {
+		o.silent.Add(1) // an old advert on its way: the peer does not answer
+		return pubsub.ValidationIgnore
 	}
 	// Stale adverts (replays of an author's old ones) are dropped before
 	// the rate check, so that no one can spend an author's rate for it.
@@ -396,8 +428,12 @@ func (o *Libp2p) receive(ctx context.Context) {
 			continue // our own advert
 		}
 		// A concurrent newer advert may have won the race since validation;
-		// Put counts that as stale.
-		_ = o.table.Put(a, dfaas.NodeID(msg.GetFrom().String()), o.cfg.Now())
+		// Put counts that as stale. A peer new to the table (or back in it)
+		// asks for a tick: plans take it in at once.
+		back := !o.table.Live(a.Node)
+		if o.table.Put(a, dfaas.NodeID(msg.GetFrom().String()), o.cfg.Now()) == nil && back {
+			o.fire()
+		}
 	}
 }
 
@@ -413,16 +449,18 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 			}
 			ev := e.(event.EvtPeerConnectednessChanged)
 			if ev.Connectedness == network.Connected {
+				o.probes.watch(ctx, ev.Peer)
+				o.redial.connected(ev.Peer)
+				o.fire() // a fresh advert for the new peer at once
 				continue
 			}
+			o.probes.forget(ev.Peer)
+			o.redial.dropped(ev.Peer, time.Now())
 			o.limits.forget(ev.Peer)
 			o.departed.mark(ev.Peer, time.Now(), o.cfg.Quarantine)
 			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) {
 				o.log.Info("peer left", "peer", ev.Peer)
-				select {
-				case o.trigger <- struct{}{}:
-				default:
-				}
+				o.fire()
 			}
 		}
 	}
@@ -515,6 +553,24 @@ var (
 	_ dfaas.Overlay = (*Libp2p)(nil)
 	_ dfaas.Trigger = (*Libp2p)(nil)
 )
+
+// fire asks the agent for an early tick.
+func (o *Libp2p) fire() {
+	select {
+	case o.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// RTT returns the round-trip time to a connected peer, measured by the
+// probes (an EWMA), if it answered one.
+func (o *Libp2p) RTT(node dfaas.NodeID) (time.Duration, bool) {
+	p, err := peer.Decode(string(node))
+	if err != nil {
+		return 0, false
+	}
+	return o.probes.rtt(p)
+}
 
 // departures remembers when peers' connections dropped, for the quarantine.
 type departures struct {

@@ -32,6 +32,7 @@ type Stats struct {
 	Denied    uint64 // connections refused by the allow-list (Libp2p only)
 	Outsider  uint64 // relayed adverts of peers not on the allow-list (Libp2p only)
 	Departed  uint64 // adverts relayed from a peer just after its connection dropped (Libp2p only)
+	Silent    uint64 // adverts of a peer that does not answer its probes (Libp2p only)
 }
 
 type counters struct {
@@ -167,6 +168,15 @@ func (t *Table) check(a dfaas.Advert, sender dfaas.NodeID) error {
 		return fmt.Errorf("%w: %q from %q", ErrSpoofed, a.Node, sender)
 	}
 	return nil
+}
+
+// Live reports whether the table holds a live advert of node (one that
+// may have expired since the last Adverts).
+func (t *Table) Live(node dfaas.NodeID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.peers[node]
+	return p != nil && p.live
 }
 
 // Remove forgets node's advert (not its sequence number): the peer left.

@@ -20,6 +20,8 @@ type Report struct {
 	// request per node: rates measured over whole seconds). Rejections
 	// when the reachable federation was full are not lost.
 	Lost int `json:"lost"`
+	// LostAt counts the lost requests by the second they were sent in.
+	LostAt map[int]int `json:"lost_at,omitempty"`
 	// Duplicated counts requests executed more than once.
 	Duplicated int `json:"duplicated"`
 	// Unanswered counts requests that ran but whose user got no answer or
@@ -186,7 +188,13 @@ func (b *bed) report(res []result) *Report {
 				spare = min(spare, b.spare(c.origin, c.function, s))
 			}
 		}
-		r.Lost += min(n, spare)
+		if lost := min(n, spare); lost > 0 {
+			r.Lost += lost
+			if r.LostAt == nil {
+				r.LostAt = map[int]int{}
+			}
+			r.LostAt[c.sec] += lost
+		}
 	}
 	r.Nodes = nodes
 	r.ForwardLatencyMS, r.LocalLatencyMS = quantiles(fwdLat), quantiles(localLat)

@@ -1,0 +1,206 @@
+package overlay
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// Probes: every connected peer is pinged (libp2p's ping protocol, on one
+// stream kept open) every ProbeInterval. The answers give the peer's round
+// trip time (an EWMA, also recorded in the peerstore); a peer that misses
+// SuspectAfter answers in a row is suspect: it leaves the table at once, as
+// if its connection had dropped, and its adverts count again only after it
+// answers. A frozen process or a partition keeps TCP connections open for
+// minutes; the probes notice within about a second. A peer still silent
+// after as many misses again loses its connection, and the redialer takes
+// over: after a partition heals, a fresh connection is up within a second
+// or so, where the old one would wait out TCP's retransmission back-off
+// (seconds, doubling with every retry the partition cost).
+
+// minProbeTimeout bounds how fast a probe gives up: the timeout is ten
+// round trips, at least this and at most Libp2pConfig.ProbeTimeout.
+const minProbeTimeout = 250 * time.Millisecond
+
+// probeState is what the prober knows of one peer.
+type probeState struct {
+	rtt     time.Duration // EWMA of the answered probes; 0 before the first
+	misses  int           // in a row
+	suspect bool
+	cancel  context.CancelFunc
+}
+
+type prober struct {
+	o  *Libp2p
+	mu sync.Mutex
+	ps map[peer.ID]*probeState
+}
+
+func newProber(o *Libp2p) *prober { return &prober{o: o, ps: map[peer.ID]*probeState{}} }
+
+// watch starts probing p, unless it is probed already.
+func (pr *prober) watch(ctx context.Context, p peer.ID) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if st := pr.ps[p]; st != nil && st.cancel != nil {
+		return
+	}
+	st := pr.ps[p]
+	if st == nil {
+		st = &probeState{}
+		pr.ps[p] = st
+	}
+	ctx, st.cancel = context.WithCancel(ctx)
+	pr.o.goRun(func() { pr.loop(ctx, p) })
+}
+
+// forget stops probing p (its connection closed); what was learnt of it
+// goes too.
+func (pr *prober) forget(p peer.ID) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if st := pr.ps[p]; st != nil && st.cancel != nil {
+		st.cancel()
+	}
+	delete(pr.ps, p)
+}
+
+// suspect reports whether p missed its last probes.
+func (pr *prober) suspect(p peer.ID) bool {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	st := pr.ps[p]
+	return st != nil && st.suspect
+}
+
+// rtt returns p's round-trip time, if it answered a probe.
+func (pr *prober) rtt(p peer.ID) (time.Duration, bool) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	st := pr.ps[p]
+	if st == nil || st.rtt == 0 {
+		return 0, false
+	}
+	return st.rtt, true
+}
+
+func (pr *prober) timeout(p peer.ID) time.Duration {
+	rtt, _ := pr.rtt(p)
+	return max(minProbeTimeout, min(pr.o.cfg.ProbeTimeout, 10*rtt))
+}
+
+func (pr *prober) loop(ctx context.Context, p peer.ID) {
+	var s network.Stream
+	defer func() {
+		if s != nil {
+			_ = s.Reset()
+		}
+	}()
+	t := time.NewTicker(pr.o.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		rtt, err := pr.probe(ctx, p, &s)
+		if ctx.Err() != nil {
+			return
+		}
+		pr.record(p, rtt, err)
+		if err != nil && s != nil {
+			_ = s.Reset() // an answer may still come: never read it as the next one's
+			s = nil
+		}
+		if err != nil {
+			continue // the next probe at once: a second miss makes it suspect
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// probe sends one ping on *s (opening it if nil) and waits for its echo.
+func (pr *prober) probe(ctx context.Context, p peer.ID, s *network.Stream) (time.Duration, error) {
+	timeout := pr.timeout(p)
+	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	if *s == nil {
+		sctx, cancel := context.WithDeadline(ctx, deadline)
+		st, err := pr.o.host.NewStream(sctx, p, ping.ID)
+		cancel()
+		if err != nil {
+			return 0, err
+		}
+		*s = st
+	}
+	if err := (*s).SetDeadline(deadline); err != nil {
+		return 0, err
+	}
+	out := make([]byte, ping.PingSize)
+	if _, err := rand.Read(out); err != nil {
+		return 0, err
+	}
+	if _, err := (*s).Write(out); err != nil {
+		return 0, err
+	}
+	in := make([]byte, ping.PingSize)
+	if _, err := io.ReadFull(*s, in); err != nil {
+		return 0, err
+	}
+	if !bytes.Equal(in, out) {
+		return 0, io.ErrUnexpectedEOF
+	}
+	return time.Since(start), nil
+}
+
+// record takes a probe's outcome: the RTT, or a miss.
+func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
+	pr.mu.Lock()
+	st := pr.ps[p]
+	if st == nil {
+		pr.mu.Unlock()
+		return
+	}
+	var became, cleared, hangUp bool
+	if err == nil {
+		if st.rtt == 0 {
+			st.rtt = rtt
+		} else {
+			st.rtt = (st.rtt*7 + rtt*3) / 10
+		}
+		st.misses = 0
+		cleared, st.suspect = st.suspect, false
+	} else {
+		st.misses++
+		if st.misses >= pr.o.cfg.SuspectAfter && !st.suspect {
+			st.suspect, became = true, true
+		}
+		hangUp = st.misses == 2*pr.o.cfg.SuspectAfter
+	}
+	pr.mu.Unlock()
+	o := pr.o
+	switch {
+	case err == nil:
+		o.host.Peerstore().RecordLatency(p, rtt)
+		if cleared {
+			o.log.Info("peer answers again", "peer", p, "rtt", rtt)
+			o.fire()
+		}
+	case became:
+		o.log.Info("peer suspect: probes unanswered", "peer", p, "misses", pr.o.cfg.SuspectAfter, "err", err)
+		o.table.Remove(dfaas.NodeID(p.String()))
+		o.fire()
+	case hangUp:
+		o.log.Info("peer still silent: closing its connection to dial afresh", "peer", p)
+		_ = o.host.Network().ClosePeer(p)
+	}
+}

@@ -1,0 +1,110 @@
+package overlay
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// TestSilentPeerIsSuspect: a connected peer that stops answering probes (as
+// a frozen process or a partition would: its TCP connection stays up) leaves
+// the table within about a second, triggers a tick, and its adverts are
+// ignored while it is silent; still silent, it loses its connection (and is
+// redialled); once it answers, its adverts count again. The probes measure
+// its round-trip time.
+func TestSilentPeerIsSuspect(t *testing.T) {
+	cfg := Libp2pConfig{Secret: testSecret, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 300 * time.Millisecond}
+	a := startWith(t, cfg)
+	cfg.Bootstrap = a.Addrs()
+	b := startWith(t, cfg)
+	ctx := context.Background()
+	seq := uint64(0)
+	require.Eventually(t, func() bool {
+		seq++
+		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 1)))
+		_, measured := a.RTT(b.Self())
+		return len(a.Adverts(time.Now())) == 1 && measured
+	}, 20*time.Second, 100*time.Millisecond, "b's advert and RTT at a")
+	rtt, _ := a.RTT(b.Self())
+	assert.Less(t, rtt, 250*time.Millisecond, "loopback")
+	assert.Positive(t, a.host.Peerstore().LatencyEWMA(b.host.ID()), "recorded in the peerstore")
+	drain(a)
+
+	evs, err := a.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	require.NoError(t, err)
+	defer evs.Close()
+	hungUp := make(chan struct{})
+	go func() {
+		for e := range evs.Out() {
+			if ev := e.(event.EvtPeerConnectednessChanged); ev.Peer == b.host.ID() && ev.Connectedness != network.Connected {
+				close(hungUp)
+				return
+			}
+		}
+	}()
+	// b stops answering pings but stays connected: it reads them and
+	// never echoes.
+	b.host.SetStreamHandler(ping.ID, func(s network.Stream) {
+		_, _ = io.Copy(io.Discard, s)
+		_ = s.Reset()
+	})
+	for _, c := range b.host.Network().Conns() {
+		for _, s := range c.GetStreams() {
+			if s.Protocol() == ping.ID {
+				_ = s.Reset()
+			}
+		}
+	}
+	silentAt := time.Now()
+	require.Eventually(t, func() bool { return len(a.Adverts(time.Now())) == 0 }, 3*time.Second, 10*time.Millisecond,
+		"a silent peer stayed in the table")
+	t.Logf("silent peer left the table after %v", time.Since(silentAt))
+	select {
+	case <-a.Trigger():
+	default:
+		t.Error("a suspect peer did not trigger a tick")
+	}
+	for range 5 {
+		seq++
+		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 2)))
+		time.Sleep(50 * time.Millisecond)
+		assert.Empty(t, a.Adverts(time.Now()), "a silent peer's advert is ignored")
+	}
+	assert.Positive(t, a.Stats().Silent+a.Stats().Departed)
+	select {
+	case <-hungUp:
+	case <-time.After(3 * time.Second):
+		t.Error("a peer silent for long was not hung up on")
+	}
+
+	// It answers again: its next advert counts.
+	b.host.SetStreamHandler(ping.ID, ping.NewPingService(b.host).PingHandler)
+	require.Eventually(t, func() bool {
+		seq++
+		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 3)))
+		ads := a.Adverts(time.Now())
+		return len(ads) == 1 && ads[0].Node == b.Self()
+	}, 5*time.Second, 100*time.Millisecond, "the peer answers again but stays out")
+	_, ok := a.RTT(dfaas.NodeID("not a peer id"))
+	assert.False(t, ok)
+}
+
+// drain empties an overlay's trigger.
+func drain(o *Libp2p) {
+	for {
+		select {
+		case <-o.Trigger():
+		default:
+			return
+		}
+	}
+}

@@ -1,0 +1,111 @@
+package overlay
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+)
+
+// Redial: a peer whose connection dropped is dialled again soon and often
+// at first (after 250 ms, then twice as long each time, at most every
+// redialMax), for redialFor, so that a healed partition or a restarted
+// node is back in the plans within about a second rather than at the next
+// discovery round. Its addresses come from the peerstore, which keeps a
+// departed peer's for a while.
+const (
+	redialFirst = 250 * time.Millisecond
+	redialMax   = time.Second
+	redialFor   = 10 * time.Minute
+	redialDial  = time.Second // one dial's bound
+)
+
+type redialer struct {
+	o    *Libp2p
+	mu   sync.Mutex
+	lost map[peer.ID]*lostPeer
+}
+
+type lostPeer struct {
+	since, next time.Time
+	wait        time.Duration
+}
+
+func newRedialer(o *Libp2p) *redialer { return &redialer{o: o, lost: map[peer.ID]*lostPeer{}} }
+
+// dropped records that p's connection closed at now.
+func (r *redialer) dropped(p peer.ID, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lost[p] == nil {
+		r.lost[p] = &lostPeer{since: now, next: now.Add(redialFirst), wait: redialFirst}
+	}
+}
+
+// connected records that p is connected again.
+func (r *redialer) connected(p peer.ID) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.lost, p)
+}
+
+// due returns the lost peers to dial at now, and schedules their next
+// attempt; peers lost for longer than redialFor are left to discovery.
+func (r *redialer) due(now time.Time) []peer.ID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []peer.ID
+	for p, l := range r.lost {
+		switch {
+		case now.Sub(l.since) > redialFor:
+			delete(r.lost, p)
+		case !now.Before(l.next):
+			out = append(out, p)
+			l.wait = min(2*l.wait, redialMax)
+			l.next = now.Add(l.wait)
+		}
+	}
+	return out
+}
+
+func (r *redialer) run(ctx context.Context) {
+	t := time.NewTicker(redialFirst / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, p := range r.due(now) {
+				r.dial(ctx, p)
+			}
+		}
+	}
+}
+
+// dial tries p once, in the background, past the swarm's dial backoff (it
+// would refuse to try for seconds after the failures a partition causes).
+func (r *redialer) dial(ctx context.Context, p peer.ID) {
+	h := r.o.host
+	if h.Network().Connectedness(p) == network.Connected {
+		r.connected(p)
+		return
+	}
+	addrs := h.Peerstore().Addrs(p)
+	if len(addrs) == 0 {
+		return
+	}
+	if sw, ok := h.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
+	}
+	r.o.goRun(func() {
+		dctx, cancel := context.WithTimeout(ctx, redialDial)
+		defer cancel()
+		if err := h.Connect(dctx, peer.AddrInfo{ID: p, Addrs: addrs}); err != nil {
+			r.o.log.Debug("redial failed", "peer", p, "err", err)
+		}
+	})
+}
