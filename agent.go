@@ -154,6 +154,12 @@ func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, []NodeID,
 			d = fs.Arrivals // no usable forecast: assume the present continues
 		}
 		state.Functions[name] = FunctionState{Capacity: fs.Capacity, Demand: d}
+		if fs.MaxRTT > 0 {
+			if state.MaxRTT == nil {
+				state.MaxRTT = map[string]time.Duration{}
+			}
+			state.MaxRTT[name] = fs.MaxRTT
+		}
 	}
 
 	var pubErr error
@@ -181,6 +187,16 @@ func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, []NodeID,
 		nodes[i] = ad.Node
 	}
 	slices.Sort(nodes)
+	if m, ok := a.overlay.(RTTMeter); ok {
+		for _, ad := range peers {
+			if rtt, ok := m.RTT(ad.Node); ok {
+				if state.RTT == nil {
+					state.RTT = make(map[NodeID]time.Duration, len(peers))
+				}
+				state.RTT[ad.Node] = rtt
+			}
+		}
+	}
 	plan := a.balancer.Plan(state, peers)
 	plan.Time = now
 	if err := a.proxy.Apply(ctx, plan); err != nil {

@@ -290,3 +290,38 @@ func TestSequencerNumbersAdverts(t *testing.T) {
 	assert.ErrorContains(t, a.Tick(context.Background()), "disk full")
 	ms.o.AssertNumberOfCalls(t, "Publish", 1)
 }
+
+// rttOverlay is a mock overlay that measures RTTs.
+type rttOverlay struct {
+	*mockOverlay
+	rtt map[dfaas.NodeID]time.Duration
+}
+
+func (o rttOverlay) RTT(n dfaas.NodeID) (time.Duration, bool) {
+	d, ok := o.rtt[n]
+	return d, ok
+}
+
+// TestTickHandsRTTsAndBudgetsToTheBalancer: the balancer gets the RTT of
+// each peer the overlay measured, and the functions' RTT budgets from the
+// sample; neither is advertised.
+func TestTickHandsRTTsAndBudgetsToTheBalancer(t *testing.T) {
+	ms := mocks{&mockOverlay{}, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{trigger: make(chan struct{}, 1)}}
+	ov := rttOverlay{ms.o, map[dfaas.NodeID]time.Duration{"n2": 7 * time.Millisecond, "gone": time.Second}}
+	a, err := dfaas.NewAgent(dfaas.Config{Addr: "127.0.0.1:7000", Now: func() time.Time { return now }}, ov, ms.m, ms.f, ms.b, ms.p)
+	require.NoError(t, err)
+	s := dfaas.Sample{Time: now, Functions: map[string]dfaas.FunctionSample{"figlet": {Capacity: 10, MaxRTT: 20 * time.Millisecond}}}
+	ms.m.On("Sample", mock.Anything).Return(s, nil).Once()
+	ms.f.On("Observe", s).Once()
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Once()
+	ms.o.On("Publish", mock.Anything, mock.Anything).Return(nil).Once()
+	ms.o.On("Adverts", now).Return(peers).Once()
+	ms.b.On("Plan", mock.MatchedBy(func(st dfaas.State) bool {
+		return assert.ObjectsAreEqual(map[dfaas.NodeID]time.Duration{"n2": 7 * time.Millisecond}, st.RTT) &&
+			assert.ObjectsAreEqual(map[string]time.Duration{"figlet": 20 * time.Millisecond}, st.MaxRTT)
+	}), peers).Return(dfaas.Plan{}).Once()
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil).Once()
+	require.NoError(t, a.Tick(context.Background()))
+	ms.b.AssertExpectations(t)
+	ms.o.AssertExpectations(t)
+}

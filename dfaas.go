@@ -44,6 +44,12 @@ type Forecaster interface {
 	Predict(now time.Time, horizon time.Duration) map[string]Rate
 }
 
+// RTTMeter is an Overlay that measures the round-trip time to its peers;
+// the Agent hands the times to the Balancer in State.RTT.
+type RTTMeter interface {
+	RTT(node NodeID) (time.Duration, bool)
+}
+
 // Balancer decides how much of each function this node serves and how much
 // it forwards to which peer.
 //

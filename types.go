@@ -48,6 +48,10 @@ type FunctionSample struct {
 	InFlight int
 	// Latency of user requests, as seen by this node's proxy.
 	Latency Latency
+	// MaxRTT is the farthest, in round-trip time, the function's requests
+	// may be forwarded, from the platform (label dfaas.maxrtt); zero if it
+	// sets none.
+	MaxRTT time.Duration
 }
 
 // Sample is one Monitor observation of every function on the node.
@@ -77,6 +81,14 @@ type State struct {
 	Node      NodeID
 	Time      time.Time
 	Functions map[string]FunctionState
+	// RTT is the round-trip time to each peer as this node measured it (an
+	// Overlay that is an RTTMeter); a peer missing has none measured yet.
+	// It is not advertised.
+	RTT map[NodeID]time.Duration
+	// MaxRTT is, per function, the farthest in round-trip time its
+	// requests may be forwarded (FunctionSample.MaxRTT); a function missing
+	// has the Balancer's default. It is not advertised.
+	MaxRTT map[string]time.Duration
 }
 
 // Advert is what a node tells its peers at every control tick.

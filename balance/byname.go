@@ -15,6 +15,7 @@ var strategies = map[string]dfaas.Balancer{
 	"static":       Static{},
 	"random":       Random{},
 	"resilient":    Resilient{},
+	"nearest":      Nearest{},
 }
 
 // Names lists the strategies ByName knows, sorted.

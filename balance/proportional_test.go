@@ -189,5 +189,5 @@ func TestByName(t *testing.T) {
 	assert.Equal(t, Proportional{}, b)
 	_, err = ByName("nope")
 	assert.ErrorContains(t, err, "unknown strategy")
-	assert.Equal(t, []string{"all-local", "proportional", "random", "recalc", "resilient", "static"}, Names())
+	assert.Equal(t, []string{"all-local", "nearest", "proportional", "random", "recalc", "resilient", "static"}, Names())
 }

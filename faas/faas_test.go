@@ -222,3 +222,23 @@ func TestMonitorConfigValidate(t *testing.T) {
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
 	assert.NoError(t, MonitorConfig{}.Validate())
 }
+
+// budgetPlatform lists one function with an RTT budget.
+type budgetPlatform struct{}
+
+func (budgetPlatform) Capacities(context.Context) (map[string]dfaas.Rate, error) {
+	return map[string]dfaas.Rate{"figlet": 10, "echo": 5}, nil
+}
+
+func (budgetPlatform) MaxRTTs() map[string]time.Duration {
+	return map[string]time.Duration{"figlet": 20 * time.Millisecond}
+}
+
+func TestMonitorPassesRTTBudgets(t *testing.T) {
+	m, err := NewMonitor(&fakeCounter{counts: map[string]proxy.Counts{}}, budgetPlatform{}, MonitorConfig{})
+	require.NoError(t, err)
+	s, err := m.Sample(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, 20*time.Millisecond, s.Functions["figlet"].MaxRTT)
+	assert.Zero(t, s.Functions["echo"].MaxRTT)
+}

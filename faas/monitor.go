@@ -17,6 +17,14 @@ type Platform interface {
 	Capacities(ctx context.Context) (map[string]dfaas.Rate, error)
 }
 
+// RTTBudgets is a Platform that also knows, per function, how far in
+// round-trip time its requests may be forwarded (the dfaas.maxrtt label),
+// as of its last Capacities answer; the Monitor passes it on in
+// FunctionSample.MaxRTT.
+type RTTBudgets interface {
+	MaxRTTs() map[string]time.Duration
+}
+
 // MonitorConfig tunes a Monitor. The zero value of every field means its
 // default.
 type MonitorConfig struct {
@@ -135,8 +143,12 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 		}
 		return dfaas.Rate(float64(n) / secs)
 	}
+	var budgets map[string]time.Duration
+	if rb, ok := m.platform.(RTTBudgets); ok && capErr == nil {
+		budgets = rb.MaxRTTs()
+	}
 	for name, c := range caps {
-		out.Functions[name] = dfaas.FunctionSample{Capacity: c}
+		out.Functions[name] = dfaas.FunctionSample{Capacity: c, MaxRTT: budgets[name]}
 	}
 	for name, c := range cur.counts {
 		_, deployed := caps[name]

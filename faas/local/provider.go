@@ -25,7 +25,10 @@ import (
 
 // Labels a deployment may carry.
 const (
-	LabelMaxRate     = "dfaas.maxrate"
+	LabelMaxRate = "dfaas.maxrate"
+	// LabelMaxRTT is how far, in round-trip time, a function's requests may
+	// be forwarded: a Go duration such as "20ms" (see ParseMaxRTT).
+	LabelMaxRTT      = "dfaas.maxrtt"
 	LabelConcurrency = "dfaas.concurrency"
 	LabelTimeout     = "dfaas.timeout"
 )
@@ -256,6 +259,11 @@ func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
 		}
 		timeout = d
 	}
+	if v, ok := labels[LabelMaxRTT]; ok {
+		if _, err := ParseMaxRTT(v); err != nil {
+			return nil, err
+		}
+	}
 	f := &function{spec: spec, slots: make(chan struct{}, concurrency), timeout: timeout, created: time.Now()}
 	if v, ok := labels[LabelMaxRate]; ok {
 		r, err := ParseMaxRate(v)
@@ -280,6 +288,35 @@ func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
 	}
 	f.handler = h
 	return f, nil
+}
+
+// ParseMaxRTT parses a dfaas.maxrtt label value: a positive Go duration
+// of at most a minute, such as "20ms".
+func ParseMaxRTT(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil || d <= 0 || d > time.Minute {
+		return 0, fmt.Errorf("label %s=%q: want a duration such as 20ms, at most 1m", LabelMaxRTT, v)
+	}
+	return d, nil
+}
+
+// MaxRTTs lists the dfaas.maxrtt label of every function of the default
+// namespace that has one (see faas.RTTBudgets).
+func (p *Provider) MaxRTTs() map[string]time.Duration {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := map[string]time.Duration{}
+	for k, f := range p.fns {
+		if k.ns != p.cfg.Namespace || f.spec.Labels == nil {
+			continue
+		}
+		if v, ok := (*f.spec.Labels)[LabelMaxRTT]; ok {
+			if d, err := ParseMaxRTT(v); err == nil {
+				out[k.name] = d
+			}
+		}
+	}
+	return out
 }
 
 // ParseMaxRate parses a dfaas.maxrate label value: a finite rate >= 0.

@@ -126,6 +126,7 @@ func TestProviderRejectsBadDeployments(t *testing.T) {
 		"bad maxrate":        types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelMaxRate, "lots")},
 		"bad concurrency":    types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelConcurrency, "0")},
 		"bad timeout":        types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelTimeout, "soon")},
+		"bad maxrtt":         types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Labels: labels(LabelMaxRTT, "-5ms")},
 		"bad namespace":      types.FunctionDeployment{Service: "x", Image: "dfaas/echo", Namespace: "Else/Where"},
 		"update of a ghost!": nil,
 	} {
@@ -255,4 +256,19 @@ func TestConfigValidate(t *testing.T) {
 	require.NoError(t, Config{Namespace: "team-a"}.Validate())
 	_, err := New(Config{Namespace: "a/b"})
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+}
+
+func TestMaxRTTLabel(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	code, body := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "near", Image: "dfaas/echo",
+		Labels: labels(LabelMaxRTT, "20ms")})
+	require.Equal(t, http.StatusAccepted, code, body)
+	code, body = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "any", Image: "dfaas/echo"})
+	require.Equal(t, http.StatusAccepted, code, body)
+	assert.Equal(t, map[string]time.Duration{"near": 20 * time.Millisecond}, p.MaxRTTs())
+	for _, bad := range []string{"", "soon", "0s", "-1ms", "2m"} {
+		_, err := ParseMaxRTT(bad)
+		assert.Error(t, err, bad)
+	}
 }

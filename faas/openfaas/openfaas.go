@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -68,6 +69,9 @@ type Function struct {
 	Annotations map[string]string
 	Replicas    uint64
 	Capacity    dfaas.Rate
+	// MaxRTT is the label dfaas.maxrtt: how far, in round-trip time, its
+	// requests may be forwarded; zero if unset.
+	MaxRTT time.Duration
 }
 
 // Backend talks to one OpenFaaS gateway. It implements faas.Platform and is
@@ -81,8 +85,9 @@ type Backend struct {
 	apiTr   *http.Transport
 	fnTr    *http.Transport
 
-	mu     sync.Mutex
-	warned map[string]bool // functions whose bad label was logged
+	mu      sync.Mutex
+	warned  map[string]bool          // functions whose bad label was logged
+	budgets map[string]time.Duration // dfaas.maxrtt of the last Capacities
 }
 
 // Validate reports the first invalid field.
@@ -213,6 +218,13 @@ func (b *Backend) Functions(ctx context.Context) ([]Function, error) {
 				b.warnOnce(s.Name, err)
 			}
 		}
+		if v, ok := f.Labels[local.LabelMaxRTT]; ok {
+			if d, err := local.ParseMaxRTT(v); err == nil {
+				f.MaxRTT = d
+			} else {
+				b.warnOnce(s.Name, err)
+			}
+		}
 		out = append(out, f)
 	}
 	return out, nil
@@ -235,14 +247,32 @@ func (b *Backend) Capacities(ctx context.Context) (map[string]dfaas.Rate, error)
 		return nil, err
 	}
 	out := make(map[string]dfaas.Rate, len(fns))
+	budgets := map[string]time.Duration{}
 	for _, f := range fns {
 		if dfaas.ValidateFunctionName(f.Name) != nil {
 			b.warnOnce(f.Name, fmt.Errorf("name is not a DNS-1123 label"))
 			continue
 		}
 		out[f.Name] = f.Capacity
+		if f.MaxRTT > 0 {
+			budgets[f.Name] = f.MaxRTT
+		}
 	}
+	b.mu.Lock()
+	b.budgets = budgets
+	b.mu.Unlock()
 	return out, nil
 }
 
-var _ faas.Platform = (*Backend)(nil)
+// MaxRTTs implements faas.RTTBudgets: the dfaas.maxrtt labels the last
+// Capacities listed.
+func (b *Backend) MaxRTTs() map[string]time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.budgets)
+}
+
+var (
+	_ faas.Platform   = (*Backend)(nil)
+	_ faas.RTTBudgets = (*Backend)(nil)
+)

@@ -73,7 +73,7 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	gwURL, _ := url.Parse(gatewaytest.URL)
 	client := sdk.NewClient(gwURL, nil, http.DefaultClient)
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "hello", Image: "dfaas/hello",
-		Labels: &map[string]string{LabelMaxRate: "20", "team": "edge"}, Annotations: &map[string]string{"owner": "ops"}})
+		Labels: &map[string]string{LabelMaxRate: "20", local.LabelMaxRTT: "20ms", "team": "edge"}, Annotations: &map[string]string{"owner": "ops"}})
 	require.NoError(t, err)
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "shout", Image: "classic", EnvProcess: "tr a-z A-Z"})
 	require.NoError(t, err)
@@ -90,6 +90,8 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	caps, err := b.Capacities(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, map[string]dfaas.Rate{"hello": 20, "shout": 0}, caps, "a function without the label gets the default capacity")
+	assert.Equal(t, 20*time.Millisecond, fns[0].MaxRTT)
+	assert.Equal(t, map[string]time.Duration{"hello": 20 * time.Millisecond}, b.MaxRTTs(), "the RTT budget label")
 
 	srv := httptest.NewServer(b.Handler())
 	defer srv.Close()

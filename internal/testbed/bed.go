@@ -200,7 +200,15 @@ func (b *bed) platforms() ([]*local.Provider, error) {
 			return out, err
 		}
 		for fn, capacity := range n.Functions {
-			spec := fmt.Sprintf(`{"service":%q,"image":"dfaas/testbed","labels":{%q:%q}}`, fn, local.LabelMaxRate, strconv.FormatFloat(capacity, 'f', -1, 64))
+			labels := map[string]string{local.LabelMaxRate: strconv.FormatFloat(capacity, 'f', -1, 64)}
+			if d, ok := b.s.MaxRTT[fn]; ok {
+				labels[local.LabelMaxRTT] = d.D().String()
+			}
+			raw, err := json.Marshal(map[string]any{"service": fn, "image": "dfaas/testbed", "labels": labels})
+			if err != nil {
+				return out, err
+			}
+			spec := string(raw)
 			resp, err := http.Post(p.URL()+"system/functions", "application/json", strings.NewReader(spec))
 			if err != nil {
 				return out, err

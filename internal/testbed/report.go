@@ -14,7 +14,8 @@ type Report struct {
 	Scenario string       `json:"scenario"`
 	Nodes    []NodeReport `json:"nodes"`
 	// Lost counts requests that got no answer, or an error, and ran
-	// nowhere, while the nodes their node could reach had spare capacity
+	// nowhere, while the nodes their node could reach (within the
+	// function's RTT budget, if the scenario sets one) had spare capacity
 	// for their function: per second, at most the capacity those nodes left
 	// unused in that second and in the seconds either side (less one
 	// request per node: rates measured over whole seconds). Rejections
@@ -226,8 +227,9 @@ func (b *bed) executor(id string) (int, bool) {
 }
 
 // spare is how many more requests of function the nodes origin could reach
-// (up for the whole second, on its side of any partition) could have run
-// in second sec: their capacity less what they ran, less one per node.
+// (up for the whole second, on its side of any partition, within the
+// function's RTT budget if the scenario sets one) could have run in second
+// sec: their capacity less what they ran, less one per node.
 func (b *bed) spare(origin int, function string, sec int) int {
 	from, to := b.started.Add(time.Duration(sec)*time.Second), b.started.Add(time.Duration(sec+1)*time.Second)
 	var capacity float64
@@ -236,6 +238,9 @@ func (b *bed) spare(origin int, function string, sec int) int {
 	defer b.ledger.mu.Unlock()
 	for j, n := range b.s.Nodes {
 		if !b.upDuring(j, from, to) || b.cutDuring(origin, j, from, to) {
+			continue
+		}
+		if budget, ok := b.s.MaxRTT[function]; ok && j != origin && b.s.linkOf(b.s.Nodes[origin].Name, n.Name).RTT > budget {
 			continue
 		}
 		capacity += n.Functions[function]

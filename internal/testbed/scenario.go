@@ -65,8 +65,11 @@ type Scenario struct {
 	Proxy string `yaml:"proxy"`
 	// Strategy is the agents' balancing strategy (-strategy); default the
 	// agent's.
-	Strategy string     `yaml:"strategy"`
-	Nodes    []NodeSpec `yaml:"nodes"`
+	Strategy string `yaml:"strategy"`
+	// MaxRTT sets a function's RTT budget (its dfaas.maxrtt label) on
+	// every node.
+	MaxRTT map[string]Duration `yaml:"max_rtt"`
+	Nodes  []NodeSpec          `yaml:"nodes"`
 	// DefaultLink applies to every pair of nodes no Links entry names.
 	DefaultLink LinkSpec    `yaml:"default_link"`
 	Links       []LinkSpec  `yaml:"links"`
@@ -196,6 +199,11 @@ func (s Scenario) Validate() error {
 		return bad("negative warmup or interval")
 	case len(s.Nodes) == 0 || len(s.Nodes) > MaxNodes:
 		return bad("%d nodes: want 1 to %d", len(s.Nodes), MaxNodes)
+	}
+	for fn, d := range s.MaxRTT {
+		if err := dfaas.ValidateFunctionName(fn); err != nil || d <= 0 || d.D() > time.Minute {
+			return bad("max_rtt: %s: %v: want a function and a duration up to 1m", fn, d.D())
+		}
 	}
 	names := map[string]bool{}
 	for i, n := range s.Nodes {

@@ -1,0 +1,135 @@
+package balance
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// DefaultMaxRTT is the farthest, in round-trip time, Nearest forwards a
+// function that sets no budget of its own (label dfaas.maxrtt): a remote
+// execution that costs more than about a tenth of a second on the way is
+// rarely better for a user than a quick 503 with Retry-After.
+const DefaultMaxRTT = 100 * time.Millisecond
+
+// tierFactor separates the weights of successive RTT tiers: the pick rule
+// starts with a farther tier's peer about once in a million requests while a
+// nearer one has cap left, and falls back to it in weight order when the
+// nearer caps are spent.
+const tierFactor = 1e-6
+
+// Nearest forwards near before far, as Envoy's locality priorities do. It
+// takes the shares of Base (Resilient by default), then:
+//
+//   - Budget. A peer farther than the function's RTT budget (State.MaxRTT,
+//     else MaxRTT, else DefaultMaxRTT) is never used for it: its slack is
+//     left out of Base's input (its deficit stays, so fairness between
+//     overloaded nodes does not change) and any share Base still gives it is
+//     dropped.
+//   - Tiers. The remaining peers fall into RTT tiers: the nearest peer opens
+//     the first tier, which takes every peer within 1.5 times its RTT plus
+//     2 ms; the next peer opens the next tier, and so on; peers whose RTT is
+//     not measured yet form the last. Each tier's weights are a millionth
+//     of the tier before it, so the data plane fills the nearer tiers' caps
+//     first and spills to a farther tier only when they are spent.
+//
+// With every peer in one tier (a LAN, or no RTT measured) the plan is
+// Base's. Plan stays a pure function of its inputs: the RTTs come in
+// State.RTT.
+type Nearest struct {
+	// Base plans the shares. Default Resilient.
+	Base dfaas.Balancer
+	// MaxRTT is the budget of functions without their own. Default
+	// DefaultMaxRTT.
+	MaxRTT time.Duration
+}
+
+// Plan implements dfaas.Balancer.
+func (n Nearest) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
+	base := n.Base
+	if base == nil {
+		base = Resilient{}
+	}
+	budget := func(fn string) time.Duration {
+		if d, ok := self.MaxRTT[fn]; ok && d > 0 {
+			return d
+		}
+		if n.MaxRTT > 0 {
+			return n.MaxRTT
+		}
+		return DefaultMaxRTT
+	}
+	far := func(node dfaas.NodeID, fn string) bool {
+		rtt, ok := self.RTT[node]
+		return ok && rtt > budget(fn)
+	}
+	// Peers beyond a function's budget offer no slack for it.
+	view, cloned := peers, false
+	for i, p := range peers {
+		var fns map[string]dfaas.FunctionState
+		for fn, f := range p.Functions {
+			if f.Slack() > 0 && far(p.Node, fn) {
+				if fns == nil {
+					fns = maps.Clone(p.Functions)
+				}
+				f.Capacity = f.Demand
+				fns[fn] = f
+			}
+		}
+		if fns != nil {
+			if !cloned {
+				view, cloned = slices.Clone(peers), true
+			}
+			view[i].Functions = fns
+		}
+	}
+	plan := base.Plan(self, view)
+	for fn, fp := range plan.Functions {
+		if len(fp.Peers) == 0 {
+			continue
+		}
+		shares := slices.DeleteFunc(slices.Clone(fp.Peers), func(s dfaas.Share) bool { return far(s.Node, fn) })
+		tiers := tiersOf(shares, self.RTT)
+		for i := range shares {
+			for range tiers[i] {
+				shares[i].Weight *= tierFactor
+			}
+		}
+		shares = slices.DeleteFunc(shares, func(s dfaas.Share) bool { return !(s.Weight > 0) })
+		fp.Peers = shares
+		plan.Functions[fn] = fp
+	}
+	return plan
+}
+
+// tiersOf returns each share's RTT tier: 0 for the nearest.
+func tiersOf(shares []dfaas.Share, rtt map[dfaas.NodeID]time.Duration) []int {
+	known := make([]time.Duration, 0, len(shares))
+	for _, s := range shares {
+		if r, ok := rtt[s.Node]; ok {
+			known = append(known, r)
+		}
+	}
+	slices.Sort(known)
+	// Tier boundaries: each tier spans [start, 1.5 start + 2 ms].
+	var ends []time.Duration
+	for _, r := range known {
+		if len(ends) == 0 || r > ends[len(ends)-1] {
+			ends = append(ends, r*3/2+2*time.Millisecond)
+		}
+	}
+	out := make([]int, len(shares))
+	for i, s := range shares {
+		r, ok := rtt[s.Node]
+		if !ok {
+			out[i] = len(ends) // not measured: after every measured tier
+			continue
+		}
+		out[i], _ = slices.BinarySearch(ends, r)
+	}
+	return out
+}
+
+var _ dfaas.Balancer = Nearest{}

@@ -1,0 +1,101 @@
+package balance
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// sends runs the data plane's pick rule over a plan's peers for one second
+// of requests at rate (evenly spaced) and counts what each peer is sent;
+// requests no peer takes are counted under "".
+func sends(t *testing.T, fp dfaas.FunctionPlan, rate int) map[dfaas.NodeID]int {
+	t.Helper()
+	t0 := time.Unix(1000, 0)
+	weights := make([]float64, len(fp.Peers))
+	buckets := make([]*proxy.Bucket, len(fp.Peers))
+	for i, s := range fp.Peers {
+		require.True(t, proxy.Usable(s), "%+v", s)
+		weights[i] = s.Weight
+		buckets[i] = proxy.NewBucket(s.Cap, 100*time.Millisecond, t0)
+	}
+	p := proxy.NewPick(weights, buckets)
+	out := map[dfaas.NodeID]int{}
+	for k := range rate * 10 { // ten seconds
+		i := p.Next(t0.Add(time.Duration(k) * time.Second / time.Duration(rate)))
+		if i < 0 {
+			out[""]++
+			continue
+		}
+		out[fp.Peers[i].Node]++
+	}
+	for n := range out {
+		out[n] /= 10
+	}
+	return out
+}
+
+func nearFar(demand dfaas.Rate) (dfaas.State, []dfaas.Advert) {
+	self := state("a", 10, demand)
+	self.RTT = map[dfaas.NodeID]time.Duration{"b": 5 * time.Millisecond, "c": 60 * time.Millisecond}
+	return self, []dfaas.Advert{advert("b", 30, 0), advert("c", 30, 0)}
+}
+
+// TestNearestFillsNearFirst: a's excess goes to b (5 ms) while b has room,
+// spills to c (60 ms) only beyond b's slack, and never to a peer beyond the
+// function's budget.
+func TestNearestFillsNearFirst(t *testing.T) {
+	self, peers := nearFar(25)
+	fp := Nearest{}.Plan(self, peers).Functions[fn]
+	got := sends(t, fp, 15)
+	assert.GreaterOrEqual(t, float64(got["b"]), 0.95*15, "%v", got)
+	assert.Zero(t, got[""])
+
+	self, peers = nearFar(60)
+	fp = Nearest{}.Plan(self, peers).Functions[fn]
+	got = sends(t, fp, 50)
+	assert.InDelta(t, 30, got["b"], 1, "b filled to its slack: %v", got)
+	assert.InDelta(t, 20, got["c"], 1, "the rest to c: %v", got)
+	assert.Zero(t, got[""])
+
+	// A budget of 20 ms leaves c out: beyond b's slack, the excess is
+	// rejected, exactly.
+	self.MaxRTT = map[string]time.Duration{fn: 20 * time.Millisecond}
+	fp = Nearest{}.Plan(self, peers).Functions[fn]
+	for _, s := range fp.Peers {
+		assert.NotEqual(t, dfaas.NodeID("c"), s.Node)
+	}
+	got = sends(t, fp, 50)
+	assert.InDelta(t, 30, got["b"], 1, "%v", got)
+	assert.InDelta(t, 20, got[""], 1, "%v", got)
+	// The strategy's own default budget applies to functions without one.
+	self.MaxRTT = nil
+	fp = Nearest{MaxRTT: 50 * time.Millisecond}.Plan(self, peers).Functions[fn]
+	assert.Len(t, fp.Peers, 1)
+}
+
+// TestNearestIsBaseOnALAN: with every peer in one tier, or none measured,
+// the plan is Base's.
+func TestNearestIsBaseOnALAN(t *testing.T) {
+	self := state("a", 10, 50)
+	peers := []dfaas.Advert{advert("b", 20, 0), advert("c", 30, 0)}
+	for _, rtt := range []map[dfaas.NodeID]time.Duration{nil, {"b": 10 * time.Millisecond, "c": 12 * time.Millisecond}} {
+		self.RTT = rtt
+		assert.Equal(t, Resilient{}.Plan(self, peers), Nearest{}.Plan(self, peers))
+		assert.Equal(t, Proportional{}.Plan(self, peers), Nearest{Base: Proportional{}}.Plan(self, peers))
+	}
+}
+
+// TestNearestTiers: tiers open at the nearest peer not yet in one, span 1.5
+// times its RTT plus 2 ms, and unmeasured peers come last.
+func TestNearestTiers(t *testing.T) {
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	shares := []dfaas.Share{{Node: "a"}, {Node: "b"}, {Node: "c"}, {Node: "d"}, {Node: "e"}, {Node: "f"}}
+	rtt := map[dfaas.NodeID]time.Duration{"a": ms(10), "b": ms(17), "c": ms(18), "d": ms(40), "e": ms(1)}
+	assert.Equal(t, []int{1, 1, 2, 3, 0, 4}, tiersOf(shares, rtt))
+}
