@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/metrics"
+
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/overlay"
 )
@@ -23,8 +25,15 @@ type Status struct {
 	Peers     []dfaas.NodeID `json:"peers"` // the federation the latest plan was made with
 	State     dfaas.State    `json:"state"`
 	Plan      dfaas.Plan     `json:"plan"`
-	// Overlay counters (libp2p only): adverts accepted and dropped by reason.
-	Adverts *overlay.Stats `json:"adverts,omitempty"`
+	// Overlay counters (libp2p only): adverts accepted and dropped by
+	// reason, and the bytes the overlay received and sent since it started.
+	Adverts         *overlay.Stats `json:"adverts,omitempty"`
+	OverlayBytesIn  int64          `json:"overlay_bytes_in,omitempty"`
+	OverlayBytesOut int64          `json:"overlay_bytes_out,omitempty"`
+	// OverlayProtocols splits those bytes by libp2p protocol.
+	OverlayProtocols map[string]metrics.Stats `json:"overlay_protocols,omitempty"`
+	// RTT is the round-trip time to each peer the overlay measured.
+	RTT map[dfaas.NodeID]time.Duration `json:"rtt,omitempty"`
 }
 
 // Status reports the node's status now.
@@ -43,7 +52,10 @@ func (n *Node) Status() Status {
 		out.Overlay = o.Addrs()
 		s := o.Stats()
 		out.Adverts = &s
+		out.OverlayBytesIn, out.OverlayBytesOut = o.Traffic()
+		out.OverlayProtocols = o.TrafficByProtocol()
 	}
+	out.RTT = st.LastState.RTT
 	return out
 }
 

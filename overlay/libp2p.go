@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
@@ -196,6 +197,7 @@ type Libp2p struct {
 	outsiders atomic.Uint64
 	departed  departures
 	probes    *prober
+	bw        *traffic
 	redial    *redialer
 	silent    atomic.Uint64 // adverts of suspect peers, dropped
 
@@ -234,8 +236,9 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: key: %w", err)
 	}
+	o.bw = newTraffic()
 	opts := []libp2p.Option{libp2p.ListenAddrStrings(cfg.ListenAddrs...), libp2p.DisableRelay(), libp2p.DisableMetrics(),
-		libp2p.Identity(key)}
+		libp2p.Identity(key), libp2p.BandwidthReporter(o.bw)}
 	if cfg.Secret != nil {
 		opts = append(opts, libp2p.PrivateNetwork(cfg.Secret))
 	} else {
@@ -553,6 +556,22 @@ var (
 	_ dfaas.Overlay = (*Libp2p)(nil)
 	_ dfaas.Trigger = (*Libp2p)(nil)
 )
+
+// Traffic returns the stream bytes the host has received and sent since it
+// started, over every protocol (adverts, gossip, DHT, probes, identify).
+func (o *Libp2p) Traffic() (in, out int64) {
+	t := o.bw.GetBandwidthTotals()
+	return t.TotalIn, t.TotalOut
+}
+
+// TrafficByProtocol returns Traffic per libp2p protocol.
+func (o *Libp2p) TrafficByProtocol() map[string]metrics.Stats {
+	out := map[string]metrics.Stats{}
+	for p, s := range o.bw.GetBandwidthByProtocol() {
+		out[string(p)] = s
+	}
+	return out
+}
 
 // fire asks the agent for an early tick.
 func (o *Libp2p) fire() {

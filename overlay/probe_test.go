@@ -108,3 +108,23 @@ func drain(o *Libp2p) {
 		}
 	}
 }
+
+// TestTraffic: the bandwidth counter sees the overlay's bytes both ways.
+func TestTraffic(t *testing.T) {
+	a := startLibp2p(t)
+	b := startLibp2p(t, a.Addrs()...)
+	require.Eventually(t, func() bool {
+		in, out := a.Traffic()
+		bin, bout := b.Traffic()
+		return in > 0 && out > 0 && bin > 0 && bout > 0
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return a.TrafficByProtocol()["/ipfs/ping/1.0.0"].TotalOut > 0 },
+		5*time.Second, 20*time.Millisecond, "the probes are counted")
+	var sum int64
+	for _, s := range a.TrafficByProtocol() {
+		sum += s.TotalOut
+	}
+	_, out := a.Traffic() // read after: the total never trails the parts
+	assert.GreaterOrEqual(t, out, sum)
+	assert.Positive(t, sum)
+}

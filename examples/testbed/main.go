@@ -7,6 +7,7 @@
 //
 //	sudo go run ./examples/testbed -scenario examples/testbed/scenarios/reference.yaml
 //	sudo go run ./examples/testbed -scenario examples/testbed/scenarios/crash.yaml -json
+//	sudo go run ./examples/testbed -scenario examples/testbed/scenarios/partition.yaml -plot partition.png
 //
 // A scenario is a YAML file: nodes with their functions' capacities, links
 // (rtt, jitter, loss), load (node, function, rate, from, to) and events
@@ -31,6 +32,7 @@ func main() {
 	asJSON := flag.Bool("json", false, "print the report as one JSON object")
 	agent := flag.String("agent", "", "agent binary (default: build examples/agent)")
 	keep := flag.String("keep", "", "keep keys and agent logs in this directory")
+	plotFile := flag.String("plot", "", "draw the executions per node per second into this PNG file")
 	flag.Parse()
 	if *scenario == "" {
 		fmt.Fprintln(os.Stderr, "testbed: -scenario FILE is required")
@@ -38,13 +40,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *scenario, *agent, *keep, *asJSON); err != nil {
+	if err := run(ctx, *scenario, *agent, *keep, *plotFile, *asJSON); err != nil {
 		fmt.Fprintln(os.Stderr, "testbed:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, file, agent, keep string, asJSON bool) error {
+func run(ctx context.Context, file, agent, keep, plotFile string, asJSON bool) error {
 	s, err := testbed.ReadFile(file)
 	if err != nil {
 		return err
@@ -71,6 +73,11 @@ func run(ctx context.Context, file, agent, keep string, asJSON bool) error {
 	r, err := testbed.Run(ctx, s, testbed.Options{Agent: agent, Dir: keep, Progress: os.Stderr})
 	if err != nil {
 		return err
+	}
+	if plotFile != "" {
+		if err := plotRun(plotFile, s, r); err != nil {
+			return err
+		}
 	}
 	if asJSON {
 		enc := json.NewEncoder(os.Stdout)

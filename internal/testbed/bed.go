@@ -164,6 +164,7 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 	}
 	b.started = time.Now()
 	b.ledger.begin(b.started)
+	sentBefore := b.overlaySent()
 	results := b.load(ctx)
 	var evErr error
 	done := make(chan struct{})
@@ -172,6 +173,7 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 		evErr = b.events(ctx)
 	}()
 	b.progress(ctx)
+	sentAfter, elapsed := b.overlaySent(), time.Since(b.started)
 	<-done
 	res := <-results
 	stopStatus()
@@ -182,7 +184,41 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return b.report(res), nil
+	r := b.report(res)
+	var sent int64
+	var nodes int
+	for i, after := range sentAfter {
+		if before, ok := sentBefore[i]; ok && after >= before {
+			sent += after - before
+			nodes++
+		}
+	}
+	if nodes > 0 {
+		r.ControlBytesPerNodeS = float64(sent) / float64(nodes) / elapsed.Seconds()
+	}
+	return r, nil
+}
+
+// overlaySent reads, from every running agent's /status, the bytes its
+// overlay has sent.
+func (b *bed) overlaySent() map[int]int64 {
+	out := map[int]int64{}
+	for i := range b.agents {
+		if !b.running(i) {
+			continue
+		}
+		resp, err := adminClient.Get(b.adminURL(i) + "/status")
+		if err != nil {
+			continue
+		}
+		var st node.Status
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		_ = resp.Body.Close()
+		if err == nil && st.OverlayBytesOut > 0 {
+			out[i] = st.OverlayBytesOut
+		}
+	}
+	return out
 }
 
 // platforms starts a faas/local provider per node on the hub, with the

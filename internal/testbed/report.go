@@ -40,9 +40,13 @@ type Report struct {
 	Detection []Detection `json:"detection_s"`
 	// AgentCPUSeconds is the agents' CPU time over the run, all nodes;
 	// AgentRSSMB the largest resident memory of one agent.
-	AgentCPUSeconds float64  `json:"agent_cpu_s"`
-	AgentRSSMB      float64  `json:"agent_rss_mb"`
-	Timeline        []Second `json:"timeline"`
+	AgentCPUSeconds float64 `json:"agent_cpu_s"`
+	// ControlBytesPerNodeS is what each agent's overlay sent per second
+	// during the run (libp2p stream bytes: adverts, gossip, DHT, probes),
+	// averaged over the agents that ran from start to end.
+	ControlBytesPerNodeS float64  `json:"control_bytes_per_node_s"`
+	AgentRSSMB           float64  `json:"agent_rss_mb"`
+	Timeline             []Second `json:"timeline"`
 }
 
 // NodeReport counts one node's requests. Offered = ServedLocal +
@@ -322,5 +326,6 @@ func Print(w io.Writer, r *Report) {
 	for _, d := range r.Detection {
 		fmt.Fprintf(w, "detected %-30s in %.2f s\n", d.Event, d.Seconds)
 	}
-	fmt.Fprintf(w, "agents: %.1f CPU s in all, largest RSS %.0f MiB\n", r.AgentCPUSeconds, r.AgentRSSMB)
+	fmt.Fprintf(w, "agents: %.1f CPU s in all, largest RSS %.0f MiB, overlay sent %.0f B/s per node\n",
+		r.AgentCPUSeconds, r.AgentRSSMB, r.ControlBytesPerNodeS)
 }

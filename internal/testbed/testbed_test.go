@@ -100,6 +100,7 @@ func TestCrash(t *testing.T) {
 	assert.LessOrEqual(t, r.ForwardLatencyMS.P50, 13.0, "RTT 10 ms + 3 ms")
 	assert.False(t, math.IsNaN(r.AgentCPUSeconds))
 	assert.Positive(t, r.AgentRSSMB)
+	assert.Positive(t, r.ControlBytesPerNodeS)
 	assertNoLeftovers(t)
 }
 
