@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -34,10 +35,28 @@ type Status struct {
 	OverlayProtocols map[string]metrics.Stats `json:"overlay_protocols,omitempty"`
 	// RTT is the round-trip time to each peer the overlay measured.
 	RTT map[dfaas.NodeID]time.Duration `json:"rtt,omitempty"`
+	// Counters are the data plane's counters per function since it
+	// started; CountersError says why they are missing, if they are.
+	Counters      map[string]FunctionCounts `json:"counters,omitempty"`
+	CountersError string                    `json:"counters_error,omitempty"`
 }
 
-// Status reports the node's status now.
-func (n *Node) Status() Status {
+// FunctionCounts is one function's data-plane counters (proxy.Counts).
+type FunctionCounts struct {
+	Arrivals     uint64                  `json:"arrivals"`
+	ServedLocal  uint64                  `json:"served_local"`
+	ForwardedOut uint64                  `json:"forwarded_out"`
+	ReceivedIn   uint64                  `json:"received_in"`
+	Rejected     uint64                  `json:"rejected"`
+	Refused      uint64                  `json:"refused"`
+	FailedTries  uint64                  `json:"failed_tries"`
+	InFlight     int64                   `json:"in_flight"`
+	Forwarded    map[dfaas.NodeID]uint64 `json:"forwarded,omitempty"`
+}
+
+// Status reports the node's status now; ctx bounds reading the data
+// plane's counters.
+func (n *Node) Status(ctx context.Context) Status {
 	st := n.Agent.Status()
 	out := Status{Node: n.Overlay.Self(), UserAddr: n.DataPlane.UserAddr(), PeerAddr: n.DataPlane.PeerAddr(),
 		Ticks: st.Ticks, Failures: st.Failures, LastTick: st.LastTick, Peers: st.PeerNodes,
@@ -56,6 +75,18 @@ func (n *Node) Status() Status {
 		out.OverlayProtocols = o.TrafficByProtocol()
 	}
 	out.RTT = st.LastState.RTT
+	counts, err := n.DataPlane.Counts(ctx)
+	if err != nil {
+		out.CountersError = err.Error()
+	}
+	for fn, c := range counts {
+		if out.Counters == nil {
+			out.Counters = map[string]FunctionCounts{}
+		}
+		out.Counters[fn] = FunctionCounts{Arrivals: c.Arrivals, ServedLocal: c.ServedLocal, ForwardedOut: c.ForwardedOut,
+			ReceivedIn: c.ReceivedIn, Rejected: c.Rejected, Refused: c.Refused, FailedTries: c.FailedTries, InFlight: c.InFlight,
+			Forwarded: c.Forwarded}
+	}
 	return out
 }
 
@@ -90,11 +121,14 @@ func (n *Node) AdminHandler() http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		st := n.Status(ctx)
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(n.Status())
+		_ = enc.Encode(st)
 	})
 	return mux
 }

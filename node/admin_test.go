@@ -75,6 +75,8 @@ func TestAdminHandler(t *testing.T) {
 	assert.Positive(t, st.Ticks)
 	assert.Equal(t, dfaas.Rate(10), st.State.Functions["hello"].Capacity)
 	assert.Contains(t, st.Plan.Functions, "hello")
+	assert.Contains(t, st.Counters, "hello", "the data plane's counters")
+	assert.Empty(t, st.CountersError)
 
 	down := build("c", node.Platform{Handler: http.NotFoundHandler(), Capacities: downPlatform{}})
 	srv2 := httptest.NewServer(down.AdminHandler())

@@ -68,7 +68,8 @@ type Config struct {
 	Binary string
 	// Interval is the control tick. Default 1 s.
 	Interval time.Duration
-	// Balancer plans the node. Default balance.Proportional.
+	// Balancer plans the node. Default balance.Nearest (Resilient's shares,
+	// nearer peers first; on a LAN exactly Resilient).
 	Balancer dfaas.Balancer
 	// Forecaster predicts demand. Default forecast.LastValue.
 	Forecaster dfaas.Forecaster
@@ -105,7 +106,7 @@ func (c Config) withDefaults() Config {
 		c.Interval = time.Second
 	}
 	if c.Balancer == nil {
-		c.Balancer = balance.Proportional{}
+		c.Balancer = balance.Nearest{}
 	}
 	if c.Forecaster == nil {
 		c.Forecaster = &forecast.LastValue{}

@@ -75,7 +75,7 @@ type Libp2pConfig struct {
 	Quarantine time.Duration
 	// ProbeInterval is how often every connected peer is pinged; a peer
 	// that misses SuspectAfter probes in a row (each waits ten round trips,
-	// at least 250 ms and at most ProbeTimeout) leaves the table until it
+	// at least 400 ms and at most ProbeTimeout) leaves the table until it
 	// answers again, and the answers measure its round-trip time (RTT).
 	// Defaults 500 ms, 1 s and 2.
 	ProbeInterval time.Duration
@@ -189,6 +189,7 @@ type Libp2p struct {
 	dht       *dht.IpfsDHT
 	topic     *pubsub.Topic
 	sub       *pubsub.Subscription
+	joins     *pubsub.TopicEventHandler // peers joining the topic
 	table     *Table
 	bootstrap []peer.AddrInfo
 	trigger   chan struct{}
@@ -271,8 +272,12 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 		return nil, fmt.Errorf("overlay: dht: %w", err)
 	}
 	topicName := "/" + cfg.Namespace + "/adverts/1"
+	// Flood publishing: a node sends its own adverts to every peer on the
+	// topic (above the publish score threshold), not only to its mesh, so a
+	// peer that just (re)connected hears them at once rather than after the
+	// next heartbeat grafts it (a second, seen here after every heal).
 	ps, err := pubsub.NewGossipSub(runCtx, o.host, pubsub.WithMaxMessageSize(4*MaxAdvertBytes),
-		pubsub.WithPeerScore(scoreParams(topicName, o.limits.penalty), scoreThresholds()))
+		pubsub.WithPeerScore(scoreParams(topicName, o.limits.penalty), scoreThresholds()), pubsub.WithFloodPublish(true))
 	if err != nil {
 		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
 	}
@@ -285,6 +290,10 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	if o.sub, err = o.topic.Subscribe(); err != nil {
 		return nil, fmt.Errorf("overlay: subscribe: %w", err)
 	}
+	if o.joins, err = o.topic.EventHandler(); err != nil {
+		return nil, fmt.Errorf("overlay: topic events: %w", err)
+	}
+	o.goRun(func() { o.watchJoins(runCtx, o.joins) })
 	o.goRun(func() { o.receive(runCtx) })
 	o.connectBootstrap(ctx)
 	o.goRun(func() { o.discover(runCtx) })
@@ -432,7 +441,8 @@ func (o *Libp2p) receive(ctx context.Context) {
 		}
 		// A concurrent newer advert may have won the race since validation;
 		// Put counts that as stale. A peer new to the table (or back in it)
-		// asks for a tick: plans take it in at once.
+		// asks for a tick, so plans take it in at once (the Agent's holdoff
+		// bounds how often).
 		back := !o.table.Live(a.Node)
 		if o.table.Put(a, dfaas.NodeID(msg.GetFrom().String()), o.cfg.Now()) == nil && back {
 			o.fire()
@@ -452,9 +462,9 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 			}
 			ev := e.(event.EvtPeerConnectednessChanged)
 			if ev.Connectedness == network.Connected {
+				o.log.Info("peer connected", "peer", ev.Peer)
 				o.probes.watch(ctx, ev.Peer)
 				o.redial.connected(ev.Peer)
-				o.fire() // a fresh advert for the new peer at once
 				continue
 			}
 			o.probes.forget(ev.Peer)
@@ -465,6 +475,22 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 				o.log.Info("peer left", "peer", ev.Peer)
 				o.fire()
 			}
+		}
+	}
+}
+
+// watchJoins asks for a tick whenever a peer joins the advert topic (a new
+// or restored connection, once the peers have told each other their
+// subscriptions): the fresh advert reaches it at once, where one published
+// on the connection alone could go out before it was known to listen.
+func (o *Libp2p) watchJoins(ctx context.Context, h *pubsub.TopicEventHandler) {
+	for {
+		ev, err := h.NextPeerEvent(ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
+			o.fire()
 		}
 	}
 }
@@ -532,6 +558,9 @@ func (o *Libp2p) Close() error {
 		var errs []error
 		if o.sub != nil {
 			o.sub.Cancel()
+		}
+		if o.joins != nil {
+			o.joins.Cancel()
 		}
 		if o.topic != nil {
 			errs = append(errs, o.topic.Close())

@@ -28,8 +28,11 @@ import (
 // (seconds, doubling with every retry the partition cost).
 
 // minProbeTimeout bounds how fast a probe gives up: the timeout is ten
-// round trips, at least this and at most Libp2pConfig.ProbeTimeout.
-const minProbeTimeout = 250 * time.Millisecond
+// round trips, at least this and at most Libp2pConfig.ProbeTimeout. It is
+// twice TCP's shortest retransmission timeout (200 ms on Linux), so that a
+// single lost packet, retransmitted, is not a miss: on a link losing 20% of
+// its packets a peer would otherwise be suspect every few seconds.
+const minProbeTimeout = 400 * time.Millisecond
 
 // probeState is what the prober knows of one peer.
 type probeState struct {

@@ -22,7 +22,7 @@ import (
 // redialled); once it answers, its adverts count again. The probes measure
 // its round-trip time.
 func TestSilentPeerIsSuspect(t *testing.T) {
-	cfg := Libp2pConfig{Secret: testSecret, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 300 * time.Millisecond}
+	cfg := Libp2pConfig{Secret: testSecret, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond}
 	a := startWith(t, cfg)
 	cfg.Bootstrap = a.Addrs()
 	b := startWith(t, cfg)

@@ -11,14 +11,14 @@ import (
 )
 
 // Redial: a peer whose connection dropped is dialled again soon and often
-// at first (after 250 ms, then twice as long each time, at most every
-// redialMax), for redialFor, so that a healed partition or a restarted
-// node is back in the plans within about a second rather than at the next
-// discovery round. Its addresses come from the peerstore, which keeps a
+// (after 250 ms, then every redialMax), for redialFor, so that a healed
+// partition or a restarted node is back in the plans within about a second
+// rather than at the next discovery round. A dial to a dead node is one
+// refused SYN; to a partitioned one a SYN that gets no answer. Its addresses come from the peerstore, which keeps a
 // departed peer's for a while.
 const (
 	redialFirst = 250 * time.Millisecond
-	redialMax   = time.Second
+	redialMax   = 500 * time.Millisecond
 	redialFor   = 10 * time.Minute
 	redialDial  = time.Second // one dial's bound
 )

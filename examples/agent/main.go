@@ -115,7 +115,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
 	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret, and peer traffic in clear text: any host that reaches -listen can join, any that reaches -peer can run functions (labs only)")
 	fs.StringVar(&o.admin, "admin", "", "operator listener (e.g. 127.0.0.1:9100) for /healthz, /readyz and /status; off the user and peer ports; none if empty")
-	strategy := fs.String("strategy", "proportional", "balancing strategy: "+strings.Join(balance.Names(), ", "))
+	strategy := fs.String("strategy", "nearest", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -182,6 +182,7 @@ type Row struct {
 	RejectedPct          float64 `json:"rejected_pct"`
 	ForwardedPct         float64 `json:"forwarded_pct"`
 	MeanHops             float64 `json:"mean_hops"`
+	MeanForwardRTTms     float64 `json:"mean_forward_rtt_ms"`
 	RetriesPerForward    float64 `json:"retries_per_forward"`
 	ControlMsgsPerNodeS  float64 `json:"control_msgs_per_node_s"`
 	ControlBytesPerNodeS float64 `json:"control_bytes_per_node_s"`
@@ -237,7 +238,7 @@ func runOne(ctx context.Context, o options, j job) (Row, error) {
 	r := Row{Strategy: j.strategy, Workload: j.sc.Name, Forecaster: j.forecaster, ServedOverOptimum: res.ServedOverOptimum,
 		RejectedPct: res.RejectedPct, ForwardedPct: res.ForwardedPct, MeanHops: res.MeanHops,
 		ControlMsgsPerNodeS: res.ControlMsgsPerNodeS, ControlBytesPerNodeS: res.ControlBytesPerNodeS,
-		ReactionS: res.ReactionS, ForecastMAE: res.ForecastMAE, ForecastMAPE: res.ForecastMAPE, ticks: res.Ticks}
+		ReactionS: res.ReactionS, MeanForwardRTTms: res.MeanForwardRTTms, ForecastMAE: res.ForecastMAE, ForecastMAPE: res.ForecastMAPE, ticks: res.Ticks}
 	if res.Forwarded > 0 {
 		r.RetriesPerForward = res.Retried / res.Forwarded
 	}
@@ -288,17 +289,21 @@ func run(ctx context.Context, o options, w io.Writer) error {
 }
 
 func printTable(w io.Writer, rows []Row) {
-	fmt.Fprintf(w, "%-24s %-13s %10s %9s %9s %6s %8s %9s %10s %9s\n",
-		"workload", "strategy", "served/opt", "rejected%", "forward%", "hops", "retries", "msgs/n/s", "bytes/n/s", "reaction")
+	fmt.Fprintf(w, "%-24s %-13s %10s %9s %9s %6s %8s %9s %10s %9s %8s\n",
+		"workload", "strategy", "served/opt", "rejected%", "forward%", "hops", "retries", "msgs/n/s", "bytes/n/s", "reaction", "fwd rtt")
 	last := ""
 	for _, r := range rows {
 		if r.Workload != last && last != "" {
 			fmt.Fprintln(w)
 		}
 		last = r.Workload
-		fmt.Fprintf(w, "%-24s %-13s %10.4f %9.2f %9.2f %6.2f %8.3f %9.0f %10.0f %9.1f\n",
+		rtt := "-"
+		if r.MeanForwardRTTms > 0 {
+			rtt = fmt.Sprintf("%.1f", r.MeanForwardRTTms)
+		}
+		fmt.Fprintf(w, "%-24s %-13s %10.4f %9.2f %9.2f %6.2f %8.3f %9.0f %10.0f %9.1f %8s\n",
 			r.Workload, r.Strategy, r.ServedOverOptimum, r.RejectedPct, r.ForwardedPct, r.MeanHops, r.RetriesPerForward,
-			r.ControlMsgsPerNodeS, r.ControlBytesPerNodeS, r.ReactionS)
+			r.ControlMsgsPerNodeS, r.ControlBytesPerNodeS, r.ReactionS, rtt)
 	}
 }
 

@@ -10,6 +10,9 @@ import (
 // in req/s.
 type flows struct {
 	local, forwarded, received, rejected, retried []float64
+	// fwdRTT is, per forwarding node, the sum over its forwarded requests
+	// of the round trip to the peer that served them (req/s × ms).
+	fwdRTT []float64
 }
 
 // maxRounds bounds the forward attempts of one request: the first try and
@@ -26,10 +29,12 @@ const eps = 1e-9
 // the forwarder's other peers; what no peer takes runs on spare local
 // capacity if any, and is rejected otherwise. Forwarded requests are never
 // forwarded again.
-func serve(demand, capacity []float64, plans []dfaas.FunctionPlan, peerIdx [][]int) flows {
+//
+// rtt, if not nil, is the round trip between nodes in ms, for fwdRTT.
+func serve(demand, capacity []float64, plans []dfaas.FunctionPlan, peerIdx [][]int, rtt [][]float64) flows {
 	n := len(demand)
 	fl := flows{local: make([]float64, n), forwarded: make([]float64, n), received: make([]float64, n),
-		rejected: make([]float64, n), retried: make([]float64, n)}
+		rejected: make([]float64, n), retried: make([]float64, n), fwdRTT: make([]float64, n)}
 	room := make([]float64, n)
 	excess := make([]float64, n)
 	for i := range n {
@@ -85,6 +90,9 @@ func serve(demand, capacity []float64, plans []dfaas.FunctionPlan, peerIdx [][]i
 				got := x * accept[j]
 				fl.received[j] += got
 				fl.forwarded[i] += got
+				if rtt != nil {
+					fl.fwdRTT[i] += got * rtt[i][j]
+				}
 				excess[i] -= got
 				capLeft[i][k] -= x
 				if accept[j] < 1 {

@@ -30,6 +30,11 @@ type Scenario struct {
 	// a Config's non-zero values override them.
 	Delay time.Duration
 	Loss  float64
+	// RTT, if set, is the round-trip time between nodes a and b (the same
+	// both ways): the agents' overlays report it (dfaas.RTTMeter), and the
+	// run measures how far forwarded requests travel. Nil: a LAN, no RTT
+	// measured.
+	RTT func(a, b int) time.Duration
 }
 
 // Validate checks the scenario's shape.

@@ -44,6 +44,9 @@ type Result struct {
 	RejectedPct, ForwardedPct float64
 	// MeanHops is the mean number of proxy-to-proxy hops of a served request.
 	MeanHops float64
+	// MeanForwardRTTms is the mean round trip, in ms, between a forwarded
+	// request's node and the peer that served it (0 without Scenario.RTT).
+	MeanForwardRTTms float64
 	// ControlMsgsPerNodeS and ControlBytesPerNodeS are the adverts a node
 	// sends per second (one copy per receiver) and their bytes.
 	ControlMsgsPerNodeS, ControlBytesPerNodeS float64
@@ -70,6 +73,18 @@ func (p *simProxy) Apply(_ context.Context, plan dfaas.Plan) error {
 type simMonitor struct{ sample dfaas.Sample }
 
 func (m *simMonitor) Sample(context.Context) (dfaas.Sample, error) { return m.sample, nil }
+
+// rttOverlay is a member of the in-memory network that reports the
+// scenario's round-trip times, as the libp2p overlay's probes would.
+type rttOverlay struct {
+	*overlay.Memory
+	rtt map[dfaas.NodeID]time.Duration
+}
+
+func (o rttOverlay) RTT(n dfaas.NodeID) (time.Duration, bool) {
+	d, ok := o.rtt[n]
+	return d, ok
+}
 
 type node struct {
 	agent   *dfaas.Agent
@@ -109,6 +124,16 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{}, err
 	}
 	nn, nf := len(sc.Nodes), len(sc.Functions)
+	var rttMS [][]float64
+	if sc.RTT != nil {
+		rttMS = make([][]float64, nn)
+		for a := range nn {
+			rttMS[a] = make([]float64, nn)
+			for b := range nn {
+				rttMS[a][b] = float64(sc.RTT(a, b)) / float64(time.Millisecond)
+			}
+		}
+	}
 	idx := make(map[dfaas.NodeID]int, nn)
 	nodes := make([]node, nn)
 	quiet := slog.New(slog.DiscardHandler)
@@ -121,8 +146,18 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 		nodes[i] = node{overlay: m, proxy: &simProxy{}, monitor: &simMonitor{}}
 		nodes[i].monitor.sample = measure(sc, i, nil, nil, now, cfg.Interval)
+		var ov dfaas.Overlay = m
+		if sc.RTT != nil {
+			rtt := make(map[dfaas.NodeID]time.Duration, nn)
+			for j, other := range sc.Nodes {
+				if j != i {
+					rtt[dfaas.NodeID(other)] = sc.RTT(i, j)
+				}
+			}
+			ov = rttOverlay{m, rtt}
+		}
 		nodes[i].agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: name + ":8081", Logger: quiet, Now: clock},
-			m, nodes[i].monitor, cfg.Forecaster(), cfg.Strategy, nodes[i].proxy)
+			ov, nodes[i].monitor, cfg.Forecaster(), cfg.Strategy, nodes[i].proxy)
 		if err != nil {
 			return Result{}, err
 		}
@@ -143,7 +178,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	peerIdx := make([][]int, nn)
 	var absErr, absPctErr float64
 	var errN, pctN int
-	var hopSum float64
+	var hopSum, fwdRTTSum float64
 	var onsets []onset
 	open := map[[2]int]int{} // (function, node) -> index of its open onset
 	overloaded := make([][]bool, nf)
@@ -217,7 +252,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 					}
 				}
 			}
-			fl := serve(demand[f], capacity[f], plans, peerIdx)
+			fl := serve(demand[f], capacity[f], plans, peerIdx, rttMS)
 			tickFlows[f] = fl
 			tr.Demand += dSum
 			tr.Optimum += min(dSum, cSum)
@@ -241,6 +276,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				tr.Rejected += fl.rejected[i]
 				res.Retried += fl.retried[i] * secs
 				hopSum += fl.received[i] * secs
+				fwdRTTSum += fl.fwdRTT[i] * secs
 			}
 		}
 		res.Ticks[t] = tr
@@ -266,6 +302,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	if res.Served > 0 {
 		res.MeanHops = hopSum / res.Served
+	}
+	if res.Forwarded > 0 {
+		res.MeanForwardRTTms = fwdRTTSum / res.Forwarded
 	}
 	duration := float64(sc.Ticks) * secs
 	st := net.Stats()

@@ -147,7 +147,7 @@ func TestServeFlows(t *testing.T) {
 					idx[i] = append(idx[i], j)
 				}
 			}
-			fl := serve(tt.demand, tt.capacity, tt.plans, idx)
+			fl := serve(tt.demand, tt.capacity, tt.plans, idx, nil)
 			for i := range tt.demand {
 				assert.InDelta(t, tt.local[i], fl.local[i], 1e-9, "local %d", i)
 				assert.InDelta(t, tt.fwd[i], fl.forwarded[i], 1e-9, "forwarded %d", i)

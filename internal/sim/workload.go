@@ -164,6 +164,25 @@ func Lossy(sc Scenario) Scenario {
 	return sc
 }
 
+// Geo spreads sc's nodes over a region: each gets a random place in a
+// square, and the round trip between two is 1 ms plus 60 ms per side of the
+// square between them (1 to 86 ms: within Nearest's default budget, so
+// every strategy may use every peer and only the distance travelled
+// differs).
+func Geo(sc Scenario, seed uint64) Scenario {
+	r := rng(seed, 7)
+	xs, ys := make([]float64, len(sc.Nodes)), make([]float64, len(sc.Nodes))
+	for i := range xs {
+		xs[i], ys[i] = r.Float64(), r.Float64()
+	}
+	sc.Name += "-geo"
+	sc.RTT = func(a, b int) time.Duration {
+		d := math.Hypot(xs[a]-xs[b], ys[a]-ys[b])
+		return time.Millisecond + time.Duration(d*60*float64(time.Millisecond))
+	}
+	return sc
+}
+
 // Standard is the workload set of the comparison table.
 func Standard(seed uint64) []Scenario {
 	return []Scenario{
@@ -176,6 +195,8 @@ func Standard(seed uint64) []Scenario {
 		ManyFunctions(10, 20, 600, 60, seed),
 		Lossy(ManyFunctions(10, 20, 600, 10, seed)),
 		Diurnal(100, 600, 300, seed),
+		Geo(Hotspot(10, 600, 60, seed), seed),
+		Geo(Diurnal(100, 600, 300, seed), seed),
 		Hotspot(1000, 20, 5, seed),
 	}
 }

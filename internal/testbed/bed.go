@@ -153,18 +153,18 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 			return nil, fmt.Errorf("testbed: node %s: %w (log: %s)", names[i], err, b.agents[i].log.Name())
 		}
 	}
-	b.status = newWatcher(b)
-	statusCtx, stopStatus := context.WithCancel(ctx)
-	defer stopStatus()
-	go b.status.run(statusCtx)
 	select {
 	case <-time.After(s.Warmup.D()):
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 	b.started = time.Now()
+	b.status = newWatcher(b)
+	statusCtx, stopStatus := context.WithCancel(ctx)
+	defer stopStatus()
+	go b.status.run(statusCtx)
 	b.ledger.begin(b.started)
-	sentBefore := b.overlaySent()
+	sentBefore, triesBefore := b.overlaySent()
 	results := b.load(ctx)
 	var evErr error
 	done := make(chan struct{})
@@ -173,7 +173,8 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 		evErr = b.events(ctx)
 	}()
 	b.progress(ctx)
-	sentAfter, elapsed := b.overlaySent(), time.Since(b.started)
+	sentAfter, triesAfter := b.overlaySent()
+	elapsed := time.Since(b.started)
 	<-done
 	res := <-results
 	stopStatus()
@@ -196,13 +197,19 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 	if nodes > 0 {
 		r.ControlBytesPerNodeS = float64(sent) / float64(nodes) / elapsed.Seconds()
 	}
+	for i, after := range triesAfter {
+		if before, ok := triesBefore[i]; ok && after >= before {
+			r.Retries += int(after - before)
+		}
+	}
+	r.ViewsCompletePct = b.status.completePct()
 	return r, nil
 }
 
 // overlaySent reads, from every running agent's /status, the bytes its
-// overlay has sent.
-func (b *bed) overlaySent() map[int]int64 {
-	out := map[int]int64{}
+// overlay has sent and its data plane's failed forward tries (retried).
+func (b *bed) overlaySent() (map[int]int64, map[int]uint64) {
+	out, tries := map[int]int64{}, map[int]uint64{}
 	for i := range b.agents {
 		if !b.running(i) {
 			continue
@@ -214,11 +221,21 @@ func (b *bed) overlaySent() map[int]int64 {
 		var st node.Status
 		err = json.NewDecoder(resp.Body).Decode(&st)
 		_ = resp.Body.Close()
-		if err == nil && st.OverlayBytesOut > 0 {
+		if err != nil {
+			continue
+		}
+		if st.OverlayBytesOut > 0 {
 			out[i] = st.OverlayBytesOut
 		}
+		if st.CountersError == "" {
+			var t uint64
+			for _, c := range st.Counters {
+				t += c.FailedTries
+			}
+			tries[i] = t
+		}
 	}
-	return out
+	return out, tries
 }
 
 // platforms starts a faas/local provider per node on the hub, with the
@@ -412,7 +429,11 @@ func (b *bed) events(ctx context.Context) error {
 		if err := b.apply(e); err != nil {
 			return fmt.Errorf("testbed: event %d (%s): %w", k, e.Name(), err)
 		}
+		b.status.appliedAt(k, at)
 		b.status.event(k, at)
+		if b.opt.Progress != nil {
+			fmt.Fprintf(b.opt.Progress, "t=%6.2fs %s (%s)\n", at.Sub(b.started).Seconds(), e.Name(), at.UTC().Format("15:04:05.000"))
+		}
 	}
 	return nil
 }
@@ -692,6 +713,11 @@ type watcher struct {
 	mu      sync.Mutex
 	pending map[int]time.Time // event -> when it happened, until detected
 	found   []Detection
+	applied int       // events applied so far
+	last    time.Time // when the latest was
+	// Views polled away from events (3 s after the last at least), and
+	// those in which every running node saw every node it can reach.
+	polls, complete int
 }
 
 func newWatcher(b *bed) *watcher { return &watcher{b: b, pending: map[int]time.Time{}} }
@@ -705,7 +731,33 @@ func (w *watcher) event(k int, at time.Time) {
 	w.mu.Unlock()
 }
 
+// applied records that event k happened at at.
+func (w *watcher) appliedAt(k int, at time.Time) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.applied, w.last = k+1, at
+}
+
+// detections returns the events detected so far.
+func (w *watcher) detections() []Detection {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.found)
+}
+
+// completePct is the share of quiet-time polls in which every running node
+// saw every node it can reach, in percent (-1 without such polls).
+func (w *watcher) completePct() float64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.polls == 0 {
+		return -1
+	}
+	return 100 * float64(w.complete) / float64(w.polls)
+}
+
 func (w *watcher) run(ctx context.Context) {
+	var lastSample time.Time
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -716,12 +768,26 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		w.mu.Lock()
 		empty := len(w.pending) == 0
+		sample := time.Since(w.last) > 3*time.Second && time.Since(lastSample) >= time.Second
+		k := w.applied - 1
 		w.mu.Unlock()
-		if empty {
+		if sample {
+			lastSample = time.Now()
+		}
+		if empty && !sample {
 			continue
 		}
 		views := w.views()
 		now := time.Now()
+		if sample {
+			ok := w.whole(k, views)
+			w.mu.Lock()
+			w.polls++
+			if ok {
+				w.complete++
+			}
+			w.mu.Unlock()
+		}
 		w.mu.Lock()
 		for k, at := range w.pending {
 			if w.reflected(k, views) {
@@ -770,7 +836,12 @@ func (w *watcher) views() map[int][]string {
 
 // reflected reports whether every running node's view shows event k: the
 // nodes that should be gone are gone, the ones that should be there are.
-func (w *watcher) reflected(k int, views map[int][]string) bool {
+func (w *watcher) reflected(k int, views map[int][]string) bool { return w.whole(k, views) }
+
+// whole reports whether every running node's view is what it should be
+// after event k (k < 0: before any): every running node it can reach, and
+// no other.
+func (w *watcher) whole(k int, views map[int][]string) bool {
 	b := w.b
 	ids := b.ids()
 	reach := func(i, j int) bool { // should i's plan include j now?
@@ -798,6 +869,9 @@ func (w *watcher) reflected(k int, views map[int][]string) bool {
 
 // cut reports whether, after event k, a partition separates i and j.
 func (b *bed) cut(k, i, j int) bool {
+	if k < 0 {
+		return false
+	}
 	var groups [][]string
 	for _, e := range b.s.Events[:k+1] {
 		switch {

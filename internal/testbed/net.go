@@ -103,7 +103,7 @@ func newNetwork(names []string) (_ *network, err error) {
 	n.up = make([]bool, len(names))
 	for i, name := range names {
 		n.ns[i] = fmt.Sprintf("dfaas%d-%s", n.subnet, name)
-		veth := fmt.Sprintf("dfv%dn%d", n.subnet, i)
+		veth := n.veth(i)
 		steps := [][]string{
 			{"ip", "netns", "add", n.ns[i]},
 			{"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", n.ns[i]},
@@ -131,6 +131,9 @@ func newNetwork(names []string) (_ *network, err error) {
 	}
 	return n, nil
 }
+
+// veth is the bridge's end of node i's link.
+func (n *network) veth(i int) string { return fmt.Sprintf("dfv%dn%d", n.subnet, i) }
 
 // hub is the testbed's own address on the bridge: link proxies and
 // platforms listen there.
@@ -269,6 +272,10 @@ func (n *network) close() {
 	n.mu.Unlock()
 	for i, ok := range n.up {
 		if ok {
+			// Deleting one end of the veth pair removes both at once; the
+			// kernel would otherwise remove them only when it frees the
+			// namespace, some time after.
+			_ = sh("ip", "link", "del", n.veth(i))
 			_ = sh("ip", "netns", "del", n.ns[i])
 		}
 	}

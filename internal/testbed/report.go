@@ -41,6 +41,14 @@ type Report struct {
 	// AgentCPUSeconds is the agents' CPU time over the run, all nodes;
 	// AgentRSSMB the largest resident memory of one agent.
 	AgentCPUSeconds float64 `json:"agent_cpu_s"`
+	// Retries counts forward attempts refused by or failed at a peer and
+	// tried elsewhere, summed over the agents' data planes during the run.
+	Retries int `json:"retries"`
+	// ViewsCompletePct is the share of the status polls (about one a second,
+	// from 3 s after the latest event) in which every running agent's plan
+	// was made with every node it can reach: adverts reached everyone
+	// within a tick.
+	ViewsCompletePct float64 `json:"views_complete_pct"`
 	// ControlBytesPerNodeS is what each agent's overlay sent per second
 	// during the run (libp2p stream bytes: adverts, gossip, DHT, probes),
 	// averaged over the agents that ran from start to end.
@@ -66,6 +74,7 @@ type Quantiles struct {
 	N   int     `json:"n"`
 	P50 float64 `json:"p50"`
 	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
 }
 
 // Detection is how long the plans took to reflect an event.
@@ -99,14 +108,14 @@ func quantiles(ds []time.Duration) Quantiles {
 		i := int(math.Ceil(p*float64(len(ds)))) - 1
 		return float64(ds[max(0, i)]) / float64(time.Millisecond)
 	}
-	return Quantiles{N: len(ds), P50: q(0.5), P99: q(0.99)}
+	return Quantiles{N: len(ds), P50: q(0.5), P99: q(0.99), Max: q(1)}
 }
 
 // report computes the run's report from the clients' results and the
 // platforms' ledger.
 func (b *bed) report(res []result) *Report {
 	s := b.s
-	r := &Report{Scenario: s.Name, Forwards: map[string]map[string]int{}, Detection: b.status.found}
+	r := &Report{Scenario: s.Name, Forwards: map[string]map[string]int{}, Detection: b.status.detections()}
 	if r.Detection == nil {
 		r.Detection = []Detection{}
 	}
@@ -320,9 +329,13 @@ func Print(w io.Writer, r *Report) {
 	}
 	slices.Sort(fw)
 	fmt.Fprintf(w, "forwards: %s\n", strings.Join(fw, ", "))
-	fmt.Fprintf(w, "lost %d, duplicated %d, unanswered %d\n", r.Lost, r.Duplicated, r.Unanswered)
-	fmt.Fprintf(w, "latency ms: local p50 %.1f p99 %.1f (n=%d), forwarded p50 %.1f p99 %.1f (n=%d)\n",
-		r.LocalLatencyMS.P50, r.LocalLatencyMS.P99, r.LocalLatencyMS.N, r.ForwardLatencyMS.P50, r.ForwardLatencyMS.P99, r.ForwardLatencyMS.N)
+	fmt.Fprintf(w, "lost %d, duplicated %d, unanswered %d, retries %d\n", r.Lost, r.Duplicated, r.Unanswered, r.Retries)
+	fmt.Fprintf(w, "latency ms: local p50 %.1f p99 %.1f max %.0f (n=%d), forwarded p50 %.1f p99 %.1f max %.0f (n=%d)\n",
+		r.LocalLatencyMS.P50, r.LocalLatencyMS.P99, r.LocalLatencyMS.Max, r.LocalLatencyMS.N,
+		r.ForwardLatencyMS.P50, r.ForwardLatencyMS.P99, r.ForwardLatencyMS.Max, r.ForwardLatencyMS.N)
+	if r.ViewsCompletePct >= 0 {
+		fmt.Fprintf(w, "plans made with every reachable node in %.0f%% of the quiet-time polls\n", r.ViewsCompletePct)
+	}
 	for _, d := range r.Detection {
 		fmt.Fprintf(w, "detected %-30s in %.2f s\n", d.Event, d.Seconds)
 	}

@@ -101,6 +101,7 @@ func TestCrash(t *testing.T) {
 	assert.False(t, math.IsNaN(r.AgentCPUSeconds))
 	assert.Positive(t, r.AgentRSSMB)
 	assert.Positive(t, r.ControlBytesPerNodeS)
+	assert.Equal(t, 100.0, r.ViewsCompletePct, "every plan made with the whole federation, away from the crash")
 	assertNoLeftovers(t)
 }
 
