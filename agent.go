@@ -38,8 +38,10 @@ type Status struct {
 	Ticks    uint64    // ticks run
 	Failures uint64    // ticks that returned an error
 	LastTick time.Time // start of the latest tick
-	LastErr  error     // error of the latest tick, nil if it succeeded
-	Peers    int       // live peer adverts at the latest tick
+	// LastTickDuration is how long the latest tick took, by the wall clock.
+	LastTickDuration time.Duration
+	LastErr          error // error of the latest tick, nil if it succeeded
+	Peers            int   // live peer adverts at the latest tick
 	// PeerNodes are the nodes of those adverts, sorted, less the peers the
 	// data plane ejected: the federation the latest plan was made with.
 	PeerNodes []NodeID
@@ -116,11 +118,14 @@ func (a *Agent) Tick(ctx context.Context) error {
 	a.tickMu.Lock()
 	defer a.tickMu.Unlock()
 	now := a.cfg.Now()
+	began := time.Now()
 	state, plan, nodes, err := a.tick(ctx, now)
+	took := time.Since(began)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.status.Ticks++
 	a.status.LastTick = now
+	a.status.LastTickDuration = took
 	a.status.LastErr = err
 	if err != nil {
 		a.status.Failures++

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/overlay"
@@ -109,8 +112,12 @@ func (n *Node) Ready() (ok bool, reason string) {
 //	/healthz  200 while the process serves
 //	/readyz   200 once a plan is applied (Ready), else 503 with the reason
 //	/status   the node's Status as JSON
+//	/metrics  Prometheus metrics: the node's (Collector), Go's and the process's
 func (n *Node) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(n.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -115,3 +115,34 @@ func (s Latencies) Quantile(q float64) time.Duration {
 	}
 	return upper(LatencyBuckets - 1)
 }
+
+// AtMost returns how many observations fell in buckets whose upper bound
+// is at most d: those of at most d, to the buckets' resolution (Prometheus
+// histograms' cumulative "le" counts).
+func (s Latencies) AtMost(d time.Duration) uint64 {
+	var n uint64
+	for i, c := range s {
+		if upper(i) > d {
+			break
+		}
+		n += c
+	}
+	return n
+}
+
+// Sum estimates the observations' total, each counted at its bucket's
+// middle.
+func (s Latencies) Sum() time.Duration {
+	var sum time.Duration
+	for i, c := range s {
+		if c == 0 {
+			continue
+		}
+		lo := time.Duration(0)
+		if i > 0 {
+			lo = upper(i-1) + time.Microsecond
+		}
+		sum += time.Duration(c) * (lo + upper(i)) / 2
+	}
+	return sum
+}

@@ -50,3 +50,17 @@ func TestQuantiles(t *testing.T) {
 	assert.GreaterOrEqual(t, d.Quantile(0.5), 5*time.Second)
 	assert.Equal(t, uint64(1001), before.Add(d).Count())
 }
+
+func TestLatenciesAtMostAndSum(t *testing.T) {
+	var h LatencyHistogram
+	for _, d := range []time.Duration{3 * time.Microsecond, time.Millisecond, 2 * time.Millisecond, time.Second} {
+		h.Observe(d)
+	}
+	s := h.Snapshot()
+	assert.Equal(t, uint64(0), s.AtMost(2*time.Microsecond))
+	assert.Equal(t, uint64(1), s.AtMost(3*time.Microsecond))
+	assert.Equal(t, uint64(1), s.AtMost(900*time.Microsecond))
+	assert.Equal(t, uint64(3), s.AtMost(2200*time.Microsecond), "within the buckets' 9%")
+	assert.Equal(t, uint64(4), s.AtMost(2*time.Second))
+	assert.InEpsilon(t, float64(time.Second+3*time.Millisecond), float64(s.Sum()), 0.1)
+}

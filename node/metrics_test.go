@@ -1,0 +1,122 @@
+package node_test
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/node"
+	"github.com/dfaas-go/dfaas/overlay"
+)
+
+// scrape parses a node's /metrics with Prometheus's own text parser.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	require.NoError(t, err)
+	return fams
+}
+
+// value is the value of the sample of fam with these labels.
+func value(t *testing.T, fams map[string]*dto.MetricFamily, fam string, labels map[string]string) float64 {
+	t.Helper()
+	f, ok := fams[fam]
+	require.True(t, ok, "no %s", fam)
+	for _, m := range f.GetMetric() {
+		match := true
+		for k, v := range labels {
+			found := false
+			for _, l := range m.GetLabel() {
+				if l.GetName() == k && l.GetValue() == v {
+					found = true
+				}
+			}
+			match = match && found
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue()
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	t.Fatalf("no %s%v", fam, labels)
+	return 0
+}
+
+// TestMetricsMatchTheDataPlane: after load beyond a node's capacity with
+// one helper, /metrics passes Prometheus's parser and its request counts
+// are exactly the data plane's counters, on both data planes.
+func TestMetricsMatchTheDataPlane(t *testing.T) {
+	for _, dp := range []string{"embedded", "haproxy"} {
+		t.Run(dp, func(t *testing.T) {
+			ctx := t.Context()
+			network := overlay.NewNetwork()
+			platform := "runtime"
+			if dp == "haproxy" {
+				platform = "local"
+			}
+			build := func(name string, capacity dfaas.Rate) *node.Node {
+				mem, err := network.Join(dfaas.NodeID(name))
+				require.NoError(t, err)
+				pf, err := node.OpenPlatform(ctx, platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}, Logger: quiet})
+				require.NoError(t, err)
+				n, err := node.Build(ctx, node.Config{Overlay: mem, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond,
+					Logger: quiet, PlainPeers: true})
+				require.NoError(t, err)
+				t.Cleanup(func() { require.NoError(t, n.Close()) })
+				return n
+			}
+			a := build("a", 5)
+			build("b", 10)
+			require.Eventually(t, func() bool { return len(a.Agent.Status().LastPlan.Functions["hello"].Peers) == 1 },
+				10*time.Second, 20*time.Millisecond)
+			for range 60 {
+				resp, err := http.Post("http://"+a.DataPlane.UserAddr()+"/function/hello", "text/plain", strings.NewReader("x"))
+				require.NoError(t, err)
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			http.DefaultClient.CloseIdleConnections()
+			srv := httptest.NewServer(a.AdminHandler())
+			defer srv.Close()
+			fams := scrape(t, srv.URL+"/metrics")
+			counts, err := a.DataPlane.Counts(ctx)
+			require.NoError(t, err)
+			c := counts["hello"]
+			t.Logf("%s: local %d, forwarded %d, rejected %d", dp, c.ServedLocal, c.ForwardedOut, c.Rejected)
+			require.Positive(t, c.ServedLocal)
+			require.Positive(t, c.ForwardedOut)
+			require.Positive(t, c.Rejected, "60 back-to-back requests are beyond a's and b's capacity")
+			for outcome, want := range map[string]uint64{"local": c.ServedLocal, "forwarded": c.ForwardedOut, "rejected": c.Rejected} {
+				assert.Equal(t, float64(want), value(t, fams, "dfaas_requests_total", map[string]string{"function": "hello", "outcome": outcome}), outcome)
+			}
+			assert.Equal(t, float64(c.ForwardedOut), value(t, fams, "dfaas_forwarded_total", map[string]string{"function": "hello", "peer": "b"}))
+			assert.Equal(t, float64(60), value(t, fams, "dfaas_request_duration_seconds", map[string]string{"function": "hello"}), "one observation per user request")
+			assert.Equal(t, 5.0, value(t, fams, "dfaas_function_capacity_rps", map[string]string{"function": "hello"}))
+			assert.Equal(t, 1.0, value(t, fams, "dfaas_peers", nil))
+			assert.Positive(t, value(t, fams, "dfaas_ticks_total", nil))
+			assert.Equal(t, 1.0, value(t, fams, "dfaas_dataplane_up", nil))
+			assert.Contains(t, fams, "go_goroutines", "the Go collector")
+		})
+	}
+}
