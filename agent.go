@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,8 +27,10 @@ type Agent struct {
 	proxy      ProxyDriver
 	log        *slog.Logger
 
-	tickMu sync.Mutex // serialises ticks
-	seq    uint64
+	tickMu   sync.Mutex // serialises ticks
+	seq      uint64
+	draining atomic.Bool
+	kick     chan struct{} // an early tick, asked by Drain
 
 	mu     sync.Mutex // guards status
 	status Status
@@ -47,6 +50,9 @@ type Status struct {
 	PeerNodes []NodeID
 	LastState State
 	LastPlan  Plan
+	// Draining is set once a tick has run since Drain: the node advertises
+	// no capacity and its plan executes nothing locally.
+	Draining bool
 }
 
 // NewAgent checks cfg and composes an Agent from its five collaborators,
@@ -63,7 +69,8 @@ func NewAgent(cfg Config, o Overlay, m Monitor, f Forecaster, b Balancer, p Prox
 		cfg: cfg, overlay: o, monitor: m, forecaster: f, balancer: b, proxy: p,
 		log: cfg.Logger.With("node", string(o.Self())),
 		// Start above every sequence number a previous run could have used.
-		seq: uint64(cfg.Now().UnixNano()),
+		seq:  uint64(cfg.Now().UnixNano()),
+		kick: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -99,6 +106,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-triggers[0]:
 		case <-triggers[1]:
 		case <-triggers[2]:
+		case <-a.kick:
 		}
 		if wait := a.cfg.Holdoff - time.Since(last); wait > 0 {
 			select {
@@ -107,6 +115,20 @@ func (a *Agent) Run(ctx context.Context) error {
 			case <-time.After(wait):
 			}
 		}
+	}
+}
+
+// Drain prepares the node to leave: from the next tick on, which Run starts
+// at once, the agent advertises zero capacity for every function, so peers
+// stop forwarding to it at their next tick, and it plans no local
+// execution: its data plane refuses what peers still forward (they retry
+// elsewhere: a refusal ran nothing) and forwards its own users' requests.
+// Status.Draining tells when that tick has run. It cannot be undone.
+func (a *Agent) Drain() {
+	a.draining.Store(true)
+	select {
+	case a.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -119,7 +141,8 @@ func (a *Agent) Tick(ctx context.Context) error {
 	defer a.tickMu.Unlock()
 	now := a.cfg.Now()
 	began := time.Now()
-	state, plan, nodes, err := a.tick(ctx, now)
+	draining := a.draining.Load()
+	state, plan, nodes, err := a.tick(ctx, now, draining)
 	took := time.Since(began)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -138,10 +161,13 @@ func (a *Agent) Tick(ctx context.Context) error {
 	if plan.Functions != nil {
 		a.status.LastPlan = plan
 	}
+	if err == nil && draining {
+		a.status.Draining = true
+	}
 	return err
 }
 
-func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, []NodeID, error) {
+func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, Plan, []NodeID, error) {
 	sample, err := a.monitor.Sample(ctx)
 	var degraded error
 	if err != nil {
@@ -158,7 +184,11 @@ func (a *Agent) tick(ctx context.Context, now time.Time) (State, Plan, []NodeID,
 		if !ok || !d.valid() {
 			d = fs.Arrivals // no usable forecast: assume the present continues
 		}
-		state.Functions[name] = FunctionState{Capacity: fs.Capacity, Demand: d}
+		capacity := fs.Capacity
+		if draining {
+			capacity = 0
+		}
+		state.Functions[name] = FunctionState{Capacity: capacity, Demand: d}
 		if fs.MaxRTT > 0 {
 			if state.MaxRTT == nil {
 				state.MaxRTT = map[string]time.Duration{}

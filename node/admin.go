@@ -98,6 +98,8 @@ func (n *Node) Status(ctx context.Context) Status {
 func (n *Node) Ready() (ok bool, reason string) {
 	st := n.Agent.Status()
 	switch {
+	case st.Draining:
+		return false, "draining: leaving the federation"
 	case st.Ticks == 0:
 		return false, "no control tick has run yet"
 	case st.LastErr != nil:

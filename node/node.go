@@ -128,6 +128,7 @@ type Node struct {
 	Monitor   *faas.Monitor
 	Agent     *dfaas.Agent
 
+	interval  time.Duration
 	cancel    context.CancelFunc
 	done      chan struct{}
 	closers   []func() error
@@ -146,7 +147,7 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{Platform: cfg.Platform, done: make(chan struct{})}
+	n := &Node{Platform: cfg.Platform, done: make(chan struct{}), interval: cfg.Interval}
 	if cfg.Platform.Close != nil {
 		n.closers = append(n.closers, cfg.Platform.Close)
 	}
@@ -222,6 +223,46 @@ func (n *Node) StopAgent() {
 		n.cancel()
 	}
 	<-n.done
+}
+
+// Shutdown leaves the federation without losing a request: the agent
+// drains (Agent.Drain: zero capacity advertised, forwards from peers
+// refused - they retry elsewhere - and the node's own users' requests
+// forwarded), Shutdown waits until peers have stopped sending (no forward
+// arrived for two ticks) or ctx ends, then closes the node, whose data
+// plane lets the requests in flight finish. It returns ctx's error if the
+// peers were still sending when it ended (the node is closed anyway).
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.Agent.Drain()
+	interval := n.interval
+	var last uint64
+	quietSince := time.Time{}
+	var waitErr error
+	for {
+		if n.Agent.Status().Draining {
+			counts, err := n.DataPlane.Counts(ctx)
+			if err == nil {
+				var arrived uint64
+				for _, c := range counts {
+					arrived += c.ReceivedIn + c.Refused
+				}
+				switch {
+				case arrived != last || quietSince.IsZero():
+					last, quietSince = arrived, time.Now()
+				case time.Since(quietSince) >= 2*interval:
+					return n.Close()
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			waitErr = ctx.Err()
+		case <-time.After(interval / 10):
+			continue
+		}
+		break
+	}
+	return errors.Join(waitErr, n.Close())
 }
 
 // Close stops the agent, then the data plane, the overlay and the

@@ -72,6 +72,7 @@ type options struct {
 	allow     string // allow-list file
 	insecure  bool
 	admin     string // operator listener: /healthz, /readyz, /status
+	drain     time.Duration
 }
 
 func main() {
@@ -110,6 +111,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.gateway.Namespace, "fn-namespace", "openfaas-fn", "with -faas openfaas: the functions' namespace")
 	defaultCapacity := fs.Float64("default-capacity", 0, "with -faas openfaas: req/s of functions without the dfaas.maxrate label")
 	fs.DurationVar(&o.interval, "interval", time.Second, "control tick")
+	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long to wait at most for peers to stop forwarding here before leaving")
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
 	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
@@ -245,5 +247,13 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 		ready(n)
 	}
 	<-ctx.Done()
+	// Leave without losing a request: drain, wait until the peers have
+	// stopped forwarding here (bounded), then close.
+	log.Info("stopping: draining before leaving the federation")
+	sctx, cancel := context.WithTimeout(context.Background(), o.drain)
+	defer cancel()
+	if err := n.Shutdown(sctx); err != nil {
+		log.Warn("stopped before the peers had moved away", "err", err)
+	}
 	return nil
 }

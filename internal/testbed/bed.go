@@ -845,11 +845,11 @@ func (w *watcher) whole(k int, views map[int][]string) bool {
 	b := w.b
 	ids := b.ids()
 	reach := func(i, j int) bool { // should i's plan include j now?
-		return b.running(j) && !b.cut(k, i, j)
+		return b.expectedUp(k, j) && !b.cut(k, i, j)
 	}
 	for i := range b.agents {
-		if !b.running(i) {
-			continue
+		if !b.expectedUp(k, i) || !b.running(i) {
+			continue // a node on its way out (or not back yet) has no say
 		}
 		view, ok := views[i]
 		if !ok {
@@ -865,6 +865,22 @@ func (w *watcher) whole(k int, views map[int][]string) bool {
 		}
 	}
 	return true
+}
+
+// expectedUp reports whether, after event k, node j should be in the
+// federation: not killed, stopped or frozen since it last started or
+// thawed.
+func (b *bed) expectedUp(k, j int) bool {
+	up, name := true, b.s.Nodes[j].Name
+	for _, e := range b.s.Events[:max(0, k+1)] {
+		switch name {
+		case e.Kill, e.Stop, e.Freeze:
+			up = false
+		case e.Start, e.Thaw:
+			up = true
+		}
+	}
+	return up
 }
 
 // cut reports whether, after event k, a partition separates i and j.

@@ -105,6 +105,29 @@ func TestCrash(t *testing.T) {
 	assertNoLeftovers(t)
 }
 
+// TestRollingRestart: SIGTERM to one agent of three under a load the other
+// two can carry, and a start 6 s later: the agent drains before it leaves,
+// so no request is lost, rejected or failed, and none runs twice.
+func TestRollingRestart(t *testing.T) {
+	require.NoError(t, Check(), "the testbed runs as root with ip and iptables (CI does)")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	agent, err := BuildAgent(ctx, t.TempDir())
+	require.NoError(t, err)
+	s, err := ReadFile("../../examples/testbed/scenarios/restart.yaml")
+	require.NoError(t, err)
+	r, err := Run(ctx, s, Options{Agent: agent, Progress: testWriter{t}})
+	require.NoError(t, err)
+	Print(testWriter{t}, r)
+	a := r.Nodes[0]
+	assert.Equal(t, 500, a.Offered)
+	assert.Zero(t, a.Rejected+a.Failed, "every request served")
+	assert.Zero(t, r.Lost+r.Duplicated+r.Unanswered)
+	assert.Positive(t, r.Nodes[2].Received, "c served before it stopped and after it started")
+	require.Len(t, r.Detection, 2)
+	assertNoLeftovers(t)
+}
+
 // assertNoLeftovers: the run removed its namespaces and bridges.
 func assertNoLeftovers(t *testing.T) {
 	t.Helper()

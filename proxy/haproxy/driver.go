@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -308,9 +309,22 @@ func (d *Driver) Trigger() <-chan struct{} { return d.trigger }
 // Close stops HAProxy and removes its directory if the driver made it.
 func (d *Driver) Close() error {
 	d.mu.Lock()
+	worker := 0
+	if !d.closed && d.rt != nil {
+		if info, err := d.info(); err == nil {
+			worker, _ = strconv.Atoi(info["Pid"])
+		}
+	}
 	d.closed = true
 	d.mu.Unlock()
 	if d.cmd != nil && d.cmd.Process != nil {
+		// A soft stop first: SIGUSR1 makes the worker stop listening, finish
+		// the requests in flight and exit (at most 5 s are given); then
+		// SIGTERM ends the master, which soft stops do not.
+		_ = d.cmd.Process.Signal(syscall.SIGUSR1)
+		for end := time.Now().Add(5 * time.Second); worker > 0 && time.Now().Before(end) && syscall.Kill(worker, 0) == nil; {
+			time.Sleep(20 * time.Millisecond)
+		}
 		_ = d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-d.exited:
