@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,6 +160,9 @@ func (a *Agent) Tick(ctx context.Context) error {
 		a.status.PeerNodes = nodes
 	}
 	if plan.Functions != nil {
+		if s := planShape(plan); s != planShape(a.status.LastPlan) {
+			a.log.Info("plan changed", "plan", s)
+		}
 		a.status.LastPlan = plan
 	}
 	if err == nil && draining {
@@ -238,4 +242,32 @@ func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, 
 		return state, plan, nodes, errors.Join(fmt.Errorf("agent: apply: %w", err), degraded, pubErr)
 	}
 	return state, plan, nodes, errors.Join(degraded, pubErr)
+}
+
+// planShape describes what an operator would call a change of plan: per
+// function, the local limit (whole req/s) and the peers it may forward to.
+// Caps and weights follow the forecasts tick by tick and are left out.
+func planShape(p Plan) string {
+	names := make([]string, 0, len(p.Functions))
+	for name := range p.Functions {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	for i, name := range names {
+		fp := p.Functions[name]
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s limit %.0f", name, float64(fp.Limit))
+		peers := make([]string, 0, len(fp.Peers))
+		for _, s := range fp.Peers {
+			peers = append(peers, string(s.Node))
+		}
+		slices.Sort(peers)
+		if len(peers) > 0 {
+			fmt.Fprintf(&b, " peers %s", strings.Join(peers, ","))
+		}
+	}
+	return b.String()
 }

@@ -1,10 +1,13 @@
 package dfaas_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -324,4 +327,36 @@ func TestTickHandsRTTsAndBudgetsToTheBalancer(t *testing.T) {
 	require.NoError(t, a.Tick(context.Background()))
 	ms.b.AssertExpectations(t)
 	ms.o.AssertExpectations(t)
+}
+
+// TestPlanChangesAreLogged: one info line when the plan's shape changes
+// (functions, limits, peers), none when only caps move with the forecasts.
+func TestPlanChangesAreLogged(t *testing.T) {
+	var buf bytes.Buffer
+	ms := mocks{&mockOverlay{}, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{trigger: make(chan struct{}, 1)}}
+	a, err := dfaas.NewAgent(dfaas.Config{Addr: "127.0.0.1:7000", Now: func() time.Time { return now },
+		Logger: slog.New(slog.NewTextHandler(&buf, nil))}, ms.o, ms.m, ms.f, ms.b, ms.p)
+	require.NoError(t, err)
+	ms.m.On("Sample", mock.Anything).Return(sample, nil)
+	ms.f.On("Observe", sample)
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{})
+	ms.o.On("Publish", mock.Anything, mock.Anything).Return(nil)
+	ms.o.On("Adverts", now).Return(peers)
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil)
+	plan := func(limit dfaas.Rate, caps ...dfaas.Rate) dfaas.Plan {
+		fp := dfaas.FunctionPlan{Limit: limit, Capacity: limit}
+		for i, c := range caps {
+			fp.Peers = append(fp.Peers, dfaas.Share{Node: dfaas.NodeID([]string{"n2", "n3"}[i]), Weight: 1, Cap: c})
+		}
+		return dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": fp}}
+	}
+	for _, p := range []dfaas.Plan{plan(10, 5), plan(10, 6), plan(10, 6, 3), plan(8, 6, 3)} {
+		ms.b.On("Plan", mock.Anything, peers).Return(p).Once()
+		require.NoError(t, a.Tick(context.Background()))
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 3, "%s", buf.String())
+	assert.Contains(t, lines[0], `plan="figlet limit 10 peers n2"`)
+	assert.Contains(t, lines[1], `plan="figlet limit 10 peers n2,n3"`)
+	assert.Contains(t, lines[2], `plan="figlet limit 8 peers n2,n3"`)
 }

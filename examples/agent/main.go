@@ -25,6 +25,12 @@
 // The data plane (-proxy) is one registered with package proxy: "embedded"
 // (the default) or "haproxy" (a real HAProxy process; it reaches the
 // platform over TCP, so it needs -faas local or openfaas).
+//
+// Every flag is also a key of a YAML file (-config agent.yaml, a commented
+// sample beside this file) and an environment variable (DFAAS_<FLAG>);
+// flags win over the environment, which wins over the file. -admin serves
+// /healthz, /readyz, /status and /metrics. SIGTERM drains the node before it
+// leaves (-drain).
 package main
 
 import (
@@ -73,6 +79,19 @@ type options struct {
 	insecure  bool
 	admin     string // operator listener: /healthz, /readyz, /status
 	drain     time.Duration
+	logFormat string
+	logLevel  string
+}
+
+// logger is the agent's logger, as -log-format and -log-level say.
+func (o options) logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(o.logLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if o.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 func main() {
@@ -86,7 +105,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := o.logger(os.Stderr)
 	if err := run(ctx, o, log, nil); err != nil {
 		log.Error("agent stopped", "err", err)
 		os.Exit(1)
@@ -94,6 +113,12 @@ func main() {
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
+	return parseConfig(args, stderr, os.Getenv)
+}
+
+// parseConfig reads the configuration: flags, then the environment
+// (getenv), then the -config file (see layer).
+func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (options, error) {
 	o := options{functions: map[string]dfaas.Rate{}}
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -118,8 +143,20 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret, and peer traffic in clear text: any host that reaches -listen can join, any that reaches -peer can run functions (labs only)")
 	fs.StringVar(&o.admin, "admin", "", "operator listener (e.g. 127.0.0.1:9100) for /healthz, /readyz and /status; off the user and peer ports; none if empty")
 	strategy := fs.String("strategy", "nearest", "balancing strategy: "+strings.Join(balance.Names(), ", "))
+	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.String("config", "", "YAML file of settings, keyed by flag name (see the README); the environment (DFAAS_<FLAG>) overrides it, flags override both")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if err := layer(fs, getenv); err != nil {
+		return o, err
+	}
+	if o.logFormat != "text" && o.logFormat != "json" {
+		return o, fmt.Errorf("-log-format %q: want text or json", o.logFormat)
+	}
+	if err := new(slog.Level).UnmarshalText([]byte(o.logLevel)); err != nil {
+		return o, fmt.Errorf("-log-level %q: want debug, info, warn or error", o.logLevel)
 	}
 	o.listen = splitList(*listen)
 	o.bootstrap = splitList(*bootstrap)

@@ -20,6 +20,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/balance"
 	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/local"
 	"github.com/dfaas-go/dfaas/node"
@@ -294,4 +296,75 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// TestConfigLayers: the file sets what nothing else does, the environment
+// overrides the file, flags override both; a bad value or an unknown key is
+// an error naming it.
+func TestConfigLayers(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "agent.yaml")
+	require.NoError(t, os.WriteFile(file, []byte("user: 127.0.0.1:7000\ninterval: 3s\nfunctions: {a: 1, b: 2.5}\n"+
+		"bootstrap: [x, y]\nlog-format: json\nstrategy: proportional\n"), 0o600))
+	env := map[string]string{"DFAAS_INTERVAL": "2s", "DFAAS_STRATEGY": "resilient"}
+	o, err := parseConfig([]string{"-config", file, "-strategy", "nearest"}, io.Discard, func(k string) string { return env[k] })
+	require.NoError(t, err)
+	assert.Equal(t, "127.0.0.1:7000", o.user, "from the file")
+	assert.Equal(t, map[string]dfaas.Rate{"a": 1, "b": 2.5}, o.functions)
+	assert.Equal(t, []string{"x", "y"}, o.bootstrap)
+	assert.Equal(t, "json", o.logFormat)
+	assert.Equal(t, 2*time.Second, o.interval, "the environment over the file")
+	assert.Equal(t, balance.Nearest{}, o.strategy, "a flag over both")
+
+	for name, c := range map[string]struct {
+		file, env, want string
+	}{
+		"bad value":   {"interval: soon\n", "", "interval"},
+		"unknown key": {"colour: blue\n", "", `unknown key "colour"`},
+		"nested":      {"user: {a: b}\n", "", "user"},
+		"bad env":     {"", "DFAAS_INTERVAL", "DFAAS_INTERVAL"},
+		"bad format":  {"log-format: xml\n", "", "log-format"},
+		"bad level":   {"log-level: loud\n", "", "log-level"},
+		"no file":     {"-", "", "config"},
+	} {
+		path := filepath.Join(dir, "bad.yaml")
+		require.NoError(t, os.WriteFile(path, []byte(c.file), 0o600))
+		if c.file == "-" {
+			path = filepath.Join(dir, "missing.yaml")
+		}
+		_, err := parseConfig([]string{"-config", path}, io.Discard, func(k string) string {
+			if k == c.env {
+				return "later"
+			}
+			return ""
+		})
+		require.Error(t, err, name)
+		assert.Contains(t, err.Error(), c.want, name)
+	}
+}
+
+// TestAgentFromTheSampleConfig: the README's sample configuration runs an
+// agent as it is, with only its paths and addresses moved by the
+// environment (as a test must).
+func TestAgentFromTheSampleConfig(t *testing.T) {
+	dir := t.TempDir()
+	env := map[string]string{"DFAAS_SECRET": filepath.Join(dir, "federation.key"), "DFAAS_KEY": filepath.Join(dir, "node.key"),
+		"DFAAS_USER": "127.0.0.1:0", "DFAAS_PEER": "127.0.0.1:0", "DFAAS_ADMIN": "127.0.0.1:0", "DFAAS_LISTEN": "/ip4/127.0.0.1/tcp/0"}
+	o, err := parseConfig([]string{"-config", "agent.yaml"}, io.Discard, func(k string) string { return env[k] })
+	require.NoError(t, err)
+	assert.Equal(t, map[string]dfaas.Rate{"hello": 10}, o.functions)
+	assert.Equal(t, 10*time.Second, o.drain)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *node.Node, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(n *node.Node) { ready <- n }) }()
+	var n *node.Node
+	select {
+	case n = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	require.Eventually(t, func() bool { ok, _ := n.Ready(); return ok }, 5*time.Second, 20*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
 }
