@@ -14,8 +14,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/dfaas-go/dfaas"
-	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/overlay"
 )
 
@@ -71,23 +69,8 @@ func TestMetricsMatchTheDataPlane(t *testing.T) {
 		t.Run(dp, func(t *testing.T) {
 			ctx := t.Context()
 			network := overlay.NewNetwork()
-			platform := "runtime"
-			if dp == "haproxy" {
-				platform = "local"
-			}
-			build := func(name string, capacity dfaas.Rate) *node.Node {
-				mem, err := network.Join(dfaas.NodeID(name))
-				require.NoError(t, err)
-				pf, err := node.OpenPlatform(ctx, platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}, Logger: quiet})
-				require.NoError(t, err)
-				n, err := node.Build(ctx, node.Config{Overlay: mem, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond,
-					Logger: quiet, PlainPeers: true})
-				require.NoError(t, err)
-				t.Cleanup(func() { require.NoError(t, n.Close()) })
-				return n
-			}
-			a := build("a", 5)
-			build("b", 10)
+			a := startNode(t, network, dp, "a", 5, nil)
+			startNode(t, network, dp, "b", 10, nil)
 			require.Eventually(t, func() bool { return len(a.Agent.Status().LastPlan.Functions["hello"].Peers) == 1 },
 				10*time.Second, 20*time.Millisecond)
 			for range 60 {

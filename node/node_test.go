@@ -161,30 +161,10 @@ func (l liar) Publish(ctx context.Context, a dfaas.Advert) error {
 func TestLyingMemberCostsRetriesNotRejections(t *testing.T) {
 	for _, dp := range []string{"embedded", "haproxy"} {
 		t.Run(dp, func(t *testing.T) {
-			ctx := t.Context()
 			network := overlay.NewNetwork()
-			platform := "runtime"
-			if dp == "haproxy" {
-				platform = "local" // HAProxy reaches the platform over TCP
-			}
-			build := func(name string, capacity dfaas.Rate, lie bool) *node.Node {
-				mem, err := network.Join(dfaas.NodeID(name))
-				require.NoError(t, err)
-				var ov dfaas.Overlay = mem
-				if lie {
-					ov = liar{mem}
-				}
-				pf, err := node.OpenPlatform(ctx, platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}, Logger: quiet})
-				require.NoError(t, err)
-				n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond,
-					Logger: quiet, PlainPeers: true})
-				require.NoError(t, err)
-				t.Cleanup(func() { require.NoError(t, n.Close()) })
-				return n
-			}
-			a := build("a", 0, false)
-			build("liar", 0, true)
-			build("honest", 50, false)
+			a := startNode(t, network, dp, "a", 0, nil)
+			startNode(t, network, dp, "liar", 0, func(m *overlay.Memory) dfaas.Overlay { return liar{m} })
+			startNode(t, network, dp, "honest", 50, nil)
 			require.Eventually(t, func() bool { return a.Agent.Status().Peers == 2 }, 10*time.Second, 20*time.Millisecond)
 			time.Sleep(500 * time.Millisecond) // a plans with both
 			ok := 0

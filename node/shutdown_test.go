@@ -12,8 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/dfaas-go/dfaas"
-	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/overlay"
 )
 
@@ -30,23 +28,9 @@ func TestShutdownLosesNothing(t *testing.T) {
 func testShutdown(t *testing.T, dp string) {
 	ctx := t.Context()
 	network := overlay.NewNetwork()
-	platform := "runtime"
-	if dp == "haproxy" {
-		platform = "local"
-	}
-	build := func(name string, capacity dfaas.Rate) *node.Node {
-		mem, err := network.Join(dfaas.NodeID(name))
-		require.NoError(t, err)
-		pf, err := node.OpenPlatform(ctx, platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}, Logger: quiet})
-		require.NoError(t, err)
-		n, err := node.Build(ctx, node.Config{Overlay: mem, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond, Logger: quiet, PlainPeers: true})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, n.Close()) })
-		return n
-	}
-	a := build("a", 0)
-	b := build("b", 30)
-	build("c", 30)
+	a := startNode(t, network, dp, "a", 0, nil)
+	b := startNode(t, network, dp, "b", 30, nil)
+	startNode(t, network, dp, "c", 30, nil)
 	require.Eventually(t, func() bool { return len(a.Agent.Status().LastPlan.Functions["hello"].Peers) == 2 },
 		10*time.Second, 20*time.Millisecond)
 

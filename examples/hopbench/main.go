@@ -38,6 +38,7 @@ import (
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/faas/openfaas"
+	"github.com/dfaas-go/dfaas/internal/procstat"
 	"github.com/dfaas-go/dfaas/proxy"
 	"github.com/dfaas-go/dfaas/proxy/embedded"
 	"github.com/dfaas-go/dfaas/proxy/haproxy"
@@ -236,7 +237,7 @@ func run(ctx context.Context, duration time.Duration, conns int, logw io.Writer)
 					continue
 				}
 				if pid, err := strconv.Atoi(info["Pid"]); err == nil {
-					sum += procCPU(pid)
+					sum += procstat.CPU(pid)
 				}
 			}
 			return sum
@@ -400,24 +401,6 @@ func selfCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// procCPU is a process's CPU time from /proc (utime + stime, in clock
-// ticks of 1/100 s on Linux).
-func procCPU(pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses.
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 func freeAddr() string {

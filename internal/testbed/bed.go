@@ -25,6 +25,7 @@ import (
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/dfaas-go/dfaas/faas/local"
+	"github.com/dfaas-go/dfaas/internal/procstat"
 	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/overlay"
 )
@@ -605,42 +606,8 @@ func (b *bed) sampleAgent(a *agent) {
 		return
 	default:
 	}
-	a.rss = max(a.rss, procRSS(a.cmd.Process.Pid))
-	a.cpuNow = procCPU(a.cmd.Process.Pid)
-}
-
-// procCPU is a process's CPU time (utime + stime, clock ticks of 1/100 s).
-func procCPU(pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	k, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+k) * 10 * time.Millisecond
-}
-
-// procRSS is a process's resident memory in MiB.
-func procRSS(pid int) float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				kb, _ := strconv.ParseFloat(f[0], 64)
-				return kb / 1024
-			}
-		}
-	}
-	return 0
+	a.rss = max(a.rss, procstat.RSSMiB(a.cmd.Process.Pid))
+	a.cpuNow = procstat.CPU(a.cmd.Process.Pid)
 }
 
 // ledger records every execution on the platforms: which node ran which
