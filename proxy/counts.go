@@ -14,8 +14,8 @@ type Counts struct {
 	ServedLocal  uint64 // user requests executed locally
 	ForwardedOut uint64 // user requests answered by a peer
 	ReceivedIn   uint64 // peer requests executed locally
-	Rejected     uint64 // user requests answered 503 by this node, or 429 by the local runtime
-	Refused      uint64 // peer requests refused: over capacity, or the local runtime answered 429
+	Rejected     uint64 // user requests answered 503 by this node, or 429 by the local runtime or a peer's
+	Refused      uint64 // peer requests refused over capacity, or answered 429 by the local runtime
 	FailedTries  uint64 // forward attempts refused by or failed at a peer, then retried
 	InFlight     int64  // requests being executed locally now
 	// Forwarded counts, per peer, the user requests that peer answered.

@@ -31,10 +31,9 @@
 // and executes them locally within the Capacity, never forwarding them
 // again; beyond it they are refused: StatusRefused with Retry-After and
 // HeaderRefused RefusedCapacity. A function it does not serve is refused
-// with RefusedUnknown; a request its platform answers 429 (not executed)
-// with RefusedBusy. On the user listener a platform's 429 goes to the user
-// and counts as Rejected (the request body was streamed to the platform,
-// so it cannot be forwarded any more).
+// with RefusedUnknown. A platform's 429 is passed on, never retried: it
+// counts as Refused on the peer and as Rejected where the user arrived,
+// locally executed or forwarded (see StatusRefused).
 //
 // How a rate is measured is the data plane's to choose, and the two differ
 // only in bursts: the embedded proxy admits against token buckets holding

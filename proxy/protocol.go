@@ -19,7 +19,7 @@ const (
 	// removes it.
 	HeaderFrom = "X-Dfaas-From"
 	// HeaderRefused on a peer listener's refusal (StatusRefused) says why:
-	// RefusedCapacity, RefusedBusy or RefusedUnknown.
+	// RefusedCapacity or RefusedUnknown.
 	HeaderRefused = "X-Dfaas-Refused"
 )
 
@@ -28,12 +28,12 @@ const (
 // 425 (Too Early), a status functions do not answer and one HAProxy's
 // retry-on can name; a peer listener that gets 425 from its platform
 // answers 502 instead, so that 425 between peers always means "not
-// executed". A platform's 429 (Too Many Requests) means the platform did
-// not run the request (OpenFaaS answers it when a function's max_inflight
-// is reached, and its queue worker retries it for that reason): a peer
-// listener passes it on as a refusal (RefusedBusy), so the forwarder tries
-// another peer; on a user listener it reaches the user and counts as
-// Rejected. No other answer is retried: once a request has been sent, a
+// executed". A platform's 429 (Too Many Requests) is not a refusal: OpenFaaS
+// answers it when a function's max_inflight is reached, but a function may
+// answer it too, after doing work, and the two cannot be told apart. It
+// goes back to the user, never retried (at most once), and counts as
+// Rejected where the user arrived and as Refused on the peer that ran it
+// (or did not). No other answer is retried: once a request has been sent, a
 // reset, a timeout or any other status goes back to the user (at most once).
 const StatusRefused = http.StatusTooEarly
 
@@ -42,9 +42,6 @@ const (
 	// RefusedCapacity: the peer has no capacity left for the function now
 	// (with Retry-After).
 	RefusedCapacity = "capacity"
-	// RefusedBusy: the peer's platform answered 429 Too Many Requests: it
-	// has less room than the peer's capacity said, and did not run it.
-	RefusedBusy = "busy"
 	// RefusedUnknown: the peer does not serve the function.
 	RefusedUnknown = "unknown"
 )

@@ -114,7 +114,7 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 	defer c.inFlight.Add(-1)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer}
 	p.local.ServeHTTP(sw, r)
-	busy := sw.status == http.StatusTooManyRequests // the platform did not run it
+	busy := sw.status == http.StatusTooManyRequests // the platform's (or the function's) 429
 	switch {
 	case fromPeer && busy:
 		c.refused.Add(1)
@@ -197,8 +197,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 				return true
 			}
 			p.outliers.Success(pr.node)
-			pr.sent.Add(1)
-			rt.fn.counts.forwardedOut.Add(1)
+			if resp.StatusCode == http.StatusTooManyRequests {
+				// The peer's platform (or the function) said too many: the
+				// user gets it, as from a local platform; not retried.
+				rt.fn.counts.rejected.Add(1)
+			} else {
+				pr.sent.Add(1)
+				rt.fn.counts.forwardedOut.Add(1)
+			}
 			copyResponse(w, resp)
 			return true
 		}
@@ -309,7 +315,7 @@ func removeHopByHop(h http.Header) {
 // statusWriter records the status code the platform wrote. On the peer
 // listener (peer) it translates for the forwarder: between peers
 // StatusRefused means "not executed", so the platform's own 425 (it ran)
-// goes out as 502, and the platform's 429 (it did not run) as a refusal.
+// goes out as 502.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
@@ -321,14 +327,8 @@ func (s *statusWriter) WriteHeader(code int) {
 	if !s.wrote {
 		s.status, s.wrote = code, true
 	}
-	if s.peer {
-		switch code {
-		case proxy.StatusRefused:
-			code = http.StatusBadGateway
-		case http.StatusTooManyRequests:
-			code = proxy.StatusRefused
-			s.Header().Set(proxy.HeaderRefused, proxy.RefusedBusy)
-		}
+	if s.peer && code == proxy.StatusRefused {
+		code = http.StatusBadGateway
 	}
 	s.ResponseWriter.WriteHeader(code)
 }

@@ -105,6 +105,7 @@ const (
 	tableTotal    = "st_total"    // all local executions, per function
 	tableSpill    = "st_spill"    // user requests executed locally beyond the limit
 	tableRefused  = "st_refused"  // peer requests refused, per function
+	tableBusy     = "st_busy"     // forwards a peer answered 429, per function
 	tableFwd      = "st_fwd"      // user requests a peer answered, per function/server
 	peersSection  = "dfaas"       // the local peer: stick tables outlive reloads
 )
@@ -216,7 +217,7 @@ func (l Layout) Render() (string, error) {
 	w("")
 	// Entries never expire (only a full table drops its oldest), so their
 	// request counts serve as counters however long a function idles.
-	for _, t := range []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused} {
+	for _, t := range []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused, tableBusy} {
 		store := "http_req_cnt,http_req_rate(1s)"
 		if t == tableTotal {
 			// conn_cur: local executions in progress (not passed to a new
@@ -284,10 +285,9 @@ func (l Layout) Render() (string, error) {
 	w("    http-request return status 425 hdr X-Dfaas-Refused capacity hdr Retry-After 1 if !under_capacity")
 	w("    http-request track-sc1 var(txn.fn) table %s", tableTotal)
 	w("    http-response set-status 502 if { status 425 }") // the platform's own 425: executed
-	// The platform's 429: not executed, so a refusal the forwarder retries.
+	// The platform's 429 goes back as it is (never retried: a function may
+	// answer it after running) and counts as refused, not received.
 	w("    http-response sc-inc-gpc1(1) if { status 429 }")
-	w("    http-response set-header X-Dfaas-Refused busy if { status 429 }")
-	w("    http-response set-status 425 if { status 429 }")
 	w("    default_backend %s", backendLocal)
 	w("")
 	w("backend %s", backendLocal)
@@ -313,7 +313,10 @@ func (l Layout) Render() (string, error) {
 		w("    http-response set-status 503 if { status 425 }") // every peer refused
 		w("    http-response set-header Retry-After 1 if { status 503 }")
 		w("    http-response set-var(txn.srv) srv_name")
-		w("    http-response track-sc0 var(txn.fn),concat(/,txn.srv) table %s if { status lt 500 }", tableFwd)
+		w("    http-response track-sc0 var(txn.fn),concat(/,txn.srv) table %s if { status lt 500 } !{ status 429 }", tableFwd)
+		// A peer's 429 reaches the user as a rejection (sc1 tracks local
+		// executions only, so it is free on a forward).
+		w("    http-response track-sc1 var(txn.fn) table %s if { status 429 }", tableBusy)
 		w("    http-error status 503 content-type text/plain string \"%s\" hdr Retry-After 1", noCapacity)
 		w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 if !{ var(txn.peer) -m found }", noCapacity)
 		w("    use-server %%[var(txn.peer)] if { var(txn.peer) -m found }")

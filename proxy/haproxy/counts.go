@@ -156,7 +156,7 @@ func (d *Driver) monotonic(fn string, c proxy.Counts) proxy.Counts {
 type counted struct{ ServedLocal, ReceivedIn uint64 }
 
 // countTables are the stick tables that count requests.
-var countTables = []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused, tableFwd}
+var countTables = []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused, tableBusy, tableFwd}
 
 // readTables reads the request counts of every counting table.
 func (d *Driver) readTables() (map[string]map[string]tableEntry, error) {
@@ -180,7 +180,7 @@ func (d *Driver) tableCountsByFunction(tables map[string]map[string]tableEntry) 
 		// Requests the platform answered 429 did not run: rejected if a
 		// user's, refused if a peer's.
 		c := proxy.Counts{Arrivals: tables[tableArrivals][fn].requests, ServedLocal: sub(local, total.busyUser),
-			Rejected: total.busyUser, Refused: tables[tableRefused][fn].requests + total.busyPeer,
+			Rejected: total.busyUser + tables[tableBusy][fn].requests, Refused: tables[tableRefused][fn].requests + total.busyPeer,
 			InFlight: int64(total.current), Forwarded: map[dfaas.NodeID]uint64{}}
 		if total.requests > local {
 			c.ReceivedIn = sub(total.requests-local, total.busyPeer)

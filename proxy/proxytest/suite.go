@@ -53,7 +53,7 @@ func Run(t *testing.T, name string) {
 		{"RefusalOpensTheCaps", testRefusalOpensTheCaps},
 		{"TimeoutAfterSendRunsOnce", testTimeoutAfterSend},
 		{"PlatformRefusalStatusIsNotARefusal", testPlatformRefusalStatusIsNotARefusal},
-		{"BusyPlatformIsARefusal", testBusyPlatform},
+		{"PlatformBusyIsNotRetried", testBusyPlatform},
 		{"TLSForwardBetweenMembers", testTLSForward},
 		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
 		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
