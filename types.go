@@ -156,6 +156,9 @@ func ValidateAddr(addr string) error {
 		if ip.Zone() != "" {
 			return fmt.Errorf("%w: %q: zoned address", ErrInvalidAddr, addr)
 		}
+		if ip.IsUnspecified() {
+			return fmt.Errorf("%w: %q: unspecified address, which nobody can reach", ErrInvalidAddr, addr)
+		}
 		return nil
 	}
 	if !validDNSName(host) {

@@ -16,6 +16,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -51,8 +53,9 @@ type Config struct {
 	// UserAddr and PeerAddr are the data plane's listeners. Default
 	// 127.0.0.1 with a free port.
 	UserAddr, PeerAddr string
-	// Advertise is the peer address advertised to other nodes. Default the
-	// data plane's bound PeerAddr.
+	// Advertise is the peer address advertised to other nodes: where they
+	// reach the peer listener. Default the data plane's bound PeerAddr;
+	// required when PeerAddr binds every address (0.0.0.0, ::, or no host).
 	Advertise string
 	// TLS is the federation's mutual TLS between peers. Default, with the
 	// libp2p overlay: bound to the overlay key (proxy.Identity), admitting
@@ -94,8 +97,26 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: node: both TLS and PlainPeers", dfaas.ErrInvalidConfig)
 	case c.Overlay != nil && c.TLS == nil && !c.PlainPeers:
 		return fmt.Errorf("%w: node: with an Overlay of your own, set TLS (or PlainPeers)", dfaas.ErrInvalidConfig)
+	case c.Advertise == "" && unspecifiedHost(c.PeerAddr):
+		return fmt.Errorf("%w: node: the peer listener %q binds every address: set Advertise (-advertise) to the host:port peers reach it at",
+			dfaas.ErrInvalidConfig, c.PeerAddr)
+	case c.Advertise != "":
+		if err := dfaas.ValidateAddr(c.Advertise); err != nil {
+			return fmt.Errorf("%w: node: advertise: %w", dfaas.ErrInvalidConfig, err)
+		}
 	}
 	return nil
+}
+
+// unspecifiedHost reports whether addr's host is empty or an unspecified
+// IP (0.0.0.0, ::): an address to bind, not one peers can reach.
+func unspecifiedHost(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	ip, err := netip.ParseAddr(host)
+	return host == "" || (err == nil && ip.IsUnspecified())
 }
 
 func (c Config) withDefaults() Config {

@@ -185,3 +185,17 @@ func TestLyingMemberCostsRetriesNotRejections(t *testing.T) {
 		})
 	}
 }
+
+// TestAdvertiseMustBeReachable: a peer listener bound to every address
+// needs an advertised address (0.0.0.0 reaches nobody); a bad one is refused.
+func TestAdvertiseMustBeReachable(t *testing.T) {
+	pf, err := node.OpenPlatform(t.Context(), "runtime", node.PlatformSpec{Node: "a", Functions: map[string]dfaas.Rate{"hello": 1}})
+	require.NoError(t, err)
+	for _, c := range []node.Config{{PeerAddr: "0.0.0.0:8081"}, {PeerAddr: ":8081"}, {PeerAddr: "[::]:8081"},
+		{Advertise: "0.0.0.0:8081"}, {Advertise: "no port"}} {
+		c.Platform = pf
+		assert.ErrorIs(t, c.Validate(), dfaas.ErrInvalidConfig, "%+v", c)
+	}
+	assert.NoError(t, node.Config{Platform: pf, PeerAddr: "0.0.0.0:8081", Advertise: "192.0.2.2:8081"}.Validate())
+	assert.NoError(t, node.Config{Platform: pf, PeerAddr: "127.0.0.1:0"}.Validate())
+}

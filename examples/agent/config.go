@@ -10,6 +10,11 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
+// flagOnly are settings only the command line may make: turning security
+// off must be visible in the process list and the unit, not in a file or
+// an environment variable meant for something else.
+var flagOnly = map[string]bool{"insecure": true}
+
 // envPrefix starts the environment variable of every flag: DFAAS_ and the
 // flag's name in upper case with dashes as underscores (DFAAS_FN_NAMESPACE).
 const envPrefix = "DFAAS_"
@@ -46,6 +51,9 @@ func layer(fs *flag.FlagSet, getenv func(string) string) error {
 			if fs.Lookup(key) == nil || key == "config" {
 				return fmt.Errorf("config %s: line %d: unknown key %q", path, node.Line, key)
 			}
+			if flagOnly[key] {
+				return fmt.Errorf("config %s: line %d: %s is a command-line flag only", path, node.Line, key)
+			}
 			v, err := flagValue(key, &node)
 			if err != nil {
 				return fmt.Errorf("config %s: line %d: %s: %w", path, node.Line, key, err)
@@ -62,6 +70,10 @@ func layer(fs *flag.FlagSet, getenv func(string) string) error {
 	fs.VisitAll(func(f *flag.Flag) {
 		v := getenv(envName(f.Name))
 		if err != nil || given[f.Name] || v == "" || f.Name == "config" {
+			return
+		}
+		if flagOnly[f.Name] {
+			err = fmt.Errorf("environment %s: %s is a command-line flag only", envName(f.Name), f.Name)
 			return
 		}
 		if e := fs.Set(f.Name, v); e != nil {

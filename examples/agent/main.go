@@ -269,7 +269,8 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 		if err != nil {
 			return fmt.Errorf("-admin: %w", err)
 		}
-		srv := &http.Server{Handler: n.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: n.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second,
+			IdleTimeout: time.Minute, MaxHeaderBytes: 16 << 10}
 		go func() { _ = srv.Serve(l) }()
 		defer srv.Close()
 		log.Info("admin listener up", "addr", l.Addr().String())

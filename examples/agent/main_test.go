@@ -319,13 +319,15 @@ func TestConfigLayers(t *testing.T) {
 	for name, c := range map[string]struct {
 		file, env, want string
 	}{
-		"bad value":   {"interval: soon\n", "", "interval"},
-		"unknown key": {"colour: blue\n", "", `unknown key "colour"`},
-		"nested":      {"user: {a: b}\n", "", "user"},
-		"bad env":     {"", "DFAAS_INTERVAL", "DFAAS_INTERVAL"},
-		"bad format":  {"log-format: xml\n", "", "log-format"},
-		"bad level":   {"log-level: loud\n", "", "log-level"},
-		"no file":     {"-", "", "config"},
+		"bad value":    {"interval: soon\n", "", "interval"},
+		"unknown key":  {"colour: blue\n", "", `unknown key "colour"`},
+		"nested":       {"user: {a: b}\n", "", "user"},
+		"bad env":      {"", "DFAAS_INTERVAL", "DFAAS_INTERVAL"},
+		"bad format":   {"log-format: xml\n", "", "log-format"},
+		"bad level":    {"log-level: loud\n", "", "log-level"},
+		"no file":      {"-", "", "config"},
+		"insecure":     {"insecure: true\n", "", "command-line flag only"},
+		"env insecure": {"", "DFAAS_INSECURE", "command-line flag only"},
 	} {
 		path := filepath.Join(dir, "bad.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(c.file), 0o600))
@@ -349,7 +351,8 @@ func TestConfigLayers(t *testing.T) {
 func TestAgentFromTheSampleConfig(t *testing.T) {
 	dir := t.TempDir()
 	env := map[string]string{"DFAAS_SECRET": filepath.Join(dir, "federation.key"), "DFAAS_KEY": filepath.Join(dir, "node.key"),
-		"DFAAS_USER": "127.0.0.1:0", "DFAAS_PEER": "127.0.0.1:0", "DFAAS_ADMIN": "127.0.0.1:0", "DFAAS_LISTEN": "/ip4/127.0.0.1/tcp/0"}
+		"DFAAS_USER": "127.0.0.1:0", "DFAAS_PEER": "127.0.0.1:0", "DFAAS_ADVERTISE": "127.0.0.1:9", "DFAAS_ADMIN": "127.0.0.1:0",
+		"DFAAS_LISTEN": "/ip4/127.0.0.1/tcp/0"}
 	o, err := parseConfig([]string{"-config", "agent.yaml"}, io.Discard, func(k string) string { return env[k] })
 	require.NoError(t, err)
 	assert.Equal(t, map[string]dfaas.Rate{"hello": 10}, o.functions)

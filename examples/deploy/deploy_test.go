@@ -38,7 +38,7 @@ func TestSystemdUnit(t *testing.T) {
 	unit := string(raw)
 	for _, want := range []string{"DynamicUser=yes", "StateDirectory=dfaas-agent", "LoadCredential=federation.key:",
 		"-secret ${CREDENTIALS_DIRECTORY}/federation.key", "-key ${STATE_DIRECTORY}/node.key", "Restart=on-failure",
-		"NoNewPrivileges=yes", "ProtectSystem=strict", "-admin 127.0.0.1:9100"} {
+		"NoNewPrivileges=yes", "ProtectSystem=strict", "-admin 127.0.0.1:9100", "-advertise 192.0.2.2:8091", "AF_NETLINK"} {
 		assert.Contains(t, unit, want)
 	}
 	for _, line := range strings.Split(unit, "\n") {
@@ -85,6 +85,7 @@ func TestDaemonSet(t *testing.T) {
 			Template struct {
 				Spec struct {
 					HostNetwork                   bool `yaml:"hostNetwork"`
+					AutomountServiceAccountToken  bool `yaml:"automountServiceAccountToken"`
 					TerminationGracePeriodSeconds int  `yaml:"terminationGracePeriodSeconds"`
 					SecurityContext               struct {
 						RunAsNonRoot bool `yaml:"runAsNonRoot"`
@@ -101,6 +102,7 @@ func TestDaemonSet(t *testing.T) {
 						} `yaml:"env"`
 						ReadinessProbe struct {
 							HTTPGet struct {
+								Host string `yaml:"host"`
 								Path string `yaml:"path"`
 								Port int    `yaml:"port"`
 							} `yaml:"httpGet"`
@@ -139,9 +141,13 @@ func TestDaemonSet(t *testing.T) {
 	assert.Equal(t, 9100, c.ReadinessProbe.HTTPGet.Port)
 	assert.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path)
 	assert.Contains(t, c.Args, "-secret=/run/dfaas/federation.key", "the 0600 copy")
-	require.Len(t, pod.InitContainers, 1, "the secret is copied with mode 0600")
-	assert.Contains(t, strings.Join(pod.InitContainers[0].Command, " "), "chmod 0600 /run/dfaas/federation.key")
-	assert.Contains(t, c.Args, "-admin=0.0.0.0:9100")
+	require.Len(t, pod.InitContainers, 2, "the state directory's owner, the secret copied with mode 0600")
+	assert.Contains(t, strings.Join(pod.InitContainers[0].Command, " "), "chown 65532:65532 /var/lib/dfaas")
+	assert.Contains(t, strings.Join(pod.InitContainers[1].Command, " "), "chmod 0600 /run/dfaas/federation.key")
+	assert.Contains(t, c.Args, "-admin=127.0.0.1:9100", "the admin port stays on the node's loopback")
+	assert.Equal(t, "127.0.0.1", c.ReadinessProbe.HTTPGet.Host)
+	assert.Contains(t, c.Args, "-advertise=$(HOST_IP):8091", "peers cannot dial 0.0.0.0")
+	assert.False(t, pod.AutomountServiceAccountToken)
 	for _, e := range c.Env {
 		assert.Empty(t, e.Value, "%s: secrets come from Secrets, not values", e.Name)
 		assert.NotNil(t, e.ValueFrom, e.Name)
