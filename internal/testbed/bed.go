@@ -338,6 +338,9 @@ func (b *bed) start(a *agent) error {
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", b.net.ns[a.i], b.opt.Agent}, a.args...)...)
 	cmd.Stdout, cmd.Stderr = a.log, a.log
+	// A group of its own: a crash or a freeze takes the whole node (its
+	// HAProxy too), and nothing outlives the run.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -365,9 +368,10 @@ func (b *bed) running(i int) bool {
 	}
 }
 
-// signal sends sig to node i's agent; frozen says whether it is frozen
+// signal sends sig to node i's agent (group: to its whole process group,
+// as a machine that crashes or freezes); frozen says whether it is frozen
 // after.
-func (b *bed) signal(i int, sig syscall.Signal, frozen bool) error {
+func (b *bed) signal(i int, sig syscall.Signal, frozen, group bool) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	a := b.agents[i]
@@ -376,6 +380,9 @@ func (b *bed) signal(i int, sig syscall.Signal, frozen bool) error {
 	}
 	b.sampleAgent(a)
 	a.frozen = frozen
+	if group {
+		return syscall.Kill(-a.cmd.Process.Pid, sig)
+	}
 	return a.cmd.Process.Signal(sig)
 }
 
@@ -385,7 +392,7 @@ func (b *bed) stopAll() {
 	defer b.mu.Unlock()
 	for _, a := range b.agents {
 		if a.cmd != nil && a.cmd.Process != nil {
-			_ = a.cmd.Process.Kill()
+			_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL) // the agent and whatever it started
 			<-a.exited
 		}
 		_ = a.log.Close()
@@ -442,13 +449,13 @@ func (b *bed) events(ctx context.Context) error {
 func (b *bed) apply(e EventSpec) error {
 	switch {
 	case e.Kill != "":
-		return b.signal(b.idx[e.Kill], syscall.SIGKILL, false)
+		return b.signal(b.idx[e.Kill], syscall.SIGKILL, false, true)
 	case e.Stop != "":
-		return b.signal(b.idx[e.Stop], syscall.SIGTERM, false)
+		return b.signal(b.idx[e.Stop], syscall.SIGTERM, false, false) // the agent drains, then stops its data plane
 	case e.Freeze != "":
-		return b.signal(b.idx[e.Freeze], syscall.SIGSTOP, true)
+		return b.signal(b.idx[e.Freeze], syscall.SIGSTOP, true, true)
 	case e.Thaw != "":
-		return b.signal(b.idx[e.Thaw], syscall.SIGCONT, false)
+		return b.signal(b.idx[e.Thaw], syscall.SIGCONT, false, true)
 	case e.Start != "":
 		return b.start(b.agents[b.idx[e.Start]])
 	case e.Partition != nil:

@@ -194,6 +194,9 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	d.logDone = make(chan struct{})
 	go d.readLogs()
 	d.cmd = exec.Command(cfg.Binary, "-W", "-db", "-f", d.configPath())
+	// HAProxy goes when the process that drives it dies, however it dies:
+	// no data plane outlives its agent (its workers leave with the master).
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("haproxy: start %s: %w", cfg.Binary, err)
