@@ -165,7 +165,9 @@ func (a *Agent) Tick(ctx context.Context) error {
 		}
 		a.status.LastPlan = plan
 	}
-	if err == nil && draining {
+	// Draining once a zero-capacity plan is applied, whatever else failed
+	// (a degraded sample, an advert not published).
+	if draining && plan.Functions != nil && !errors.Is(err, errApply) {
 		a.status.Draining = true
 	}
 	return err
@@ -239,7 +241,7 @@ func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, 
 	plan := a.balancer.Plan(state, peers)
 	plan.Time = now
 	if err := a.proxy.Apply(ctx, plan); err != nil {
-		return state, plan, nodes, errors.Join(fmt.Errorf("agent: apply: %w", err), degraded, pubErr)
+		return state, plan, nodes, errors.Join(fmt.Errorf("%w: %w", errApply, err), degraded, pubErr)
 	}
 	return state, plan, nodes, errors.Join(degraded, pubErr)
 }
@@ -271,3 +273,6 @@ func planShape(p Plan) string {
 	}
 	return b.String()
 }
+
+// errApply marks a tick whose plan the data plane did not take.
+var errApply = errors.New("agent: apply")

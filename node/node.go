@@ -252,7 +252,10 @@ func (n *Node) StopAgent() {
 // forwarded), Shutdown waits until peers have stopped sending (no forward
 // arrived for two ticks) or ctx ends, then closes the node, whose data
 // plane lets the requests in flight finish. It returns ctx's error if the
-// peers were still sending when it ended (the node is closed anyway).
+// peers were still sending when it ended (the node is closed anyway): give
+// it a deadline, since an agent that is not running (StopAgent) never
+// drains. While it drains, users of this node get 503 when no peer has
+// room: the node serves nothing itself any more.
 func (n *Node) Shutdown(ctx context.Context) error {
 	n.Agent.Drain()
 	interval := n.interval

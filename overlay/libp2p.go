@@ -468,7 +468,12 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 				continue
 			}
 			o.probes.forget(ev.Peer)
-			o.redial.dropped(ev.Peer, time.Now())
+			// Only members are redialled (a peer whose adverts were taken,
+			// live or not since, or a bootstrap peer): a host that merely
+			// connected must not make this node dial the addresses it claimed.
+			if o.table.Known(dfaas.NodeID(ev.Peer.String())) || o.isBootstrap(ev.Peer) {
+				o.redial.dropped(ev.Peer, time.Now())
+			}
 			o.limits.forget(ev.Peer)
 			o.departed.mark(ev.Peer, time.Now(), o.cfg.Quarantine)
 			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) {
@@ -493,6 +498,16 @@ func (o *Libp2p) watchJoins(ctx context.Context, h *pubsub.TopicEventHandler) {
 			o.fire()
 		}
 	}
+}
+
+// isBootstrap reports whether p is one of the configured bootstrap peers.
+func (o *Libp2p) isBootstrap(p peer.ID) bool {
+	for _, ai := range o.bootstrap {
+		if ai.ID == p {
+			return true
+		}
+	}
+	return false
 }
 
 // connectBootstrap dials the bootstrap peers not connected yet.

@@ -111,6 +111,7 @@ func (pr *prober) loop(ctx context.Context, p peer.ID) {
 	t := time.NewTicker(pr.o.cfg.ProbeInterval)
 	defer t.Stop()
 	for {
+		began := time.Now()
 		rtt, err := pr.probe(ctx, p, &s)
 		if ctx.Err() != nil {
 			return
@@ -120,13 +121,17 @@ func (pr *prober) loop(ctx context.Context, p peer.ID) {
 			_ = s.Reset() // an answer may still come: never read it as the next one's
 			s = nil
 		}
+		wait := t.C
 		if err != nil {
-			continue // the next probe at once: a second miss makes it suspect
+			// The next probe as soon as this one's time is up (a second miss
+			// makes the peer suspect), not sooner: an error that comes at
+			// once (a refused stream) must not use up the misses in a burst.
+			wait = time.After(time.Until(began.Add(pr.timeout(p))))
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-wait:
 		}
 	}
 }

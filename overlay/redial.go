@@ -10,7 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
-// Redial: a peer whose connection dropped is dialled again soon and often
+// Redial: a member whose connection dropped (a peer with a live advert, or
+// a bootstrap peer) is dialled again soon and often
 // (after 250 ms, then every redialMax), for redialFor, so that a healed
 // partition or a restarted node is back in the plans within about a second
 // rather than at the next discovery round. A dial to a dead node is one
@@ -36,11 +37,14 @@ type lostPeer struct {
 
 func newRedialer(o *Libp2p) *redialer { return &redialer{o: o, lost: map[peer.ID]*lostPeer{}} }
 
+// maxLost bounds the peers being redialled at once.
+const maxLost = 1024
+
 // dropped records that p's connection closed at now.
 func (r *redialer) dropped(p peer.ID, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.lost[p] == nil {
+	if r.lost[p] == nil && len(r.lost) < maxLost {
 		r.lost[p] = &lostPeer{since: now, next: now.Add(redialFirst), wait: redialFirst}
 	}
 }

@@ -170,6 +170,14 @@ func (t *Table) check(a dfaas.Advert, sender dfaas.NodeID) error {
 	return nil
 }
 
+// Known reports whether the table ever took an advert of node (it keeps
+// its sequence number after the advert expires or the node leaves).
+func (t *Table) Known(node dfaas.NodeID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.peers[node] != nil
+}
+
 // Live reports whether the table holds a live advert of node (one that
 // may have expired since the last Adverts).
 func (t *Table) Live(node dfaas.NodeID) bool {
