@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -21,16 +22,25 @@ func open(ctx context.Context, s proxy.Spec) (proxy.DataPlane, error) {
 	if s.Platform.Addr == "" {
 		return nil, fmt.Errorf("%w: haproxy: the platform needs an address (host:port) HAProxy can reach", dfaas.ErrInvalidConfig)
 	}
-	user, err := concretePort(s.UserAddr)
-	if err != nil {
-		return nil, err
+	// A port picked here may be taken by another process before HAProxy
+	// binds it (HAProxy refuses to share it, see noreuseport): then pick
+	// again, a few times.
+	for try := 0; ; try++ {
+		user, err := concretePort(s.UserAddr)
+		if err != nil {
+			return nil, err
+		}
+		peer, err := concretePort(s.PeerAddr)
+		if err != nil {
+			return nil, err
+		}
+		d, err := Start(ctx, Config{Binary: s.Binary, Node: s.Node, UserAddr: user, PeerAddr: peer, Platform: s.Platform.Addr,
+			Namespace: s.Platform.Namespace, Functions: s.Functions, TLS: s.TLS, Timeout: s.Timeout, Logger: s.Logger})
+		picked := user != s.UserAddr || peer != s.PeerAddr
+		if err == nil || !picked || try == 2 || !strings.Contains(err.Error(), "Address already in use") {
+			return d, err
+		}
 	}
-	peer, err := concretePort(s.PeerAddr)
-	if err != nil {
-		return nil, err
-	}
-	return Start(ctx, Config{Binary: s.Binary, Node: s.Node, UserAddr: user, PeerAddr: peer, Platform: s.Platform.Addr,
-		Namespace: s.Platform.Namespace, Functions: s.Functions, TLS: s.TLS, Timeout: s.Timeout, Logger: s.Logger})
 }
 
 // concretePort returns addr with a free port if its port is 0 or it is
