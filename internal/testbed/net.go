@@ -80,11 +80,17 @@ func newNetwork(names []string) (_ *network, err error) {
 			n.close()
 		}
 	}()
-	// A subnet (and names) no other run on this machine uses now.
+	// A subnet (and names) nothing on this machine uses now: no route to
+	// it (a real network there would be shadowed for the run), no bridge
+	// of that name (another run).
 	base := os.Getpid() % 200
 	for try := range 200 {
 		n.subnet = 1 + (base+try)%250
 		n.bridge = "dfb" + strconv.Itoa(n.subnet)
+		routes, err := exec.Command("ip", "route", "show", "to", "match", n.hub()).Output()
+		if err == nil && !defaultOnly(string(routes)) {
+			continue
+		}
 		if sh("ip", "link", "add", n.bridge, "type", "bridge") == nil {
 			break
 		}
@@ -134,6 +140,17 @@ func newNetwork(names []string) (_ *network, err error) {
 
 // veth is the bridge's end of node i's link.
 func (n *network) veth(i int) string { return fmt.Sprintf("dfv%dn%d", n.subnet, i) }
+
+// defaultOnly reports whether the routes "ip route show to match" printed
+// are at most the default route: nothing more specific covers the address.
+func defaultOnly(routes string) bool {
+	for _, line := range strings.Split(strings.TrimSpace(routes), "\n") {
+		if line != "" && !strings.HasPrefix(line, "default ") {
+			return false
+		}
+	}
+	return true
+}
 
 // hub is the testbed's own address on the bridge: link proxies and
 // platforms listen there.

@@ -147,3 +147,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+func TestDefaultOnly(t *testing.T) {
+	assert.True(t, defaultOnly(""))
+	assert.True(t, defaultOnly("default via 172.16.0.1 dev eth0 \n"))
+	assert.False(t, defaultOnly("default via 172.16.0.1 dev eth0 \n10.77.5.0/24 dev br0 proto kernel scope link src 10.77.5.1 \n"))
+}
