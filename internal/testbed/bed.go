@@ -764,7 +764,7 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		w.mu.Lock()
 		for k, at := range w.pending {
-			if w.reflected(k, views) {
+			if w.whole(k, views) {
 				w.found = append(w.found, Detection{Event: w.b.s.Events[k].Name(), Seconds: now.Sub(at).Seconds()})
 				delete(w.pending, k)
 			}
@@ -807,10 +807,6 @@ func (w *watcher) views() map[int][]string {
 	wg.Wait()
 	return out
 }
-
-// reflected reports whether every running node's view shows event k: the
-// nodes that should be gone are gone, the ones that should be there are.
-func (w *watcher) reflected(k int, views map[int][]string) bool { return w.whole(k, views) }
 
 // whole reports whether every running node's view is what it should be
 // after event k (k < 0: before any): every running node it can reach, and

@@ -129,10 +129,9 @@ func (b *bed) report(res []result) *Report {
 		timeline[t] = make([]SecondNode, len(s.Nodes))
 	}
 	b.ledger.mu.Lock()
-	for id, runs := range b.ledger.runs {
+	for _, runs := range b.ledger.runs {
 		if len(runs) > 1 {
 			r.Duplicated++
-			_ = id
 		}
 	}
 	for sec, per := range b.ledger.per {
@@ -267,26 +266,17 @@ func (b *bed) spare(origin int, function string, sec int) int {
 // by the scenario's events.
 func (b *bed) upDuring(j int, from, to time.Time) bool {
 	name := b.s.Nodes[j].Name
-	up := true
-	for _, e := range b.s.Events {
+	last := -1 // the latest event at or before from
+	for k, e := range b.s.Events {
 		at := b.started.Add(e.At.D())
-		down := e.Kill == name || e.Stop == name || e.Freeze == name
-		back := e.Start == name || e.Thaw == name
 		switch {
-		case at.Before(from) || at.Equal(from):
-			if down {
-				up = false
-			}
-			if back {
-				up = true
-			}
-		case at.Before(to):
-			if down || back {
-				return false // changed within the second
-			}
+		case !at.After(from):
+			last = k
+		case at.Before(to) && slices.Contains([]string{e.Kill, e.Stop, e.Freeze, e.Start, e.Thaw}, name):
+			return false // changed within the second
 		}
 	}
-	return up
+	return b.expectedUp(last, j)
 }
 
 // cutDuring reports whether a partition separated i and j at any time
