@@ -197,10 +197,14 @@ type Libp2p struct {
 	limits    *authorLimits
 	outsiders atomic.Uint64
 	departed  departures
-	probes    *prober
-	bw        *traffic
-	redial    *redialer
-	silent    atomic.Uint64 // adverts of suspect peers, dropped
+	// leave orders a departure against the delivery of an advert validated
+	// before it: without it such an advert could land after the peer's
+	// removal and keep a dead peer live until its TTL.
+	leave  sync.Mutex
+	probes *prober
+	bw     *traffic
+	redial *redialer
+	silent atomic.Uint64 // adverts of suspect peers, dropped
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -399,7 +403,7 @@ func (o *Libp2p) validate(_ context.Context, from peer.ID, msg *pubsub.Message) 
 		o.outsiders.Add(1) // relayed by a member without the allow-list
 		return pubsub.ValidationIgnore
 	}
-	if o.host.Network().Connectedness(author) != network.Connected && o.departed.within(author, time.Now(), o.cfg.Quarantine) {
+	if o.quarantined(author) {
 		return pubsub.ValidationIgnore // counted by within; not relayed either
 	}
 	if o.probes.suspect(author) {
@@ -439,15 +443,35 @@ func (o *Libp2p) receive(ctx context.Context) {
 		if !ok {
 			continue // our own advert
 		}
-		// A concurrent newer advert may have won the race since validation;
-		// Put counts that as stale. A peer new to the table (or back in it)
-		// asks for a tick, so plans take it in at once (the Agent's holdoff
-		// bounds how often).
-		back := !o.table.Live(a.Node)
-		if o.table.Put(a, dfaas.NodeID(msg.GetFrom().String()), o.cfg.Now()) == nil && back {
-			o.fire()
-		}
+		o.deliver(a, msg.GetFrom())
 	}
+}
+
+// quarantined reports, and counts, whether author's connection dropped
+// within the quarantine and has not come back.
+func (o *Libp2p) quarantined(author peer.ID) bool {
+	return o.host.Network().Connectedness(author) != network.Connected &&
+		o.departed.within(author, time.Now(), o.cfg.Quarantine)
+}
+
+// deliver puts a validated advert of author in the table, unless author
+// departed since the validation. A concurrent newer advert may have won the
+// race since validation; Put counts that as stale. A peer new to the table
+// (or back in it) asks for a tick, so plans take it in at once (the Agent's
+// holdoff bounds how often). It reports whether the advert was taken.
+func (o *Libp2p) deliver(a dfaas.Advert, author peer.ID) bool {
+	o.leave.Lock()
+	if o.quarantined(author) {
+		o.leave.Unlock()
+		return false
+	}
+	back := !o.table.Live(a.Node)
+	err := o.table.Put(a, dfaas.NodeID(author.String()), o.cfg.Now())
+	o.leave.Unlock()
+	if err == nil && back {
+		o.fire()
+	}
+	return err == nil
 }
 
 func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
@@ -475,8 +499,11 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 				o.redial.dropped(ev.Peer, time.Now())
 			}
 			o.limits.forget(ev.Peer)
+			o.leave.Lock()
 			o.departed.mark(ev.Peer, time.Now(), o.cfg.Quarantine)
-			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) {
+			removed := o.table.Remove(dfaas.NodeID(ev.Peer.String()))
+			o.leave.Unlock()
+			if removed {
 				o.log.Info("peer left", "peer", ev.Peer)
 				o.fire()
 			}

@@ -213,3 +213,29 @@ func TestValidatorStopsStaleAdverts(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, pubsub.ValidationReject, o.validate(ctx, from, &pubsub.Message{Message: &pb.Message{From: []byte(author.host.ID()), Data: spoofed}}))
 }
+
+// TestDeliveryAfterDeparture: an advert validated before its author's
+// connection dropped but delivered after the peer left the table is not
+// taken: it would keep a dead peer in the plans until its TTL ran out.
+func TestDeliveryAfterDeparture(t *testing.T) {
+	a := startLibp2p(t)
+	b := startLibp2p(t, a.Addrs()...)
+	ctx := context.Background()
+	seq := uint64(0)
+	require.Eventually(t, func() bool {
+		seq++
+		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 1)))
+		return len(a.Adverts(time.Now())) == 1
+	}, 20*time.Second, 100*time.Millisecond, "b's advert did not reach a")
+	seq++
+	assert.True(t, a.deliver(advertOf(b, seq, 2), b.host.ID()), "a live peer's newer advert is taken")
+
+	require.NoError(t, b.Close())
+	require.Eventually(t, func() bool { return len(a.Adverts(time.Now())) == 0 },
+		3*time.Second, 10*time.Millisecond, "b stayed in a's table")
+	before := a.Stats().Departed
+	seq++
+	assert.False(t, a.deliver(advertOf(b, seq, 3), b.host.ID()), "an advert of a departed peer is not taken")
+	assert.Empty(t, a.Adverts(time.Now()))
+	assert.Equal(t, before+1, a.Stats().Departed, "and it is counted")
+}

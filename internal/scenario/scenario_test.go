@@ -165,7 +165,7 @@ func TestStoppedNodeLeavesPlans(t *testing.T) {
 	require.NoError(t, c.Nodes[2].Stop())
 	for _, n := range c.Nodes[:2] {
 		ticks := ticksUntilGone(t, c, n, gone, n.Agent.Status().Ticks)
-		t.Logf("node %s: the stopped node left the plan after %d ticks", n.Name, ticks)
+		t.Logf("node %s: the stopped node left the plan after %d ticks (overlay %+v)", n.Name, ticks, n.Overlay.(*overlay.Libp2p).Stats())
 		assert.LessOrEqual(t, ticks, uint64(3))
 	}
 
