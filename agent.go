@@ -1,9 +1,11 @@
 package dfaas
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"slices"
 	"strings"
@@ -54,6 +56,9 @@ type Status struct {
 	// Draining is set once a tick has run since Drain: the node advertises
 	// no capacity and its plan executes nothing locally.
 	Draining bool
+	// LastAdvert is the latest advert the agent made of this node (whether
+	// or not publishing it succeeded).
+	LastAdvert Advert
 }
 
 // NewAgent checks cfg and composes an Agent from its five collaborators,
@@ -143,7 +148,7 @@ func (a *Agent) Tick(ctx context.Context) error {
 	now := a.cfg.Now()
 	began := time.Now()
 	draining := a.draining.Load()
-	state, plan, nodes, err := a.tick(ctx, now, draining)
+	state, advert, plan, nodes, err := a.tick(ctx, now, draining)
 	took := time.Since(began)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -153,6 +158,9 @@ func (a *Agent) Tick(ctx context.Context) error {
 	a.status.LastErr = err
 	if err != nil {
 		a.status.Failures++
+	}
+	if advert.Node != "" {
+		a.status.LastAdvert = advert
 	}
 	if state.Functions != nil {
 		a.status.LastState = state
@@ -173,12 +181,12 @@ func (a *Agent) Tick(ctx context.Context) error {
 	return err
 }
 
-func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, Plan, []NodeID, error) {
+func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, Advert, Plan, []NodeID, error) {
 	sample, err := a.monitor.Sample(ctx)
 	var degraded error
 	if err != nil {
 		if !errors.Is(err, ErrDegraded) {
-			return State{}, Plan{}, nil, fmt.Errorf("agent: sample: %w", err)
+			return State{}, Advert{}, Plan{}, nil, fmt.Errorf("agent: sample: %w", err)
 		}
 		degraded = fmt.Errorf("agent: sample: %w", err)
 	}
@@ -204,13 +212,15 @@ func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, 
 	}
 
 	var pubErr error
+	var advert Advert
 	if a.cfg.Sequencer != nil {
 		a.seq, pubErr = a.cfg.Sequencer.Next()
 	} else {
 		a.seq++
 	}
 	if pubErr == nil {
-		advert := Advert{Node: state.Node, Seq: a.seq, TTL: a.cfg.TTL, Addr: a.cfg.Addr, Functions: state.Functions}
+		advert = Advert{Node: state.Node, Seq: a.seq, TTL: a.cfg.TTL, Addr: a.cfg.Addr, Functions: state.Functions,
+			Traffic: trafficOf(sample)}
 		pubErr = a.overlay.Publish(ctx, advert)
 	}
 	if pubErr != nil {
@@ -241,9 +251,57 @@ func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, 
 	plan := a.balancer.Plan(state, peers)
 	plan.Time = now
 	if err := a.proxy.Apply(ctx, plan); err != nil {
-		return state, plan, nodes, errors.Join(fmt.Errorf("%w: %w", errApply, err), degraded, pubErr)
+		return state, advert, plan, nodes, errors.Join(fmt.Errorf("%w: %w", errApply, err), degraded, pubErr)
 	}
-	return state, plan, nodes, errors.Join(degraded, pubErr)
+	return state, advert, plan, nodes, errors.Join(degraded, pubErr)
+}
+
+// trafficOf is what a sample tells peers of the node's traffic: per
+// function with any, what it executed and rejected, and the flows to its
+// MaxAdvertFlows busiest peers.
+func trafficOf(s Sample) map[string]Traffic {
+	var out map[string]Traffic
+	for name, fs := range s.Functions {
+		t := Traffic{Served: fs.ServedLocal + fs.ReceivedIn, Rejected: fs.Rejected}
+		for peer, r := range busiest(fs.Forwarded, MaxAdvertFlows) {
+			if t.Forwarded == nil {
+				t.Forwarded = map[NodeID]Rate{}
+			}
+			t.Forwarded[peer] = r
+		}
+		if t.Served == 0 && t.Rejected == 0 && t.Forwarded == nil {
+			continue
+		}
+		if out == nil {
+			out = map[string]Traffic{}
+		}
+		out[name] = t
+	}
+	return out
+}
+
+// busiest returns the n flows of m with the highest positive rates (ties
+// broken by node), in that order.
+func busiest(m map[NodeID]Rate, n int) iter.Seq2[NodeID, Rate] {
+	peers := make([]NodeID, 0, len(m))
+	for p, r := range m {
+		if r > 0 {
+			peers = append(peers, p)
+		}
+	}
+	slices.SortFunc(peers, func(x, y NodeID) int {
+		if c := cmp.Compare(m[y], m[x]); c != 0 {
+			return c
+		}
+		return cmp.Compare(x, y)
+	})
+	return func(yield func(NodeID, Rate) bool) {
+		for _, p := range peers[:min(n, len(peers))] {
+			if !yield(p, m[p]) {
+				return
+			}
+		}
+	}
 }
 
 // planShape describes what an operator would call a change of plan: per

@@ -132,6 +132,41 @@ func TestTickComposesTheLoop(t *testing.T) {
 	assert.Equal(t, plan.Functions, st.LastPlan.Functions)
 }
 
+// TestAdvertCarriesTraffic: the advert tells peers what the node executed
+// and rejected per function over the sample's window, and its flows to the
+// busiest MaxAdvertFlows peers; the Status keeps the advert made.
+func TestAdvertCarriesTraffic(t *testing.T) {
+	a, ms := newAgent(t, dfaas.Config{})
+	forwarded := map[dfaas.NodeID]dfaas.Rate{"idle": 0}
+	for i := range dfaas.MaxAdvertFlows + 6 {
+		forwarded[dfaas.NodeID(fmt.Sprintf("p%03d", i))] = dfaas.Rate(i + 1)
+	}
+	s := dfaas.Sample{Time: now, Functions: map[string]dfaas.FunctionSample{
+		"figlet": {Capacity: 10, Arrivals: 48, ServedLocal: 10, ReceivedIn: 2, Rejected: 3, Forwarded: forwarded},
+		"echo":   {Capacity: 5},
+	}}
+	ms.m.On("Sample", mock.Anything).Return(s, nil).Once()
+	ms.f.On("Observe", s).Once()
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Once()
+	var published dfaas.Advert
+	ms.o.On("Publish", mock.Anything, mock.Anything).Run(func(args mock.Arguments) { published = args.Get(1).(dfaas.Advert) }).Return(nil).Once()
+	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil)).Once()
+	ms.b.On("Plan", mock.Anything, []dfaas.Advert(nil)).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}).Once()
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil).Once()
+	require.NoError(t, a.Tick(context.Background()))
+
+	require.NoError(t, published.Validate())
+	assert.NotContains(t, published.Traffic, "echo", "no traffic, nothing to tell")
+	tr := published.Traffic["figlet"]
+	assert.Equal(t, dfaas.Rate(12), tr.Served, "executed here: own users' and peers'")
+	assert.Equal(t, dfaas.Rate(3), tr.Rejected)
+	assert.Len(t, tr.Forwarded, dfaas.MaxAdvertFlows)
+	assert.NotContains(t, tr.Forwarded, dfaas.NodeID("p005"), "one of the least busy")
+	assert.Equal(t, dfaas.Rate(dfaas.MaxAdvertFlows+6), tr.Forwarded["p069"], "the busiest")
+	assert.Equal(t, dfaas.Rate(7), tr.Forwarded["p006"], "the least busy kept")
+	assert.Equal(t, published, a.Status().LastAdvert)
+}
+
 func TestSampleFailureStopsTheTick(t *testing.T) {
 	a, ms := newAgent(t, dfaas.Config{})
 	boom := errors.New("gateway down")

@@ -24,6 +24,9 @@ const MaxRate Rate = 1e9
 // valid reports whether r is a finite, non-negative rate.
 func (r Rate) valid() bool { return r >= 0 && !math.IsInf(float64(r), 0) && !math.IsNaN(float64(r)) }
 
+// inRange reports whether r is a valid rate no larger than MaxRate.
+func (r Rate) inRange() bool { return r.valid() && r <= MaxRate }
+
 // Latency holds latency quantiles over a sample window. Zero means no data.
 type Latency struct {
 	P50, P99, Max time.Duration
@@ -52,6 +55,9 @@ type FunctionSample struct {
 	// may be forwarded, from the platform (label dfaas.maxrtt); zero if it
 	// sets none.
 	MaxRTT time.Duration
+	// Forwarded splits ForwardedOut by the peer that answered; nil when
+	// nothing was forwarded.
+	Forwarded map[NodeID]Rate
 }
 
 // Sample is one Monitor observation of every function on the node.
@@ -103,14 +109,33 @@ type Advert struct {
 	Addr string
 	// Functions is the node's state per function.
 	Functions map[string]FunctionState
+	// Traffic is what the node's data plane did per function over its
+	// last window, for operators' views of the federation; balancers do not
+	// plan on it. A function may be missing.
+	Traffic map[string]Traffic
+}
+
+// Traffic is what a node's data plane did for one function over a window,
+// in requests per second.
+type Traffic struct {
+	// Served counts the requests executed on the node: its own users' and
+	// those peers forwarded to it.
+	Served Rate
+	// Rejected counts the node's user requests that no node executed.
+	Rejected Rate
+	// Forwarded counts the node's user requests each peer executed; nil
+	// when none was forwarded.
+	Forwarded map[NodeID]Rate
 }
 
 // Bounds an Advert must respect to be accepted.
 const (
 	MaxAdvertFunctions = 1024
-	MaxAdvertTTL       = 10 * time.Minute
-	maxNodeIDLen       = 256
-	maxAddrLen         = 256
+	// MaxAdvertFlows bounds the peers one function's Traffic names.
+	MaxAdvertFlows = 64
+	MaxAdvertTTL   = 10 * time.Minute
+	maxNodeIDLen   = 256
+	maxAddrLen     = 256
 )
 
 // Validate checks the advert's fields and bounds.
@@ -131,6 +156,25 @@ func (a Advert) Validate() error {
 		}
 		if !f.Capacity.valid() || !f.Demand.valid() || f.Capacity > MaxRate || f.Demand > MaxRate {
 			return fmt.Errorf("%w: function %s: rates %v/%v outside [0, %v]", ErrInvalidAdvert, name, f.Capacity, f.Demand, MaxRate)
+		}
+	}
+	if len(a.Traffic) > MaxAdvertFunctions {
+		return fmt.Errorf("%w: traffic of %d functions", ErrInvalidAdvert, len(a.Traffic))
+	}
+	for name, t := range a.Traffic {
+		if err := ValidateFunctionName(name); err != nil {
+			return fmt.Errorf("%w: traffic: %w", ErrInvalidAdvert, err)
+		}
+		if !t.Served.inRange() || !t.Rejected.inRange() {
+			return fmt.Errorf("%w: traffic of %s: rates %v/%v outside [0, %v]", ErrInvalidAdvert, name, t.Served, t.Rejected, MaxRate)
+		}
+		if len(t.Forwarded) > MaxAdvertFlows {
+			return fmt.Errorf("%w: traffic of %s: %d peers, at most %d", ErrInvalidAdvert, name, len(t.Forwarded), MaxAdvertFlows)
+		}
+		for peer, r := range t.Forwarded {
+			if peer == "" || len(peer) > maxNodeIDLen || !r.inRange() {
+				return fmt.Errorf("%w: traffic of %s: flow to a peer of id length %d at %v", ErrInvalidAdvert, name, len(peer), r)
+			}
 		}
 	}
 	return nil

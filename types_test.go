@@ -1,6 +1,7 @@
 package dfaas
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -40,4 +41,29 @@ func TestAdvertValidateRefusesHostileFields(t *testing.T) {
 	a := good
 	a.Functions = map[string]FunctionState{"f": {Capacity: MaxRate, Demand: MaxRate}}
 	assert.NoError(t, a.Validate(), "the bound itself is allowed")
+
+	// Traffic: the same bounds on rates and names, and a bounded count of
+	// flows to well-formed peers.
+	flows := func(n int) map[NodeID]Rate {
+		m := map[NodeID]Rate{}
+		for i := range n {
+			m[NodeID(fmt.Sprint("p", i))] = 1
+		}
+		return m
+	}
+	for name, tr := range map[string]map[string]Traffic{
+		"negative served":   {"f": {Served: -1}},
+		"NaN rejected":      {"f": {Rejected: Rate(math.NaN())}},
+		"bad function name": {"F/x": {Served: 1}},
+		"infinite flow":     {"f": {Forwarded: map[NodeID]Rate{"p": Rate(math.Inf(1))}}},
+		"flow to no one":    {"f": {Forwarded: map[NodeID]Rate{"": 1}}},
+		"too many flows":    {"f": {Forwarded: flows(MaxAdvertFlows + 1)}},
+	} {
+		a := good
+		a.Traffic = tr
+		assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, name)
+	}
+	a = good
+	a.Traffic = map[string]Traffic{"f": {Served: MaxRate, Rejected: 0, Forwarded: flows(MaxAdvertFlows)}}
+	assert.NoError(t, a.Validate())
 }

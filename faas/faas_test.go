@@ -116,7 +116,7 @@ func TestMonitorRates(t *testing.T) {
 	require.NoError(t, rt.Deploy(Function{Name: "idle", Handler: upper(), Capacity: 5}))
 	clock := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	fc := &fakeCounter{counts: map[string]proxy.Counts{
-		"figlet":  {Arrivals: 100, ServedLocal: 20, ForwardedOut: 80},
+		"figlet":  {Arrivals: 100, ServedLocal: 20, ForwardedOut: 80, Forwarded: map[dfaas.NodeID]uint64{"b": 60, "c": 20}},
 		"remote":  {Arrivals: 7},  // planned because a peer serves it
 		"retired": {Arrivals: 30}, // neither deployed nor asked for any more
 	}}
@@ -131,7 +131,7 @@ func TestMonitorRates(t *testing.T) {
 
 	clock = clock.Add(time.Second)
 	fc.counts = map[string]proxy.Counts{
-		"figlet":  {Arrivals: 150, ServedLocal: 30, ForwardedOut: 115, Rejected: 5, InFlight: 3},
+		"figlet":  {Arrivals: 150, ServedLocal: 30, ForwardedOut: 115, Rejected: 5, InFlight: 3, Forwarded: map[dfaas.NodeID]uint64{"b": 90, "c": 20, "d": 5}},
 		"remote":  {Arrivals: 11},
 		"retired": {Arrivals: 30},
 	}
@@ -139,7 +139,8 @@ func TestMonitorRates(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, time.Second, s.Window)
 	f := s.Functions["figlet"]
-	assert.Equal(t, dfaas.FunctionSample{Capacity: 10, Arrivals: 50, ServedLocal: 10, ForwardedOut: 35, Rejected: 5, InFlight: 3}, f)
+	assert.Equal(t, dfaas.FunctionSample{Capacity: 10, Arrivals: 50, ServedLocal: 10, ForwardedOut: 35, Rejected: 5, InFlight: 3,
+		Forwarded: map[dfaas.NodeID]dfaas.Rate{"b": 30, "d": 5}}, f, "per peer, only the peers that answered in the window")
 	assert.Equal(t, dfaas.FunctionSample{Capacity: 5}, s.Functions["idle"])
 	assert.Equal(t, dfaas.Rate(4), s.Functions["remote"].Arrivals)
 	assert.NotContains(t, s.Functions, "retired")

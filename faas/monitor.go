@@ -167,6 +167,14 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 		fs.ForwardedOut = rateOf(d.ForwardedOut)
 		fs.ReceivedIn = rateOf(d.ReceivedIn)
 		fs.Rejected = rateOf(d.Rejected)
+		for peer, n := range d.Forwarded {
+			if r := rateOf(n); r > 0 {
+				if fs.Forwarded == nil {
+					fs.Forwarded = map[dfaas.NodeID]dfaas.Rate{}
+				}
+				fs.Forwarded[peer] = r
+			}
+		}
 		fs.InFlight = int(c.InFlight)
 		fs.Latency = dfaas.Latency{P50: d.Latency.Quantile(0.5), P99: d.Latency.Quantile(0.99), Max: d.Latency.Quantile(1)}
 		out.Functions[name] = fs

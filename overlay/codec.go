@@ -1,49 +1,87 @@
 package overlay
 
 import (
-	"bytes"
-	"encoding/json"
+	"encoding/binary"
 	"fmt"
+	"maps"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/dfaas-go/dfaas"
 )
 
-// WireVersion is the advert encoding this package writes and reads.
-const WireVersion = 1
+// WireVersion is the advert encoding this package writes and reads: the
+// first byte of every encoded advert.
+//
+// Version 2 is binary, written in one canonical order (names sorted), so
+// that equal adverts encode to equal bytes:
+//
+//	byte     version (2)
+//	string   node
+//	uvarint  seq
+//	uvarint  ttl in ms
+//	string   addr
+//	uvarint  count of functions, then per function, names ascending:
+//	         string name, rate capacity, rate demand
+//	uvarint  count of peers named by flows, then each: string node (ascending)
+//	uvarint  count of functions with traffic, then per function, names ascending:
+//	         string name, rate served, rate rejected,
+//	         uvarint count of flows, then per flow: uvarint peer index, rate
+//
+// A string is a uvarint length and its bytes; a rate is a uvarint count of
+// thousandths of a request per second, so a decoded rate is the encoded
+// one rounded to 0.001 req/s. Version 1 was JSON; a byte '{' first is
+// reported as unsupported.
+const WireVersion = 2
 
 // MaxAdvertBytes is the largest encoded advert accepted.
 const MaxAdvertBytes = 64 << 10
 
-// wireAdvert is the JSON form of an advert, version 1. Field names are short
-// because adverts go to every peer every tick.
-type wireAdvert struct {
-	V    int                     `json:"v"`
-	Node string                  `json:"node"`
-	Seq  uint64                  `json:"seq"`
-	TTL  int64                   `json:"ttl_ms"`
-	Addr string                  `json:"addr"`
-	Fns  map[string]wireFunction `json:"fns"`
-}
-
-type wireFunction struct {
-	Cap float64 `json:"cap"`
-	Dem float64 `json:"dem"`
-}
+// rateScale is how many encoded units make one request per second.
+const rateScale = 1000
 
 // Encode returns the wire form of a valid advert.
 func Encode(a dfaas.Advert) ([]byte, error) {
 	if err := a.Validate(); err != nil {
 		return nil, fmt.Errorf("overlay: encode: %w", err)
 	}
-	w := wireAdvert{V: WireVersion, Node: string(a.Node), Seq: a.Seq, TTL: a.TTL.Milliseconds(), Addr: a.Addr,
-		Fns: make(map[string]wireFunction, len(a.Functions))}
-	for name, f := range a.Functions {
-		w.Fns[name] = wireFunction{Cap: float64(f.Capacity), Dem: float64(f.Demand)}
+	b := make([]byte, 0, 96+32*len(a.Functions))
+	b = append(b, WireVersion)
+	b = appendString(b, string(a.Node))
+	b = binary.AppendUvarint(b, a.Seq)
+	b = binary.AppendUvarint(b, uint64(a.TTL.Milliseconds()))
+	b = appendString(b, a.Addr)
+	b = binary.AppendUvarint(b, uint64(len(a.Functions)))
+	for _, name := range slices.Sorted(maps.Keys(a.Functions)) {
+		f := a.Functions[name]
+		b = appendString(b, name)
+		b = appendRate(b, f.Capacity)
+		b = appendRate(b, f.Demand)
 	}
-	b, err := json.Marshal(w)
-	if err != nil {
-		return nil, fmt.Errorf("overlay: encode: %w", err)
+	index := map[dfaas.NodeID]uint64{}
+	for _, t := range a.Traffic {
+		for peer := range t.Forwarded {
+			index[peer] = 0
+		}
+	}
+	peers := slices.Sorted(maps.Keys(index))
+	b = binary.AppendUvarint(b, uint64(len(peers)))
+	for i, p := range peers {
+		index[p] = uint64(i)
+		b = appendString(b, string(p))
+	}
+	b = binary.AppendUvarint(b, uint64(len(a.Traffic)))
+	for _, name := range slices.Sorted(maps.Keys(a.Traffic)) {
+		t := a.Traffic[name]
+		b = appendString(b, name)
+		b = appendRate(b, t.Served)
+		b = appendRate(b, t.Rejected)
+		b = binary.AppendUvarint(b, uint64(len(t.Forwarded)))
+		for _, p := range slices.Sorted(maps.Keys(t.Forwarded)) {
+			b = binary.AppendUvarint(b, index[p])
+			b = appendRate(b, t.Forwarded[p])
+		}
 	}
 	if len(b) > MaxAdvertBytes {
 		return nil, fmt.Errorf("overlay: encode: %w: %d bytes over %d", dfaas.ErrInvalidAdvert, len(b), MaxAdvertBytes)
@@ -51,31 +89,146 @@ func Encode(a dfaas.Advert) ([]byte, error) {
 	return b, nil
 }
 
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendRate(b []byte, r dfaas.Rate) []byte {
+	return binary.AppendUvarint(b, uint64(math.Round(float64(r)*rateScale)))
+}
+
 // Decode parses and validates the wire form of an advert. Errors wrap
 // ErrOversized, ErrUnsupportedVersion or dfaas.ErrInvalidAdvert.
-func Decode(b []byte) (dfaas.Advert, error) {
-	if len(b) > MaxAdvertBytes {
-		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: %d bytes", ErrOversized, len(b))
+func Decode(raw []byte) (dfaas.Advert, error) {
+	if len(raw) > MaxAdvertBytes {
+		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: %d bytes", ErrOversized, len(raw))
 	}
-	var w wireAdvert
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
-		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: %w", dfaas.ErrInvalidAdvert, err)
+	if len(raw) == 0 {
+		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: empty", dfaas.ErrInvalidAdvert)
 	}
-	if dec.More() {
-		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: trailing data", dfaas.ErrInvalidAdvert)
+	if raw[0] != WireVersion {
+		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: %d", ErrUnsupportedVersion, raw[0])
 	}
-	if w.V != WireVersion {
-		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: %d", ErrUnsupportedVersion, w.V)
+	r := reader{b: raw[1:]}
+	a := dfaas.Advert{Node: dfaas.NodeID(r.string()), Seq: r.uvarint()}
+	ttl := r.uvarint()
+	if ttl > uint64(dfaas.MaxAdvertTTL.Milliseconds()) {
+		r.fail("ttl of %d ms", ttl)
 	}
-	a := dfaas.Advert{Node: dfaas.NodeID(w.Node), Seq: w.Seq, TTL: time.Duration(w.TTL) * time.Millisecond, Addr: w.Addr,
-		Functions: make(map[string]dfaas.FunctionState, len(w.Fns))}
-	for name, f := range w.Fns {
-		a.Functions[name] = dfaas.FunctionState{Capacity: dfaas.Rate(f.Cap), Demand: dfaas.Rate(f.Dem)}
+	a.TTL = time.Duration(ttl) * time.Millisecond
+	a.Addr = r.string()
+	var last string // the previous key of the list being read
+	if n := r.count(dfaas.MaxAdvertFunctions); n > 0 {
+		a.Functions = make(map[string]dfaas.FunctionState, n)
+		for i := range n {
+			name := r.string()
+			r.ascending(i, name, &last)
+			a.Functions[name] = dfaas.FunctionState{Capacity: r.rate(), Demand: r.rate()}
+		}
+	}
+	peers := make([]dfaas.NodeID, r.count(dfaas.MaxAdvertFunctions*dfaas.MaxAdvertFlows))
+	for i := range peers {
+		peers[i] = dfaas.NodeID(r.string())
+		r.ascending(i, string(peers[i]), &last)
+	}
+	if n := r.count(dfaas.MaxAdvertFunctions); n > 0 {
+		a.Traffic = make(map[string]dfaas.Traffic, n)
+		for i := range n {
+			name := r.string()
+			r.ascending(i, name, &last)
+			var lastFlow string
+			t := dfaas.Traffic{Served: r.rate(), Rejected: r.rate()}
+			if m := r.count(dfaas.MaxAdvertFlows); m > 0 {
+				t.Forwarded = make(map[dfaas.NodeID]dfaas.Rate, m)
+				for j := range m {
+					p := r.uvarint()
+					if p >= uint64(len(peers)) {
+						r.fail("flow to peer %d of %d", p, len(peers))
+						break
+					}
+					r.ascending(j, string(peers[p]), &lastFlow)
+					t.Forwarded[peers[p]] = r.rate()
+				}
+			}
+			a.Traffic[name] = t
+		}
+	}
+	if r.err == nil && len(r.b) > 0 {
+		r.fail("%d bytes of trailing data", len(r.b))
+	}
+	if r.err != nil {
+		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: %w", dfaas.ErrInvalidAdvert, r.err)
 	}
 	if err := a.Validate(); err != nil {
 		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w", err)
 	}
 	return a, nil
+}
+
+// reader consumes an encoded advert. After the first error every read
+// returns a zero value and the error stays.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(format string, args ...any) {
+	if r.err == nil {
+		r.err = fmt.Errorf(format, args...)
+	}
+	r.b = nil
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail("truncated or overlong integer")
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+// count reads a count of at most limit items; each takes at least a byte,
+// so a count beyond the bytes left is an error before any allocation.
+func (r *reader) count(limit int) int {
+	n := r.uvarint()
+	if n > uint64(limit) || n > uint64(len(r.b)) {
+		r.fail("count %d over its bound", n)
+		return 0
+	}
+	return int(n)
+}
+
+func (r *reader) string() string {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.fail("string of %d bytes with %d left", n, len(r.b))
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+// ascending checks that key, the i-th of a list, comes after the one
+// before it (last), so that each advert has one encoding and no key twice.
+func (r *reader) ascending(i int, key string, last *string) {
+	if i > 0 && key <= *last {
+		r.fail("%q out of order or twice", key)
+	}
+	*last = key
+}
+
+func (r *reader) rate() dfaas.Rate {
+	v := r.uvarint()
+	if v > uint64(dfaas.MaxRate)*rateScale {
+		r.fail("rate over %v", dfaas.MaxRate)
+		return 0
+	}
+	return dfaas.Rate(float64(v) / rateScale)
 }

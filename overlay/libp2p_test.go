@@ -145,7 +145,7 @@ func TestLibp2pDropsBadAdverts(t *testing.T) {
 	spoofed, err := Encode(advertOf(victim, 99, 0)) // claims to be the victim itself
 	require.NoError(t, err)
 	for _, raw := range [][]byte{
-		[]byte("not json"),
+		[]byte("not an advert"),
 		[]byte(`{"v":1,"node":"` + strings.Repeat("x", MaxAdvertBytes) + `"}`),
 		spoofed,
 		good(5), // replay

@@ -1,7 +1,9 @@
 package overlay
 
 import (
-	"strings"
+	"bytes"
+	"encoding/binary"
+	"slices"
 	"testing"
 	"time"
 
@@ -20,40 +22,81 @@ func testAdvert(node string, seq uint64) dfaas.Advert {
 
 func TestCodecRoundTrip(t *testing.T) {
 	a := testAdvert("n1", 7)
+	a.Functions["alpha"] = dfaas.FunctionState{Capacity: 0.5, Demand: 16.667}
+	a.Traffic = map[string]dfaas.Traffic{
+		"figlet": {Served: 20, Rejected: 1.25, Forwarded: map[dfaas.NodeID]dfaas.Rate{"n3": 4, "n2": 0.001}},
+		"alpha":  {Served: 3},
+		"beta":   {Forwarded: map[dfaas.NodeID]dfaas.Rate{"n3": 2}},
+	}
 	raw, err := Encode(a)
 	require.NoError(t, err)
 	got, err := Decode(raw)
 	require.NoError(t, err)
 	assert.Equal(t, a, got)
+	again, err := Encode(got)
+	require.NoError(t, err)
+	assert.Equal(t, raw, again, "one encoding per advert")
+	t.Logf("an advert of 2 functions and 3 flows: %d bytes", len(raw))
+
+	// Rates travel in thousandths of a request per second.
+	a.Functions["alpha"] = dfaas.FunctionState{Capacity: 10.0 / 3, Demand: dfaas.MaxRate}
+	raw, err = Encode(a)
+	require.NoError(t, err)
+	got, err = Decode(raw)
+	require.NoError(t, err)
+	assert.Equal(t, dfaas.FunctionState{Capacity: 3.333, Demand: dfaas.MaxRate}, got.Functions["alpha"])
 }
+
+// wire builds encoded adverts field by field, valid or not.
+type wire []byte
+
+func (w wire) u(v uint64) wire   { return binary.AppendUvarint(w, v) }
+func (w wire) s(v string) wire   { return append(w.u(uint64(len(v))), v...) }
+func (w wire) head(fns int) wire { return w.s("n1").u(1).u(3000).s("127.0.0.1:9000").u(uint64(fns)) }
 
 func TestDecodeRejects(t *testing.T) {
 	valid, err := Encode(testAdvert("n1", 1))
 	require.NoError(t, err)
+	v := wire{WireVersion}
+	require.Equal(t, valid, []byte(v.head(1).s("figlet").u(20000).u(4000).u(0).u(0)), "the builder writes what Encode does")
 	tests := []struct {
 		name string
-		raw  string
+		raw  []byte
 		want error
 	}{
-		{"not json", "{nope", dfaas.ErrInvalidAdvert},
-		{"empty", "", dfaas.ErrInvalidAdvert},
-		{"trailing data", string(valid) + "{}", dfaas.ErrInvalidAdvert},
-		{"unknown field", strings.Replace(string(valid), `"v":1`, `"v":1,"x":2`, 1), dfaas.ErrInvalidAdvert},
-		{"future version", strings.Replace(string(valid), `"v":1`, `"v":2`, 1), ErrUnsupportedVersion},
-		{"no node", strings.Replace(string(valid), `"node":"n1"`, `"node":""`, 1), dfaas.ErrInvalidAdvert},
-		{"zero ttl", strings.Replace(string(valid), `"ttl_ms":3000`, `"ttl_ms":0`, 1), dfaas.ErrInvalidAdvert},
-		{"huge ttl", strings.Replace(string(valid), `"ttl_ms":3000`, `"ttl_ms":99999999999`, 1), dfaas.ErrInvalidAdvert},
-		{"negative rate", strings.Replace(string(valid), `"cap":20`, `"cap":-1`, 1), dfaas.ErrInvalidAdvert},
-		{"bad function name", strings.Replace(string(valid), `"figlet"`, `"Fig let/../x"`, 1), dfaas.ErrInvalidAdvert},
-		{"no address", strings.Replace(string(valid), `"addr":"127.0.0.1:9000"`, `"addr":""`, 1), dfaas.ErrInvalidAdvert},
-		{"oversized", `{"v":1,"node":"` + strings.Repeat("x", MaxAdvertBytes) + `"}`, ErrOversized},
+		{"empty", nil, dfaas.ErrInvalidAdvert},
+		{"version 1 (JSON)", []byte(`{"v":1,"node":"n1"}`), ErrUnsupportedVersion},
+		{"future version", append([]byte{WireVersion + 1}, valid[1:]...), ErrUnsupportedVersion},
+		{"truncated", valid[:len(valid)-1], dfaas.ErrInvalidAdvert},
+		{"trailing data", append(slices.Clone(valid), 0), dfaas.ErrInvalidAdvert},
+		{"overlong varint", append(wire{WireVersion}, bytes.Repeat([]byte{0xff}, 11)...), dfaas.ErrInvalidAdvert},
+		{"no node", wire{WireVersion}.s("").u(1).u(3000).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"zero ttl", wire{WireVersion}.s("n1").u(1).u(0).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"huge ttl", wire{WireVersion}.s("n1").u(1).u(1 << 40).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"no address", wire{WireVersion}.s("n1").u(1).u(3000).s("").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"address with a path", wire{WireVersion}.s("n1").u(1).u(3000).s("10.0.0.1:80/admin").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"rate over the maximum", v.head(1).s("figlet").u(uint64(dfaas.MaxRate)*1000 + 1).u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"bad function name", v.head(1).s("Fig let/../x").u(1).u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"functions out of order", v.head(2).s("b").u(1).u(0).s("a").u(1).u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"a function twice", v.head(2).s("a").u(1).u(0).s("a").u(2).u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"count beyond the bytes", v.head(1 << 20), dfaas.ErrInvalidAdvert},
+		{"string beyond the bytes", v.head(1).u(1 << 30), dfaas.ErrInvalidAdvert},
+		{"flow to no peer", v.head(0).u(1).s("n2").u(1).s("figlet").u(0).u(0).u(1).u(1).u(5), dfaas.ErrInvalidAdvert},
+		{"two flows to one peer", v.head(0).u(1).s("n2").u(1).s("figlet").u(0).u(0).u(2).u(0).u(5).u(0).u(6), dfaas.ErrInvalidAdvert},
+		{"peers out of order", v.head(0).u(2).s("n3").s("n2").u(0), dfaas.ErrInvalidAdvert},
+		{"too many flows", v.head(0).u(0).u(1).s("figlet").u(0).u(0).u(dfaas.MaxAdvertFlows + 1), dfaas.ErrInvalidAdvert},
+		{"oversized", append(wire{WireVersion}, make([]byte, MaxAdvertBytes)...), ErrOversized},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Decode([]byte(tt.raw))
+			_, err := Decode(tt.raw)
 			assert.ErrorIs(t, err, tt.want)
 		})
 	}
+	ok := v.head(0).u(1).s("n2").u(1).s("figlet").u(0).u(0).u(1).u(0).u(5)
+	a, err := Decode(ok)
+	require.NoError(t, err, "the builder's well-formed flow")
+	assert.Equal(t, dfaas.Rate(0.005), a.Traffic["figlet"].Forwarded["n2"])
 }
 
 func TestEncodeRejectsInvalid(t *testing.T) {
