@@ -115,8 +115,10 @@ func (n *Node) Ready() (ok bool, reason string) {
 //	/readyz   200 once a plan is applied (Ready), else 503 with the reason
 //	/status   the node's Status as JSON
 //	/metrics  Prometheus metrics: the node's (Collector), Go's and the process's
+//	/         the live federation page, drawn from /federation (FederationHandler)
 func (n *Node) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/", FederationHandler(n.View))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(n.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// A few scrapes at a time: each reads the data plane's counters (over

@@ -1,0 +1,152 @@
+package node
+
+import (
+	"embed"
+	"encoding/json"
+	"io/fs"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// View is one picture of a federation: every node a node knows of, from its
+// own latest advert and its peers' live ones, with what each function can
+// do, is expected to get, and did over the last window.
+type View struct {
+	// From is the node that drew the view; empty for a merged one.
+	From  dfaas.NodeID `json:"from,omitempty"`
+	Time  time.Time    `json:"time"`
+	Nodes []NodeView   `json:"nodes"`
+}
+
+// NodeView is one node in a View, in req/s.
+type NodeView struct {
+	ID dfaas.NodeID `json:"id"`
+	// Name is what a page calls the node, when the one that drew the view
+	// knows better than the id (the demo numbers its nodes).
+	Name string `json:"name,omitempty"`
+	Addr string `json:"addr"`
+	// Self marks the node that drew the view.
+	Self bool `json:"self,omitempty"`
+	// RTTms is the round-trip time from the node that drew the view, in
+	// milliseconds; absent when none was measured.
+	RTTms     *float64                `json:"rtt_ms,omitempty"`
+	Functions map[string]FunctionView `json:"functions"`
+}
+
+// FunctionView is one function of one node, in req/s.
+type FunctionView struct {
+	Capacity float64 `json:"capacity"`
+	Demand   float64 `json:"demand"`
+	Served   float64 `json:"served"`
+	Rejected float64 `json:"rejected"`
+	// Forwarded is what each peer executed of this node's users' requests.
+	Forwarded map[dfaas.NodeID]float64 `json:"forwarded,omitempty"`
+}
+
+// ViewOf draws the view of self from adverts: self's own (which may be
+// the zero Advert before its first tick) and its peers'; rtt gives the
+// round-trip times self measured.
+func ViewOf(self dfaas.Advert, peers []dfaas.Advert, rtt map[dfaas.NodeID]time.Duration, now time.Time) View {
+	v := View{From: self.Node, Time: now, Nodes: make([]NodeView, 0, len(peers)+1)}
+	if self.Node != "" {
+		nv := nodeView(self)
+		nv.Self = true
+		v.Nodes = append(v.Nodes, nv)
+	}
+	for _, ad := range peers {
+		nv := nodeView(ad)
+		if d, ok := rtt[ad.Node]; ok {
+			ms := float64(d) / float64(time.Millisecond)
+			nv.RTTms = &ms
+		}
+		v.Nodes = append(v.Nodes, nv)
+	}
+	slices.SortFunc(v.Nodes, func(a, b NodeView) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return v
+}
+
+func nodeView(ad dfaas.Advert) NodeView {
+	nv := NodeView{ID: ad.Node, Addr: ad.Addr, Functions: make(map[string]FunctionView, len(ad.Functions))}
+	for name, f := range ad.Functions {
+		fv := nv.Functions[name]
+		fv.Capacity, fv.Demand = round(f.Capacity), round(f.Demand)
+		nv.Functions[name] = fv
+	}
+	for name, t := range ad.Traffic {
+		fv := nv.Functions[name]
+		fv.Served, fv.Rejected = round(t.Served), round(t.Rejected)
+		for peer, r := range t.Forwarded {
+			if fv.Forwarded == nil {
+				fv.Forwarded = make(map[dfaas.NodeID]float64, len(t.Forwarded))
+			}
+			fv.Forwarded[peer] = round(r)
+		}
+		nv.Functions[name] = fv
+	}
+	return nv
+}
+
+// round keeps three decimals, the precision adverts carry.
+func round(r dfaas.Rate) float64 { return math.Round(float64(r)*1000) / 1000 }
+
+// View is the node's picture of its federation now.
+func (n *Node) View() View {
+	st := n.Agent.Status()
+	return ViewOf(st.LastAdvert, n.Overlay.Adverts(time.Now()), st.LastState.RTT, time.Now())
+}
+
+// MergeViews joins the nodes' own entries of several views into one, as a
+// process running many nodes (the demo) sees its whole federation.
+func MergeViews(views ...View) View {
+	out := View{Time: time.Now(), Nodes: []NodeView{}}
+	for _, v := range views {
+		for _, nv := range v.Nodes {
+			if nv.Self {
+				nv.Self = false
+				out.Nodes = append(out.Nodes, nv)
+			}
+		}
+	}
+	slices.SortFunc(out.Nodes, func(a, b NodeView) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	return out
+}
+
+//go:embed ui
+var ui embed.FS
+
+// FederationHandler serves the live federation page at / and the view it
+// draws, refreshed every second, at /federation. The page's assets are
+// compiled in (no CDN: edge networks may be isolated) and it runs no
+// inline script; names from adverts are shown as text, never as markup.
+func FederationHandler(view func() View) http.Handler {
+	assets, err := fs.Sub(ui, "ui")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	mux := http.NewServeMux()
+	files := http.FileServerFS(assets)
+	mux.Handle("GET /{$}", files)
+	mux.Handle("GET /ui/", http.StripPrefix("/ui", files))
+	mux.HandleFunc("GET /federation", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_ = json.NewEncoder(w).Encode(view())
+	})
+	return secureHeaders(mux)
+}
+
+// secureHeaders confines the page: scripts, styles and fetches from this
+// origin only, never framed, no referrer sent, no type sniffing.
+func secureHeaders(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		h.ServeHTTP(w, r)
+	})
+}
