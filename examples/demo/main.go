@@ -7,6 +7,7 @@
 //	go run ./examples/demo -json                 # one JSON object instead of the table
 //	go run ./examples/demo -plot served.png      # served rate per node over time
 //	go run ./examples/demo -strategy all-local   # the no-forwarding baseline
+//	go run ./examples/demo -dashboard 127.0.0.1:9100 -duration 2m  # watch it live in a browser
 package main
 
 import (
@@ -17,6 +18,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -43,8 +46,13 @@ type options struct {
 	proxy      string
 	haproxy    string
 	plot       string
+	dashboard  string
 	json       bool
 	verbose    bool
+	// dashboardUp, if set, is told the live page's URL once it serves;
+	// loadDone, when the load has ended.
+	dashboardUp func(url string)
+	loadDone    func()
 }
 
 func main() {
@@ -78,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.proxy, "proxy", node.DefaultDataPlane, "data plane of every node: "+strings.Join(proxy.Names(), ", "))
 	fs.StringVar(&o.haproxy, "haproxy", "", "with -proxy haproxy: the haproxy binary (default: haproxy on $PATH)")
 	fs.StringVar(&o.plot, "plot", "", "write a PNG of the served rate per node over time to this file")
+	fs.StringVar(&o.dashboard, "dashboard", "", "serve the live federation page of all the nodes at this address, e.g. 127.0.0.1:9100, during the load and after it until interrupted")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object with the results instead of the table")
 	fs.BoolVar(&o.verbose, "v", false, "log the components to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -138,6 +147,13 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 	if err := c.WaitFormed(formCtx); err != nil {
 		return err
 	}
+	if o.dashboard != "" {
+		stop, err := serveDashboard(o, c)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 
 	table := !o.json
 	if table {
@@ -160,6 +176,9 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 		}
 	}
 	rep, err := scenario.Run(ctx, c, lc)
+	if o.loadDone != nil {
+		o.loadDone()
+	}
 	if err != nil {
 		return err
 	}
@@ -169,11 +188,48 @@ func run(ctx context.Context, o options, stdout io.Writer) error {
 		}
 	}
 	if o.json {
-		enc := json.NewEncoder(stdout)
-		return enc.Encode(rep)
+		if err := json.NewEncoder(stdout).Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		printSummary(stdout, rep, o)
 	}
-	printSummary(stdout, rep, o)
+	if o.dashboard != "" {
+		// The page stays up, showing the federation idle, until interrupted.
+		fmt.Fprintln(os.Stderr, "demo: the load is over; the live page stays up until interrupted (Ctrl-C)")
+		<-ctx.Done()
+	}
 	return nil
+}
+
+// serveDashboard serves the live page for the whole federation at
+// o.dashboard until stop: each node's own entry of its view, named as the
+// table names it.
+func serveDashboard(o options, c *scenario.Cluster) (stop func(), err error) {
+	ln, err := net.Listen("tcp", o.dashboard)
+	if err != nil {
+		return nil, fmt.Errorf("-dashboard: %w", err)
+	}
+	view := func() node.View {
+		views := make([]node.View, len(c.Nodes))
+		for i, n := range c.Nodes {
+			views[i] = n.View()
+			for j := range views[i].Nodes {
+				if views[i].Nodes[j].Self {
+					views[i].Nodes[j].Name = "node " + n.Name
+				}
+			}
+		}
+		return node.MergeViews(views...)
+	}
+	srv := &http.Server{Handler: node.FederationHandler(view), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	url := "http://" + ln.Addr().String() + "/"
+	fmt.Fprintln(os.Stderr, "demo: live federation page at", url)
+	if o.dashboardUp != nil {
+		o.dashboardUp(url)
+	}
+	return func() { _ = srv.Close() }, nil
 }
 
 func join(rs []dfaas.Rate) string {

@@ -8,11 +8,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/dfaas-go/dfaas/internal/browsertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -85,6 +90,67 @@ func TestDemoJSONAndPlot(t *testing.T) {
 	st, err := os.Stat(png)
 	require.NoError(t, err)
 	assert.Positive(t, st.Size())
+}
+
+// TestDashboardInBrowser: the demo's live page, in headless Chromium, lists
+// the three nodes by name, shows node 1's flows to nodes 2 and 3 while the
+// load runs, and its numbers change within 2 s of the load's end.
+// DFAAS_SCREENSHOT=FILE.png saves what the page shows under load (the
+// README's picture).
+func TestDashboardInBrowser(t *testing.T) {
+	ctx := browsertest.Start(t)
+	o, err := parseFlags([]string{"-duration", "6s", "-interval", "500ms", "-json", "-dashboard", "127.0.0.1:0"}, io.Discard)
+	require.NoError(t, err)
+	up := make(chan string, 1)
+	var ended atomic.Int64
+	o.dashboardUp = func(url string) { up <- url }
+	o.loadDone = func() { ended.Store(time.Now().UnixNano()) }
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(runCtx, o, io.Discard) }()
+	defer func() { stop(); require.NoError(t, <-done) }()
+	var url string
+	select {
+	case url = <-up:
+	case err := <-done:
+		t.Fatalf("the demo ended before its page served: %v", err)
+	}
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(url)))
+	flow := func(from, to string) string {
+		return `Number(([...document.querySelectorAll('#graph .flow')].find(f => f.dataset.from === ` + from +
+			` && f.dataset.to === ` + to + `) || {dataset: {}}).dataset.rate || 0)`
+	}
+	// Nodes are named in the graph; flows name them by id.
+	id := func(name string) string {
+		return `document.querySelector('#graph .node[data-name="` + name + `"]').dataset.node`
+	}
+	under := flow(id("node 1"), id("node 2")) + ` > 0 && ` + flow(id("node 1"), id("node 3")) + ` > 0`
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, err = chromedp.Run(pctx, chromedp.Poll[bool](`document.querySelectorAll('#graph .node').length === 3 && `+under,
+		chromedp.WithPollingTimeout(25*time.Second)))
+	require.NoError(t, err, "the page never showed node 1 forwarding to nodes 2 and 3")
+	require.Zero(t, ended.Load(), "the load ended before the page showed it: lengthen it")
+	eval := func(js string) string { t.Helper(); return browsertest.Eval(t, ctx, js) }
+	assert.Equal(t, "node 1,node 2,node 3", eval(`[...document.querySelectorAll('#graph .node')].map(n => n.dataset.name).sort().join()`))
+	t.Logf("under load: node 1 -> 2 %s req/s, -> 3 %s req/s", eval(flow(id("node 1"), id("node 2"))), eval(flow(id("node 1"), id("node 3"))))
+	if path := os.Getenv("DFAAS_SCREENSHOT"); path != "" {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(path, png, 0o644))
+	}
+
+	// The load ends: the page's numbers follow.
+	served := `document.querySelector('#graph .node[data-name="node 1"]').dataset.served`
+	underLoad := eval(served)
+	require.Eventually(t, func() bool { return ended.Load() != 0 }, 15*time.Second, 10*time.Millisecond)
+	_, err = chromedp.Run(pctx, chromedp.Poll[bool](served+` !== "`+underLoad+`" && !(`+under+`)`,
+		chromedp.WithPollingTimeout(10*time.Second)))
+	require.NoError(t, err, "the page kept the numbers of the load after it ended")
+	took := time.Since(time.Unix(0, ended.Load()))
+	t.Logf("the page showed the load's end %v after it", took.Round(10*time.Millisecond))
+	assert.LessOrEqual(t, took, 2*time.Second)
 }
 
 func TestDemoTable(t *testing.T) {
