@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"iter"
 	"log/slog"
 	"slices"
 	"strings"
@@ -222,6 +221,12 @@ func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, 
 		advert = Advert{Node: state.Node, Seq: a.seq, TTL: a.cfg.TTL, Addr: a.cfg.Addr, Functions: state.Functions,
 			Traffic: trafficOf(sample)}
 		pubErr = a.overlay.Publish(ctx, advert)
+		if errors.Is(pubErr, ErrInvalidAdvert) && advert.Traffic != nil {
+			// The traffic is for operators' views: never let it cost the
+			// advert peers plan with (too large, or a peer id refused).
+			advert.Traffic = nil
+			pubErr = a.overlay.Publish(ctx, advert)
+		}
 	}
 	if pubErr != nil {
 		pubErr = fmt.Errorf("agent: publish: %w", pubErr)
@@ -257,19 +262,24 @@ func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, 
 }
 
 // trafficOf is what a sample tells peers of the node's traffic: per
-// function with any, what it executed and rejected, and the flows to its
-// MaxAdvertFlows busiest peers.
+// function with any, what it executed and rejected, and its MaxAdvertFlows
+// busiest flows to peers over all functions. Rates are held to MaxRate.
 func trafficOf(s Sample) map[string]Traffic {
+	type flow struct {
+		fn   string
+		peer NodeID
+		rate Rate
+	}
+	var flows []flow
 	var out map[string]Traffic
 	for name, fs := range s.Functions {
-		t := Traffic{Served: fs.ServedLocal + fs.ReceivedIn, Rejected: fs.Rejected}
-		for peer, r := range busiest(fs.Forwarded, MaxAdvertFlows) {
-			if t.Forwarded == nil {
-				t.Forwarded = map[NodeID]Rate{}
+		for peer, r := range fs.Forwarded {
+			if r > 0 {
+				flows = append(flows, flow{name, peer, min(r, MaxRate)})
 			}
-			t.Forwarded[peer] = r
 		}
-		if t.Served == 0 && t.Rejected == 0 && t.Forwarded == nil {
+		t := Traffic{Served: min(fs.ServedLocal+fs.ReceivedIn, MaxRate), Rejected: min(fs.Rejected, MaxRate)}
+		if t.Served == 0 && t.Rejected == 0 && len(fs.Forwarded) == 0 {
 			continue
 		}
 		if out == nil {
@@ -277,31 +287,24 @@ func trafficOf(s Sample) map[string]Traffic {
 		}
 		out[name] = t
 	}
-	return out
-}
-
-// busiest returns the n flows of m with the highest positive rates (ties
-// broken by node), in that order.
-func busiest(m map[NodeID]Rate, n int) iter.Seq2[NodeID, Rate] {
-	peers := make([]NodeID, 0, len(m))
-	for p, r := range m {
-		if r > 0 {
-			peers = append(peers, p)
-		}
-	}
-	slices.SortFunc(peers, func(x, y NodeID) int {
-		if c := cmp.Compare(m[y], m[x]); c != 0 {
+	slices.SortFunc(flows, func(x, y flow) int {
+		if c := cmp.Compare(y.rate, x.rate); c != 0 {
 			return c
 		}
-		return cmp.Compare(x, y)
-	})
-	return func(yield func(NodeID, Rate) bool) {
-		for _, p := range peers[:min(n, len(peers))] {
-			if !yield(p, m[p]) {
-				return
-			}
+		if c := cmp.Compare(x.fn, y.fn); c != 0 {
+			return c
 		}
+		return cmp.Compare(x.peer, y.peer)
+	})
+	for _, f := range flows[:min(len(flows), MaxAdvertFlows)] {
+		t := out[f.fn]
+		if t.Forwarded == nil {
+			t.Forwarded = map[NodeID]Rate{}
+		}
+		t.Forwarded[f.peer] = f.rate
+		out[f.fn] = t
 	}
+	return out
 }
 
 // planShape describes what an operator would call a change of plan: per

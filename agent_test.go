@@ -133,8 +133,9 @@ func TestTickComposesTheLoop(t *testing.T) {
 }
 
 // TestAdvertCarriesTraffic: the advert tells peers what the node executed
-// and rejected per function over the sample's window, and its flows to the
-// busiest MaxAdvertFlows peers; the Status keeps the advert made.
+// and rejected per function over the sample's window, and its
+// MaxAdvertFlows busiest flows over all functions; the Status keeps the
+// advert made. An advert the overlay refuses with its traffic goes without.
 func TestAdvertCarriesTraffic(t *testing.T) {
 	a, ms := newAgent(t, dfaas.Config{})
 	forwarded := map[dfaas.NodeID]dfaas.Rate{"idle": 0}
@@ -143,28 +144,44 @@ func TestAdvertCarriesTraffic(t *testing.T) {
 	}
 	s := dfaas.Sample{Time: now, Functions: map[string]dfaas.FunctionSample{
 		"figlet": {Capacity: 10, Arrivals: 48, ServedLocal: 10, ReceivedIn: 2, Rejected: 3, Forwarded: forwarded},
-		"echo":   {Capacity: 5},
+		"echo":   {Capacity: 5, Forwarded: map[dfaas.NodeID]dfaas.Rate{"q": 2 * dfaas.MaxRate}},
+		"idle":   {Capacity: 5},
 	}}
-	ms.m.On("Sample", mock.Anything).Return(s, nil).Once()
-	ms.f.On("Observe", s).Once()
-	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Once()
-	var published dfaas.Advert
-	ms.o.On("Publish", mock.Anything, mock.Anything).Run(func(args mock.Arguments) { published = args.Get(1).(dfaas.Advert) }).Return(nil).Once()
-	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil)).Once()
-	ms.b.On("Plan", mock.Anything, []dfaas.Advert(nil)).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}).Once()
-	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil).Once()
+	ms.m.On("Sample", mock.Anything).Return(s, nil).Twice()
+	ms.f.On("Observe", s).Twice()
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{}).Twice()
+	var published []dfaas.Advert
+	record := func(args mock.Arguments) { published = append(published, args.Get(1).(dfaas.Advert)) }
+	ms.o.On("Publish", mock.Anything, mock.Anything).Run(record).Return(nil).Once()
+	ms.o.On("Adverts", now).Return([]dfaas.Advert(nil)).Twice()
+	ms.b.On("Plan", mock.Anything, []dfaas.Advert(nil)).Return(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}).Twice()
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil).Twice()
 	require.NoError(t, a.Tick(context.Background()))
 
-	require.NoError(t, published.Validate())
-	assert.NotContains(t, published.Traffic, "echo", "no traffic, nothing to tell")
-	tr := published.Traffic["figlet"]
+	require.Len(t, published, 1)
+	ad := published[0]
+	require.NoError(t, ad.Validate())
+	assert.NotContains(t, ad.Traffic, "idle", "no traffic, nothing to tell")
+	tr := ad.Traffic["figlet"]
 	assert.Equal(t, dfaas.Rate(12), tr.Served, "executed here: own users' and peers'")
 	assert.Equal(t, dfaas.Rate(3), tr.Rejected)
-	assert.Len(t, tr.Forwarded, dfaas.MaxAdvertFlows)
-	assert.NotContains(t, tr.Forwarded, dfaas.NodeID("p005"), "one of the least busy")
+	assert.Equal(t, map[dfaas.NodeID]dfaas.Rate{"q": dfaas.MaxRate}, ad.Traffic["echo"].Forwarded, "the busiest flow, held to MaxRate")
+	assert.Len(t, tr.Forwarded, dfaas.MaxAdvertFlows-1, "the rest of the flows, over all functions")
+	assert.NotContains(t, tr.Forwarded, dfaas.NodeID("p006"), "one of the least busy")
 	assert.Equal(t, dfaas.Rate(dfaas.MaxAdvertFlows+6), tr.Forwarded["p069"], "the busiest")
-	assert.Equal(t, dfaas.Rate(7), tr.Forwarded["p006"], "the least busy kept")
-	assert.Equal(t, published, a.Status().LastAdvert)
+	assert.Equal(t, dfaas.Rate(8), tr.Forwarded["p007"], "the least busy kept")
+	assert.Equal(t, ad, a.Status().LastAdvert)
+
+	// The overlay refuses the advert (too large, say): it goes again
+	// without its traffic, and the tick succeeds.
+	ms.o.On("Publish", mock.Anything, mock.MatchedBy(func(ad dfaas.Advert) bool { return ad.Traffic != nil })).
+		Run(record).Return(fmt.Errorf("encode: %w: too large", dfaas.ErrInvalidAdvert)).Once()
+	ms.o.On("Publish", mock.Anything, mock.MatchedBy(func(ad dfaas.Advert) bool { return ad.Traffic == nil })).
+		Run(record).Return(nil).Once()
+	require.NoError(t, a.Tick(context.Background()))
+	require.Len(t, published, 3)
+	assert.Nil(t, published[2].Traffic)
+	assert.Equal(t, published[1].Functions, published[2].Functions)
 }
 
 func TestSampleFailureStopsTheTick(t *testing.T) {

@@ -131,18 +131,21 @@ type Traffic struct {
 // Bounds an Advert must respect to be accepted.
 const (
 	MaxAdvertFunctions = 1024
-	// MaxAdvertFlows bounds the peers one function's Traffic names.
+	// MaxAdvertFlows bounds the flows an advert's Traffic lists, over all
+	// its functions.
 	MaxAdvertFlows = 64
 	MaxAdvertTTL   = 10 * time.Minute
-	maxNodeIDLen   = 256
+	maxNodeIDLen   = 128
 	maxAddrLen     = 256
 )
 
 // Validate checks the advert's fields and bounds.
 func (a Advert) Validate() error {
 	switch {
-	case a.Node == "" || len(a.Node) > maxNodeIDLen:
-		return fmt.Errorf("%w: node id length %d", ErrInvalidAdvert, len(a.Node))
+	case ValidateNodeID(a.Node) != nil:
+		return fmt.Errorf("%w: %w", ErrInvalidAdvert, ValidateNodeID(a.Node))
+	case a.TTL < time.Millisecond:
+		return fmt.Errorf("%w: ttl %v under a millisecond", ErrInvalidAdvert, a.TTL)
 	case a.TTL <= 0 || a.TTL > MaxAdvertTTL:
 		return fmt.Errorf("%w: ttl %v out of (0, %v]", ErrInvalidAdvert, a.TTL, MaxAdvertTTL)
 	case ValidateAddr(a.Addr) != nil:
@@ -161,6 +164,7 @@ func (a Advert) Validate() error {
 	if len(a.Traffic) > MaxAdvertFunctions {
 		return fmt.Errorf("%w: traffic of %d functions", ErrInvalidAdvert, len(a.Traffic))
 	}
+	flows := 0
 	for name, t := range a.Traffic {
 		if err := ValidateFunctionName(name); err != nil {
 			return fmt.Errorf("%w: traffic: %w", ErrInvalidAdvert, err)
@@ -168,12 +172,16 @@ func (a Advert) Validate() error {
 		if !t.Served.inRange() || !t.Rejected.inRange() {
 			return fmt.Errorf("%w: traffic of %s: rates %v/%v outside [0, %v]", ErrInvalidAdvert, name, t.Served, t.Rejected, MaxRate)
 		}
-		if len(t.Forwarded) > MaxAdvertFlows {
-			return fmt.Errorf("%w: traffic of %s: %d peers, at most %d", ErrInvalidAdvert, name, len(t.Forwarded), MaxAdvertFlows)
+		flows += len(t.Forwarded)
+		if flows > MaxAdvertFlows {
+			return fmt.Errorf("%w: traffic: over %d flows", ErrInvalidAdvert, MaxAdvertFlows)
 		}
 		for peer, r := range t.Forwarded {
-			if peer == "" || len(peer) > maxNodeIDLen || !r.inRange() {
-				return fmt.Errorf("%w: traffic of %s: flow to a peer of id length %d at %v", ErrInvalidAdvert, name, len(peer), r)
+			if err := ValidateNodeID(peer); err != nil {
+				return fmt.Errorf("%w: traffic of %s: flow to %w", ErrInvalidAdvert, name, err)
+			}
+			if !r.inRange() {
+				return fmt.Errorf("%w: traffic of %s: flow at %v", ErrInvalidAdvert, name, r)
 			}
 		}
 	}
@@ -250,6 +258,20 @@ func ValidateFunctionName(name string) error {
 		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
 		if !alnum && (c != '-' || i == 0 || i == len(name)-1) {
 			return fmt.Errorf("%w: %q", ErrInvalidName, name)
+		}
+	}
+	return nil
+}
+
+// ValidateNodeID checks that id is 1 to 128 bytes of printable ASCII
+// without spaces, as the string form of a libp2p peer id is.
+func ValidateNodeID(id NodeID) error {
+	if len(id) == 0 || len(id) > maxNodeIDLen {
+		return fmt.Errorf("node id of length %d", len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] <= ' ' || id[i] > '~' {
+			return fmt.Errorf("node id %q: byte %#x", id, id[i])
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package dfaas
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +59,8 @@ func TestAdvertValidateRefusesHostileFields(t *testing.T) {
 		"infinite flow":     {"f": {Forwarded: map[NodeID]Rate{"p": Rate(math.Inf(1))}}},
 		"flow to no one":    {"f": {Forwarded: map[NodeID]Rate{"": 1}}},
 		"too many flows":    {"f": {Forwarded: flows(MaxAdvertFlows + 1)}},
+		"too many in all":   {"f": {Forwarded: flows(MaxAdvertFlows)}, "g": {Forwarded: map[NodeID]Rate{"x": 1}}},
+		"flow to markup":    {"f": {Forwarded: map[NodeID]Rate{"<b> x": 1}}},
 	} {
 		a := good
 		a.Traffic = tr
@@ -66,4 +69,15 @@ func TestAdvertValidateRefusesHostileFields(t *testing.T) {
 	a = good
 	a.Traffic = map[string]Traffic{"f": {Served: MaxRate, Rejected: 0, Forwarded: flows(MaxAdvertFlows)}}
 	assert.NoError(t, a.Validate())
+
+	for _, id := range []NodeID{"", "a b", "tab\t", "é", NodeID(strings.Repeat("x", 129))} {
+		a := good
+		a.Node = id
+		assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "node id %q", id)
+	}
+	a = good
+	a.Node = "12D3KooWETikQQcLWqf7vWTJg4bnKQKTCZneMKq6s91HvJ3FK3Zb"
+	assert.NoError(t, a.Validate(), "a libp2p peer id")
+	a.TTL = time.Microsecond
+	assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "a ttl the wire cannot carry")
 }

@@ -53,7 +53,7 @@ func TestLivePage(t *testing.T) {
 	network := overlay.NewNetwork()
 	a := startNode(t, network, "embedded", "a", 5, nil)
 	startNode(t, network, "embedded", "b", 50, nil)
-	const hostile = `<img src=x onerror="window.pwned=1">`
+	const hostile = `<img/src=x/onerror=window.pwned=1>` // a valid id: no spaces
 	startNode(t, network, "embedded", hostile, 1, nil)
 	srv := httptest.NewServer(a.AdminHandler())
 	defer srv.Close()

@@ -66,7 +66,30 @@ func ViewOf(self dfaas.Advert, peers []dfaas.Advert, rtt map[dfaas.NodeID]time.D
 		}
 		v.Nodes = append(v.Nodes, nv)
 	}
+	return sorted(v)
+}
+
+// sorted orders v's nodes by id and keeps only the flows to nodes in v:
+// an advert may name any peer, the page draws the ones it knows.
+func sorted(v View) View {
 	slices.SortFunc(v.Nodes, func(a, b NodeView) int { return strings.Compare(string(a.ID), string(b.ID)) })
+	known := func(id dfaas.NodeID) bool {
+		_, ok := slices.BinarySearchFunc(v.Nodes, id, func(n NodeView, id dfaas.NodeID) int { return strings.Compare(string(n.ID), string(id)) })
+		return ok
+	}
+	for _, n := range v.Nodes {
+		for name, f := range n.Functions {
+			for peer := range f.Forwarded {
+				if !known(peer) {
+					delete(f.Forwarded, peer)
+				}
+			}
+			if len(f.Forwarded) == 0 {
+				f.Forwarded = nil
+			}
+			n.Functions[name] = f
+		}
+	}
 	return v
 }
 
@@ -91,8 +114,9 @@ func nodeView(ad dfaas.Advert) NodeView {
 	return nv
 }
 
-// round keeps three decimals, the precision adverts carry.
-func round(r dfaas.Rate) float64 { return math.Round(float64(r)*1000) / 1000 }
+// round keeps three decimals, the precision adverts carry, of a rate held
+// to MaxRate (a node's own state is not bounded by the wire).
+func round(r dfaas.Rate) float64 { return math.Round(float64(min(r, dfaas.MaxRate))*1000) / 1000 }
 
 // View is the node's picture of its federation now.
 func (n *Node) View() View {
@@ -112,8 +136,7 @@ func MergeViews(views ...View) View {
 			}
 		}
 	}
-	slices.SortFunc(out.Nodes, func(a, b NodeView) int { return strings.Compare(string(a.ID), string(b.ID)) })
-	return out
+	return sorted(out)
 }
 
 //go:embed ui
@@ -131,11 +154,24 @@ func FederationHandler(view func() View) http.Handler {
 	mux := http.NewServeMux()
 	files := http.FileServerFS(assets)
 	mux.Handle("GET /{$}", files)
-	mux.Handle("GET /ui/", http.StripPrefix("/ui", files))
+	mux.Handle("GET /ui/{file}", http.StripPrefix("/ui", files)) // files, no listing
+	busy := make(chan struct{}, 2)                               // a few views at a time, as /metrics
 	mux.HandleFunc("GET /federation", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case busy <- struct{}{}:
+			defer func() { <-busy }()
+		default:
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		b, err := json.Marshal(view())
+		if err != nil {
+			http.Error(w, "view: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
-		_ = json.NewEncoder(w).Encode(view())
+		_, _ = w.Write(b)
 	})
 	return secureHeaders(mux)
 }

@@ -20,7 +20,8 @@ func TestViewOf(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	self := dfaas.Advert{Node: "b", Addr: "10.0.0.2:8081",
 		Functions: map[string]dfaas.FunctionState{"hello": {Capacity: 10, Demand: 25}},
-		Traffic:   map[string]dfaas.Traffic{"hello": {Served: 10, Rejected: 2, Forwarded: map[dfaas.NodeID]dfaas.Rate{"a": 13.0004}}}}
+		Traffic: map[string]dfaas.Traffic{"hello": {Served: 10, Rejected: 2,
+			Forwarded: map[dfaas.NodeID]dfaas.Rate{"a": 13.0004, "unknown": 3}}}}
 	peer := dfaas.Advert{Node: "a", Addr: "10.0.0.1:8081", Functions: map[string]dfaas.FunctionState{"hello": {Capacity: 30}},
 		Traffic: map[string]dfaas.Traffic{"other": {Served: 1}}}
 	v := node.ViewOf(self, []dfaas.Advert{peer}, map[dfaas.NodeID]time.Duration{"a": 1500 * time.Microsecond}, now)
@@ -37,7 +38,7 @@ func TestViewOf(t *testing.T) {
 	assert.True(t, b.Self)
 	assert.Nil(t, b.RTTms)
 	assert.Equal(t, node.FunctionView{Capacity: 10, Demand: 25, Served: 10, Rejected: 2,
-		Forwarded: map[dfaas.NodeID]float64{"a": 13}}, b.Functions["hello"])
+		Forwarded: map[dfaas.NodeID]float64{"a": 13}}, b.Functions["hello"], "flows to nodes the view shows only")
 
 	before := node.ViewOf(dfaas.Advert{}, []dfaas.Advert{peer}, nil, now)
 	require.Len(t, before.Nodes, 1, "no own advert yet: only the peers")
@@ -70,7 +71,7 @@ func TestFederationHandler(t *testing.T) {
 	var v node.View
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&v))
 	assert.Equal(t, dfaas.NodeID("a"), v.From)
-	for _, path := range []string{"/nope", "/ui/../node.go", "/ui/missing.js"} {
+	for _, path := range []string{"/nope", "/ui/../node.go", "/ui/missing.js", "/ui/"} {
 		resp, err := http.Get(srv.URL + path)
 		require.NoError(t, err)
 		_ = resp.Body.Close()

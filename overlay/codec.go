@@ -24,14 +24,16 @@ import (
 //	string   addr
 //	uvarint  count of functions, then per function, names ascending:
 //	         string name, rate capacity, rate demand
-//	uvarint  count of peers named by flows, then each: string node (ascending)
+//	uvarint  count of peers named by flows, then each: string node (ascending;
+//	         every one named by some flow)
 //	uvarint  count of functions with traffic, then per function, names ascending:
 //	         string name, rate served, rate rejected,
 //	         uvarint count of flows, then per flow: uvarint peer index, rate
 //
-// A string is a uvarint length and its bytes; a rate is a uvarint count of
-// thousandths of a request per second, so a decoded rate is the encoded
-// one rounded to 0.001 req/s. Version 1 was JSON; a byte '{' first is
+// A uvarint is in its shortest form; a string is a uvarint length and its
+// bytes; a rate is a uvarint count of thousandths of a request per second,
+// so a decoded rate is the encoded one rounded to 0.001 req/s. A TTL is
+// truncated to the millisecond. Version 1 was JSON; a byte '{' first is
 // reported as unsupported.
 const WireVersion = 2
 
@@ -127,11 +129,17 @@ func Decode(raw []byte) (dfaas.Advert, error) {
 			a.Functions[name] = dfaas.FunctionState{Capacity: r.rate(), Demand: r.rate()}
 		}
 	}
-	peers := make([]dfaas.NodeID, r.count(dfaas.MaxAdvertFunctions*dfaas.MaxAdvertFlows))
+	// Every peer listed is some flow's: at most MaxAdvertFlows, each a
+	// valid id, and each used (checked at the end).
+	peers := make([]dfaas.NodeID, r.count(dfaas.MaxAdvertFlows))
 	for i := range peers {
 		peers[i] = dfaas.NodeID(r.string())
 		r.ascending(i, string(peers[i]), &last)
+		if err := dfaas.ValidateNodeID(peers[i]); err != nil && r.err == nil {
+			r.fail("peer %d: %v", i, err)
+		}
 	}
+	used := make([]bool, len(peers))
 	if n := r.count(dfaas.MaxAdvertFunctions); n > 0 {
 		a.Traffic = make(map[string]dfaas.Traffic, n)
 		for i := range n {
@@ -148,6 +156,7 @@ func Decode(raw []byte) (dfaas.Advert, error) {
 						break
 					}
 					r.ascending(j, string(peers[p]), &lastFlow)
+					used[p] = true
 					t.Forwarded[peers[p]] = r.rate()
 				}
 			}
@@ -156,6 +165,9 @@ func Decode(raw []byte) (dfaas.Advert, error) {
 	}
 	if r.err == nil && len(r.b) > 0 {
 		r.fail("%d bytes of trailing data", len(r.b))
+	}
+	if i := slices.Index(used, false); i >= 0 && r.err == nil {
+		r.fail("peer %d named by no flow", i)
 	}
 	if r.err != nil {
 		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: %w", dfaas.ErrInvalidAdvert, r.err)
@@ -187,6 +199,10 @@ func (r *reader) uvarint() uint64 {
 	v, n := binary.Uvarint(r.b)
 	if n <= 0 {
 		r.fail("truncated or overlong integer")
+		return 0
+	}
+	if n > 1 && r.b[n-1] == 0 {
+		r.fail("integer not in its shortest form") // one encoding per advert
 		return 0
 	}
 	r.b = r.b[n:]

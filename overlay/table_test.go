@@ -50,9 +50,10 @@ func TestCodecRoundTrip(t *testing.T) {
 // wire builds encoded adverts field by field, valid or not.
 type wire []byte
 
-func (w wire) u(v uint64) wire   { return binary.AppendUvarint(w, v) }
-func (w wire) s(v string) wire   { return append(w.u(uint64(len(v))), v...) }
-func (w wire) head(fns int) wire { return w.s("n1").u(1).u(3000).s("127.0.0.1:9000").u(uint64(fns)) }
+func (w wire) u(v uint64) wire       { return binary.AppendUvarint(w, v) }
+func (w wire) append(b ...byte) wire { return append(w, b...) }
+func (w wire) s(v string) wire       { return append(w.u(uint64(len(v))), v...) }
+func (w wire) head(fns int) wire     { return w.s("n1").u(1).u(3000).s("127.0.0.1:9000").u(uint64(fns)) }
 
 func TestDecodeRejects(t *testing.T) {
 	valid, err := Encode(testAdvert("n1", 1))
@@ -86,6 +87,10 @@ func TestDecodeRejects(t *testing.T) {
 		{"peers out of order", v.head(0).u(2).s("n3").s("n2").u(0), dfaas.ErrInvalidAdvert},
 		{"too many flows", v.head(0).u(0).u(1).s("figlet").u(0).u(0).u(dfaas.MaxAdvertFlows + 1), dfaas.ErrInvalidAdvert},
 		{"oversized", append(wire{WireVersion}, make([]byte, MaxAdvertBytes)...), ErrOversized},
+		{"padded integer", v.s("n1").u(1).u(3000).s("127.0.0.1:9000").u(1).s("figlet").u(20000).append(0x80, 0x00).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"a peer no flow names", v.head(0).u(1).s("n2").u(0), dfaas.ErrInvalidAdvert},
+		{"a peer id with a space", v.head(0).u(1).s("n 2").u(1).s("figlet").u(0).u(0).u(1).u(0).u(5), dfaas.ErrInvalidAdvert},
+		{"more peers than flows may name", v.head(0).u(dfaas.MaxAdvertFlows + 1), dfaas.ErrInvalidAdvert},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
