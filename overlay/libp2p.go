@@ -280,8 +280,13 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	// topic (above the publish score threshold), not only to its mesh, so a
 	// peer that just (re)connected hears them at once rather than after the
 	// next heartbeat grafts it (a second, seen here after every heal).
+	// A validation queue of 256 (GossipSub's default is 32): a flooding
+	// member's messages wait for their signature check ahead of everyone
+	// else's, and a full queue drops honest adverts with the flood's; at
+	// most 256 x 256 KB wait.
 	ps, err := pubsub.NewGossipSub(runCtx, o.host, pubsub.WithMaxMessageSize(4*MaxAdvertBytes),
-		pubsub.WithPeerScore(scoreParams(topicName, o.limits.penalty), scoreThresholds()), pubsub.WithFloodPublish(true))
+		pubsub.WithPeerScore(scoreParams(topicName, o.limits.penalty), scoreThresholds()), pubsub.WithFloodPublish(true),
+		pubsub.WithValidateQueueSize(256))
 	if err != nil {
 		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
 	}
