@@ -14,7 +14,8 @@
 // exchange and the named errors; it imports none of its subpackages.
 //
 //   - overlay: Overlay implementations. Libp2p (Kademlia DHT rendezvous,
-//     GossipSub adverts, connection events) and an in-memory Network.
+//     adverts on streams from each node's nearest peers, probes) and an
+//     in-memory Network.
 //   - balance: Balancer strategies, pure functions from (State, adverts) to a
 //     Plan. Proportional is the DFaaS paper's algorithm, Resilient ours;
 //     Recalc, Static, Random and AllLocal are baselines.

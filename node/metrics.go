@@ -127,7 +127,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		s := o.Stats()
 		counter(descAdverts, float64(s.Accepted))
 		for reason, v := range map[string]uint64{"malformed": s.Malformed, "oversized": s.Oversized, "stale": s.Stale,
-			"spoofed": s.Spoofed, "expired": s.Expired, "flooded": s.Flooded, "outsider": s.Outsider, "departed": s.Departed,
+			"spoofed": s.Spoofed, "expired": s.Expired, "flooded": s.Flooded,
 			"silent": s.Silent} {
 			counter(descDropped, float64(v), reason)
 		}

@@ -14,8 +14,8 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/discovery"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/dfaas-go/dfaas"
@@ -40,11 +41,12 @@ type Libp2pConfig struct {
 	// The first node of a federation has none.
 	Bootstrap []string
 	// Namespace is the DHT rendezvous under which agents find each other, and
-	// names the DHT protocol and the GossipSub topic, so that federations with
-	// different namespaces never mix. Default "dfaas".
+	// names the DHT and advert protocols, so that federations with different
+	// namespaces never mix. Default "dfaas".
 	Namespace string
 	// DiscoveryInterval is how often the overlay re-dials bootstrap peers,
-	// re-advertises itself and looks for new agents. Default 10 s.
+	// re-advertises itself and looks for new agents, until a lookup finds
+	// none; then six times as long. Default 10 s.
 	DiscoveryInterval time.Duration
 	// PrivateKey is the node's identity. Default: a fresh Ed25519 key (a
 	// new node id at every start; see LoadOrCreateKey for a stable one).
@@ -61,18 +63,19 @@ type Libp2pConfig struct {
 	// reaches a listen address can join and publish adverts. For labs and
 	// tests; the overlay logs a warning when it starts.
 	Insecure bool
-	// MaxAdvertRate bounds the adverts per second accepted from each peer
-	// (with a burst of as many); the excess is dropped, counted in
-	// Stats.Flooded and not relayed, so a flooding member cannot crowd out
-	// the others. Default 20.
+	// MaxAdvertRate bounds the adverts per second accepted from each
+	// followee (with a burst of as many); the excess is dropped and counted
+	// in Stats.Flooded, and a followee sending ten times as many is dropped
+	// for a minute. Default 20.
 	MaxAdvertRate float64
-	// Quarantine is how long after a peer's connection dropped its adverts
-	// count only if it is connected again: the last adverts of a peer that
-	// died are still on their way through others, and would bring it back
-	// into the plans until their time to live ran out. A live peer that lost
-	// only its direct connection is out of the plans for at most this long.
-	// The dropped adverts count in Stats.Departed. Default 2 s.
-	Quarantine time.Duration
+	// Neighbours is how many peers the node follows: the nearest by
+	// round-trip time (Choose), whose adverts it plans with and to whom it
+	// may forward. Default DefaultNeighbours; a federation no larger than
+	// Neighbours+1 is one neighbourhood.
+	Neighbours int
+	// MaxFollowers bounds the peers that follow this node; the next ones
+	// are refused and follow someone else. Default 4 x Neighbours.
+	MaxFollowers int
 	// ProbeInterval is how often every connected peer is pinged; a peer
 	// that misses SuspectAfter probes in a row (each waits ten round trips,
 	// at least 400 ms and at most ProbeTimeout) leaves the table until it
@@ -86,6 +89,12 @@ type Libp2pConfig struct {
 	// Now is the clock that times advert expiry. Default time.Now.
 	Now func() time.Time
 }
+
+// DefaultProbeInterval is how often a followee is pinged by default.
+const DefaultProbeInterval = 500 * time.Millisecond
+
+// ProbeBytes is what one probe sends each way: libp2p's ping payload.
+const ProbeBytes = ping.PingSize
 
 func (c Libp2pConfig) withDefaults() Libp2pConfig {
 	if len(c.ListenAddrs) == 0 {
@@ -106,11 +115,14 @@ func (c Libp2pConfig) withDefaults() Libp2pConfig {
 	if c.MaxAdvertRate == 0 {
 		c.MaxAdvertRate = 20
 	}
-	if c.Quarantine == 0 {
-		c.Quarantine = 2 * time.Second
+	if c.Neighbours == 0 {
+		c.Neighbours = DefaultNeighbours
+	}
+	if c.MaxFollowers == 0 {
+		c.MaxFollowers = 4 * c.Neighbours
 	}
 	if c.ProbeInterval == 0 {
-		c.ProbeInterval = 500 * time.Millisecond
+		c.ProbeInterval = DefaultProbeInterval
 	}
 	if c.ProbeTimeout == 0 {
 		c.ProbeTimeout = time.Second
@@ -147,8 +159,8 @@ func (c Libp2pConfig) Validate() error {
 	case !(c.MaxAdvertRate > 0) || math.IsInf(c.MaxAdvertRate, 0):
 		return fmt.Errorf("%w: max advert rate %v", dfaas.ErrInvalidConfig, c.MaxAdvertRate)
 	}
-	if c.Quarantine < 0 {
-		return fmt.Errorf("%w: negative quarantine", dfaas.ErrInvalidConfig)
+	if c.Neighbours < 1 || c.MaxFollowers < 1 {
+		return fmt.Errorf("%w: neighbours %d and max followers %d: at least 1", dfaas.ErrInvalidConfig, c.Neighbours, c.MaxFollowers)
 	}
 	if c.ProbeInterval < 10*time.Millisecond || c.ProbeTimeout < minProbeTimeout || c.SuspectAfter < 1 {
 		return fmt.Errorf("%w: probe interval %v (at least 10ms), timeout %v (at least %v), suspect after %d (at least 1)",
@@ -174,11 +186,12 @@ func bootstrapPeers(addrs []string) ([]peer.AddrInfo, error) {
 
 // Libp2p is the production overlay. Agents find each other by providing and
 // looking up a rendezvous key in a Kademlia DHT (server mode, protocol prefix
-// /<namespace>) reached through explicit bootstrap peers. Adverts travel on
-// a GossipSub topic; messages are signed, checked against their author, and
-// validated before they propagate, so a malformed, spoofed or stale advert
-// goes no further than the first honest node. A peer whose last connection
-// drops leaves the table at once; a silent one when its advert expires.
+// /<namespace>) reached through explicit bootstrap peers. Each node follows
+// its nearest Neighbours peers: each writes its adverts on a stream to each
+// of its followers (see follow.go), authenticated by the connection's
+// secure channel, and they go no further. A followee whose stream or last
+// connection drops leaves the table at once; one that stops answering its
+// probes within about a second; a silent one when its advert expires.
 //
 // Libp2p implements dfaas.Overlay and dfaas.Trigger (fired when a peer
 // leaves). It is safe for concurrent use.
@@ -187,25 +200,19 @@ type Libp2p struct {
 	log       *slog.Logger
 	host      host.Host
 	dht       *dht.IpfsDHT
-	topic     *pubsub.Topic
-	sub       *pubsub.Subscription
-	joins     *pubsub.TopicEventHandler // peers joining the topic
+	proto     protocol.ID // of the advert streams
+	hood      *neighbourhood
 	table     *Table
 	bootstrap []peer.AddrInfo
 	trigger   chan struct{}
 	gater     *gater // nil without an allow-list
-	limits    *authorLimits
-	outsiders atomic.Uint64
-	departed  departures
-	// leave orders a departure against the delivery of an advert validated
-	// before it: without it such an advert could land after the peer's
-	// removal and keep a dead peer live until its TTL.
-	leave  sync.Mutex
-	probes *prober
-	bw     *traffic
-	redial *redialer
-	silent atomic.Uint64 // adverts of suspect peers, dropped
+	probes    *prober
+	bw        *traffic
+	redial    *redialer
+	silent    atomic.Uint64 // adverts of suspect peers, dropped
+	flooded   atomic.Uint64 // adverts over a followee's rate, dropped
 
+	closing   <-chan struct{} // closed when Close starts
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -228,8 +235,9 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 		}
 	}()
 
-	o.limits = newAuthorLimits(cfg.MaxAdvertRate)
 	o.probes = newProber(o)
+	o.hood = newNeighbourhood(o)
+	o.proto = followProtocol(cfg.Namespace)
 	o.redial = newRedialer(o)
 	key := cfg.PrivateKey
 	if key == nil {
@@ -266,7 +274,7 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 		return nil, fmt.Errorf("overlay: event bus: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	o.cancel = cancel
+	o.cancel, o.closing = cancel, runCtx.Done()
 	o.goRun(func() { o.watchPeers(runCtx, evs) })
 	o.goRun(func() { o.redial.run(runCtx) })
 
@@ -275,35 +283,8 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: dht: %w", err)
 	}
-	topicName := "/" + cfg.Namespace + "/adverts/1"
-	// Flood publishing: a node sends its own adverts to every peer on the
-	// topic (above the publish score threshold), not only to its mesh, so a
-	// peer that just (re)connected hears them at once rather than after the
-	// next heartbeat grafts it (a second, seen here after every heal).
-	// A validation queue of 256 (GossipSub's default is 32): a flooding
-	// member's messages wait for their signature check ahead of everyone
-	// else's, and a full queue drops honest adverts with the flood's; at
-	// most 256 x 256 KB wait.
-	ps, err := pubsub.NewGossipSub(runCtx, o.host, pubsub.WithMaxMessageSize(4*MaxAdvertBytes),
-		pubsub.WithPeerScore(scoreParams(topicName, o.limits.penalty), scoreThresholds()), pubsub.WithFloodPublish(true),
-		pubsub.WithValidateQueueSize(256))
-	if err != nil {
-		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
-	}
-	if err := ps.RegisterTopicValidator(topicName, o.validate); err != nil {
-		return nil, fmt.Errorf("overlay: topic validator: %w", err)
-	}
-	if o.topic, err = ps.Join(topicName); err != nil {
-		return nil, fmt.Errorf("overlay: join topic: %w", err)
-	}
-	if o.sub, err = o.topic.Subscribe(); err != nil {
-		return nil, fmt.Errorf("overlay: subscribe: %w", err)
-	}
-	if o.joins, err = o.topic.EventHandler(); err != nil {
-		return nil, fmt.Errorf("overlay: topic events: %w", err)
-	}
-	o.goRun(func() { o.watchJoins(runCtx, o.joins) })
-	o.goRun(func() { o.receive(runCtx) })
+	o.host.SetStreamHandler(o.proto, o.hood.handle)
+	o.goRun(func() { o.hood.run(runCtx) })
 	o.connectBootstrap(ctx)
 	o.goRun(func() { o.discover(runCtx) })
 	return o, nil
@@ -361,16 +342,19 @@ func (o *Libp2p) Publish(ctx context.Context, a dfaas.Advert) error {
 	if a.Node != o.Self() {
 		return fmt.Errorf("overlay: publish: %w: advert of %s on %s", dfaas.ErrInvalidAdvert, a.Node, o.Self())
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("overlay: publish: %w", err)
+	}
+	select {
+	case <-o.closing:
+		return fmt.Errorf("overlay: publish: %w", dfaas.ErrClosed)
+	default:
+	}
 	raw, err := Encode(a)
 	if err != nil {
 		return err
 	}
-	if err := o.topic.Publish(ctx, raw); err != nil {
-		if errors.Is(err, pubsub.ErrTopicClosed) {
-			err = dfaas.ErrClosed
-		}
-		return fmt.Errorf("overlay: publish: %w", err)
-	}
+	o.hood.publish(raw)
 	return nil
 }
 
@@ -383,100 +367,12 @@ func (o *Libp2p) Trigger() <-chan struct{} { return o.trigger }
 // Stats returns the advert reception counters.
 func (o *Libp2p) Stats() Stats {
 	s := o.table.Stats()
-	s.Flooded = o.limits.dropped.Load()
-	s.Outsider = o.outsiders.Load()
-	s.Departed = o.departed.dropped.Load()
+	s.Flooded = o.flooded.Load()
 	s.Silent = o.silent.Load()
 	if o.gater != nil {
 		s.Denied = o.gater.denied.Load()
 	}
 	return s
-}
-
-// validate runs before a message is delivered or forwarded. Own messages
-// pass; others must be within their author's advert rate, decode, be signed
-// by the node they name, and be newer than what this node holds. An
-// invalid advert is rejected, which lowers the GossipSub score of the peer
-// that sent it; one over the rate or stale is ignored, because honest
-// peers relay those too.
-func (o *Libp2p) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
-	author := msg.GetFrom()
-	if author == o.host.ID() {
-		return pubsub.ValidationAccept
-	}
-	if o.gater != nil && !o.gater.allow[author] {
-		o.outsiders.Add(1) // relayed by a member without the allow-list
-		return pubsub.ValidationIgnore
-	}
-	if o.quarantined(author) {
-		return pubsub.ValidationIgnore // counted by within; not relayed either
-	}
-	if o.probes.suspect(author) {
-		o.silent.Add(1) // an old advert on its way: the peer does not answer
-		return pubsub.ValidationIgnore
-	}
-	// Stale adverts (replays of an author's old ones) are dropped before
-	// the rate check, so that no one can spend an author's rate for it.
-	a, err := Decode(msg.Data)
-	if err == nil {
-		err = o.table.Fresh(a, dfaas.NodeID(author.String()))
-	}
-	if err == nil && !o.limits.allow(author, from, time.Now()) {
-		return pubsub.ValidationIgnore
-	}
-	switch {
-	case err == nil:
-		msg.ValidatorData = a
-		return pubsub.ValidationAccept
-	case errors.Is(err, dfaas.ErrStaleAdvert):
-		o.table.stats.count(err)
-		return pubsub.ValidationIgnore
-	default:
-		o.table.stats.count(err)
-		o.log.Debug("advert dropped", "from", author, "err", err)
-		return pubsub.ValidationReject
-	}
-}
-
-func (o *Libp2p) receive(ctx context.Context) {
-	for {
-		msg, err := o.sub.Next(ctx)
-		if err != nil {
-			return // closed
-		}
-		a, ok := msg.ValidatorData.(dfaas.Advert)
-		if !ok {
-			continue // our own advert
-		}
-		o.deliver(a, msg.GetFrom())
-	}
-}
-
-// quarantined reports, and counts, whether author's connection dropped
-// within the quarantine and has not come back.
-func (o *Libp2p) quarantined(author peer.ID) bool {
-	return o.host.Network().Connectedness(author) != network.Connected &&
-		o.departed.within(author, time.Now(), o.cfg.Quarantine)
-}
-
-// deliver puts a validated advert of author in the table, unless author
-// departed since the validation. A concurrent newer advert may have won the
-// race since validation; Put counts that as stale. A peer new to the table
-// (or back in it) asks for a tick, so plans take it in at once (the Agent's
-// holdoff bounds how often). It reports whether the advert was taken.
-func (o *Libp2p) deliver(a dfaas.Advert, author peer.ID) bool {
-	o.leave.Lock()
-	if o.quarantined(author) {
-		o.leave.Unlock()
-		return false
-	}
-	back := !o.table.Live(a.Node)
-	err := o.table.Put(a, dfaas.NodeID(author.String()), o.cfg.Now())
-	o.leave.Unlock()
-	if err == nil && back {
-		o.fire()
-	}
-	return err == nil
 }
 
 func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
@@ -491,8 +387,7 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 			}
 			ev := e.(event.EvtPeerConnectednessChanged)
 			if ev.Connectedness == network.Connected {
-				o.log.Info("peer connected", "peer", ev.Peer)
-				o.probes.watch(ctx, ev.Peer)
+				o.log.Debug("peer connected", "peer", ev.Peer)
 				o.redial.connected(ev.Peer)
 				continue
 			}
@@ -503,31 +398,11 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 			if o.table.Known(dfaas.NodeID(ev.Peer.String())) || o.isBootstrap(ev.Peer) {
 				o.redial.dropped(ev.Peer, time.Now())
 			}
-			o.limits.forget(ev.Peer)
-			o.leave.Lock()
-			o.departed.mark(ev.Peer, time.Now(), o.cfg.Quarantine)
-			removed := o.table.Remove(dfaas.NodeID(ev.Peer.String()))
-			o.leave.Unlock()
-			if removed {
-				o.log.Info("peer left", "peer", ev.Peer)
+			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) {
+				o.log.Info("peer left", "peer", ev.Peer, "why", "its connection dropped")
 				o.fire()
 			}
-		}
-	}
-}
-
-// watchJoins asks for a tick whenever a peer joins the advert topic (a new
-// or restored connection, once the peers have told each other their
-// subscriptions): the fresh advert reaches it at once, where one published
-// on the connection alone could go out before it was known to listen.
-func (o *Libp2p) watchJoins(ctx context.Context, h *pubsub.TopicEventHandler) {
-	for {
-		ev, err := h.NextPeerEvent(ctx)
-		if err != nil {
-			return
-		}
-		if ev.Type == pubsub.PeerJoin {
-			o.fire()
+			o.hood.nudge()
 		}
 	}
 }
@@ -554,16 +429,25 @@ func (o *Libp2p) connectBootstrap(ctx context.Context) {
 	}
 }
 
-// discover advertises this node under the rendezvous namespace and connects
-// to every agent found there, every DiscoveryInterval (faster until the first
-// peer is found).
+// discover advertises this node under the rendezvous namespace and hands
+// the members found there (at most four times Neighbours a lookup) to the
+// neighbourhood as candidates to follow.
 func (o *Libp2p) discover(ctx context.Context) {
 	rd := drouting.NewRoutingDiscovery(o.dht)
 	var advertisedUntil time.Time
+	settled := false // the last lookup found no new member
 	for {
+		// Fast until the first peer, then every DiscoveryInterval while
+		// lookups find new members; once one finds none, every six
+		// intervals (a newcomer looks fast and connects, so it is a
+		// candidate before then): each answer lists the members the DHT
+		// holds, so lookups are most of what discovery costs.
 		wait := o.cfg.DiscoveryInterval
-		if o.Peers() == 0 {
+		switch {
+		case o.Peers() == 0:
 			wait = min(wait, 250*time.Millisecond)
+		case settled:
+			wait = 6 * wait
 		}
 		select {
 		case <-ctx.Done():
@@ -582,35 +466,32 @@ func (o *Libp2p) discover(ctx context.Context) {
 				advertisedUntil = time.Now().Add(min(ttl/2, 10*o.cfg.DiscoveryInterval))
 			}
 		}
-		found, err := rd.FindPeers(ctx, o.cfg.Namespace)
+		found, err := rd.FindPeers(ctx, o.cfg.Namespace, discovery.Limit(4*o.cfg.Neighbours))
 		if err != nil {
 			o.log.Debug("rendezvous lookup failed", "err", err)
 			continue
 		}
+		// Found members are candidates to follow: the neighbourhood dials
+		// those it measures or follows, not every member of the federation.
+		before := o.hood.knownCount()
 		for ai := range found {
-			if ai.ID == o.host.ID() || len(ai.Addrs) == 0 || o.host.Network().Connectedness(ai.ID) == network.Connected {
+			if ai.ID == o.host.ID() || len(ai.Addrs) == 0 {
 				continue
 			}
-			if err := o.host.Connect(ctx, ai); err != nil {
-				o.log.Debug("dial of discovered peer failed", "peer", ai.ID, "err", err)
-			}
+			o.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, 10*o.cfg.DiscoveryInterval)
+			o.hood.discovered(ai.ID)
 		}
+		settled = o.hood.knownCount() == before
 	}
 }
 
-// Close leaves the overlay: it stops discovery and closes the topic, the DHT
-// and the host. It is idempotent and safe after a failed start.
+// Close leaves the overlay: it stops discovery, closes the advert streams,
+// the DHT and the host. It is idempotent and safe after a failed start.
 func (o *Libp2p) Close() error {
 	o.closeOnce.Do(func() {
 		var errs []error
-		if o.sub != nil {
-			o.sub.Cancel()
-		}
-		if o.joins != nil {
-			o.joins.Cancel()
-		}
-		if o.topic != nil {
-			errs = append(errs, o.topic.Close())
+		if o.hood != nil {
+			o.hood.closeAll()
 		}
 		if o.cancel != nil {
 			o.cancel()
@@ -634,7 +515,7 @@ var (
 )
 
 // Traffic returns the stream bytes the host has received and sent since it
-// started, over every protocol (adverts, gossip, DHT, probes, identify).
+// started, over every protocol (adverts, DHT, probes, identify).
 func (o *Libp2p) Traffic() (in, out int64) {
 	t := o.bw.GetBandwidthTotals()
 	return t.TotalIn, t.TotalOut
@@ -665,44 +546,4 @@ func (o *Libp2p) RTT(node dfaas.NodeID) (time.Duration, bool) {
 		return 0, false
 	}
 	return o.probes.rtt(p)
-}
-
-// departures remembers when peers' connections dropped, for the quarantine.
-type departures struct {
-	mu      sync.Mutex
-	at      map[peer.ID]time.Time
-	dropped atomic.Uint64
-}
-
-// mark records that p's connection dropped at now, and forgets the
-// departures older than q.
-func (d *departures) mark(p peer.ID, now time.Time, q time.Duration) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.at == nil {
-		d.at = map[peer.ID]time.Time{}
-	}
-	for other, t := range d.at {
-		if now.Sub(t) >= q {
-			delete(d.at, other)
-		}
-	}
-	d.at[p] = now
-}
-
-// within reports, and counts as a dropped advert, whether p's connection
-// dropped less than q before now. An older departure is forgotten.
-func (d *departures) within(p peer.ID, now time.Time, q time.Duration) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	t, ok := d.at[p]
-	if !ok {
-		return false
-	}
-	if now.Sub(t) >= q {
-		delete(d.at, p)
-		return false
-	}
-	d.dropped.Add(1)
-	return true
 }

@@ -3,14 +3,14 @@ package overlay
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"io"
 	"math"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	pubsub "github.com/libp2p/go-libp2p-pubsub"
-	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
@@ -68,7 +68,7 @@ func TestLibp2pFederation(t *testing.T) {
 			require.NoError(t, o.Publish(ctx, advertOf(o, seq, demand)))
 		}
 	}
-	// GossipSub forms its mesh on a heartbeat: publish until everyone has heard.
+	// Followers choose whom to follow every second: publish until everyone has heard.
 	require.Eventually(t, func() bool {
 		publishAll(1)
 		for _, o := range all {
@@ -113,55 +113,71 @@ func TestLibp2pFederation(t *testing.T) {
 	assert.Zero(t, a.Stats().Malformed+a.Stats().Spoofed)
 }
 
-// TestLibp2pDropsBadAdverts: a rogue GossipSub member on the topic sends
-// malformed, oversized, spoofed and replayed adverts; every one is dropped
-// and counted, and the node keeps working.
-func TestLibp2pDropsBadAdverts(t *testing.T) {
-	victim := startLibp2p(t)
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.DisableMetrics(),
-		libp2p.PrivateNetwork(testSecret)) // a rogue member: it holds the secret
+// rogue starts a bare libp2p host of the tests' federation that serves the
+// advert protocol with serve, and connects it to victim, which will follow
+// it.
+func rogue(t *testing.T, victim *Libp2p, serve func(s network.Stream, self dfaas.NodeID)) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.PrivateNetwork(testSecret))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = h.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithMaxMessageSize(4*MaxAdvertBytes))
-	require.NoError(t, err)
-	topic, err := ps.Join("/dfaas-test/adverts/1")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = topic.Close() })
-	require.NoError(t, h.Connect(ctx, peer.AddrInfo{ID: victim.host.ID(), Addrs: victim.host.Addrs()}))
-	require.Eventually(t, func() bool { return len(topic.ListPeers()) == 1 }, 10*time.Second, 20*time.Millisecond)
-
 	self := dfaas.NodeID(h.ID().String())
-	good := func(seq uint64) []byte {
-		raw, err := Encode(dfaas.Advert{Node: self, Seq: seq, TTL: 3 * time.Second, Addr: "127.0.0.1:1",
+	h.SetStreamHandler(followProtocol("dfaas-test"), func(s network.Stream) { serve(s, self) })
+	require.NoError(t, h.Connect(context.Background(), peer.AddrInfo{ID: victim.host.ID(), Addrs: victim.host.Addrs()}))
+	return h
+}
+
+// frame is an advert stream's frame around raw.
+func frame(raw []byte) []byte { return append(binary.AppendUvarint(nil, uint64(len(raw))), raw...) }
+
+// TestLibp2pDropsBadAdverts: a rogue followee writes malformed, replayed,
+// older and spoofed adverts on its stream; each is dropped and counted,
+// good ones in between are taken, and a spoofed one or an oversized frame
+// ends the stream and takes the rogue out of the plans.
+func TestLibp2pDropsBadAdverts(t *testing.T) {
+	victim := startLibp2p(t)
+	good := func(self dfaas.NodeID, seq uint64) []byte {
+		raw, err := Encode(dfaas.Advert{Node: self, Seq: seq, TTL: time.Minute, Addr: "127.0.0.1:1",
 			Functions: map[string]dfaas.FunctionState{"figlet": {Capacity: 10}}})
 		require.NoError(t, err)
 		return raw
 	}
-	require.NoError(t, topic.Publish(ctx, good(5)))
-	require.Eventually(t, func() bool { return victim.Stats().Accepted == 1 }, 10*time.Second, 20*time.Millisecond)
-
-	spoofed, err := Encode(advertOf(victim, 99, 0)) // claims to be the victim itself
+	spoofed, err := Encode(advertOf(victim, 99, 0)) // names the victim itself
 	require.NoError(t, err)
-	for _, raw := range [][]byte{
-		[]byte("not an advert"),
-		[]byte(`{"v":1,"node":"` + strings.Repeat("x", MaxAdvertBytes) + `"}`),
-		spoofed,
-		good(5), // replay
-		good(4), // older
-	} {
-		require.NoError(t, topic.Publish(ctx, raw))
-	}
+	release := make(chan struct{})
+	var rogueID dfaas.NodeID
+	rogue(t, victim, func(s network.Stream, self dfaas.NodeID) {
+		for _, raw := range [][]byte{good(self, 5), []byte("not an advert"), good(self, 5), good(self, 4), good(self, 6)} {
+			if _, err := s.Write(frame(raw)); err != nil {
+				return
+			}
+		}
+		<-release
+		_, _ = s.Write(frame(spoofed))
+		_, _ = io.Copy(io.Discard, s)
+	})
 	require.Eventually(t, func() bool {
 		s := victim.Stats()
-		return s.Malformed == 1 && s.Oversized == 1 && s.Spoofed == 1 && s.Stale == 2
+		return s.Accepted == 2 && s.Malformed == 1 && s.Stale == 2
 	}, 10*time.Second, 20*time.Millisecond, "drops not counted: %+v", victim.Stats())
-	require.NoError(t, topic.Publish(ctx, good(6)))
-	require.Eventually(t, func() bool { return victim.Stats().Accepted == 2 }, 10*time.Second, 20*time.Millisecond)
 	ads := victim.Adverts(time.Now())
 	require.Len(t, ads, 1)
-	assert.Equal(t, uint64(6), ads[0].Seq)
+	assert.Equal(t, uint64(6), ads[0].Seq, "the newest good advert")
+	rogueID = ads[0].Node
+	close(release)
+	require.Eventually(t, func() bool { return victim.Stats().Spoofed == 1 && len(victim.Adverts(time.Now())) == 0 },
+		10*time.Second, 20*time.Millisecond, "a spoofing followee stayed: %+v", victim.Stats())
+	time.Sleep(2 * chooseInterval)
+	assert.NotContains(t, victim.Following(), rogueID, "and it is not followed again")
+
+	rogue(t, victim, func(s network.Stream, self dfaas.NodeID) {
+		_, _ = s.Write(frame(good(self, 1)))
+		_, _ = s.Write(binary.AppendUvarint(nil, MaxAdvertBytes+1))
+		_, _ = s.Write(make([]byte, 1024))
+		_, _ = io.Copy(io.Discard, s)
+	})
+	require.Eventually(t, func() bool { return victim.Stats().Oversized == 1 && len(victim.Adverts(time.Now())) == 0 },
+		10*time.Second, 20*time.Millisecond, "an oversized frame went unnoticed: %+v", victim.Stats())
 }
 
 func TestLibp2pConfigValidate(t *testing.T) {
@@ -186,56 +202,4 @@ func TestLibp2pConfigValidate(t *testing.T) {
 	assert.ErrorContains(t, err, "secret")
 	assert.NoError(t, Libp2pConfig{Secret: testSecret}.Validate())
 	assert.NoError(t, Libp2pConfig{Insecure: true}.Validate())
-}
-
-// TestValidatorStopsStaleAdverts: the topic validator accepts an author's
-// newer advert and ignores an older or equal one, so that stale adverts
-// (replays) go no further than the first honest node; invalid ones are
-// rejected (which lowers the sender's score).
-func TestValidatorStopsStaleAdverts(t *testing.T) {
-	o := startLibp2p(t)
-	author := startLibp2p(t)
-	msg := func(seq uint64) *pubsub.Message {
-		raw, err := Encode(advertOf(author, seq, 0))
-		require.NoError(t, err)
-		return &pubsub.Message{Message: &pb.Message{From: []byte(author.host.ID()), Data: raw}}
-	}
-	ctx := context.Background()
-	from := author.host.ID()
-	require.Equal(t, pubsub.ValidationAccept, o.validate(ctx, from, msg(5)))
-	require.NoError(t, o.table.Put(advertOf(author, 5, 0), author.Self(), time.Now()))
-	assert.Equal(t, pubsub.ValidationIgnore, o.validate(ctx, from, msg(5)), "a replay")
-	assert.Equal(t, pubsub.ValidationIgnore, o.validate(ctx, from, msg(4)), "an older one")
-	assert.Equal(t, pubsub.ValidationAccept, o.validate(ctx, from, msg(6)))
-	bad := &pubsub.Message{Message: &pb.Message{From: []byte(author.host.ID()), Data: []byte("not json")}}
-	assert.Equal(t, pubsub.ValidationReject, o.validate(ctx, from, bad))
-	spoofed, err := Encode(advertOf(o, 9, 0)) // signed by author, names o
-	require.NoError(t, err)
-	assert.Equal(t, pubsub.ValidationReject, o.validate(ctx, from, &pubsub.Message{Message: &pb.Message{From: []byte(author.host.ID()), Data: spoofed}}))
-}
-
-// TestDeliveryAfterDeparture: an advert validated before its author's
-// connection dropped but delivered after the peer left the table is not
-// taken: it would keep a dead peer in the plans until its TTL ran out.
-func TestDeliveryAfterDeparture(t *testing.T) {
-	a := startLibp2p(t)
-	b := startLibp2p(t, a.Addrs()...)
-	ctx := context.Background()
-	seq := uint64(0)
-	require.Eventually(t, func() bool {
-		seq++
-		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 1)))
-		return len(a.Adverts(time.Now())) == 1
-	}, 20*time.Second, 100*time.Millisecond, "b's advert did not reach a")
-	seq++
-	assert.True(t, a.deliver(advertOf(b, seq, 2), b.host.ID()), "a live peer's newer advert is taken")
-
-	require.NoError(t, b.Close())
-	require.Eventually(t, func() bool { return len(a.Adverts(time.Now())) == 0 },
-		3*time.Second, 10*time.Millisecond, "b stayed in a's table")
-	before := a.Stats().Departed
-	seq++
-	assert.False(t, a.deliver(advertOf(b, seq, 3), b.host.ID()), "an advert of a departed peer is not taken")
-	assert.Empty(t, a.Adverts(time.Now()))
-	assert.Equal(t, before+1, a.Stats().Departed, "and it is counted")
 }

@@ -168,7 +168,7 @@ func readPrivate(path string) ([]byte, error) {
 
 // gater admits only the peers on an allow-list (and this node). It checks
 // the peer id before dialling and again once the connection is
-// authenticated, before any protocol (DHT, GossipSub) runs on it.
+// authenticated, before any protocol (DHT, adverts) runs on it.
 type gater struct {
 	self   peer.ID
 	allow  map[peer.ID]bool

@@ -26,6 +26,9 @@ type Network struct {
 	cut     map[link]bool
 	rng     *rand.Rand
 	stats   NetworkStats
+	// followers of each member, sorted, when Neighbours is set; nil when
+	// the membership changed since they were chosen.
+	followers map[dfaas.NodeID][]dfaas.NodeID
 }
 
 // NetworkConfig tunes a Network. The zero value means the wall clock, no
@@ -46,6 +49,13 @@ type NetworkConfig struct {
 	// Simulators set it: decoding is the bulk of a large in-memory network's
 	// work, and the codec has its own tests.
 	Direct bool
+	// Neighbours, if positive, is how many peers each member follows, as
+	// the libp2p overlay's members do (Choose, by RTT): a member's adverts
+	// go to its followers only. Zero: every member hears every other.
+	Neighbours int
+	// RTT, if set, is the round-trip time between two members, by which
+	// they choose whom to follow; nil: a LAN, where none is measured.
+	RTT func(a, b dfaas.NodeID) time.Duration
 }
 
 // NetworkStats counts the adverts a Network carried. Every field only grows.
@@ -81,6 +91,9 @@ func NewNetworkClock(now func() time.Time) *Network {
 func (c NetworkConfig) Validate() error {
 	if c.Delay < 0 || !(c.Loss >= 0 && c.Loss < 1) {
 		return fmt.Errorf("%w: network delay %v, loss %v", dfaas.ErrInvalidConfig, c.Delay, c.Loss)
+	}
+	if c.Neighbours < 0 {
+		return fmt.Errorf("%w: network: negative neighbours", dfaas.ErrInvalidConfig)
 	}
 	return nil
 }
@@ -118,7 +131,70 @@ func (n *Network) Join(id dfaas.NodeID) (*Memory, error) {
 	n.members[id] = m
 	i, _ := slices.BinarySearch(n.order, id)
 	n.order = slices.Insert(n.order, i, id)
+	n.followers = nil
 	return m, nil
+}
+
+// receivers returns who hears from's adverts: its followers, or every
+// other member without neighbourhoods. The caller holds n.mu.
+func (n *Network) receivers(from dfaas.NodeID) []dfaas.NodeID {
+	if n.cfg.Neighbours <= 0 {
+		return n.order
+	}
+	if n.followers == nil {
+		n.chooseLocked()
+	}
+	return n.followers[from]
+}
+
+// chooseLocked lets every member choose whom to follow.
+func (n *Network) chooseLocked() {
+	n.followers = make(map[dfaas.NodeID][]dfaas.NodeID, len(n.order))
+	cands := make([]Candidate, len(n.order))
+	for i, id := range n.order {
+		cands[i].Node = id
+	}
+	for _, self := range n.order {
+		if n.cfg.RTT != nil {
+			for i := range cands {
+				cands[i].RTT = n.cfg.RTT(self, cands[i].Node)
+			}
+		}
+		for _, peer := range Choose(self, cands, n.cfg.Neighbours) {
+			n.followers[peer] = append(n.followers[peer], self) // self ascends: sorted
+		}
+	}
+}
+
+// FollowPairs counts who follows whom: the pairs (follower, followee).
+func (n *Network) FollowPairs() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cfg.Neighbours <= 0 {
+		return len(n.order) * (len(n.order) - 1)
+	}
+	if n.followers == nil {
+		n.chooseLocked()
+	}
+	pairs := 0
+	for _, f := range n.followers {
+		pairs += len(f)
+	}
+	return pairs
+}
+
+// Follows returns the members id follows, sorted; every other member
+// without neighbourhoods.
+func (n *Network) Follows(id dfaas.NodeID) []dfaas.NodeID {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []dfaas.NodeID
+	for _, other := range n.order {
+		if other != id && slices.Contains(n.receivers(other), id) {
+			out = append(out, other)
+		}
+	}
+	return out
 }
 
 // Connect restores the link between a and b.
@@ -175,7 +251,7 @@ func (n *Network) send(from dfaas.NodeID, a dfaas.Advert, size int) {
 	now := n.cfg.Now()
 	n.mu.Lock()
 	var to []*Memory
-	for _, id := range n.order {
+	for _, id := range n.receivers(from) {
 		if id == from || n.cut[linkOf(from, id)] {
 			continue
 		}
@@ -200,6 +276,7 @@ func (n *Network) leave(id dfaas.NodeID) {
 	if i, ok := slices.BinarySearch(n.order, id); ok {
 		n.order = slices.Delete(n.order, i, i+1)
 	}
+	n.followers = nil
 	for _, m := range n.members {
 		m.peerDown(id)
 	}

@@ -141,3 +141,35 @@ func TestMemoryDirectCopies(t *testing.T) {
 	assert.Equal(t, dfaas.Rate(20), got[0].Functions["figlet"].Capacity)
 	assert.Positive(t, net.Stats().Bytes)
 }
+
+// TestMemoryNeighbourhoods: with Neighbours set, a member hears only the
+// peers it follows - its nearest - and the network carries one copy per
+// follower, not per member.
+func TestMemoryNeighbourhoods(t *testing.T) {
+	ctx := context.Background()
+	pos := map[dfaas.NodeID]int{"a": 0, "b": 1, "c": 2, "d": 10, "e": 11}
+	net, err := NewNetworkWith(NetworkConfig{Now: func() time.Time { return t0 }, Neighbours: 2,
+		RTT: func(x, y dfaas.NodeID) time.Duration {
+			d := pos[x] - pos[y]
+			return time.Millisecond * time.Duration(1+max(d, -d))
+		}})
+	require.NoError(t, err)
+	m := joinAll(t, net, "a", "b", "c", "d", "e")
+	for id, member := range m {
+		require.NoError(t, member.Publish(ctx, testAdvert(string(id), 1)))
+	}
+	want := map[dfaas.NodeID][]dfaas.NodeID{"a": {"b", "c"}, "b": {"a", "c"}, "c": {"a", "b"}, "d": {"c", "e"}, "e": {"c", "d"}}
+	for id, follows := range want {
+		assert.Equal(t, follows, net.Follows(id), id)
+		assert.Equal(t, follows, nodes(m[id].Adverts(t0)), id)
+	}
+	assert.Equal(t, uint64(5*2), net.Stats().Sent, "one copy per follower")
+
+	// c leaves: its followers choose again.
+	require.NoError(t, m["c"].Close())
+	assert.Equal(t, []dfaas.NodeID{"b", "d"}, net.Follows("a"))
+	assert.Equal(t, []dfaas.NodeID{"b", "e"}, net.Follows("d"))
+
+	_, err = NewNetworkWith(NetworkConfig{Neighbours: -1})
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+}

@@ -15,7 +15,7 @@ import (
 	"github.com/dfaas-go/dfaas"
 )
 
-// Probes: every connected peer is pinged (libp2p's ping protocol, on one
+// Probes: every followee is pinged (libp2p's ping protocol, on one
 // stream kept open) every ProbeInterval. The answers give the peer's round
 // trip time (an EWMA, also recorded in the peerstore); a peer that misses
 // SuspectAfter answers in a row is suspect: it leaves the table at once, as
@@ -153,19 +153,47 @@ func (pr *prober) probe(ctx context.Context, p peer.ID, s *network.Stream) (time
 	if err := (*s).SetDeadline(deadline); err != nil {
 		return 0, err
 	}
+	if err := pingOn(*s); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// pingOn sends one ping on s and waits for its echo.
+func pingOn(s network.Stream) error {
 	out := make([]byte, ping.PingSize)
 	if _, err := rand.Read(out); err != nil {
-		return 0, err
+		return err
 	}
-	if _, err := (*s).Write(out); err != nil {
-		return 0, err
+	if _, err := s.Write(out); err != nil {
+		return err
 	}
 	in := make([]byte, ping.PingSize)
-	if _, err := io.ReadFull(*s, in); err != nil {
-		return 0, err
+	if _, err := io.ReadFull(s, in); err != nil {
+		return err
 	}
 	if !bytes.Equal(in, out) {
-		return 0, io.ErrUnexpectedEOF
+		return io.ErrUnexpectedEOF
+	}
+	return nil
+}
+
+// pingOnce measures the round trip to p with one ping on a stream of its
+// own, dialling p if need be; ctx bounds it all.
+func (o *Libp2p) pingOnce(ctx context.Context, p peer.ID) (time.Duration, error) {
+	s, err := o.host.NewStream(ctx, p, ping.ID)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = s.Reset() }()
+	if dl, ok := ctx.Deadline(); ok {
+		if err := s.SetDeadline(dl); err != nil {
+			return 0, err
+		}
+	}
+	start := time.Now()
+	if err := pingOn(s); err != nil {
+		return 0, err
 	}
 	return time.Since(start), nil
 }

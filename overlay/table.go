@@ -25,13 +25,11 @@ type Stats struct {
 	Malformed uint64 // undecodable, invalid or of an unknown version
 	Oversized uint64 // over MaxAdvertBytes
 	Stale     uint64 // sequence number not above the last accepted
-	Spoofed   uint64 // claims another node than the one that signed it
+	Spoofed   uint64 // claims another node than the one that sent it
 	Expired   uint64 // dropped when their time-to-live ran out
 	PeersDown uint64 // peers removed because their connection dropped
-	Flooded   uint64 // over their author's advert rate (Libp2p only)
+	Flooded   uint64 // over their followee's advert rate (Libp2p only)
 	Denied    uint64 // connections refused by the allow-list (Libp2p only)
-	Outsider  uint64 // relayed adverts of peers not on the allow-list (Libp2p only)
-	Departed  uint64 // adverts relayed from a peer just after its connection dropped (Libp2p only)
 	Silent    uint64 // adverts of a peer that does not answer its probes (Libp2p only)
 }
 

@@ -7,6 +7,7 @@
 //	go run ./examples/sim -json                    # one JSON array of rows
 //	go run ./examples/sim -plot plots/             # served vs optimum per tick, one PNG per workload
 //	go run ./examples/sim -forecasters last,ewma,holt,holt-winters:600   # forecast accuracy table
+//	go run ./examples/sim -live 30s -workloads diurnal-100   # the same agents on real libp2p hosts, beside the simulator
 package main
 
 import (
@@ -45,6 +46,8 @@ type options struct {
 	seed        uint64
 	json        bool
 	plot        string
+	neighbours  int
+	live        time.Duration
 }
 
 func main() {
@@ -82,7 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	strategies := fs.String("strategies", "all", "strategies to compare: all, or some of "+strings.Join(balance.Names(), ", "))
-	workloads := fs.String("workloads", "all", "standard workloads: all, or some of "+strings.Join(workloadNames(1), ", "))
+	workloads := fs.String("workloads", "all", "workloads: all (the standard set), scale (10000 nodes), or some of "+strings.Join(workloadNames(1), ", "))
 	forecasters := fs.String("forecasters", "", "print forecast accuracy of these forecasters (e.g. last,ewma,holt,holt-winters:600) instead of the strategy table")
 	fs.StringVar(&o.forecaster, "forecast", "last", "the agents' forecaster: last, ewma, holt or holt-winters:<period in ticks>")
 	fs.StringVar(&o.trace, "trace", "", "replay this demand trace (CSV: time_s,node,function,rate) instead of the standard workloads")
@@ -91,6 +94,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.delay, "delay", 0, "delay of every advert (overrides the workload's)")
 	fs.Float64Var(&o.loss, "loss", 0, "probability that an advert copy is lost (overrides the workload's)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the workloads and of advert losses")
+	fs.IntVar(&o.neighbours, "neighbours", 0, "peers each node follows (0: the agent's default, overlay.DefaultNeighbours; -1: every peer, no neighbourhoods)")
+	fs.DurationVar(&o.live, "live", 0, "run the workloads' control plane for this long on real libp2p agents in this process (one per node), beside the simulator's figures")
 	fs.BoolVar(&o.json, "json", false, "print one JSON array of rows instead of the table")
 	fs.StringVar(&o.plot, "plot", "", "write served and optimum per tick, one PNG per workload, into this directory")
 	if err := fs.Parse(args); err != nil {
@@ -106,8 +111,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 	}
 	o.workloads = list(*workloads)
-	if *workloads == "all" {
-		o.workloads = workloadNames(o.seed)
+	switch *workloads {
+	case "all":
+		o.workloads = names(sim.Standard(o.seed))
+	case "scale":
+		o.workloads = names(sim.Scale(o.seed))
 	}
 	for _, w := range o.workloads {
 		if !slices.Contains(workloadNames(o.seed), w) && o.trace == "" {
@@ -126,12 +134,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.interval < time.Millisecond || o.delay < 0 || !(o.loss >= 0 && o.loss < 1) {
 		return o, errors.New("-interval below 1ms, negative -delay, or -loss outside [0, 1)")
 	}
+	if o.neighbours < -1 {
+		return o, errors.New("-neighbours below -1")
+	}
 	return o, nil
 }
 
 func workloadNames(seed uint64) []string {
+	return names(append(sim.Standard(seed), sim.Scale(seed)...))
+}
+
+func names(scs []sim.Scenario) []string {
 	var out []string
-	for _, sc := range sim.Standard(seed) {
+	for _, sc := range scs {
 		out = append(out, sc.Name)
 	}
 	return out
@@ -165,7 +180,7 @@ func scenarios(o options) ([]sim.Scenario, error) {
 		return []sim.Scenario{sc}, nil
 	}
 	var out []sim.Scenario
-	for _, sc := range sim.Standard(o.seed) {
+	for _, sc := range append(sim.Standard(o.seed), sim.Scale(o.seed)...) {
 		if slices.Contains(o.workloads, sc.Name) {
 			out = append(out, sc)
 		}
@@ -186,6 +201,7 @@ type Row struct {
 	RetriesPerForward    float64 `json:"retries_per_forward"`
 	ControlMsgsPerNodeS  float64 `json:"control_msgs_per_node_s"`
 	ControlBytesPerNodeS float64 `json:"control_bytes_per_node_s"`
+	ProbeBytesPerNodeS   float64 `json:"probe_bytes_per_node_s"`
 	ReactionS            float64 `json:"reaction_s"`
 	ForecastMAE          float64 `json:"forecast_mae"`
 	ForecastMAPE         float64 `json:"forecast_mape_pct"`
@@ -231,13 +247,14 @@ func runOne(ctx context.Context, o options, j job) (Row, error) {
 		return Row{}, err
 	}
 	res, err := sim.Run(ctx, sim.Config{Scenario: j.sc, Strategy: strategy, Interval: o.interval, Delay: o.delay, Loss: o.loss, Seed: o.seed,
+		Neighbours: o.neighbours,
 		Forecaster: func() dfaas.Forecaster { f, _ := forecast.ByName(j.forecaster); return f }})
 	if err != nil {
 		return Row{}, err
 	}
 	r := Row{Strategy: j.strategy, Workload: j.sc.Name, Forecaster: j.forecaster, ServedOverOptimum: res.ServedOverOptimum,
 		RejectedPct: res.RejectedPct, ForwardedPct: res.ForwardedPct, MeanHops: res.MeanHops,
-		ControlMsgsPerNodeS: res.ControlMsgsPerNodeS, ControlBytesPerNodeS: res.ControlBytesPerNodeS,
+		ControlMsgsPerNodeS: res.ControlMsgsPerNodeS, ControlBytesPerNodeS: res.ControlBytesPerNodeS, ProbeBytesPerNodeS: res.ProbeBytesPerNodeS,
 		ReactionS: res.ReactionS, MeanForwardRTTms: res.MeanForwardRTTms, ForecastMAE: res.ForecastMAE, ForecastMAPE: res.ForecastMAPE, ticks: res.Ticks}
 	if res.Forwarded > 0 {
 		r.RetriesPerForward = res.Retried / res.Forwarded
@@ -249,6 +266,9 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	scs, err := scenarios(o)
 	if err != nil {
 		return err
+	}
+	if o.live > 0 {
+		return runLive(ctx, o, scs, w)
 	}
 	var jobs []job
 	for _, sc := range scs {
@@ -283,14 +303,14 @@ func run(ctx context.Context, o options, w io.Writer) error {
 	default:
 		printTable(w, rows)
 	}
-	fmt.Fprintf(w, "\n%d runs in %.1f s (seed %d). served/opt: served over the most any routing could serve; reaction: s from an overload's onset until that node rejects at most 1%% of its demand, or nothing more could be served (-1: not while it lasted).\n",
+	fmt.Fprintf(w, "\n%d runs in %.1f s (seed %d). served/opt: served over the most any routing could serve; bytes/n/s: adverts a node sends, probe b/n/s: its pings and echoes; reaction: s from an overload's onset until that node rejects at most 1%% of its demand, or nothing more could be served (-1: not while it lasted).\n",
 		len(rows), time.Since(start).Seconds(), o.seed)
 	return nil
 }
 
 func printTable(w io.Writer, rows []Row) {
-	fmt.Fprintf(w, "%-24s %-13s %10s %9s %9s %6s %8s %9s %10s %9s %8s\n",
-		"workload", "strategy", "served/opt", "rejected%", "forward%", "hops", "retries", "msgs/n/s", "bytes/n/s", "reaction", "fwd rtt")
+	fmt.Fprintf(w, "%-24s %-13s %10s %9s %9s %6s %8s %9s %10s %10s %9s %8s\n",
+		"workload", "strategy", "served/opt", "rejected%", "forward%", "hops", "retries", "msgs/n/s", "bytes/n/s", "probe b/n/s", "reaction", "fwd rtt")
 	last := ""
 	for _, r := range rows {
 		if r.Workload != last && last != "" {
@@ -301,9 +321,9 @@ func printTable(w io.Writer, rows []Row) {
 		if r.MeanForwardRTTms > 0 {
 			rtt = fmt.Sprintf("%.1f", r.MeanForwardRTTms)
 		}
-		fmt.Fprintf(w, "%-24s %-13s %10.4f %9.2f %9.2f %6.2f %8.3f %9.0f %10.0f %9.1f %8s\n",
+		fmt.Fprintf(w, "%-24s %-13s %10.4f %9.2f %9.2f %6.2f %8.3f %9.0f %10.0f %10.0f %9.1f %8s\n",
 			r.Workload, r.Strategy, r.ServedOverOptimum, r.RejectedPct, r.ForwardedPct, r.MeanHops, r.RetriesPerForward,
-			r.ControlMsgsPerNodeS, r.ControlBytesPerNodeS, r.ReactionS, rtt)
+			r.ControlMsgsPerNodeS, r.ControlBytesPerNodeS, r.ProbeBytesPerNodeS, r.ReactionS, rtt)
 	}
 }
 
@@ -312,4 +332,44 @@ func printForecasts(w io.Writer, rows []Row) {
 	for _, r := range rows {
 		fmt.Fprintf(w, "%-24s %-18s %9.3f %9.2f %10.4f\n", r.Workload, r.Forecaster, r.ForecastMAE, r.ForecastMAPE, r.ServedOverOptimum)
 	}
+}
+
+// LiveRow is one line of the -live table, as printed by -json.
+type LiveRow struct {
+	sim.LiveResult
+	Strategy             string  `json:"strategy"`
+	SimBytesPerNodeS     float64 `json:"sim_bytes_per_node_s"` // adverts and probes
+	SimServedOverOptimum float64 `json:"sim_served_over_optimum"`
+}
+
+// runLive runs each workload's agents on real libp2p hosts for o.live,
+// with the first strategy, and the simulator on the same workload.
+func runLive(ctx context.Context, o options, scs []sim.Scenario, w io.Writer) error {
+	var rows []LiveRow
+	for _, sc := range scs {
+		strategy := o.strategies[0]
+		newBalancer := func() dfaas.Balancer { b, _ := balance.ByName(strategy); return b }
+		res, err := sim.Live(ctx, sim.LiveConfig{Scenario: sc, Strategy: newBalancer, Interval: o.interval, Duration: o.live, Neighbours: o.neighbours})
+		if err != nil {
+			return err
+		}
+		simRes, err := sim.Run(ctx, sim.Config{Scenario: sc, Strategy: newBalancer(), Interval: o.interval, Seed: o.seed, Neighbours: o.neighbours})
+		if err != nil {
+			return err
+		}
+		rows = append(rows, LiveRow{LiveResult: res, Strategy: strategy, SimBytesPerNodeS: simRes.ControlBytesPerNodeS + simRes.ProbeBytesPerNodeS,
+			SimServedOverOptimum: simRes.ServedOverOptimum})
+	}
+	if o.json {
+		return json.NewEncoder(w).Encode(rows)
+	}
+	fmt.Fprintf(w, "%-20s %-10s %6s %8s %10s %10s %10s %8s %8s %7s %7s %11s\n", "workload", "strategy", "agents", "formed s",
+		"bytes/n/s", "adverts", "sim b/n/s", "prop p50", "prop p99", "cpu s", "rss MB", "stop->gone")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%-20s %-10s %6d %8.1f %10.0f %10.0f %10.0f %7.1fms %7.1fms %7.1f %7.0f %4d ticks\n", r.Scenario, r.Strategy, r.Agents,
+			r.FormedS, r.BytesPerNodeS, r.AdvertBytesPerNodeS, r.SimBytesPerNodeS, r.PropagationP50MS, r.PropagationP99MS,
+			r.CPUSeconds, r.RSSMB, r.DetectionTicks)
+	}
+	fmt.Fprintf(w, "\nlive: %v per workload of real agents on libp2p hosts on loopback in this process; bytes/n/s: what a host sent per second, every protocol; adverts: the advert streams alone; sim b/n/s: the simulator's adverts and probes for the same workload; stop->gone: ticks until a stopped node left every plan.\n", o.live)
+	return nil
 }

@@ -3,8 +3,10 @@ package sim
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"time"
 
 	"github.com/dfaas-go/dfaas"
@@ -25,6 +27,10 @@ type Config struct {
 	Delay time.Duration
 	Loss  float64
 	Seed  uint64
+	// Neighbours is how many peers each node follows, as the libp2p
+	// overlay's Libp2pConfig.Neighbours: 0 means overlay.DefaultNeighbours,
+	// negative every peer (no neighbourhoods).
+	Neighbours int
 }
 
 // TickResult sums one tick over nodes and functions, in req/s.
@@ -50,6 +56,10 @@ type Result struct {
 	// ControlMsgsPerNodeS and ControlBytesPerNodeS are the adverts a node
 	// sends per second (one copy per receiver) and their bytes.
 	ControlMsgsPerNodeS, ControlBytesPerNodeS float64
+	// ProbeBytesPerNodeS is what a node sends per second in probes: a ping
+	// to each peer it follows and an echo to each follower, every
+	// overlay.DefaultProbeInterval.
+	ProbeBytesPerNodeS float64
 	// ReactionS is the mean time from an overload's onset (a node's demand
 	// rising above its capacity) until the node rejects at most 1% of its
 	// demand, or nothing more could be served anywhere; -1 if some overload
@@ -78,12 +88,17 @@ func (m *simMonitor) Sample(context.Context) (dfaas.Sample, error) { return m.sa
 // scenario's round-trip times, as the libp2p overlay's probes would.
 type rttOverlay struct {
 	*overlay.Memory
-	rtt map[dfaas.NodeID]time.Duration
+	self int
+	idx  map[dfaas.NodeID]int
+	rtt  func(a, b int) time.Duration
 }
 
 func (o rttOverlay) RTT(n dfaas.NodeID) (time.Duration, bool) {
-	d, ok := o.rtt[n]
-	return d, ok
+	j, ok := o.idx[n]
+	if !ok || j == o.self {
+		return 0, false
+	}
+	return o.rtt(o.self, j), true
 }
 
 type node struct {
@@ -119,11 +134,30 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	now := epoch
 	clock := func() time.Time { return now }
-	net, err := overlay.NewNetworkWith(overlay.NetworkConfig{Now: clock, Delay: cfg.Delay, Loss: cfg.Loss, Seed: cfg.Seed, Direct: true})
+	nn, nf := len(sc.Nodes), len(sc.Functions)
+	// Node ids and addresses as long as a libp2p agent's, so that adverts
+	// weigh what they would.
+	ids := make([]dfaas.NodeID, nn)
+	idx := make(map[dfaas.NodeID]int, nn)
+	for i, name := range sc.Nodes {
+		ids[i] = peerLikeID(name)
+		idx[ids[i]] = i
+	}
+	ncfg := overlay.NetworkConfig{Now: clock, Delay: cfg.Delay, Loss: cfg.Loss, Seed: cfg.Seed, Direct: true,
+		Neighbours: cfg.Neighbours}
+	switch {
+	case cfg.Neighbours == 0:
+		ncfg.Neighbours = overlay.DefaultNeighbours
+	case cfg.Neighbours < 0:
+		ncfg.Neighbours = 0
+	}
+	if sc.RTT != nil {
+		ncfg.RTT = func(a, b dfaas.NodeID) time.Duration { return sc.RTT(idx[a], idx[b]) }
+	}
+	net, err := overlay.NewNetworkWith(ncfg)
 	if err != nil {
 		return Result{}, err
 	}
-	nn, nf := len(sc.Nodes), len(sc.Functions)
 	var rttMS [][]float64
 	if sc.RTT != nil {
 		rttMS = make([][]float64, nn)
@@ -134,13 +168,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}
 	}
-	idx := make(map[dfaas.NodeID]int, nn)
 	nodes := make([]node, nn)
 	quiet := slog.New(slog.DiscardHandler)
-	for i, name := range sc.Nodes {
-		id := dfaas.NodeID(name)
-		idx[id] = i
-		m, err := net.Join(id)
+	for i := range sc.Nodes {
+		m, err := net.Join(ids[i])
 		if err != nil {
 			return Result{}, err
 		}
@@ -148,15 +179,10 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		nodes[i].monitor.sample = measure(sc, i, nil, nil, now, cfg.Interval)
 		var ov dfaas.Overlay = m
 		if sc.RTT != nil {
-			rtt := make(map[dfaas.NodeID]time.Duration, nn)
-			for j, other := range sc.Nodes {
-				if j != i {
-					rtt[dfaas.NodeID(other)] = sc.RTT(i, j)
-				}
-			}
-			ov = rttOverlay{m, rtt}
+			ov = rttOverlay{Memory: m, self: i, idx: idx, rtt: sc.RTT}
 		}
-		nodes[i].agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: name + ":8081", Logger: quiet, Now: clock},
+		addr := fmt.Sprintf("10.%d.%d.%d:8081", i>>16&255, i>>8&255, i&255)
+		nodes[i].agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: addr, Logger: quiet, Now: clock},
 			ov, nodes[i].monitor, cfg.Forecaster(), cfg.Strategy, nodes[i].proxy)
 		if err != nil {
 			return Result{}, err
@@ -310,6 +336,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	st := net.Stats()
 	res.ControlMsgsPerNodeS = float64(st.Sent-formation.Sent) / float64(nn) / duration
 	res.ControlBytesPerNodeS = float64(st.Bytes-formation.Bytes) / float64(nn) / duration
+	res.ProbeBytesPerNodeS = float64(net.FollowPairs()) * 2 * overlay.ProbeBytes / overlay.DefaultProbeInterval.Seconds() / float64(nn)
 	res.ReactionS = reaction(onsets) * secs
 	if errN > 0 {
 		res.ForecastMAE = absErr / float64(errN)
@@ -318,6 +345,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		res.ForecastMAPE = 100 * absPctErr / float64(pctN)
 	}
 	return res, nil
+}
+
+// peerLikeID is a node id of the length and alphabet of a libp2p peer id
+// (an Ed25519 key's, 52 characters), made from the node's name.
+func peerLikeID(name string) dfaas.NodeID {
+	const alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	r := rand.New(rand.NewPCG(h.Sum64(), 0))
+	b := []byte("12D3KooW")
+	for len(b) < 52 {
+		b = append(b, alphabet[r.IntN(len(alphabet))])
+	}
+	return dfaas.NodeID(b)
 }
 
 // measure is node i's Monitor sample of the tick just served.

@@ -197,6 +197,18 @@ func Standard(seed uint64) []Scenario {
 		Diurnal(100, 600, 300, seed),
 		Geo(Hotspot(10, 600, 60, seed), seed),
 		Geo(Diurnal(100, 600, 300, seed), seed),
-		Hotspot(1000, 20, 5, seed),
+		Hotspot(1000, 120, 10, seed),
+		Diurnal(1000, 300, 150, seed),
+		Geo(Hotspot(1000, 120, 10, seed), seed),
+	}
+}
+
+// Scale is the workload set of federations of ten thousand nodes, run on
+// request (go run ./examples/sim -workloads scale).
+func Scale(seed uint64) []Scenario {
+	return []Scenario{
+		Hotspot(10000, 30, 10, seed),
+		Diurnal(10000, 60, 60, seed),
+		Geo(Hotspot(10000, 30, 10, seed), seed),
 	}
 }

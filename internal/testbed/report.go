@@ -50,7 +50,7 @@ type Report struct {
 	// within a tick.
 	ViewsCompletePct float64 `json:"views_complete_pct"`
 	// ControlBytesPerNodeS is what each agent's overlay sent per second
-	// during the run (libp2p stream bytes: adverts, gossip, DHT, probes),
+	// during the run (libp2p stream bytes: adverts, DHT, probes),
 	// averaged over the agents that ran from start to end.
 	ControlBytesPerNodeS float64  `json:"control_bytes_per_node_s"`
 	AgentRSSMB           float64  `json:"agent_rss_mb"`

@@ -1,0 +1,54 @@
+package overlay
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+func TestChooseNearestFirst(t *testing.T) {
+	cands := []Candidate{
+		{Node: "far", RTT: 80 * time.Millisecond},
+		{Node: "self", RTT: time.Microsecond},
+		{Node: "unmeasured"},
+		{Node: "near", RTT: 2 * time.Millisecond},
+		{Node: "mid", RTT: 20 * time.Millisecond},
+		{Node: "near", RTT: 2 * time.Millisecond},
+	}
+	assert.Equal(t, []dfaas.NodeID{"near", "mid"}, Choose("self", cands, 2))
+	assert.Equal(t, []dfaas.NodeID{"near", "mid", "far", "unmeasured"}, Choose("self", cands, 10),
+		"unmeasured last, self never, each node once")
+	assert.Empty(t, Choose("self", cands, 0))
+	assert.Equal(t, "far", string(cands[0].Node), "the candidates keep their order")
+}
+
+// TestChooseSpreadsFollowersOnALAN: where no RTT tells peers apart, each
+// node follows its own k, and every node has about k followers.
+func TestChooseSpreadsFollowersOnALAN(t *testing.T) {
+	const n, k = 200, 16
+	cands := make([]Candidate, n)
+	for i := range cands {
+		cands[i] = Candidate{Node: dfaas.NodeID(fmt.Sprintf("n%03d", i))}
+	}
+	followers := map[dfaas.NodeID]int{}
+	for _, c := range cands {
+		chosen := Choose(c.Node, cands, k)
+		assert.Len(t, chosen, k)
+		for _, p := range chosen {
+			followers[p]++
+		}
+	}
+	most, least := 0, n
+	for _, c := range cands {
+		most, least = max(most, followers[c.Node]), min(least, followers[c.Node])
+	}
+	t.Logf("followers per node: %d to %d (k = %d)", least, most, k)
+	assert.LessOrEqual(t, most, 3*k)
+	assert.GreaterOrEqual(t, least, 1)
+	assert.Equal(t, Choose("n001", cands, k), Choose("n001", cands, k), "deterministic")
+	assert.NotEqual(t, Choose("n001", cands, k), Choose("n002", cands, k), "each its own")
+}
