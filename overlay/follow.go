@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -47,6 +48,8 @@ const (
 	bannedFor      = time.Minute
 	// measurePerRound bounds the new candidates pinged per round.
 	measurePerRound = 8
+	// swapEvery spaces the swaps of a followee for a nearer peer.
+	swapEvery = 5 * time.Second
 )
 
 // followee is a peer this node follows.
@@ -67,9 +70,13 @@ type neighbourhood struct {
 
 	mu        sync.Mutex
 	following map[peer.ID]*followee
-	pending   map[peer.ID]bool      // follows being opened
-	barred    map[peer.ID]time.Time // left out until then
-	known     map[peer.ID]time.Time // discovered members, last seen
+	pending   map[peer.ID]bool         // follows being opened
+	barred    map[peer.ID]time.Time    // left out until then
+	known     map[peer.ID]time.Time    // members found or met, last seen
+	ids       map[peer.ID]dfaas.NodeID // string forms, computed once
+	near      map[peer.ID]nearness     // the lowest RTT seen of each member
+	failed    map[peer.ID]int          // follows that failed in a row
+	swapped   time.Time                // the last swap of a followee for a nearer one
 	followers map[peer.ID]*follower
 	latest    []byte // this node's latest encoded advert
 	rechoose  chan struct{}
@@ -79,8 +86,10 @@ type neighbourhood struct {
 
 func newNeighbourhood(o *Libp2p) *neighbourhood {
 	return &neighbourhood{o: o, following: map[peer.ID]*followee{}, pending: map[peer.ID]bool{},
-		barred: map[peer.ID]time.Time{}, known: map[peer.ID]time.Time{}, followers: map[peer.ID]*follower{},
-		rechoose: make(chan struct{}, 1)}
+		barred: map[peer.ID]time.Time{}, known: map[peer.ID]time.Time{}, ids: map[peer.ID]dfaas.NodeID{},
+		near: map[peer.ID]nearness{}, failed: map[peer.ID]int{},
+		followers: map[peer.ID]*follower{},
+		rechoose:  make(chan struct{}, 1)}
 }
 
 // nudge asks for an early round of choosing.
@@ -134,8 +143,9 @@ func (n *neighbourhood) run(ctx context.Context) {
 	t := time.NewTicker(chooseInterval)
 	defer t.Stop()
 	for {
-		n.measure(ctx)
-		n.choose(ctx)
+		cands := n.candidates(time.Now())
+		n.measure(ctx, cands)
+		n.choose(ctx, cands)
 		select {
 		case <-ctx.Done():
 			return
@@ -145,51 +155,112 @@ func (n *neighbourhood) run(ctx context.Context) {
 	}
 }
 
+// nearness is the lowest round-trip time seen of a peer since a time.
+// Followees are probed twice a second and candidates pinged once: by their
+// averages, a followee slowed by load would look farther than a candidate
+// measured idle, and be swapped for it, again and again. The lowest sample
+// is the distance, the rest is queueing.
+type nearness struct {
+	rtt   time.Duration
+	since time.Time
+}
+
+// nearnessFor is how long a lowest sample counts; then the next sample
+// starts a new window (a route may have changed).
+const nearnessFor = 5 * time.Minute
+
+// sawRTT records a round-trip sample of p.
+func (n *neighbourhood) sawRTT(p peer.ID, rtt time.Duration, now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	cur, ok := n.near[p]
+	if !ok || rtt < cur.rtt || now.Sub(cur.since) > nearnessFor {
+		n.near[p] = nearness{rtt: rtt, since: now}
+	}
+}
+
+// rttOf is p's lowest recent RTT, zero if none was seen.
+func (n *neighbourhood) rttOf(p peer.ID) time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.near[p].rtt
+}
+
+// forgetAfter is how long a member neither found again nor connected stays
+// a candidate.
+const forgetAfter = 3 * time.Minute
+
 // candidates are the members this node could follow: those discovered and
-// those connected that speak the advert protocol, less the barred ones.
+// those connected that speak the advert protocol, less the barred ones,
+// sorted.
 func (n *neighbourhood) candidates(now time.Time) []peer.ID {
 	h := n.o.host
-	set := map[peer.ID]bool{}
+	var met []peer.ID
+	for _, p := range h.Network().Peers() {
+		n.mu.Lock()
+		_, ok := n.known[p]
+		n.mu.Unlock()
+		if ok {
+			met = append(met, p)
+		} else if speaks, _ := h.Peerstore().SupportsProtocols(p, n.o.proto); len(speaks) > 0 {
+			met = append(met, p)
+		}
+	}
 	n.mu.Lock()
-	for p := range n.known {
-		set[p] = true
+	defer n.mu.Unlock()
+	for _, p := range met {
+		n.known[p] = now
 	}
 	for p, until := range n.barred {
 		if now.After(until) {
 			delete(n.barred, p)
 		}
 	}
-	n.mu.Unlock()
-	for _, p := range h.Network().Peers() {
-		if ok, _ := h.Peerstore().SupportsProtocols(p, n.o.proto); len(ok) > 0 {
-			set[p] = true
+	out := make([]peer.ID, 0, len(n.known))
+	for p, seen := range n.known {
+		if now.Sub(seen) > forgetAfter {
+			delete(n.known, p)
+			delete(n.ids, p)
+			delete(n.near, p)
+			continue
 		}
-	}
-	out := make([]peer.ID, 0, len(set))
-	n.mu.Lock()
-	for p := range set {
 		if _, barred := n.barred[p]; !barred && p != h.ID() {
 			out = append(out, p)
 		}
 	}
-	n.mu.Unlock()
 	slices.Sort(out)
 	return out
 }
 
+// id is p's node id, its string form computed once.
+func (n *neighbourhood) id(p peer.ID) dfaas.NodeID {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	id, ok := n.ids[p]
+	if !ok {
+		id = dfaas.NodeID(p.String())
+		n.ids[p] = id
+	}
+	return id
+}
+
 // measure pings a few candidates whose round-trip time is not known yet,
 // so that the nearest can be chosen.
-func (n *neighbourhood) measure(ctx context.Context) {
+func (n *neighbourhood) measure(ctx context.Context, cands []peer.ID) {
 	ps := n.o.host.Peerstore()
 	var todo []peer.ID
-	for _, p := range n.candidates(time.Now()) {
-		if ps.LatencyEWMA(p) == 0 {
+	for _, p := range cands {
+		if n.rttOf(p) == 0 {
 			todo = append(todo, p)
 		}
-		if len(todo) == measurePerRound {
-			break
-		}
 	}
+	// In the order Choose breaks ties in, so that on a LAN each node first
+	// measures the peers it will follow (not all the same few).
+	self := n.o.Self()
+	slices.SortFunc(todo, func(a, b peer.ID) int {
+		return cmp.Compare(pairHash(self, n.id(a)), pairHash(self, n.id(b)))
+	})
+	todo = todo[:min(len(todo), measurePerRound)]
 	var wg sync.WaitGroup
 	for _, p := range todo {
 		wg.Go(func() {
@@ -197,6 +268,7 @@ func (n *neighbourhood) measure(ctx context.Context) {
 			defer cancel()
 			if rtt, err := n.o.pingOnce(mctx, p); err == nil {
 				ps.RecordLatency(p, rtt)
+				n.sawRTT(p, rtt, time.Now())
 			}
 		})
 	}
@@ -204,43 +276,48 @@ func (n *neighbourhood) measure(ctx context.Context) {
 }
 
 // choose follows the nearest candidates, and lets go of a followee only
-// for a nearer one (one a round) or when it falls out of the wider
+// for a nearer one (one every swapEvery) or when it falls out of the wider
 // neighbourhood, so that followees do not churn with every RTT sample.
-func (n *neighbourhood) choose(ctx context.Context) {
+func (n *neighbourhood) choose(ctx context.Context, cands []peer.ID) {
 	k := n.o.cfg.Neighbours
-	ps := n.o.host.Peerstore()
-	cands := n.candidates(time.Now())
 	cs := make([]Candidate, len(cands))
+	byID := make(map[dfaas.NodeID]peer.ID, len(cands))
 	for i, p := range cands {
-		cs[i] = Candidate{Node: dfaas.NodeID(p.String()), RTT: ps.LatencyEWMA(p)}
+		cs[i] = Candidate{Node: n.id(p), RTT: n.rttOf(p)}
+		byID[cs[i].Node] = p
 	}
 	self := n.o.Self()
-	want := Choose(self, cs, k)
+	// rank is a candidate's place among the nearest k+k/2; the first k are
+	// wanted, the rest may stay.
 	wider := Choose(self, cs, k+k/2)
+	rank := make(map[peer.ID]int, len(wider))
+	for i, id := range wider {
+		rank[byID[id]] = i
+	}
 
 	n.mu.Lock()
 	var drop []peer.ID
 	for p := range n.following {
-		if !slices.Contains(wider, dfaas.NodeID(p.String())) {
+		if _, ok := rank[p]; !ok {
 			drop = append(drop, p)
 		}
 	}
 	var add []peer.ID
-	for _, id := range want {
-		p, _ := peer.Decode(string(id))
+	for _, id := range wider[:min(k, len(wider))] {
+		p := byID[id]
 		if n.following[p] == nil && !n.pending[p] {
 			add = append(add, p)
 		}
 	}
 	room := k - (len(n.following) - len(drop)) - len(n.pending)
-	if len(add) > room && room <= 0 {
+	if len(add) > 0 && room <= 0 && time.Since(n.swapped) >= swapEvery {
+		n.swapped = time.Now()
 		// Full of followees from the wider ring: swap the farthest of
 		// those not wanted for the nearest wanted one.
 		var worst peer.ID
 		worstAt := -1
 		for p := range n.following {
-			i := slices.Index(wider, dfaas.NodeID(p.String()))
-			if !slices.Contains(want, dfaas.NodeID(p.String())) && !slices.Contains(drop, p) && i > worstAt {
+			if i, ok := rank[p]; ok && i >= k && i > worstAt {
 				worst, worstAt = p, i
 			}
 		}
@@ -271,14 +348,21 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	n.mu.Lock()
 	delete(n.pending, p)
 	if err != nil {
-		n.barred[p] = time.Now().Add(retryAfter)
+		// Back off, doubling up to refusedFor: a peer that cannot be
+		// reached now (or a host too busy to dial) is not tried every
+		// half second.
+		n.failed[p]++
+		n.barred[p] = time.Now().Add(min(refusedFor, retryAfter<<min(n.failed[p]-1, 6)))
 		n.mu.Unlock()
 		n.o.log.Debug("follow failed", "peer", p, "err", err)
 		return
 	}
+	delete(n.failed, p)
 	rctx, stop := context.WithCancel(ctx)
 	n.following[p] = &followee{s: s, cancel: stop}
 	n.mu.Unlock()
+	n.o.host.ConnManager().Protect(p, "dfaas-followee")
+	defer n.o.host.ConnManager().Unprotect(p, "dfaas-followee")
 	n.o.probes.watch(rctx, p)
 	n.o.log.Debug("following", "peer", p)
 
@@ -406,6 +490,8 @@ func (n *neighbourhood) handle(s network.Stream) {
 		f.wake <- struct{}{}
 	}
 	n.mu.Unlock()
+	n.o.host.ConnManager().Protect(p, "dfaas-follower")
+	defer n.o.host.ConnManager().Unprotect(p, "dfaas-follower")
 
 	done := make(chan struct{})
 	go func() { // the follower writes nothing: a read ends when it leaves

@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -46,7 +47,8 @@ type Libp2pConfig struct {
 	Namespace string
 	// DiscoveryInterval is how often the overlay re-dials bootstrap peers,
 	// re-advertises itself and looks for new agents, until a lookup finds
-	// none; then six times as long. Default 10 s.
+	// none; then thirty times as long (and it re-advertises itself as
+	// rarely). Default 10 s.
 	DiscoveryInterval time.Duration
 	// PrivateKey is the node's identity. Default: a fresh Ed25519 key (a
 	// new node id at every start; see LoadOrCreateKey for a stable one).
@@ -89,6 +91,10 @@ type Libp2pConfig struct {
 	// Now is the clock that times advert expiry. Default time.Now.
 	Now func() time.Time
 }
+
+// settledFor is how many discovery intervals a settled node waits between
+// lookups.
+const settledFor = 30
 
 // DefaultProbeInterval is how often a followee is pinged by default.
 const DefaultProbeInterval = 500 * time.Millisecond
@@ -250,8 +256,15 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 		return nil, fmt.Errorf("overlay: key: %w", err)
 	}
 	o.bw = newTraffic()
+	// Connections to followees and followers are protected; the others
+	// (the DHT's, measurements) are trimmed beyond 2 x MaxFollowers, so a
+	// node's connections do not grow with the federation either.
+	cm, err := connmgr.NewConnManager(cfg.MaxFollowers, 2*cfg.MaxFollowers, connmgr.WithGracePeriod(30*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("overlay: connection manager: %w", err)
+	}
 	opts := []libp2p.Option{libp2p.ListenAddrStrings(cfg.ListenAddrs...), libp2p.DisableRelay(), libp2p.DisableMetrics(),
-		libp2p.Identity(key), libp2p.BandwidthReporter(o.bw)}
+		libp2p.Identity(key), libp2p.BandwidthReporter(o.bw), libp2p.ConnectionManager(cm)}
 	if cfg.Secret != nil {
 		opts = append(opts, libp2p.PrivateNetwork(cfg.Secret))
 	} else {
@@ -438,16 +451,17 @@ func (o *Libp2p) discover(ctx context.Context) {
 	settled := false // the last lookup found no new member
 	for {
 		// Fast until the first peer, then every DiscoveryInterval while
-		// lookups find new members; once one finds none, every six
-		// intervals (a newcomer looks fast and connects, so it is a
-		// candidate before then): each answer lists the members the DHT
-		// holds, so lookups are most of what discovery costs.
+		// lookups find new members; once one finds none, every settledFor
+		// intervals: a newcomer looks fast and follows its nearest, whose
+		// connection makes it their candidate, so the slow lookups only
+		// catch newcomers near a node that are not near it. DHT walks are
+		// most of what a settled node's control traffic costs.
 		wait := o.cfg.DiscoveryInterval
 		switch {
 		case o.Peers() == 0:
 			wait = min(wait, 250*time.Millisecond)
 		case settled:
-			wait = 6 * wait
+			wait = settledFor * wait
 		}
 		select {
 		case <-ctx.Done():
@@ -463,7 +477,7 @@ func (o *Libp2p) discover(ctx context.Context) {
 			if err != nil {
 				o.log.Debug("rendezvous advertise failed", "err", err)
 			} else {
-				advertisedUntil = time.Now().Add(min(ttl/2, 10*o.cfg.DiscoveryInterval))
+				advertisedUntil = time.Now().Add(min(ttl/2, settledFor*o.cfg.DiscoveryInterval))
 			}
 		}
 		found, err := rd.FindPeers(ctx, o.cfg.Namespace, discovery.Limit(4*o.cfg.Neighbours))

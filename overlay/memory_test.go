@@ -147,11 +147,12 @@ func TestMemoryDirectCopies(t *testing.T) {
 // follower, not per member.
 func TestMemoryNeighbourhoods(t *testing.T) {
 	ctx := context.Background()
-	pos := map[dfaas.NodeID]int{"a": 0, "b": 1, "c": 2, "d": 10, "e": 11}
+	// RTTs double with every step apart, so that each is its own band.
+	pos := map[dfaas.NodeID]int{"a": 0, "b": 1, "c": 2, "d": 5, "e": 6}
 	net, err := NewNetworkWith(NetworkConfig{Now: func() time.Time { return t0 }, Neighbours: 2,
 		RTT: func(x, y dfaas.NodeID) time.Duration {
 			d := pos[x] - pos[y]
-			return time.Millisecond * time.Duration(1+max(d, -d))
+			return time.Millisecond << max(d, -d)
 		}})
 	require.NoError(t, err)
 	m := joinAll(t, net, "a", "b", "c", "d", "e")

@@ -3,6 +3,7 @@ package overlay
 import (
 	"cmp"
 	"hash/fnv"
+	"math"
 	"slices"
 	"time"
 
@@ -23,24 +24,20 @@ type Candidate struct {
 }
 
 // Choose returns the k candidates self follows: the nearest by round-trip
-// time, those without a measurement after every measured one, ties broken
-// by a hash of the pair. On a LAN, where RTTs tie or are unknown, each node
-// so follows its own pseudo-random k and followers spread evenly over the
-// federation; between sites, each follows its nearest. self is never
-// chosen. Choose is deterministic and leaves cands in its order.
+// time in bands that double (under 2 ms, 2-4 ms, 4-8 ms ...), those without
+// a measurement after every measured one, ties broken by a hash of the
+// pair. On a LAN, where RTTs are all in the first band (or unknown), each
+// node so follows its own pseudo-random k, followers spread evenly over the
+// federation, and a jittery RTT sample changes nothing; between sites, each
+// follows its nearest. self is never chosen. Choose is deterministic and
+// leaves cands in its order.
 func Choose(self dfaas.NodeID, cands []Candidate, k int) []dfaas.NodeID {
 	type ranked struct {
 		Candidate
 		hash uint64
 	}
 	less := func(a, b ranked) int {
-		switch {
-		case a.RTT > 0 && b.RTT <= 0:
-			return -1
-		case a.RTT <= 0 && b.RTT > 0:
-			return 1
-		}
-		if c := cmp.Compare(a.RTT, b.RTT); c != 0 {
+		if c := cmp.Compare(rttBand(a.RTT), rttBand(b.RTT)); c != 0 {
 			return c
 		}
 		if c := cmp.Compare(a.hash, b.hash); c != 0 {
@@ -76,6 +73,19 @@ func Choose(self dfaas.NodeID, cands []Candidate, k int) []dfaas.NodeID {
 		out[i] = r.Node
 	}
 	return out
+}
+
+// rttBand is the band of a round-trip time: 0 under 2 ms, then one more for
+// every doubling; unmeasured (zero) after all.
+func rttBand(rtt time.Duration) int {
+	if rtt <= 0 {
+		return math.MaxInt
+	}
+	band := 0
+	for d := 2 * time.Millisecond; rtt >= d && band < 62; d *= 2 {
+		band++
+	}
+	return band
 }
 
 // pairHash mixes the two ids, so that the same peer ranks differently for

@@ -15,15 +15,27 @@ func TestChooseNearestFirst(t *testing.T) {
 		{Node: "far", RTT: 80 * time.Millisecond},
 		{Node: "self", RTT: time.Microsecond},
 		{Node: "unmeasured"},
-		{Node: "near", RTT: 2 * time.Millisecond},
+		{Node: "near", RTT: 3 * time.Millisecond},
 		{Node: "mid", RTT: 20 * time.Millisecond},
-		{Node: "near", RTT: 2 * time.Millisecond},
+		{Node: "near", RTT: 3 * time.Millisecond},
 	}
 	assert.Equal(t, []dfaas.NodeID{"near", "mid"}, Choose("self", cands, 2))
 	assert.Equal(t, []dfaas.NodeID{"near", "mid", "far", "unmeasured"}, Choose("self", cands, 10),
 		"unmeasured last, self never, each node once")
 	assert.Empty(t, Choose("self", cands, 0))
 	assert.Equal(t, "far", string(cands[0].Node), "the candidates keep their order")
+
+	// Within a band, RTT samples do not reorder: the pair hash does.
+	lan := func(rtts ...time.Duration) []dfaas.NodeID {
+		var cs []Candidate
+		for i, r := range rtts {
+			cs = append(cs, Candidate{Node: dfaas.NodeID(fmt.Sprint("p", i)), RTT: r})
+		}
+		return Choose("self", cs, 2)
+	}
+	us := time.Microsecond
+	assert.Equal(t, lan(100*us, 900*us, 1500*us, 300*us), lan(1900*us, 200*us, 100*us, 1200*us), "a LAN's jitter changes nothing")
+	assert.Equal(t, []dfaas.NodeID{"p2"}, Choose("self", []Candidate{{"p0", 4 * time.Millisecond}, {"p1", 7 * time.Millisecond}, {"p2", time.Millisecond}}, 1))
 }
 
 // TestChooseSpreadsFollowersOnALAN: where no RTT tells peers apart, each

@@ -227,6 +227,7 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 	switch {
 	case err == nil:
 		o.host.Peerstore().RecordLatency(p, rtt)
+		o.hood.sawRTT(p, rtt, time.Now())
 		if cleared {
 			o.log.Info("peer answers again", "peer", p, "rtt", rtt)
 			o.fire()

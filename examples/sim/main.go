@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -363,12 +364,17 @@ func runLive(ctx context.Context, o options, scs []sim.Scenario, w io.Writer) er
 	if o.json {
 		return json.NewEncoder(w).Encode(rows)
 	}
-	fmt.Fprintf(w, "%-20s %-10s %6s %8s %10s %10s %10s %8s %8s %7s %7s %11s\n", "workload", "strategy", "agents", "formed s",
-		"bytes/n/s", "adverts", "sim b/n/s", "prop p50", "prop p99", "cpu s", "rss MB", "stop->gone")
+	fmt.Fprintf(w, "%-20s %-10s %6s %8s %10s %10s %10s %8s %8s %7s %7s %7s %7s %11s\n", "workload", "strategy", "agents", "formed s",
+		"bytes/n/s", "adverts", "sim b/n/s", "prop p50", "prop p99", "ticks/s", "churn/s", "cpu s", "rss MB", "stop->gone")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%-20s %-10s %6d %8.1f %10.0f %10.0f %10.0f %7.1fms %7.1fms %7.1f %7.0f %4d ticks\n", r.Scenario, r.Strategy, r.Agents,
+		fmt.Fprintf(w, "%-20s %-10s %6d %8.1f %10.0f %10.0f %10.0f %7.1fms %7.1fms %7.2f %7.2f %7.1f %7.0f %4d ticks\n", r.Scenario, r.Strategy, r.Agents,
 			r.FormedS, r.BytesPerNodeS, r.AdvertBytesPerNodeS, r.SimBytesPerNodeS, r.PropagationP50MS, r.PropagationP99MS,
-			r.CPUSeconds, r.RSSMB, r.DetectionTicks)
+			r.TicksPerS, r.ChurnPerS, r.CPUSeconds, r.RSSMB, r.DetectionTicks)
+		var parts []string
+		for _, p := range slices.Sorted(maps.Keys(r.ByProtocol)) {
+			parts = append(parts, fmt.Sprintf("%s %.0f", p, r.ByProtocol[p]))
+		}
+		fmt.Fprintf(w, "%-20s   by protocol, bytes/n/s: %s\n", "", strings.Join(parts, ", "))
 	}
 	fmt.Fprintf(w, "\nlive: %v per workload of real agents on libp2p hosts on loopback in this process; bytes/n/s: what a host sent per second, every protocol; adverts: the advert streams alone; sim b/n/s: the simulator's adverts and probes for the same workload; stop->gone: ticks until a stopped node left every plan.\n", o.live)
 	return nil

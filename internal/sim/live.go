@@ -48,6 +48,8 @@ type LiveResult struct {
 	// identify); AdvertBytesPerNodeS the advert streams alone.
 	BytesPerNodeS       float64 `json:"bytes_per_node_s"`
 	AdvertBytesPerNodeS float64 `json:"advert_bytes_per_node_s"`
+	// ByProtocol splits BytesPerNodeS by libp2p protocol.
+	ByProtocol map[string]float64 `json:"bytes_per_node_s_by_protocol"`
 	// PropagationMS are quantiles of the time from an agent's publishing an
 	// advert until a follower holds it (polled every 5 ms).
 	PropagationP50MS float64 `json:"propagation_p50_ms"`
@@ -60,6 +62,11 @@ type LiveResult struct {
 	// agent ran until the stopped node left its plan; DetectionS the time.
 	DetectionTicks uint64  `json:"detection_ticks"`
 	DetectionS     float64 `json:"detection_s"`
+	// TicksPerS is the mean control ticks an agent ran per second (one per
+	// interval, more when a peer came or went); ChurnPerS the mean
+	// followees an agent lost per second (stream ended, suspect, dropped).
+	TicksPerS float64 `json:"ticks_per_s"`
+	ChurnPerS float64 `json:"churn_per_s"`
 }
 
 // liveOverlay records when its node published each advert.
@@ -190,8 +197,17 @@ func Live(ctx context.Context, cfg LiveConfig) (LiveResult, error) {
 		if formed {
 			break
 		}
-		if time.Since(start) > 2*time.Minute {
-			return LiveResult{}, errors.New("sim: live: the federation did not form in 2 minutes")
+		if time.Since(start) > 30*time.Second {
+			short := 0
+			fewest := want
+			for _, n := range nodes {
+				if f := len(n.ov.Following()); f < want {
+					short++
+					fewest = min(fewest, f)
+				}
+			}
+			return LiveResult{}, fmt.Errorf("sim: live: the federation did not form in 30 s: %d of %d nodes follow fewer than %d peers (the fewest %d)",
+				short, nn, want, fewest)
 		}
 		select {
 		case <-ctx.Done():
@@ -202,21 +218,36 @@ func Live(ctx context.Context, cfg LiveConfig) (LiveResult, error) {
 	res := LiveResult{Scenario: sc.Name, Agents: nn, FormedS: time.Since(start).Seconds()}
 	// Settle one tick, then measure.
 	time.Sleep(cfg.Interval)
-	outAt := func() (total, adverts int64) {
+	outAt := func() (total, adverts int64, ticks, down uint64, by map[string]int64) {
+		by = map[string]int64{}
 		for _, n := range nodes {
 			_, out := n.ov.Traffic()
 			total += out
+			for p, st := range n.ov.TrafficByProtocol() {
+				by[p] += st.TotalOut
+			}
 			adverts += n.ov.TrafficByProtocol()["/dfaas-live/adverts/2"].TotalOut
+			ticks += n.agent.Status().Ticks
+			down += n.ov.Stats().PeersDown
 		}
-		return total, adverts
+		return total, adverts, ticks, down, by
 	}
 	pid := os.Getpid()
 	cpu0 := procstat.CPU(pid)
-	out0, adv0 := outAt()
+	out0, adv0, ticks0, down0, by0 := outAt()
 	t0 := time.Now()
 	delays := watchPropagation(ctx, nodes, cfg.Duration)
 	secs := time.Since(t0).Seconds()
-	out1, adv1 := outAt()
+	out1, adv1, ticks1, down1, by1 := outAt()
+	res.ByProtocol = map[string]float64{}
+	for p, b := range by1 {
+		if p == "" {
+			p = "(negotiation)"
+		}
+		res.ByProtocol[p] = float64(b-by0[p]) / float64(nn) / secs
+	}
+	res.TicksPerS = float64(ticks1-ticks0) / float64(nn) / secs
+	res.ChurnPerS = float64(down1-down0) / float64(nn) / secs
 	res.CPUSeconds = (procstat.CPU(pid) - cpu0).Seconds()
 	res.RSSMB = procstat.RSSMiB(pid)
 	res.BytesPerNodeS = float64(out1-out0) / float64(nn) / secs
