@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 	"golang.org/x/time/rate"
 
 	"github.com/dfaas-go/dfaas"
@@ -48,6 +52,9 @@ const (
 	bannedFor      = time.Minute
 	// measurePerRound bounds the new candidates pinged per round.
 	measurePerRound = 8
+	// firstAdvertWithin is how long a new followee may take to write its
+	// first advert.
+	firstAdvertWithin = 30 * time.Second
 	// swapEvery spaces the swaps of a followee for a nearer peer.
 	swapEvery = 5 * time.Second
 )
@@ -62,6 +69,8 @@ type followee struct {
 type follower struct {
 	s    network.Stream
 	wake chan struct{} // a new advert to write
+	bye  chan struct{} // closed when it must make room: tell it and hang up
+	net  string        // the network it connects from (netOf)
 }
 
 // neighbourhood holds both sides of the advert streams.
@@ -81,7 +90,8 @@ type neighbourhood struct {
 	latest    []byte // this node's latest encoded advert
 	rechoose  chan struct{}
 
-	refusedFollows atomic.Uint64 // follows this node refused (full)
+	evicted atomic.Uint64 // followers told to make room for a newcomer
+	salt    uint64        // Choose's secret tie-break
 }
 
 func newNeighbourhood(o *Libp2p) *neighbourhood {
@@ -89,7 +99,7 @@ func newNeighbourhood(o *Libp2p) *neighbourhood {
 		barred: map[peer.ID]time.Time{}, known: map[peer.ID]time.Time{}, ids: map[peer.ID]dfaas.NodeID{},
 		near: map[peer.ID]nearness{}, failed: map[peer.ID]int{},
 		followers: map[peer.ID]*follower{},
-		rechoose:  make(chan struct{}, 1)}
+		rechoose:  make(chan struct{}, 1), salt: mrand.Uint64()}
 }
 
 // nudge asks for an early round of choosing.
@@ -222,6 +232,7 @@ func (n *neighbourhood) candidates(now time.Time) []peer.ID {
 			delete(n.known, p)
 			delete(n.ids, p)
 			delete(n.near, p)
+			delete(n.failed, p)
 			continue
 		}
 		if _, barred := n.barred[p]; !barred && p != h.ID() {
@@ -258,7 +269,7 @@ func (n *neighbourhood) measure(ctx context.Context, cands []peer.ID) {
 	// measures the peers it will follow (not all the same few).
 	self := n.o.Self()
 	slices.SortFunc(todo, func(a, b peer.ID) int {
-		return cmp.Compare(pairHash(self, n.id(a)), pairHash(self, n.id(b)))
+		return cmp.Compare(pairHash(self, n.id(a), n.salt), pairHash(self, n.id(b), n.salt))
 	})
 	todo = todo[:min(len(todo), measurePerRound)]
 	var wg sync.WaitGroup
@@ -266,10 +277,13 @@ func (n *neighbourhood) measure(ctx context.Context, cands []peer.ID) {
 		wg.Go(func() {
 			mctx, cancel := context.WithTimeout(ctx, followTimeout)
 			defer cancel()
-			if rtt, err := n.o.pingOnce(mctx, p); err == nil {
-				ps.RecordLatency(p, rtt)
-				n.sawRTT(p, rtt, time.Now())
+			rtt, err := n.o.pingOnce(mctx, p)
+			if err != nil {
+				n.backOff(p) // not tried again each round
+				return
 			}
+			ps.RecordLatency(p, rtt)
+			n.sawRTT(p, rtt, time.Now())
 		})
 	}
 	wg.Wait()
@@ -289,17 +303,20 @@ func (n *neighbourhood) choose(ctx context.Context, cands []peer.ID) {
 	self := n.o.Self()
 	// rank is a candidate's place among the nearest k+k/2; the first k are
 	// wanted, the rest may stay.
-	wider := Choose(self, cs, k+k/2)
+	wider := Choose(self, n.salt, cs, k+k/2)
 	rank := make(map[peer.ID]int, len(wider))
 	for i, id := range wider {
 		rank[byID[id]] = i
 	}
 
 	n.mu.Lock()
+	// At most one followee goes a round, nearer ones or not: a burst of new
+	// candidates cannot replace a neighbourhood at once.
 	var drop []peer.ID
 	for p := range n.following {
 		if _, ok := rank[p]; !ok {
 			drop = append(drop, p)
+			break
 		}
 	}
 	var add []peer.ID
@@ -310,7 +327,7 @@ func (n *neighbourhood) choose(ctx context.Context, cands []peer.ID) {
 		}
 	}
 	room := k - (len(n.following) - len(drop)) - len(n.pending)
-	if len(add) > 0 && room <= 0 && time.Since(n.swapped) >= swapEvery {
+	if len(add) > 0 && room <= 0 && len(drop) == 0 && time.Since(n.swapped) >= swapEvery {
 		n.swapped = time.Now()
 		// Full of followees from the wider ring: swap the farthest of
 		// those not wanted for the nearest wanted one.
@@ -340,6 +357,20 @@ func (n *neighbourhood) choose(ctx context.Context, cands []peer.ID) {
 	}
 }
 
+// backOff bars p after a failed dial, for twice as long as the last time,
+// from retryAfter up to refusedFor: a peer that cannot be reached now (or a
+// host too busy to dial) is not tried every round.
+func (n *neighbourhood) backOff(p peer.ID) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.backOffLocked(p)
+}
+
+func (n *neighbourhood) backOffLocked(p peer.ID) {
+	n.failed[p]++
+	n.barred[p] = time.Now().Add(min(refusedFor, retryAfter<<min(n.failed[p]-1, 6)))
+}
+
 // follow opens the advert stream to p and reads it until it ends.
 func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	fctx, cancel := context.WithTimeout(ctx, followTimeout)
@@ -348,11 +379,7 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	n.mu.Lock()
 	delete(n.pending, p)
 	if err != nil {
-		// Back off, doubling up to refusedFor: a peer that cannot be
-		// reached now (or a host too busy to dial) is not tried every
-		// half second.
-		n.failed[p]++
-		n.barred[p] = time.Now().Add(min(refusedFor, retryAfter<<min(n.failed[p]-1, 6)))
+		n.backOffLocked(p)
 		n.mu.Unlock()
 		n.o.log.Debug("follow failed", "peer", p, "err", err)
 		return
@@ -362,7 +389,6 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	n.following[p] = &followee{s: s, cancel: stop}
 	n.mu.Unlock()
 	n.o.host.ConnManager().Protect(p, "dfaas-followee")
-	defer n.o.host.ConnManager().Unprotect(p, "dfaas-followee")
 	n.o.probes.watch(rctx, p)
 	n.o.log.Debug("following", "peer", p)
 
@@ -372,6 +398,7 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	n.mu.Lock()
 	if f := n.following[p]; f != nil && f.s == s {
 		delete(n.following, p)
+		n.o.host.ConnManager().Unprotect(p, "dfaas-followee") // else a newer stream keeps it
 	}
 	switch {
 	case errors.Is(why, errRefused):
@@ -420,9 +447,17 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 	r := bufio.NewReaderSize(s, 4096)
 	lim := rate.NewLimiter(rate.Limit(o.cfg.MaxAdvertRate), max(1, int(o.cfg.MaxAdvertRate)))
 	var flooded, malformed int
+	floodFrom := time.Now()
 	sender := dfaas.NodeID(p.String())
 	first := true
+	idle := firstAdvertWithin
 	for ctx.Err() == nil {
+		// A followee that stops writing (half a frame, or nothing while it
+		// still answers pings) gives up its place after twice its adverts'
+		// time to live.
+		if err := s.SetReadDeadline(time.Now().Add(idle)); err != nil {
+			return err
+		}
 		size, err := binary.ReadUvarint(r)
 		if err != nil {
 			if first && (errors.Is(err, io.EOF) || errors.Is(err, network.ErrReset)) {
@@ -431,6 +466,9 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 			return err
 		}
 		first = false
+		if size == 0 {
+			return fmt.Errorf("%w: made room for another follower", errRefused)
+		}
 		if size > MaxAdvertBytes {
 			o.table.stats.count(ErrOversized)
 			return fmt.Errorf("%w: a frame of %d bytes", errBroke, size)
@@ -441,6 +479,9 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 		}
 		if !lim.Allow() {
 			o.flooded.Add(1)
+			if now := time.Now(); now.Sub(floodFrom) > time.Second {
+				flooded, floodFrom = 0, now
+			}
 			if flooded++; flooded > 10*max(1, int(o.cfg.MaxAdvertRate)) {
 				return fmt.Errorf("%w: flooding", errBroke)
 			}
@@ -451,9 +492,10 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 			continue
 		}
 		back := !o.table.Live(sender)
-		_, err = o.table.Receive(buf, sender, o.cfg.Now())
+		a, err := o.table.Receive(buf, sender, o.cfg.Now())
 		switch {
 		case err == nil:
+			idle = 2 * a.TTL
 			if back {
 				o.fire()
 			}
@@ -469,29 +511,38 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 }
 
 // handle serves a follower's stream: this node's latest advert at once,
-// then each new one, until either side closes it. A node takes at most
-// MaxFollowers followers; the others' streams are reset, and they follow
-// someone else.
+// then each new one, until either side closes it. A node keeps at most
+// MaxFollowers followers: a newcomer beyond that takes the place of one of
+// the followers from the network with the most of them (a /24 for IPv4, a
+// /48 for IPv6), chosen at random, which follows someone else. So no one
+// can fill a node's places once and for all, and a member with many ids on
+// few networks mostly evicts itself.
 func (n *neighbourhood) handle(s network.Stream) {
 	p := s.Conn().RemotePeer()
-	f := &follower{s: s, wake: make(chan struct{}, 1)}
+	f := &follower{s: s, wake: make(chan struct{}, 1), bye: make(chan struct{}), net: netOf(s.Conn().RemoteMultiaddr())}
+	var gone network.Stream
+	evicted := peer.ID("")
 	n.mu.Lock()
 	if old := n.followers[p]; old != nil {
-		_ = old.s.Reset() // a follower that came back: the new stream wins
-	}
-	if len(n.followers) >= n.o.cfg.MaxFollowers && n.followers[p] == nil {
-		n.mu.Unlock()
-		n.refusedFollows.Add(1)
-		_ = s.Reset()
-		return
+		gone = old.s // a follower that came back: the new stream wins
+	} else if len(n.followers) >= n.o.cfg.MaxFollowers {
+		evicted = n.evictLocked()
+		close(n.followers[evicted].bye)
+		delete(n.followers, evicted)
 	}
 	n.followers[p] = f
 	if n.latest != nil {
 		f.wake <- struct{}{}
 	}
 	n.mu.Unlock()
+	if gone != nil {
+		_ = gone.Reset()
+	}
+	if evicted != "" {
+		n.evicted.Add(1)
+		n.o.host.ConnManager().Unprotect(evicted, "dfaas-follower")
+	}
 	n.o.host.ConnManager().Protect(p, "dfaas-follower")
-	defer n.o.host.ConnManager().Unprotect(p, "dfaas-follower")
 
 	done := make(chan struct{})
 	go func() { // the follower writes nothing: a read ends when it leaves
@@ -501,10 +552,14 @@ func (n *neighbourhood) handle(s network.Stream) {
 	defer func() {
 		_ = s.Reset()
 		n.mu.Lock()
-		if n.followers[p] == f {
+		last := n.followers[p] == f
+		if last {
 			delete(n.followers, p)
 		}
 		n.mu.Unlock()
+		if last { // a newer stream of p keeps the protection
+			n.o.host.ConnManager().Unprotect(p, "dfaas-follower")
+		}
 	}()
 	var frame []byte
 	for {
@@ -512,6 +567,18 @@ func (n *neighbourhood) handle(s network.Stream) {
 		case <-done:
 			return
 		case <-n.o.closing:
+			return
+		case <-f.bye:
+			// An empty frame says: follow someone else. It is closed
+			// for writing, not reset (a reset could overtake the frame),
+			// and hung up on once the follower leaves or writeTimeout.
+			_ = s.SetWriteDeadline(time.Now().Add(writeTimeout))
+			if _, err := s.Write([]byte{0}); err == nil && s.CloseWrite() == nil {
+				select {
+				case <-done:
+				case <-time.After(writeTimeout):
+				}
+			}
 			return
 		case <-f.wake:
 		}
@@ -528,6 +595,41 @@ func (n *neighbourhood) handle(s network.Stream) {
 	}
 }
 
+// evictLocked picks the follower to make room for a newcomer: one at random
+// among those from the network with the most followers.
+func (n *neighbourhood) evictLocked() peer.ID {
+	count := map[string]int{}
+	for _, f := range n.followers {
+		count[f.net]++
+	}
+	most, top := "", 0
+	for net, c := range count {
+		if c > top || (c == top && net < most) {
+			most, top = net, c
+		}
+	}
+	var from []peer.ID
+	for p, f := range n.followers {
+		if f.net == most {
+			from = append(from, p)
+		}
+	}
+	slices.Sort(from)
+	return from[mrand.IntN(len(from))]
+}
+
+// netOf names the network an address is on: its /24 (IPv4) or /48 (IPv6).
+func netOf(a ma.Multiaddr) string {
+	ip, err := manet.ToIP(a)
+	if err != nil {
+		return a.String()
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.Mask(net.CIDRMask(24, 32)).String()
+	}
+	return ip.Mask(net.CIDRMask(48, 128)).String()
+}
+
 // publish hands raw to every follower; a follower still writing the
 // previous advert gets only the newest when it is done.
 func (n *neighbourhood) publish(raw []byte) {
@@ -542,15 +644,20 @@ func (n *neighbourhood) publish(raw []byte) {
 	}
 }
 
-// closeAll ends every advert stream.
+// closeAll ends every advert stream. Streams are reset outside the lock:
+// a reset may wait for a connection's send queue.
 func (n *neighbourhood) closeAll() {
+	var streams []network.Stream
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	for _, f := range n.following {
 		f.cancel()
-		_ = f.s.Reset()
+		streams = append(streams, f.s)
 	}
 	for _, f := range n.followers {
-		_ = f.s.Reset()
+		streams = append(streams, f.s)
+	}
+	n.mu.Unlock()
+	for _, s := range streams {
+		_ = s.Reset()
 	}
 }

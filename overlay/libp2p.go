@@ -75,8 +75,10 @@ type Libp2pConfig struct {
 	// may forward. Default DefaultNeighbours; a federation no larger than
 	// Neighbours+1 is one neighbourhood.
 	Neighbours int
-	// MaxFollowers bounds the peers that follow this node; the next ones
-	// are refused and follow someone else. Default 4 x Neighbours.
+	// MaxFollowers bounds the peers that follow this node; a newcomer
+	// beyond it takes the place of a follower from the network (/24, /48)
+	// with the most followers, which follows someone else. Default 4 x
+	// Neighbours.
 	MaxFollowers int
 	// ProbeInterval is how often every connected peer is pinged; a peer
 	// that misses SuspectAfter probes in a row (each waits ten round trips,
@@ -382,6 +384,7 @@ func (o *Libp2p) Stats() Stats {
 	s := o.table.Stats()
 	s.Flooded = o.flooded.Load()
 	s.Silent = o.silent.Load()
+	s.Evicted = o.hood.evicted.Load()
 	if o.gater != nil {
 		s.Denied = o.gater.denied.Load()
 	}

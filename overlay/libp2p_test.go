@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -202,4 +203,59 @@ func TestLibp2pConfigValidate(t *testing.T) {
 	assert.ErrorContains(t, err, "secret")
 	assert.NoError(t, Libp2pConfig{Secret: testSecret}.Validate())
 	assert.NoError(t, Libp2pConfig{Insecure: true}.Validate())
+}
+
+// TestFollowersMakeRoom: a node full of followers takes a newcomer all the
+// same: the follower from the busiest network is told to follow someone
+// else (an empty frame) and hung up on, so no one can fill a node's places
+// for good.
+func TestFollowersMakeRoom(t *testing.T) {
+	node := startWith(t, Libp2pConfig{Secret: testSecret, MaxFollowers: 1})
+	ctx := context.Background()
+	require.NoError(t, node.Publish(ctx, advertOf(node, 1, 0)))
+	follow := func() network.Stream {
+		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.PrivateNetwork(testSecret))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = h.Close() })
+		require.NoError(t, h.Connect(ctx, peer.AddrInfo{ID: node.host.ID(), Addrs: node.host.Addrs()}))
+		s, err := h.NewStream(ctx, node.host.ID(), followProtocol("dfaas-test"))
+		require.NoError(t, err)
+		return s
+	}
+	readFrame := func(s network.Stream) ([]byte, error) {
+		if err := s.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+			return nil, err
+		}
+		r := bufio.NewReader(s)
+		size, err := binary.ReadUvarint(r)
+		if err != nil {
+			return nil, err
+		}
+		buf := make([]byte, size)
+		_, err = io.ReadFull(r, buf)
+		return buf, err
+	}
+	first := follow()
+	raw, err := readFrame(first) // reading opens the stream (lazy negotiation)
+	require.NoError(t, err)
+	a, err := Decode(raw)
+	require.NoError(t, err, "a follower gets the latest advert at once")
+	assert.Equal(t, node.Self(), a.Node)
+
+	second := follow()
+	type frame struct {
+		raw []byte
+		err error
+	}
+	got := make(chan frame, 1)
+	go func() { raw, err := readFrame(second); got <- frame{raw, err} }()
+	raw, err = readFrame(first)
+	require.NoError(t, err)
+	assert.Empty(t, raw, "the first is told to make room")
+	f := <-got
+	require.NoError(t, f.err)
+	_, err = Decode(f.raw)
+	require.NoError(t, err, "and the newcomer is served")
+	assert.Equal(t, 1, node.Followers())
+	assert.Equal(t, uint64(1), node.Stats().Evicted)
 }

@@ -160,7 +160,7 @@ func (n *Network) chooseLocked() {
 				cands[i].RTT = n.cfg.RTT(self, cands[i].Node)
 			}
 		}
-		for _, peer := range Choose(self, cands, n.cfg.Neighbours) {
+		for _, peer := range Choose(self, 0, cands, n.cfg.Neighbours) {
 			n.followers[peer] = append(n.followers[peer], self) // self ascends: sorted
 		}
 	}

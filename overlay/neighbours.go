@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"cmp"
+	"encoding/binary"
 	"hash/fnv"
 	"math"
 	"slices"
@@ -26,12 +27,16 @@ type Candidate struct {
 // Choose returns the k candidates self follows: the nearest by round-trip
 // time in bands that double (under 2 ms, 2-4 ms, 4-8 ms ...), those without
 // a measurement after every measured one, ties broken by a hash of the
-// pair. On a LAN, where RTTs are all in the first band (or unknown), each
+// pair and salt. On a LAN, where RTTs are all in the first band (or unknown), each
 // node so follows its own pseudo-random k, followers spread evenly over the
 // federation, and a jittery RTT sample changes nothing; between sites, each
 // follows its nearest. self is never chosen. Choose is deterministic and
 // leaves cands in its order.
-func Choose(self dfaas.NodeID, cands []Candidate, k int) []dfaas.NodeID {
+//
+// A node on a network keeps its salt secret and random: with a public
+// tie-break a member could grind peer ids that rank first for a victim and
+// surround it. The in-memory network uses 0, for repeatable runs.
+func Choose(self dfaas.NodeID, salt uint64, cands []Candidate, k int) []dfaas.NodeID {
 	type ranked struct {
 		Candidate
 		hash uint64
@@ -55,7 +60,7 @@ func Choose(self dfaas.NodeID, cands []Candidate, k int) []dfaas.NodeID {
 		if c.Node == self {
 			continue
 		}
-		r := ranked{c, pairHash(self, c.Node)}
+		r := ranked{c, pairHash(self, c.Node, salt)}
 		if len(best) == k && less(r, best[k-1]) >= 0 {
 			continue
 		}
@@ -90,8 +95,11 @@ func rttBand(rtt time.Duration) int {
 
 // pairHash mixes the two ids, so that the same peer ranks differently for
 // different followers.
-func pairHash(self, peer dfaas.NodeID) uint64 {
+func pairHash(self, peer dfaas.NodeID, salt uint64) uint64 {
 	h := fnv.New64a()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], salt)
+	_, _ = h.Write(b[:])
 	_, _ = h.Write([]byte(self))
 	_, _ = h.Write([]byte{0})
 	_, _ = h.Write([]byte(peer))

@@ -19,10 +19,10 @@ func TestChooseNearestFirst(t *testing.T) {
 		{Node: "mid", RTT: 20 * time.Millisecond},
 		{Node: "near", RTT: 3 * time.Millisecond},
 	}
-	assert.Equal(t, []dfaas.NodeID{"near", "mid"}, Choose("self", cands, 2))
-	assert.Equal(t, []dfaas.NodeID{"near", "mid", "far", "unmeasured"}, Choose("self", cands, 10),
+	assert.Equal(t, []dfaas.NodeID{"near", "mid"}, Choose("self", 0, cands, 2))
+	assert.Equal(t, []dfaas.NodeID{"near", "mid", "far", "unmeasured"}, Choose("self", 0, cands, 10),
 		"unmeasured last, self never, each node once")
-	assert.Empty(t, Choose("self", cands, 0))
+	assert.Empty(t, Choose("self", 0, cands, 0))
 	assert.Equal(t, "far", string(cands[0].Node), "the candidates keep their order")
 
 	// Within a band, RTT samples do not reorder: the pair hash does.
@@ -31,11 +31,11 @@ func TestChooseNearestFirst(t *testing.T) {
 		for i, r := range rtts {
 			cs = append(cs, Candidate{Node: dfaas.NodeID(fmt.Sprint("p", i)), RTT: r})
 		}
-		return Choose("self", cs, 2)
+		return Choose("self", 0, cs, 2)
 	}
 	us := time.Microsecond
 	assert.Equal(t, lan(100*us, 900*us, 1500*us, 300*us), lan(1900*us, 200*us, 100*us, 1200*us), "a LAN's jitter changes nothing")
-	assert.Equal(t, []dfaas.NodeID{"p2"}, Choose("self", []Candidate{{"p0", 4 * time.Millisecond}, {"p1", 7 * time.Millisecond}, {"p2", time.Millisecond}}, 1))
+	assert.Equal(t, []dfaas.NodeID{"p2"}, Choose("self", 0, []Candidate{{"p0", 4 * time.Millisecond}, {"p1", 7 * time.Millisecond}, {"p2", time.Millisecond}}, 1))
 }
 
 // TestChooseSpreadsFollowersOnALAN: where no RTT tells peers apart, each
@@ -48,7 +48,7 @@ func TestChooseSpreadsFollowersOnALAN(t *testing.T) {
 	}
 	followers := map[dfaas.NodeID]int{}
 	for _, c := range cands {
-		chosen := Choose(c.Node, cands, k)
+		chosen := Choose(c.Node, 0, cands, k)
 		assert.Len(t, chosen, k)
 		for _, p := range chosen {
 			followers[p]++
@@ -61,6 +61,7 @@ func TestChooseSpreadsFollowersOnALAN(t *testing.T) {
 	t.Logf("followers per node: %d to %d (k = %d)", least, most, k)
 	assert.LessOrEqual(t, most, 3*k)
 	assert.GreaterOrEqual(t, least, 1)
-	assert.Equal(t, Choose("n001", cands, k), Choose("n001", cands, k), "deterministic")
-	assert.NotEqual(t, Choose("n001", cands, k), Choose("n002", cands, k), "each its own")
+	assert.Equal(t, Choose("n001", 0, cands, k), Choose("n001", 0, cands, k), "deterministic")
+	assert.NotEqual(t, Choose("n001", 0, cands, k), Choose("n002", 0, cands, k), "each its own")
+	assert.NotEqual(t, Choose("n001", 0, cands, k), Choose("n001", 1, cands, k), "and its salt's")
 }

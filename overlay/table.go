@@ -31,6 +31,7 @@ type Stats struct {
 	Flooded   uint64 // over their followee's advert rate (Libp2p only)
 	Denied    uint64 // connections refused by the allow-list (Libp2p only)
 	Silent    uint64 // adverts of a peer that does not answer its probes (Libp2p only)
+	Evicted   uint64 // followers told to make room for a newcomer (Libp2p only)
 }
 
 type counters struct {
