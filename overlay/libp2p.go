@@ -498,7 +498,10 @@ func (o *Libp2p) discover(ctx context.Context) {
 			o.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, 10*o.cfg.DiscoveryInterval)
 			o.hood.discovered(ai.ID)
 		}
-		settled = o.hood.knownCount() == before
+		// Settled once a lookup finds nobody new and the node knows more
+		// members than it follows: a small federation keeps looking, which
+		// costs it little, and never settles on a partial view.
+		settled = o.hood.knownCount() == before && before > o.cfg.Neighbours
 	}
 }
 
