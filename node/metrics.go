@@ -51,6 +51,12 @@ var (
 		"Peer adverts dropped, by reason.", []string{"reason"}, nil)
 	descOverlayBytes = prometheus.NewDesc("dfaas_overlay_bytes_total",
 		"Bytes the overlay sent and received (libp2p stream payloads).", []string{"direction"}, nil)
+	descFollowing = prometheus.NewDesc("dfaas_overlay_following",
+		"Peers this node follows: whose adverts it hears.", nil, nil)
+	descFollowers = prometheus.NewDesc("dfaas_overlay_followers",
+		"Peers that follow this node: who hears its adverts.", nil, nil)
+	descEvicted = prometheus.NewDesc("dfaas_overlay_followers_evicted_total",
+		"Followers told to make room for a newcomer (the node had MaxFollowers).", nil, nil)
 	descCountersUp = prometheus.NewDesc("dfaas_dataplane_up",
 		"1 if the data plane's counters could be read for this scrape, else 0.", nil, nil)
 )
@@ -67,7 +73,7 @@ func (n *Node) Collector() prometheus.Collector { return collector{n} }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descForwarded, descRetries, descInFlight, descDuration, descCapacity,
 		descDemand, descLimit, descPeerCap, descPeers, descRTT, descTicks, descTickFailures, descTickDuration, descAdverts,
-		descDropped, descOverlayBytes, descCountersUp} {
+		descDropped, descOverlayBytes, descFollowing, descFollowers, descEvicted, descCountersUp} {
 		ch <- d
 	}
 }
@@ -131,6 +137,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			"silent": s.Silent} {
 			counter(descDropped, float64(v), reason)
 		}
+		gauge(descFollowing, float64(len(o.Following())))
+		gauge(descFollowers, float64(o.Followers()))
+		counter(descEvicted, float64(s.Evicted))
 		in, out := o.Traffic()
 		counter(descOverlayBytes, float64(in), "in")
 		counter(descOverlayBytes, float64(out), "out")

@@ -60,27 +60,28 @@ import (
 )
 
 type options struct {
-	proxy     string
-	haproxy   string
-	faas      string
-	gateway   openfaas.Config
-	listen    []string
-	bootstrap []string
-	namespace string
-	user      string
-	peer      string
-	advertise string
-	functions map[string]dfaas.Rate
-	interval  time.Duration
-	strategy  dfaas.Balancer
-	secret    string // federation secret file
-	key       string // identity key file
-	allow     string // allow-list file
-	insecure  bool
-	admin     string // operator listener: /healthz, /readyz, /status
-	drain     time.Duration
-	logFormat string
-	logLevel  string
+	proxy      string
+	haproxy    string
+	faas       string
+	gateway    openfaas.Config
+	listen     []string
+	bootstrap  []string
+	namespace  string
+	user       string
+	peer       string
+	advertise  string
+	functions  map[string]dfaas.Rate
+	interval   time.Duration
+	neighbours int
+	strategy   dfaas.Balancer
+	secret     string // federation secret file
+	key        string // identity key file
+	allow      string // allow-list file
+	insecure   bool
+	admin      string // operator listener: /healthz, /readyz, /status
+	drain      time.Duration
+	logFormat  string
+	logLevel   string
 }
 
 // logger is the agent's logger, as -log-format and -log-level say.
@@ -124,7 +125,8 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "/ip4/127.0.0.1/tcp/0", "libp2p listen multiaddrs, comma-separated")
 	bootstrap := fs.String("bootstrap", "", "multiaddrs (with /p2p/<id>) of agents to join through, comma-separated")
-	fs.StringVar(&o.namespace, "namespace", "dfaas", "federation namespace (DHT rendezvous and topic)")
+	fs.StringVar(&o.namespace, "namespace", "dfaas", "federation namespace (DHT rendezvous and advert protocol)")
+	fs.IntVar(&o.neighbours, "neighbours", overlay.DefaultNeighbours, "peers this node follows (the nearest by round-trip time): whose adverts it plans with and to whom it may forward")
 	fs.StringVar(&o.user, "user", "127.0.0.1:8080", "user listener address (OpenFaaS path /function/<name>)")
 	fs.StringVar(&o.peer, "peer", "127.0.0.1:8081", "peer listener address")
 	fs.StringVar(&o.advertise, "advertise", "", "peer address advertised to other agents (default: the bound -peer address)")
@@ -157,6 +159,9 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	}
 	if err := new(slog.Level).UnmarshalText([]byte(o.logLevel)); err != nil {
 		return o, fmt.Errorf("-log-level %q: want debug, info, warn or error", o.logLevel)
+	}
+	if o.neighbours < 1 || o.neighbours > 1024 {
+		return o, fmt.Errorf("-neighbours %d: want 1 to 1024", o.neighbours)
 	}
 	o.listen = splitList(*listen)
 	o.bootstrap = splitList(*bootstrap)
@@ -241,7 +246,7 @@ func membership(o options, cfg *overlay.Libp2pConfig, log *slog.Logger) error {
 // run builds the node and runs it until ctx ends. ready, if set, is called
 // with the node once everything listens.
 func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node)) error {
-	lc := overlay.Libp2pConfig{ListenAddrs: o.listen, Bootstrap: o.bootstrap, Namespace: o.namespace, Logger: log}
+	lc := overlay.Libp2pConfig{ListenAddrs: o.listen, Bootstrap: o.bootstrap, Namespace: o.namespace, Neighbours: o.neighbours, Logger: log}
 	if err := membership(o, &lc, log); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,6 +109,18 @@ func TestAgentFederation(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond, "the member did not join")
 	assert.Equal(t, second.Overlay.Self(), first.Overlay.Adverts(time.Now())[0].Node)
 	assert.Empty(t, stranger.Overlay.Adverts(time.Now()))
+
+	// The neighbourhood shows in the metrics: each follows the other.
+	srv := httptest.NewServer(first.AdminHandler())
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	assert.Contains(t, string(body), "\ndfaas_overlay_following 1\n")
+	assert.Contains(t, string(body), "\ndfaas_overlay_followers 1\n")
+	assert.Contains(t, string(body), "\ndfaas_overlay_followers_evicted_total 0\n")
 	assert.NotContains(t, first.Overlay.(*overlay.Libp2p).Members(), stranger.Overlay.Self())
 
 	k, _, err := overlay.LoadOrCreateKey(filepath.Join(dir, "b.key"))
@@ -319,15 +332,16 @@ func TestConfigLayers(t *testing.T) {
 	for name, c := range map[string]struct {
 		file, env, want string
 	}{
-		"bad value":    {"interval: soon\n", "", "interval"},
-		"unknown key":  {"colour: blue\n", "", `unknown key "colour"`},
-		"nested":       {"user: {a: b}\n", "", "user"},
-		"bad env":      {"", "DFAAS_INTERVAL", "DFAAS_INTERVAL"},
-		"bad format":   {"log-format: xml\n", "", "log-format"},
-		"bad level":    {"log-level: loud\n", "", "log-level"},
-		"no file":      {"-", "", "config"},
-		"insecure":     {"insecure: true\n", "", "command-line flag only"},
-		"env insecure": {"", "DFAAS_INSECURE", "command-line flag only"},
+		"bad value":     {"interval: soon\n", "", "interval"},
+		"unknown key":   {"colour: blue\n", "", `unknown key "colour"`},
+		"nested":        {"user: {a: b}\n", "", "user"},
+		"bad env":       {"", "DFAAS_INTERVAL", "DFAAS_INTERVAL"},
+		"bad format":    {"log-format: xml\n", "", "log-format"},
+		"bad level":     {"log-level: loud\n", "", "log-level"},
+		"no neighbours": {"neighbours: 0\n", "", "neighbours"},
+		"no file":       {"-", "", "config"},
+		"insecure":      {"insecure: true\n", "", "command-line flag only"},
+		"env insecure":  {"", "DFAAS_INSECURE", "command-line flag only"},
 	} {
 		path := filepath.Join(dir, "bad.yaml")
 		require.NoError(t, os.WriteFile(path, []byte(c.file), 0o600))
