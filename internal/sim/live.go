@@ -226,11 +226,10 @@ func Live(ctx context.Context, cfg LiveConfig) (LiveResult, error) {
 			for p, st := range n.ov.TrafficByProtocol() {
 				by[p] += st.TotalOut
 			}
-			adverts += n.ov.TrafficByProtocol()["/dfaas-live/adverts/2"].TotalOut
 			ticks += n.agent.Status().Ticks
 			down += n.ov.Stats().PeersDown
 		}
-		return total, adverts, ticks, down, by
+		return total, by["/dfaas-live/adverts/2"], ticks, down, by
 	}
 	pid := os.Getpid()
 	cpu0 := procstat.CPU(pid)
