@@ -80,7 +80,7 @@ type neighbourhood struct {
 	mu        sync.Mutex
 	following map[peer.ID]*followee
 	pending   map[peer.ID]bool         // follows being opened
-	barred    map[peer.ID]time.Time    // left out until then
+	barred    map[peer.ID]bar          // left out until then
 	known     map[peer.ID]time.Time    // members found or met, last seen
 	ids       map[peer.ID]dfaas.NodeID // string forms, computed once
 	near      map[peer.ID]nearness     // the lowest RTT seen of each member
@@ -96,7 +96,7 @@ type neighbourhood struct {
 
 func newNeighbourhood(o *Libp2p) *neighbourhood {
 	return &neighbourhood{o: o, following: map[peer.ID]*followee{}, pending: map[peer.ID]bool{},
-		barred: map[peer.ID]time.Time{}, known: map[peer.ID]time.Time{}, ids: map[peer.ID]dfaas.NodeID{},
+		barred: map[peer.ID]bar{}, known: map[peer.ID]time.Time{}, ids: map[peer.ID]dfaas.NodeID{},
 		near: map[peer.ID]nearness{}, failed: map[peer.ID]int{},
 		followers: map[peer.ID]*follower{},
 		rechoose:  make(chan struct{}, 1), salt: mrand.Uint64()}
@@ -221,8 +221,8 @@ func (n *neighbourhood) candidates(now time.Time) []peer.ID {
 	for _, p := range met {
 		n.known[p] = now
 	}
-	for p, until := range n.barred {
-		if now.After(until) {
+	for p, b := range n.barred {
+		if now.After(b.until) {
 			delete(n.barred, p)
 		}
 	}
@@ -368,7 +368,33 @@ func (n *neighbourhood) backOff(p peer.ID) {
 
 func (n *neighbourhood) backOffLocked(p peer.ID) {
 	n.failed[p]++
-	n.barred[p] = time.Now().Add(min(refusedFor, retryAfter<<min(n.failed[p]-1, 6)))
+	n.barred[p] = bar{until: time.Now().Add(min(refusedFor, retryAfter<<min(n.failed[p]-1, 6)))}
+}
+
+// bar leaves a peer out of the candidates until a time. A hard bar is the
+// peer's doing (it refused the follow, or broke the protocol); a soft one
+// follows a failed dial or a lost connection, and ends early when a
+// connection to the peer comes up (reconnected).
+type bar struct {
+	until time.Time
+	hard  bool
+}
+
+// reconnected lifts p's soft bar and asks for a round at once, now that a
+// connection to it is up again (the redialer's, or the peer's own): a
+// healed partition is followed again without waiting out the back-off.
+func (n *neighbourhood) reconnected(p peer.ID) {
+	n.mu.Lock()
+	b, ok := n.barred[p]
+	lift := ok && !b.hard
+	if lift {
+		delete(n.barred, p)
+		delete(n.failed, p)
+	}
+	n.mu.Unlock()
+	if lift {
+		n.nudge()
+	}
 }
 
 // follow opens the advert stream to p and reads it until it ends.
@@ -393,6 +419,7 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	n.o.log.Debug("following", "peer", p)
 
 	why := n.read(rctx, p, s)
+	left := rctx.Err() != nil // unfollowed, or this node is closing
 	stop()
 	_ = s.Reset()
 	n.mu.Lock()
@@ -401,14 +428,21 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 		n.o.host.ConnManager().Unprotect(p, "dfaas-followee") // else a newer stream keeps it
 	}
 	switch {
+	case left:
 	case errors.Is(why, errRefused):
-		n.barred[p] = time.Now().Add(refusedFor)
+		n.barred[p] = bar{until: time.Now().Add(refusedFor), hard: true}
 	case errors.Is(why, errBroke):
-		n.barred[p] = time.Now().Add(bannedFor)
-	case ctx.Err() == nil:
-		n.barred[p] = time.Now().Add(retryAfter)
+		n.barred[p] = bar{until: time.Now().Add(bannedFor), hard: true}
+	default:
+		n.barred[p] = bar{until: time.Now().Add(retryAfter)}
 	}
 	n.mu.Unlock()
+	if !left && !errors.Is(why, errRefused) && !errors.Is(why, errBroke) {
+		// Lost, not let go: dial it again soon and often (a crash, a
+		// partition, a restart), so that it is followed again about as
+		// soon as it can be reached.
+		n.o.redial.dropped(p, time.Now())
+	}
 	n.o.probes.forget(p)
 	if n.o.table.Remove(dfaas.NodeID(p.String())) {
 		n.o.log.Info("peer left", "peer", p, "why", why)

@@ -405,13 +405,16 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 			if ev.Connectedness == network.Connected {
 				o.log.Debug("peer connected", "peer", ev.Peer)
 				o.redial.connected(ev.Peer)
+				o.hood.reconnected(ev.Peer)
 				continue
 			}
 			o.probes.forget(ev.Peer)
-			// Only members are redialled (a peer whose adverts were taken,
-			// live or not since, or a bootstrap peer): a host that merely
-			// connected must not make this node dial the addresses it claimed.
-			if o.table.Known(dfaas.NodeID(ev.Peer.String())) || o.isBootstrap(ev.Peer) {
+			// Redialled here: bootstrap peers. Followees lost against this
+			// node's will are redialled by the neighbourhood; peers it let go
+			// of, and hosts that merely connected, are not (the connection
+			// manager's trimming would be undone, or a stranger would make
+			// this node dial the addresses it claimed).
+			if o.isBootstrap(ev.Peer) {
 				o.redial.dropped(ev.Peer, time.Now())
 			}
 			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) {

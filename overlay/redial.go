@@ -10,13 +10,15 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
-// Redial: a member whose connection dropped (a peer with a live advert, or
-// a bootstrap peer) is dialled again soon and often
-// (after 250 ms, then every redialMax), for redialFor, so that a healed
-// partition or a restarted node is back in the plans within about a second
-// rather than at the next discovery round. A dial to a dead node is one
-// refused SYN; to a partitioned one a SYN that gets no answer. Its addresses come from the peerstore, which keeps a
-// departed peer's for a while.
+// Redial: a followee lost against this node's will (its stream ended with
+// its connection: a crash, a partition, a restart) and a bootstrap peer whose
+// connection dropped are dialled again soon and often (after 250 ms, then
+// every redialMax), for redialFor, so that a healed partition or a restarted
+// node is followed again within about a second rather than at the end of a
+// back-off or the next discovery round. A dial to a dead node is one refused
+// SYN; to a partitioned one a SYN that gets no answer. Its addresses come
+// from the peerstore, which keeps a departed peer's for a while. So few
+// peers are redialled at once: followees lost, and bootstrap peers.
 const (
 	redialFirst = 250 * time.Millisecond
 	redialMax   = 500 * time.Millisecond

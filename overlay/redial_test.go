@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,4 +57,88 @@ func TestDroppedPeerIsRedialled(t *testing.T) {
 	require.Eventually(t, func() bool { return a.host.Network().Connectedness(b.host.ID()) == network.Connected },
 		5*time.Second, 10*time.Millisecond, "not redialled")
 	t.Logf("reconnected after %v", time.Since(dropped))
+}
+
+// TestOnlyLostFolloweesAreRedialled: a followee whose connection drops is
+// redialled; one this node let go of first is not (the connection manager's
+// trimming of it must stay done).
+func TestOnlyLostFolloweesAreRedialled(t *testing.T) {
+	for _, letGo := range []bool{false, true} {
+		t.Run(map[bool]string{false: "lost", true: "let go"}[letGo], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			a, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = a.Close() })
+			// b is a's peer but a is not b's bootstrap peer: nothing but
+			// a's redialer would dial b again.
+			b, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+			require.NoError(t, err)
+			bid := b.host.ID()
+			require.NoError(t, b.Publish(ctx, advertOf(b, 1, 0)))
+			require.NoError(t, a.host.Connect(ctx, peer.AddrInfo{ID: bid, Addrs: b.host.Addrs()}))
+			require.Eventually(t, func() bool { return a.table.Live(b.Self()) },
+				10*time.Second, 10*time.Millisecond, "a follows b")
+			if letGo {
+				a.hood.mu.Lock()
+				a.hood.barred[bid] = bar{until: time.Now().Add(time.Hour), hard: true}
+				a.hood.mu.Unlock()
+				a.hood.unfollow(bid, "test")
+				require.Eventually(t, func() bool { return !slices.Contains(a.Following(), b.Self()) },
+					5*time.Second, 10*time.Millisecond)
+			}
+			require.NoError(t, b.Close()) // dead: a redial would stay listed
+			redialled := func() bool {
+				a.redial.mu.Lock()
+				defer a.redial.mu.Unlock()
+				return a.redial.lost[bid] != nil
+			}
+			if letGo {
+				require.Never(t, redialled, time.Second, 10*time.Millisecond, "a peer let go of is redialled")
+			} else {
+				require.Eventually(t, redialled, 5*time.Second, 10*time.Millisecond, "a lost followee is not redialled")
+			}
+		})
+	}
+}
+
+// TestReconnectionLiftsSoftBars: a peer left out after failed dials is
+// followed again as soon as a connection to it comes up; one that refused
+// the follow stays out.
+func TestReconnectionLiftsSoftBars(t *testing.T) {
+	for _, hard := range []bool{false, true} {
+		t.Run(map[bool]string{false: "soft", true: "hard"}[hard], func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			a, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = a.Close() })
+			b, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+			require.NoError(t, err)
+			t.Cleanup(func() { _ = b.Close() })
+			bid := b.host.ID()
+			require.NoError(t, b.Publish(ctx, advertOf(b, 1, 0)))
+			require.NoError(t, a.host.Connect(ctx, peer.AddrInfo{ID: bid, Addrs: b.host.Addrs()}))
+			require.Eventually(t, func() bool { return a.table.Live(b.Self()) },
+				10*time.Second, 10*time.Millisecond, "a follows b")
+			a.hood.mu.Lock()
+			a.hood.barred[bid] = bar{until: time.Now().Add(time.Hour), hard: hard}
+			a.hood.failed[bid] = 6
+			a.hood.mu.Unlock()
+			a.hood.unfollow(bid, "test")
+			require.Eventually(t, func() bool {
+				return !slices.Contains(a.Following(), b.Self()) && len(b.host.Network().ConnsToPeer(a.host.ID())) > 0
+			}, 5*time.Second, 10*time.Millisecond)
+			require.NoError(t, b.host.Network().ClosePeer(a.host.ID()))
+			require.Eventually(t, func() bool { return a.host.Network().Connectedness(bid) != network.Connected },
+				5*time.Second, 10*time.Millisecond)
+			require.NoError(t, b.host.Connect(ctx, peer.AddrInfo{ID: a.host.ID(), Addrs: a.host.Addrs()}))
+			following := func() bool { return slices.Contains(a.Following(), b.Self()) }
+			if hard {
+				require.Never(t, following, 2*time.Second, 10*time.Millisecond, "a hard bar was lifted")
+			} else {
+				require.Eventually(t, following, 2*time.Second, 10*time.Millisecond, "a soft bar outlived the reconnection")
+			}
+		})
+	}
 }
