@@ -427,13 +427,17 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 }
 
 // isBootstrap reports whether p is one of the configured bootstrap peers.
-func (o *Libp2p) isBootstrap(p peer.ID) bool {
+func (o *Libp2p) isBootstrap(p peer.ID) bool { return o.bootstrapAddrs(p) != nil }
+
+// bootstrapAddrs are p's configured addresses if it is a bootstrap peer,
+// else nil.
+func (o *Libp2p) bootstrapAddrs(p peer.ID) []ma.Multiaddr {
 	for _, ai := range o.bootstrap {
 		if ai.ID == p {
-			return true
+			return ai.Addrs
 		}
 	}
-	return false
+	return nil
 }
 
 // connectBootstrap dials the bootstrap peers not connected yet.
@@ -444,6 +448,9 @@ func (o *Libp2p) connectBootstrap(ctx context.Context) {
 		}
 		if err := o.host.Connect(ctx, ai); err != nil {
 			o.log.Debug("bootstrap dial failed", "peer", ai.ID, "err", err)
+			// Not up yet (agents of a federation start together), or
+			// unreachable for now: the redialer tries again soon and often.
+			o.redial.dropped(ai.ID, time.Now())
 		}
 	}
 }
@@ -454,6 +461,7 @@ func (o *Libp2p) connectBootstrap(ctx context.Context) {
 func (o *Libp2p) discover(ctx context.Context) {
 	rd := drouting.NewRoutingDiscovery(o.dht)
 	var advertisedUntil time.Time
+	advertisedWith := 0 // the routing table's size then
 	settled := false // the last lookup found no new member
 	for {
 		// Fast until the first peer, then every DiscoveryInterval while
@@ -478,12 +486,17 @@ func (o *Libp2p) discover(ctx context.Context) {
 		if o.dht.RoutingTable().Size() == 0 {
 			continue
 		}
-		if time.Now().After(advertisedUntil) {
+		// Again when the routing table has doubled since: a record stored
+		// while it held one or two peers (a federation starting together)
+		// sits where later lookups do not look. Doubling bounds that to a
+		// few advertisements at start.
+		if rt := o.dht.RoutingTable().Size(); time.Now().After(advertisedUntil) || rt >= 2*advertisedWith {
 			ttl, err := rd.Advertise(ctx, o.cfg.Namespace)
 			if err != nil {
 				o.log.Debug("rendezvous advertise failed", "err", err)
 			} else {
 				advertisedUntil = time.Now().Add(min(ttl/2, settledFor*o.cfg.DiscoveryInterval))
+				advertisedWith = rt
 			}
 		}
 		found, err := rd.FindPeers(ctx, o.cfg.Namespace, discovery.Limit(4*o.cfg.Neighbours))

@@ -100,7 +100,9 @@ func (r *redialer) dial(ctx context.Context, p peer.ID) {
 		r.connected(p)
 		return
 	}
-	addrs := h.Peerstore().Addrs(p)
+	// A bootstrap peer's configured addresses too: the peerstore forgets
+	// those of a peer never reached after a couple of minutes.
+	addrs := append(h.Peerstore().Addrs(p), r.o.bootstrapAddrs(p)...)
 	if len(addrs) == 0 {
 		return
 	}

@@ -2,10 +2,13 @@ package overlay
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/assert"
@@ -141,4 +144,43 @@ func TestReconnectionLiftsSoftBars(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLateBootstrapPeerIsDialled: a bootstrap peer not up yet when this
+// node starts (agents of a federation start together) is connected soon
+// after it comes up, not at the next discovery round, even though another
+// bootstrap peer answered at once.
+func TestLateBootstrapPeerIsDialled(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := func(key crypto.PrivKey, listen string, bootstrap []string) *Libp2p {
+		cfg := Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", Bootstrap: bootstrap,
+			DiscoveryInterval: time.Hour, PrivateKey: key}
+		if listen != "" {
+			cfg.ListenAddrs = []string{listen}
+		}
+		o, err := NewLibp2p(ctx, cfg)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = o.Close() })
+		return o
+	}
+	early := start(nil, "", nil)
+	lateKey, _, err := crypto.GenerateEd25519Key(nil)
+	require.NoError(t, err)
+	lateID, err := peer.IDFromPrivateKey(lateKey)
+	require.NoError(t, err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close()) // nothing listens there yet
+	lateAddr := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
+	node := start(nil, "", append(early.Addrs(), lateAddr+"/p2p/"+lateID.String()))
+	require.Eventually(t, func() bool { return node.host.Network().Connectedness(early.host.ID()) == network.Connected },
+		5*time.Second, 10*time.Millisecond)
+	time.Sleep(500 * time.Millisecond) // the first dial to the late one has failed
+	late := start(lateKey, lateAddr, nil)
+	up := time.Now()
+	require.Eventually(t, func() bool { return node.host.Network().Connectedness(late.host.ID()) == network.Connected },
+		5*time.Second, 10*time.Millisecond, "the late bootstrap peer is left to discovery")
+	t.Logf("connected %v after the late peer came up", time.Since(up))
 }
