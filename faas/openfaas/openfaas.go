@@ -14,8 +14,11 @@
 package openfaas
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -153,14 +156,45 @@ func New(cfg Config) (*Backend, error) {
 			r.Out.URL.Path, r.Out.URL.RawPath = b.invokePath(r.In.URL.Path), ""
 			r.Out.Host = u.Host
 		},
-		Transport:  b.fnTr,
+		Transport:  wholeBody{b.fnTr},
 		BufferPool: buffers,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if errors.Is(err, errBody) {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
 			b.log.Warn("gateway unreachable", "path", r.URL.Path, "err", err)
 			http.Error(w, "function platform unreachable", http.StatusBadGateway)
 		},
 	}
 	return b, nil
+}
+
+// wholeBody reads a small request body of known length before the round
+// trip, so that the request leaves in one write. With a body it cannot see
+// into (the user's connection), net/http sends the headers on their own
+// first: two writes, two packets and two wake-ups of the platform for every
+// invocation, a fifth of the proxy's CPU on a small request.
+type wholeBody struct{ next http.RoundTripper }
+
+// wholeBodyMax bounds the bodies read first; larger ones stream.
+const wholeBodyMax = 64 << 10
+
+var errBody = errors.New("reading the request body")
+
+func (t wholeBody) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 || r.ContentLength > wholeBodyMax {
+		return t.next.RoundTrip(r)
+	}
+	buf := make([]byte, r.ContentLength)
+	_, err := io.ReadFull(r.Body, buf)
+	_ = r.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBody, err)
+	}
+	out := r.WithContext(r.Context()) // a shallow copy: RoundTrip leaves r alone
+	out.Body = io.NopCloser(bytes.NewReader(buf))
+	return t.next.RoundTrip(out)
 }
 
 // buffers lends the reverse proxy its copy buffers: without a pool it

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -163,4 +164,43 @@ func TestInvocationTimeout(t *testing.T) {
 	assert.Less(t, time.Since(start), 5*time.Second)
 	_, err = New(Config{Gateway: gw.URL, FunctionTimeout: -1})
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+}
+
+// TestRequestBodies: bodies reach the gateway intact, read first (up to
+// wholeBodyMax) or streamed (larger, or of unknown length); a body shorter
+// than its Content-Length is the client's fault (400), not the gateway's.
+func TestRequestBodies(t *testing.T) {
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Length", strconv.Itoa(int(r.ContentLength)))
+		_, _ = w.Write(b)
+	}))
+	defer gw.Close()
+	b, err := New(Config{Gateway: gw.URL, Logger: quiet})
+	require.NoError(t, err)
+	defer b.Close()
+	for _, n := range []int{0, 1, 4096, wholeBodyMax, wholeBodyMax + 1, 1 << 20} {
+		body := strings.Repeat("ab", n/2+1)[:n]
+		rec := httptest.NewRecorder()
+		b.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/function/echo", strings.NewReader(body)))
+		require.Equal(t, http.StatusOK, rec.Code, "%d bytes", n)
+		assert.Equal(t, body, rec.Body.String(), "%d bytes", n)
+		assert.Equal(t, strconv.Itoa(n), rec.Header().Get("X-Length"), "%d bytes: the length is kept", n)
+	}
+	// Unknown length: streamed as it comes.
+	req := httptest.NewRequest("POST", "/function/echo", io.MultiReader(strings.NewReader("stream"), strings.NewReader("ed")))
+	req.ContentLength = -1
+	rec := httptest.NewRecorder()
+	b.Handler().ServeHTTP(rec, req)
+	assert.Equal(t, "streamed", rec.Body.String())
+	// A client that promised more than it sent.
+	req = httptest.NewRequest("POST", "/function/echo", strings.NewReader("short"))
+	req.ContentLength = 100
+	rec = httptest.NewRecorder()
+	b.Handler().ServeHTTP(rec, req)
+	assert.Equal(t, http.StatusBadRequest, rec.Code)
 }
