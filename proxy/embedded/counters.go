@@ -3,6 +3,7 @@ package embedded
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -16,21 +17,47 @@ type counters struct {
 	latency                                                                         proxy.LatencyHistogram
 
 	mu        sync.Mutex
-	forwarded map[dfaas.NodeID]*atomic.Uint64
+	forwarded map[dfaas.NodeID]*peerCount
 }
 
-func newCounters() *counters { return &counters{forwarded: map[dfaas.NodeID]*atomic.Uint64{}} }
+// peerCount counts the requests forwarded to one peer; planned is when a
+// plan last named it.
+type peerCount struct {
+	n       atomic.Uint64
+	planned time.Time
+}
 
-// peer returns the counter of requests forwarded to node.
-func (c *counters) peer(node dfaas.NodeID) *atomic.Uint64 {
+func newCounters() *counters { return &counters{forwarded: map[dfaas.NodeID]*peerCount{}} }
+
+// forgetPeersAfter is how long the counter of a peer that no plan names is
+// kept: one that comes back soon keeps counting, and a federation whose
+// members come and go does not grow the counters (and the metrics' peer
+// labels) without end.
+const forgetPeersAfter = 10 * time.Minute
+
+// peer returns the counter of requests forwarded to node, named by a plan
+// at now.
+func (c *counters) peer(node dfaas.NodeID, now time.Time) *atomic.Uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	n, ok := c.forwarded[node]
+	pc, ok := c.forwarded[node]
 	if !ok {
-		n = new(atomic.Uint64)
-		c.forwarded[node] = n
+		pc = new(peerCount)
+		c.forwarded[node] = pc
 	}
-	return n
+	pc.planned = now
+	return &pc.n
+}
+
+// prune drops the counters of peers no plan named for forgetPeersAfter.
+func (c *counters) prune(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for node, pc := range c.forwarded {
+		if now.Sub(pc.planned) > forgetPeersAfter {
+			delete(c.forwarded, node)
+		}
+	}
 }
 
 func (c *counters) snapshot() proxy.Counts {
@@ -42,7 +69,7 @@ func (c *counters) snapshot() proxy.Counts {
 	c.mu.Lock()
 	out.Forwarded = make(map[dfaas.NodeID]uint64, len(c.forwarded))
 	for n, v := range c.forwarded {
-		out.Forwarded[n] = v.Load()
+		out.Forwarded[n] = v.n.Load()
 	}
 	c.mu.Unlock()
 	return out

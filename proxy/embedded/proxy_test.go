@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -293,4 +294,39 @@ func TestForwardBodyLimit(t *testing.T) {
 	code, _, _ = do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, strings.Repeat("x", 1000))
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, int64(1), eb.calls.Load())
+}
+
+// TestPeerCountersOfGonePeersAreForgotten: the per-peer counter of a peer
+// that no plan has named for forgetPeersAfter goes (a federation whose
+// members come and go must not grow it, or the metrics' peer labels,
+// without end); one named again within that time keeps its count.
+func TestPeerCountersOfGonePeersAreForgotten(t *testing.T) {
+	b, _ := newTestProxy(t, "b")
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	e := &echo{name: "a"}
+	a, err := New(Config{Node: "a", Now: clock}, e)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = a.Close() })
+	toB := map[string]dfaas.FunctionPlan{"figlet": {Limit: 0, Capacity: 0, Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 100}}}}
+	alone := map[string]dfaas.FunctionPlan{"figlet": {Limit: 0, Capacity: 0}}
+	apply(t, a, toB)
+	code, _, body := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, "x")
+	require.Equal(t, http.StatusOK, code, body)
+	require.Equal(t, uint64(1), counts(t, a)["figlet"].Forwarded["b"])
+
+	advance(5 * time.Minute)
+	apply(t, a, alone)
+	assert.Equal(t, uint64(1), counts(t, a)["figlet"].Forwarded["b"], "kept while it may come back")
+	advance(5 * time.Minute)
+	apply(t, a, toB) // back within forgetPeersAfter: keeps counting
+	advance(forgetPeersAfter - time.Second)
+	apply(t, a, alone)
+	assert.Equal(t, uint64(1), counts(t, a)["figlet"].Forwarded["b"])
+	advance(2 * time.Second)
+	apply(t, a, alone)
+	assert.NotContains(t, counts(t, a)["figlet"].Forwarded, dfaas.NodeID("b"), "forgotten")
 }

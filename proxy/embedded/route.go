@@ -78,7 +78,7 @@ func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now tim
 			b = proxy.NewBucket(s.Cap, window, now)
 			fn.caps[s.Node] = b
 		}
-		r.peers = append(r.peers, peer{node: s.Node, addr: s.Addr, sent: fn.counts.peer(s.Node)})
+		r.peers = append(r.peers, peer{node: s.Node, addr: s.Addr, sent: fn.counts.peer(s.Node, now)})
 		weights, buckets = append(weights, s.Weight), append(buckets, b)
 	}
 	for node := range fn.caps { // peers that left the plan
@@ -86,6 +86,7 @@ func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now tim
 			delete(fn.caps, node)
 		}
 	}
+	fn.counts.prune(now)
 	r.pick = proxy.NewPick(weights, buckets)
 	r.armed.Store(!fn.refusing.Swap(false))
 	return r
