@@ -80,6 +80,7 @@ type neighbourhood struct {
 	mu        sync.Mutex
 	following map[peer.ID]*followee
 	pending   map[peer.ID]bool         // follows being opened
+	upDuring  map[peer.ID]bool         // a connection came up while the follow was being opened
 	barred    map[peer.ID]bar          // left out until then
 	known     map[peer.ID]time.Time    // members found or met, last seen
 	ids       map[peer.ID]dfaas.NodeID // string forms, computed once
@@ -96,7 +97,7 @@ type neighbourhood struct {
 
 func newNeighbourhood(o *Libp2p) *neighbourhood {
 	return &neighbourhood{o: o, following: map[peer.ID]*followee{}, pending: map[peer.ID]bool{},
-		barred: map[peer.ID]bar{}, known: map[peer.ID]time.Time{}, ids: map[peer.ID]dfaas.NodeID{},
+		upDuring: map[peer.ID]bool{}, barred: map[peer.ID]bar{}, known: map[peer.ID]time.Time{}, ids: map[peer.ID]dfaas.NodeID{},
 		near: map[peer.ID]nearness{}, failed: map[peer.ID]int{},
 		followers: map[peer.ID]*follower{},
 		rechoose:  make(chan struct{}, 1), salt: mrand.Uint64()}
@@ -197,8 +198,19 @@ func (n *neighbourhood) rttOf(p peer.ID) time.Duration {
 }
 
 // forgetAfter is how long a member neither found again nor connected stays
-// a candidate.
-const forgetAfter = 3 * time.Minute
+// a candidate; at most maxKnown members are candidates.
+const (
+	forgetAfter = 3 * time.Minute
+	maxKnown    = 4096
+)
+
+// forgetLocked drops what the neighbourhood knows of member p.
+func (n *neighbourhood) forgetLocked(p peer.ID) {
+	delete(n.known, p)
+	delete(n.ids, p)
+	delete(n.near, p)
+	delete(n.failed, p)
+}
 
 // candidates are the members this node could follow: those discovered and
 // those connected that speak the advert protocol, less the barred ones,
@@ -226,13 +238,24 @@ func (n *neighbourhood) candidates(now time.Time) []peer.ID {
 			delete(n.barred, p)
 		}
 	}
+	if over := len(n.known) - maxKnown; over > 0 {
+		// Members met are many (ids are cheap to a member): the longest
+		// unseen go first, never a followee.
+		old := make([]peer.ID, 0, len(n.known))
+		for p := range n.known {
+			if n.following[p] == nil && !n.pending[p] {
+				old = append(old, p)
+			}
+		}
+		slices.SortFunc(old, func(a, b peer.ID) int { return n.known[a].Compare(n.known[b]) })
+		for _, p := range old[:min(over, len(old))] {
+			n.forgetLocked(p)
+		}
+	}
 	out := make([]peer.ID, 0, len(n.known))
 	for p, seen := range n.known {
 		if now.Sub(seen) > forgetAfter {
-			delete(n.known, p)
-			delete(n.ids, p)
-			delete(n.near, p)
-			delete(n.failed, p)
+			n.forgetLocked(p)
 			continue
 		}
 		if _, barred := n.barred[p]; !barred && p != h.ID() {
@@ -391,6 +414,9 @@ func (n *neighbourhood) reconnected(p peer.ID) {
 		delete(n.barred, p)
 		delete(n.failed, p)
 	}
+	if n.pending[p] {
+		n.upDuring[p] = true // a dial from before may still fail: see follow
+	}
 	n.mu.Unlock()
 	if lift {
 		n.nudge()
@@ -404,10 +430,19 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	cancel()
 	n.mu.Lock()
 	delete(n.pending, p)
+	stale := n.upDuring[p]
+	delete(n.upDuring, p)
 	if err != nil {
-		n.backOffLocked(p)
+		if !stale {
+			n.backOffLocked(p)
+		}
 		n.mu.Unlock()
-		n.o.log.Debug("follow failed", "peer", p, "err", err)
+		n.o.log.Debug("follow failed", "peer", p, "err", err, "retry_now", stale)
+		if stale {
+			// Its dial began before a connection to p came up (a healed
+			// partition): try again on that connection at once.
+			n.nudge()
+		}
 		return
 	}
 	delete(n.failed, p)

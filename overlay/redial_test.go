@@ -184,3 +184,35 @@ func TestLateBootstrapPeerIsDialled(t *testing.T) {
 		5*time.Second, 10*time.Millisecond, "the late bootstrap peer is left to discovery")
 	t.Logf("connected %v after the late peer came up", time.Since(up))
 }
+
+// TestStaleFollowFailureDoesNotBar: a follow whose dial began before a
+// connection to the peer came up (a healed partition: the old dial times
+// out after the new connection is up) does not bar the peer; one that
+// simply failed does.
+func TestStaleFollowFailureDoesNotBar(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+	require.NoError(t, err)
+	defer o.Close()
+	n := newNeighbourhood(o) // not running: only this test touches it
+	for _, up := range []bool{false, true} {
+		key, _, err := crypto.GenerateEd25519Key(nil)
+		require.NoError(t, err)
+		p, err := peer.IDFromPrivateKey(key) // no addresses: its dial fails at once
+		require.NoError(t, err)
+		n.mu.Lock()
+		n.pending[p] = true
+		n.mu.Unlock()
+		if up {
+			n.reconnected(p)
+		}
+		n.follow(ctx, p)
+		n.mu.Lock()
+		_, barred := n.barred[p]
+		assert.Equal(t, !up, barred, "connection up during the dial: %v", up)
+		assert.Empty(t, n.pending)
+		assert.Empty(t, n.upDuring)
+		n.mu.Unlock()
+	}
+}
