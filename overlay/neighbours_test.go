@@ -1,11 +1,14 @@
 package overlay
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -64,4 +67,33 @@ func TestChooseSpreadsFollowersOnALAN(t *testing.T) {
 	assert.Equal(t, Choose("n001", 0, cands, k), Choose("n001", 0, cands, k), "deterministic")
 	assert.NotEqual(t, Choose("n001", 0, cands, k), Choose("n002", 0, cands, k), "each its own")
 	assert.NotEqual(t, Choose("n001", 0, cands, k), Choose("n001", 1, cands, k), "and its salt's")
+}
+
+// TestKnownMembersAreBounded: members met are many (ids are cheap); the
+// neighbourhood keeps at most maxKnown as candidates, the longest unseen
+// going first and a followee never.
+func TestKnownMembersAreBounded(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+	require.NoError(t, err)
+	defer o.Close()
+	n := newNeighbourhood(o) // not running: only this test touches it
+	now := time.Now()
+	n.mu.Lock()
+	for i := range maxKnown + 500 {
+		n.known[peer.ID(fmt.Sprintf("member-%05d", i))] = now.Add(time.Duration(i) * time.Millisecond)
+	}
+	followed := peer.ID("member-00000") // the longest unseen, but followed
+	n.following[followed] = &followee{}
+	n.mu.Unlock()
+	cands := n.candidates(now.Add(time.Minute))
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	assert.Len(t, n.known, maxKnown)
+	assert.Contains(t, n.known, followed)
+	assert.NotContains(t, n.known, peer.ID("member-00001"))
+	assert.NotContains(t, n.known, peer.ID("member-00500"))
+	assert.Contains(t, n.known, peer.ID("member-00501"))
+	assert.Len(t, cands, maxKnown)
 }

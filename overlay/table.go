@@ -62,9 +62,20 @@ type peerState struct {
 	node    dfaas.NodeID
 	advert  dfaas.Advert
 	expires time.Time
-	seq     uint64 // highest sequence accepted, kept after expiry and removal
+	seq     uint64 // highest sequence accepted, kept after expiry and removal (for a while)
 	live    bool   // advert holds the node's live advert
 }
+
+// A node whose advert expired or was removed is remembered (its sequence
+// number) for forgetNodesAfter past its advert's expiry, and at most
+// maxGoneNodes such nodes are, the longest gone forgotten first: members
+// coming and going, or one minting ids, do not grow the table without end.
+// A node forgotten and back starts afresh; its adverts reach this node on
+// a stream from itself only, so there is nobody to replay an old one.
+const (
+	forgetNodesAfter = dfaas.MaxAdvertTTL
+	maxGoneNodes     = 4096
+)
 
 // Table holds the newest live advert of each peer. Expiry is measured from
 // receipt on the local clock, so peers' clocks need not agree. A Table is
@@ -169,8 +180,9 @@ func (t *Table) check(a dfaas.Advert, sender dfaas.NodeID) error {
 	return nil
 }
 
-// Known reports whether the table ever took an advert of node (it keeps
-// its sequence number after the advert expires or the node leaves).
+// Known reports whether the table took an advert of node and still
+// remembers it (it keeps its sequence number after the advert expires or
+// the node leaves, for forgetNodesAfter).
 func (t *Table) Known(node dfaas.NodeID) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -202,22 +214,42 @@ func (t *Table) Remove(node dfaas.NodeID) bool {
 	return ok
 }
 
-// Adverts returns the live adverts at now, sorted by node, and drops the
-// expired ones.
+// Adverts returns the live adverts at now, sorted by node, drops the
+// expired ones, and forgets nodes gone for long (forgetNodesAfter,
+// maxGoneNodes).
 func (t *Table) Adverts(now time.Time) []dfaas.Advert {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]dfaas.Advert, 0, len(t.order))
+	var gone []*peerState
 	for _, p := range t.order {
-		if !p.live {
-			continue
-		}
-		if !now.Before(p.expires) {
+		if p.live && !now.Before(p.expires) {
 			p.live, p.advert = false, dfaas.Advert{}
 			t.stats.expired.Add(1)
+		}
+		if !p.live {
+			gone = append(gone, p)
 			continue
 		}
 		out = append(out, p.advert)
+	}
+	forget := map[dfaas.NodeID]bool{}
+	if len(gone) > maxGoneNodes {
+		slices.SortFunc(gone, func(a, b *peerState) int { return a.expires.Compare(b.expires) })
+		for _, p := range gone[:len(gone)-maxGoneNodes] {
+			forget[p.node] = true
+		}
+	}
+	for _, p := range gone {
+		if now.Sub(p.expires) > forgetNodesAfter {
+			forget[p.node] = true
+		}
+	}
+	if len(forget) > 0 {
+		for n := range forget {
+			delete(t.peers, n)
+		}
+		t.order = slices.DeleteFunc(t.order, func(p *peerState) bool { return forget[p.node] })
 	}
 	return out
 }

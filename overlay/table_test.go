@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -160,4 +161,45 @@ func TestTableRemove(t *testing.T) {
 	assert.False(t, tab.Remove("n1"))
 	assert.Empty(t, tab.Adverts(t0))
 	assert.Equal(t, uint64(1), tab.Stats().PeersDown)
+}
+
+// TestGoneNodesAreForgotten: a node whose advert expired or was removed is
+// remembered (its sequence number) for forgetNodesAfter, and at most
+// maxGoneNodes are, the longest gone first forgotten.
+func TestGoneNodesAreForgotten(t *testing.T) {
+	tb := NewTable("self")
+	require.NoError(t, tb.Put(testAdvert("left", 5), "", t0))
+	require.NoError(t, tb.Put(testAdvert("expired", 5), "", t0))
+	require.NoError(t, tb.Put(testAdvert("live", 5), "", t0))
+	require.True(t, tb.Remove("left"))
+	for now := t0; now.Before(t0.Add(forgetNodesAfter)); now = now.Add(time.Second) {
+		require.NoError(t, tb.Put(testAdvert("live", uint64(10+now.Sub(t0)/time.Second)), "", now))
+		tb.Adverts(now)
+	}
+	assert.True(t, tb.Known("left"), "remembered for a while")
+	assert.ErrorIs(t, tb.Put(testAdvert("expired", 5), "", t0.Add(time.Minute)), dfaas.ErrStaleAdvert, "a replay within that time is stale")
+	late := t0.Add(3*time.Second + forgetNodesAfter + time.Second)
+	require.NoError(t, tb.Put(testAdvert("live", 1e6), "", late))
+	got := tb.Adverts(late)
+	assert.False(t, tb.Known("left"))
+	assert.False(t, tb.Known("expired"))
+	require.Len(t, got, 1)
+	assert.Equal(t, dfaas.NodeID("live"), got[0].Node)
+	assert.NoError(t, tb.Put(testAdvert("expired", 1), "", late), "back after being forgotten: starts afresh")
+
+	// Many ids, each gone at once: the table keeps the latest maxGoneNodes.
+	tb = NewTable("self")
+	n := maxGoneNodes + 100
+	for i := range n {
+		at := t0.Add(time.Duration(i) * time.Millisecond)
+		id := dfaas.NodeID("minted-" + strconv.Itoa(i))
+		a := testAdvert(string(id), 1)
+		require.NoError(t, tb.Put(a, "", at))
+		require.True(t, tb.Remove(id))
+	}
+	tb.Adverts(t0.Add(time.Duration(n) * time.Millisecond))
+	assert.False(t, tb.Known("minted-0"), "the longest gone forgotten first")
+	assert.False(t, tb.Known("minted-99"))
+	assert.True(t, tb.Known("minted-100"))
+	assert.True(t, tb.Known(dfaas.NodeID("minted-"+strconv.Itoa(n-1))))
 }
