@@ -1,6 +1,7 @@
 package balance
 
 import (
+	"cmp"
 	"slices"
 	"sort"
 	"strings"
@@ -53,13 +54,21 @@ func (Proportional) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 	return plan
 }
 
-// functionNames is the sorted union of the functions known to self and peers.
+// MaxForeignFunctions bounds the functions a plan holds that only peers
+// run (this node forwards its users' requests for them): those most peers
+// advertise, then by name. A peer advertising ever new names cannot grow
+// this node's plan, data plane and metrics without end.
+const MaxForeignFunctions = 64
+
+// functionNames is the sorted union of the functions known to self and
+// peers, with at most MaxForeignFunctions of the peers' only.
 func functionNames(self dfaas.State, peers []dfaas.Advert) []string {
 	names := make([]string, 0, len(self.Functions))
 	for name := range self.Functions {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	var foreign map[string]int // name -> peers advertising it
 	for _, p := range peers {
 		if hasOnly(p.Functions, names) {
 			continue // the common case, and cheaper than ranging over the map
@@ -67,11 +76,29 @@ func functionNames(self dfaas.State, peers []dfaas.Advert) []string {
 		for name := range p.Functions {
 			// Federations mostly agree on their functions: a binary search
 			// of the sorted names beats a set here.
-			if i, found := slices.BinarySearch(names, name); !found {
-				names = slices.Insert(names, i, name)
+			if _, found := slices.BinarySearch(names, name); !found {
+				if foreign == nil {
+					foreign = map[string]int{}
+				}
+				foreign[name]++
 			}
 		}
 	}
+	if len(foreign) == 0 {
+		return names
+	}
+	others := make([]string, 0, len(foreign))
+	for name := range foreign {
+		others = append(others, name)
+	}
+	slices.SortFunc(others, func(a, b string) int {
+		if c := cmp.Compare(foreign[b], foreign[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	names = append(names, others[:min(len(others), MaxForeignFunctions)]...)
+	sort.Strings(names)
 	return names
 }
 

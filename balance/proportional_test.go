@@ -1,6 +1,7 @@
 package balance
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -190,4 +191,26 @@ func TestByName(t *testing.T) {
 	_, err = ByName("nope")
 	assert.ErrorContains(t, err, "unknown strategy")
 	assert.Equal(t, []string{"all-local", "nearest", "proportional", "random", "recalc", "resilient", "static"}, Names())
+}
+
+// TestForeignFunctionsAreBounded: a peer advertising many functions nobody
+// else runs cannot grow this node's plan past its own functions and
+// MaxForeignFunctions of the others, those most peers advertise first.
+func TestForeignFunctionsAreBounded(t *testing.T) {
+	self := state("1", 10, 12)
+	flood := dfaas.Advert{Node: "rogue", Seq: 1, TTL: 3e9, Addr: "rogue:1", Functions: map[string]dfaas.FunctionState{}}
+	for i := range 1000 {
+		flood.Functions[fmt.Sprintf("a%04d", i)] = dfaas.FunctionState{Capacity: 10}
+	}
+	zeta := func(node string) dfaas.Advert {
+		return dfaas.Advert{Node: dfaas.NodeID(node), Seq: 1, TTL: 3e9, Addr: node + ":1", Functions: map[string]dfaas.FunctionState{"zeta": {Capacity: 20}}}
+	}
+	shared := []dfaas.Advert{zeta("2"), zeta("3"), advert("4", 30, 0)}
+	for _, b := range []dfaas.Balancer{Proportional{}, Resilient{}, Nearest{}, Recalc{}, Static{}, Random{}} {
+		plan := b.Plan(self, append(shared, flood))
+		assert.Len(t, plan.Functions, 1+MaxForeignFunctions, "%T", b)
+		assert.Contains(t, plan.Functions, "figlet", "%T: its own", b)
+		assert.Contains(t, plan.Functions, "zeta", "%T: advertised by two peers, ahead of the rogue's", b)
+		assert.NotContains(t, plan.Functions, "a0999", "%T", b)
+	}
 }

@@ -143,14 +143,19 @@ func (o *Outliers) Ejected(now time.Time) []dfaas.NodeID {
 	return out
 }
 
-// Forget forgets the failures in a row of peers not in keep. Their
+// Forget forgets, at now, the failures in a row of peers not in keep. Their
 // ejections stay: a peer that left the plans because it was ejected comes
-// back ejected, or on probation once its time is up.
-func (o *Outliers) Forget(keep func(dfaas.NodeID) bool) {
+// back ejected, or on probation once its time is up. Those ejected
+// MaxEjection ago or longer go too (a crashed peer never answers again to
+// clear its record, and one minting ids would grow the records without end).
+func (o *Outliers) Forget(keep func(dfaas.NodeID) bool, now time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for n, p := range o.peers {
-		if !keep(n) && p.next == o.cfg.BaseEjection && p.until.IsZero() {
+		if keep(n) {
+			continue
+		}
+		if p.until.IsZero() && p.next == o.cfg.BaseEjection || !p.until.IsZero() && now.Sub(p.until) >= o.cfg.MaxEjection {
 			delete(o.peers, n)
 		}
 	}

@@ -58,11 +58,40 @@ func TestOutliers(t *testing.T) {
 
 	// Forgetting peers out of the plans keeps their ejections.
 	o.Failure("r", at(20))
-	o.Forget(func(dfaas.NodeID) bool { return false })
+	o.Forget(func(dfaas.NodeID) bool { return false }, at(14.5))
 	assert.Contains(t, o.Ejected(at(14.5)), dfaas.NodeID("p"))
 	for range 2 {
 		assert.False(t, o.Failure("r", at(20)), "r's count was forgotten")
 	}
+}
+
+// TestOutliersForgetLongGoneEjections: a peer ejected and then gone from
+// the plans (a crash: it never answers again) is forgotten once its
+// ejection ended MaxEjection ago; one still in the plans is not.
+func TestOutliersForgetLongGoneEjections(t *testing.T) {
+	o, err := proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 1, BaseEjection: time.Second, MaxEjection: 10 * time.Second})
+	require.NoError(t, err)
+	t0 := time.Unix(1000, 0)
+	require.True(t, o.Failure("gone", t0))
+	require.True(t, o.Failure("kept", t0))
+	none := func(dfaas.NodeID) bool { return false }
+	keepKept := func(n dfaas.NodeID) bool { return n == "kept" }
+	// Remembered, a peer's next ejection is twice as long (2 s); forgotten,
+	// it starts again at BaseEjection (1 s).
+	o.Forget(none, t0.Add(10*time.Second)) // ended 9 s ago: remembered
+	require.True(t, o.Failure("gone", t0.Add(10*time.Second)))
+	assert.False(t, o.Usable("gone", t0.Add(11500*time.Millisecond)), "remembered: ejected for 2 s")
+	o, err = proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 1, BaseEjection: time.Second, MaxEjection: 10 * time.Second})
+	require.NoError(t, err)
+	require.True(t, o.Failure("gone", t0))
+	require.True(t, o.Failure("kept", t0))
+	o.Forget(keepKept, t0.Add(11*time.Second))
+	// Forgotten: a fresh record, which needs Consecutive failures and
+	// starts at BaseEjection again.
+	require.True(t, o.Failure("gone", t0.Add(12*time.Second)))
+	assert.True(t, o.Usable("gone", t0.Add(13500*time.Millisecond)), "forgotten: ejected for 1 s, as a newcomer")
+	require.True(t, o.Failure("kept", t0.Add(12*time.Second)))
+	assert.False(t, o.Usable("kept", t0.Add(13500*time.Millisecond)), "in the plans: remembered, ejected for 2 s")
 }
 
 func TestOutlierConfigValidate(t *testing.T) {

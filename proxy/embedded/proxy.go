@@ -311,7 +311,7 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 			}
 		}
 		return false
-	})
+	}, now)
 	return nil
 }
 

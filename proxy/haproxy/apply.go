@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -65,6 +66,20 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 			d.log.Error("reload for the members list failed", "err", err)
 		}
 	}
+	defer func() {
+		now := time.Now()
+		d.forgetPeers(now)
+		d.outliers.Forget(func(n dfaas.NodeID) bool {
+			for _, fp := range plan.Functions {
+				for _, s := range fp.Peers {
+					if s.Node == n {
+						return true
+					}
+				}
+			}
+			return false
+		}, now)
+	}()
 	var added []string
 	for name := range plan.Functions {
 		if err := dfaas.ValidateFunctionName(name); err != nil {
@@ -195,8 +210,26 @@ func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
 		}
 		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight), share: p.Weight, cap: min(p.Cap, proxy.MaxCap)}
 		d.nodes[serverName(p.Node)] = p.Node
+		d.wanted[serverName(p.Node)] = time.Now()
 	}
 	return want
+}
+
+// forgetPeersAfter is how long the driver keeps naming the forwards of a
+// peer no plan names (its per-peer counts, dfaas_forwarded_total's peer
+// label): one that comes back soon keeps counting, and a federation whose
+// members come and go does not grow them without end.
+const forgetPeersAfter = 10 * time.Minute
+
+// forgetPeers drops the peers no plan named for forgetPeersAfter at now;
+// their forwards still count in ForwardedOut.
+func (d *Driver) forgetPeers(now time.Time) {
+	for name, at := range d.wanted {
+		if now.Sub(at) > forgetPeersAfter {
+			delete(d.wanted, name)
+			delete(d.nodes, name)
+		}
+	}
 }
 
 // route is a function's entry in the routes map: the peers of want as

@@ -131,7 +131,8 @@ type Driver struct {
 	logged  sync.Map // function -> *logState, for the functions of the plans
 	trigger chan struct{}
 
-	nodes   map[string]dfaas.NodeID // server name -> peer, for every server ever added
+	nodes   map[string]dfaas.NodeID // server name -> peer, for the servers a plan named in the last forgetPeersAfter
+	wanted  map[string]time.Time    // server name -> when a plan last named it
 	members []byte                  // the peer listener's CA file as last set
 	// outliers: peers HAProxy marked down, out of the plans for a back-off
 	// (Consecutive 1: every mark-down is an ejection).
@@ -157,7 +158,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		return nil, err
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
-		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
+		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
 		outliers: outliers}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "dfaas-haproxy-"); err != nil {

@@ -34,7 +34,7 @@ func FuzzRenderPeers(f *testing.F) {
 	f.Add("Bad Name", "n", "10.0.0.2:8081", -1.0, -1.0)
 	f.Fuzz(func(t *testing.T, fn, node, addr string, w, capacity float64) {
 		d := &Driver{cfg: Config{MaxPeers: 64, Burst: 100 * time.Millisecond}, log: slog.New(slog.DiscardHandler),
-			nodes: map[string]dfaas.NodeID{}, servers: map[string]map[dfaas.NodeID]server{}}
+			nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, servers: map[string]map[dfaas.NodeID]server{}}
 		peers := []dfaas.Share{{Node: dfaas.NodeID(node), Addr: addr, Weight: w, Cap: dfaas.Rate(capacity)}}
 		want := d.wantServers(peers)
 		route := d.route(peers, want)

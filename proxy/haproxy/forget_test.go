@@ -1,0 +1,33 @@
+package haproxy
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// TestPeersNoPlanNamesAreForgotten: the driver names the forwards of a peer
+// (Counts.Forwarded, and so the metrics' peer label) until no plan has named
+// it for forgetPeersAfter; its forwards still count in ForwardedOut.
+func TestPeersNoPlanNamesAreForgotten(t *testing.T) {
+	d := &Driver{cfg: Config{MaxPeers: 64, Burst: 100 * time.Millisecond}, log: slog.New(slog.DiscardHandler),
+		nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, servers: map[string]map[dfaas.NodeID]server{}}
+	d.layout.Functions = []string{"figlet"}
+	d.wantServers([]dfaas.Share{{Node: "old", Addr: "10.0.0.2:8081", Weight: 1, Cap: 5},
+		{Node: "new", Addr: "10.0.0.3:8081", Weight: 1, Cap: 5}})
+	now := time.Now()
+	d.wanted[serverName("old")] = now.Add(-forgetPeersAfter - time.Second)
+	d.wanted[serverName("new")] = now.Add(-forgetPeersAfter + time.Second)
+	d.forgetPeers(now)
+	tables := map[string]map[string]tableEntry{tableFwd: {
+		"figlet/" + serverName("old"): {requests: 3},
+		"figlet/" + serverName("new"): {requests: 4},
+	}}
+	c := d.tableCountsByFunction(tables)["figlet"]
+	assert.Equal(t, map[dfaas.NodeID]uint64{"new": 4}, c.Forwarded)
+	assert.Equal(t, uint64(7), c.ForwardedOut)
+}
