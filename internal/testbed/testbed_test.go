@@ -105,6 +105,39 @@ func TestCrash(t *testing.T) {
 	assertNoLeftovers(t)
 }
 
+// TestPartition cuts a off from b and c for 10 s (iptables drops their
+// packets) and heals: both sides notice within 2 s, a serves its own
+// capacity meanwhile and b its own load, plans are whole again within 2 s
+// of the heal, and then nothing is rejected; nothing runs twice, and what
+// is lost is at most what was in flight when the partition struck.
+func TestPartition(t *testing.T) {
+	require.NoError(t, Check(), "the testbed runs as root with ip and iptables (CI does)")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	agent, err := BuildAgent(ctx, t.TempDir())
+	require.NoError(t, err)
+	s, err := ReadFile("../../examples/testbed/scenarios/partition.yaml")
+	require.NoError(t, err)
+	r, err := Run(ctx, s, Options{Agent: agent, Progress: testWriter{t}})
+	require.NoError(t, err)
+	Print(testWriter{t}, r)
+
+	assert.Zero(t, r.Duplicated)
+	assert.Less(t, r.Lost, 40, "fewer than the forwarded rate x 1 s")
+	require.Len(t, r.Detection, 2)
+	for _, d := range r.Detection {
+		assert.LessOrEqual(t, d.Seconds, 2.0, d.Event)
+	}
+	for _, sec := range r.Timeline[9:15] { // partitioned, and noticed
+		assert.InDelta(t, 10, sec.Nodes["a"].Executed, 1.5, "a serves its own capacity, second %d", sec.T)
+		assert.Zero(t, sec.Nodes["b"].Rejected, "b serves its own load, second %d", sec.T)
+	}
+	for _, sec := range r.Timeline[18:23] { // healed
+		assert.Zero(t, sec.Nodes["a"].Rejected, "after the heal, second %d", sec.T)
+	}
+	assertNoLeftovers(t)
+}
+
 // TestRollingRestart: SIGTERM to one agent of three under a load the other
 // two can carry, and a start 6 s later: the agent drains before it leaves,
 // so no request is lost, rejected or failed, and none runs twice.
