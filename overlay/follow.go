@@ -122,6 +122,19 @@ func (n *neighbourhood) discovered(p peer.ID) {
 	}
 }
 
+// met asks for a round at once if p, a member just identified, is not
+// followed and there is room for it: a node starting, or one a member
+// restarted, follows within milliseconds of the connection, not at the
+// next round.
+func (n *neighbourhood) met(p peer.ID) {
+	n.mu.Lock()
+	room := n.following[p] == nil && !n.pending[p] && len(n.following)+len(n.pending) < n.o.cfg.Neighbours
+	n.mu.Unlock()
+	if room {
+		n.nudge()
+	}
+}
+
 // knownCount is how many members discovery found.
 func (n *neighbourhood) knownCount() int {
 	n.mu.Lock()

@@ -284,7 +284,7 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	o.log = cfg.Logger.With("node", o.host.ID().String())
 
 	// Subscribe to connection events before anything can connect.
-	evs, err := o.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
+	evs, err := o.host.EventBus().Subscribe([]any{new(event.EvtPeerConnectednessChanged), new(event.EvtPeerIdentificationCompleted)})
 	if err != nil {
 		return nil, fmt.Errorf("overlay: event bus: %w", err)
 	}
@@ -400,6 +400,14 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 		case e, ok := <-sub.Out():
 			if !ok {
 				return
+			}
+			if id, ok := e.(event.EvtPeerIdentificationCompleted); ok {
+				// A member met (a newcomer, or one that restarted) can be
+				// followed now rather than at the next round.
+				if slices.Contains(id.Protocols, o.proto) {
+					o.hood.met(id.Peer)
+				}
+				continue
 			}
 			ev := e.(event.EvtPeerConnectednessChanged)
 			if ev.Connectedness == network.Connected {

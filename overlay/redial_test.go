@@ -216,3 +216,31 @@ func TestStaleFollowFailureDoesNotBar(t *testing.T) {
 		n.mu.Unlock()
 	}
 }
+
+// TestMetMemberIsFollowedAtOnce: a member just identified asks for a round
+// at once while there is room for it, and not when the neighbourhood is
+// full or already follows it.
+func TestMetMemberIsFollowedAtOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour, Neighbours: 2})
+	require.NoError(t, err)
+	defer o.Close()
+	n := newNeighbourhood(o) // not running: only this test touches it
+	nudged := func() bool {
+		select {
+		case <-n.rechoose:
+			return true
+		default:
+			return false
+		}
+	}
+	n.met("newcomer")
+	assert.True(t, nudged(), "room for it")
+	n.following["x"] = &followee{}
+	n.met("x")
+	assert.False(t, nudged(), "followed already")
+	n.pending["y"] = true
+	n.met("newcomer")
+	assert.False(t, nudged(), "no room")
+}
