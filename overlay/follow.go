@@ -57,6 +57,9 @@ const (
 	firstAdvertWithin = 30 * time.Second
 	// swapEvery spaces the swaps of a followee for a nearer peer.
 	swapEvery = 5 * time.Second
+	// stableFor is how long a stream must last for its loss to count as a
+	// first one (see follow).
+	stableFor = 10 * time.Second
 )
 
 // followee is a peer this node follows.
@@ -81,6 +84,8 @@ type neighbourhood struct {
 	following map[peer.ID]*followee
 	pending   map[peer.ID]bool         // follows being opened
 	upDuring  map[peer.ID]bool         // a connection came up while the follow was being opened
+	freeUsed  map[peer.ID]bool         // a follow failure was forgiven since the last stable stream
+	flaky     map[peer.ID]int          // streams in a row lost before lasting stableFor
 	barred    map[peer.ID]bar          // left out until then
 	known     map[peer.ID]time.Time    // members found or met, last seen
 	ids       map[peer.ID]dfaas.NodeID // string forms, computed once
@@ -97,7 +102,7 @@ type neighbourhood struct {
 
 func newNeighbourhood(o *Libp2p) *neighbourhood {
 	return &neighbourhood{o: o, following: map[peer.ID]*followee{}, pending: map[peer.ID]bool{},
-		upDuring: map[peer.ID]bool{}, barred: map[peer.ID]bar{}, known: map[peer.ID]time.Time{}, ids: map[peer.ID]dfaas.NodeID{},
+		upDuring: map[peer.ID]bool{}, freeUsed: map[peer.ID]bool{}, flaky: map[peer.ID]int{}, barred: map[peer.ID]bar{}, known: map[peer.ID]time.Time{}, ids: map[peer.ID]dfaas.NodeID{},
 		near: map[peer.ID]nearness{}, failed: map[peer.ID]int{},
 		followers: map[peer.ID]*follower{},
 		rechoose:  make(chan struct{}, 1), salt: mrand.Uint64()}
@@ -223,6 +228,8 @@ func (n *neighbourhood) forgetLocked(p peer.ID) {
 	delete(n.ids, p)
 	delete(n.near, p)
 	delete(n.failed, p)
+	delete(n.freeUsed, p)
+	delete(n.flaky, p)
 }
 
 // candidates are the members this node could follow: those discovered and
@@ -418,11 +425,14 @@ type bar struct {
 
 // reconnected lifts p's soft bar and asks for a round at once, now that a
 // connection to it is up again (the redialer's, or the peer's own): a
-// healed partition is followed again without waiting out the back-off.
+// healed partition is followed again without waiting out the back-off. Not
+// for a peer whose streams keep ending early (flaky): reconnecting must not
+// let a member that drops its stream (and its connection) at will be
+// followed again and again.
 func (n *neighbourhood) reconnected(p peer.ID) {
 	n.mu.Lock()
 	b, ok := n.barred[p]
-	lift := ok && !b.hard
+	lift := ok && !b.hard && n.flaky[p] <= 1
 	if lift {
 		delete(n.barred, p)
 		delete(n.failed, p)
@@ -438,22 +448,29 @@ func (n *neighbourhood) reconnected(p peer.ID) {
 
 // follow opens the advert stream to p and reads it until it ends.
 func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
+	began := time.Now()
 	fctx, cancel := context.WithTimeout(ctx, followTimeout)
 	s, err := n.o.host.NewStream(fctx, p, n.o.proto)
 	cancel()
 	n.mu.Lock()
 	delete(n.pending, p)
-	stale := n.upDuring[p]
+	up := n.upDuring[p]
 	delete(n.upDuring, p)
 	if err != nil {
-		if !stale {
+		// A dial that began before a connection to p came up (a healed
+		// partition) may time out with that connection up: tried again on
+		// it at once, not barred, once per stable stream (a member cannot
+		// make this node dial it in a loop).
+		free := up && !n.freeUsed[p] && n.o.host.Network().Connectedness(p) == network.Connected
+		if free {
+			n.freeUsed[p] = true
+			n.failed[p]++
+		} else {
 			n.backOffLocked(p)
 		}
 		n.mu.Unlock()
-		n.o.log.Debug("follow failed", "peer", p, "err", err, "retry_now", stale)
-		if stale {
-			// Its dial began before a connection to p came up (a healed
-			// partition): try again on that connection at once.
+		n.o.log.Debug("follow failed", "peer", p, "err", err, "retry_now", free)
+		if free {
 			n.nudge()
 		}
 		return
@@ -482,14 +499,25 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	case errors.Is(why, errBroke):
 		n.barred[p] = bar{until: time.Now().Add(bannedFor), hard: true}
 	default:
-		n.barred[p] = bar{until: time.Now().Add(retryAfter)}
+		// Lost, not let go. A stream that lasted is a first loss (a crash,
+		// a partition, a restart): redialled soon and often, and followed
+		// again as soon as it can be reached. Streams lost early again and
+		// again back off, twice as long each time, and are not redialled.
+		if time.Since(began) >= stableFor {
+			n.flaky[p] = 1
+			delete(n.freeUsed, p)
+		} else {
+			n.flaky[p]++
+		}
+		k := n.flaky[p]
+		n.barred[p] = bar{until: time.Now().Add(min(refusedFor, retryAfter<<min(k-1, 6)))}
 	}
+	redial := !left && !errors.Is(why, errRefused) && !errors.Is(why, errBroke) && n.flaky[p] == 1
 	n.mu.Unlock()
-	if !left && !errors.Is(why, errRefused) && !errors.Is(why, errBroke) {
-		// Lost, not let go: dial it again soon and often (a crash, a
-		// partition, a restart), so that it is followed again about as
-		// soon as it can be reached.
+	if redial {
 		n.o.redial.dropped(p, time.Now())
+	} else {
+		n.o.redial.connected(p) // nor by an earlier loss's redial
 	}
 	n.o.probes.forget(p)
 	if n.o.table.Remove(dfaas.NodeID(p.String())) {
@@ -531,7 +559,7 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 	var flooded, malformed int
 	floodFrom := time.Now()
 	sender := dfaas.NodeID(p.String())
-	first := true
+	first, opening := true, true
 	idle := firstAdvertWithin
 	for ctx.Err() == nil {
 		// A followee that stops writing (half a frame, or nothing while it
@@ -574,7 +602,12 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 			continue
 		}
 		back := !o.table.Live(sender)
-		a, err := o.table.Receive(buf, sender, o.cfg.Now())
+		// The first advert of a stream may be one this node took before
+		// the followee was lost (it writes its latest at once): taken
+		// again, so that a followee back is in the plans now, not at its
+		// next advert.
+		a, err := o.table.receive(buf, sender, o.cfg.Now(), opening)
+		opening = false
 		switch {
 		case err == nil:
 			idle = 2 * a.TTL

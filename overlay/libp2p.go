@@ -435,7 +435,9 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 }
 
 // isBootstrap reports whether p is one of the configured bootstrap peers.
-func (o *Libp2p) isBootstrap(p peer.ID) bool { return o.bootstrapAddrs(p) != nil }
+func (o *Libp2p) isBootstrap(p peer.ID) bool {
+	return slices.ContainsFunc(o.bootstrap, func(ai peer.AddrInfo) bool { return ai.ID == p })
+}
 
 // bootstrapAddrs are p's configured addresses if it is a bootstrap peer,
 // else nil.
@@ -470,7 +472,7 @@ func (o *Libp2p) discover(ctx context.Context) {
 	rd := drouting.NewRoutingDiscovery(o.dht)
 	var advertisedUntil time.Time
 	advertisedWith := 0 // the routing table's size then
-	settled := false // the last lookup found no new member
+	settled := false    // the last lookup found no new member
 	for {
 		// Fast until the first peer, then every DiscoveryInterval while
 		// lookups find new members; once one finds none, every settledFor

@@ -305,7 +305,7 @@ type delivery struct {
 // deliver stores an advert now, or queues it until its arrival time.
 func (m *Memory) deliver(d delivery, now bool) {
 	if now {
-		_ = m.table.putValid(d.advert, d.from, d.at) // failures are counted by the table
+		_ = m.table.putValid(d.advert, d.from, d.at, false) // failures are counted by the table
 		return
 	}
 	m.mu.Lock()
@@ -324,7 +324,7 @@ func (m *Memory) receiveDue(now time.Time) {
 	m.inbox = m.inbox[i:]
 	m.mu.Unlock()
 	for _, d := range due {
-		_ = m.table.putValid(d.advert, d.from, d.at)
+		_ = m.table.putValid(d.advert, d.from, d.at, false)
 	}
 }
 

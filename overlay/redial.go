@@ -51,7 +51,7 @@ func (r *redialer) dropped(p peer.ID, now time.Time) {
 	}
 }
 
-// connected records that p is connected again.
+// connected records that p is connected again, or is not to be redialled.
 func (r *redialer) connected(p peer.ID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -97,8 +97,7 @@ func (r *redialer) run(ctx context.Context) {
 func (r *redialer) dial(ctx context.Context, p peer.ID) {
 	h := r.o.host
 	if h.Network().Connectedness(p) == network.Connected {
-		r.connected(p)
-		return
+		return // still up (a stream lost, not the connection): dialled if that drops
 	}
 	// A bootstrap peer's configured addresses too: the peerstore forgets
 	// those of a peer never reached after a couple of minutes.

@@ -187,34 +187,41 @@ func TestLateBootstrapPeerIsDialled(t *testing.T) {
 
 // TestStaleFollowFailureDoesNotBar: a follow whose dial began before a
 // connection to the peer came up (a healed partition: the old dial times
-// out after the new connection is up) does not bar the peer; one that
-// simply failed does.
+// out after the new connection is up) does not bar the peer, once per
+// stable stream; a failure without a connection coming up does.
 func TestStaleFollowFailureDoesNotBar(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	o, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
 	require.NoError(t, err)
 	defer o.Close()
+	b, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+	require.NoError(t, err)
+	defer b.Close()
+	p := b.host.ID()
+	require.NoError(t, o.host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: b.host.Addrs()}))
 	n := newNeighbourhood(o) // not running: only this test touches it
-	for _, up := range []bool{false, true} {
-		key, _, err := crypto.GenerateEd25519Key(nil)
-		require.NoError(t, err)
-		p, err := peer.IDFromPrivateKey(key) // no addresses: its dial fails at once
-		require.NoError(t, err)
+	gone, stop := context.WithCancel(ctx)
+	stop() // the follow's NewStream fails at once, with the connection up
+	attempt := func(connectionCameUp bool) (barred bool) {
 		n.mu.Lock()
 		n.pending[p] = true
+		delete(n.barred, p)
 		n.mu.Unlock()
-		if up {
+		if connectionCameUp {
 			n.reconnected(p)
 		}
-		n.follow(ctx, p)
+		n.follow(gone, p)
 		n.mu.Lock()
-		_, barred := n.barred[p]
-		assert.Equal(t, !up, barred, "connection up during the dial: %v", up)
+		defer n.mu.Unlock()
 		assert.Empty(t, n.pending)
 		assert.Empty(t, n.upDuring)
-		n.mu.Unlock()
+		_, barred = n.barred[p]
+		return barred
 	}
+	assert.True(t, attempt(false), "no connection came up: barred")
+	assert.False(t, attempt(true), "a connection came up during the dial: tried again at once")
+	assert.True(t, attempt(true), "once per stable stream only")
 }
 
 // TestMetMemberIsFollowedAtOnce: a member just identified asks for a round
@@ -243,4 +250,43 @@ func TestMetMemberIsFollowedAtOnce(t *testing.T) {
 	n.pending["y"] = true
 	n.met("newcomer")
 	assert.False(t, nudged(), "no room")
+}
+
+// TestFlakyFolloweeBacksOff: a followee whose stream (and connection) is
+// lost once is redialled and followed again at once; lost again early, it
+// backs off and is not redialled, so a member dropping its connection at
+// will cannot make this node dial and follow it in a loop.
+func TestFlakyFolloweeBacksOff(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+	require.NoError(t, err)
+	defer a.Close()
+	b, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+	require.NoError(t, err)
+	defer b.Close()
+	require.NoError(t, b.Publish(ctx, advertOf(b, 1, 0)))
+	require.NoError(t, a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}))
+	following := func() bool { return slices.Contains(a.Following(), b.Self()) }
+	require.Eventually(t, following, 10*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, b.host.Network().ClosePeer(a.host.ID())) // first loss
+	require.Eventually(t, func() bool { return !following() }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, following, 3*time.Second, 10*time.Millisecond, "a first loss is redialled and followed again")
+	// Its first advert read (a stream reset before that is a refusal).
+	require.Eventually(t, func() bool { return a.table.Live(b.Self()) }, 3*time.Second, time.Millisecond)
+
+	require.NoError(t, b.host.Network().ClosePeer(a.host.ID())) // lost again, early
+	require.Eventually(t, func() bool { return !following() }, 5*time.Second, time.Millisecond)
+	a.hood.mu.Lock()
+	flaky, bar := a.hood.flaky[b.host.ID()], a.hood.barred[b.host.ID()]
+	a.hood.mu.Unlock()
+	a.redial.mu.Lock()
+	redialled := a.redial.lost[b.host.ID()] != nil
+	a.redial.mu.Unlock()
+	assert.Equal(t, 2, flaky, "bar %+v until %v", bar, time.Until(bar.until))
+	assert.False(t, redialled, "not redialled")
+	assert.False(t, bar.hard)
+	assert.Greater(t, time.Until(bar.until), 700*time.Millisecond, "barred twice as long")
+	assert.Never(t, following, 600*time.Millisecond, 10*time.Millisecond)
 }

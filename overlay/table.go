@@ -97,9 +97,16 @@ func NewTable(self dfaas.NodeID) *Table {
 // Receive decodes raw and stores it as sender's newest advert at now. An
 // empty sender skips the sender check. Every failure is counted in Stats.
 func (t *Table) Receive(raw []byte, sender dfaas.NodeID, now time.Time) (dfaas.Advert, error) {
+	return t.receive(raw, sender, now, false)
+}
+
+// receive is Receive; again also takes the advert the table last took of
+// sender once more, if it is not live any more (the first advert on a new
+// stream from that node).
+func (t *Table) receive(raw []byte, sender dfaas.NodeID, now time.Time, again bool) (dfaas.Advert, error) {
 	a, err := Decode(raw)
 	if err == nil {
-		err = t.putValid(a, sender, now)
+		err = t.putValid(a, sender, now, again)
 	} else {
 		t.stats.count(err)
 	}
@@ -115,11 +122,11 @@ func (t *Table) Put(a dfaas.Advert, sender dfaas.NodeID, now time.Time) error {
 		t.stats.count(err)
 		return err
 	}
-	return t.putValid(a, sender, now)
+	return t.putValid(a, sender, now, false)
 }
 
 // putValid is Put for an advert already validated (by Decode).
-func (t *Table) putValid(a dfaas.Advert, sender dfaas.NodeID, now time.Time) error {
+func (t *Table) putValid(a dfaas.Advert, sender dfaas.NodeID, now time.Time, again bool) error {
 	if sender != "" && a.Node != sender {
 		err := fmt.Errorf("%w: %q from %q", ErrSpoofed, a.Node, sender)
 		t.stats.count(err)
@@ -131,6 +138,9 @@ func (t *Table) putValid(a dfaas.Advert, sender dfaas.NodeID, now time.Time) err
 	t.mu.Lock()
 	p := t.peers[a.Node]
 	err := staleErr(p, a)
+	if again && p != nil && !p.live && a.Seq == p.seq {
+		err = nil
+	}
 	if err == nil {
 		if p == nil {
 			p = &peerState{node: a.Node}

@@ -203,3 +203,27 @@ func TestGoneNodesAreForgotten(t *testing.T) {
 	assert.True(t, tb.Known("minted-100"))
 	assert.True(t, tb.Known(dfaas.NodeID("minted-"+strconv.Itoa(n-1))))
 }
+
+// TestAdvertTakenAgainOnANewStream: the advert a table last took of a node
+// that is not live any more is taken once more as the first advert of a new
+// stream (the followee writes its latest at once), never while live and
+// never an older one.
+func TestAdvertTakenAgainOnANewStream(t *testing.T) {
+	tb := NewTable("self")
+	raw, err := Encode(testAdvert("n", 5))
+	require.NoError(t, err)
+	_, err = tb.receive(raw, "n", t0, false)
+	require.NoError(t, err)
+	_, err = tb.receive(raw, "n", t0, true)
+	assert.ErrorIs(t, err, dfaas.ErrStaleAdvert, "live: the same advert is stale")
+	require.True(t, tb.Remove("n"))
+	_, err = tb.receive(raw, "n", t0, false)
+	assert.ErrorIs(t, err, dfaas.ErrStaleAdvert, "not on an old stream")
+	old, err := Encode(testAdvert("n", 4))
+	require.NoError(t, err)
+	_, err = tb.receive(old, "n", t0, true)
+	assert.ErrorIs(t, err, dfaas.ErrStaleAdvert, "never an older one")
+	_, err = tb.receive(raw, "n", t0.Add(time.Second), true)
+	require.NoError(t, err)
+	assert.True(t, tb.Live("n"))
+}
