@@ -55,6 +55,7 @@ type outlier struct {
 	next     time.Duration // the next ejection's length
 	until    time.Time     // ejected until then
 	probing  bool          // ejection over: the next result decides
+	last     time.Time     // the latest failure, or the end of an ejection
 }
 
 // Outliers tracks the health of peers from the outcomes of forwards. It is
@@ -85,7 +86,7 @@ func (o *Outliers) Usable(node dfaas.NodeID, now time.Time) bool {
 	if now.Before(p.until) {
 		return false
 	}
-	p.until, p.probing = time.Time{}, true
+	p.until, p.probing, p.last = time.Time{}, true, now
 	return true
 }
 
@@ -121,6 +122,7 @@ func (o *Outliers) Failure(node dfaas.NodeID, now time.Time) bool {
 		return false // already out: a forward that started before
 	}
 	p.failures++
+	p.last = now
 	if !p.probing && p.failures < o.cfg.Consecutive {
 		return false
 	}
@@ -145,9 +147,10 @@ func (o *Outliers) Ejected(now time.Time) []dfaas.NodeID {
 
 // Forget forgets, at now, the failures in a row of peers not in keep. Their
 // ejections stay: a peer that left the plans because it was ejected comes
-// back ejected, or on probation once its time is up. Those ejected
-// MaxEjection ago or longer go too (a crashed peer never answers again to
-// clear its record, and one minting ids would grow the records without end).
+// back ejected, or on probation once its time is up. A record quiet for
+// MaxEjection (no failure, no ejection ending) goes too: a crashed peer
+// never answers again to clear it, and one minting ids would grow the
+// records without end.
 func (o *Outliers) Forget(keep func(dfaas.NodeID) bool, now time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -155,7 +158,11 @@ func (o *Outliers) Forget(keep func(dfaas.NodeID) bool, now time.Time) {
 		if keep(n) {
 			continue
 		}
-		if p.until.IsZero() && p.next == o.cfg.BaseEjection || !p.until.IsZero() && now.Sub(p.until) >= o.cfg.MaxEjection {
+		quiet := p.last
+		if p.until.After(quiet) {
+			quiet = p.until
+		}
+		if p.until.IsZero() && p.next == o.cfg.BaseEjection || now.Sub(quiet) >= o.cfg.MaxEjection {
 			delete(o.peers, n)
 		}
 	}

@@ -101,3 +101,25 @@ func TestOutlierConfigValidate(t *testing.T) {
 	}
 	assert.NoError(t, proxy.OutlierConfig{}.Validate())
 }
+
+// TestOutliersForgetQuietProbes: a peer left on probation (its ejection
+// over, no forward since) and gone from the plans is forgotten once quiet
+// for MaxEjection, not before.
+func TestOutliersForgetQuietProbes(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	none := func(dfaas.NodeID) bool { return false }
+	for _, tc := range []struct {
+		forgetAt   float64
+		remembered bool
+	}{{5, true}, {12, false}} {
+		o, err := proxy.NewOutliers(proxy.OutlierConfig{Consecutive: 1, BaseEjection: time.Second, MaxEjection: 10 * time.Second})
+		require.NoError(t, err)
+		require.True(t, o.Failure("p", at(0)))
+		require.True(t, o.Usable("p", at(1)), "on probation from 1 s")
+		o.Forget(none, at(tc.forgetAt))
+		require.True(t, o.Failure("p", at(tc.forgetAt)))
+		// Remembered, its next ejection is 2 s; forgotten, 1 s.
+		assert.Equal(t, !tc.remembered, o.Usable("p", at(tc.forgetAt+1.5)), "Forget at %v s", tc.forgetAt)
+	}
+}
