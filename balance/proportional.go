@@ -2,6 +2,7 @@ package balance
 
 import (
 	"cmp"
+	"hash/fnv"
 	"slices"
 	"sort"
 	"strings"
@@ -55,9 +56,12 @@ func (Proportional) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 }
 
 // MaxForeignFunctions bounds the functions a plan holds that only peers
-// run (this node forwards its users' requests for them): those most peers
-// advertise, then by name. A peer advertising ever new names cannot grow
-// this node's plan, data plane and metrics without end.
+// run (this node forwards its users' requests for them). Those several
+// peers advertise come first, most first; the rest are taken in turns, one
+// peer's at a time, so that no peer can fill the plan with names of its
+// own; ties go by a hash salted with this node's id, so that no name comes
+// first everywhere. A peer advertising ever new names cannot grow this
+// node's plan, data plane and metrics without end.
 const MaxForeignFunctions = 64
 
 // functionNames is the sorted union of the functions known to self and
@@ -68,36 +72,81 @@ func functionNames(self dfaas.State, peers []dfaas.Advert) []string {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	var foreign map[string]int // name -> peers advertising it
+	var count map[string]int // foreign name -> peers advertising it
+	var byPeer [][]string    // each peer's foreign names
 	for _, p := range peers {
 		if hasOnly(p.Functions, names) {
 			continue // the common case, and cheaper than ranging over the map
 		}
+		var theirs []string
 		for name := range p.Functions {
 			// Federations mostly agree on their functions: a binary search
 			// of the sorted names beats a set here.
 			if _, found := slices.BinarySearch(names, name); !found {
-				if foreign == nil {
-					foreign = map[string]int{}
+				if count == nil {
+					count = map[string]int{}
 				}
-				foreign[name]++
+				count[name]++
+				theirs = append(theirs, name)
 			}
 		}
+		byPeer = append(byPeer, theirs)
 	}
-	if len(foreign) == 0 {
+	if len(count) == 0 {
 		return names
 	}
-	others := make([]string, 0, len(foreign))
-	for name := range foreign {
-		others = append(others, name)
+	salt := fnv.New64a()
+	hash := func(name string) uint64 {
+		salt.Reset()
+		_, _ = salt.Write([]byte(self.Node))
+		_, _ = salt.Write([]byte{0})
+		_, _ = salt.Write([]byte(name))
+		return salt.Sum64()
 	}
-	slices.SortFunc(others, func(a, b string) int {
-		if c := cmp.Compare(foreign[b], foreign[a]); c != 0 {
+	rank := map[string]uint64{}
+	for name := range count {
+		rank[name] = hash(name)
+	}
+	order := func(a, b string) int {
+		if c := cmp.Compare(count[b], count[a]); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(rank[a], rank[b]); c != 0 {
 			return c
 		}
 		return strings.Compare(a, b)
-	})
-	names = append(names, others[:min(len(others), MaxForeignFunctions)]...)
+	}
+	taken := map[string]bool{}
+	var shared []string
+	for name, c := range count {
+		if c > 1 {
+			shared = append(shared, name)
+		}
+	}
+	slices.SortFunc(shared, order)
+	for _, name := range shared[:min(len(shared), MaxForeignFunctions)] {
+		taken[name] = true
+	}
+	for _, theirs := range byPeer {
+		slices.SortFunc(theirs, order)
+	}
+	for turn := 0; len(taken) < MaxForeignFunctions; turn++ {
+		more := false
+		for _, theirs := range byPeer {
+			if turn < len(theirs) {
+				more = true
+				if len(taken) < MaxForeignFunctions {
+					taken[theirs[turn]] = true
+				}
+			}
+		}
+		if !more {
+			break
+		}
+	}
+	for name := range taken {
+		names = append(names, name)
+	}
 	sort.Strings(names)
 	return names
 }

@@ -195,22 +195,37 @@ func TestByName(t *testing.T) {
 
 // TestForeignFunctionsAreBounded: a peer advertising many functions nobody
 // else runs cannot grow this node's plan past its own functions and
-// MaxForeignFunctions of the others, those most peers advertise first.
+// MaxForeignFunctions of the others, nor crowd out those other peers run:
+// names several peers advertise come first, then each peer's in turns.
 func TestForeignFunctionsAreBounded(t *testing.T) {
 	self := state("1", 10, 12)
 	flood := dfaas.Advert{Node: "rogue", Seq: 1, TTL: 3e9, Addr: "rogue:1", Functions: map[string]dfaas.FunctionState{}}
 	for i := range 1000 {
 		flood.Functions[fmt.Sprintf("a%04d", i)] = dfaas.FunctionState{Capacity: 10}
 	}
-	zeta := func(node string) dfaas.Advert {
-		return dfaas.Advert{Node: dfaas.NodeID(node), Seq: 1, TTL: 3e9, Addr: node + ":1", Functions: map[string]dfaas.FunctionState{"zeta": {Capacity: 20}}}
+	runs := func(node string, fns ...string) dfaas.Advert {
+		a := dfaas.Advert{Node: dfaas.NodeID(node), Seq: 1, TTL: 3e9, Addr: node + ":1", Functions: map[string]dfaas.FunctionState{}}
+		for _, f := range fns {
+			a.Functions[f] = dfaas.FunctionState{Capacity: 20}
+		}
+		return a
 	}
-	shared := []dfaas.Advert{zeta("2"), zeta("3"), advert("4", 30, 0)}
+	peers := []dfaas.Advert{runs("2", "zeta"), runs("3", "zeta"), advert("4", 30, 0), flood}
+	for i := range 15 {
+		peers = append(peers, runs(fmt.Sprintf("h%d", i), fmt.Sprintf("only-h%d", i)))
+	}
 	for _, b := range []dfaas.Balancer{Proportional{}, Resilient{}, Nearest{}, Recalc{}, Static{}, Random{}} {
-		plan := b.Plan(self, append(shared, flood))
+		plan := b.Plan(self, peers)
 		assert.Len(t, plan.Functions, 1+MaxForeignFunctions, "%T", b)
 		assert.Contains(t, plan.Functions, "figlet", "%T: its own", b)
-		assert.Contains(t, plan.Functions, "zeta", "%T: advertised by two peers, ahead of the rogue's", b)
-		assert.NotContains(t, plan.Functions, "a0999", "%T", b)
+		assert.Contains(t, plan.Functions, "zeta", "%T: advertised by two peers", b)
+		for i := range 15 {
+			assert.Contains(t, plan.Functions, fmt.Sprintf("only-h%d", i), "%T: one peer's only function, beside the rogue's thousand", b)
+		}
 	}
+	// Another node ranks the rogue's names otherwise: no name comes first
+	// everywhere.
+	a := functionNames(state("1", 10, 12), []dfaas.Advert{flood})
+	b := functionNames(state("9", 10, 12), []dfaas.Advert{flood})
+	assert.NotEqual(t, a, b)
 }
