@@ -177,8 +177,11 @@ func New(cfg Config) (*Backend, error) {
 // invocation, a fifth of the proxy's CPU on a small request.
 type wholeBody struct{ next http.RoundTripper }
 
-// wholeBodyMax bounds the bodies read first; larger ones stream.
-const wholeBodyMax = 64 << 10
+// wholeBodyMax bounds the bodies read first; larger ones stream. Headers
+// and body leave in one write only if they fit net/http's 4 KiB write
+// buffer, so reading more first gains nothing, and a client that promises
+// a body and stalls holds at most this much.
+const wholeBodyMax = 4 << 10
 
 var errBody = errors.New("reading the request body")
 
