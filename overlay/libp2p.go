@@ -584,12 +584,14 @@ func (o *Libp2p) fire() {
 	}
 }
 
-// RTT returns the round-trip time to a connected peer, measured by the
-// probes (an EWMA), if it answered one.
+// RTT returns the round-trip time to a followee, measured by the probes,
+// if it answered one: the lowest of its last ten probes (5 s at the default
+// interval), so that a probe retransmitted on a lossy link does not make it
+// look far.
 func (o *Libp2p) RTT(node dfaas.NodeID) (time.Duration, bool) {
 	p, err := peer.Decode(string(node))
 	if err != nil {
 		return 0, false
 	}
-	return o.probes.rtt(p)
+	return o.probes.distance(p)
 }

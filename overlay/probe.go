@@ -37,6 +37,8 @@ const minProbeTimeout = 400 * time.Millisecond
 // probeState is what the prober knows of one peer.
 type probeState struct {
 	rtt     time.Duration // EWMA of the answered probes; 0 before the first
+	recent  [rttWindow]time.Duration
+	taken   int // samples in recent so far (it is a ring)
 	misses  int           // in a row
 	suspect bool
 	cancel  context.CancelFunc
@@ -85,7 +87,30 @@ func (pr *prober) suspect(p peer.ID) bool {
 	return st != nil && st.suspect
 }
 
-// rtt returns p's round-trip time, if it answered a probe.
+// rttWindow is how many of the latest probes distance takes its lowest of.
+const rttWindow = 10
+
+// distance returns p's round-trip time as plans use it, if it answered a
+// probe: the lowest of its last rttWindow probes (5 s at the default
+// interval). A probe retransmitted on a lossy link, or queued behind a
+// burst, does not move a peer to a farther tier or past a function's RTT
+// budget; a longer route shows within the window.
+func (pr *prober) distance(p peer.ID) (time.Duration, bool) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	st := pr.ps[p]
+	if st == nil || st.taken == 0 {
+		return 0, false
+	}
+	lowest := st.recent[0]
+	for _, d := range st.recent[1:min(st.taken, rttWindow)] {
+		lowest = min(lowest, d)
+	}
+	return lowest, true
+}
+
+// rtt returns the EWMA of p's answered probes, if it answered one: what a
+// probe waits for scales with it.
 func (pr *prober) rtt(p peer.ID) (time.Duration, bool) {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
@@ -213,6 +238,8 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 		} else {
 			st.rtt = (st.rtt*7 + rtt*3) / 10
 		}
+		st.recent[st.taken%rttWindow] = rtt
+		st.taken++
 		st.misses = 0
 		cleared, st.suspect = st.suspect, false
 	} else {

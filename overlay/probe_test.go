@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -127,4 +128,36 @@ func TestTraffic(t *testing.T) {
 	_, out := a.Traffic() // read after: the total never trails the parts
 	assert.GreaterOrEqual(t, out, sum)
 	assert.Positive(t, sum)
+}
+
+// TestDistanceIgnoresRetransmittedProbes: the RTT plans see is the lowest
+// of the last ten probes: one answered late (a retransmission on a lossy
+// link) does not make a peer look far; a longer route shows once ten
+// probes have taken it.
+func TestDistanceIgnoresRetransmittedProbes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+	require.NoError(t, err)
+	defer o.Close()
+	p := peer.ID("followee")
+	o.probes.mu.Lock()
+	o.probes.ps[p] = &probeState{}
+	o.probes.mu.Unlock()
+	_, ok := o.probes.distance(p)
+	assert.False(t, ok, "before the first answer")
+	for range 5 {
+		o.probes.record(p, 10*time.Millisecond, nil)
+	}
+	o.probes.record(p, 600*time.Millisecond, nil) // retransmitted
+	d, ok := o.probes.distance(p)
+	require.True(t, ok)
+	assert.Equal(t, 10*time.Millisecond, d)
+	ewma, _ := o.probes.rtt(p)
+	assert.Greater(t, ewma, 100*time.Millisecond, "the EWMA (for probe timeouts) moved")
+	for range rttWindow {
+		o.probes.record(p, 50*time.Millisecond, nil)
+	}
+	d, _ = o.probes.distance(p)
+	assert.Equal(t, 50*time.Millisecond, d, "a longer route")
 }
