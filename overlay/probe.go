@@ -39,7 +39,7 @@ type probeState struct {
 	rtt     time.Duration // EWMA of the answered probes; 0 before the first
 	recent  [rttWindow]time.Duration
 	taken   int // samples in recent so far (it is a ring)
-	misses  int           // in a row
+	misses  int // in a row
 	suspect bool
 	cancel  context.CancelFunc
 }
