@@ -8,7 +8,6 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -75,9 +74,7 @@ func TestChooseSpreadsFollowersOnALAN(t *testing.T) {
 func TestKnownMembersAreBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	o, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-	require.NoError(t, err)
-	defer o.Close()
+	o := quietNode(t, ctx)
 	n := newNeighbourhood(o) // not running: only this test touches it
 	now := time.Now()
 	n.mu.Lock()

@@ -137,9 +137,7 @@ func TestTraffic(t *testing.T) {
 func TestDistanceIgnoresRetransmittedProbes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	o, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-	require.NoError(t, err)
-	defer o.Close()
+	o := quietNode(t, ctx)
 	p := peer.ID("followee")
 	o.probes.mu.Lock()
 	o.probes.ps[p] = &probeState{}

@@ -62,6 +62,27 @@ func TestDroppedPeerIsRedialled(t *testing.T) {
 	t.Logf("reconnected after %v", time.Since(dropped))
 }
 
+// quietNode starts a member that discovers nothing by itself.
+func quietNode(t *testing.T, ctx context.Context) *Libp2p {
+	t.Helper()
+	o, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = o.Close() })
+	return o
+}
+
+// followingPair starts a and b, b with an advert, and connects a to b (a is
+// not b's bootstrap peer: nothing but a's redialer dials b again); it
+// returns once a has taken b's advert on its stream.
+func followingPair(t *testing.T, ctx context.Context) (a, b *Libp2p) {
+	t.Helper()
+	a, b = quietNode(t, ctx), quietNode(t, ctx)
+	require.NoError(t, b.Publish(ctx, advertOf(b, 1, 0)))
+	require.NoError(t, a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}))
+	require.Eventually(t, func() bool { return a.table.Live(b.Self()) }, 10*time.Second, 10*time.Millisecond, "a follows b")
+	return a, b
+}
+
 // TestOnlyLostFolloweesAreRedialled: a followee whose connection drops is
 // redialled; one this node let go of first is not (the connection manager's
 // trimming of it must stay done).
@@ -70,18 +91,8 @@ func TestOnlyLostFolloweesAreRedialled(t *testing.T) {
 		t.Run(map[bool]string{false: "lost", true: "let go"}[letGo], func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			a, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = a.Close() })
-			// b is a's peer but a is not b's bootstrap peer: nothing but
-			// a's redialer would dial b again.
-			b, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-			require.NoError(t, err)
+			a, b := followingPair(t, ctx)
 			bid := b.host.ID()
-			require.NoError(t, b.Publish(ctx, advertOf(b, 1, 0)))
-			require.NoError(t, a.host.Connect(ctx, peer.AddrInfo{ID: bid, Addrs: b.host.Addrs()}))
-			require.Eventually(t, func() bool { return a.table.Live(b.Self()) },
-				10*time.Second, 10*time.Millisecond, "a follows b")
 			if letGo {
 				a.hood.mu.Lock()
 				a.hood.barred[bid] = bar{until: time.Now().Add(time.Hour), hard: true}
@@ -113,17 +124,8 @@ func TestReconnectionLiftsSoftBars(t *testing.T) {
 		t.Run(map[bool]string{false: "soft", true: "hard"}[hard], func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			a, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = a.Close() })
-			b, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = b.Close() })
+			a, b := followingPair(t, ctx)
 			bid := b.host.ID()
-			require.NoError(t, b.Publish(ctx, advertOf(b, 1, 0)))
-			require.NoError(t, a.host.Connect(ctx, peer.AddrInfo{ID: bid, Addrs: b.host.Addrs()}))
-			require.Eventually(t, func() bool { return a.table.Live(b.Self()) },
-				10*time.Second, 10*time.Millisecond, "a follows b")
 			a.hood.mu.Lock()
 			a.hood.barred[bid] = bar{until: time.Now().Add(time.Hour), hard: hard}
 			a.hood.failed[bid] = 6
@@ -192,12 +194,7 @@ func TestLateBootstrapPeerIsDialled(t *testing.T) {
 func TestStaleFollowFailureDoesNotBar(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	o, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-	require.NoError(t, err)
-	defer o.Close()
-	b, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-	require.NoError(t, err)
-	defer b.Close()
+	o, b := quietNode(t, ctx), quietNode(t, ctx)
 	p := b.host.ID()
 	require.NoError(t, o.host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: b.host.Addrs()}))
 	n := newNeighbourhood(o) // not running: only this test touches it
@@ -259,16 +256,8 @@ func TestMetMemberIsFollowedAtOnce(t *testing.T) {
 func TestFlakyFolloweeBacksOff(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	a, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-	require.NoError(t, err)
-	defer a.Close()
-	b, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour})
-	require.NoError(t, err)
-	defer b.Close()
-	require.NoError(t, b.Publish(ctx, advertOf(b, 1, 0)))
-	require.NoError(t, a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}))
+	a, b := followingPair(t, ctx)
 	following := func() bool { return slices.Contains(a.Following(), b.Self()) }
-	require.Eventually(t, following, 10*time.Second, 10*time.Millisecond)
 
 	require.NoError(t, b.host.Network().ClosePeer(a.host.ID())) // first loss
 	require.Eventually(t, func() bool { return !following() }, 5*time.Second, time.Millisecond)
