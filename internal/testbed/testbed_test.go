@@ -65,16 +65,7 @@ events:
 // 10/16/24 before, the survivors' plans drop the dead node within 2 s,
 // nothing that a and b had room for is lost, and nothing runs twice.
 func TestCrash(t *testing.T) {
-	require.NoError(t, Check(), "the testbed runs as root with ip and iptables (CI does)")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	agent, err := BuildAgent(ctx, t.TempDir())
-	require.NoError(t, err)
-	s, err := ReadFile("../../examples/testbed/scenarios/crash.yaml")
-	require.NoError(t, err)
-	r, err := Run(ctx, s, Options{Agent: agent, Progress: testWriter{t}})
-	require.NoError(t, err)
-	Print(testWriter{t}, r)
+	r := runScenario(t, "crash")
 
 	assert.Zero(t, r.Lost)
 	assert.Zero(t, r.Duplicated)
@@ -111,16 +102,7 @@ func TestCrash(t *testing.T) {
 // of the heal, and then nothing is rejected; nothing runs twice, and what
 // is lost is at most what was in flight when the partition struck.
 func TestPartition(t *testing.T) {
-	require.NoError(t, Check(), "the testbed runs as root with ip and iptables (CI does)")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	agent, err := BuildAgent(ctx, t.TempDir())
-	require.NoError(t, err)
-	s, err := ReadFile("../../examples/testbed/scenarios/partition.yaml")
-	require.NoError(t, err)
-	r, err := Run(ctx, s, Options{Agent: agent, Progress: testWriter{t}})
-	require.NoError(t, err)
-	Print(testWriter{t}, r)
+	r := runScenario(t, "partition")
 
 	assert.Zero(t, r.Duplicated)
 	assert.Less(t, r.Lost, 40, "fewer than the forwarded rate x 1 s")
@@ -142,16 +124,7 @@ func TestPartition(t *testing.T) {
 // two can carry, and a start 6 s later: the agent drains before it leaves,
 // so no request is lost, rejected or failed, and none runs twice.
 func TestRollingRestart(t *testing.T) {
-	require.NoError(t, Check(), "the testbed runs as root with ip and iptables (CI does)")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	agent, err := BuildAgent(ctx, t.TempDir())
-	require.NoError(t, err)
-	s, err := ReadFile("../../examples/testbed/scenarios/restart.yaml")
-	require.NoError(t, err)
-	r, err := Run(ctx, s, Options{Agent: agent, Progress: testWriter{t}})
-	require.NoError(t, err)
-	Print(testWriter{t}, r)
+	r := runScenario(t, "restart")
 	a := r.Nodes[0]
 	assert.Equal(t, 500, a.Offered)
 	assert.Zero(t, a.Rejected+a.Failed, "every request served")
@@ -159,6 +132,23 @@ func TestRollingRestart(t *testing.T) {
 	assert.Positive(t, r.Nodes[2].Received, "c served before it stopped and after it started")
 	require.Len(t, r.Detection, 2)
 	assertNoLeftovers(t)
+}
+
+// runScenario runs one of the shipped scenarios with a freshly built agent,
+// printing its report to the test log.
+func runScenario(t *testing.T, name string) *Report {
+	t.Helper()
+	require.NoError(t, Check(), "the testbed runs as root with ip and iptables (CI does)")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	agent, err := BuildAgent(ctx, t.TempDir())
+	require.NoError(t, err)
+	s, err := ReadFile("../../examples/testbed/scenarios/" + name + ".yaml")
+	require.NoError(t, err)
+	r, err := Run(ctx, s, Options{Agent: agent, Progress: testWriter{t}})
+	require.NoError(t, err)
+	Print(testWriter{t}, r)
+	return r
 }
 
 // assertNoLeftovers: the run removed its namespaces and bridges.
