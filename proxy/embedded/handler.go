@@ -36,8 +36,43 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route
 	return rt
 }
 
+// idleBody bounds each wait for more of a request body to idle, through
+// the connection's read deadline, and lifts that deadline once the body is
+// read: a long function must not be cut off by it afterwards (net/http's
+// server then reads in the background to notice a client leaving).
+type idleBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	idle time.Duration
+	done bool
+}
+
+// boundBody puts r's body, if any, under p's BodyIdle.
+func (p *Proxy) boundBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.cfg.BodyIdle}
+	}
+}
+
+func (b *idleBody) Read(buf []byte) (int, error) {
+	if b.done {
+		return b.ReadCloser.Read(buf)
+	}
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
+	n, err := b.ReadCloser.Read(buf)
+	switch {
+	case errors.Is(err, io.EOF): // all of it: no deadline from now on
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	case err != nil: // the deadline passed, or the client left: keep it so
+		b.done = true // (the server's own reads of the rest fail at once)
+	}
+	return n, err
+}
+
 // serveUser handles the user listener.
 func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
+	p.boundBody(w, r)
 	// Only proxies set hop markers, and never on this listener.
 	r.Header.Del(proxy.HeaderHop)
 	r.Header.Del(proxy.HeaderFrom)
@@ -88,6 +123,7 @@ func admit(fn *function, now time.Time) bool {
 
 // servePeer handles the peer listener: execute within capacity or refuse.
 func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
+	p.boundBody(w, r)
 	rt := p.lookup(w, r, true)
 	if rt == nil {
 		return

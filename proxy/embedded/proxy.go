@@ -44,6 +44,11 @@ type Config struct {
 	DialTimeout time.Duration
 	// ForwardTimeout bounds waiting for a peer's response headers. Default 30 s.
 	ForwardTimeout time.Duration
+	// BodyIdle bounds each wait for more of a request's body: a client (or
+	// peer) that stops sending its body is cut off after this much silence,
+	// as HAProxy's timeout client does, instead of holding a goroutine and
+	// its connection for as long as it likes. Default 30 s.
+	BodyIdle time.Duration
 	// RetryAfter is the Retry-After of a 503. Default 1 s.
 	RetryAfter time.Duration
 	// Outliers tunes the ejection of peers whose forwards keep failing.
@@ -79,6 +84,9 @@ func (c Config) withDefaults() Config {
 	if c.RetryAfter == 0 {
 		c.RetryAfter = time.Second
 	}
+	if c.BodyIdle == 0 {
+		c.BodyIdle = 30 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -94,7 +102,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.Node == "":
 		return fmt.Errorf("%w: proxy: empty node id", dfaas.ErrInvalidConfig)
-	case c.Burst < 0 || c.MaxBody < 0 || c.MaxBuffered < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.RetryAfter < time.Second:
+	case c.Burst < 0 || c.MaxBody < 0 || c.MaxBuffered < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.BodyIdle < 0 || c.RetryAfter < time.Second:
 		return fmt.Errorf("%w: proxy: negative duration or size, or retry-after under 1s", dfaas.ErrInvalidConfig)
 	case c.TLS != nil:
 		if err := c.TLS.Validate(); err != nil {

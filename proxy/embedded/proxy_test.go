@@ -2,8 +2,10 @@ package embedded
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -329,4 +331,41 @@ func TestPeerCountersOfGonePeersAreForgotten(t *testing.T) {
 	advance(2 * time.Second)
 	apply(t, a, alone)
 	assert.NotContains(t, counts(t, a)["figlet"].Forwarded, dfaas.NodeID("b"), "forgotten")
+}
+
+// TestStalledBodyIsCutOff: a client that promises a body and stops sending
+// it is cut off after BodyIdle of silence; a function that runs longer than
+// BodyIdle once its body is read is not.
+func TestStalledBodyIsCutOff(t *testing.T) {
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		time.Sleep(600 * time.Millisecond) // longer than BodyIdle
+		_, _ = w.Write(body)
+	})
+	p, err := New(Config{Node: "a", BodyIdle: 200 * time.Millisecond}, slow)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	apply(t, p, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
+
+	code, _, body := do(t, "POST", "http://"+p.UserAddr()+"/function/figlet", nil, "whole")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "whole", body, "a function outlasting BodyIdle after its body is whole")
+
+	for _, addr := range []string{p.UserAddr(), p.PeerAddr()} {
+		conn, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		_, err = io.WriteString(conn, "POST /function/figlet HTTP/1.1\r\nHost: x\r\nX-Dfaas-Hop: 1\r\nContent-Length: 100\r\n\r\nonly ten b")
+		require.NoError(t, err)
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+		start := time.Now()
+		_, err = io.ReadAll(conn) // an answer, then the close; or the close
+		var ne net.Error
+		require.False(t, errors.As(err, &ne) && ne.Timeout(), "%s: the stalled client still holds its connection after 5 s", addr)
+		assert.Less(t, time.Since(start), 3*time.Second, addr)
+		_ = conn.Close()
+	}
 }
