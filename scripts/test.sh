@@ -29,7 +29,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)       # drives node's
 if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
-haproxy -v | head -1
+haproxy -v | sed -n 1p # sed reads it all: head could end haproxy with SIGPIPE, which pipefail turns into a failure
 
 unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.git/*'))
 if [ -n "$unformatted" ]; then
