@@ -243,19 +243,25 @@ func (t *Table) Adverts(now time.Time) []dfaas.Advert {
 		}
 		out = append(out, p.advert)
 	}
-	forget := map[dfaas.NodeID]bool{}
+	var forget map[dfaas.NodeID]bool // rarely any: made when needed
+	drop := func(n dfaas.NodeID) {
+		if forget == nil {
+			forget = map[dfaas.NodeID]bool{}
+		}
+		forget[n] = true
+	}
 	if len(gone) > maxGoneNodes {
 		slices.SortFunc(gone, func(a, b *peerState) int { return a.expires.Compare(b.expires) })
 		for _, p := range gone[:len(gone)-maxGoneNodes] {
-			forget[p.node] = true
+			drop(p.node)
 		}
 	}
 	for _, p := range gone {
 		if now.Sub(p.expires) > forgetNodesAfter {
-			forget[p.node] = true
+			drop(p.node)
 		}
 	}
-	if len(forget) > 0 {
+	if forget != nil {
 		for n := range forget {
 			delete(t.peers, n)
 		}
