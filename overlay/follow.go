@@ -517,7 +517,7 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	if redial {
 		n.o.redial.dropped(p, time.Now())
 	} else {
-		n.o.redial.connected(p) // nor by an earlier loss's redial
+		n.o.redial.forget(p) // nor by an earlier loss's redial
 	}
 	n.o.probes.forget(p)
 	if n.o.table.Remove(dfaas.NodeID(p.String())) {

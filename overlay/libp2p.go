@@ -412,7 +412,7 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 			ev := e.(event.EvtPeerConnectednessChanged)
 			if ev.Connectedness == network.Connected {
 				o.log.Debug("peer connected", "peer", ev.Peer)
-				o.redial.connected(ev.Peer)
+				o.redial.forget(ev.Peer)
 				o.hood.reconnected(ev.Peer)
 				continue
 			}

@@ -10,14 +10,15 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
-// Redial: a followee lost against this node's will (its stream ended with
-// its connection: a crash, a partition, a restart) and a bootstrap peer whose
-// connection dropped are dialled again soon and often (after 250 ms, then
-// every redialMax), for redialFor, so that a healed partition or a restarted
-// node is followed again within about a second rather than at the end of a
-// back-off or the next discovery round. A dial to a dead node is one refused
-// SYN; to a partitioned one a SYN that gets no answer. Its addresses come
-// from the peerstore, which keeps a departed peer's for a while. So few
+// Redial: a followee lost against this node's will after its stream had
+// lasted (a crash, a partition, a restart: see follow) and a bootstrap peer
+// whose connection dropped or never came up are dialled again soon and
+// often (after 250 ms, then every redialMax), for redialFor, so that a
+// healed partition or a restarted node is followed again within about a
+// second rather than at the end of a back-off or the next discovery round.
+// A dial to a dead node is one refused SYN; to a partitioned one a SYN that
+// gets no answer. Its addresses come from the peerstore, which keeps a
+// departed peer's for a while, and a bootstrap peer's configuration. So few
 // peers are redialled at once: followees lost, and bootstrap peers.
 const (
 	redialFirst = 250 * time.Millisecond
@@ -51,8 +52,8 @@ func (r *redialer) dropped(p peer.ID, now time.Time) {
 	}
 }
 
-// connected records that p is connected again, or is not to be redialled.
-func (r *redialer) connected(p peer.ID) {
+// forget stops redialling p: it is connected again, or not to be redialled.
+func (r *redialer) forget(p peer.ID) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.lost, p)

@@ -32,7 +32,7 @@ func TestRedialSchedule(t *testing.T) {
 		want = append(want, d)
 	}
 	assert.Equal(t, want, at)
-	r.connected(p)
+	r.forget(p)
 	assert.Empty(t, r.due(t0.Add(time.Hour)))
 	r.dropped(p, t0)
 	assert.Empty(t, r.due(t0.Add(redialFor+time.Second)), "left to discovery after redialFor")
