@@ -39,7 +39,11 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 # The testbed runs real agents in network namespaces: it needs root, and
-# runs on its own after the rest so that no other test shares its CPU.
+# runs on its own after the rest so that no other test shares its CPU. It
+# runs without the race detector: the agents it measures are plain builds,
+# but its own load generator and platform stubs would run several times
+# slower, inside the latencies it reports (forwarded p50 12.0 ms plain,
+# 12.8-13.0 ms raced, against the 13 ms its crash test allows).
 go test -race -count=1 -timeout 30m $(go list ./... | grep -v '/internal/testbed$') "$@"
 $sudo env "PATH=$PATH" "HOME=$HOME" "GOCACHE=$(go env GOCACHE)" "GOMODCACHE=$(go env GOMODCACHE)" \
-  go test -race -count=1 -timeout 10m ./internal/testbed "$@"
+  go test -count=1 -timeout 10m ./internal/testbed "$@"
