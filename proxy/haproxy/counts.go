@@ -155,8 +155,14 @@ func (d *Driver) monotonic(fn string, c proxy.Counts) proxy.Counts {
 // monotonic holds up.
 type counted struct{ ServedLocal, ReceivedIn uint64 }
 
-// countTables are the stick tables that count requests.
-var countTables = []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused, tableBusy, tableFwd}
+// countTables are the stick tables that count requests, in the order they
+// are read. No read sees all of them at one instant, and ReceivedIn is
+// st_total less st_user and st_spill, so st_total is read first: a local
+// request is tracked in st_user or st_spill before st_total, so one that
+// arrives between the reads is counted as local and not yet executed (a
+// receipt counted late), never as received (a receipt monotonic would
+// then hold for good).
+var countTables = []string{tableTotal, tableArrivals, tableUser, tableSpill, tableRefused, tableBusy, tableFwd}
 
 // readTables reads the request counts of every counting table.
 func (d *Driver) readTables() (map[string]map[string]tableEntry, error) {
