@@ -47,7 +47,9 @@ type NodeReport struct {
 	// SteadyServedRPS is the mean served rate (local + received) after
 	// convergence.
 	SteadyServedRPS float64 `json:"steady_served_rps"`
-	// Served is the served rate (local + received) in every bucket.
+	// Served is the served rate (local + received) in every bucket, per
+	// second of the time between the reads of the node's counters that
+	// bound it.
 	Served []float64 `json:"-"`
 }
 
@@ -98,7 +100,7 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 
 	n := len(c.Nodes)
 	rep := Report{Nodes: make([]NodeReport, n), Bucket: lc.Bucket}
-	start, err := counts(ctx, c)
+	start, prevAt, err := counts(ctx, c)
 	if err != nil {
 		return Report{}, err
 	}
@@ -149,17 +151,21 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		cur, err := counts(ctx, c)
+		cur, at, err := counts(ctx, c)
 		if err != nil {
 			return Report{}, err
 		}
 		served := make([]float64, n)
 		for i := range n {
+			// Per second of the time between this node's two reads, not
+			// of the nominal bucket: a read that comes late (a busy
+			// machine) would otherwise move requests from one bucket to
+			// the next, and show a steady node as unsteady.
 			d := cur[i].Sub(prev[i])
-			served[i] = float64(d.ServedLocal+d.ReceivedIn) / lc.Bucket.Seconds()
+			served[i] = float64(d.ServedLocal+d.ReceivedIn) / at[i].Sub(prevAt[i]).Seconds()
 			rep.Nodes[i].Served = append(rep.Nodes[i].Served, served[i])
 		}
-		prev = cur
+		prev, prevAt = cur, at
 		if lc.Progress != nil {
 			lc.Progress(b, served)
 		}
@@ -170,7 +176,7 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 	}
 	metrics.Close()
 
-	end, err := counts(context.WithoutCancel(ctx), c)
+	end, _, err := counts(context.WithoutCancel(ctx), c)
 	if err != nil {
 		return Report{}, err
 	}
@@ -208,16 +214,20 @@ func Run(ctx context.Context, c *Cluster, lc LoadConfig) (Report, error) {
 }
 
 // counts reads every node's counters of the cluster's function.
-func counts(ctx context.Context, c *Cluster) ([]proxy.Counts, error) {
-	out := make([]proxy.Counts, len(c.Nodes))
+// counts reads every node's counters of the cluster's function, and when:
+// the middle of each node's read, which for HAProxy takes several socket
+// round trips.
+func counts(ctx context.Context, c *Cluster) ([]proxy.Counts, []time.Time, error) {
+	out, at := make([]proxy.Counts, len(c.Nodes)), make([]time.Time, len(c.Nodes))
 	for i, n := range c.Nodes {
+		before := time.Now()
 		all, err := n.Counts(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("scenario: node %s: %w", n.Name, err)
+			return nil, nil, fmt.Errorf("scenario: node %s: %w", n.Name, err)
 		}
-		out[i] = all[c.Function]
+		out[i], at[i] = all[c.Function], before.Add(time.Since(before)/2)
 	}
-	return out, nil
+	return out, at, nil
 }
 
 // ConvergedAt is the time from the start of load from which every node's
