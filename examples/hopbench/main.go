@@ -7,8 +7,14 @@
 // requests (the platform runs in a process of its own, so it is not
 // counted). Needs wrk and haproxy on $PATH (Debian's packages).
 //
-//	go run ./examples/hopbench                      # 10 s per path, 64 connections
-//	go run ./examples/hopbench -duration 3s -connections 4
+// The paths take turns: each round loads every path once, for the
+// duration split over the rounds, so that a machine whose speed drifts
+// (a shared one, say) slows every path alike. Each row gives the median
+// of its rounds, and its ratio to HAProxy's local path is the median of
+// the ratios within a round, with their range.
+//
+//	go run ./examples/hopbench                      # 10 s per path in 5 rounds, 64 connections
+//	go run ./examples/hopbench -duration 3s -rounds 1 -connections 4
 //	go run ./examples/hopbench -paths embedded/local,haproxy/local
 //
 // Figures drift between runs and machines: compare the paths of one run.
@@ -29,6 +35,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,9 +67,10 @@ func main() {
 		serveBackend(os.Args[2])
 		return
 	}
-	duration := flag.Duration("duration", 10*time.Second, "load per path")
+	duration := flag.Duration("duration", 10*time.Second, "load per path, over all rounds")
+	rounds := flag.Int("rounds", 5, "turns the paths take, each loaded for duration/rounds (at least 1 s) per round")
 	conns := flag.Int("connections", 64, "wrk connections")
-	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of this process (the embedded proxies) per embedded path into this directory")
+	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of this process (the embedded proxies) per embedded path and round into this directory")
 	paths := flag.String("paths", "", "comma-separated paths to load (default all), e.g. embedded/local,haproxy/local")
 	flag.Parse()
 	if *paths != "" {
@@ -71,7 +79,11 @@ func main() {
 			only[strings.TrimSpace(p)] = true
 		}
 	}
-	rows, err := run(context.Background(), *duration, *conns, os.Stderr)
+	if *rounds < 1 {
+		fmt.Fprintln(os.Stderr, "hopbench: -rounds must be at least 1")
+		os.Exit(2)
+	}
+	rows, err := run(context.Background(), *duration, *rounds, *conns, os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hopbench:", err)
 		os.Exit(1)
@@ -87,7 +99,7 @@ func serveBackend(addr string) {
 	_ = srv.ListenAndServe()
 }
 
-// Row is one path's figures.
+// Row is one path's figures: of one wrk run, or the medians of its rounds.
 type Row struct {
 	Path        string
 	ReqPerSec   float64
@@ -96,11 +108,17 @@ type Row struct {
 	Requests    int
 	Errors      int // wrk's socket errors and non-2xx answers
 	Description string
+	// Rounds are the path's rounds, in order.
+	Rounds []Row
+	// Ratio is the median over the rounds of the path's req/s over
+	// haproxy/local's in the same round, and RatioMin and RatioMax their
+	// range (zero without haproxy/local).
+	Ratio, RatioMin, RatioMax float64
 }
 
 // run starts the platform, two embedded proxies and two HAProxy drivers
-// (clear text and TLS pairs), and loads each path in turn.
-func run(ctx context.Context, duration time.Duration, conns int, logw io.Writer) ([]Row, error) {
+// (clear text and TLS pairs), and loads the paths in turn, rounds times.
+func run(ctx context.Context, duration time.Duration, rounds, conns int, logw io.Writer) ([]Row, error) {
 	if _, err := exec.LookPath("wrk"); err != nil {
 		return nil, errors.New("wrk not found: apt-get install wrk")
 	}
@@ -260,44 +278,99 @@ func run(ctx context.Context, duration time.Duration, conns int, logw io.Writer)
 			func() error { return ha.Apply(ctx, forwardTo("b", hb.PeerAddr())) }, haCPU(ha, hb)},
 		{"haproxy/forward-tls", "forwarded one hop over the federation's TLS", "http://" + hta.UserAddr() + "/function/figlet", nil, haCPU(hta, htb)},
 	}
+	per := max(time.Second, duration/time.Duration(rounds))
 	var rows []Row
 	for _, p := range paths {
-		if only != nil && !only[p.name] {
-			continue
+		if only == nil || only[p.name] {
+			rows = append(rows, Row{Path: p.name, Description: p.desc})
 		}
-		if p.setup != nil {
-			if err := p.setup(); err != nil {
+	}
+	var cpu = make([]time.Duration, len(rows))
+	for round := range rounds {
+		i := 0
+		for _, p := range paths {
+			if only != nil && !only[p.name] {
+				continue
+			}
+			if p.setup != nil {
+				if err := p.setup(); err != nil {
+					return nil, fmt.Errorf("%s: %w", p.name, err)
+				}
+			}
+			fmt.Fprintf(logw, "hopbench: round %d/%d: %s for %v ...\n", round+1, rounds, p.name, per)
+			var before time.Duration
+			if p.cpu != nil {
+				before = p.cpu()
+			}
+			stop := func() {}
+			if profileDir != "" && strings.HasPrefix(p.name, "embedded/") {
+				f, err := os.Create(filepath.Join(profileDir, fmt.Sprintf("%s-%d.pprof", strings.ReplaceAll(p.name, "/", "-"), round+1)))
+				if err != nil {
+					return nil, err
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return nil, err
+				}
+				stop = func() { pprof.StopCPUProfile(); _ = f.Close() }
+			}
+			row, err := runWrk(ctx, p.url, script, per, conns)
+			stop()
+			if err != nil {
 				return nil, fmt.Errorf("%s: %w", p.name, err)
 			}
-		}
-		fmt.Fprintf(logw, "hopbench: %s for %v ...\n", p.name, duration)
-		var before time.Duration
-		if p.cpu != nil {
-			before = p.cpu()
-		}
-		stop := func() {}
-		if profileDir != "" && strings.HasPrefix(p.name, "embedded/") {
-			f, err := os.Create(filepath.Join(profileDir, strings.ReplaceAll(p.name, "/", "-")+".pprof"))
-			if err != nil {
-				return nil, err
+			if p.cpu != nil {
+				cpu[i] += p.cpu() - before
 			}
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return nil, err
-			}
-			stop = func() { pprof.StopCPUProfile(); _ = f.Close() }
+			rows[i].Rounds = append(rows[i].Rounds, row)
+			i++
 		}
-		row, err := runWrk(ctx, p.url, script, duration, conns)
-		stop()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.name, err)
-		}
-		if p.cpu != nil && row.Requests > 0 {
-			row.CPUPer10k = (p.cpu() - before) * 10000 / time.Duration(row.Requests)
-		}
-		row.Path, row.Description = p.name, p.desc
-		rows = append(rows, row)
 	}
+	summarise(rows, cpu)
 	return rows, nil
+}
+
+// summarise fills each row from its rounds: medians of req/s, p50 and p99,
+// the sums of requests and errors, CPU per 10k requests over all rounds,
+// and the ratios to haproxy/local round by round.
+func summarise(rows []Row, cpu []time.Duration) {
+	var base []Row
+	for _, r := range rows {
+		if r.Path == "haproxy/local" {
+			base = r.Rounds
+		}
+	}
+	for i := range rows {
+		r := &rows[i]
+		var rps, p50, p99, ratios []float64
+		for k, rd := range r.Rounds {
+			rps, p50, p99 = append(rps, rd.ReqPerSec), append(p50, float64(rd.P50)), append(p99, float64(rd.P99))
+			r.Requests += rd.Requests
+			r.Errors += rd.Errors
+			if k < len(base) && base[k].ReqPerSec > 0 {
+				ratios = append(ratios, rd.ReqPerSec/base[k].ReqPerSec)
+			}
+		}
+		r.ReqPerSec, r.P50, r.P99 = median(rps), time.Duration(median(p50)), time.Duration(median(p99))
+		if cpu[i] > 0 && r.Requests > 0 {
+			r.CPUPer10k = cpu[i] * 10000 / time.Duration(r.Requests)
+		}
+		if len(ratios) > 0 {
+			r.Ratio = median(ratios)
+			r.RatioMin, r.RatioMax = slices.Min(ratios), slices.Max(ratios)
+		}
+	}
+}
+
+// median of xs (the mean of the middle two for an even count), or 0.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	if n := len(s); n%2 == 0 {
+		return (s[n/2-1] + s[n/2]) / 2
+	}
+	return s[len(s)/2]
 }
 
 // tlsPair makes two identities that count each other as members.
@@ -372,22 +445,20 @@ func parseWrk(out string) (Row, error) {
 }
 
 func printRows(w io.Writer, rows []Row, conns int) {
-	fmt.Fprintf(w, "wrk, %d connections, POST with a 1-byte body\n", conns)
-	fmt.Fprintf(w, "%-22s %10s %9s %9s %14s %7s  %s\n", "path", "req/s", "p50 ms", "p99 ms", "cpu s / 10k", "errors", "")
-	var haLocal float64
-	for _, r := range rows {
-		if r.Path == "haproxy/local" {
-			haLocal = r.ReqPerSec
-		}
+	rounds := 0
+	if len(rows) > 0 {
+		rounds = len(rows[0].Rounds)
 	}
+	fmt.Fprintf(w, "wrk, %d connections, POST with a 1-byte body; medians of %d rounds\n", conns, rounds)
+	fmt.Fprintf(w, "%-22s %10s %9s %9s %14s %7s  %s\n", "path", "req/s", "p50 ms", "p99 ms", "cpu s / 10k", "errors", "x haproxy/local (range)")
 	for _, r := range rows {
 		cpu := "-"
 		if r.CPUPer10k > 0 {
 			cpu = fmt.Sprintf("%.3f", r.CPUPer10k.Seconds())
 		}
 		ratio := ""
-		if haLocal > 0 && r.Path != "direct" {
-			ratio = fmt.Sprintf("%.2fx haproxy/local", r.ReqPerSec/haLocal)
+		if r.Ratio > 0 && r.Path != "direct" {
+			ratio = fmt.Sprintf("%.2fx (%.2f-%.2f)", r.Ratio, r.RatioMin, r.RatioMax)
 		}
 		fmt.Fprintf(w, "%-22s %10.0f %9.3f %9.3f %14s %7d  %s\n", r.Path, r.ReqPerSec, ms(r.P50), ms(r.P99), cpu, r.Errors, ratio)
 	}
