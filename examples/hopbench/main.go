@@ -2,7 +2,9 @@
 // side by side in one run, with wrk as an external load generator: a
 // direct call to the platform, then one local hop and one forwarded hop
 // through the embedded proxy and through HAProxy, the forwarded hop both in
-// clear text and over the federation's TLS. For each path it reports wrk's
+// clear text and over the federation's TLS; and, as the floor of any proxy
+// written with net/http, the same hops through net/http's server and
+// client with none of dfaas's logic. For each path it reports wrk's
 // req/s, p50 and p99, and the CPU seconds the proxies spent per 10,000
 // requests (the platform runs in a process of its own, so it is not
 // counted). Needs wrk and haproxy on $PATH (Debian's packages).
@@ -30,6 +32,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -246,6 +250,24 @@ func run(ctx context.Context, duration time.Duration, rounds, conns int, logw io
 	}
 
 	embCPU := func() time.Duration { return selfCPU() }
+	// The floor of a proxy written with net/http: its server in front of
+	// the same invoker the embedded proxy calls (faas/openfaas's), with
+	// none of dfaas's logic; and two of them in a row, the first passing
+	// requests on with httputil.ReverseProxy over a pooled Transport.
+	bareLocal, err := serveBare(rp)
+	if err != nil {
+		return nil, err
+	}
+	defer bareLocal.Close()
+	bareFwdTr := &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}
+	defer bareFwdTr.CloseIdleConnections()
+	bareNext := &url.URL{Scheme: "http", Host: bareLocal.addr}
+	bareFwd, err := serveBare(&httputil.ReverseProxy{Transport: bareFwdTr,
+		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(bareNext) }})
+	if err != nil {
+		return nil, err
+	}
+	defer bareFwd.Close()
 	haCPU := func(ds ...*haproxy.Driver) func() time.Duration {
 		return func() time.Duration {
 			var sum time.Duration
@@ -267,6 +289,8 @@ func run(ctx context.Context, duration time.Duration, rounds, conns int, logw io
 		cpu             func() time.Duration
 	}{
 		{"direct", "the platform, no proxy", "http://" + backendAddr + "/function/figlet", nil, nil},
+		{"nethttp/local", "net/http's server and faas/openfaas's invoker alone", "http://" + bareLocal.addr + "/function/figlet", nil, embCPU},
+		{"nethttp/forward", "two of them, the first with httputil.ReverseProxy", "http://" + bareFwd.addr + "/function/figlet", nil, embCPU},
 		{"embedded/local", "user port, run locally", "http://" + ea.UserAddr() + "/function/figlet",
 			func() error { return ea.Apply(ctx, local) }, embCPU},
 		{"embedded/forward", "user port, forwarded one hop in clear text", "http://" + ea.UserAddr() + "/function/figlet",
@@ -372,6 +396,24 @@ func median(xs []float64) float64 {
 	}
 	return s[len(s)/2]
 }
+
+// bare is a plain net/http server on a loopback port.
+type bare struct {
+	srv  *http.Server
+	addr string
+}
+
+func serveBare(h http.Handler) (*bare, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	b := &bare{srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}, addr: l.Addr().String()}
+	go func() { _ = b.srv.Serve(l) }()
+	return b, nil
+}
+
+func (b *bare) Close() { _ = b.srv.Close() }
 
 // tlsPair makes two identities that count each other as members.
 func tlsPair() (*proxy.TLS, *proxy.TLS, error) {

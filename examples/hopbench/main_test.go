@@ -40,7 +40,7 @@ func TestRunAllPaths(t *testing.T) {
 		}
 		assert.Len(t, r.Rounds, 2, r.Path)
 	}
-	assert.Equal(t, []string{"direct", "embedded/local", "embedded/forward", "embedded/forward-tls",
+	assert.Equal(t, []string{"direct", "nethttp/local", "nethttp/forward", "embedded/local", "embedded/forward", "embedded/forward-tls",
 		"haproxy/local", "haproxy/forward", "haproxy/forward-tls"}, paths)
 }
 
