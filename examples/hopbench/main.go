@@ -251,7 +251,7 @@ func run(ctx context.Context, duration time.Duration, rounds, conns int, logw io
 
 	embCPU := func() time.Duration { return selfCPU() }
 	// The floor of a proxy written with net/http: its server in front of
-	// the same invoker the embedded proxy calls (faas/openfaas's), with
+	// the handler the embedded proxy calls (faas/openfaas's), with
 	// none of dfaas's logic; and two of them in a row, the first passing
 	// requests on with httputil.ReverseProxy over a pooled Transport.
 	bareLocal, err := serveBare(rp)
@@ -289,7 +289,7 @@ func run(ctx context.Context, duration time.Duration, rounds, conns int, logw io
 		cpu             func() time.Duration
 	}{
 		{"direct", "the platform, no proxy", "http://" + backendAddr + "/function/figlet", nil, nil},
-		{"nethttp/local", "net/http's server and faas/openfaas's invoker alone", "http://" + bareLocal.addr + "/function/figlet", nil, embCPU},
+		{"nethttp/local", "net/http's server and faas/openfaas's handler alone", "http://" + bareLocal.addr + "/function/figlet", nil, embCPU},
 		{"nethttp/forward", "two of them, the first with httputil.ReverseProxy", "http://" + bareFwd.addr + "/function/figlet", nil, embCPU},
 		{"embedded/local", "user port, run locally", "http://" + ea.UserAddr() + "/function/figlet",
 			func() error { return ea.Apply(ctx, local) }, embCPU},
