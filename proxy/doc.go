@@ -35,15 +35,18 @@
 // counts as Refused on the peer and as Rejected where the user arrived,
 // locally executed or forwarded (see StatusRefused).
 //
-// How a rate is measured is the data plane's to choose, and the two differ
-// only in bursts: the embedded proxy admits against token buckets holding
-// a Burst's worth of requests (100 ms by default), HAProxy against a 1 s
-// sliding window of its stick tables. Under steady load both admit the
-// Limit and hold peers to their Cap; a burst shorter than a second runs
-// locally on HAProxy up to a second's worth of the Limit, on the embedded
-// proxy up to a Burst's worth, and the rest is forwarded. The pick among
-// peers (Pick, dfaas.lua) is the same token-bucket rule on both, held to
-// golden vectors (proxytest.PickVectors).
+// The Capacity is measured alike on every data plane (AdmissionWindow):
+// up to a second of it at once, and no more than that over any second,
+// HAProxy with the sliding rate of its stick tables, the embedded proxy
+// with a Window computed the same way, so a helper takes a burst of
+// forwards up to a second's worth. The Limit differs only in bursts:
+// HAProxy measures it the same way, so a burst runs locally up to a
+// second's worth of it at once; the embedded proxy spreads it with a token
+// bucket a Burst deep (100 ms by default), so an overloaded node runs its
+// share interleaved with its forwards. The pick among peers (Pick,
+// dfaas.lua) is the same token-bucket rule on both, each peer's Cap a
+// Burst deep so that a sender spreads its forwards, held to golden vectors
+// (proxytest.PickVectors).
 //
 // Counts (Counter) are monotonic per function: arrivals, executions by
 // origin, forwards per peer, rejections, refusals, retries, requests in

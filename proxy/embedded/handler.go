@@ -98,7 +98,7 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// No peer took it: use local capacity beyond the user limit, if any.
-	if fn.capacity.AllowN(p.cfg.Now(), 1) {
+	if fn.capacity.Take(p.cfg.Now()) {
 		p.serveLocal(w, r, fn, false)
 		return
 	}
@@ -107,14 +107,15 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, "no capacity for this function in the federation", http.StatusServiceUnavailable)
 }
 
-// admit takes a token from the user limit and the capacity, or neither.
+// admit takes a token from the user limit and counts the execution against
+// the capacity, or neither.
 func admit(fn *function, now time.Time) bool {
 	res := fn.limit.ReserveN(now, 1)
 	if !res.OK() || res.DelayFrom(now) > 0 {
 		res.CancelAt(now)
 		return false
 	}
-	if !fn.capacity.AllowN(now, 1) {
+	if !fn.capacity.Take(now) {
 		res.CancelAt(now)
 		return false
 	}
@@ -133,7 +134,7 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fn := rt.fn
-	if !fn.capacity.AllowN(p.cfg.Now(), 1) {
+	if !fn.capacity.Take(p.cfg.Now()) {
 		fn.counts.refused.Add(1)
 		w.Header().Set(proxy.HeaderRefused, proxy.RefusedCapacity)
 		w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))

@@ -30,8 +30,10 @@ type Config struct {
 	// the peer listener serves TLS to current members only, and each
 	// forward verifies that it reaches the node its plan named.
 	TLS *proxy.TLS
-	// Burst is how much traffic a rate limit lets through at once, as time
-	// at that rate (at least one request). Default 100 ms.
+	// Burst is how much a peer's Cap, and the node's own Limit, let
+	// through at once, as time at that rate (at least two requests).
+	// Default 100 ms. The Capacity lets through up to a
+	// proxy.AdmissionWindow's worth.
 	Burst time.Duration
 	// MaxBody is the largest request body accepted; bodies are held in
 	// memory so that a refused forward can be retried. Default 16 MiB.

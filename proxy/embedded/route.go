@@ -10,11 +10,20 @@ import (
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
-// function is the state of one function that outlives plans: its limiters
-// keep their tokens and its counters keep counting when a plan changes.
+// function is the state of one function that outlives plans: its limit,
+// window and buckets keep what they counted, and its counters keep
+// counting, when a plan changes.
 type function struct {
-	limit    *rate.Limiter                  // user requests executed locally
-	capacity *rate.Limiter                  // all local executions
+	// limit spreads the user requests executed locally: a token bucket a
+	// Burst deep, so that a node overloaded from one moment to the next
+	// runs its share interleaved with its forwards, and does not spend a
+	// second's worth at once and then forward everything beyond its
+	// peers' caps.
+	limit *rate.Limiter
+	// capacity holds all local executions to the Capacity over any second
+	// (proxy.AdmissionWindow), as HAProxy's stick tables do: a helper takes
+	// a bunch of forwards, retries say, up to a second of it.
+	capacity *proxy.Window
 	caps     map[dfaas.NodeID]*proxy.Bucket // per peer, across plans; the map is guarded by the Proxy's mu
 	counts   *counters
 	// refusing is set when a user request exceeds the local limit, and
@@ -22,10 +31,11 @@ type function struct {
 	refusing atomic.Bool
 }
 
-// newFunction starts a function's state with full token buckets for fp.
+// newFunction starts a function's state for fp: a full limit bucket a
+// window deep, and a capacity window with nothing admitted yet.
 func newFunction(fp dfaas.FunctionPlan, window time.Duration, now time.Time) *function {
 	return &function{limit: setLimiter(nil, min(fp.Limit, fp.Capacity), window, now),
-		capacity: setLimiter(nil, fp.Capacity, window, now),
+		capacity: proxy.NewWindow(fp.Capacity, now),
 		caps:     map[dfaas.NodeID]*proxy.Bucket{}, counts: newCounters()}
 }
 
@@ -58,10 +68,11 @@ func setLimiter(l *rate.Limiter, r dfaas.Rate, window time.Duration, now time.Ti
 	return l
 }
 
-// newRoute builds the routing of fp over fn's persistent state.
+// newRoute builds the routing of fp over fn's persistent state; the limit
+// and the peers' Caps are window deep.
 func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now time.Time) *route {
 	setLimiter(fn.limit, min(fp.Limit, fp.Capacity), window, now)
-	setLimiter(fn.capacity, fp.Capacity, window, now)
+	fn.capacity.Set(fp.Capacity)
 	r := &route{fn: fn}
 	var weights []float64
 	var buckets []*proxy.Bucket

@@ -229,7 +229,8 @@ func testPeerPortRequiresHop(t *testing.T, s *suite) {
 }
 
 // testAdmission: back-to-back requests over a limit of 5 req/s with no
-// peer: at least one and at most 5 run locally, the rest are rejected,
+// peer: at least one and at most 5 run locally (HAProxy takes a second's
+// worth at once, the embedded proxy a Burst's), the rest are rejected,
 // and the counters add up to what the client saw.
 func testAdmission(t *testing.T, s *suite) {
 	a, pa := s.node("a")
