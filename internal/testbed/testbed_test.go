@@ -80,11 +80,17 @@ func TestCrash(t *testing.T) {
 		}
 		assert.InDelta(t, want, sum/5, 1.5, "node %s before the crash", name)
 	}
-	// After it, a and b are full and the rest is rejected.
+	// After it, a and b are full and the rest is rejected. b holds its
+	// capacity over a sliding second (proxy.AdmissionWindow), so a second
+	// of the clock may see a request or two more or less than 20 (CI saw
+	// 18 once), but not on average.
+	var b float64
 	for _, sec := range r.Timeline[8:13] {
-		assert.InDelta(t, 20, sec.Nodes["b"].Executed, 1.5, "b after the crash, second %d", sec.T)
+		b += float64(sec.Nodes["b"].Executed)
+		assert.InDelta(t, 20, sec.Nodes["b"].Executed, 3, "b after the crash, second %d", sec.T)
 		assert.Zero(t, sec.Nodes["c"].Executed)
 	}
+	assert.InDelta(t, 20, b/5, 1, "b after the crash, on average")
 	require.Len(t, r.Detection, 1)
 	assert.Equal(t, "kill c", r.Detection[0].Event)
 	assert.LessOrEqual(t, r.Detection[0].Seconds, 2.0)
