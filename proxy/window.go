@@ -22,9 +22,11 @@ const AdmissionWindow = time.Second
 // table's request rate: the admissions of the current period of length
 // AdmissionWindow, plus those of the period before weighted by the part of
 // it that still lies within the last AdmissionWindow. A request is
-// admitted while that estimate is below the limit. Unlike a token bucket,
-// which after a quiet spell lets through its depth and then its rate, a
-// second's worth in all, a Window admits the limit over any second. It is
+// admitted while that estimate is below the limit, so the limit holds over
+// any second. A token bucket a second deep does not: kept full by a load
+// at exactly its rate (a node serving its Limit leaves its Capacity bucket
+// full), it lets a whole second's worth through on top, and a node of
+// capacity 10 ran 17 in one second of the lossy testbed scenario. It is
 // safe for concurrent use.
 type Window struct {
 	mu         sync.Mutex
