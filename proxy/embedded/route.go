@@ -11,7 +11,7 @@ import (
 )
 
 // function is the state of one function that outlives plans: its limit,
-// window and buckets keep what they counted, and its counters keep
+// capacity and caps keep what they counted, and its counters keep
 // counting, when a plan changes.
 type function struct {
 	// limit spreads the user requests executed locally: a token bucket a
@@ -31,8 +31,8 @@ type function struct {
 	refusing atomic.Bool
 }
 
-// newFunction starts a function's state for fp: a full limit bucket a
-// window deep, and a capacity window with nothing admitted yet.
+// newFunction starts a function's state for fp: a full limit bucket window
+// (the proxy's Burst) deep, and a capacity Window with nothing admitted yet.
 func newFunction(fp dfaas.FunctionPlan, window time.Duration, now time.Time) *function {
 	return &function{limit: setLimiter(nil, min(fp.Limit, fp.Capacity), window, now),
 		capacity: proxy.NewWindow(fp.Capacity, now),
@@ -69,7 +69,7 @@ func setLimiter(l *rate.Limiter, r dfaas.Rate, window time.Duration, now time.Ti
 }
 
 // newRoute builds the routing of fp over fn's persistent state; the limit
-// and the peers' Caps are window deep.
+// and the peers' Caps are window (the proxy's Burst) deep.
 func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now time.Time) *route {
 	setLimiter(fn.limit, min(fp.Limit, fp.Capacity), window, now)
 	fn.capacity.Set(fp.Capacity)
