@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/internal/h1pool"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -125,7 +126,7 @@ type Proxy struct {
 	cfg       Config
 	log       *slog.Logger
 	local     http.Handler
-	transport *http.Transport // of forwards without TLS
+	transport *h1pool.Pool // of forwards without TLS
 	dialer    *net.Dialer
 	scheme    string // of forwards: http or https
 	trigger   chan struct{}
@@ -133,7 +134,7 @@ type Proxy struct {
 	buffered  atomic.Int64 // bytes of request bodies held by forwards
 
 	tmu        sync.Mutex
-	transports map[dfaas.NodeID]*http.Transport // with TLS: one per peer, verifying that peer
+	transports map[dfaas.NodeID]*h1pool.Pool // with TLS: one per peer, verifying that peer
 
 	routes atomic.Pointer[map[string]*route]
 
@@ -170,7 +171,7 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 	p.transport = p.newTransport(nil)
 	if cfg.TLS != nil {
 		p.scheme = "https"
-		p.transports = map[dfaas.NodeID]*http.Transport{}
+		p.transports = map[dfaas.NodeID]*h1pool.Pool{}
 	}
 	if p.userL, err = net.Listen("tcp", cfg.UserAddr); err != nil {
 		return nil, fmt.Errorf("proxy: user listener: %w", err)
@@ -203,23 +204,24 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 	return p, nil
 }
 
-func (p *Proxy) newTransport(tc *tls.Config) *http.Transport {
-	return &http.Transport{
-		DialContext:           p.dialer.DialContext,
-		TLSClientConfig:       tc,
-		TLSHandshakeTimeout:   p.cfg.DialTimeout,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       60 * time.Second, // peers keep idle connections 2 min: no race with their close
+// newTransport returns a pool of connections for forwards (see
+// internal/h1pool: each forward runs on its request's goroutine, without
+// http.Transport's read and write loops).
+func (p *Proxy) newTransport(tc *tls.Config) *h1pool.Pool {
+	return h1pool.New(h1pool.Config{
+		Dial:                  p.dialer.DialContext,
+		DialTimeout:           p.cfg.DialTimeout,
+		TLS:                   tc,
 		ResponseHeaderTimeout: p.cfg.ForwardTimeout,
-		DisableCompression:    true,
-	}
+		IdleTimeout:           60 * time.Second, // peers keep idle connections 2 min: no race with their close
+		MaxIdlePerHost:        256,
+	})
 }
 
 // transportTo returns the transport of forwards to node. With TLS, each
 // peer has its own, trusting that peer's anchor only: a connection
 // verified for one node is never reused for another at the same address.
-func (p *Proxy) transportTo(node dfaas.NodeID) (*http.Transport, error) {
+func (p *Proxy) transportTo(node dfaas.NodeID) (*h1pool.Pool, error) {
 	if p.cfg.TLS == nil {
 		return p.transport, nil
 	}
@@ -252,7 +254,7 @@ func (p *Proxy) pruneTransports(routes map[string]*route) {
 	defer p.tmu.Unlock()
 	for n, t := range p.transports {
 		if !keep[n] {
-			t.CloseIdleConnections()
+			t.Close()
 			delete(p.transports, n)
 		}
 	}
@@ -345,7 +347,7 @@ func (p *Proxy) Close() error {
 		defer cancel()
 		p.closeErr = errors.Join(p.user.Shutdown(ctx), p.peer.Shutdown(ctx))
 		p.wg.Wait()
-		p.transport.CloseIdleConnections()
+		p.transport.Close()
 		p.pruneTransports(nil)
 	})
 	return p.closeErr

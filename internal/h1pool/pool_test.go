@@ -1,0 +1,372 @@
+package h1pool
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httptrace"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// server is an httptest server that counts the connections it accepted.
+type server struct {
+	*httptest.Server
+	conns atomic.Int64
+}
+
+func newServer(t *testing.T, h http.HandlerFunc) *server {
+	t.Helper()
+	s := &server{Server: httptest.NewUnstartedServer(h)}
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			s.conns.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+	return s
+}
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	w.Header().Set("X-Method", r.Method)
+	_, _ = w.Write(append([]byte(r.URL.RequestURI()+" "), b...))
+}
+
+func do(t *testing.T, p *Pool, method, url, body string) (*http.Response, string) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rd)
+	require.NoError(t, err)
+	resp, err := p.RoundTrip(req)
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	return resp, string(b)
+}
+
+func TestReusesOneConnectionForRequestsInTurn(t *testing.T) {
+	s := newServer(t, echo)
+	p := New(Config{})
+	defer p.Close()
+	for i := range 20 {
+		resp, b := do(t, p, http.MethodPost, s.URL+"/function/f?i=1", "body")
+		assert.Equal(t, http.StatusOK, resp.StatusCode, i)
+		assert.Equal(t, "/function/f?i=1 body", b)
+	}
+	resp, b := do(t, p, http.MethodGet, s.URL+"/x", "")
+	assert.Equal(t, "GET", resp.Header.Get("X-Method"))
+	assert.Equal(t, "/x ", b)
+	assert.EqualValues(t, 1, s.conns.Load())
+}
+
+func TestConcurrentRequestsEachTakeAConnectionAndKeepIt(t *testing.T) {
+	release := make(chan struct{})
+	var in sync.WaitGroup
+	in.Add(4)
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wait" {
+			in.Done()
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	p := New(Config{MaxIdlePerHost: 3})
+	defer p.Close()
+	var done sync.WaitGroup
+	for range 4 {
+		done.Add(1)
+		go func() {
+			defer done.Done()
+			_, b := do(t, p, http.MethodGet, s.URL+"/wait", "")
+			assert.Equal(t, "ok", b)
+		}()
+	}
+	in.Wait() // four requests in the server at once: four connections
+	close(release)
+	done.Wait()
+	assert.EqualValues(t, 4, s.conns.Load())
+	for range 10 { // one beyond MaxIdlePerHost was closed; the rest are reused
+		do(t, p, http.MethodGet, s.URL+"/", "")
+	}
+	assert.EqualValues(t, 4, s.conns.Load())
+}
+
+// A server that closed an idle connection (it restarted, or its idle
+// timeout came first) costs a new connection, never a failed request.
+func TestAConnectionTheServerClosedIsNotUsed(t *testing.T) {
+	s := newServer(t, echo)
+	p := New(Config{})
+	defer p.Close()
+	do(t, p, http.MethodPost, s.URL+"/a", "1")
+	s.CloseClientConnections()
+	require.Eventually(t, func() bool { // the FIN has arrived
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, l := range p.idle {
+			for _, c := range l {
+				if !alive(c.raw) {
+					return true
+				}
+			}
+		}
+		return false
+	}, 5*time.Second, 10*time.Millisecond)
+	var wrote atomic.Int64
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(),
+		&httptrace.ClientTrace{WroteHeaders: func() { wrote.Add(1) }}), http.MethodPost, s.URL+"/b", strings.NewReader("2"))
+	require.NoError(t, err)
+	resp, err := p.RoundTrip(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, "/b 2", string(b))
+	assert.EqualValues(t, 1, wrote.Load(), "written once, on the new connection")
+	assert.EqualValues(t, 2, s.conns.Load())
+}
+
+func TestConnectionsIdleBeyondIdleTimeoutAreNotReused(t *testing.T) {
+	s := newServer(t, echo)
+	p := New(Config{IdleTimeout: 50 * time.Millisecond})
+	defer p.Close()
+	do(t, p, http.MethodGet, s.URL+"/", "")
+	do(t, p, http.MethodGet, s.URL+"/", "")
+	require.EqualValues(t, 1, s.conns.Load())
+	time.Sleep(100 * time.Millisecond)
+	do(t, p, http.MethodGet, s.URL+"/", "")
+	assert.EqualValues(t, 2, s.conns.Load())
+}
+
+func TestAnAnswerThatClosesItsConnectionIsNotReused(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/close" {
+			w.Header().Set("Connection", "close")
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	p := New(Config{})
+	defer p.Close()
+	resp, _ := do(t, p, http.MethodGet, s.URL+"/close", "")
+	assert.True(t, resp.Close)
+	do(t, p, http.MethodGet, s.URL+"/", "")
+	do(t, p, http.MethodGet, s.URL+"/", "")
+	assert.EqualValues(t, 2, s.conns.Load())
+}
+
+func TestABodyClosedBeforeItsEndTakesItsConnection(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, strings.Repeat("x", 100<<10))
+	})
+	p := New(Config{})
+	defer p.Close()
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/", nil)
+	resp, err := p.RoundTrip(req)
+	require.NoError(t, err)
+	_, _ = resp.Body.Read(make([]byte, 10))
+	require.NoError(t, resp.Body.Close())
+	_, b := do(t, p, http.MethodGet, s.URL+"/", "")
+	assert.Len(t, b, 100<<10)
+	assert.EqualValues(t, 2, s.conns.Load())
+}
+
+// An answer whose end is the connection's end (no length, not chunked).
+func TestAnAnswerReadToTheConnectionsEnd(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			br := bufio.NewReader(c)
+			if _, err := http.ReadRequest(br); err == nil {
+				_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.0 200 OK\r\n\r\nuntil the end")
+			}
+			_ = c.Close()
+		}
+	}()
+	p := New(Config{})
+	defer p.Close()
+	resp, b := do(t, p, http.MethodGet, "http://"+l.Addr().String()+"/", "")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the interim answer is skipped")
+	assert.Equal(t, "until the end", b)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	assert.Empty(t, p.idle)
+}
+
+func TestHeadIsAnsweredWithoutABody(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5")
+		if r.Method != http.MethodHead {
+			_, _ = io.WriteString(w, "hello")
+		}
+	})
+	p := New(Config{})
+	defer p.Close()
+	resp, b := do(t, p, http.MethodHead, s.URL+"/", "")
+	assert.EqualValues(t, 5, resp.ContentLength)
+	assert.Empty(t, b)
+	_, b = do(t, p, http.MethodGet, s.URL+"/", "")
+	assert.Equal(t, "hello", b)
+	assert.EqualValues(t, 1, s.conns.Load())
+}
+
+func TestCancelingTheContextEndsTheExchangeAtOnce(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/body" {
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-stop:
+		case <-r.Context().Done():
+		}
+	})
+	p := New(Config{})
+	defer p.Close()
+	for _, path := range []string{"/headers", "/body"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+path, nil)
+		time.AfterFunc(50*time.Millisecond, cancel)
+		start := time.Now()
+		resp, err := p.RoundTrip(req)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+		}
+		require.Error(t, err, path)
+		assert.Less(t, time.Since(start), 5*time.Second, path)
+		if path == "/headers" {
+			assert.ErrorIs(t, err, context.Canceled)
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	assert.Empty(t, p.idle, "a canceled exchange's connection is closed")
+}
+
+func TestResponseHeaderTimeoutIsATimeout(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-stop
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	p := New(Config{ResponseHeaderTimeout: 100 * time.Millisecond})
+	defer p.Close()
+	req, _ := http.NewRequest(http.MethodGet, s.URL+"/slow", nil)
+	_, err := p.RoundTrip(req)
+	var ne net.Error
+	require.ErrorAs(t, err, &ne)
+	assert.True(t, ne.Timeout())
+	// A slow body after timely headers is not cut: the timeout was lifted.
+	s2 := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.(http.Flusher).Flush()
+		time.Sleep(300 * time.Millisecond)
+		_, _ = io.WriteString(w, "late")
+	})
+	_, b := do(t, p, http.MethodGet, s2.URL+"/", "")
+	assert.Equal(t, "late", b)
+}
+
+// A large body goes through http.Transport, which reads the answer while
+// it writes: a server that answers without reading the body is heard.
+func TestALargeBodyAnsweredEarlyGetsItsAnswer(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+	})
+	p := New(Config{})
+	defer p.Close()
+	resp, b := do(t, p, http.MethodPost, s.URL+"/", strings.Repeat("x", 8<<20))
+	assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+	assert.Equal(t, "too large\n", b)
+	// A body of unknown length streams, chunked.
+	s2 := newServer(t, echo)
+	req, _ := http.NewRequest(http.MethodPost, s2.URL+"/", io.NopCloser(strings.NewReader("streamed")))
+	resp, err := p.RoundTrip(req)
+	require.NoError(t, err)
+	got, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, "/ streamed", string(got))
+}
+
+func TestNothingIsWrittenWhenTheConnectionFails(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	var wrote atomic.Bool
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/", strings.NewReader("x"))
+	_, err = New(Config{}).RoundTrip(req)
+	require.Error(t, err)
+	assert.False(t, wrote.Load())
+}
+
+func TestRefusesWhatCannotBeSentIntact(t *testing.T) {
+	p := New(Config{})
+	for name, mutate := range map[string]func(*http.Request){
+		"header name":  func(r *http.Request) { r.Header["Bad Name"] = []string{"x"} },
+		"header value": func(r *http.Request) { r.Header.Set("X", "a\r\nInjected: 1") },
+		"method":       func(r *http.Request) { r.Method = "GET /x" },
+		"https":        func(r *http.Request) { r.URL.Scheme = "https" },
+		"scheme":       func(r *http.Request) { r.URL.Scheme = "ftp" },
+		"host":         func(r *http.Request) { r.URL.Host = "" },
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:1/", nil)
+		mutate(req)
+		_, err := p.RoundTrip(req)
+		assert.Error(t, err, name)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(echo))
+	s.EnableHTTP2 = true // offered by the server; the pool speaks HTTP/1.1 only
+	s.StartTLS()
+	defer s.Close()
+	tc := s.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	tc.NextProtos = []string{"h2", "http/1.1"}
+	p := New(Config{TLS: tc})
+	defer p.Close()
+	for range 3 {
+		resp, b := do(t, p, http.MethodPost, s.URL+"/s", "secret")
+		assert.Equal(t, "/s secret", b)
+		assert.Equal(t, 1, resp.ProtoMajor)
+	}
+	p.mu.Lock()
+	assert.Len(t, p.idle, 1)
+	p.mu.Unlock()
+
+	// A server this client cannot verify: refused in the handshake, before
+	// anything of the request was written.
+	var wrote atomic.Bool
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/", nil)
+	_, err := New(Config{TLS: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: x509.NewCertPool()}}).RoundTrip(req)
+	var unknown x509.UnknownAuthorityError
+	assert.ErrorAs(t, err, &unknown)
+	assert.False(t, wrote.Load())
+}
