@@ -37,6 +37,24 @@ const (
 // reset, a timeout or any other status goes back to the user (at most once).
 const StatusRefused = http.StatusTooEarly
 
+// hopByHop are the headers that apply to one connection only (RFC 9110 7.6.1).
+var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+// RemoveHopByHop deletes from h the headers that apply to one connection
+// only: the standard ones and those its Connection header names. A proxy
+// calls it on what it passes on, both ways.
+func RemoveHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for name := range strings.SplitSeq(f, ",") {
+			delete(h, http.CanonicalHeaderKey(strings.TrimSpace(name)))
+		}
+	}
+	for _, name := range hopByHop {
+		delete(h, name)
+	}
+}
+
 // Values of HeaderRefused.
 const (
 	// RefusedCapacity: the peer has no capacity left for the function now

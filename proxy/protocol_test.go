@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -12,4 +13,15 @@ func TestFunctionName(t *testing.T) {
 		assert.Equal(t, want != "", ok, path)
 		assert.Equal(t, want, got, path)
 	}
+}
+
+func TestRemoveHopByHop(t *testing.T) {
+	h := http.Header{}
+	h.Set("Connection", "keep-alive, X-Private ,x-other")
+	for _, k := range []string{"Keep-Alive", "X-Private", "X-Other", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+		"Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "X-Kept"} {
+		h.Set(k, "v")
+	}
+	RemoveHopByHop(h)
+	assert.Equal(t, http.Header{"X-Kept": {"v"}}, h)
 }

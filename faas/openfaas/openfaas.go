@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
@@ -85,7 +84,7 @@ type Backend struct {
 	log     *slog.Logger
 	gateway *url.URL
 	client  *sdk.Client
-	proxy   *httputil.ReverseProxy
+	invoker http.RoundTripper // of invocations: fnTr, small bodies read first
 	apiTr   *http.Transport
 	fnTr    *h1pool.Pool
 
@@ -153,23 +152,7 @@ func New(cfg Config) (*Backend, error) {
 			IdleTimeout: 90 * time.Second, MaxIdlePerHost: 256}),
 		warned: map[string]bool{}}
 	b.client = sdk.NewClient(u, auth, &http.Client{Timeout: cfg.Timeout, Transport: b.apiTr})
-	b.proxy = &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(u)
-			r.Out.URL.Path, r.Out.URL.RawPath = b.invokePath(r.In.URL.Path), ""
-			r.Out.Host = u.Host
-		},
-		Transport:  wholeBody{b.fnTr},
-		BufferPool: buffers,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if errors.Is(err, errBody) {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			b.log.Warn("gateway unreachable", "path", r.URL.Path, "err", err)
-			http.Error(w, "function platform unreachable", http.StatusBadGateway)
-		},
-	}
+	b.invoker = wholeBody{b.fnTr}
 	return b, nil
 }
 
@@ -212,8 +195,8 @@ func (t wholeBody) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.next.RoundTrip(out)
 }
 
-// buffers lends the reverse proxy its copy buffers: without a pool it
-// allocates 32 KiB per invocation, which the garbage collector then pays for.
+// buffers lends invocations their copy buffers: without a pool each
+// would allocate 32 KiB, which the garbage collector then pays for.
 var buffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
 
 type bufferPool struct{ pool sync.Pool }
@@ -241,7 +224,7 @@ func (b *Backend) invokePath(path string) string {
 
 // Handler returns the local target for the proxy: it forwards each request
 // to the gateway, in the backend's namespace.
-func (b *Backend) Handler() http.Handler { return b.proxy }
+func (b *Backend) Handler() http.Handler { return http.HandlerFunc(b.invoke) }
 
 // Functions lists the gateway's functions with their capacities.
 func (b *Backend) Functions(ctx context.Context) ([]Function, error) {

@@ -204,3 +204,74 @@ func TestRequestBodies(t *testing.T) {
 	b.Handler().ServeHTTP(rec, req)
 	assert.Equal(t, http.StatusBadRequest, rec.Code)
 }
+
+// TestInvocationRelay: an invocation reaches the gateway as the client
+// sent it, less what applies to one connection only and the client's own
+// claims about where it is; the answer comes back the same way, trailers
+// included, and an answer of unknown length streams.
+func TestInvocationRelay(t *testing.T) {
+	firstSeen := make(chan struct{})
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/function/stream.openfaas-fn" {
+			_, _ = io.WriteString(w, "first ")
+			w.(http.Flusher).Flush()
+			select { // the client has the first piece before the second exists
+			case <-firstSeen:
+				_, _ = io.WriteString(w, "second")
+			case <-time.After(5 * time.Second):
+				_, _ = io.WriteString(w, "never flushed")
+			}
+			return
+		}
+		for _, h := range []string{"X-Secret", "Keep-Alive", "X-Forwarded-For", "X-Forwarded-Host", "User-Agent"} {
+			if v, ok := r.Header[h]; ok {
+				http.Error(w, h+" reached the gateway: "+strings.Join(v, ","), http.StatusTeapot)
+				return
+			}
+		}
+		w.Header().Set("Trailer", "X-Sum")
+		w.Header().Set("Connection", "X-Private")
+		w.Header().Set("X-Private", "hop")
+		w.Header().Set("X-Kept", r.URL.RequestURI()+" "+r.Header.Get("X-Kept")+" "+r.Host)
+		_, _ = io.WriteString(w, "body")
+		w.Header().Set("X-Sum", "42")
+	}))
+	defer gw.Close()
+	b, err := New(Config{Gateway: gw.URL, Logger: quiet})
+	require.NoError(t, err)
+	defer b.Close()
+	front := httptest.NewServer(b.Handler())
+	defer front.Close()
+	gwHost := strings.TrimPrefix(gw.URL, "http://")
+
+	req, err := http.NewRequest("POST", front.URL+"/function/echo/sub?q=1&r=%2F", strings.NewReader("x"))
+	require.NoError(t, err)
+	req.Header.Set("Connection", "X-Secret")
+	req.Header.Set("X-Secret", "hop")
+	req.Header.Set("Keep-Alive", "timeout=5")
+	req.Header.Set("X-Forwarded-For", "10.0.0.1")
+	req.Header.Set("X-Forwarded-Host", "spoofed")
+	req.Header.Set("X-Kept", "end-to-end")
+	req.Header["User-Agent"] = nil // Go's client sends none: nor may the proxy
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	assert.Equal(t, "body", string(body))
+	assert.Equal(t, "/function/echo.openfaas-fn/sub?q=1&r=%2F end-to-end "+gwHost, resp.Header.Get("X-Kept"))
+	assert.Empty(t, resp.Header.Get("X-Private"), "a header the gateway's Connection names stays on its hop")
+	assert.Equal(t, "42", resp.Trailer.Get("X-Sum"))
+
+	resp, err = http.Post(front.URL+"/function/stream", "text/plain", nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	first := make([]byte, len("first "))
+	_, err = io.ReadFull(resp.Body, first)
+	require.NoError(t, err)
+	close(firstSeen)
+	rest, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "first second", string(first)+string(rest))
+}

@@ -10,7 +10,6 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -266,7 +265,7 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 		return nil, false, err
 	}
 	out.Header = r.Header.Clone()
-	removeHopByHop(out.Header)
+	proxy.RemoveHopByHop(out.Header)
 	out.Header.Set(proxy.HeaderHop, "1")
 	out.Header.Set(proxy.HeaderFrom, string(p.cfg.Node))
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
@@ -329,24 +328,9 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 	for k, v := range resp.Header {
 		h[k] = v
 	}
-	removeHopByHop(h)
+	proxy.RemoveHopByHop(h)
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)
-}
-
-// hopByHop are the headers that apply to one connection only (RFC 9110 7.6.1).
-var hopByHop = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
-	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
-
-func removeHopByHop(h http.Header) {
-	for _, f := range h.Values("Connection") {
-		for _, name := range strings.Split(f, ",") {
-			h.Del(strings.TrimSpace(name))
-		}
-	}
-	for _, name := range hopByHop {
-		h.Del(name)
-	}
 }
 
 // statusWriter records the status code the platform wrote. On the peer
