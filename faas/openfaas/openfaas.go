@@ -207,7 +207,7 @@ func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
 // Close releases the backend's idle connections to the gateway.
 func (b *Backend) Close() error {
 	b.apiTr.CloseIdleConnections()
-	b.fnTr.CloseIdleConnections()
+	b.fnTr.Close()
 	return nil
 }
 

@@ -16,7 +16,17 @@
 // that has stopped reading: no body, or a body of known length up to
 // MaxBody. Every other request goes to an http.Transport built from the
 // same Config (with a read loop of its own, it sees an answer that comes
-// before the whole body was sent).
+// before the whole body was sent), never allowed to send it twice.
+//
+// What it holds to, as a client of peers it does not trust: an answer's
+// headers are bounded (MaxResponseHeaderBytes, 1xx answers included); a
+// request whose context has ended is not written; no request is ever sent
+// twice; a kept connection is used again only if the peer left nothing
+// unread on it and has not closed it (a peek at the socket, and at what
+// TLS has already decrypted). A peer that closes a connection between that
+// peek and the write still fails a request that was sent: keeping
+// connections for less time than the servers do (IdleTimeout) makes that
+// rare, as it does for http.Transport.
 package h1pool
 
 import (
@@ -29,6 +39,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -86,10 +97,10 @@ type Pool struct {
 	tls      *tls.Config // cfg.TLS for HTTP/1.1 only
 	fallback *http.Transport
 
-	mu        sync.Mutex
-	idle      map[string][]*conn // by "scheme://host:port", the most recently used last
-	lastSweep time.Time
-	closed    bool
+	mu      sync.Mutex
+	idle    map[string][]*conn // by "scheme://host:port", the most recently used last
+	sweeper *time.Timer        // while connections are kept
+	closed  bool
 }
 
 // New returns a pool with cfg's settings.
@@ -100,7 +111,7 @@ func New(cfg Config) *Pool {
 		tc = cfg.TLS.Clone()
 		tc.NextProtos = slices.DeleteFunc(slices.Clone(tc.NextProtos), func(p string) bool { return p != "http/1.1" })
 	}
-	return &Pool{cfg: cfg, tls: tc, idle: map[string][]*conn{}, lastSweep: time.Now(),
+	return &Pool{cfg: cfg, tls: tc, idle: map[string][]*conn{},
 		fallback: &http.Transport{
 			DialContext:           cfg.Dial,
 			TLSClientConfig:       tc,
@@ -120,11 +131,17 @@ type conn struct {
 	raw  net.Conn // the TCP connection under it
 	br   *bufio.Reader
 	bw   *bufio.Writer
-	used time.Time // when it was last returned to the pool
+	lr   limitReader // under br: bounds the answer's headers
+	used time.Time   // when it was last returned to the pool
 
 	mu       sync.Mutex // orders cancel against clearing the deadline
 	canceled bool
 }
+
+// close closes the connection. A TLS connection is closed under its TLS
+// layer: (*tls.Conn).Close may wait seconds to send its close alert to a
+// peer that reads nothing, and HTTP/1.1's framing does not need it.
+func (c *conn) close() { _ = c.raw.Close() }
 
 // cancel makes the connection's pending and future reads and writes fail
 // at once; the connection is then closed, never reused.
@@ -163,30 +180,49 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("h1pool: request without a host")
 	}
 	switch {
-	case req.Body != nil && req.Body != http.NoBody && (req.ContentLength <= 0 || req.ContentLength > MaxBody),
-		len(req.TransferEncoding) > 0:
-		return p.fallback.RoundTrip(req)
 	case req.URL.Scheme == "https" && p.cfg.TLS == nil:
 		closeBody(req)
 		return nil, errors.New("h1pool: https without a TLS config")
 	case req.URL.Scheme != "http" && req.URL.Scheme != "https":
 		closeBody(req)
 		return nil, fmt.Errorf("h1pool: unsupported scheme %q", req.URL.Scheme)
+	case req.Body != nil && req.Body != http.NoBody && (req.ContentLength <= 0 || req.ContentLength > MaxBody),
+		len(req.TransferEncoding) > 0:
+		// Never replayed: http.Transport sends again a request it can
+		// rewind (GetBody) if its kept connection failed after the write,
+		// when the method or an Idempotency-Key header says it may; the
+		// request may have run, and runs at most once.
+		once := *req
+		once.GetBody = nil
+		return p.fallback.RoundTrip(&once)
 	}
 	if err := validHeaders(req); err != nil {
 		closeBody(req)
 		return nil, err
 	}
 	ctx := req.Context()
+	if err := ctx.Err(); err != nil {
+		closeBody(req)
+		return nil, err
+	}
 	c, err := p.get(ctx, req.URL)
 	if err != nil {
 		closeBody(req)
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, c.cancel)
+	if err := ctx.Err(); err != nil { // canceled meanwhile: nothing written yet
+		closeBody(req)
+		if stop() {
+			p.put(c)
+		} else {
+			c.close()
+		}
+		return nil, err
+	}
 	fail := func(err error) (*http.Response, error) {
 		stop()
-		_ = c.c.Close()
+		c.close()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w (%w)", errCanceled, ctx.Err(), err)
 		}
@@ -201,7 +237,9 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t := p.cfg.ResponseHeaderTimeout; t > 0 {
 		c.setReadDeadline(time.Now().Add(t))
 	}
+	c.lr.n = MaxResponseHeaderBytes
 	resp, err := readResponse(c.br, req)
+	c.lr.n = -1
 	if err != nil {
 		return fail(err)
 	}
@@ -235,7 +273,7 @@ func readResponse(br *bufio.Reader, req *http.Request) (*http.Response, error) {
 // validHeaders refuses what net/http's Transport refuses: a header that
 // would not survive the trip intact.
 func validHeaders(req *http.Request) error {
-	if !httpguts.ValidHeaderFieldName(req.Method) {
+	if req.Method != "" && !httpguts.ValidHeaderFieldName(req.Method) { // "": GET
 		return fmt.Errorf("h1pool: invalid method %q", req.Method)
 	}
 	for k, vv := range req.Header {
@@ -274,10 +312,10 @@ func (p *Pool) get(ctx context.Context, u *url.URL) (*conn, error) {
 		// its idle timeout came first): a request written to such a
 		// connection fails after it was sent, which a forward may not
 		// retry. So a connection is checked before it is used.
-		if time.Since(c.used) < p.cfg.IdleTimeout && c.br.Buffered() == 0 && alive(c.raw) {
+		if time.Since(c.used) < p.cfg.IdleTimeout && c.br.Buffered() == 0 && alive(c.raw) && c.quiet() {
 			return c, nil
 		}
-		_ = c.c.Close()
+		c.close()
 	}
 	return p.dial(ctx, u.Scheme, key, addr)
 }
@@ -317,38 +355,62 @@ func (p *Pool) dial(ctx context.Context, scheme, key, addr string) (*conn, error
 		}
 		c = tc
 	}
-	return &conn{key: key, c: c, raw: raw, br: bufio.NewReader(c), bw: bufio.NewWriter(c)}, nil
+	cn := &conn{key: key, c: c, raw: raw, bw: bufio.NewWriter(c)}
+	cn.lr = limitReader{r: c, n: -1}
+	cn.br = bufio.NewReader(&cn.lr)
+	return cn, nil
 }
 
-// put keeps c for a later request, and closes what has been idle too long.
+// put keeps c for a later request. With MaxIdlePerHost kept already, the
+// one unused longest goes.
 func (p *Pool) put(c *conn) {
+	c.used = time.Now()
+	var drop *conn
+	p.mu.Lock()
+	l := p.idle[c.key]
+	switch {
+	case p.closed:
+		drop = c
+	case len(l) >= p.cfg.MaxIdlePerHost:
+		drop = l[0]
+		p.idle[c.key] = append(l[1:], c)
+	default:
+		p.idle[c.key] = append(l, c)
+	}
+	if !p.closed && p.sweeper == nil {
+		p.sweeper = time.AfterFunc(p.cfg.IdleTimeout, p.sweep)
+	}
+	p.mu.Unlock()
+	if drop != nil {
+		drop.close()
+	}
+}
+
+// sweep closes the connections unused for IdleTimeout, and comes again
+// while any are kept: a pool whose traffic stopped holds none for long.
+func (p *Pool) sweep() {
 	now := time.Now()
-	c.used = now
 	var drop []*conn
 	p.mu.Lock()
-	if p.closed || len(p.idle[c.key]) >= p.cfg.MaxIdlePerHost {
-		drop = append(drop, c)
-	} else {
-		p.idle[c.key] = append(p.idle[c.key], c)
-	}
-	if now.Sub(p.lastSweep) > p.cfg.IdleTimeout {
-		p.lastSweep = now
-		for key, l := range p.idle {
-			n := 0 // the least recently used come first
-			for n < len(l) && now.Sub(l[n].used) >= p.cfg.IdleTimeout {
-				n++
-			}
-			drop = append(drop, l[:n]...)
-			if n == len(l) {
-				delete(p.idle, key)
-			} else {
-				p.idle[key] = l[n:]
-			}
+	for key, l := range p.idle {
+		n := 0 // the least recently used come first
+		for n < len(l) && now.Sub(l[n].used) >= p.cfg.IdleTimeout {
+			n++
 		}
+		drop = append(drop, l[:n]...)
+		if n == len(l) {
+			delete(p.idle, key)
+		} else {
+			p.idle[key] = l[n:]
+		}
+	}
+	p.sweeper = nil
+	if !p.closed && len(p.idle) > 0 {
+		p.sweeper = time.AfterFunc(p.cfg.IdleTimeout/2, p.sweep)
 	}
 	p.mu.Unlock()
 	for _, d := range drop {
-		_ = d.c.Close()
+		d.close()
 	}
 }
 
@@ -360,7 +422,7 @@ func (p *Pool) CloseIdleConnections() {
 	p.mu.Unlock()
 	for _, l := range idle {
 		for _, c := range l {
-			_ = c.c.Close()
+			c.close()
 		}
 	}
 	p.fallback.CloseIdleConnections()
@@ -371,6 +433,10 @@ func (p *Pool) CloseIdleConnections() {
 func (p *Pool) Close() {
 	p.mu.Lock()
 	p.closed = true
+	if p.sweeper != nil {
+		p.sweeper.Stop()
+		p.sweeper = nil
+	}
 	p.mu.Unlock()
 	p.CloseIdleConnections()
 }
@@ -418,5 +484,43 @@ func (b *body) release(whole bool) {
 		b.p.put(b.c)
 		return
 	}
-	_ = b.c.c.Close()
+	b.c.close()
+}
+
+// MaxResponseHeaderBytes bounds the bytes read for an answer's headers
+// (interim answers included), as http.Transport's default does.
+const MaxResponseHeaderBytes = 1 << 20
+
+var errHeaderTooLarge = errors.New("h1pool: response headers too large")
+
+type limitReader struct {
+	r io.Reader
+	n int64 // < 0: no limit
+}
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.n == 0 {
+		return 0, errHeaderTooLarge
+	}
+	if l.n > 0 && int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	if l.n > 0 {
+		l.n -= int64(n)
+	}
+	return n, err
+}
+
+// quiet reports whether a TLS connection holds nothing already read from
+// the socket (decrypted or not): a read through it with a past deadline
+// must time out without data.
+func (c *conn) quiet() bool {
+	if c.c == c.raw {
+		return true
+	}
+	_ = c.c.SetReadDeadline(time.Unix(1, 0))
+	_, err := c.br.Peek(1)
+	_ = c.c.SetReadDeadline(time.Time{})
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }

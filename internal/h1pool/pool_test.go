@@ -2,9 +2,11 @@ package h1pool
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -369,4 +371,184 @@ func TestTLS(t *testing.T) {
 	var unknown x509.UnknownAuthorityError
 	assert.ErrorAs(t, err, &unknown)
 	assert.False(t, wrote.Load())
+}
+
+// rawServer answers each request it reads with answer(i, conn), i counting
+// the requests of its connection.
+func rawServer(t *testing.T, l net.Listener, answer func(i int, c net.Conn) bool) string {
+	t.Helper()
+	t.Cleanup(func() { _ = l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if !answer(i, c) {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return l
+}
+
+// A hostile peer cannot make a forwarder hold an endless header.
+func TestAnswerHeadersAreBounded(t *testing.T) {
+	big := strings.Repeat("a", 4<<20)
+	addr := rawServer(t, listen(t), func(i int, c net.Conn) bool {
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nX-Big: "+big+"\r\nContent-Length: 0\r\n\r\n")
+		return true
+	})
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+	_, err := New(Config{}).RoundTrip(req)
+	assert.ErrorIs(t, err, errHeaderTooLarge)
+	// Nor through interim answers.
+	addr = rawServer(t, listen(t), func(i int, c net.Conn) bool {
+		for range 4 {
+			_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: "+big[:400<<10]+"\r\n\r\n")
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		return true
+	})
+	req, _ = http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+	_, err = New(Config{}).RoundTrip(req)
+	assert.ErrorIs(t, err, errHeaderTooLarge)
+}
+
+// A request whose client has left is not sent: it would run for nobody.
+func TestACanceledRequestIsNotSent(t *testing.T) {
+	var hits atomic.Int64
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/canceled" {
+			hits.Add(1)
+		}
+	})
+	p := New(Config{})
+	defer p.Close()
+	for range 50 {
+		do(t, p, http.MethodGet, s.URL+"/warm", "") // a kept connection waits
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL+"/canceled", strings.NewReader("x"))
+		_, err := p.RoundTrip(req)
+		assert.ErrorIs(t, err, context.Canceled)
+	}
+	do(t, p, http.MethodGet, s.URL+"/warm", "") // after every canceled one, if any was sent
+	assert.Zero(t, hits.Load())
+	assert.EqualValues(t, 1, s.conns.Load(), "the unused connection was kept")
+}
+
+// Over TLS, bytes the peer sent past an answer may already sit decrypted in
+// the TLS layer, out of the socket's sight: such a connection is not
+// reused, or the next request would get them as its answer.
+func TestATLSConnectionHoldingMoreThanItsAnswerIsNotReused(t *testing.T) {
+	s := httptest.NewUnstartedServer(nil)
+	s.StartTLS()
+	cert := s.TLS.Certificates[0]
+	tc := s.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
+	s.Close()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		DynamicRecordSizingDisabled: true})
+	require.NoError(t, err)
+	var first atomic.Bool
+	first.Store(true)
+	addr := rawServer(t, l, func(i int, c net.Conn) bool {
+		if first.Swap(false) { // one answer, and a stray one in the same record
+			body := strings.Repeat("1", 12000)
+			_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%sHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale", len(body), body)
+		} else {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh")
+		}
+		return true
+	})
+	p := New(Config{TLS: tc})
+	defer p.Close()
+	req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/", nil)
+	resp, err := p.RoundTrip(req)
+	require.NoError(t, err)
+	n, _ := io.Copy(io.Discard, resp.Body) // large reads: none beyond the body is buffered above TLS
+	require.NoError(t, resp.Body.Close())
+	require.EqualValues(t, 12000, n)
+	_, b := do(t, p, http.MethodGet, "https://"+addr+"/", "")
+	assert.Equal(t, "fresh", b)
+}
+
+// A large body goes through http.Transport, which would send a request
+// again on a new connection if its kept one failed after the write and the
+// method or an Idempotency-Key said it may: the request may have run.
+func TestALargeBodyIsNeverSentTwice(t *testing.T) {
+	var executed atomic.Int64
+	addr := rawServer(t, listen(t), func(i int, c net.Conn) bool {
+		if executed.Add(1) == 2 {
+			return false // ran it, and the connection dies before the answer
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
+	p := New(Config{})
+	defer p.Close()
+	body := bytes.Repeat([]byte("x"), MaxBody+1)
+	var errs int
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodPut, "http://"+addr+"/", bytes.NewReader(body))
+		req.Header.Set("Idempotency-Key", "from-the-user")
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			errs++
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+	}
+	assert.EqualValues(t, 2, executed.Load())
+	assert.Equal(t, 1, errs, "the second failed after it was sent: an error, not a second run")
+}
+
+func TestIdleConnectionsAreClosedWithoutTraffic(t *testing.T) {
+	var open atomic.Int64
+	s := httptest.NewUnstartedServer(http.HandlerFunc(echo))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		switch st {
+		case http.StateNew:
+			open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			open.Add(-1)
+		}
+	}
+	s.Start()
+	defer s.Close()
+	p := New(Config{IdleTimeout: 100 * time.Millisecond, MaxIdlePerHost: 2})
+	defer p.Close()
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			do(t, p, http.MethodGet, s.URL+"/", "")
+		}()
+	}
+	wg.Wait()
+	assert.Eventually(t, func() bool { return open.Load() == 0 }, 5*time.Second, 10*time.Millisecond)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	assert.Empty(t, p.idle)
+	assert.Nil(t, p.sweeper, "no timer once nothing is kept")
 }

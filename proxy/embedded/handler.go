@@ -280,7 +280,11 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 	}
 	resp, err := t.RoundTrip(out)
 	if err != nil {
-		return nil, wrote.Load() && !refusedHandshake(err), err
+		// A refused TLS handshake (a peer that does not count this node
+		// as a member) fails before anything is written: TLS 1.2, see
+		// proxy.PeerTLSVersion. An alert after the write may come after
+		// the peer ran the request.
+		return nil, wrote.Load(), err
 	}
 	if resp.StatusCode == proxy.StatusRefused {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -310,16 +314,6 @@ func (h *heldReader) Read(b []byte) (int, error) {
 		}
 	}
 	return n, err
-}
-
-// refusedHandshake reports whether err is a TLS alert from the peer: its
-// TLS layer refused the connection (a client certificate it does not
-// admit, say), so no request reached it. In TLS 1.3 the client sends its
-// request before the server has checked its certificate, and learns of the
-// refusal only when reading the answer.
-func refusedHandshake(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "remote error"
 }
 
 func copyResponse(w http.ResponseWriter, resp *http.Response) {
