@@ -2,9 +2,10 @@
 // side by side in one run, with wrk as an external load generator: a
 // direct call to the platform, then one local hop and one forwarded hop
 // through the embedded proxy and through HAProxy, the forwarded hop both in
-// clear text and over the federation's TLS; and, as the floor of any proxy
-// written with net/http, the same hops through net/http's server and
-// client with none of dfaas's logic. For each path it reports wrk's
+// clear text and over the federation's TLS; and, to read those against,
+// net/http's server before the same platform handler with none of dfaas's
+// logic, and a forward built from net/http's stock parts
+// (httputil.ReverseProxy over http.Transport). For each path it reports wrk's
 // req/s, p50 and p99, and the CPU seconds the proxies spent per 10,000
 // requests (the platform runs in a process of its own, so it is not
 // counted). Needs wrk and haproxy on $PATH (Debian's packages).
@@ -250,10 +251,10 @@ func run(ctx context.Context, duration time.Duration, rounds, conns int, logw io
 	}
 
 	embCPU := func() time.Duration { return selfCPU() }
-	// The floor of a proxy written with net/http: its server in front of
-	// the handler the embedded proxy calls (faas/openfaas's), with
-	// none of dfaas's logic; and two of them in a row, the first passing
-	// requests on with httputil.ReverseProxy over a pooled Transport.
+	// net/http's server in front of the handler the embedded proxy calls
+	// (faas/openfaas's), with none of dfaas's logic; and a forward made
+	// of net/http's stock parts in front of that: httputil.ReverseProxy
+	// over a pooled http.Transport.
 	bareLocal, err := serveBare(rp)
 	if err != nil {
 		return nil, err
@@ -290,7 +291,7 @@ func run(ctx context.Context, duration time.Duration, rounds, conns int, logw io
 	}{
 		{"direct", "the platform, no proxy", "http://" + backendAddr + "/function/figlet", nil, nil},
 		{"nethttp/local", "net/http's server and faas/openfaas's handler alone", "http://" + bareLocal.addr + "/function/figlet", nil, embCPU},
-		{"nethttp/forward", "two of them, the first with httputil.ReverseProxy", "http://" + bareFwd.addr + "/function/figlet", nil, embCPU},
+		{"nethttp/forward", "httputil.ReverseProxy and http.Transport before nethttp/local", "http://" + bareFwd.addr + "/function/figlet", nil, embCPU},
 		{"embedded/local", "user port, run locally", "http://" + ea.UserAddr() + "/function/figlet",
 			func() error { return ea.Apply(ctx, local) }, embCPU},
 		{"embedded/forward", "user port, forwarded one hop in clear text", "http://" + ea.UserAddr() + "/function/figlet",
