@@ -5,6 +5,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/dfaas-go/dfaas/proxy"
 )
@@ -12,28 +16,39 @@ import (
 // invoke passes a request on to the gateway and relays its answer: what
 // httputil.ReverseProxy does in Rewrite mode, without what a function call
 // never needs (protocol upgrades, interim answers, a rewrite hook), which
-// cost a tenth of the proxy's CPU on a local hop.
+// cost a tenth of the proxy's CPU on a local hop. A path with a dot
+// segment is refused (400): the gateway would clean it into another path.
 func (b *Backend) invoke(w http.ResponseWriter, r *http.Request) {
+	if hasDotSegment(r.URL.Path) {
+		http.Error(w, "the path has a dot segment", http.StatusBadRequest)
+		return
+	}
+	body := &userBody{rc: r.Body}
+	defer body.over.Store(true)
 	out := (&http.Request{
 		Method:        r.Method,
-		URL:           &url.URL{Scheme: b.gateway.Scheme, Host: b.gateway.Host, Path: b.invokePath(r.URL.Path), RawQuery: r.URL.RawQuery},
+		URL:           &url.URL{Scheme: b.gateway.Scheme, Host: b.gateway.Host, Path: b.invokePath(r.URL.Path), RawQuery: cleanQuery(r.URL.RawQuery)},
 		Proto:         "HTTP/1.1",
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        make(http.Header, len(r.Header)+1),
-		Body:          r.Body,
+		Body:          body,
 		ContentLength: r.ContentLength,
 		Host:          b.gateway.Host,
 	}).WithContext(r.Context())
-	if r.ContentLength == 0 {
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		out.Body = nil // no body: nothing to wait for
 	}
 	for k, vv := range r.Header {
 		out.Header[k] = vv // read-only below: keys are deleted, values never edited
 	}
 	proxy.RemoveHopByHop(out.Header)
+	if httpguts.HeaderValuesContainsToken(r.Header["Te"], "trailers") {
+		out.Header["Te"] = []string{"trailers"} // end to end: the client reads trailers
+	}
 	// The client's own claims about where it is are not passed on, as
 	// ReverseProxy's Rewrite mode does not.
+	delete(out.Header, "Forwarded")
 	delete(out.Header, "X-Forwarded-For")
 	delete(out.Header, "X-Forwarded-Host")
 	delete(out.Header, "X-Forwarded-Proto")
@@ -43,8 +58,8 @@ func (b *Backend) invoke(w http.ResponseWriter, r *http.Request) {
 	resp, err := b.invoker.RoundTrip(out)
 	if err != nil {
 		switch {
-		case errors.Is(err, errBody):
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		case errors.Is(err, errBody) || body.failed.Load():
+			http.Error(w, "reading the request body failed", http.StatusBadRequest)
 		case r.Context().Err() != nil:
 			w.WriteHeader(http.StatusBadGateway) // the client left: nobody to tell
 		default:
@@ -53,45 +68,62 @@ func (b *Backend) invoke(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	defer resp.Body.Close()
-	h := w.Header()
-	for k, vv := range resp.Header {
-		h[k] = vv
+	proxy.CopyResponse(w, r, resp)
+}
+
+// userBody is the client's request body as the invocation reads it. Its
+// Close does nothing: a round trip that fails before it sends closes the
+// body, and closing net/http's server body would read (up to 256 KiB of)
+// what the client has not sent yet, with no deadline, or wait for a body
+// whose client waits for a 100 Continue. Once the invocation returns, it
+// reads nothing more. failed records that reading it failed: the
+// client's fault, not the gateway's.
+type userBody struct {
+	rc     io.Reader
+	over   atomic.Bool
+	failed atomic.Bool
+}
+
+var errInvocationOver = errors.New("openfaas: the invocation is over")
+
+func (u *userBody) Read(p []byte) (int, error) {
+	if u.over.Load() {
+		return 0, errInvocationOver
 	}
-	proxy.RemoveHopByHop(h)
-	for k := range resp.Trailer {
-		h.Add("Trailer", k)
+	n, err := u.rc.Read(p)
+	if err != nil && err != io.EOF {
+		u.failed.Store(true)
 	}
-	w.WriteHeader(resp.StatusCode)
-	buf := buffers.Get()
-	defer buffers.Put(buf)
-	// An answer of unknown length may be a stream: each piece leaves as
-	// it comes.
-	stream := resp.ContentLength < 0
-	rc := http.NewResponseController(w)
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			if stream {
-				_ = rc.Flush()
-			}
+	return n, err
+}
+
+func (u *userBody) Close() error { return nil }
+
+// hasDotSegment reports whether path has a "." or ".." segment: passed
+// on, it would name another path than /function/<name> once the gateway
+// cleans it.
+func hasDotSegment(path string) bool {
+	if !strings.Contains(path, "/.") {
+		return false
+	}
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return true
 		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			// Cut short: under net/http's server, abort the answer, so
-			// that the client cannot take a part for the whole.
-			if r.Context().Value(http.ServerContextKey) != nil {
-				panic(http.ErrAbortHandler)
-			}
-			return
-		}
 	}
-	for k, vv := range resp.Trailer {
-		h[http.TrailerPrefix+k] = vv
+	return false
+}
+
+// cleanQuery returns q, or q parsed and encoded again if it does not parse
+// (a ";" separator, a bad escape), so that the function reads the same
+// parameters any Go code before it would.
+func cleanQuery(q string) string {
+	if q == "" {
+		return q
 	}
+	v, err := url.ParseQuery(q)
+	if err == nil {
+		return q
+	}
+	return v.Encode()
 }

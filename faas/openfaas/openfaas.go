@@ -195,15 +195,6 @@ func (t wholeBody) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.next.RoundTrip(out)
 }
 
-// buffers lends invocations their copy buffers: without a pool each
-// would allocate 32 KiB, which the garbage collector then pays for.
-var buffers = &bufferPool{pool: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
-
-type bufferPool struct{ pool sync.Pool }
-
-func (p *bufferPool) Get() []byte  { return *p.pool.Get().(*[]byte) }
-func (p *bufferPool) Put(b []byte) { p.pool.Put(&b) }
-
 // Close releases the backend's idle connections to the gateway.
 func (b *Backend) Close() error {
 	b.apiTr.CloseIdleConnections()

@@ -1,14 +1,17 @@
 package openfaas
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,7 +226,11 @@ func TestInvocationRelay(t *testing.T) {
 			}
 			return
 		}
-		for _, h := range []string{"X-Secret", "Keep-Alive", "X-Forwarded-For", "X-Forwarded-Host", "User-Agent"} {
+		if r.Header.Get("Te") != "trailers" {
+			http.Error(w, "Te: trailers did not reach the gateway", http.StatusTeapot)
+			return
+		}
+		for _, h := range []string{"X-Secret", "Keep-Alive", "X-Forwarded-For", "X-Forwarded-Host", "Forwarded", "User-Agent"} {
 			if v, ok := r.Header[h]; ok {
 				http.Error(w, h+" reached the gateway: "+strings.Join(v, ","), http.StatusTeapot)
 				return
@@ -251,6 +258,8 @@ func TestInvocationRelay(t *testing.T) {
 	req.Header.Set("Keep-Alive", "timeout=5")
 	req.Header.Set("X-Forwarded-For", "10.0.0.1")
 	req.Header.Set("X-Forwarded-Host", "spoofed")
+	req.Header.Set("Forwarded", "for=10.0.0.1;host=admin.internal")
+	req.Header.Set("Te", "trailers")
 	req.Header.Set("X-Kept", "end-to-end")
 	req.Header["User-Agent"] = nil // Go's client sends none: nor may the proxy
 	resp, err := http.DefaultClient.Do(req)
@@ -275,3 +284,112 @@ func TestInvocationRelay(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "first second", string(first)+string(rest))
 }
+
+// TestInvocationRefusesWhatTheGatewayWouldReadOtherwise: a path with a dot
+// segment (the gateway would clean it into another path) is refused; a
+// query that does not parse goes on as Go parses it; an answer with no
+// valid status is a 502, not a crash.
+func TestInvocationRefusesWhatTheGatewayWouldReadOtherwise(t *testing.T) {
+	got := make(chan string, 10)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.URL.RequestURI()
+	}))
+	defer gw.Close()
+	b, err := New(Config{Gateway: gw.URL, Logger: quiet})
+	require.NoError(t, err)
+	defer b.Close()
+	for _, path := range []string{"/function/echo/..%2f..%2fsystem%2ffunctions", "/function/echo/../x", "/function/echo/./x"} {
+		rec := httptest.NewRecorder()
+		b.Handler().ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		assert.Equal(t, http.StatusBadRequest, rec.Code, path)
+	}
+	rec := httptest.NewRecorder()
+	b.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/function/echo/.well-known/x?user=alice;user=admin&x=%zz&ok=1", nil))
+	assert.Equal(t, http.StatusOK, rec.Code)
+	assert.Equal(t, "/function/echo.openfaas-fn/.well-known/x?ok=1", <-got)
+
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if _, err := http.ReadRequest(bufio.NewReader(c)); err == nil {
+				_, _ = io.WriteString(c, "HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n")
+			}
+			_ = c.Close()
+		}
+	}()
+	odd, err := New(Config{Gateway: "http://" + l.Addr().String(), Logger: quiet})
+	require.NoError(t, err)
+	defer odd.Close()
+	rec = httptest.NewRecorder()
+	odd.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/function/echo", nil))
+	assert.Equal(t, http.StatusBadGateway, rec.Code)
+}
+
+// TestInvocationLeavesTheBodyAlone: an invocation that fails before it is
+// sent answers at once, without waiting for a body the client sends only
+// after a 100 Continue; and once the handler returns, nothing reads the
+// client's body any more.
+func TestInvocationLeavesTheBodyAlone(t *testing.T) {
+	down, err := New(Config{Gateway: "http://127.0.0.1:1", Logger: quiet})
+	require.NoError(t, err)
+	defer down.Close()
+	front := httptest.NewServer(down.Handler())
+	defer front.Close()
+	c, err := net.Dial("tcp", strings.TrimPrefix(front.URL, "http://"))
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\nExpect: 100-continue\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	require.NoError(t, err, "answered without the body")
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode)
+
+	// A gateway that answers before reading a streamed body.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_, _ = io.Copy(io.Discard, br)
+	}()
+	early, err := New(Config{Gateway: "http://" + l.Addr().String(), Logger: quiet})
+	require.NoError(t, err)
+	defer early.Close()
+	body := &endlessBody{}
+	req := httptest.NewRequest("POST", "/function/echo", body)
+	req.ContentLength = -1
+	rec := httptest.NewRecorder()
+	early.Handler().ServeHTTP(rec, req)
+	returned := body.reads.Load()
+	time.Sleep(200 * time.Millisecond)
+	assert.Equal(t, "ok", rec.Body.String())
+	assert.Equal(t, returned, body.reads.Load(), "the client's body was read after the handler returned")
+}
+
+// endlessBody yields a byte every 5 ms, forever, counting its reads.
+type endlessBody struct{ reads atomic.Int64 }
+
+func (e *endlessBody) Read(p []byte) (int, error) {
+	e.reads.Add(1)
+	time.Sleep(5 * time.Millisecond)
+	p[0] = 'x'
+	return 1, nil
+}
+
+func (e *endlessBody) Close() error { return nil }

@@ -306,6 +306,7 @@ func (p *Pool) get(ctx context.Context, u *url.URL) (*conn, error) {
 			break
 		}
 		c := l[len(l)-1]
+		l[len(l)-1] = nil // the array does not keep it
 		p.idle[key] = l[:len(l)-1]
 		p.mu.Unlock()
 		// A server closes idle connections when it likes (it restarted, or
@@ -373,6 +374,7 @@ func (p *Pool) put(c *conn) {
 		drop = c
 	case len(l) >= p.cfg.MaxIdlePerHost:
 		drop = l[0]
+		l[0] = nil
 		p.idle[c.key] = append(l[1:], c)
 	default:
 		p.idle[c.key] = append(l, c)
@@ -398,6 +400,7 @@ func (p *Pool) sweep() {
 			n++
 		}
 		drop = append(drop, l[:n]...)
+		clear(l[:n])
 		if n == len(l) {
 			delete(p.idle, key)
 		} else {

@@ -46,10 +46,24 @@ type idleBody struct {
 	done bool
 }
 
-// boundBody puts r's body, if any, under p's BodyIdle.
-func (p *Proxy) boundBody(w http.ResponseWriter, r *http.Request) {
-	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &idleBody{ReadCloser: r.Body, rc: http.NewResponseController(w), idle: p.cfg.BodyIdle}
+// boundBody puts r's body, if any, under p's BodyIdle, and returns what
+// puts net/http's own body back when the handler returns: net/http looks
+// at it to decide what to do with a body the handler left. The rest of
+// such a body (the function was unknown, say) is not waited for: the
+// answer goes at once and the connection closes after it, and a client
+// waiting for a 100 Continue is not sent one.
+func (p *Proxy) boundBody(w http.ResponseWriter, r *http.Request) (restore func()) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return func() {}
+	}
+	orig := r.Body
+	b := &idleBody{ReadCloser: orig, rc: http.NewResponseController(w), idle: p.cfg.BodyIdle}
+	r.Body = b
+	return func() {
+		r.Body = orig
+		if !b.done {
+			_ = b.rc.SetReadDeadline(time.Unix(1, 0))
+		}
 	}
 }
 
@@ -71,7 +85,7 @@ func (b *idleBody) Read(buf []byte) (int, error) {
 
 // serveUser handles the user listener.
 func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
-	p.boundBody(w, r)
+	defer p.boundBody(w, r)()
 	// Only proxies set hop markers, and never on this listener.
 	r.Header.Del(proxy.HeaderHop)
 	r.Header.Del(proxy.HeaderFrom)
@@ -123,7 +137,7 @@ func admit(fn *function, now time.Time) bool {
 
 // servePeer handles the peer listener: execute within capacity or refuse.
 func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
-	p.boundBody(w, r)
+	defer p.boundBody(w, r)()
 	rt := p.lookup(w, r, true)
 	if rt == nil {
 		return
@@ -149,18 +163,22 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 	c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer}
+	// Counted on the way out, an aborted answer (http.ErrAbortHandler, the
+	// platform's answer cut off) included: the function ran.
+	defer func() {
+		busy := sw.status == http.StatusTooManyRequests // the platform's (or the function's) 429
+		switch {
+		case fromPeer && busy:
+			c.refused.Add(1)
+		case fromPeer:
+			c.receivedIn.Add(1)
+		case busy:
+			c.rejected.Add(1)
+		default:
+			c.servedLocal.Add(1)
+		}
+	}()
 	p.local.ServeHTTP(sw, r)
-	busy := sw.status == http.StatusTooManyRequests // the platform's (or the function's) 429
-	switch {
-	case fromPeer && busy:
-		c.refused.Add(1)
-	case fromPeer:
-		c.receivedIn.Add(1)
-	case busy:
-		c.rejected.Add(1)
-	default:
-		c.servedLocal.Add(1)
-	}
 }
 
 // forward sends the request to the route's peers in order until one answers
@@ -241,7 +259,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 				pr.sent.Add(1)
 				rt.fn.counts.forwardedOut.Add(1)
 			}
-			copyResponse(w, resp)
+			proxy.CopyResponse(w, r, resp)
 			return true
 		}
 	}
@@ -314,17 +332,6 @@ func (h *heldReader) Read(b []byte) (int, error) {
 		}
 	}
 	return n, err
-}
-
-func copyResponse(w http.ResponseWriter, resp *http.Response) {
-	defer resp.Body.Close()
-	h := w.Header()
-	for k, v := range resp.Header {
-		h[k] = v
-	}
-	proxy.RemoveHopByHop(h)
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, resp.Body)
 }
 
 // statusWriter records the status code the platform wrote. On the peer

@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -368,4 +369,87 @@ func TestStalledBodyIsCutOff(t *testing.T) {
 		assert.Less(t, time.Since(start), 3*time.Second, addr)
 		_ = conn.Close()
 	}
+}
+
+// cutShort is a platform whose answer of unknown length breaks off, as
+// faas/openfaas relays a gateway's answer that was cut: it aborts.
+var cutShort = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.WriteString(w, "part")
+	_ = http.NewResponseController(w).Flush()
+	panic(http.ErrAbortHandler)
+})
+
+// TestACutAnswerIsCutForTheUser: an answer cut off where it ran reaches the
+// user cut off, run locally or forwarded (never a part passed off as the
+// whole), and still counts as run. Forwarded answers keep their trailers.
+func TestACutAnswerIsCutForTheUser(t *testing.T) {
+	local, err := New(Config{Node: "a"}, cutShort)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = local.Close() })
+	apply(t, local, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
+
+	b, err := New(Config{Node: "b"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/function/cut" {
+			cutShort(w, r)
+			return
+		}
+		w.Header().Set("Trailer", "X-Sum")
+		_, _ = io.WriteString(w, "body")
+		w.Header().Set("X-Sum", "42")
+	}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	a, _ := newTestProxy(t, "c")
+	apply(t, b, map[string]dfaas.FunctionPlan{"cut": {Limit: 100, Capacity: 100}, "whole": {Limit: 100, Capacity: 100}})
+	apply(t, a, map[string]dfaas.FunctionPlan{
+		"cut":   {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 100}}},
+		"whole": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 100}}}})
+
+	for _, u := range []string{"http://" + local.UserAddr() + "/function/figlet", "http://" + a.UserAddr() + "/function/cut"} {
+		resp, err := http.Get(u)
+		require.NoError(t, err, u)
+		_, err = io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		assert.Error(t, err, "%s: the user can tell the answer was cut", u)
+	}
+	c := counts(t, local)["figlet"]
+	assert.EqualValues(t, 1, c.Arrivals)
+	assert.EqualValues(t, 1, c.ServedLocal, "an aborted answer still ran")
+	assert.EqualValues(t, 0, c.InFlight)
+	assert.EqualValues(t, 1, counts(t, b)["cut"].ReceivedIn)
+
+	resp, err := http.Get("http://" + a.UserAddr() + "/function/whole")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.NoError(t, err)
+	assert.Equal(t, "body", string(body))
+	assert.Equal(t, "42", resp.Trailer.Get("X-Sum"), "trailers cross the hop")
+}
+
+// TestAnUnreadBodyDoesNotHoldTheAnswer: a client that announced a body and
+// sends none (or waits for a 100 Continue, which it is not sent) gets its
+// answer at once when the proxy does not need the body (an unknown
+// function, a platform that answers without reading it).
+func TestAnUnreadBodyDoesNotHoldTheAnswer(t *testing.T) {
+	p, err := New(Config{Node: "a"}, // BodyIdle 30 s
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusBadGateway) }))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	apply(t, p, map[string]dfaas.FunctionPlan{"figlet": {Limit: 100, Capacity: 100}})
+	for _, expect := range []string{"", "Expect: 100-continue\r\n"} {
+		for path, code := range map[string]int{"/function/unknown": http.StatusNotFound, "/function/figlet": http.StatusBadGateway} {
+			c, err := net.Dial("tcp", p.UserAddr())
+			require.NoError(t, err)
+			_, err = fmt.Fprintf(c, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n%s\r\n", path, expect)
+			require.NoError(t, err)
+			require.NoError(t, c.SetReadDeadline(time.Now().Add(3*time.Second)))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if assert.NoError(t, err, "%s %q", path, expect) {
+				assert.Equal(t, code, resp.StatusCode, "%s %q", path, expect)
+			}
+			_ = c.Close()
+		}
+	}
+	assert.Eventually(t, func() bool { return counts(t, p)["figlet"].InFlight == 0 }, 5*time.Second, 10*time.Millisecond)
 }
