@@ -21,9 +21,10 @@ import (
 
 // Functions are the functions the suite's platforms serve: "echo" answers
 // at once with the platform's name, "slow" waits until the test lets it go,
-// "early" answers proxy.StatusRefused (after running). A platform set Busy
-// answers 429 Too Many Requests to every request without running it.
-var Functions = []string{"echo", "slow", "early"}
+// "early" answers proxy.StatusRefused (after running), "cut" breaks its
+// answer off after a part of it. A platform set Busy answers 429 Too Many
+// Requests to every request without running it.
+var Functions = []string{"echo", "slow", "early", "cut"}
 
 // Run runs the conformance suite against the data plane registered as
 // name: every node it starts is that data plane, on loopback, in front of
@@ -49,6 +50,7 @@ func Run(t *testing.T, name string) {
 		{"HostileAddressesGetNothing", testHostileAddresses},
 		{"InFlightSurvivesPlanChange", testInFlight},
 		{"NoRetryAfterSend", testNoRetryAfterSend},
+		{"ACutAnswerIsCutForTheUser", testCutAnswer},
 		{"RetryWhenUnreachable", testRetryWhenUnreachable},
 		{"RefusalOpensTheCaps", testRefusalOpensTheCaps},
 		{"TimeoutAfterSendRunsOnce", testTimeoutAfterSend},
@@ -121,6 +123,11 @@ func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fn, _ := proxy.FunctionName(r.URL.Path); fn == "early" {
 		http.Error(w, "a function's own 425", proxy.StatusRefused)
 		return
+	}
+	if fn, _ := proxy.FunctionName(r.URL.Path); fn == "cut" {
+		_, _ = io.WriteString(w, "part of")
+		_ = http.NewResponseController(w).Flush()
+		panic(http.ErrAbortHandler) // the connection is cut mid-answer
 	}
 	_, _ = io.WriteString(w, p.Name)
 }
@@ -390,4 +397,25 @@ func testHostileAddresses(t *testing.T, s *suite) {
 		assert.Equal(t, "b", got.body)
 	}
 	assert.Zero(t, internal.Calls.Load(), "nothing reached the address an advert smuggled in")
+}
+
+// testCutAnswer: an answer the platform broke off reaches the user broken
+// off, run locally or forwarded, never a part passed off as the whole; and
+// it ran once.
+func testCutAnswer(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	b, pb := s.node("b")
+	s.apply(b, map[string]dfaas.FunctionPlan{"cut": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"cut": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	for _, addr := range []string{b.UserAddr(), a.UserAddr()} {
+		req, err := http.NewRequest("POST", "http://"+addr+"/function/cut", strings.NewReader("payload"))
+		require.NoError(t, err)
+		resp, err := client.Do(req)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+		}
+		assert.Error(t, err, "%s: the user can tell the answer was cut", addr)
+	}
+	assert.EqualValues(t, 2, pb.Calls.Load(), "each ran once")
 }
