@@ -138,10 +138,22 @@ type conn struct {
 	canceled bool
 }
 
-// close closes the connection. A TLS connection is closed under its TLS
-// layer: (*tls.Conn).Close may wait seconds to send its close alert to a
-// peer that reads nothing, and HTTP/1.1's framing does not need it.
+// close closes an idle connection. A TLS connection is closed under its
+// TLS layer: (*tls.Conn).Close may wait seconds to send its close alert to
+// a peer that reads nothing, and HTTP/1.1's framing does not need it.
 func (c *conn) close() { _ = c.raw.Close() }
+
+// abort closes a connection whose exchange failed or was given up, with a
+// reset: the kernel drops what it has not delivered yet. Closed the usual
+// way, a request written into a partition would still be retransmitted,
+// and run, when the network healed, long after its user was told it
+// failed (the closing FIN is what sets the retransmission going).
+func (c *conn) abort() {
+	if tc, ok := c.raw.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.raw.Close()
+}
 
 // cancel makes the connection's pending and future reads and writes fail
 // at once; the connection is then closed, never reused.
@@ -222,7 +234,7 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	fail := func(err error) (*http.Response, error) {
 		stop()
-		c.close()
+		c.abort()
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w (%w)", errCanceled, ctx.Err(), err)
 		}
@@ -483,11 +495,14 @@ func (b *body) release(whole bool) {
 	if !b.stop() { // the context fired: the connection's deadline is gone
 		whole = false
 	}
-	if whole && b.keep {
+	switch {
+	case whole && b.keep:
 		b.p.put(b.c)
-		return
+	case whole:
+		b.c.close() // the answer said so
+	default:
+		b.c.abort()
 	}
-	b.c.close()
 }
 
 // MaxResponseHeaderBytes bounds the bytes read for an answer's headers

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -551,4 +552,30 @@ func TestIdleConnectionsAreClosedWithoutTraffic(t *testing.T) {
 	defer p.mu.Unlock()
 	assert.Empty(t, p.idle)
 	assert.Nil(t, p.sweeper, "no timer once nothing is kept")
+}
+
+// TestAGivenUpExchangeIsReset: a request whose client gave up before the
+// answer came is dropped with a reset, not a FIN: a FIN would make the
+// kernel deliver what it still held (a request written into a partition,
+// once the network heals) and the request would run for nobody.
+func TestAGivenUpExchangeIsReset(t *testing.T) {
+	seen := make(chan error, 1)
+	addr := rawServer(t, listen(t), func(i int, c net.Conn) bool {
+		_, err := c.Read(make([]byte, 1)) // no answer: wait for what the client does
+		seen <- err
+		return false
+	})
+	p := New(Config{})
+	defer p.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/", strings.NewReader("x"))
+	_, err := p.RoundTrip(req)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	select {
+	case err := <-seen:
+		assert.ErrorIs(t, err, syscall.ECONNRESET)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server saw nothing of the client leaving")
+	}
 }
