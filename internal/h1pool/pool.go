@@ -98,8 +98,9 @@ type Pool struct {
 	fallback *http.Transport
 
 	mu      sync.Mutex
-	idle    map[string][]*conn // by "scheme://host:port", the most recently used last
-	sweeper *time.Timer        // while connections are kept
+	idle    map[string][]*conn      // by "scheme://host:port", the most recently used last
+	waiters map[string][]chan *conn // requests dialing, which take a freed connection first
+	sweeper *time.Timer             // while connections are kept
 	closed  bool
 }
 
@@ -111,7 +112,7 @@ func New(cfg Config) *Pool {
 		tc = cfg.TLS.Clone()
 		tc.NextProtos = slices.DeleteFunc(slices.Clone(tc.NextProtos), func(p string) bool { return p != "http/1.1" })
 	}
-	return &Pool{cfg: cfg, tls: tc, idle: map[string][]*conn{},
+	return &Pool{cfg: cfg, tls: tc, idle: map[string][]*conn{}, waiters: map[string][]chan *conn{},
 		fallback: &http.Transport{
 			DialContext:           cfg.Dial,
 			TLSClientConfig:       tc,
@@ -330,7 +331,63 @@ func (p *Pool) get(ctx context.Context, u *url.URL) (*conn, error) {
 		}
 		c.close()
 	}
-	return p.dial(ctx, u.Scheme, key, addr)
+	return p.dialOrWait(ctx, u.Scheme, key, addr)
+}
+
+// dialOrWait dials a new connection, and takes one another request frees
+// meanwhile if that comes first, as http.Transport does: on a lossy link a
+// dial can take a second (a lost SYN) while a connection in use is free
+// again in milliseconds. A dial that loses the race goes on, and keeps
+// its connection for later.
+func (p *Pool) dialOrWait(ctx context.Context, scheme, key, addr string) (*conn, error) {
+	w := make(chan *conn, 1) // put hands over at most one
+	p.mu.Lock()
+	p.waiters[key] = append(p.waiters[key], w)
+	p.mu.Unlock()
+	type dialed struct {
+		c   *conn
+		err error
+	}
+	done := make(chan dialed, 1)
+	go func() {
+		c, err := p.dial(context.WithoutCancel(ctx), scheme, key, addr) // bounded by DialTimeout
+		done <- dialed{c, err}
+	}()
+	keepDialed := func() {
+		go func() {
+			if d := <-done; d.err == nil {
+				p.put(d.c)
+			}
+		}()
+	}
+	select {
+	case c := <-w:
+		keepDialed()
+		return c, nil
+	case d := <-done:
+		p.unwait(key, w)
+		return d.c, d.err
+	case <-ctx.Done():
+		p.unwait(key, w)
+		keepDialed()
+		return nil, ctx.Err()
+	}
+}
+
+// unwait removes w from key's waiters, and passes on a connection handed
+// to it before it was removed.
+func (p *Pool) unwait(key string, w chan *conn) {
+	p.mu.Lock()
+	p.waiters[key] = slices.DeleteFunc(p.waiters[key], func(x chan *conn) bool { return x == w })
+	if len(p.waiters[key]) == 0 {
+		delete(p.waiters, key)
+	}
+	p.mu.Unlock()
+	select {
+	case c := <-w:
+		p.put(c)
+	default:
+	}
 }
 
 // connKey names a connection's destination: scheme and host with port.
@@ -384,6 +441,15 @@ func (p *Pool) put(c *conn) {
 	switch {
 	case p.closed:
 		drop = c
+	case len(p.waiters[c.key]) > 0: // a request waits for a connection
+		w := p.waiters[c.key][0]
+		p.waiters[c.key] = p.waiters[c.key][1:]
+		if len(p.waiters[c.key]) == 0 {
+			delete(p.waiters, c.key)
+		}
+		w <- c // under the lock: unwait finds it either waiting or handed
+		p.mu.Unlock()
+		return
 	case len(l) >= p.cfg.MaxIdlePerHost:
 		drop = l[0]
 		l[0] = nil

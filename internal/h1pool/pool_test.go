@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -578,4 +579,61 @@ func TestAGivenUpExchangeIsReset(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the server saw nothing of the client leaving")
 	}
+}
+
+// TestAFreedConnectionBeatsASlowDial: on a lossy link a dial can take a
+// second (a lost SYN); a connection another request frees meanwhile is
+// taken instead, and the dial's connection is kept for later.
+func TestAFreedConnectionBeatsASlowDial(t *testing.T) {
+	release := make(chan struct{})
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/wait" {
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	var dials atomic.Int64
+	slow := make(chan struct{})
+	d := &net.Dialer{}
+	p := New(Config{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dials.Add(1) > 1 {
+			<-slow // every dial after the first stalls
+		}
+		return d.DialContext(ctx, network, addr)
+	}})
+	defer p.Close()
+	first := make(chan string)
+	go func() {
+		_, b := do(t, p, http.MethodGet, s.URL+"/wait", "")
+		first <- b
+	}()
+	require.Eventually(t, func() bool { return s.conns.Load() == 1 }, 5*time.Second, time.Millisecond)
+	second := make(chan string)
+	go func() {
+		_, b := do(t, p, http.MethodGet, s.URL+"/", "")
+		second <- b
+	}()
+	require.Eventually(t, func() bool { return dials.Load() == 2 }, 5*time.Second, time.Millisecond)
+	close(release) // the first request frees its connection; the second dial still stalls
+	assert.Equal(t, "ok", <-first)
+	select {
+	case b := <-second:
+		assert.Equal(t, "ok", b)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second request waited for its dial")
+	}
+	close(slow)
+	assert.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.idle[connKeyOf(t, s.URL)]) == 2 && len(p.waiters) == 0
+	}, 5*time.Second, 10*time.Millisecond, "the dialed connection is kept")
+}
+
+func connKeyOf(t *testing.T, raw string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	require.NoError(t, err)
+	key, _ := connKey(u)
+	return key
 }
