@@ -150,8 +150,8 @@ func (c *conn) close() { _ = c.raw.Close() }
 // and run, when the network healed, long after its user was told it
 // failed (the closing FIN is what sets the retransmission going).
 func (c *conn) abort() {
-	if tc, ok := c.raw.(*net.TCPConn); ok {
-		_ = tc.SetLinger(0)
+	if l, ok := c.raw.(interface{ SetLinger(int) error }); ok { // *net.TCPConn
+		_ = l.SetLinger(0)
 	}
 	_ = c.raw.Close()
 }
@@ -260,7 +260,12 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		_ = resp.Body.Close()
 		return fail(ctx.Err())
 	}
-	resp.Body = &body{rc: resp.Body, p: p, c: c, stop: stop, keep: !resp.Close && !req.Close}
+	b := &body{rc: resp.Body, p: p, c: c, stop: stop, keep: !resp.Close && !req.Close}
+	if resp.Body == http.NoBody { // HEAD, 204, 304, a length of 0: the exchange is over
+		b.release(true)
+		return resp, nil
+	}
+	resp.Body = b
 	return resp, nil
 }
 
@@ -311,10 +316,14 @@ func closeBody(req *http.Request) {
 // get returns a kept connection to u's host that is still open, or a new one.
 func (p *Pool) get(ctx context.Context, u *url.URL) (*conn, error) {
 	key, addr := connKey(u)
+	w := make(chan *conn, 1) // put hands over at most one
 	for {
 		p.mu.Lock()
 		l := p.idle[key]
 		if len(l) == 0 {
+			// Waiting from here, under the lock that found none kept: a
+			// connection freed from now on is handed over.
+			p.waiters[key] = append(p.waiters[key], w)
 			p.mu.Unlock()
 			break
 		}
@@ -322,35 +331,38 @@ func (p *Pool) get(ctx context.Context, u *url.URL) (*conn, error) {
 		l[len(l)-1] = nil // the array does not keep it
 		p.idle[key] = l[:len(l)-1]
 		p.mu.Unlock()
-		// A server closes idle connections when it likes (it restarted, or
-		// its idle timeout came first): a request written to such a
-		// connection fails after it was sent, which a forward may not
-		// retry. So a connection is checked before it is used.
-		if time.Since(c.used) < p.cfg.IdleTimeout && c.br.Buffered() == 0 && alive(c.raw) && c.quiet() {
+		if time.Since(c.used) < p.cfg.IdleTimeout && c.usable() {
 			return c, nil
 		}
 		c.close()
 	}
-	return p.dialOrWait(ctx, u.Scheme, key, addr)
+	return p.dialOrWait(ctx, w, u.Scheme, key, addr)
 }
 
+// usable reports whether a kept connection may carry a request. A server
+// closes idle connections when it likes (it restarted, or its idle timeout
+// came first): a request written to such a connection fails after it was
+// sent, which a forward may not retry. And a peer that sent more than its
+// answer would have the rest read as the next answer. So a connection the
+// peer closed, or left bytes on, is not used again.
+func (c *conn) usable() bool { return c.br.Buffered() == 0 && alive(c.raw) && c.quiet() }
+
 // dialOrWait dials a new connection, and takes one another request frees
-// meanwhile if that comes first, as http.Transport does: on a lossy link a
-// dial can take a second (a lost SYN) while a connection in use is free
-// again in milliseconds. A dial that loses the race goes on, and keeps
-// its connection for later.
-func (p *Pool) dialOrWait(ctx context.Context, scheme, key, addr string) (*conn, error) {
-	w := make(chan *conn, 1) // put hands over at most one
-	p.mu.Lock()
-	p.waiters[key] = append(p.waiters[key], w)
-	p.mu.Unlock()
+// meanwhile (handed to w) if that comes first, as http.Transport does: on
+// a lossy link a dial can take a second (a lost SYN) while a connection in
+// use is free again in milliseconds. A dial that loses the race goes on,
+// bounded by twice DialTimeout (connecting, then the TLS handshake), and
+// keeps its connection for later.
+func (p *Pool) dialOrWait(ctx context.Context, w chan *conn, scheme, key, addr string) (*conn, error) {
 	type dialed struct {
 		c   *conn
 		err error
 	}
 	done := make(chan dialed, 1)
 	go func() {
-		c, err := p.dial(context.WithoutCancel(ctx), scheme, key, addr) // bounded by DialTimeout
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*p.cfg.DialTimeout)
+		defer cancel()
+		c, err := p.dial(dctx, scheme, key, addr)
 		done <- dialed{c, err}
 	}()
 	keepDialed := func() {
@@ -360,23 +372,40 @@ func (p *Pool) dialOrWait(ctx context.Context, scheme, key, addr string) (*conn,
 			}
 		}()
 	}
-	select {
-	case c := <-w:
-		keepDialed()
-		return c, nil
-	case d := <-done:
-		p.unwait(key, w)
-		return d.c, d.err
-	case <-ctx.Done():
-		p.unwait(key, w)
-		keepDialed()
-		return nil, ctx.Err()
+	for {
+		select {
+		case c := <-w:
+			if !c.usable() { // handed over from an answer just read: checked as a kept one is
+				c.close()
+				p.mu.Lock()
+				p.waiters[key] = append(p.waiters[key], w)
+				p.mu.Unlock()
+				continue
+			}
+			keepDialed()
+			return c, nil
+		case d := <-done:
+			handed := p.unwait(key, w)
+			switch {
+			case d.err != nil && handed != nil && handed.usable():
+				return handed, nil
+			case handed != nil:
+				p.put(handed)
+			}
+			return d.c, d.err
+		case <-ctx.Done():
+			if handed := p.unwait(key, w); handed != nil {
+				p.put(handed)
+			}
+			keepDialed()
+			return nil, ctx.Err()
+		}
 	}
 }
 
-// unwait removes w from key's waiters, and passes on a connection handed
-// to it before it was removed.
-func (p *Pool) unwait(key string, w chan *conn) {
+// unwait removes w from key's waiters, and returns a connection handed to
+// it before it was removed, if any.
+func (p *Pool) unwait(key string, w chan *conn) *conn {
 	p.mu.Lock()
 	p.waiters[key] = slices.DeleteFunc(p.waiters[key], func(x chan *conn) bool { return x == w })
 	if len(p.waiters[key]) == 0 {
@@ -385,8 +414,9 @@ func (p *Pool) unwait(key string, w chan *conn) {
 	p.mu.Unlock()
 	select {
 	case c := <-w:
-		p.put(c)
+		return c
 	default:
+		return nil
 	}
 }
 
@@ -443,6 +473,7 @@ func (p *Pool) put(c *conn) {
 		drop = c
 	case len(p.waiters[c.key]) > 0: // a request waits for a connection
 		w := p.waiters[c.key][0]
+		p.waiters[c.key][0] = nil
 		p.waiters[c.key] = p.waiters[c.key][1:]
 		if len(p.waiters[c.key]) == 0 {
 			delete(p.waiters, c.key)

@@ -637,3 +637,129 @@ func connKeyOf(t *testing.T, raw string) string {
 	key, _ := connKey(u)
 	return key
 }
+
+func waiting(p *Pool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.waiters {
+		n += len(l)
+	}
+	return n
+}
+
+// A connection freed while a request waits is checked as a kept one is: a
+// hostile peer that appended a second answer after the first does not get
+// it read as the waiting request's answer.
+func TestAHandedConnectionWithBytesLeftIsNotUsed(t *testing.T) {
+	addr := rawServer(t, listen(t), func(i int, c net.Conn) bool {
+		if i == 0 {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"+
+				"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+		} else {
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ngood")
+		}
+		return true
+	})
+	var dials atomic.Int64
+	slow := make(chan struct{})
+	d := &net.Dialer{}
+	p := New(Config{Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+		if dials.Add(1) > 1 {
+			<-slow
+		}
+		return d.DialContext(ctx, network, a)
+	}})
+	defer p.Close()
+	defer close(slow)
+	reqA, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/a", nil)
+	respA, err := p.RoundTrip(reqA)
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // the planted answer is in
+	got := make(chan string, 1)
+	go func() {
+		reqB, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/b", nil)
+		resp, err := p.RoundTrip(reqB)
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		got <- string(b)
+	}()
+	require.Eventually(t, func() bool { return waiting(p) == 1 }, 5*time.Second, time.Millisecond)
+	b, _ := io.ReadAll(respA.Body) // EOF: put hands the connection to B
+	_ = respA.Body.Close()
+	assert.Equal(t, "ok", string(b))
+	select {
+	case s := <-got:
+		assert.NotEqual(t, "evil", s, "B got the answer the peer planted before B's request")
+	case <-time.After(500 * time.Millisecond): // B waits for its dial: the connection was refused
+	}
+}
+
+// A peer closes a connection right after its answer (a server shutting
+// down closes connections as they go idle): a request waiting for a
+// connection is not written into it, which would fail it as sent.
+func TestAHandedConnectionThePeerClosedIsNotUsed(t *testing.T) {
+	addr := rawServer(t, listen(t), func(i int, c net.Conn) bool {
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return false // closes after the answer
+	})
+	var dials atomic.Int64
+	slow := make(chan struct{})
+	d := &net.Dialer{}
+	p := New(Config{Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+		if dials.Add(1) > 1 {
+			<-slow
+		}
+		return d.DialContext(ctx, network, a)
+	}})
+	defer p.Close()
+	reqA, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/a", nil)
+	respA, err := p.RoundTrip(reqA)
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // the FIN is in
+	var wrote atomic.Int64
+	errc := make(chan error, 1)
+	go func() {
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{WroteHeaders: func() { wrote.Add(1) }})
+		reqB, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/b", nil)
+		resp, err := p.RoundTrip(reqB)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+		}
+		errc <- err
+	}()
+	require.Eventually(t, func() bool { return waiting(p) == 1 }, 5*time.Second, time.Millisecond)
+	_, _ = io.ReadAll(respA.Body)
+	_ = respA.Body.Close()
+	time.Sleep(100 * time.Millisecond)
+	close(slow)
+	err = <-errc
+	assert.NoError(t, err, "B was written into a connection the peer had closed (wrote=%d)", wrote.Load())
+}
+
+// A dial whose request has gone goes on for the pool, but within twice
+// DialTimeout even for a Dial bounded by its context alone.
+func TestADialItsRequestLeftIsBounded(t *testing.T) {
+	ended := make(chan struct{})
+	p := New(Config{DialTimeout: 50 * time.Millisecond, Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
+		<-ctx.Done() // a dial to a black hole, bounded by ctx alone
+		close(ended)
+		return nil, ctx.Err()
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://192.0.2.1/", nil)
+	_, err := p.RoundTrip(req)
+	require.Error(t, err)
+	p.Close()
+	select {
+	case <-ended:
+	case <-time.After(time.Second):
+		t.Fatal("the orphaned dial still runs after DialTimeout and Close")
+	}
+}
