@@ -592,15 +592,8 @@ func TestAFreedConnectionBeatsASlowDial(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "ok")
 	})
-	var dials atomic.Int64
-	slow := make(chan struct{})
-	d := &net.Dialer{}
-	p := New(Config{Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if dials.Add(1) > 1 {
-			<-slow // every dial after the first stalls
-		}
-		return d.DialContext(ctx, network, addr)
-	}})
+	dials, slow, dial := stallingDials()
+	p := New(Config{Dial: dial})
 	defer p.Close()
 	first := make(chan string)
 	go func() {
@@ -661,15 +654,8 @@ func TestAHandedConnectionWithBytesLeftIsNotUsed(t *testing.T) {
 		}
 		return true
 	})
-	var dials atomic.Int64
-	slow := make(chan struct{})
-	d := &net.Dialer{}
-	p := New(Config{Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
-		if dials.Add(1) > 1 {
-			<-slow
-		}
-		return d.DialContext(ctx, network, a)
-	}})
+	_, slow, dial := stallingDials()
+	p := New(Config{Dial: dial})
 	defer p.Close()
 	defer close(slow)
 	reqA, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/a", nil)
@@ -707,15 +693,8 @@ func TestAHandedConnectionThePeerClosedIsNotUsed(t *testing.T) {
 		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 		return false // closes after the answer
 	})
-	var dials atomic.Int64
-	slow := make(chan struct{})
-	d := &net.Dialer{}
-	p := New(Config{Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
-		if dials.Add(1) > 1 {
-			<-slow
-		}
-		return d.DialContext(ctx, network, a)
-	}})
+	_, slow, dial := stallingDials()
+	p := New(Config{Dial: dial})
 	defer p.Close()
 	reqA, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/a", nil)
 	respA, err := p.RoundTrip(reqA)
@@ -761,5 +740,18 @@ func TestADialItsRequestLeftIsBounded(t *testing.T) {
 	case <-ended:
 	case <-time.After(time.Second):
 		t.Fatal("the orphaned dial still runs after DialTimeout and Close")
+	}
+}
+
+// stallingDials is a Dial whose every dial after the first waits until
+// slow is closed (a lost SYN), counting them.
+func stallingDials() (dials *atomic.Int64, slow chan struct{}, dial func(context.Context, string, string) (net.Conn, error)) {
+	dials, slow = new(atomic.Int64), make(chan struct{})
+	d := &net.Dialer{}
+	return dials, slow, func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dials.Add(1) > 1 {
+			<-slow
+		}
+		return d.DialContext(ctx, network, addr)
 	}
 }
