@@ -114,7 +114,7 @@ func New(cfg Config) *Pool {
 	}
 	return &Pool{cfg: cfg, tls: tc, idle: map[string][]*conn{}, waiters: map[string][]chan *conn{},
 		fallback: &http.Transport{
-			DialContext:           cfg.Dial,
+			DialContext:           resetOnClose(cfg.Dial),
 			TLSClientConfig:       tc,
 			TLSHandshakeTimeout:   cfg.DialTimeout,
 			ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
@@ -123,6 +123,30 @@ func New(cfg Config) *Pool {
 			MaxIdleConnsPerHost:   cfg.MaxIdlePerHost,
 			DisableCompression:    true,
 		}}
+}
+
+// resetOnClose wraps dial so that its connections close with a reset, as
+// the pool's own do when an exchange fails or is given up (see abort):
+// http.Transport does not say why it closes a connection, and a request
+// it gave up inside a partition must not be delivered when it heals. An
+// idle connection closed this way costs its peer nothing more than a FIN.
+func resetOnClose(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return resetConn{c}, nil
+	}
+}
+
+type resetConn struct{ net.Conn }
+
+func (c resetConn) Close() error {
+	if l, ok := c.Conn.(interface{ SetLinger(int) error }); ok {
+		_ = l.SetLinger(0)
+	}
+	return c.Conn.Close()
 }
 
 // conn is one kept-alive connection.

@@ -568,16 +568,19 @@ func TestAGivenUpExchangeIsReset(t *testing.T) {
 	})
 	p := New(Config{})
 	defer p.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/", strings.NewReader("x"))
-	_, err := p.RoundTrip(req)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	select {
-	case err := <-seen:
-		assert.ErrorIs(t, err, syscall.ECONNRESET)
-	case <-time.After(5 * time.Second):
-		t.Fatal("the server saw nothing of the client leaving")
+	// A small body (the pool's own exchange) and a large one (http.Transport's).
+	for _, body := range []string{"x", strings.Repeat("x", MaxBody+1)} {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/", strings.NewReader(body))
+		_, err := p.RoundTrip(req)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, "%d bytes", len(body))
+		select {
+		case err := <-seen:
+			assert.ErrorIs(t, err, syscall.ECONNRESET, "%d bytes", len(body))
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d bytes: the server saw nothing of the client leaving", len(body))
+		}
 	}
 }
 
