@@ -129,7 +129,8 @@ func New(cfg Config) *Pool {
 // the pool's own do when an exchange fails or is given up (see abort):
 // http.Transport does not say why it closes a connection, and a request
 // it gave up inside a partition must not be delivered when it heals. An
-// idle connection closed this way costs its peer nothing more than a FIN.
+// idle connection then ends with a reset in place of a FIN, which an HTTP
+// server between requests takes the same way.
 func resetOnClose(dial func(context.Context, string, string) (net.Conn, error)) func(context.Context, string, string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
