@@ -116,14 +116,28 @@ func hasDotSegment(path string) bool {
 
 // cleanQuery returns q, or q parsed and encoded again if it does not parse
 // (a ";" separator, a bad escape), so that the function reads the same
-// parameters any Go code before it would.
+// parameters any Go code before it would. A query that parses, the usual
+// one, is only scanned: parsing it would build a map per invocation.
 func cleanQuery(q string) string {
-	if q == "" {
-		return q
+	for i := 0; i < len(q); i++ {
+		switch q[i] {
+		case ';':
+			return reencode(q)
+		case '%':
+			if i+2 >= len(q) || !isHex(q[i+1]) || !isHex(q[i+2]) {
+				return reencode(q)
+			}
+			i += 2
+		}
 	}
-	v, err := url.ParseQuery(q)
-	if err == nil {
-		return q
-	}
+	return q
+}
+
+func reencode(q string) string {
+	v, _ := url.ParseQuery(q) // what parses of it
 	return v.Encode()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
