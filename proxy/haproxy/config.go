@@ -253,14 +253,20 @@ func (l Layout) Render() (string, error) {
 	w("    acl under_limit var(txn.fn),table_http_req_rate(%s),sub(txn.limit) lt 0", tableUser)
 	w("    acl under_capacity var(txn.fn),table_http_req_rate(%s),sub(txn.capacity) lt 0", tableTotal)
 	// Decide once: tracking the request changes the rates the ACLs read.
-	// Local within the limit; else a peer with cap left (dfaas.lua sets
+	// Local within the limit; else a peer with cap left (dfaas.lua picks
 	// txn.peer); else local beyond the limit while capacity is left; else
 	// the forwarding backend answers 503.
 	w("    acl local var(txn.local) -m bool")
 	w("    acl spill var(txn.spill) -m bool")
 	w("    acl peer var(txn.peer) -m found")
 	w("    http-request set-var(txn.local) bool(true) if under_limit under_capacity")
-	w("    http-request lua.dfaas_pick if !local")
+	if l.testClock != "" {
+		w("    http-request set-var(txn.clock) req.hdr(%s)", l.testClock)
+		w("    http-request set-var(txn.peer) var(txn.fn),concat(\" \",txn.clock),lua.dfaas_pick if !local")
+	} else {
+		w("    http-request set-var(txn.peer) var(txn.fn),lua.dfaas_pick if !local")
+	}
+	w("    http-request unset-var(txn.peer) if !local { var(txn.peer) -m len 0 }")
 	w("    http-request set-var(txn.spill) bool(true) if !local !peer under_capacity")
 	w("    http-request track-sc0 var(txn.fn) table %s if local", tableUser)
 	w("    http-request track-sc0 var(txn.fn) table %s if spill", tableSpill)
