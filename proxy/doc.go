@@ -9,7 +9,9 @@
 //
 // The user listener takes OpenFaaS-style requests, /function/<name>[/...]
 // (FunctionName), so existing clients work unchanged. A function missing
-// from the plan answers 404. It removes the hop markers (HeaderHop,
+// from the plan answers 404; a path with a "." or ".." segment, however
+// encoded, answers 400 on both listeners (HasDotSegment): a platform that
+// cleans paths would run another one. It removes the hop markers (HeaderHop,
 // HeaderFrom) a user may have set. A request is executed locally while the
 // function's locally admitted rate is under the plan's Limit and all local
 // executions under its Capacity. Beyond that it is forwarded to a peer

@@ -78,3 +78,21 @@ func FunctionName(path string) (string, bool) {
 	}
 	return name, true
 }
+
+// HasDotSegment reports whether path (decoded, as in url.URL.Path) has a
+// "." or ".." segment. Data planes refuse such a request (400) on both
+// ports: a platform that cleans it (OpenFaaS's gateway does) would run
+// another path than the /function/<name> the node admitted, counted and
+// forwarded; /function/f/..%2f..%2fsystem%2ffunctions would reach the
+// gateway's API.
+func HasDotSegment(path string) bool {
+	if !strings.Contains(path, "/.") {
+		return false
+	}
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
+}

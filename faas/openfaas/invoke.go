@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync/atomic"
 
 	"golang.org/x/net/http/httpguts"
@@ -19,7 +18,7 @@ import (
 // cost a tenth of the proxy's CPU on a local hop. A path with a dot
 // segment is refused (400): the gateway would clean it into another path.
 func (b *Backend) invoke(w http.ResponseWriter, r *http.Request) {
-	if hasDotSegment(r.URL.Path) {
+	if proxy.HasDotSegment(r.URL.Path) {
 		http.Error(w, "the path has a dot segment", http.StatusBadRequest)
 		return
 	}
@@ -98,21 +97,6 @@ func (u *userBody) Read(p []byte) (int, error) {
 }
 
 func (u *userBody) Close() error { return nil }
-
-// hasDotSegment reports whether path has a "." or ".." segment: passed
-// on, it would name another path than /function/<name> once the gateway
-// cleans it.
-func hasDotSegment(path string) bool {
-	if !strings.Contains(path, "/.") {
-		return false
-	}
-	for seg := range strings.SplitSeq(path, "/") {
-		if seg == "." || seg == ".." {
-			return true
-		}
-	}
-	return false
-}
 
 // cleanQuery returns q, or q parsed and encoded again if it does not parse
 // (a ";" separator, a bad escape), so that the function reads the same

@@ -17,8 +17,13 @@ import (
 )
 
 // lookup resolves a request to its function's route, or answers that the
-// function is unknown: 404 to a user, a refusal to a peer.
+// function is unknown (404 to a user, a refusal to a peer) or that its path
+// has a dot segment (400, see proxy.HasDotSegment).
 func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route {
+	if proxy.HasDotSegment(r.URL.Path) {
+		http.Error(w, "the path has a dot segment", http.StatusBadRequest)
+		return nil
+	}
 	name, ok := proxy.FunctionName(r.URL.Path)
 	var rt *route
 	if ok {

@@ -245,6 +245,7 @@ func (l Layout) Render() (string, error) {
 	}
 	w("    http-request del-header %s", "X-Dfaas-Hop")
 	w("    http-request del-header %s", "X-Dfaas-From")
+	dotSegment(w)
 	w("    http-request set-var(txn.fn) path,field(3,/)")
 	w("    http-request return status 404 content-type text/plain string \"function not found\" if !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
 	w("    http-request track-sc2 var(txn.fn) table %s", tableArrivals)
@@ -287,6 +288,7 @@ func (l Layout) Render() (string, error) {
 		w("    bind %s", l.PeerAddr)
 	}
 	w("    http-request return status 400 content-type text/plain string \"missing hop marker\" if !{ req.hdr(X-Dfaas-Hop) -m found }")
+	dotSegment(w)
 	w("    http-request set-var(txn.fn) path,field(3,/)")
 	// Refusals are 425 (proxy.StatusRefused): not executed, retry elsewhere.
 	w("    http-request return status 425 hdr X-Dfaas-Refused unknown if !{ var(txn.fn),map(%s) -m found }", l.CapacityMap)
@@ -336,4 +338,14 @@ func (l Layout) Render() (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+// dotSegment writes a frontend's refusal (400) of a path with a "." or ".."
+// segment once decoded (proxy.HasDotSegment): HAProxy passes the path on as
+// it came, and a gateway that cleans it would run another path than the
+// function the frontend admitted.
+func dotSegment(w func(string, ...any)) {
+	w("    acl dot_segment path,url_dec -m sub /./ /../")
+	w("    acl dot_segment path,url_dec -m end /. /..")
+	w("    http-request return status 400 content-type text/plain string \"the path has a dot segment\" if dot_segment")
 }

@@ -39,6 +39,7 @@ func Run(t *testing.T, name string) {
 		run  func(*testing.T, *suite)
 	}{
 		{"UnknownFunctionIs404", testUnknownFunction},
+		{"DotSegmentIs400", testDotSegment},
 		{"HopMarkersStrippedOnUserPort", testHopMarkersStripped},
 		{"PeerPortRequiresHopMarker", testPeerPortRequiresHop},
 		{"AdmissionAtTheLimit", testAdmission},
@@ -211,6 +212,26 @@ func testUnknownFunction(t *testing.T, s *suite) {
 	}
 	assert.Zero(t, pa.Calls.Load(), "nothing executed")
 	assert.Zero(t, s.counts(a, "slow").Arrivals)
+}
+
+// testDotSegment: a path that a platform would clean into another one
+// (proxy.HasDotSegment), however it is encoded, gets 400 on both ports and
+// runs and counts nothing; a segment that only starts with dots is a name.
+func testDotSegment(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	for _, path := range []string{"/function/echo/..%2f..%2fsystem%2ffunctions", "/function/echo/../x", "/function/echo/./x",
+		"/function/echo/%2e%2e/x", "/function/echo/%2E", "/function/echo/..", "/function/./echo"} {
+		assert.Equal(t, http.StatusBadRequest, s.do(a.UserAddr(), path, nil).code, "user port %s", path)
+		assert.Equal(t, http.StatusBadRequest, s.do(a.PeerAddr(), path, map[string]string{proxy.HeaderHop: "1"}).code, "peer port %s", path)
+	}
+	assert.Zero(t, pa.Calls.Load(), "nothing executed")
+	c := s.counts(a, "echo")
+	assert.Equal(t, [5]uint64{}, [5]uint64{c.Arrivals, c.ServedLocal, c.ReceivedIn, c.Rejected, c.Refused}, "nothing counted")
+	for _, path := range []string{"/function/echo/...", "/function/echo/..x", "/function/echo/.well-known/x", "/function/echo/x."} {
+		assert.Equal(t, http.StatusOK, s.do(a.UserAddr(), path, nil).code, "user port %s", path)
+	}
+	assert.Equal(t, int64(4), pa.Calls.Load())
 }
 
 func testHopMarkersStripped(t *testing.T, s *suite) {
