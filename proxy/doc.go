@@ -8,8 +8,9 @@
 // A data plane has two listeners.
 //
 // The user listener takes OpenFaaS-style requests, /function/<name>[/...]
-// (FunctionName), so existing clients work unchanged. A function missing
-// from the plan answers 404; a path with a "." or ".." segment, however
+// (FunctionName, read from the path as it came: /function%2fother/echo or
+// /function/ech%6f name no function), so existing clients work unchanged.
+// A function missing from the plan answers 404; a path with a "." or ".." segment, however
 // encoded, answers 400 on both listeners (HasDotSegment): a platform that
 // cleans paths would run another one. It removes the hop markers (HeaderHop,
 // HeaderFrom) a user may have set. A request is executed locally while the

@@ -24,7 +24,13 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route
 		http.Error(w, "the path has a dot segment", http.StatusBadRequest)
 		return nil
 	}
-	name, ok := proxy.FunctionName(r.URL.Path)
+	// The name as it came: /function%2fother/echo or /function/ech%6f name
+	// no function here (HAProxy reads the raw path too), not other or echo.
+	raw := r.URL.RawPath
+	if raw == "" {
+		raw = r.URL.Path // encoded as it came
+	}
+	name, ok := proxy.FunctionName(raw)
 	var rt *route
 	if ok {
 		rt = (*p.routes.Load())[name]

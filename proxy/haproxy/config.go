@@ -188,9 +188,6 @@ func (l Layout) Render() (string, error) {
 	w("    stats socket %s mode 600 level admin expose-fd listeners", l.Socket)
 	w("    stats timeout 10s")
 	w("    setenv DFAAS_ROUTES %s", l.RoutesMap)
-	if l.testClock != "" {
-		w("    setenv DFAAS_TEST_CLOCK %s", l.testClock)
-	}
 	w("    lua-load %s", l.Lua)
 	if l.TLS != nil {
 		w("    tune.ssl.cachesize 0") // no resumption by session id either
@@ -246,7 +243,7 @@ func (l Layout) Render() (string, error) {
 	w("    http-request del-header %s", "X-Dfaas-Hop")
 	w("    http-request del-header %s", "X-Dfaas-From")
 	dotSegment(w)
-	w("    http-request set-var(txn.fn) path,field(3,/)")
+	w("    http-request set-var(txn.fn) path,field(3,/) if { path -m beg /function/ }")
 	w("    http-request return status 404 content-type text/plain string \"function not found\" if !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
 	w("    http-request track-sc2 var(txn.fn) table %s", tableArrivals)
 	w("    http-request set-var(txn.limit) var(txn.fn),map(%s,0)", l.LimitsMap)
@@ -263,7 +260,7 @@ func (l Layout) Render() (string, error) {
 	w("    http-request set-var(txn.local) bool(true) if under_limit under_capacity")
 	if l.testClock != "" {
 		w("    http-request set-var(txn.clock) req.hdr(%s)", l.testClock)
-		w("    http-request set-var(txn.peer) var(txn.fn),concat(\" \",txn.clock),lua.dfaas_pick if !local")
+		w("    http-request set-var(txn.peer) var(txn.fn),concat(\" \",txn.clock),lua.dfaas_pick(clock) if !local")
 	} else {
 		w("    http-request set-var(txn.peer) var(txn.fn),lua.dfaas_pick if !local")
 	}
@@ -289,7 +286,7 @@ func (l Layout) Render() (string, error) {
 	}
 	w("    http-request return status 400 content-type text/plain string \"missing hop marker\" if !{ req.hdr(X-Dfaas-Hop) -m found }")
 	dotSegment(w)
-	w("    http-request set-var(txn.fn) path,field(3,/)")
+	w("    http-request set-var(txn.fn) path,field(3,/) if { path -m beg /function/ }")
 	// Refusals are 425 (proxy.StatusRefused): not executed, retry elsewhere.
 	w("    http-request return status 425 hdr X-Dfaas-Refused unknown if !{ var(txn.fn),map(%s) -m found }", l.CapacityMap)
 	w("    http-request set-var(txn.capacity) var(txn.fn),map(%s,0)", l.CapacityMap)

@@ -32,11 +32,11 @@ local routes = {}
 -- new plan does not refill a cap already spent.
 local buckets = {}
 
--- DFAAS_TEST_CLOCK, set only by the driver's tests, makes the converter's
--- input "<function> <arrival time in microseconds>" (the configuration
+-- The driver's tests give the converter the argument "clock": its input is
+-- then "<function> <arrival time in microseconds>" (the configuration
 -- appends a request header), so that the golden vectors run on a clock the
--- test controls.
-local test_clock = os.getenv("DFAAS_TEST_CLOCK")
+-- test controls. An argument, not the environment, which HAProxy inherits
+-- from the agent.
 
 local function clock()
   local t = core.now()
@@ -119,9 +119,9 @@ local function pick(fn, at)
   return ""
 end
 
-core.register_converters("dfaas_pick", function(input)
+core.register_converters("dfaas_pick", function(input, mode)
   if input == nil or input == "" then return "" end
-  if test_clock then
+  if mode == "clock" then
     local fn, us = string.match(input, "^(%S+) (%d+)$")
     if fn == nil then return "" end
     return pick(fn, tonumber(us) / 1e6)

@@ -204,7 +204,11 @@ var unlimited = dfaas.FunctionPlan{Limit: 1e6, Capacity: 1e6}
 func testUnknownFunction(t *testing.T, s *suite) {
 	a, pa := s.node("a")
 	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
-	for _, path := range []string{"/function/slow", "/function/UPPER", "/function/", "/system/functions"} {
+	// The name is read from the path as it came: an encoded slash or
+	// letter names no function (a gateway that decodes first would route
+	// /function%2fslow/echo to slow), and only /function/ names one.
+	for _, path := range []string{"/function/slow", "/function/UPPER", "/function/", "/system/functions",
+		"/function%2fslow/echo", "/function/ech%6f", "/async-function/echo", "/xyz/echo"} {
 		assert.Equal(t, http.StatusNotFound, s.do(a.UserAddr(), path, nil).code, "user port %s", path)
 		got := s.do(a.PeerAddr(), path, map[string]string{proxy.HeaderHop: "1"})
 		assert.Equal(t, proxy.StatusRefused, got.code, "peer port %s", path)
