@@ -105,7 +105,9 @@ func LoadOrCreateKey(path string) (key crypto.PrivKey, created bool, err error) 
 }
 
 // LoadAllowList reads peer ids, one per line; blank lines and text after
-// '#' are ignored.
+// '#' are ignored. A file that names no peer is an error: an empty list
+// admits every holder of the secret (Libp2pConfig.Allow), so a file left
+// empty by mistake would open the federation without a word.
 func LoadAllowList(path string) ([]peer.ID, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -124,7 +126,13 @@ func LoadAllowList(path string) ([]peer.ID, error) {
 		}
 		out = append(out, id)
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("overlay: allow-list %s: %w", path, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: overlay: allow-list %s names no peer (to admit every holder of the secret, give no allow-list)", dfaas.ErrInvalidConfig, path)
+	}
+	return out, nil
 }
 
 // writePrivate creates path with mode 0600; it fails if path exists.

@@ -91,6 +91,14 @@ func TestAllowListFile(t *testing.T) {
 	_, err = LoadAllowList(path)
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
 	assert.ErrorContains(t, err, "line 2")
+
+	// A list that names nobody would admit everybody: refused.
+	for _, empty := range []string{"", "# members\n\n   \n"} {
+		require.NoError(t, os.WriteFile(path, []byte(empty), 0o644))
+		_, err = LoadAllowList(path)
+		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%q", empty)
+		assert.ErrorContains(t, err, "names no peer", "%q", empty)
+	}
 }
 
 // outsiderGetsNothing has the outsider publish its advert ten times while
