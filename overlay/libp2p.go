@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -26,7 +27,9 @@ import (
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -219,6 +222,9 @@ type Libp2p struct {
 	redial    *redialer
 	silent    atomic.Uint64 // adverts of suspect peers, dropped
 	flooded   atomic.Uint64 // adverts over a followee's rate, dropped
+	// lastDialErr is the last error a dial to a bootstrap peer met (see
+	// watchAlone).
+	lastDialErr atomic.Pointer[string]
 
 	closing   <-chan struct{} // closed when Close starts
 	cancel    context.CancelFunc
@@ -265,7 +271,11 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: connection manager: %w", err)
 	}
-	opts := []libp2p.Option{libp2p.ListenAddrStrings(cfg.ListenAddrs...), libp2p.DisableRelay(), libp2p.DisableMetrics(),
+	// TCP only (a private network rules out QUIC), without SO_REUSEPORT:
+	// with it a second agent, or an old one left running, binds the same
+	// port without a word and the kernel splits connections between them.
+	opts := []libp2p.Option{libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+		libp2p.ListenAddrStrings(cfg.ListenAddrs...), libp2p.DisableRelay(), libp2p.DisableMetrics(),
 		libp2p.Identity(key), libp2p.BandwidthReporter(o.bw), libp2p.ConnectionManager(cm)}
 	if cfg.Secret != nil {
 		opts = append(opts, libp2p.PrivateNetwork(cfg.Secret))
@@ -277,7 +287,12 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 		o.gater = newGater(self, cfg.Allow)
 		opts = append(opts, libp2p.ConnectionGater(o.gater))
 	}
+	if err := portsFree(cfg.ListenAddrs); err != nil {
+		_ = cm.Close()
+		return nil, err
+	}
 	if o.host, err = libp2p.New(opts...); err != nil {
+		_ = cm.Close()
 		return nil, fmt.Errorf("overlay: libp2p host: %w", err)
 	}
 	o.table = NewTable(dfaas.NodeID(o.host.ID().String()))
@@ -292,6 +307,7 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	o.cancel, o.closing = cancel, runCtx.Done()
 	o.goRun(func() { o.watchPeers(runCtx, evs) })
 	o.goRun(func() { o.redial.run(runCtx) })
+	o.goRun(func() { o.watchAlone(runCtx) })
 
 	o.dht, err = dht.New(o.host, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(protocol.ID("/"+cfg.Namespace)),
 		dht.BootstrapPeers(bs...))
@@ -458,6 +474,7 @@ func (o *Libp2p) connectBootstrap(ctx context.Context) {
 		}
 		if err := o.host.Connect(ctx, ai); err != nil {
 			o.log.Debug("bootstrap dial failed", "peer", ai.ID, "err", err)
+			o.bootstrapErr(err)
 			// Not up yet (agents of a federation start together), or
 			// unreachable for now: the redialer tries again soon and often.
 			o.redial.dropped(ai.ID, time.Now())
@@ -594,4 +611,30 @@ func (o *Libp2p) RTT(node dfaas.NodeID) (time.Duration, bool) {
 		return 0, false
 	}
 	return o.probes.distance(p)
+}
+
+// portsFree checks that each TCP listen address with a fixed port can be
+// bound, so that a port another process holds is a clear error at start
+// (libp2p would fail too, without SO_REUSEPORT, but leave its host's
+// goroutines behind).
+func portsFree(addrs []string) error {
+	for _, s := range addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			continue // libp2p reports it
+		}
+		na, err := manet.ToNetAddr(a)
+		if err != nil {
+			continue
+		}
+		if ta, ok := na.(*net.TCPAddr); !ok || ta.Port == 0 {
+			continue
+		}
+		l, err := net.Listen("tcp", na.String())
+		if err != nil {
+			return fmt.Errorf("overlay: listen address %s: %w (another agent still running?)", s, err)
+		}
+		_ = l.Close()
+	}
+	return nil
 }

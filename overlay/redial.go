@@ -114,6 +114,9 @@ func (r *redialer) dial(ctx context.Context, p peer.ID) {
 		defer cancel()
 		if err := h.Connect(dctx, peer.AddrInfo{ID: p, Addrs: addrs}); err != nil {
 			r.o.log.Debug("redial failed", "peer", p, "err", err)
+			if r.o.isBootstrap(p) {
+				r.o.bootstrapErr(err)
+			}
 		}
 	})
 }

@@ -1,0 +1,85 @@
+package overlay
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// logBuffer is an io.Writer for a slog handler that tests read while the
+// overlay writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// closedPort returns a loopback port nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	return port
+}
+
+// TestAloneIsSaid: a node whose bootstrap peer cannot be reached says at
+// Warn that it serves alone, with the dial's error; a node that joined
+// says nothing of the kind.
+func TestAloneIsSaid(t *testing.T) {
+	defer func(after, every time.Duration) { aloneAfter, aloneEvery = after, every }(aloneAfter, aloneEvery)
+	aloneAfter, aloneEvery = 200*time.Millisecond, time.Hour
+
+	member := startLibp2p(t)
+	var joined, lonely logBuffer
+	startWith(t, Libp2pConfig{Bootstrap: member.Addrs()[:1], Secret: testSecret,
+		Logger: slog.New(slog.NewTextHandler(&joined, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	dead := "/ip4/127.0.0.1/tcp/" + strconv.Itoa(closedPort(t)) + "/p2p/" + string(member.Self())
+	startWith(t, Libp2pConfig{Bootstrap: []string{dead}, Secret: testSecret,
+		Logger: slog.New(slog.NewTextHandler(&lonely, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+
+	require.Eventually(t, func() bool { return bytes.Contains([]byte(lonely.String()), []byte("serves alone")) },
+		5*time.Second, 20*time.Millisecond, "the lonely node says so")
+	out := lonely.String()
+	assert.Contains(t, out, "level=WARN")
+	assert.Contains(t, out, "connection refused", "with the dial's error")
+	assert.Equal(t, 1, bytes.Count([]byte(out), []byte("serves alone")), "once per aloneEvery")
+	time.Sleep(3 * aloneAfter)
+	assert.NotContains(t, joined.String(), "serves alone", "a node with a peer")
+}
+
+// TestListenPortIsNotShared: a second host cannot take a port another
+// holds (no SO_REUSEPORT): it fails to start, rather than split the
+// port's connections with the first.
+func TestListenPortIsNotShared(t *testing.T) {
+	addr := "/ip4/127.0.0.1/tcp/" + strconv.Itoa(closedPort(t))
+	startWith(t, Libp2pConfig{ListenAddrs: []string{addr}, Secret: testSecret})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o, err := NewLibp2p(ctx, Libp2pConfig{ListenAddrs: []string{addr}, Secret: testSecret, Namespace: "dfaas-test"})
+	if err == nil {
+		_ = o.Close()
+	}
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "address already in use")
+}
