@@ -57,4 +57,3 @@ func (o *Libp2p) watchAlone(ctx context.Context) {
 		}
 	}
 }
-

@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -56,6 +57,9 @@ func LoadSecret(path string) (pnet.PSK, error) {
 	raw, err := readPrivate(path)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: secret: %w", err)
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil, fmt.Errorf("%w: overlay: secret %s is empty: copy the federation's secret there", dfaas.ErrInvalidConfig, path)
 	}
 	psk, err := pnet.DecodeV1PSK(bytes.NewReader(raw))
 	if err != nil {
@@ -135,8 +139,12 @@ func LoadAllowList(path string) ([]peer.ID, error) {
 	return out, nil
 }
 
-// writePrivate creates path with mode 0600; it fails if path exists.
+// writePrivate creates path with mode 0600, and its directory with mode
+// 0700 if missing; it fails if path exists.
 func writePrivate(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err

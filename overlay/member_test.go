@@ -48,16 +48,26 @@ func TestSecretFile(t *testing.T) {
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
 	_, err = LoadSecret(filepath.Join(t.TempDir(), "missing"))
 	assert.ErrorIs(t, err, os.ErrNotExist)
+
+	empty := filepath.Join(t.TempDir(), "empty.key")
+	require.NoError(t, os.WriteFile(empty, nil, 0o600))
+	_, err = LoadSecret(empty)
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+	assert.ErrorContains(t, err, "is empty")
 }
 
 func TestKeyFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "node.key")
+	// Its directory is made too, owner only (/var/lib/dfaas on a new host).
+	path := filepath.Join(t.TempDir(), "state", "node.key")
 	k1, created, err := LoadOrCreateKey(path)
 	require.NoError(t, err)
 	assert.True(t, created)
 	st, err := os.Stat(path)
 	require.NoError(t, err)
 	assert.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	dir, err := os.Stat(filepath.Dir(path))
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o700), dir.Mode().Perm())
 	raw, err := os.ReadFile(path)
 	require.NoError(t, err)
 	assert.True(t, bytes.HasPrefix(raw, []byte("-----BEGIN PRIVATE KEY-----")), "PKCS#8 PEM")
