@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -28,18 +29,21 @@ func envName(name string) string {
 // by -config and then the environment, so that flags win over the
 // environment, which wins over the file. Every key of the file is a flag's
 // name; lists are YAML sequences and the functions a mapping. A value a
-// flag would refuse, or a key no flag has, is an error naming it.
-func layer(fs *flag.FlagSet, getenv func(string) string) error {
+// flag would refuse, or a key no flag has, is an error naming it. The
+// returned origins say where each value set from the file or the
+// environment came from, for the checks made after.
+func layer(fs *flag.FlagSet, getenv func(string) string) (origins, error) {
+	from := origins{}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	if path := fs.Lookup("config").Value.String(); path != "" {
 		raw, err := os.ReadFile(path)
 		if err != nil {
-			return fmt.Errorf("config: %w", err)
+			return nil, fmt.Errorf("config: %w", err)
 		}
 		var file map[string]yaml.Node
 		if err := yaml.Unmarshal(raw, &file); err != nil {
-			return fmt.Errorf("config %s: %w", path, err)
+			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 		keys := make([]string, 0, len(file))
 		for k := range file {
@@ -49,21 +53,22 @@ func layer(fs *flag.FlagSet, getenv func(string) string) error {
 		for _, key := range keys {
 			node := file[key]
 			if fs.Lookup(key) == nil || key == "config" {
-				return fmt.Errorf("config %s: line %d: unknown key %q", path, node.Line, key)
+				return nil, fmt.Errorf("config %s: line %d: unknown key %q", path, node.Line, key)
 			}
 			if flagOnly[key] {
-				return fmt.Errorf("config %s: line %d: %s is a command-line flag only", path, node.Line, key)
+				return nil, fmt.Errorf("config %s: line %d: %s is a command-line flag only", path, node.Line, key)
 			}
 			v, err := flagValue(key, &node)
 			if err != nil {
-				return fmt.Errorf("config %s: line %d: %s: %w", path, node.Line, key, err)
+				return nil, fmt.Errorf("config %s: line %d: %s: %w", path, node.Line, key, err)
 			}
 			if given[key] {
 				continue
 			}
 			if err := fs.Set(key, v); err != nil {
-				return fmt.Errorf("config %s: line %d: %s: %w", path, node.Line, key, err)
+				return nil, fmt.Errorf("config %s: line %d: %s: %w%s", path, node.Line, key, err, hint(fs.Lookup(key)))
 			}
+			from[key] = fmt.Sprintf("config %s line %d", path, node.Line)
 		}
 	}
 	var err error
@@ -77,10 +82,35 @@ func layer(fs *flag.FlagSet, getenv func(string) string) error {
 			return
 		}
 		if e := fs.Set(f.Name, v); e != nil {
-			err = fmt.Errorf("environment %s: %w", envName(f.Name), e)
+			err = fmt.Errorf("environment %s: %w%s", envName(f.Name), e, hint(f))
+			return
 		}
+		from[f.Name] = "environment " + envName(f.Name)
 	})
-	return err
+	return from, err
+}
+
+// origins maps a flag's name to where its value came from, if not the
+// command line or the default.
+type origins map[string]string
+
+// of is " (<where name's value came from>)", or nothing.
+func (o origins) of(name string) string {
+	if w, ok := o[name]; ok {
+		return " (" + w + ")"
+	}
+	return ""
+}
+
+// hint says what a flag wants, where its parse error does not: a duration
+// flag says only "parse error".
+func hint(f *flag.Flag) string {
+	if g, ok := f.Value.(flag.Getter); ok {
+		if _, ok := g.Get().(time.Duration); ok {
+			return ": want a duration with its unit, such as 500ms, 1s or 2m"
+		}
+	}
+	return ""
 }
 
 // listKeys take a YAML sequence, mapKeys a mapping; every other key a

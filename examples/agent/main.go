@@ -143,7 +143,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
 	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
 	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret, and peer traffic in clear text: any host that reaches -listen can join, any that reaches -peer can run functions (labs only)")
-	fs.StringVar(&o.admin, "admin", "", "operator listener (e.g. 127.0.0.1:9100) for /healthz, /readyz and /status; off the user and peer ports; none if empty")
+	fs.StringVar(&o.admin, "admin", "", "operator listener (e.g. 127.0.0.1:9100): /healthz, /readyz, /status, /metrics and the live view at /; off the user and peer ports; none if empty")
 	strategy := fs.String("strategy", "nearest", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -151,17 +151,18 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if err := layer(fs, getenv); err != nil {
+	from, err := layer(fs, getenv)
+	if err != nil {
 		return o, err
 	}
 	if o.logFormat != "text" && o.logFormat != "json" {
-		return o, fmt.Errorf("-log-format %q: want text or json", o.logFormat)
+		return o, fmt.Errorf("-log-format %q%s: want text or json", o.logFormat, from.of("log-format"))
 	}
 	if err := new(slog.Level).UnmarshalText([]byte(o.logLevel)); err != nil {
-		return o, fmt.Errorf("-log-level %q: want debug, info, warn or error", o.logLevel)
+		return o, fmt.Errorf("-log-level %q%s: want debug, info, warn or error", o.logLevel, from.of("log-level"))
 	}
 	if o.neighbours < 1 || o.neighbours > 1024 {
-		return o, fmt.Errorf("-neighbours %d: want 1 to 1024", o.neighbours)
+		return o, fmt.Errorf("-neighbours %d%s: want 1 to 1024", o.neighbours, from.of("neighbours"))
 	}
 	o.listen = splitList(*listen)
 	o.bootstrap = splitList(*bootstrap)
@@ -169,22 +170,21 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 		name, capacity, ok := strings.Cut(f, "=")
 		c, err := strconv.ParseFloat(capacity, 64)
 		if !ok || err != nil || c < 0 {
-			return o, fmt.Errorf("-functions: %q is not name=capacity", f)
+			return o, fmt.Errorf("-functions%s: %q is not name=capacity", from.of("functions"), f)
 		}
 		if err := dfaas.ValidateFunctionName(name); err != nil {
-			return o, fmt.Errorf("-functions: %w", err)
+			return o, fmt.Errorf("-functions%s: %w", from.of("functions"), err)
 		}
 		o.functions[name] = dfaas.Rate(c)
 	}
-	var err error
 	if o.strategy, err = balance.ByName(*strategy); err != nil {
-		return o, err
+		return o, fmt.Errorf("-strategy%s: %w", from.of("strategy"), err)
 	}
 	switch {
 	case !slices.Contains(proxy.Names(), o.proxy):
-		return o, fmt.Errorf("-proxy %q: want one of %s", o.proxy, strings.Join(proxy.Names(), ", "))
+		return o, fmt.Errorf("-proxy %q%s: want one of %s", o.proxy, from.of("proxy"), strings.Join(proxy.Names(), ", "))
 	case !slices.Contains(node.PlatformNames(), o.faas):
-		return o, fmt.Errorf("-faas %q: want one of %s", o.faas, strings.Join(node.PlatformNames(), ", "))
+		return o, fmt.Errorf("-faas %q%s: want one of %s", o.faas, from.of("faas"), strings.Join(node.PlatformNames(), ", "))
 	case o.proxy == "haproxy" && o.faas == "runtime":
 		return o, errors.New("-proxy haproxy needs -faas local or openfaas: HAProxy reaches the platform over TCP")
 	}

@@ -332,12 +332,19 @@ func TestConfigLayers(t *testing.T) {
 	for name, c := range map[string]struct {
 		file, env, want string
 	}{
-		"bad value":     {"interval: soon\n", "", "interval"},
-		"unknown key":   {"colour: blue\n", "", `unknown key "colour"`},
-		"nested":        {"user: {a: b}\n", "", "user"},
-		"bad env":       {"", "DFAAS_INTERVAL", "DFAAS_INTERVAL"},
-		"bad format":    {"log-format: xml\n", "", "log-format"},
-		"bad level":     {"log-level: loud\n", "", "log-level"},
+		"bad value":   {"interval: soon\n", "", "interval"},
+		"unknown key": {"colour: blue\n", "", `unknown key "colour"`},
+		"nested":      {"user: {a: b}\n", "", "user"},
+		"bad env":     {"", "DFAAS_INTERVAL", "DFAAS_INTERVAL"},
+		"bad format":  {"log-format: xml\n", "", "log-format"},
+		"bad level":   {"log-level: loud\n", "", "log-level"},
+		// Values checked after the layers name their file and line, or
+		// their environment variable, too.
+		"bad strategy":  {"interval: 1s\nstrategy: nearst\n", "", "bad.yaml line 2"},
+		"bad functions": {"functions: {hello: ten}\n", "", "bad.yaml line 1"},
+		"level line":    {"\nlog-level: verbose\n", "", "bad.yaml line 2"},
+		"env strategy":  {"", "DFAAS_STRATEGY", "environment DFAAS_STRATEGY"},
+		"no unit":       {"interval: 1\n", "", "want a duration with its unit"},
 		"no neighbours": {"neighbours: 0\n", "", "neighbours"},
 		"no file":       {"-", "", "config"},
 		"insecure":      {"insecure: true\n", "", "command-line flag only"},
