@@ -70,6 +70,7 @@ type options struct {
 	user       string
 	peer       string
 	advertise  string
+	name       string
 	functions  map[string]dfaas.Rate
 	interval   time.Duration
 	neighbours int
@@ -129,6 +130,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.IntVar(&o.neighbours, "neighbours", overlay.DefaultNeighbours, "peers this node follows (the nearest by round-trip time): whose adverts it plans with and to whom it may forward")
 	fs.StringVar(&o.user, "user", "127.0.0.1:8080", "user listener address (OpenFaaS path /function/<name>)")
 	fs.StringVar(&o.peer, "peer", "127.0.0.1:8081", "peer listener address")
+	fs.StringVar(&o.name, "name", "", "this node's name in the echo functions' answers (default: the host name)")
 	fs.StringVar(&o.advertise, "advertise", "", "peer address advertised to other agents (default: the bound -peer address)")
 	functions := fs.String("functions", "hello=10", "with -faas runtime or local: echo functions as name=capacity (req/s), comma-separated")
 	fs.StringVar(&o.proxy, "proxy", node.DefaultDataPlane, "data plane: "+strings.Join(proxy.Names(), ", ")+" (haproxy needs -faas local or openfaas)")
@@ -250,8 +252,11 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	if err := membership(o, &lc, log); err != nil {
 		return err
 	}
-	host, _ := os.Hostname() // names the node in the echo functions' answers
-	pf, err := node.OpenPlatform(ctx, o.faas, node.PlatformSpec{Node: host, Functions: o.functions, OpenFaaS: o.gateway, Logger: log})
+	name := o.name // names the node in the echo functions' answers
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	pf, err := node.OpenPlatform(ctx, o.faas, node.PlatformSpec{Node: name, Functions: o.functions, OpenFaaS: o.gateway, Logger: log})
 	if err != nil {
 		return err
 	}

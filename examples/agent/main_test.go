@@ -137,7 +137,7 @@ func TestAgentServes(t *testing.T) {
 	require.NoError(t, err)
 	admin := l.Addr().String()
 	require.NoError(t, l.Close())
-	o, err := parseFlags(state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms", "-admin", admin), io.Discard)
+	o, err := parseFlags(state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms", "-admin", admin, "-name", "edge-1"), io.Discard)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *node.Node, 1)
@@ -157,7 +157,7 @@ func TestAgentServes(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode == http.StatusOK && strings.HasPrefix(string(b), "hello on node ") && strings.HasSuffix(string(b), ": world")
+		return resp.StatusCode == http.StatusOK && string(b) == "hello on node edge-1: world" // -name
 	}, 5*time.Second, 20*time.Millisecond)
 	resp, err := http.Get("http://" + admin + "/readyz")
 	require.NoError(t, err)
