@@ -69,8 +69,8 @@ type Sample struct {
 
 // FunctionState is the local view of one function that a Balancer plans on.
 type FunctionState struct {
-	Capacity Rate // r_max: what this node can execute
-	Demand   Rate // r_loc: predicted user arrivals at this node
+	Capacity Rate `json:"capacity"` // r_max: what this node can execute
+	Demand   Rate `json:"demand"`   // r_loc: predicted user arrivals at this node
 }
 
 // Slack is the spare capacity r_ext = max(0, r_max - r_loc).
@@ -84,17 +84,17 @@ func (f FunctionState) Overloaded() bool { return f.Demand > f.Capacity }
 
 // State is this node's view of itself at one control tick.
 type State struct {
-	Node      NodeID
-	Time      time.Time
-	Functions map[string]FunctionState
+	Node      NodeID                   `json:"node"`
+	Time      time.Time                `json:"time"`
+	Functions map[string]FunctionState `json:"functions"`
 	// RTT is the round-trip time to each peer as this node measured it (an
 	// Overlay that is an RTTMeter); a peer missing has none measured yet.
 	// It is not advertised.
-	RTT map[NodeID]time.Duration
+	RTT map[NodeID]time.Duration `json:"rtt_ns,omitempty"`
 	// MaxRTT is, per function, the farthest in round-trip time its
 	// requests may be forwarded (FunctionSample.MaxRTT); a function missing
 	// has the Balancer's default. It is not advertised.
-	MaxRTT map[string]time.Duration
+	MaxRTT map[string]time.Duration `json:"max_rtt_ns,omitempty"`
 }
 
 // Advert is what a node tells its peers at every control tick.
@@ -279,29 +279,29 @@ func ValidateNodeID(id NodeID) error {
 
 // Share is a peer's part of a function's forwarded traffic.
 type Share struct {
-	Node NodeID
-	Addr string // host:port of the peer's proxy peer listener
+	Node NodeID `json:"node"`
+	Addr string `json:"addr"` // host:port of the peer's proxy peer listener
 	// Weight is the relative part of forwarded requests this peer receives.
-	Weight float64
+	Weight float64 `json:"weight"`
 	// Cap is the most this node may send the peer, in req/s. Zero means the
 	// peer takes nothing.
-	Cap Rate
+	Cap Rate `json:"cap"`
 }
 
 // FunctionPlan is how one function is served.
 type FunctionPlan struct {
 	// Limit is the rate of user requests admitted for local execution.
-	Limit Rate
+	Limit Rate `json:"limit"`
 	// Capacity is the rate of all local executions (user requests plus
 	// requests from peers) this node admits.
-	Capacity Rate
+	Capacity Rate `json:"capacity"`
 	// Peers receive user requests beyond Limit, chosen by Weight among those
 	// whose Cap is not exhausted, in order of preference for retries.
-	Peers []Share
+	Peers []Share `json:"peers"`
 }
 
 // Plan is a Balancer's decision for every function the federation serves.
 type Plan struct {
-	Time      time.Time
-	Functions map[string]FunctionPlan
+	Time      time.Time               `json:"time"`
+	Functions map[string]FunctionPlan `json:"functions"`
 }

@@ -36,8 +36,9 @@ type Status struct {
 	OverlayBytesOut int64          `json:"overlay_bytes_out,omitempty"`
 	// OverlayProtocols splits those bytes by libp2p protocol.
 	OverlayProtocols map[string]metrics.Stats `json:"overlay_protocols,omitempty"`
-	// RTT is the round-trip time to each peer the overlay measured.
-	RTT map[dfaas.NodeID]time.Duration `json:"rtt,omitempty"`
+	// RTT is the round-trip time to each peer the overlay measured
+	// (nanoseconds in JSON).
+	RTT map[dfaas.NodeID]time.Duration `json:"rtt_ns,omitempty"`
 	// Counters are the data plane's counters per function since it
 	// started; CountersError says why they are missing, if they are.
 	Counters      map[string]FunctionCounts `json:"counters,omitempty"`

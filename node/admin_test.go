@@ -77,6 +77,20 @@ func TestAdminHandler(t *testing.T) {
 	assert.Contains(t, st.Plan.Functions, "hello")
 	assert.Contains(t, st.Counters, "hello", "the data plane's counters")
 	assert.Empty(t, st.CountersError)
+	// One naming for operators' tools: snake_case keys all through.
+	var raw struct {
+		State struct {
+			Functions map[string]map[string]float64 `json:"functions"`
+		} `json:"state"`
+		Plan struct {
+			Functions map[string]map[string]any `json:"functions"`
+		} `json:"plan"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &raw))
+	assert.Equal(t, map[string]float64{"capacity": 10, "demand": raw.State.Functions["hello"]["demand"]}, raw.State.Functions["hello"])
+	assert.Contains(t, raw.Plan.Functions["hello"], "limit")
+	assert.Contains(t, raw.Plan.Functions["hello"], "peers")
+	assert.NotContains(t, body, `"Functions"`)
 
 	down := build("c", node.Platform{Handler: http.NotFoundHandler(), Capacities: downPlatform{}})
 	srv2 := httptest.NewServer(down.AdminHandler())

@@ -588,10 +588,18 @@ func (o *Libp2p) Traffic() (in, out int64) {
 func (o *Libp2p) TrafficByProtocol() map[string]metrics.Stats {
 	out := map[string]metrics.Stats{}
 	for p, s := range o.bw.GetBandwidthByProtocol() {
-		out[string(p)] = s
+		name := string(p)
+		if name == "" {
+			name = NegotiationTraffic
+		}
+		out[name] = s
 	}
 	return out
 }
+
+// NegotiationTraffic is TrafficByProtocol's key for the bytes of streams
+// before they had a protocol (multistream-select's negotiation).
+const NegotiationTraffic = "(negotiation)"
 
 // fire asks the agent for an early tick.
 func (o *Libp2p) fire() {
