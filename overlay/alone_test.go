@@ -52,7 +52,7 @@ func TestAloneIsSaid(t *testing.T) {
 
 	member := startLibp2p(t)
 	var joined, lonely logBuffer
-	startWith(t, Libp2pConfig{Bootstrap: member.Addrs()[:1], Secret: testSecret,
+	j := startWith(t, Libp2pConfig{Bootstrap: member.Addrs()[:1], Secret: testSecret,
 		Logger: slog.New(slog.NewTextHandler(&joined, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	dead := "/ip4/127.0.0.1/tcp/" + strconv.Itoa(closedPort(t)) + "/p2p/" + string(member.Self())
 	startWith(t, Libp2pConfig{Bootstrap: []string{dead}, Secret: testSecret,
@@ -66,6 +66,15 @@ func TestAloneIsSaid(t *testing.T) {
 	assert.Equal(t, 1, bytes.Count([]byte(out), []byte("serves alone")), "once per aloneEvery")
 	time.Sleep(3 * aloneAfter)
 	assert.NotContains(t, joined.String(), "serves alone", "a node with a peer")
+
+	// A node closing does not log its peers as leaving: it is the one
+	// that leaves.
+	require.Eventually(t, func() bool {
+		require.NoError(t, member.Publish(t.Context(), advertOf(member, uint64(time.Now().UnixNano()), 0)))
+		return len(j.Adverts(time.Now())) > 0
+	}, 5*time.Second, 50*time.Millisecond, "the member's advert in the joined node's table")
+	require.NoError(t, j.Close())
+	assert.NotContains(t, joined.String(), "peer left")
 }
 
 // TestListenPortIsNotShared: a second host cannot take a port another

@@ -520,7 +520,7 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 		n.o.redial.forget(p) // nor by an earlier loss's redial
 	}
 	n.o.probes.forget(p)
-	if n.o.table.Remove(dfaas.NodeID(p.String())) {
+	if n.o.table.Remove(dfaas.NodeID(p.String())) && !n.o.isClosing() {
 		n.o.log.Info("peer left", "peer", p, "why", why)
 		n.o.fire()
 	}

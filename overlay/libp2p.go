@@ -389,6 +389,17 @@ func (o *Libp2p) Publish(ctx context.Context, a dfaas.Advert) error {
 	return nil
 }
 
+// isClosing reports whether Close has started: peers leaving then are
+// this node leaving, not news for the log.
+func (o *Libp2p) isClosing() bool {
+	select {
+	case <-o.closing:
+		return true
+	default:
+		return false
+	}
+}
+
 // Adverts implements dfaas.Overlay.
 func (o *Libp2p) Adverts(now time.Time) []dfaas.Advert { return o.table.Adverts(now) }
 
@@ -441,7 +452,7 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 			if o.isBootstrap(ev.Peer) {
 				o.redial.dropped(ev.Peer, time.Now())
 			}
-			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) {
+			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) && !o.isClosing() {
 				o.log.Info("peer left", "peer", ev.Peer, "why", "its connection dropped")
 				o.fire()
 			}
