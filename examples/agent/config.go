@@ -152,3 +152,20 @@ func flagValue(key string, n *yaml.Node) (string, error) {
 	}
 	return "", fmt.Errorf("unexpected YAML value")
 }
+
+// unknownEnv returns the variables of environ (KEY=value) that start with
+// DFAAS_ but set no flag of fs: a misspelt one (DFAAS_NEIGHBORS) would
+// otherwise be ignored without a word.
+func unknownEnv(fs *flag.FlagSet, environ []string) []string {
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[envName(f.Name)] = true })
+	var out []string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, envPrefix) && !known[k] {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -71,6 +71,7 @@ type options struct {
 	peer       string
 	advertise  string
 	name       string
+	unknownEnv []string // DFAAS_ variables no flag reads, warned of at start
 	functions  map[string]dfaas.Rate
 	interval   time.Duration
 	neighbours int
@@ -108,6 +109,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := o.logger(os.Stderr)
+	for _, k := range o.unknownEnv {
+		log.Warn("environment variable ignored: no flag reads it", "name", k, "see", "agent -h")
+	}
 	if err := run(ctx, o, log, nil); err != nil {
 		log.Error("agent stopped", "err", err)
 		os.Exit(1)
@@ -157,6 +161,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	if err != nil {
 		return o, err
 	}
+	o.unknownEnv = unknownEnv(fs, os.Environ())
 	if o.logFormat != "text" && o.logFormat != "json" {
 		return o, fmt.Errorf("-log-format %q%s: want text or json", o.logFormat, from.of("log-format"))
 	}

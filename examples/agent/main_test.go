@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"io"
 	"log/slog"
 	"net"
@@ -364,6 +365,16 @@ func TestConfigLayers(t *testing.T) {
 		require.Error(t, err, name)
 		assert.Contains(t, err.Error(), c.want, name)
 	}
+}
+
+// TestUnknownEnvironment: DFAAS_ variables that set no flag are named
+// (the agent warns of them at start); others and known ones are not.
+func TestUnknownEnvironment(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.Int("neighbours", 16, "")
+	fs.String("fn-namespace", "", "")
+	got := unknownEnv(fs, []string{"DFAAS_NEIGHBORS=3", "DFAAS_NEIGHBOURS=3", "DFAAS_FN_NAMESPACE=a", "HOME=/root", "DFAAS_=x", "PATH=/bin"})
+	assert.Equal(t, []string{"DFAAS_", "DFAAS_NEIGHBORS"}, got)
 }
 
 // TestAgentFromTheSampleConfig: the README's sample configuration runs an
