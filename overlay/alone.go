@@ -24,11 +24,13 @@ func (o *Libp2p) bootstrapErr(err error) {
 	o.lastDialErr.Store(&s)
 }
 
-func (o *Libp2p) watchAlone(ctx context.Context) {
+// watchAlone takes after and every (aloneAfter, aloneEvery) from its
+// caller, so that a test may change those between nodes.
+func (o *Libp2p) watchAlone(ctx context.Context, after, every time.Duration) {
 	if len(o.bootstrap) == 0 {
 		return
 	}
-	t := time.NewTicker(max(aloneAfter/4, 10*time.Millisecond))
+	t := time.NewTicker(max(after/4, 10*time.Millisecond))
 	defer t.Stop()
 	since := time.Now() // alone since
 	var warned time.Time
@@ -44,7 +46,7 @@ func (o *Libp2p) watchAlone(ctx context.Context) {
 				since, warned = now, time.Time{}
 				continue
 			}
-			if now.Sub(since) < aloneAfter || (!warned.IsZero() && now.Sub(warned) < aloneEvery) {
+			if now.Sub(since) < after || (!warned.IsZero() && now.Sub(warned) < every) {
 				continue
 			}
 			warned = now

@@ -47,7 +47,8 @@ func closedPort(t *testing.T) int {
 // Warn that it serves alone, with the dial's error; a node that joined
 // says nothing of the kind.
 func TestAloneIsSaid(t *testing.T) {
-	defer func(after, every time.Duration) { aloneAfter, aloneEvery = after, every }(aloneAfter, aloneEvery)
+	after, every := aloneAfter, aloneEvery
+	t.Cleanup(func() { aloneAfter, aloneEvery = after, every }) // after the nodes close
 	aloneAfter, aloneEvery = 200*time.Millisecond, time.Hour
 
 	member := startLibp2p(t)

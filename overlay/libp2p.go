@@ -307,7 +307,8 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	o.cancel, o.closing = cancel, runCtx.Done()
 	o.goRun(func() { o.watchPeers(runCtx, evs) })
 	o.goRun(func() { o.redial.run(runCtx) })
-	o.goRun(func() { o.watchAlone(runCtx) })
+	after, every := aloneAfter, aloneEvery
+	o.goRun(func() { o.watchAlone(runCtx, after, every) })
 
 	o.dht, err = dht.New(o.host, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(protocol.ID("/"+cfg.Namespace)),
 		dht.BootstrapPeers(bs...))
