@@ -11,8 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
 )
@@ -26,12 +24,25 @@ type Function struct {
 	Handler http.Handler
 	// Capacity is the most invocations per second the runtime executes (the
 	// node's r_max for this function); beyond it the runtime answers 429.
-	// It admits bursts of up to half a second of Capacity.
+	// It is measured as the data planes measure a node's capacity
+	// (proxy.Window: up to a second's worth at once, no more over any
+	// second), with a tenth more (capacityMargin), so that the runtime
+	// refuses nothing a data plane admitted for it. With a stricter measure
+	// (it was a token bucket half a second deep) a burst the data plane
+	// admitted reached its users as 429.
 	Capacity dfaas.Rate
 	// Work, if set, is how long each invocation holds the runtime before the
 	// handler runs, to model a function's service time.
 	Work time.Duration
 }
+
+// capacityMargin is how much more than its Capacity a function takes in
+// any second: a data plane that admits exactly the Capacity calls the
+// runtime after a delay that varies from request to request, so the
+// runtime's second and the data plane's do not start together, and a
+// request admitted at the end of one could find the other's full. The
+// local provider (faas/local, EnforceMaxRate) keeps the same margin.
+const capacityMargin = 1.1
 
 // Runtime is an embedded FaaS platform. It implements http.Handler (the
 // local target of a proxy) and Platform. It is safe for concurrent use.
@@ -42,7 +53,7 @@ type Runtime struct {
 
 type deployed struct {
 	Function
-	limiter     *rate.Limiter
+	limiter     *proxy.Window
 	invocations atomic.Uint64
 	throttled   atomic.Uint64
 }
@@ -58,7 +69,7 @@ func (rt *Runtime) Deploy(f Function) error {
 	if f.Handler == nil || !(f.Capacity >= 0) || math.IsInf(float64(f.Capacity), 0) || f.Work < 0 {
 		return fmt.Errorf("faas: deploy %s: %w: nil handler, bad capacity %v or negative work", f.Name, dfaas.ErrInvalidConfig, f.Capacity)
 	}
-	d := &deployed{Function: f, limiter: rate.NewLimiter(rate.Limit(f.Capacity), max(1, int(math.Ceil(float64(f.Capacity)/2))))}
+	d := &deployed{Function: f, limiter: proxy.NewWindow(f.Capacity*capacityMargin, time.Now())}
 	rt.mu.Lock()
 	rt.fns[f.Name] = d
 	rt.mu.Unlock()
@@ -123,7 +134,7 @@ func (rt *Runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "function not found", http.StatusNotFound)
 		return
 	}
-	if !d.limiter.Allow() {
+	if !d.limiter.Take(time.Now()) {
 		d.throttled.Add(1)
 		http.Error(w, "function over capacity", http.StatusTooManyRequests)
 		return
