@@ -17,8 +17,9 @@
 //     adverts on streams from each node's nearest peers, probes) and an
 //     in-memory Network.
 //   - balance: Balancer strategies, pure functions from (State, adverts) to a
-//     Plan. Proportional is the DFaaS paper's algorithm, Resilient ours;
-//     Recalc, Static, Random and AllLocal are baselines.
+//     Plan. Proportional is the DFaaS paper's algorithm, Resilient ours,
+//     Nearest (the default) Resilient with nearer peers first; Recalc,
+//     Static, Random and AllLocal are baselines.
 //   - forecast: Forecaster implementations: LastValue, EWMA, Holt,
 //     HoltWinters.
 //   - proxy: the data-plane contract (request semantics, headers, the pick

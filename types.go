@@ -118,13 +118,14 @@ type Advert struct {
 // Traffic is what a node's data plane did for one function over a window,
 // in requests per second.
 type Traffic struct {
-	// Served counts the requests executed on the node: its own users' and
-	// those peers forwarded to it.
+	// Served is the rate of requests executed on the node: its own users'
+	// and those peers forwarded to it.
 	Served Rate
-	// Rejected counts the node's user requests that no node executed.
+	// Rejected is the rate of the node's user requests that no node
+	// executed.
 	Rejected Rate
-	// Forwarded counts the node's user requests each peer executed; nil
-	// when none was forwarded.
+	// Forwarded is, per peer, the rate of the node's user requests it
+	// executed; nil when none was forwarded.
 	Forwarded map[NodeID]Rate
 }
 
@@ -285,12 +286,18 @@ type Share struct {
 	Weight float64 `json:"weight"`
 	// Cap is the most this node may send the peer, in req/s. Zero means the
 	// peer takes nothing.
+	//
+	// Data planes skip a share whose Weight or Cap is not a finite positive
+	// number, or whose Addr is not a plain host:port (proxy.Usable).
 	Cap Rate `json:"cap"`
 }
 
 // FunctionPlan is how one function is served.
 type FunctionPlan struct {
-	// Limit is the rate of user requests admitted for local execution.
+	// Limit is the rate of user requests admitted for local execution
+	// first. Beyond it they go to Peers; those no peer takes still run
+	// locally while Capacity has room (so Limit 0 forwards first, it does
+	// not forbid local execution), and are rejected after that.
 	Limit Rate `json:"limit"`
 	// Capacity is the rate of all local executions (user requests plus
 	// requests from peers) this node admits.
@@ -302,6 +309,8 @@ type FunctionPlan struct {
 
 // Plan is a Balancer's decision for every function the federation serves.
 type Plan struct {
+	// Time is when the plan was made: the Agent sets it to the tick's time
+	// (a Balancer need not). Nothing routes by it; it is for status and logs.
 	Time      time.Time               `json:"time"`
 	Functions map[string]FunctionPlan `json:"functions"`
 }

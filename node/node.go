@@ -98,7 +98,7 @@ func (c Config) Validate() error {
 	case c.Overlay != nil && c.TLS == nil && !c.PlainPeers:
 		return fmt.Errorf("%w: node: with an Overlay of your own, set TLS (or PlainPeers)", dfaas.ErrInvalidConfig)
 	case c.Advertise == "" && unspecifiedHost(c.PeerAddr):
-		return fmt.Errorf("%w: node: the peer listener %q binds every address: set Advertise (-advertise) to the host:port peers reach it at",
+		return fmt.Errorf("%w: node: the peer listener %q binds every address: set Config.Advertise (the example agent's -advertise) to the host:port peers reach it at",
 			dfaas.ErrInvalidConfig, c.PeerAddr)
 	case c.Advertise != "":
 		if err := dfaas.ValidateAddr(c.Advertise); err != nil {

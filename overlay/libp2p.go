@@ -233,9 +233,9 @@ type Libp2p struct {
 	closeErr  error
 }
 
-// NewLibp2p starts a libp2p host, joins the DHT and the advert topic, and
-// begins discovery. The returned overlay runs until Close; ctx bounds only
-// the start.
+// NewLibp2p starts a libp2p host, joins the DHT, begins discovery and
+// follows its nearest peers' advert streams. The returned overlay runs
+// until Close; ctx bounds only the start.
 func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

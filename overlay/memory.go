@@ -119,8 +119,8 @@ func (n *Network) Stats() NetworkStats {
 
 // Join adds a member called id, linked to every current member.
 func (n *Network) Join(id dfaas.NodeID) (*Memory, error) {
-	if id == "" {
-		return nil, fmt.Errorf("overlay: join: empty node id")
+	if err := dfaas.ValidateNodeID(id); err != nil {
+		return nil, fmt.Errorf("overlay: join: %w", err)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()

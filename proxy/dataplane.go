@@ -14,7 +14,10 @@ import (
 
 // DataPlane is a node's proxy as an agent runs it: it follows plans
 // (dfaas.ProxyDriver), counts what it does (Counter) and listens on two
-// addresses. Implementations may also implement dfaas.Trigger.
+// addresses. It should also implement dfaas.PeerHealth, reporting the
+// peers it ejected (Outliers does the bookkeeping): the conformance suite
+// requires it (proxytest, BrokenPeerIsEjected). It may implement
+// dfaas.Trigger to ask for an early plan.
 //
 // Apply and Counts may be called from different goroutines. Close is
 // idempotent and stops both listeners.

@@ -66,7 +66,9 @@ const (
 
 // FunctionName returns the function an OpenFaaS-style path names:
 // /function/<name> or /function/<name>/<rest>, where name is a DNS-1123
-// label (dfaas.ValidateFunctionName).
+// label (dfaas.ValidateFunctionName). A data plane passes the path as it
+// came (url.URL.RawPath when set, else Path): /function%2fother/x and
+// /function/ech%6f name no function.
 func FunctionName(path string) (string, bool) {
 	rest, ok := strings.CutPrefix(path, "/function/")
 	if !ok {

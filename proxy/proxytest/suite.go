@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,10 +30,17 @@ var Functions = []string{"echo", "slow", "early", "cut"}
 // Run runs the conformance suite against the data plane registered as
 // name: every node it starts is that data plane, on loopback, in front of
 // a platform that counts what it executes. Run it from the data plane's
-// own tests:
+// own tests, or from any package that imports the data plane's (its init
+// registers it):
+//
+//	import _ "github.com/dfaas-go/dfaas/proxy/embedded"
 //
 //	func TestConformance(t *testing.T) { proxytest.Run(t, "embedded") }
 func Run(t *testing.T, name string) {
+	if !slices.Contains(proxy.Names(), name) {
+		t.Fatalf("proxytest: no data plane is registered as %q (registered: %v): import its package, "+
+			"as in import _ \"github.com/dfaas-go/dfaas/proxy/embedded\"", name, proxy.Names())
+	}
 	t.Cleanup(client.CloseIdleConnections)
 	for _, tc := range []struct {
 		name string
