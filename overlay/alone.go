@@ -2,7 +2,10 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // A node given bootstrap peers that reaches none of them, and no other
@@ -18,8 +21,13 @@ var (
 	aloneEvery = time.Minute
 )
 
-// bootstrapErr records the last failed dial to a bootstrap peer.
+// bootstrapErr records the last failed dial to a bootstrap peer, unless
+// it only met the swarm's back-off: that says nothing of why, and would
+// hide the error that caused it.
 func (o *Libp2p) bootstrapErr(err error) {
+	if errors.Is(err, swarm.ErrDialBackoff) {
+		return
+	}
 	s := err.Error()
 	o.lastDialErr.Store(&s)
 }

@@ -227,6 +227,7 @@ type Libp2p struct {
 	lastDialErr atomic.Pointer[string]
 
 	closing   <-chan struct{} // closed when Close starts
+	leaving   atomic.Bool     // set first thing in Close
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -307,8 +308,6 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	o.cancel, o.closing = cancel, runCtx.Done()
 	o.goRun(func() { o.watchPeers(runCtx, evs) })
 	o.goRun(func() { o.redial.run(runCtx) })
-	after, every := aloneAfter, aloneEvery
-	o.goRun(func() { o.watchAlone(runCtx, after, every) })
 
 	o.dht, err = dht.New(o.host, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(protocol.ID("/"+cfg.Namespace)),
 		dht.BootstrapPeers(bs...))
@@ -318,6 +317,8 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	o.host.SetStreamHandler(o.proto, o.hood.handle)
 	o.goRun(func() { o.hood.run(runCtx) })
 	o.connectBootstrap(ctx)
+	after, every := aloneAfter, aloneEvery // after the first dials: their errors
+	o.goRun(func() { o.watchAlone(runCtx, after, every) })
 	o.goRun(func() { o.discover(runCtx) })
 	return o, nil
 }
@@ -392,14 +393,7 @@ func (o *Libp2p) Publish(ctx context.Context, a dfaas.Advert) error {
 
 // isClosing reports whether Close has started: peers leaving then are
 // this node leaving, not news for the log.
-func (o *Libp2p) isClosing() bool {
-	select {
-	case <-o.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (o *Libp2p) isClosing() bool { return o.leaving.Load() }
 
 // Adverts implements dfaas.Overlay.
 func (o *Libp2p) Adverts(now time.Time) []dfaas.Advert { return o.table.Adverts(now) }
@@ -564,6 +558,7 @@ func (o *Libp2p) discover(ctx context.Context) {
 // the DHT and the host. It is idempotent and safe after a failed start.
 func (o *Libp2p) Close() error {
 	o.closeOnce.Do(func() {
+		o.leaving.Store(true) // before the streams close: see isClosing
 		var errs []error
 		if o.hood != nil {
 			o.hood.closeAll()

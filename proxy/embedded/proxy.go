@@ -339,11 +339,17 @@ func (p *Proxy) Counts(context.Context) (map[string]proxy.Counts, error) {
 	return out, nil
 }
 
-// Close stops both listeners, waits up to 5 s for requests in flight, and
-// closes idle peer connections. It is idempotent.
+// closeGrace bounds Close's wait for the requests in progress. It is past
+// the 5 s for which net/http's Shutdown counts a connection that has sent
+// no request yet as busy: a peer's kept connection dialled but not used
+// yet held a Close for those 5 s, and a 5 s grace then ended in an error.
+const closeGrace = 7 * time.Second
+
+// Close stops both listeners, waits up to closeGrace for requests in
+// flight, and closes idle peer connections. It is idempotent.
 func (p *Proxy) Close() error {
 	p.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
 		defer cancel()
 		p.closeErr = errors.Join(p.user.Shutdown(ctx), p.peer.Shutdown(ctx))
 		p.wg.Wait()

@@ -453,3 +453,18 @@ func TestAnUnreadBodyDoesNotHoldTheAnswer(t *testing.T) {
 	}
 	assert.Eventually(t, func() bool { return counts(t, p)["figlet"].InFlight == 0 }, 5*time.Second, 10*time.Millisecond)
 }
+
+// TestCloseWithAQuietConnection: a peer's connection that was dialled but
+// has sent no request (a pool's spare) does not make Close fail: net/http
+// counts it busy for 5 s, and Close waits past that.
+func TestCloseWithAQuietConnection(t *testing.T) {
+	p, _ := newTestProxy(t, "a")
+	c, err := net.Dial("tcp", p.PeerAddr())
+	require.NoError(t, err)
+	defer c.Close()
+	u, err := net.Dial("tcp", p.UserAddr())
+	require.NoError(t, err)
+	defer u.Close()
+	time.Sleep(50 * time.Millisecond) // accepted
+	assert.NoError(t, p.Close())
+}
