@@ -37,9 +37,10 @@ import (
 // Libp2pConfig configures a Libp2p overlay. The zero value of every field
 // means its default.
 type Libp2pConfig struct {
-	// ListenAddrs are the multiaddrs to listen on. Default
-	// /ip4/127.0.0.1/tcp/0 (loopback, any port): set real interfaces in
-	// deployment.
+	// ListenAddrs are the TCP multiaddrs to listen on (the only transport:
+	// a private network rules out QUIC). A fixed port another process
+	// holds is an error. Default /ip4/127.0.0.1/tcp/0 (loopback, any
+	// port): set real interfaces in deployment.
 	ListenAddrs []string
 	// Bootstrap are full multiaddrs (with /p2p/<id>) of peers to join through.
 	// The first node of a federation has none.
