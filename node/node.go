@@ -217,6 +217,16 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.closers = append(n.closers, n.DataPlane.Close)
+	// A data plane that knows when each peer last answered lends it to
+	// the overlay's probes: a peer whose forwards are answered is not
+	// suspected for a stalled libp2p connection.
+	if a, ok := n.DataPlane.(interface{ LastAnswer(dfaas.NodeID) time.Time }); ok {
+		if o, ok := n.Overlay.(interface {
+			SetAnswered(func(dfaas.NodeID) time.Time)
+		}); ok {
+			o.SetAnswered(a.LastAnswer)
+		}
+	}
 	if n.Monitor, err = faas.NewMonitor(n.DataPlane, cfg.Platform.Capacities, faas.MonitorConfig{Window: cfg.Interval / 2}); err != nil {
 		return nil, err
 	}

@@ -408,6 +408,7 @@ func (o *Libp2p) Stats() Stats {
 	s.Flooded = o.flooded.Load()
 	s.Silent = o.silent.Load()
 	s.Evicted = o.hood.evicted.Load()
+	s.Excused = o.probes.excused.Load()
 	if o.gater != nil {
 		s.Denied = o.gater.denied.Load()
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -48,6 +49,38 @@ type prober struct {
 	o  *Libp2p
 	mu sync.Mutex
 	ps map[peer.ID]*probeState
+	// answered, if set, is the data plane's latest answer from a peer (see
+	// SetAnswered).
+	answered atomic.Pointer[func(dfaas.NodeID) time.Time]
+	excused  atomic.Uint64
+}
+
+// SetAnswered gives the overlay the data plane's evidence that a peer is
+// reachable: the time of the latest answer it had from the peer to a
+// forward (embedded.Proxy.LastAnswer). A peer that misses probes but
+// answered within the last probe timeout is not made suspect, nor hung up
+// on: what stalls is this node's libp2p connection to it (on a lossy link
+// one segment lost twice holds every stream on that connection for a
+// second or more, while the data plane's own connection carries on), not
+// the peer. A frozen or partitioned peer answers nothing, so it is
+// suspected at most one probe later than without. nil turns it off.
+func (o *Libp2p) SetAnswered(f func(dfaas.NodeID) time.Time) {
+	if f == nil {
+		o.probes.answered.Store(nil)
+		return
+	}
+	o.probes.answered.Store(&f)
+}
+
+// answeredWithin reports whether the data plane had an answer from p in
+// the last d.
+func (pr *prober) answeredWithin(p peer.ID, d time.Duration) bool {
+	f := pr.answered.Load()
+	if f == nil {
+		return false
+	}
+	at := (*f)(dfaas.NodeID(p.String()))
+	return !at.IsZero() && time.Since(at) < d
 }
 
 func newProber(o *Libp2p) *prober { return &prober{o: o, ps: map[peer.ID]*probeState{}} }
@@ -225,6 +258,8 @@ func (o *Libp2p) pingOnce(ctx context.Context, p peer.ID) (time.Duration, error)
 
 // record takes a probe's outcome: the RTT, or a miss.
 func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
+	// Asked before the lock: the data plane's clock is not the prober's.
+	excused := err != nil && pr.answeredWithin(p, pr.timeout(p))
 	pr.mu.Lock()
 	st := pr.ps[p]
 	if st == nil {
@@ -242,6 +277,11 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 		st.taken++
 		st.misses = 0
 		cleared, st.suspect = st.suspect, false
+	} else if excused {
+		// Counted up to, not past, the threshold: once the data plane's
+		// answers stop too, the next miss makes the peer suspect.
+		st.misses = min(st.misses+1, pr.o.cfg.SuspectAfter-1)
+		pr.excused.Add(1)
 	} else {
 		st.misses++
 		if st.misses >= pr.o.cfg.SuspectAfter && !st.suspect {
@@ -252,6 +292,8 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 	pr.mu.Unlock()
 	o := pr.o
 	switch {
+	case excused:
+		o.log.Debug("probe unanswered, but the data plane has answers from the peer: not suspect", "peer", p, "err", err)
 	case err == nil:
 		o.host.Peerstore().RecordLatency(p, rtt)
 		o.hood.sawRTT(p, rtt, time.Now())

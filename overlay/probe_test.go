@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,4 +159,60 @@ func TestDistanceIgnoresRetransmittedProbes(t *testing.T) {
 	}
 	d, _ = o.probes.distance(p)
 	assert.Equal(t, 50*time.Millisecond, d, "a longer route")
+}
+
+// TestAnsweredPeerIsNotSuspect: a peer that misses its probes while the
+// data plane has answers from it (a libp2p connection stalled on a lossy
+// link) stays in the table and keeps its connection; once the data plane
+// has none either, it is suspect at the next miss.
+func TestAnsweredPeerIsNotSuspect(t *testing.T) {
+	cfg := Libp2pConfig{Secret: testSecret, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond}
+	a := startWith(t, cfg)
+	cfg.Bootstrap = a.Addrs()
+	b := startWith(t, cfg)
+	var answering atomic.Bool
+	answering.Store(true)
+	a.SetAnswered(func(n dfaas.NodeID) time.Time {
+		if n == b.Self() && answering.Load() {
+			return time.Now()
+		}
+		return time.Time{}
+	})
+	ctx := context.Background()
+	seq := uint64(0)
+	publish := func() {
+		seq++
+		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 1)))
+	}
+	require.Eventually(t, func() bool {
+		publish()
+		return len(a.Adverts(time.Now())) == 1
+	}, 20*time.Second, 100*time.Millisecond, "b's advert at a")
+
+	b.host.SetStreamHandler(ping.ID, func(s network.Stream) { // reads pings, never echoes
+		_, _ = io.Copy(io.Discard, s)
+		_ = s.Reset()
+	})
+	for _, c := range b.host.Network().Conns() {
+		for _, s := range c.GetStreams() {
+			if s.Protocol() == ping.ID {
+				_ = s.Reset()
+			}
+		}
+	}
+	// Six probe timeouts: a silent peer is suspect after two, hung up on
+	// after four.
+	for end := time.Now().Add(6 * 500 * time.Millisecond); time.Now().Before(end); {
+		publish()
+		time.Sleep(100 * time.Millisecond)
+		require.Len(t, a.Adverts(time.Now()), 1, "a peer whose forwards are answered stays")
+	}
+	assert.Positive(t, a.Stats().Excused)
+	assert.Equal(t, network.Connected, a.host.Network().Connectedness(b.host.ID()), "and keeps its connection")
+
+	answering.Store(false)
+	require.Eventually(t, func() bool {
+		publish()
+		return len(a.Adverts(time.Now())) == 0
+	}, 3*time.Second, 50*time.Millisecond, "no answers either: suspect")
 }

@@ -32,6 +32,7 @@ type Stats struct {
 	Denied    uint64 // connections refused by the allow-list (Libp2p only)
 	Silent    uint64 // adverts of a peer that does not answer its probes (Libp2p only)
 	Evicted   uint64 // followers told to make room for a newcomer (Libp2p only)
+	Excused   uint64 // probe misses of a peer whose forwards were answered meanwhile (Libp2p only, see SetAnswered)
 }
 
 type counters struct {

@@ -308,6 +308,9 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 		return nil, false, err
 	}
 	resp, err := t.RoundTrip(out)
+	if err == nil {
+		p.answered(pr.node)
+	}
 	if err != nil {
 		// A refused TLS handshake (a peer that does not count this node
 		// as a member) fails before anything is written: TLS 1.2, see

@@ -136,6 +136,10 @@ type Proxy struct {
 	tmu        sync.Mutex
 	transports map[dfaas.NodeID]*h1pool.Pool // with TLS: one per peer, verifying that peer
 
+	// answers holds, per peer a route names, when it last answered a
+	// forward (unix nanoseconds in an *atomic.Int64): see LastAnswer.
+	answers sync.Map
+
 	routes atomic.Pointer[map[string]*route]
 
 	mu        sync.Mutex // guards functions; held by Apply
@@ -260,6 +264,26 @@ func (p *Proxy) pruneTransports(routes map[string]*route) {
 	}
 }
 
+// LastAnswer is when peer last answered a forward, with any status (a
+// refusal too): the zero time if it has not since its route appeared. An
+// answer proves the path to the peer works now; an overlay whose probes
+// stall on a lossy link can take it as such (overlay.Libp2p.SetAnswered).
+func (p *Proxy) LastAnswer(peer dfaas.NodeID) time.Time {
+	if v, ok := p.answers.Load(peer); ok {
+		return time.Unix(0, v.(*atomic.Int64).Load())
+	}
+	return time.Time{}
+}
+
+// answered records that peer answered a forward now.
+func (p *Proxy) answered(peer dfaas.NodeID) {
+	v, ok := p.answers.Load(peer)
+	if !ok {
+		v, _ = p.answers.LoadOrStore(peer, new(atomic.Int64))
+	}
+	v.(*atomic.Int64).Store(time.Now().UnixNano())
+}
+
 // UserAddr is the bound host:port of the user listener.
 func (p *Proxy) UserAddr() string { return p.userL.Addr().String() }
 
@@ -314,6 +338,18 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 		}
 	}
 	p.pruneTransports(next)
+	p.answers.Range(func(k, _ any) bool {
+		named := false
+		for _, rt := range next {
+			for _, pr := range rt.peers {
+				named = named || pr.node == k.(dfaas.NodeID)
+			}
+		}
+		if !named {
+			p.answers.Delete(k)
+		}
+		return true
+	})
 	p.outliers.Forget(func(n dfaas.NodeID) bool {
 		for _, rt := range next {
 			for _, pr := range rt.peers {

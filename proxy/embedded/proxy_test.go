@@ -468,3 +468,29 @@ func TestCloseWithAQuietConnection(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // accepted
 	assert.NoError(t, p.Close())
 }
+
+// TestLastAnswer: a peer's answers to forwards, a refusal included, are
+// timed (what the overlay's probes take as evidence the peer is
+// reachable); a peer no route names any more is forgotten.
+func TestLastAnswer(t *testing.T) {
+	a, _ := newTestProxy(t, "a")
+	b, _ := newTestProxy(t, "b")
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1000}}}})
+	assert.True(t, a.LastAnswer("b").IsZero(), "no forward yet")
+
+	before := time.Now()
+	code, _, _ := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, "hi") // b does not serve it: refused
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	refused := a.LastAnswer("b")
+	assert.False(t, refused.Before(before), "a refusal is an answer")
+
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Limit: 1000, Capacity: 1000}})
+	time.Sleep(time.Millisecond)
+	code, _, _ = do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, "hi")
+	require.Equal(t, http.StatusOK, code)
+	assert.True(t, a.LastAnswer("b").After(refused))
+	assert.True(t, a.LastAnswer("c").IsZero())
+
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {}})
+	assert.True(t, a.LastAnswer("b").IsZero(), "forgotten with its route")
+}
