@@ -94,7 +94,11 @@ func TestCrash(t *testing.T) {
 	require.Len(t, r.Detection, 1)
 	assert.Equal(t, "kill c", r.Detection[0].Event)
 	assert.LessOrEqual(t, r.Detection[0].Seconds, 2.0)
-	assert.LessOrEqual(t, r.ForwardLatencyMS.P50, 13.0, "RTT 10 ms + 3 ms")
+	// One round trip per forward (kept connections): a new connection or
+	// handshake per forward adds one or two more (p50 past 20 ms). The
+	// bound is not tighter: p50 is 11.9-12 ms here, and 13.4 ms once on a
+	// loaded machine.
+	assert.Less(t, r.ForwardLatencyMS.P50, 18.0, "RTT 10 ms, once")
 	assert.False(t, math.IsNaN(r.AgentCPUSeconds))
 	assert.Positive(t, r.AgentRSSMB)
 	assert.Positive(t, r.ControlBytesPerNodeS)
