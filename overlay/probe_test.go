@@ -53,19 +53,8 @@ func TestSilentPeerIsSuspect(t *testing.T) {
 			}
 		}
 	}()
-	// b stops answering pings but stays connected: it reads them and
-	// never echoes.
-	b.host.SetStreamHandler(ping.ID, func(s network.Stream) {
-		_, _ = io.Copy(io.Discard, s)
-		_ = s.Reset()
-	})
-	for _, c := range b.host.Network().Conns() {
-		for _, s := range c.GetStreams() {
-			if s.Protocol() == ping.ID {
-				_ = s.Reset()
-			}
-		}
-	}
+	// b stops answering pings but stays connected.
+	silencePings(b)
 	silentAt := time.Now()
 	require.Eventually(t, func() bool { return len(a.Adverts(time.Now())) == 0 }, 3*time.Second, 10*time.Millisecond,
 		"a silent peer stayed in the table")
@@ -98,6 +87,22 @@ func TestSilentPeerIsSuspect(t *testing.T) {
 	}, 5*time.Second, 100*time.Millisecond, "the peer answers again but stays out")
 	_, ok := a.RTT(dfaas.NodeID("not a peer id"))
 	assert.False(t, ok)
+}
+
+// silencePings makes o read the pings it gets and never echo them, while
+// it stays connected (as a frozen process or a stalled connection would).
+func silencePings(o *Libp2p) {
+	o.host.SetStreamHandler(ping.ID, func(s network.Stream) {
+		_, _ = io.Copy(io.Discard, s)
+		_ = s.Reset()
+	})
+	for _, c := range o.host.Network().Conns() {
+		for _, s := range c.GetStreams() {
+			if s.Protocol() == ping.ID {
+				_ = s.Reset()
+			}
+		}
+	}
 }
 
 // drain empties an overlay's trigger.
@@ -189,17 +194,7 @@ func TestAnsweredPeerIsNotSuspect(t *testing.T) {
 		return len(a.Adverts(time.Now())) == 1
 	}, 20*time.Second, 100*time.Millisecond, "b's advert at a")
 
-	b.host.SetStreamHandler(ping.ID, func(s network.Stream) { // reads pings, never echoes
-		_, _ = io.Copy(io.Discard, s)
-		_ = s.Reset()
-	})
-	for _, c := range b.host.Network().Conns() {
-		for _, s := range c.GetStreams() {
-			if s.Protocol() == ping.ID {
-				_ = s.Reset()
-			}
-		}
-	}
+	silencePings(b)
 	// Six probe timeouts: a silent peer is suspect after two, hung up on
 	// after four.
 	for end := time.Now().Add(6 * 500 * time.Millisecond); time.Now().Before(end); {
