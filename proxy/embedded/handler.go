@@ -308,9 +308,6 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 		return nil, false, err
 	}
 	resp, err := t.RoundTrip(out)
-	if err == nil {
-		p.answered(pr.node)
-	}
 	if err != nil {
 		// A refused TLS handshake (a peer that does not count this node
 		// as a member) fails before anything is written: TLS 1.2, see
@@ -318,6 +315,7 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 		// the peer ran the request.
 		return nil, wrote.Load(), err
 	}
+	p.answered(pr.node) // any answer, a refusal too: the path works
 	if resp.StatusCode == proxy.StatusRefused {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		_ = resp.Body.Close()

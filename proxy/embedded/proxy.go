@@ -243,16 +243,21 @@ func (p *Proxy) transportTo(node dfaas.NodeID) (*h1pool.Pool, error) {
 	return t, nil
 }
 
-// pruneTransports closes the transports of peers no route names.
-func (p *Proxy) pruneTransports(routes map[string]*route) {
-	if p.cfg.TLS == nil {
-		return
-	}
-	keep := map[dfaas.NodeID]bool{}
+// named returns the peers routes name.
+func named(routes map[string]*route) map[dfaas.NodeID]bool {
+	out := map[dfaas.NodeID]bool{}
 	for _, rt := range routes {
 		for _, pr := range rt.peers {
-			keep[pr.node] = true
+			out[pr.node] = true
 		}
+	}
+	return out
+}
+
+// pruneTransports closes the transports of peers not in keep.
+func (p *Proxy) pruneTransports(keep map[dfaas.NodeID]bool) {
+	if p.cfg.TLS == nil {
+		return
 	}
 	p.tmu.Lock()
 	defer p.tmu.Unlock()
@@ -337,29 +342,15 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 			delete(p.functions, name)
 		}
 	}
-	p.pruneTransports(next)
+	keep := named(next)
+	p.pruneTransports(keep)
 	p.answers.Range(func(k, _ any) bool {
-		named := false
-		for _, rt := range next {
-			for _, pr := range rt.peers {
-				named = named || pr.node == k.(dfaas.NodeID)
-			}
-		}
-		if !named {
+		if !keep[k.(dfaas.NodeID)] {
 			p.answers.Delete(k)
 		}
 		return true
 	})
-	p.outliers.Forget(func(n dfaas.NodeID) bool {
-		for _, rt := range next {
-			for _, pr := range rt.peers {
-				if pr.node == n {
-					return true
-				}
-			}
-		}
-		return false
-	}, now)
+	p.outliers.Forget(func(n dfaas.NodeID) bool { return keep[n] }, now)
 	return nil
 }
 
