@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"maps"
+	"net/http"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -23,6 +24,22 @@ type Counts struct {
 	// Latency of user requests at this node, from arrival to the end of the
 	// response.
 	Latency Latencies
+	// Executions is the latency of local executions, of every origin, from
+	// the hand-over to the platform to the end of its answer, whatever the
+	// answer; Solo those of them that started while no other execution of
+	// the function was in progress here (their service time unqueued). A
+	// capacity estimator learns from them (faas/capacity).
+	Executions, Solo Latencies
+	// Busy counts local executions the platform answered 429 (it ran
+	// none of them), Failed those it answered 502, 503 or 504 (it gave up
+	// or could not reach the function); both of every origin.
+	Busy, Failed uint64
+}
+
+// PlatformFailed reports whether a platform's status says it gave up a
+// call or could not reach its function (Counts.Failed).
+func PlatformFailed(status int) bool {
+	return status == http.StatusBadGateway || status == http.StatusServiceUnavailable || status == http.StatusGatewayTimeout
 }
 
 // Counter is what a Monitor reads: a data plane's counters per function.
@@ -47,6 +64,10 @@ func (c Counts) Add(o Counts) Counts {
 	s.Refused += o.Refused
 	s.FailedTries += o.FailedTries
 	s.Latency = c.Latency.Add(o.Latency)
+	s.Executions = c.Executions.Add(o.Executions)
+	s.Solo = c.Solo.Add(o.Solo)
+	s.Busy += o.Busy
+	s.Failed += o.Failed
 	s.Forwarded = maps.Clone(c.Forwarded)
 	if s.Forwarded == nil {
 		s.Forwarded = map[dfaas.NodeID]uint64{}
@@ -70,6 +91,10 @@ func (c Counts) Sub(old Counts) Counts {
 	d.Refused = Delta(c.Refused, old.Refused)
 	d.FailedTries = Delta(c.FailedTries, old.FailedTries)
 	d.Latency = c.Latency.Sub(old.Latency)
+	d.Executions = c.Executions.Sub(old.Executions)
+	d.Solo = c.Solo.Sub(old.Solo)
+	d.Busy = Delta(c.Busy, old.Busy)
+	d.Failed = Delta(c.Failed, old.Failed)
 	d.Forwarded = maps.Clone(c.Forwarded)
 	for n, v := range d.Forwarded {
 		d.Forwarded[n] = Delta(v, old.Forwarded[n])

@@ -13,8 +13,9 @@ import (
 // proxy.Counts.
 type counters struct {
 	arrivals, servedLocal, forwardedOut, receivedIn, rejected, refused, failedTries atomic.Uint64
+	busy, failed                                                                    atomic.Uint64
 	inFlight                                                                        atomic.Int64
-	latency                                                                         proxy.LatencyHistogram
+	latency, executions, solo                                                       proxy.LatencyHistogram
 
 	mu        sync.Mutex
 	forwarded map[dfaas.NodeID]*peerCount
@@ -65,6 +66,7 @@ func (c *counters) snapshot() proxy.Counts {
 		Arrivals: c.arrivals.Load(), ServedLocal: c.servedLocal.Load(), ForwardedOut: c.forwardedOut.Load(),
 		ReceivedIn: c.receivedIn.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(),
 		FailedTries: c.failedTries.Load(), InFlight: c.inFlight.Load(), Latency: c.latency.Snapshot(),
+		Executions: c.executions.Snapshot(), Solo: c.solo.Snapshot(), Busy: c.busy.Load(), Failed: c.failed.Load(),
 	}
 	c.mu.Lock()
 	out.Forwarded = make(map[dfaas.NodeID]uint64, len(c.forwarded))

@@ -171,13 +171,25 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 // serveLocal executes a request on the local platform.
 func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function, fromPeer bool) {
 	c := fn.counts
-	c.inFlight.Add(1)
+	solo := c.inFlight.Add(1) == 1
 	defer c.inFlight.Add(-1)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer}
+	start := time.Now()
 	// Counted on the way out, an aborted answer (http.ErrAbortHandler, the
 	// platform's answer cut off) included: the function ran.
 	defer func() {
+		took := time.Since(start)
+		c.executions.Observe(took)
+		if solo {
+			c.solo.Observe(took)
+		}
 		busy := sw.status == http.StatusTooManyRequests // the platform's (or the function's) 429
+		switch {
+		case busy:
+			c.busy.Add(1)
+		case proxy.PlatformFailed(sw.status):
+			c.failed.Add(1)
+		}
 		switch {
 		case fromPeer && busy:
 			c.refused.Add(1)

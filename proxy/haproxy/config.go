@@ -25,8 +25,7 @@ type Layout struct {
 	// a reloaded worker takes the stick tables over from the old one.
 	Socket, LimitsMap, CapacityMap, RoutesMap, Lua, PeersSocket string
 	// LogSocket, if set, is a unix datagram socket that receives a line per
-	// user request: "<function> <microseconds from its headers to the end
-	// of its response> <1 if admitted within the local limit, else ->".
+	// request of either listener (see logFormat).
 	LogSocket string
 	// Namespace, if set, is the functions' namespace on the platform:
 	// requests reach it as /function/<name>.<namespace> (OpenFaaS's path for
@@ -73,6 +72,15 @@ type TLS struct {
 
 // AnchorFile is the CA file of the server named server.
 func (t TLS) AnchorFile(server string) string { return filepath.Join(t.AnchorDir, server+".pem") }
+
+// logFormat is the request log's line, from both listeners: the listener
+// ("user" or "peer"), the function, microseconds from the request's headers to the end of its
+// answer, "1" if a user request was admitted within the local limit, how it
+// ran ("u" locally within the limit, "s" locally beyond it, "p" a peer's
+// request run here; else not run here), the status answered, and the
+// function's local executions in progress as it started, itself included.
+// A variable not set prints as "-".
+const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)]"
 
 // serverHealth is every peer server's outlier detection: five connection
 // errors in a row observed on forwards (refused, reset, TLS handshake
@@ -237,7 +245,7 @@ func (l Layout) Render() (string, error) {
 	w("    bind %s", l.UserAddr)
 	if l.LogSocket != "" {
 		w("    log global")
-		w("    log-format \"%%[var(txn.fn)] %%[date(0,us),sub(txn.t0)] %%[var(txn.local)]\"")
+		w("    log-format \"%s\"", logFormat)
 		w("    http-request set-var(txn.t0) date(0,us)")
 	}
 	w("    http-request del-header %s", "X-Dfaas-Hop")
@@ -269,6 +277,13 @@ func (l Layout) Render() (string, error) {
 	w("    http-request track-sc0 var(txn.fn) table %s if local", tableUser)
 	w("    http-request track-sc0 var(txn.fn) table %s if spill", tableSpill)
 	w("    http-request track-sc1 var(txn.fn) table %s if local || spill", tableTotal)
+	if l.LogSocket != "" {
+		// For the log: how it ran, and how many of the function's
+		// executions were in progress as it started, itself included.
+		w("    http-request set-var(txn.exec) str(u) if local")
+		w("    http-request set-var(txn.exec) str(s) if spill")
+		w("    http-request set-var(txn.cur) sc1_conn_cur if local || spill")
+	}
 	w("    use_backend %s if local || spill", backendLocal)
 	w("    use_backend fwd_%%[var(txn.fn)]")
 	// The platform did not run it: counted as rejected (sc1 is tracked
@@ -284,6 +299,11 @@ func (l Layout) Render() (string, error) {
 	} else {
 		w("    bind %s", l.PeerAddr)
 	}
+	if l.LogSocket != "" {
+		w("    log global")
+		w("    log-format \"%s\"", logFormat)
+		w("    http-request set-var(txn.t0) date(0,us)")
+	}
 	w("    http-request return status 400 content-type text/plain string \"missing hop marker\" if !{ req.hdr(X-Dfaas-Hop) -m found }")
 	dotSegment(w)
 	w("    http-request set-var(txn.fn) path,field(3,/) if { path -m beg /function/ }")
@@ -294,6 +314,10 @@ func (l Layout) Render() (string, error) {
 	w("    http-request track-sc0 var(txn.fn) table %s if !under_capacity", tableRefused)
 	w("    http-request return status 425 hdr X-Dfaas-Refused capacity hdr Retry-After 1 if !under_capacity")
 	w("    http-request track-sc1 var(txn.fn) table %s", tableTotal)
+	if l.LogSocket != "" {
+		w("    http-request set-var(txn.exec) str(p)")
+		w("    http-request set-var(txn.cur) sc1_conn_cur")
+	}
 	w("    http-response set-status 502 if { status 425 }") // the platform's own 425: executed
 	// The platform's 429 goes back as it is (never retried: a function may
 	// answer it after running) and counts as refused, not received.

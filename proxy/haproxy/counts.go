@@ -99,7 +99,8 @@ func (d *Driver) stats() (map[[2]string]statRow, error) {
 // over from the old one; and the forwarding backends' statistics for
 // rejected requests and retries, which carry over a reload as a snapshot
 // taken just before it (what the old worker counts after it is lost).
-// Latency comes from HAProxy's request log; requests in flight are the
+// Latency, the local executions' latencies and the platform's 429s and
+// failures come from HAProxy's request log; requests in flight are the
 // local executions in progress.
 func (d *Driver) Counts(ctx context.Context) (map[string]proxy.Counts, error) {
 	if err := ctx.Err(); err != nil {
@@ -128,8 +129,10 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 	out := map[string]proxy.Counts{}
 	for _, fn := range d.layout.Functions {
 		c := tc[fn].Add(sc[fn]).Add(d.base[fn])
-		if st, ok := d.logged.Load(fn); ok {
-			c.Latency = st.(*logState).latency.Snapshot()
+		if v, ok := d.logged.Load(fn); ok {
+			st := v.(*logState)
+			c.Latency, c.Executions, c.Solo = st.latency.Snapshot(), st.executions.Snapshot(), st.solo.Snapshot()
+			c.Busy, c.Failed = st.busy.Load(), st.failed.Load()
 		}
 		out[fn] = d.monotonic(fn, c)
 	}

@@ -3,6 +3,7 @@ package haproxy
 import (
 	"errors"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -13,7 +14,9 @@ import (
 
 // logState is what the request log tells of a function.
 type logState struct {
-	latency proxy.LatencyHistogram
+	latency          proxy.LatencyHistogram // user requests
+	executions, solo proxy.LatencyHistogram // local executions (see proxy.Counts)
+	busy, failed     atomic.Uint64
 	// over is set by a user request over the local limit, and cleared by
 	// every Apply. armed: the first such request fires the trigger; an
 	// Apply arms it only if the function was not already over its limit, so
@@ -21,9 +24,19 @@ type logState struct {
 	over, armed atomic.Bool
 }
 
-// readLogs reads HAProxy's request log until the socket closes: per user
-// request, "<function> <µs> <1 if admitted within the local limit>". Lines
-// of other shapes or for functions no plan named (HAProxy's own notices, for
+// logLine is one request log line (see logFormat).
+type logLine struct {
+	fn     string
+	took   time.Duration
+	user   bool // a user request (else a peer's)
+	local  bool // a user request admitted within the local limit
+	ran    bool // executed here
+	status int
+	solo   bool // no other execution of the function was in progress as it started
+}
+
+// readLogs reads HAProxy's request log until the socket closes. Lines of
+// other shapes or for functions no plan named (HAProxy's own notices, for
 // one) are skipped.
 func (d *Driver) readLogs() {
 	defer close(d.logDone)
@@ -37,17 +50,32 @@ func (d *Driver) readLogs() {
 			time.Sleep(10 * time.Millisecond) // no hot loop on a lasting error
 			continue
 		}
-		fn, took, local, ok := parseLogLine(string(buf[:n]))
+		l, ok := parseLogLine(string(buf[:n]))
 		if !ok {
 			continue
 		}
-		v, known := d.logged.Load(fn)
+		v, known := d.logged.Load(l.fn)
 		if !known {
 			continue
 		}
 		st := v.(*logState)
-		st.latency.Observe(took)
-		if !local {
+		if l.ran {
+			st.executions.Observe(l.took)
+			if l.solo {
+				st.solo.Observe(l.took)
+			}
+			switch {
+			case l.status == http.StatusTooManyRequests:
+				st.busy.Add(1)
+			case proxy.PlatformFailed(l.status):
+				st.failed.Add(1)
+			}
+		}
+		if !l.user {
+			continue
+		}
+		st.latency.Observe(l.took)
+		if !l.local {
 			st.over.Store(true)
 			if st.armed.CompareAndSwap(true, false) {
 				select {
@@ -59,16 +87,40 @@ func (d *Driver) readLogs() {
 	}
 }
 
-// parseLogLine reads one request log line: "<function> <µs> <1 if
-// admitted within the local limit, else ->".
-func parseLogLine(line string) (fn string, took time.Duration, local, ok bool) {
+// parseLogLine reads one request log line: "<user or peer> <function>
+// <µs> <1 if admitted within the local limit> <u, s or p if run here>
+// <status> <executions in progress as it started>", unset fields "-".
+func parseLogLine(line string) (logLine, bool) {
 	f := strings.Fields(line)
-	if len(f) != 3 {
-		return "", 0, false, false
+	if len(f) != 7 || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
+		return logLine{}, false
 	}
+	user := f[0] == "user"
+	f = f[1:]
 	us, err := strconv.ParseInt(f[1], 10, 64)
 	if err != nil || us < 0 || us > int64(time.Hour/time.Microsecond) {
-		return "", 0, false, false
+		return logLine{}, false
 	}
-	return f[0], time.Duration(us) * time.Microsecond, f[2] == "1", true
+	status, err := strconv.Atoi(f[4])
+	if err != nil || status < 100 || status > 999 {
+		return logLine{}, false
+	}
+	l := logLine{fn: f[0], took: time.Duration(us) * time.Microsecond, user: user, local: f[2] == "1", status: status}
+	switch f[3] {
+	case "u", "s":
+		l.ran = user
+	case "p":
+		l.ran = !user
+	case "-":
+	default:
+		return logLine{}, false
+	}
+	if l.ran {
+		cur, err := strconv.Atoi(f[5])
+		if err != nil || cur < 1 {
+			return logLine{}, false
+		}
+		l.solo = cur == 1
+	}
+	return l, true
 }

@@ -44,16 +44,25 @@ func TestResynced(t *testing.T) {
 }
 
 func TestParseLogLine(t *testing.T) {
-	fn, took, local, ok := parseLogLine("figlet 386 1\n")
+	l, ok := parseLogLine("user figlet 386 1 u 200 1\n")
 	assert.True(t, ok)
-	assert.Equal(t, "figlet", fn)
-	assert.Equal(t, 386*time.Microsecond, took)
-	assert.True(t, local)
-	_, _, local, ok = parseLogLine("figlet 1200 -")
+	assert.Equal(t, logLine{fn: "figlet", took: 386 * time.Microsecond, user: true, local: true, ran: true, status: 200, solo: true}, l)
+	l, ok = parseLogLine("user figlet 1200 - - 503 -")
 	assert.True(t, ok)
-	assert.False(t, local, "over the limit")
-	for _, bad := range []string{"", "figlet", "figlet x 1", "figlet -5 1", "Proxy user stopped (cumulated conns: FE: 1, BE: 0).", "a 1 1 extra"} {
-		_, _, _, ok := parseLogLine(bad)
+	assert.Equal(t, logLine{fn: "figlet", took: 1200 * time.Microsecond, user: true, status: 503}, l, "over the limit, not run here")
+	l, ok = parseLogLine("user figlet 900 - s 429 3")
+	assert.True(t, ok)
+	assert.Equal(t, logLine{fn: "figlet", took: 900 * time.Microsecond, user: true, ran: true, status: 429}, l, "run beyond the limit, with two others")
+	l, ok = parseLogLine("peer figlet 700 - p 200 2")
+	assert.True(t, ok)
+	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200}, l, "a peer's, run here")
+	l, ok = parseLogLine("peer figlet 30 - - 425 -")
+	assert.True(t, ok)
+	assert.Equal(t, logLine{fn: "figlet", took: 30 * time.Microsecond, status: 425}, l, "a peer's, refused")
+	for _, bad := range []string{"", "figlet", "user figlet x 1 u 200 1", "user figlet -5 1 u 200 1", "Proxy user stopped (cumulated conns: FE: 1, BE: 0).",
+		"user figlet 1 1 u 200 1 extra", "other figlet 1 1 u 200 1", "user - 1 - - 404 -", "user figlet 1 1 u 200 0", "user figlet 1 1 x 200 1",
+		"user figlet 1 1 u 2000 1", "peer figlet 1 - p 200 -"} {
+		_, ok := parseLogLine(bad)
 		assert.False(t, ok, bad)
 	}
 }
@@ -63,12 +72,12 @@ func TestParseLogLine(t *testing.T) {
 func FuzzParsers(f *testing.F) {
 	f.Add("0x1: key=figlet use=0 exp=0 conn_cur=1 http_req_cnt=2\n")
 	f.Add("0x1: [date] id=dfaas disabled=0 flags=0x1103 resync_timeout=4s")
-	f.Add("figlet 386 1")
+	f.Add("user figlet 386 1 u 200 1")
 	f.Fuzz(func(t *testing.T, s string) {
 		_ = parseTable(s)
 		_ = resynced(s)
-		_, took, _, ok := parseLogLine(s)
-		if ok && took < 0 {
+		l, ok := parseLogLine(s)
+		if ok && l.took < 0 {
 			t.Fatalf("negative latency from %q", s)
 		}
 	})

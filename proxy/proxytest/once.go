@@ -269,3 +269,55 @@ func testPeerPortCapacity(t *testing.T, s *suite) {
 	assert.Equal(t, uint64(refused), c.Refused)
 	assert.Equal(t, int64(ok), pb.Calls.Load())
 }
+
+// testExecutions: every local execution, a user's or a peer's, is
+// measured (Counts.Executions), those that started while no other of the
+// function ran also as Solo, and the platform's 429s and failures are
+// counted apart (Busy, Failed), on both listeners.
+func testExecutions(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited, "slow": unlimited})
+	measured := func(fn string, executions, solo, busy, failed uint64) {
+		t.Helper()
+		var c proxy.Counts
+		ok := assert.Eventually(t, func() bool { // HAProxy's come from its log, a moment later
+			c = s.counts(a, fn)
+			return c.Executions.Count() == executions && c.Solo.Count() == solo && c.Busy == busy && c.Failed == failed
+		}, 5*time.Second, 20*time.Millisecond)
+		if !ok {
+			t.Errorf("%s: executions %d solo %d busy %d failed %d, want %d %d %d %d", fn, c.Executions.Count(), c.Solo.Count(),
+				c.Busy, c.Failed, executions, solo, busy, failed)
+		}
+	}
+	for range 3 {
+		assert.Equal(t, http.StatusOK, s.do(a.UserAddr(), "/function/echo", nil).code)
+	}
+	assert.Equal(t, http.StatusOK, s.do(a.PeerAddr(), "/function/echo", map[string]string{proxy.HeaderHop: "1", proxy.HeaderFrom: "b"}).code)
+	measured("echo", 4, 4, 0, 0)
+
+	// Two "slow" at once: the second started while the first ran.
+	done := make(chan int, 2)
+	go func() { done <- s.do(a.UserAddr(), "/function/slow", nil).code }()
+	require.Eventually(t, func() bool { return s.counts(a, "slow").InFlight == 1 }, 5*time.Second, 10*time.Millisecond)
+	go func() {
+		done <- s.do(a.PeerAddr(), "/function/slow", map[string]string{proxy.HeaderHop: "1", proxy.HeaderFrom: "b"}).code
+	}()
+	require.Eventually(t, func() bool { return s.counts(a, "slow").InFlight == 2 }, 5*time.Second, 10*time.Millisecond)
+	pa.Release()
+	assert.Equal(t, http.StatusOK, <-done)
+	assert.Equal(t, http.StatusOK, <-done)
+	measured("slow", 2, 1, 0, 0)
+	assert.GreaterOrEqual(t, s.counts(a, "slow").Executions.Quantile(1), time.Duration(0))
+
+	// The platform's refusals and failures, of either origin.
+	pa.Busy.Store(true)
+	assert.Equal(t, http.StatusTooManyRequests, s.do(a.UserAddr(), "/function/echo", nil).code)
+	assert.Equal(t, http.StatusTooManyRequests, s.do(a.PeerAddr(), "/function/echo", map[string]string{proxy.HeaderHop: "1", proxy.HeaderFrom: "b"}).code)
+	measured("echo", 6, 6, 2, 0)
+	pa.Busy.Store(false)
+	for _, code := range []int{http.StatusGatewayTimeout, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusInternalServerError} {
+		pa.Fail.Store(int64(code))
+		assert.Equal(t, code, s.do(a.UserAddr(), "/function/echo", nil).code)
+	}
+	measured("echo", 10, 10, 2, 3) // a function's own 500 is not the platform failing
+}

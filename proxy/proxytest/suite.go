@@ -24,7 +24,8 @@ import (
 // at once with the platform's name, "slow" waits until the test lets it go,
 // "early" answers proxy.StatusRefused (after running), "cut" breaks its
 // answer off after a part of it. A platform set Busy answers 429 Too Many
-// Requests to every request without running it.
+// Requests to every request without running it, one set to Fail the
+// status it holds.
 var Functions = []string{"echo", "slow", "early", "cut"}
 
 // Run runs the conformance suite against the data plane registered as
@@ -65,6 +66,7 @@ func Run(t *testing.T, name string) {
 		{"TimeoutAfterSendRunsOnce", testTimeoutAfterSend},
 		{"PlatformRefusalStatusIsNotARefusal", testPlatformRefusalStatusIsNotARefusal},
 		{"PlatformBusyIsNotRetried", testBusyPlatform},
+		{"LocalExecutionsAreMeasured", testExecutions},
 		{"TLSForwardBetweenMembers", testTLSForward},
 		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
 		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
@@ -88,6 +90,7 @@ type Platform struct {
 	LastHop atomic.Value // string: HeaderHop of the last request
 	LastFor atomic.Value // string: HeaderFrom of the last request
 	Busy    atomic.Bool  // answer 429 without running anything
+	Fail    atomic.Int64 // if set, answer this status without running anything
 	release chan struct{}
 	once    sync.Once
 	srv     *http.Server
@@ -116,6 +119,11 @@ func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.Busy.Load() {
 		_, _ = io.Copy(io.Discard, r.Body)
 		http.Error(w, "too many requests", http.StatusTooManyRequests)
+		return
+	}
+	if code := p.Fail.Load(); code != 0 {
+		_, _ = io.Copy(io.Discard, r.Body)
+		http.Error(w, "the platform failed", int(code))
 		return
 	}
 	p.Calls.Add(1)
