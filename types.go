@@ -29,13 +29,14 @@ func (r Rate) inRange() bool { return r.valid() && r <= MaxRate }
 
 // Latency holds latency quantiles over a sample window. Zero means no data.
 type Latency struct {
-	P50, P99, Max time.Duration
+	P50, P95, P99, Max time.Duration
 }
 
 // FunctionSample is what a Monitor observed for one function over a window.
 type FunctionSample struct {
-	// Capacity is the rate the node can execute (r_max), as configured on the
-	// FaaS platform.
+	// Capacity is the rate the node can execute (r_max): measured from its
+	// local executions, within what the FaaS platform declares, or as the
+	// platform declares it.
 	Capacity Rate
 	// Arrivals is the rate of user requests that reached this node (r_loc).
 	Arrivals Rate
@@ -51,6 +52,10 @@ type FunctionSample struct {
 	InFlight int
 	// Latency of user requests, as seen by this node's proxy.
 	Latency Latency
+	// Executions is the latency of the function's local executions, of
+	// every origin, from the data plane's hand-over to the platform to the
+	// end of its answer.
+	Executions Latency
 	// MaxRTT is the farthest, in round-trip time, the function's requests
 	// may be forwarded, from the platform (label dfaas.maxrtt); zero if it
 	// sets none.

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas/capacity"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -243,4 +244,93 @@ func TestMonitorPassesRTTBudgets(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 20*time.Millisecond, s.Functions["figlet"].MaxRTT)
 	assert.Zero(t, s.Functions["echo"].MaxRTT)
+}
+
+// objectivePlatform declares one function's bound and another's latency
+// objective, and leaves a third undeclared.
+type objectivePlatform struct{}
+
+func (objectivePlatform) Capacities(context.Context) (map[string]dfaas.Rate, error) {
+	return map[string]dfaas.Rate{"bounded": 8, "slo": Undeclared, "free": Undeclared, "never": 0}, nil
+}
+
+func (objectivePlatform) Objectives() map[string]capacity.Objective {
+	return map[string]capacity.Objective{"slo": {Quantile: 0.95, Latency: 50 * time.Millisecond}}
+}
+
+// recording is an estimator that remembers what it was fed.
+type recording struct {
+	obs    []capacity.Observation
+	limits []capacity.Limits
+	answer dfaas.Rate
+}
+
+func (r *recording) Update(_ time.Time, o capacity.Observation, l capacity.Limits) dfaas.Rate {
+	r.obs, r.limits = append(r.obs, o), append(r.limits, l)
+	return r.answer
+}
+
+func (r *recording) State() capacity.State { return capacity.State{Capacity: r.answer} }
+
+// TestMonitorMeasuresCapacities: each deployed function's estimator gets,
+// every sample, what the data plane counted of its local executions over
+// the window and what the platform declares of it; its answer is the
+// capacity, but for a function declared at 0, which runs nothing here.
+func TestMonitorMeasuresCapacities(t *testing.T) {
+	clock := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	var h proxy.LatencyHistogram
+	h.Observe(20 * time.Millisecond)
+	h.Observe(30 * time.Millisecond)
+	execs := h.Snapshot()
+	fc := &fakeCounter{counts: map[string]proxy.Counts{"free": {Arrivals: 10}}}
+	ests := map[string]*recording{}
+	m, err := NewMonitor(fc, objectivePlatform{}, MonitorConfig{Window: time.Second, Now: func() time.Time { return clock },
+		Estimator: func(fn string) capacity.Estimator {
+			ests[fn] = &recording{answer: 7}
+			return ests[fn]
+		}})
+	require.NoError(t, err)
+	s, err := m.Sample(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, dfaas.Rate(7), s.Functions["free"].Capacity)
+	assert.Zero(t, s.Functions["never"].Capacity, "declared 0: nothing runs here")
+	assert.Equal(t, capacity.Observation{}, ests["free"].obs[0], "no window yet")
+
+	clock = clock.Add(2 * time.Second)
+	fc.counts = map[string]proxy.Counts{"free": {Arrivals: 30, ReceivedIn: 4, Refused: 2, InFlight: 3, Busy: 1, Failed: 2,
+		Executions: execs, Solo: execs}}
+	s, err = m.Sample(context.Background())
+	require.NoError(t, err)
+	got := ests["free"].obs[1]
+	assert.Equal(t, capacity.Observation{Window: 2 * time.Second, Latency: execs, Solo: execs, Busy: 1, Failed: 2, InFlight: 3,
+		Demand: (20 + 4 + 2) / 2}, got, "the window's executions, and all that asked to run here")
+	assert.Equal(t, capacity.Limits{Max: 8}, ests["bounded"].limits[1], "a label is a bound")
+	assert.Equal(t, capacity.Limits{Objective: capacity.Objective{Quantile: 0.95, Latency: 50 * time.Millisecond}}, ests["slo"].limits[1])
+	assert.Equal(t, capacity.Limits{}, ests["free"].limits[1])
+	assert.InEpsilon(t, float64(20*time.Millisecond), float64(s.Functions["free"].Executions.P50), 0.1, "the executions' median")
+	assert.Equal(t, dfaas.Rate(7), m.Estimates()["free"].Capacity)
+
+	// Declared: the label is the capacity, and no label none.
+	d, err := NewMonitor(fc, objectivePlatform{}, MonitorConfig{Declared: true})
+	require.NoError(t, err)
+	s, err = d.Sample(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, dfaas.Rate(8), s.Functions["bounded"].Capacity)
+	assert.Zero(t, s.Functions["free"].Capacity)
+	assert.Nil(t, d.Estimates())
+}
+
+// TestRuntimeUndeclared: a function deployed without a capacity runs
+// unlimited, and the runtime declares none for it.
+func TestRuntimeUndeclared(t *testing.T) {
+	rt := NewRuntime()
+	require.NoError(t, rt.Deploy(Function{Name: "cpu", Handler: CPU(time.Millisecond)}))
+	require.NoError(t, rt.Deploy(Function{Name: "upper", Handler: upper(), Capacity: 3}))
+	caps, err := rt.Capacities(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, map[string]dfaas.Rate{"cpu": Undeclared, "upper": 3}, caps)
+	for range 20 {
+		code, _ := invoke(rt, "/function/cpu", "x")
+		require.Equal(t, http.StatusOK, code)
+	}
 }

@@ -7,14 +7,30 @@ import (
 	"time"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas/capacity"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // Platform is the part of a FaaS platform a Monitor needs: the functions it
-// serves and the rate each can be executed at.
+// serves and the capacity each declares.
 type Platform interface {
-	// Capacities returns r_max per deployed function. It may do I/O.
+	// Capacities returns every deployed function with the capacity it
+	// declares (the dfaas.maxrate label), or Undeclared. A Monitor that
+	// measures capacities takes a declared one as an upper bound and its
+	// starting point; one that does not (MonitorConfig.Declared) takes it
+	// as the capacity, and Undeclared as 0. It may do I/O.
 	Capacities(ctx context.Context) (map[string]dfaas.Rate, error)
+}
+
+// Undeclared is the capacity a Platform reports for a function that
+// declares none.
+const Undeclared dfaas.Rate = -1
+
+// Objectives is a Platform that also knows, per function, a latency
+// objective (the dfaas.slo label), as of its last Capacities answer; the
+// Monitor's estimators hold the function to it.
+type Objectives interface {
+	Objectives() map[string]capacity.Objective
 }
 
 // RTTBudgets is a Platform that also knows, per function, how far in
@@ -34,6 +50,14 @@ type MonitorConfig struct {
 	Window time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Estimator makes the capacity estimator of a function: what the node
+	// observes of the function's local executions becomes its capacity,
+	// bounded by what the platform declares. Default: capacity.NewAdaptive
+	// with its defaults.
+	Estimator func(function string) capacity.Estimator
+	// Declared turns estimation off: a function's capacity is what the
+	// platform declares, and 0 when it declares none.
+	Declared bool
 }
 
 // Monitor is the default dfaas.Monitor: per-function rates from a data
@@ -45,9 +69,13 @@ type Monitor struct {
 	window   time.Duration
 	now      func() time.Time
 
-	mu      sync.Mutex
-	history []snapshot            // oldest first
-	known   map[string]dfaas.Rate // the platform's last answer
+	declared  bool
+	estimator func(string) capacity.Estimator
+
+	mu         sync.Mutex
+	history    []snapshot            // oldest first
+	known      map[string]dfaas.Rate // the platform's last answer
+	estimators map[string]capacity.Estimator
 }
 
 // maxHistory bounds the snapshots a Monitor keeps.
@@ -73,6 +101,12 @@ func (c MonitorConfig) withDefaults() MonitorConfig {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Estimator == nil {
+		c.Estimator = func(string) capacity.Estimator {
+			a, _ := capacity.NewAdaptive(capacity.Config{}) // the defaults are valid
+			return a
+		}
+	}
 	return c
 }
 
@@ -85,7 +119,23 @@ func NewMonitor(counter proxy.Counter, platform Platform, cfg MonitorConfig) (*M
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	return &Monitor{counter: counter, platform: platform, window: cfg.Window, now: cfg.Now}, nil
+	return &Monitor{counter: counter, platform: platform, window: cfg.Window, now: cfg.Now, declared: cfg.Declared,
+		estimator: cfg.Estimator, estimators: map[string]capacity.Estimator{}}, nil
+}
+
+// Estimates returns what each function's capacity estimator believes, by
+// function; nil when capacities are declared.
+func (m *Monitor) Estimates() map[string]capacity.State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.declared {
+		return nil
+	}
+	out := make(map[string]capacity.State, len(m.estimators))
+	for name, e := range m.estimators {
+		out[name] = e.State()
+	}
+	return out
 }
 
 // Sample implements dfaas.Monitor. It lists every function the platform
@@ -144,11 +194,17 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 		return dfaas.Rate(float64(n) / secs)
 	}
 	var budgets map[string]time.Duration
-	if rb, ok := m.platform.(RTTBudgets); ok && capErr == nil {
-		budgets = rb.MaxRTTs()
+	var objectives map[string]capacity.Objective
+	if capErr == nil {
+		if rb, ok := m.platform.(RTTBudgets); ok {
+			budgets = rb.MaxRTTs()
+		}
+		if ob, ok := m.platform.(Objectives); ok {
+			objectives = ob.Objectives()
+		}
 	}
 	for name, c := range caps {
-		out.Functions[name] = dfaas.FunctionSample{Capacity: c, MaxRTT: budgets[name]}
+		out.Functions[name] = dfaas.FunctionSample{Capacity: max(0, c), MaxRTT: budgets[name]}
 	}
 	for name, c := range cur.counts {
 		_, deployed := caps[name]
@@ -176,10 +232,62 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 			}
 		}
 		fs.InFlight = int(c.InFlight)
-		fs.Latency = dfaas.Latency{P50: d.Latency.Quantile(0.5), P99: d.Latency.Quantile(0.99), Max: d.Latency.Quantile(1)}
+		fs.Latency = latencyOf(d.Latency)
+		fs.Executions = latencyOf(d.Executions)
 		out.Functions[name] = fs
 	}
+	if !m.declared {
+		m.estimate(now, out, caps, objectives, prev, cur.counts, capErr != nil)
+	}
 	return out, degraded
+}
+
+// latencyOf summarises a histogram.
+func latencyOf(h proxy.Latencies) dfaas.Latency {
+	return dfaas.Latency{P50: h.Quantile(0.5), P95: h.Quantile(0.95), P99: h.Quantile(0.99), Max: h.Quantile(1)}
+}
+
+// estimate sets the capacity of every deployed function from its
+// estimator, fed what the data plane counted of its local executions since
+// prev. A function the platform declares 0 for runs nothing here; without
+// the platform's answer (degraded) no function has capacity, but the
+// estimators keep learning.
+func (m *Monitor) estimate(now time.Time, out dfaas.Sample, caps map[string]dfaas.Rate, objectives map[string]capacity.Objective,
+	prev, cur map[string]proxy.Counts, degraded bool) {
+	for name := range m.estimators {
+		if _, ok := caps[name]; !ok {
+			delete(m.estimators, name) // no longer deployed
+		}
+	}
+	for name, declared := range caps {
+		e, ok := m.estimators[name]
+		if !ok {
+			e = m.estimator(name)
+			m.estimators[name] = e
+		}
+		var o capacity.Observation
+		if p, ok := prev[name]; ok && out.Window > 0 {
+			d := cur[name].Sub(p)
+			o = capacity.Observation{Window: out.Window, Latency: d.Executions, Solo: d.Solo, Busy: d.Busy, Failed: d.Failed,
+				InFlight: int(cur[name].InFlight),
+				Demand:   dfaas.Rate(float64(d.Arrivals+d.ReceivedIn+d.Refused) / out.Window.Seconds())}
+		} else if prev != nil && out.Window > 0 {
+			o.Window = out.Window // counted nothing yet: an idle window
+		}
+		limits := capacity.Limits{Objective: objectives[name]}
+		if declared > 0 {
+			limits.Max = declared
+		}
+		c := e.Update(now, o, limits)
+		fs := out.Functions[name]
+		switch {
+		case degraded || declared == 0:
+			fs.Capacity = 0
+		default:
+			fs.Capacity = c
+		}
+		out.Functions[name] = fs
+	}
 }
 
 var _ dfaas.Monitor = (*Monitor)(nil)

@@ -22,8 +22,10 @@ type Function struct {
 	// Handler serves the function's requests. It sees the OpenFaaS path
 	// /function/<name>[/...].
 	Handler http.Handler
-	// Capacity is the most invocations per second the runtime executes (the
-	// node's r_max for this function); beyond it the runtime answers 429.
+	// Capacity, if set, is the most invocations per second the runtime
+	// executes, and the capacity it declares for the function; beyond it
+	// the runtime answers 429. Zero: no limit, Undeclared (the function's
+	// cost and the machine bound it, and the node measures it).
 	// It is measured as the data planes measure a node's capacity
 	// (proxy.Window: up to a second's worth at once, no more over any
 	// second), with a tenth more (capacityMargin), so that the runtime
@@ -45,7 +47,8 @@ type Function struct {
 const capacityMargin = 1.1
 
 // Runtime is an embedded FaaS platform. It implements http.Handler (the
-// local target of a proxy) and Platform. It is safe for concurrent use.
+// local target of a proxy) and Platform. Its functions may have a real
+// cost (CPU, CPUPerKiB) or model one (Work). It is safe for concurrent use.
 type Runtime struct {
 	mu  sync.RWMutex
 	fns map[string]*deployed
@@ -69,7 +72,10 @@ func (rt *Runtime) Deploy(f Function) error {
 	if f.Handler == nil || !(f.Capacity >= 0) || math.IsInf(float64(f.Capacity), 0) || f.Work < 0 {
 		return fmt.Errorf("faas: deploy %s: %w: nil handler, bad capacity %v or negative work", f.Name, dfaas.ErrInvalidConfig, f.Capacity)
 	}
-	d := &deployed{Function: f, limiter: proxy.NewWindow(f.Capacity*capacityMargin, time.Now())}
+	d := &deployed{Function: f}
+	if f.Capacity > 0 {
+		d.limiter = proxy.NewWindow(f.Capacity*capacityMargin, time.Now())
+	}
 	rt.mu.Lock()
 	rt.fns[f.Name] = d
 	rt.mu.Unlock()
@@ -107,6 +113,9 @@ func (rt *Runtime) Capacities(ctx context.Context) (map[string]dfaas.Rate, error
 	out := make(map[string]dfaas.Rate, len(rt.fns))
 	for n, d := range rt.fns {
 		out[n] = d.Capacity
+		if d.Capacity == 0 {
+			out[n] = Undeclared
+		}
 	}
 	return out, nil
 }
@@ -124,7 +133,7 @@ func (rt *Runtime) Invocations(name string) (ran, throttled uint64) {
 }
 
 // ServeHTTP executes /function/<name> requests: 404 for unknown functions,
-// 429 over capacity.
+// 429 over a declared capacity.
 func (rt *Runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, ok := proxy.FunctionName(r.URL.Path)
 	rt.mu.RLock()
@@ -134,7 +143,7 @@ func (rt *Runtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "function not found", http.StatusNotFound)
 		return
 	}
-	if !d.limiter.Take(time.Now()) {
+	if d.limiter != nil && !d.limiter.Take(time.Now()) {
 		d.throttled.Add(1)
 		http.Error(w, "function over capacity", http.StatusTooManyRequests)
 		return

@@ -15,14 +15,14 @@ import (
 	"github.com/dfaas-go/dfaas/overlay"
 )
 
-// Two nodes of a closed federation on loopback: "a" has no capacity for
-// hello, so its user port forwards to "b" over TLS bound to b's identity.
+// Two nodes of a closed federation on loopback: "a" does not serve hello,
+// so its user port forwards to "b" over TLS bound to b's identity.
 func ExampleBuild() {
 	ctx := context.Background()
 	secret := make([]byte, overlay.SecretBytes) // in production: overlay.LoadSecret
 	var bootstrap []string
 	start := func(name string, capacity dfaas.Rate) *node.Node {
-		pf, err := node.OpenPlatform(ctx, "runtime", node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}})
+		pf, err := node.OpenPlatform(ctx, "runtime", node.PlatformSpec{Node: name, Functions: serving(capacity)})
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -53,4 +53,13 @@ func ExampleBuild() {
 	}
 	http.DefaultClient.CloseIdleConnections()
 	// Output: hello on node b: world
+}
+
+// serving is the functions of a node: hello at most capacity req/s, or
+// none for 0.
+func serving(capacity dfaas.Rate) map[string]dfaas.Rate {
+	if capacity == 0 {
+		return nil
+	}
+	return map[string]dfaas.Rate{"hello": capacity}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
 	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/faas/capacity"
 	"github.com/dfaas-go/dfaas/forecast"
 	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -76,6 +77,14 @@ type Config struct {
 	Balancer dfaas.Balancer
 	// Forecaster predicts demand. Default forecast.LastValue.
 	Forecaster dfaas.Forecaster
+	// Estimator makes each function's capacity estimator: the node learns
+	// what it can run of a function from its local executions, within what
+	// the platform declares. Default capacity.NewAdaptive with its
+	// defaults.
+	Estimator func(function string) capacity.Estimator
+	// DeclaredCapacity turns measuring off: a function's capacity is what
+	// the platform declares (its dfaas.maxrate label), and 0 without one.
+	DeclaredCapacity bool
 	// Sequencer numbers the node's adverts (dfaas.Config.Sequencer).
 	// Default: from the start time; overlay.SeqFile survives a clock that
 	// goes back.
@@ -227,7 +236,8 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 			o.SetAnswered(a.LastAnswer)
 		}
 	}
-	if n.Monitor, err = faas.NewMonitor(n.DataPlane, cfg.Platform.Capacities, faas.MonitorConfig{Window: cfg.Interval / 2}); err != nil {
+	if n.Monitor, err = faas.NewMonitor(n.DataPlane, cfg.Platform.Capacities, faas.MonitorConfig{Window: cfg.Interval / 2,
+		Estimator: cfg.Estimator, Declared: cfg.DeclaredCapacity}); err != nil {
 		return nil, err
 	}
 	advertise := cfg.Advertise

@@ -29,14 +29,14 @@ var quiet = slog.New(slog.DiscardHandler)
 
 // TestBuildForwardsBetweenTwoNodes: two nodes built from names only - the
 // "runtime" platform, the default data plane, an in-memory overlay - plan
-// together, and the one without capacity forwards to the other.
+// together, and the one without the function forwards to the other.
 func TestBuildForwardsBetweenTwoNodes(t *testing.T) {
 	ctx := t.Context()
 	network := overlay.NewNetwork()
 	build := func(name string, capacity dfaas.Rate) *node.Node {
 		ov, err := network.Join(dfaas.NodeID(name))
 		require.NoError(t, err)
-		pf, err := node.OpenPlatform(ctx, "runtime", node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}})
+		pf, err := node.OpenPlatform(ctx, "runtime", node.PlatformSpec{Node: name, Functions: serving(capacity)})
 		require.NoError(t, err)
 		n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: pf, Interval: 100 * time.Millisecond, Logger: quiet, PlainPeers: true})
 		require.NoError(t, err)
@@ -55,7 +55,7 @@ func TestBuildForwardsBetweenTwoNodes(t *testing.T) {
 		body = string(raw)
 		return resp.StatusCode == http.StatusOK
 	}, 5*time.Second, 20*time.Millisecond)
-	assert.Equal(t, "hello on node b: x", body, "a has no capacity: b served it")
+	assert.Equal(t, "hello on node b: x", body, "a does not serve hello: b served it")
 	counts, err := a.DataPlane.Counts(ctx)
 	require.NoError(t, err)
 	assert.Equal(t, uint64(1), counts["hello"].Forwarded[b.Overlay.Self()])
@@ -93,7 +93,7 @@ func TestBuildDefaultIsSecure(t *testing.T) {
 	secret := bytes.Repeat([]byte{3}, overlay.SecretBytes)
 	var boot []string
 	build := func(name string, capacity dfaas.Rate) *node.Node {
-		pf, err := node.OpenPlatform(ctx, "runtime", node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}})
+		pf, err := node.OpenPlatform(ctx, "runtime", node.PlatformSpec{Node: name, Functions: serving(capacity)})
 		require.NoError(t, err)
 		n, err := node.Build(ctx, node.Config{Platform: pf, Interval: 100 * time.Millisecond, Logger: quiet,
 			Libp2p: overlay.Libp2pConfig{Secret: secret, Bootstrap: boot, DiscoveryInterval: 200 * time.Millisecond}})

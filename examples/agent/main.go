@@ -76,6 +76,7 @@ type options struct {
 	interval   time.Duration
 	neighbours int
 	strategy   dfaas.Balancer
+	declared   bool   // -capacity declared
 	secret     string // federation secret file
 	key        string // identity key file
 	allow      string // allow-list file
@@ -142,7 +143,8 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.StringVar(&o.faas, "faas", "runtime", "FaaS platform: "+strings.Join(node.PlatformNames(), ", "))
 	fs.StringVar(&o.gateway.Gateway, "gateway", "http://127.0.0.1:8080", "with -faas openfaas: the gateway URL")
 	fs.StringVar(&o.gateway.Namespace, "fn-namespace", "openfaas-fn", "with -faas openfaas: the functions' namespace")
-	defaultCapacity := fs.Float64("default-capacity", 0, "with -faas openfaas: req/s of functions without the dfaas.maxrate label")
+	defaultCapacity := fs.Float64("default-capacity", 0, "with -faas openfaas: req/s declared for functions without the dfaas.maxrate label (default: none)")
+	capacityMode := fs.String("capacity", "measured", "measured: each function's capacity is what this node measures it runs within its latency objective (dfaas.slo), at most its dfaas.maxrate label; declared: the label is the capacity, and a function without one runs only at peers")
 	fs.DurationVar(&o.interval, "interval", time.Second, "control tick")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long to wait at most for peers to stop forwarding here before leaving")
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
@@ -183,6 +185,13 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 			return o, fmt.Errorf("-functions%s: %w", from.of("functions"), err)
 		}
 		o.functions[name] = dfaas.Rate(c)
+	}
+	switch *capacityMode {
+	case "measured":
+	case "declared":
+		o.declared = true
+	default:
+		return o, fmt.Errorf("-capacity %q%s: want measured or declared", *capacityMode, from.of("capacity"))
 	}
 	if o.strategy, err = balance.ByName(*strategy); err != nil {
 		return o, fmt.Errorf("-strategy%s: %w", from.of("strategy"), err)
@@ -273,8 +282,9 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	}
 	n, err := node.Build(ctx, node.Config{Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
-		PlainPeers: o.insecure,
-		Libp2p:     lc})
+		DeclaredCapacity: o.declared,
+		PlainPeers:       o.insecure,
+		Libp2p:           lc})
 	if err != nil {
 		return err
 	}

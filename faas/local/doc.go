@@ -8,9 +8,14 @@
 //
 // A deployment picks its runtime by its fields: with envProcess set, every
 // request runs that command; otherwise its image must name a Go handler
-// registered with RegisterImage. Labels tune each function:
+// registered with RegisterImage, or a built-in one (BuiltinImages):
+// dfaas/cpu and dfaas/cpu-per-kib are functions of a real cost in CPU time,
+// set by the deployment's environment variable "cost" (per call, or per KiB
+// of request body; default 10ms). Labels tune each function:
 //
-//	dfaas.maxrate      capacity hint in req/s, read by the dfaas agent (see faas/openfaas)
+//	dfaas.maxrate      the most req/s a dfaas node runs of it (a bound on what it measures; see faas/openfaas)
+//	dfaas.slo          latency objective of the capacity a dfaas node measures, such as p95=200ms
+//	dfaas.maxrtt       how far, in round-trip time, a dfaas node may forward it, such as 20ms
 //	dfaas.concurrency  requests run at once, beyond which the provider answers 429 (default 64)
 //	dfaas.timeout      longest run of one request, as a Go duration (default 30s)
 package local

@@ -21,6 +21,8 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/faas/capacity"
 )
 
 // Labels a deployment may carry.
@@ -31,6 +33,10 @@ const (
 	LabelMaxRTT      = "dfaas.maxrtt"
 	LabelConcurrency = "dfaas.concurrency"
 	LabelTimeout     = "dfaas.timeout"
+	// LabelSLO is a function's latency objective, such as "p95=200ms"
+	// (see capacity.ParseObjective): the capacity a node measures for it
+	// keeps that quantile of its executions' latency within the bound.
+	LabelSLO = "dfaas.slo"
 )
 
 // Defaults of the per-function labels.
@@ -274,6 +280,11 @@ func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
 			return nil, err
 		}
 	}
+	if v, ok := labels[LabelSLO]; ok {
+		if _, err := capacity.ParseObjective(v); err != nil {
+			return nil, fmt.Errorf("label %s=%q: want p<quantile>=<duration>, such as p95=200ms", LabelSLO, v)
+		}
+	}
 	f := &function{spec: spec, slots: make(chan struct{}, concurrency), timeout: timeout, created: time.Now()}
 	if v, ok := labels[LabelMaxRate]; ok {
 		r, err := ParseMaxRate(v)
@@ -294,7 +305,14 @@ func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
 	}
 	h, ok := p.images[spec.Image]
 	if !ok {
-		return nil, fmt.Errorf("image %q is neither a registered Go handler nor accompanied by envProcess", spec.Image)
+		var err error
+		if h, ok, err = builtin(spec); err != nil {
+			return nil, err
+		}
+	}
+	if !ok {
+		return nil, fmt.Errorf("image %q is neither a registered Go handler, nor a built-in one (%s), nor accompanied by envProcess",
+			spec.Image, strings.Join(BuiltinImages(), ", "))
 	}
 	f.handler = h
 	return f, nil
@@ -482,9 +500,9 @@ func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
 	f.handler.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// Capacities returns the dfaas.maxrate label of every function of the
-// default namespace that has one, so a Provider can serve as the dfaas
-// Monitor's platform directly.
+// Capacities lists every function of the default namespace with its
+// dfaas.maxrate label, or faas.Undeclared, so that a Provider can serve as
+// the dfaas Monitor's platform directly.
 func (p *Provider) Capacities(ctx context.Context) (map[string]dfaas.Rate, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -493,15 +511,36 @@ func (p *Provider) Capacities(ctx context.Context) (map[string]dfaas.Rate, error
 	defer p.mu.RUnlock()
 	out := map[string]dfaas.Rate{}
 	for k, f := range p.fns {
-		if k.ns != p.cfg.Namespace || f.spec.Labels == nil {
+		if k.ns != p.cfg.Namespace {
 			continue
 		}
-		if v, ok := (*f.spec.Labels)[LabelMaxRate]; ok {
-			r, _ := ParseMaxRate(v) // checked at deployment
-			out[k.name] = r
+		out[k.name] = faas.Undeclared
+		if f.spec.Labels != nil {
+			if v, ok := (*f.spec.Labels)[LabelMaxRate]; ok {
+				out[k.name], _ = ParseMaxRate(v) // checked at deployment
+			}
 		}
 	}
 	return out, nil
+}
+
+// Objectives lists the dfaas.slo label of every function of the default
+// namespace that has one (see faas.Objectives).
+func (p *Provider) Objectives() map[string]capacity.Objective {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := map[string]capacity.Objective{}
+	for k, f := range p.fns {
+		if k.ns != p.cfg.Namespace || f.spec.Labels == nil {
+			continue
+		}
+		if v, ok := (*f.spec.Labels)[LabelSLO]; ok {
+			if o, err := capacity.ParseObjective(v); err == nil {
+				out[k.name] = o
+			}
+		}
+	}
+	return out
 }
 
 // Functions lists the labels of the default namespace's functions by name.
@@ -521,3 +560,9 @@ func (p *Provider) Functions() map[string]map[string]string {
 	}
 	return out
 }
+
+var (
+	_ faas.Platform   = (*Provider)(nil)
+	_ faas.RTTBudgets = (*Provider)(nil)
+	_ faas.Objectives = (*Provider)(nil)
+)

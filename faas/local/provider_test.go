@@ -20,6 +20,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/faas/capacity"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -94,7 +96,7 @@ func TestProviderLifecycle(t *testing.T) {
 
 	caps, err := p.Capacities(context.Background())
 	require.NoError(t, err)
-	assert.Equal(t, map[string]dfaas.Rate{"echo": 20}, caps)
+	assert.Equal(t, map[string]dfaas.Rate{"echo": 20, "shout": faas.Undeclared}, caps, "a function without the label declares none")
 
 	code, _ = call(t, "PUT", base+"/system/functions", types.FunctionDeployment{Service: "echo", Image: "dfaas/echo", Labels: labels(LabelMaxRate, "5")})
 	assert.Equal(t, http.StatusAccepted, code)
@@ -271,4 +273,38 @@ func TestMaxRTTLabel(t *testing.T) {
 		_, err := ParseMaxRTT(bad)
 		assert.Error(t, err, bad)
 	}
+}
+
+// TestBuiltinImagesHaveARealCost: dfaas/cpu and dfaas/cpu-per-kib need no
+// registration, take their cost from the deployment's environment, and
+// refuse a cost that does not parse; dfaas.slo is checked and listed.
+func TestBuiltinImagesHaveARealCost(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	assert.Equal(t, []string{"dfaas/cpu", "dfaas/cpu-per-kib"}, BuiltinImages())
+	code, body := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "cpu", Image: "dfaas/cpu",
+		EnvVars: map[string]string{EnvCost: "5ms"}, Labels: labels(LabelSLO, "p95=50ms")})
+	require.Equal(t, http.StatusAccepted, code, body)
+	code, body = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "hash", Image: "dfaas/cpu-per-kib"})
+	require.Equal(t, http.StatusAccepted, code, body)
+	code, body = call(t, "POST", base+"/function/cpu", "x")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "worked 5ms: x", body)
+	code, body = call(t, "POST", base+"/function/hash", strings.Repeat("y", 2048))
+	assert.Equal(t, http.StatusOK, code)
+	assert.True(t, strings.HasPrefix(body, "worked 20ms: "), "two KiB at the default 10 ms: %.20s", body)
+
+	for _, bad := range []types.FunctionDeployment{
+		{Service: "bad", Image: "dfaas/cpu", EnvVars: map[string]string{EnvCost: "lots"}},
+		{Service: "bad", Image: "dfaas/cpu", EnvVars: map[string]string{EnvCost: "-1ms"}},
+		{Service: "bad", Image: "dfaas/cpu", Labels: labels(LabelSLO, "fast")},
+		{Service: "bad", Image: "dfaas/none"},
+	} {
+		code, body = call(t, "POST", base+"/system/functions", bad)
+		assert.Equal(t, http.StatusBadRequest, code, "%+v: %s", bad, body)
+	}
+	assert.Equal(t, map[string]capacity.Objective{"cpu": {Quantile: 0.95, Latency: 50 * time.Millisecond}}, p.Objectives())
+	caps, err := p.Capacities(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, map[string]dfaas.Rate{"cpu": faas.Undeclared, "hash": faas.Undeclared}, caps)
 }

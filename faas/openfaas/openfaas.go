@@ -5,12 +5,16 @@
 //
 // # Capacity labels
 //
-// A function tells the agent how many requests per second this node can
-// execute with the label dfaas.maxrate (for example "dfaas.maxrate": "20").
-// A function without it gets Config.DefaultCapacity, 0 unless set: the node
-// then executes none of it locally and advertises no room for it, but still
-// forwards its users' requests to peers that declare capacity. A label that
-// does not parse as a rate is logged and treated as absent.
+// A node measures what it can run of each function (see faas/capacity);
+// labels bound it. dfaas.maxrate (for example "dfaas.maxrate": "20") is the
+// most requests per second this node runs of the function, and where it
+// starts before it has measured anything; dfaas.slo (for example
+// "p95=200ms") is the latency objective the measured capacity keeps. A
+// function without dfaas.maxrate declares no capacity (faas.Undeclared)
+// unless Config.DefaultCapacity is set. A node that does not measure
+// (faas.MonitorConfig.Declared) takes the label as the capacity, and runs
+// none of a function that declares none. A label that does not parse is
+// logged and treated as absent.
 package openfaas
 
 import (
@@ -32,6 +36,7 @@ import (
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/faas"
+	"github.com/dfaas-go/dfaas/faas/capacity"
 	"github.com/dfaas-go/dfaas/faas/local"
 	"github.com/dfaas-go/dfaas/internal/h1pool"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -50,8 +55,8 @@ type Config struct {
 	Username, Password string
 	// Namespace of the functions. Default "openfaas-fn".
 	Namespace string
-	// DefaultCapacity is the capacity of a function without the
-	// dfaas.maxrate label. Default 0.
+	// DefaultCapacity, if set, is the capacity declared for a function
+	// without the dfaas.maxrate label. Default none: faas.Undeclared.
 	DefaultCapacity dfaas.Rate
 	// Timeout bounds one call to the gateway's API, and connecting to the
 	// gateway for an invocation. Default 5 s.
@@ -71,7 +76,11 @@ type Function struct {
 	Labels      map[string]string
 	Annotations map[string]string
 	Replicas    uint64
-	Capacity    dfaas.Rate
+	// Capacity is the label dfaas.maxrate, Config.DefaultCapacity or
+	// faas.Undeclared.
+	Capacity dfaas.Rate
+	// Objective is the label dfaas.slo; the zero value if unset.
+	Objective capacity.Objective
 	// MaxRTT is the label dfaas.maxrtt: how far, in round-trip time, its
 	// requests may be forwarded; zero if unset.
 	MaxRTT time.Duration
@@ -88,9 +97,10 @@ type Backend struct {
 	apiTr   *http.Transport
 	fnTr    *h1pool.Pool
 
-	mu      sync.Mutex
-	warned  map[string]bool          // functions whose bad label was logged
-	budgets map[string]time.Duration // dfaas.maxrtt of the last Capacities
+	mu         sync.Mutex
+	warned     map[string]bool               // functions whose bad label was logged
+	budgets    map[string]time.Duration      // dfaas.maxrtt of the last Capacities
+	objectives map[string]capacity.Objective // dfaas.slo of the last Capacities
 }
 
 // Validate reports the first invalid field.
@@ -228,6 +238,9 @@ func (b *Backend) Functions(ctx context.Context) ([]Function, error) {
 	out := make([]Function, 0, len(list))
 	for _, s := range list {
 		f := Function{Name: s.Name, Image: s.Image, Replicas: s.Replicas, Capacity: b.cfg.DefaultCapacity}
+		if f.Capacity == 0 {
+			f.Capacity = faas.Undeclared
+		}
 		if s.Labels != nil {
 			f.Labels = *s.Labels
 		}
@@ -244,6 +257,13 @@ func (b *Backend) Functions(ctx context.Context) ([]Function, error) {
 		if v, ok := f.Labels[local.LabelMaxRTT]; ok {
 			if d, err := local.ParseMaxRTT(v); err == nil {
 				f.MaxRTT = d
+			} else {
+				b.warnOnce(s.Name, err)
+			}
+		}
+		if v, ok := f.Labels[local.LabelSLO]; ok {
+			if o, err := capacity.ParseObjective(v); err == nil {
+				f.Objective = o
 			} else {
 				b.warnOnce(s.Name, err)
 			}
@@ -271,6 +291,7 @@ func (b *Backend) Capacities(ctx context.Context) (map[string]dfaas.Rate, error)
 	}
 	out := make(map[string]dfaas.Rate, len(fns))
 	budgets := map[string]time.Duration{}
+	objectives := map[string]capacity.Objective{}
 	for _, f := range fns {
 		if dfaas.ValidateFunctionName(f.Name) != nil {
 			b.warnOnce(f.Name, fmt.Errorf("name is not a DNS-1123 label"))
@@ -280,9 +301,12 @@ func (b *Backend) Capacities(ctx context.Context) (map[string]dfaas.Rate, error)
 		if f.MaxRTT > 0 {
 			budgets[f.Name] = f.MaxRTT
 		}
+		if f.Objective.Latency > 0 {
+			objectives[f.Name] = f.Objective
+		}
 	}
 	b.mu.Lock()
-	b.budgets = budgets
+	b.budgets, b.objectives = budgets, objectives
 	b.mu.Unlock()
 	return out, nil
 }
@@ -295,7 +319,16 @@ func (b *Backend) MaxRTTs() map[string]time.Duration {
 	return maps.Clone(b.budgets)
 }
 
+// Objectives implements faas.Objectives: the dfaas.slo labels the last
+// Capacities listed.
+func (b *Backend) Objectives() map[string]capacity.Objective {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.objectives)
+}
+
 var (
 	_ faas.Platform   = (*Backend)(nil)
 	_ faas.RTTBudgets = (*Backend)(nil)
+	_ faas.Objectives = (*Backend)(nil)
 )

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/local"
 	"github.com/dfaas-go/dfaas/internal/gatewaytest"
 )
@@ -82,7 +83,7 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "shout", Image: "classic", EnvProcess: "tr a-z A-Z"})
 	require.NoError(t, err)
 
-	b, err := New(Config{Gateway: gatewaytest.URL, DefaultCapacity: 0, Logger: quiet})
+	b, err := New(Config{Gateway: gatewaytest.URL, Logger: quiet})
 	require.NoError(t, err)
 	defer b.Close()
 	fns, err := b.Functions(ctx)
@@ -93,7 +94,7 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	assert.Equal(t, "ops", fns[0].Annotations["owner"])
 	caps, err := b.Capacities(ctx)
 	require.NoError(t, err)
-	assert.Equal(t, map[string]dfaas.Rate{"hello": 20, "shout": 0}, caps, "a function without the label gets the default capacity")
+	assert.Equal(t, map[string]dfaas.Rate{"hello": 20, "shout": faas.Undeclared}, caps, "a function without the label declares none")
 	assert.Equal(t, 20*time.Millisecond, fns[0].MaxRTT)
 	assert.Equal(t, map[string]time.Duration{"hello": 20 * time.Millisecond}, b.MaxRTTs(), "the RTT budget label")
 

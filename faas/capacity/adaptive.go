@@ -1,0 +1,351 @@
+package capacity
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// Config tunes an Adaptive estimator. The zero value of every field means
+// its default.
+type Config struct {
+	// Initial is where a function without Limits.Max starts. Default
+	// 1 req/s: low, so that a costly function does not meet a flood before
+	// anything is known of it; the capacity doubles every window from
+	// there while demand exceeds it and executions stay within their
+	// objective.
+	Initial dfaas.Rate
+	// Tolerance sets the objective of a function without one of its own:
+	// its Quantile of latency at most Tolerance times its unloaded service
+	// time (and at least Slack above it). Default 2.
+	Tolerance float64
+	// Slack is the least an objective relative to the service time allows
+	// above it, so that a function of a millisecond is not judged on the
+	// scheduler's noise. Default 10 ms.
+	Slack time.Duration
+	// MinSamples is the fewest executions a latency is judged on: sparser
+	// windows are pooled until they hold that many or MaxPool. Default 5.
+	MinSamples int
+	// MaxPool is the longest span pooled. Default 5 s.
+	MaxPool time.Duration
+	// Hold is how long after a cut the capacity does not grow: the cut
+	// reaches the data plane only with the next plan, and the queue it
+	// leaves takes a while to drain. Default 2 s.
+	Hold time.Duration
+	// Settle is how long after a cut the capacity stays at most 95% of
+	// the ceiling before probing above it. Default 15 s.
+	Settle time.Duration
+}
+
+// Defaults of Config.
+const (
+	DefaultInitial    dfaas.Rate = 1
+	DefaultTolerance             = 2.0
+	DefaultSlack                 = 10 * time.Millisecond
+	DefaultMinSamples            = 5
+	DefaultMaxPool               = 5 * time.Second
+	DefaultHold                  = 2 * time.Second
+	DefaultSettle                = 15 * time.Second
+)
+
+// Bounds of the loop's steps (see Adaptive).
+const (
+	cutMin       = 0.5  // a cut keeps at least half of what ran
+	cutMax       = 0.9  // and gives up at least a tenth
+	probeFirst   = 0.03 // the first step above the ceiling, as a fraction
+	probeMax     = 0.25 // the largest
+	probeRun     = 5    // probes in a row that double the step
+	recoverStep  = 1.25 // below the ceiling
+	demandMet    = 0.95 // demand at this part of the capacity counts as exceeding it
+	headroom     = 0.8  // growth only while latency is under this part of the objective
+	soloScale    = 1024 // fixed-point units of a solo execution
+	soloDecay    = 4    // the solo histogram loses 1/soloDecay of its weight every window
+	regime       = 3    // solo executions of a span that can show the service time stepped
+	stepped      = 1.5  // by this factor, up or down
+	saturatedRan = 0.8  // what ran, as a part of the capacity, that shows the node was at its limit
+)
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	switch {
+	case !(c.Initial >= 0) || c.Initial > dfaas.MaxRate:
+		return fmt.Errorf("%w: capacity: initial %v", dfaas.ErrInvalidConfig, c.Initial)
+	case c.Tolerance != 0 && !(c.Tolerance > 1 && c.Tolerance < 100):
+		return fmt.Errorf("%w: capacity: tolerance %v: want above 1", dfaas.ErrInvalidConfig, c.Tolerance)
+	case c.Slack < 0 || c.MinSamples < 0 || c.MaxPool < 0 || c.Hold < 0 || c.Settle < 0:
+		return fmt.Errorf("%w: capacity: negative slack, samples, pool or hold", dfaas.ErrInvalidConfig)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Initial == 0 {
+		c.Initial = DefaultInitial
+	}
+	if c.Tolerance == 0 {
+		c.Tolerance = DefaultTolerance
+	}
+	if c.Slack == 0 {
+		c.Slack = DefaultSlack
+	}
+	if c.MinSamples == 0 {
+		c.MinSamples = DefaultMinSamples
+	}
+	if c.MaxPool == 0 {
+		c.MaxPool = DefaultMaxPool
+	}
+	if c.Hold == 0 {
+		c.Hold = DefaultHold
+	}
+	if c.Settle == 0 {
+		c.Settle = DefaultSettle
+	}
+	return c
+}
+
+// Adaptive is the default Estimator. It measures the rate the node
+// delivers when it is overloaded, as TCP BBR measures a path's bottleneck
+// bandwidth, rather than keeping a concurrency limit and converting it
+// (Little's law) into a rate: the data planes admit by rate, and a rate
+// measured at the limit needs no conversion, nor a latency that holds
+// still while the limit is probed. The loop, in one place:
+//
+//   - Signal: per window (the control tick), the executions that ended
+//     and their latency at the objective's quantile, the platform's
+//     refusals (429) and failures (502-504), the executions in progress,
+//     and the demand on the node. A window of fewer than MinSamples
+//     executions (and no refusal or failure) is pooled with the next, up
+//     to MaxPool, unless the capacity itself lets fewer through.
+//   - Objective: the function's own (Limits.Objective), else its 95th
+//     percentile at most Tolerance times the unloaded service time (and
+//     Slack above it). The service time is the median latency of recent
+//     executions that started while no other ran: queueing cannot inflate
+//     it, so it does not drift up under sustained load (Envoy's #11579),
+//     and a few cheap calls cannot pull it down as a minimum would
+//     (Netflix concurrency-limits #125). Under saturation nothing starts
+//     alone and it stays as it was; when a span's solo executions are 1.5
+//     times off, it starts over from them (a quota, a neighbour, costlier
+//     inputs: today's latency is not judged on yesterday's service).
+//   - Overload: a refusal, a failure, or more executions over the
+//     objective than its quantile allows (one is not enough: the
+//     scheduler's noise).
+//   - Cut: to what ran in the span (never more than the capacity) times
+//     sqrt(objective/latency), held to [0.5, 0.9]: one span at most halves
+//     the capacity, every cut gives up a tenth so that the queue the
+//     overload left drains, and what ran becomes the Ceiling. No second
+//     cut for Hold after one: the backlog drains, and what runs meanwhile
+//     raises the Ceiling (the span of the cut, with work in progress,
+//     undercounts it). One cut per overload, and never down to nothing
+//     (the trap of Envoy's #8337).
+//   - Growth, only while demand is at least 95% of the capacity and the
+//     latency under 80% of the objective, never within Hold of a cut (so
+//     neither an idle node nor a mildly overloaded one grows: the trap of
+//     Netflix concurrency-limits #134): doubling before any overload was
+//     seen; x1.25 up to 90% of the Ceiling, +1% a window up to 95%, then
+//     nothing until Settle after the last cut; above that, probes of 3%
+//     whose step doubles every five in a row, up to 25%. Latency gives no
+//     warning before the knee, so steps stay small near the last limit.
+//   - Bounds: at most Limits.Max (and it starts there, trusting a declared
+//     bound until it sees otherwise); at least the lesser of Initial and one
+//     call per service time, so that executions go on and it can recover.
+//   - Time constant: one window per step. A drop in the true capacity shows
+//     in the first overloaded window; a rise is found by probing, 3% and
+//     more a window.
+//
+// It is safe for concurrent use.
+type Adaptive struct {
+	cfg Config
+
+	mu      sync.Mutex
+	started bool
+	c       dfaas.Rate
+	ceiling dfaas.Rate
+	step    float64 // the next probe above the ceiling
+	probes  int     // above the ceiling since the last cut
+	cut     time.Time
+	reason  string
+	phase   string
+	pool    Observation
+	service time.Duration
+	// solo is a histogram of recent solo executions, in soloScale units
+	// of an execution, each window's older counts decayed.
+	solo     proxy.Latencies
+	obj, lat time.Duration
+	quantile float64
+	inflight int // at the end of the last span judged
+}
+
+// NewAdaptive returns an Adaptive estimator.
+func NewAdaptive(cfg Config) (*Adaptive, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Adaptive{cfg: cfg.withDefaults(), step: probeFirst, phase: "start"}, nil
+}
+
+// Update implements Estimator.
+func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.started {
+		a.started = true
+		a.c = a.cfg.Initial
+		if l.Max > 0 {
+			a.c = l.Max // trust a declared bound until the node sees otherwise
+		}
+	}
+	if o.Window <= 0 {
+		return a.bounded(l)
+	}
+	// The service time: the median of recent solo executions, older
+	// ones weighing less and less (a time constant of soloDecay windows).
+	for i, c := range a.solo {
+		a.solo[i] = c - c/soloDecay + o.Solo[i]*soloScale
+	}
+	if o.Solo.Count() > 0 {
+		a.service = a.solo.Quantile(0.5)
+	}
+	inflight := a.inflight
+	a.pool = pooled(a.pool, o)
+	p := a.pool
+	n := p.Latency.Count()
+	// Judge on MinSamples executions, or on what the capacity lets through
+	// when that is fewer, or on what MaxPool gathered.
+	enough := n >= uint64(a.cfg.MinSamples) || p.Busy+p.Failed > 0 || p.Window >= a.cfg.MaxPool ||
+		(n > 0 && float64(a.c)*p.Window.Seconds() < float64(a.cfg.MinSamples))
+	if !enough {
+		return a.bounded(l)
+	}
+	a.pool = Observation{}
+	a.inflight = p.InFlight
+	// The span's solo executions are far from the service time: it
+	// stepped (a quota, a neighbour, other inputs). Start over from them,
+	// rather than judge today's latency on yesterday's service.
+	if k := p.Solo.Count(); k >= regime && a.service > 0 {
+		if m := p.Solo.Quantile(0.5); float64(m) > stepped*float64(a.service) || float64(m) < float64(a.service)/stepped {
+			for i, c := range p.Solo {
+				a.solo[i] = c * soloScale
+			}
+			a.service = m
+		}
+	}
+	a.quantile = l.Objective.Quantile
+	if a.quantile == 0 {
+		a.quantile = 0.95
+	}
+	a.obj = l.Objective.Latency
+	if a.obj == 0 && a.service > 0 {
+		a.obj = max(time.Duration(float64(a.service)*a.cfg.Tolerance), a.service+a.cfg.Slack)
+	}
+	a.lat = p.Latency.Quantile(a.quantile)
+	ran := dfaas.Rate(float64(n-min(n, p.Failed)) / p.Window.Seconds())
+	holding := !a.cut.IsZero() && now.Sub(a.cut) < a.cfg.Hold
+	switch {
+	case holding && (p.Busy > 0 || p.Failed > 0 || a.obj > 0 && a.lat > a.obj):
+		// The queue the last cut left is draining: one cut per overload.
+		// What runs while a backlog drains is the limit: the window of
+		// the cut, with work in progress, undercounts it.
+		if inflight > 0 {
+			a.ceiling = max(a.ceiling, ran)
+		}
+		a.phase = "hold"
+	case p.Busy > 0:
+		a.cutTo(now, ran, cutMax, fmt.Sprintf("the platform refused %d", p.Busy))
+	case p.Failed > 0:
+		a.cutTo(now, ran, cutMax, fmt.Sprintf("the platform failed %d", p.Failed))
+	case a.obj > 0 && a.lat > a.obj && n-p.Latency.AtMost(a.obj) > max(1, uint64((1-a.quantile)*float64(n))):
+		f := min(cutMax, max(cutMin, math.Sqrt(float64(a.obj)/float64(a.lat))))
+		a.cutTo(now, ran, f, fmt.Sprintf("p%g %v over %v", a.quantile*100, a.lat.Round(time.Millisecond), a.obj.Round(time.Millisecond)))
+	default:
+		a.grow(now, p, holding)
+	}
+	return a.bounded(l)
+}
+
+// cutTo lowers the capacity to f times what ran (at most the capacity),
+// and makes what ran the ceiling.
+func (a *Adaptive) cutTo(now time.Time, ran dfaas.Rate, f float64, reason string) {
+	a.ceiling = ran
+	a.c = dfaas.Rate(f) * min(a.c, ran)
+	a.cut, a.reason, a.phase, a.step, a.probes = now, reason, "cut", probeFirst, 0
+}
+
+// grow raises the capacity if demand exceeds it and latency has room.
+func (a *Adaptive) grow(now time.Time, p Observation, holding bool) {
+	pressed := p.Demand >= demandMet*a.c
+	room := a.obj == 0 || a.lat <= time.Duration(headroom*float64(a.obj))
+	if !pressed || !room || holding {
+		a.phase = "hold"
+		return
+	}
+	switch {
+	case a.ceiling == 0:
+		a.c *= 2
+		a.phase = "start"
+	case a.c < 0.9*a.ceiling:
+		a.c = min(a.c*recoverStep, 0.9*a.ceiling)
+		a.phase = "probe"
+	case a.c < 0.95*a.ceiling:
+		a.c = min(a.c*(1+probeFirst/3), 0.95*a.ceiling)
+		a.phase = "probe"
+	case now.Sub(a.cut) < a.cfg.Settle:
+		// Just under the limit last measured: stay a while before
+		// probing above it.
+		a.phase = "hold"
+	default:
+		// Latency gives no warning before the knee: steps stay small near
+		// the last limit, and grow only as probes keep succeeding.
+		a.c *= dfaas.Rate(1 + a.step)
+		a.probes++
+		if a.probes%probeRun == 0 {
+			a.step = min(probeMax, 2*a.step)
+		}
+		a.phase = "probe"
+	}
+	a.c = min(a.c, dfaas.MaxRate)
+}
+
+// bounded holds the capacity above its floor and returns it.
+func (a *Adaptive) bounded(l Limits) dfaas.Rate {
+	floor := a.cfg.Initial
+	if a.service > 0 {
+		floor = min(floor, dfaas.Rate(float64(time.Second)/float64(a.service)))
+	}
+	if l.Max > 0 {
+		floor = min(floor, l.Max)
+	}
+	a.c = max(a.c, floor)
+	if l.Max > 0 {
+		a.c = min(a.c, l.Max)
+	}
+	return a.c
+}
+
+// State implements Estimator.
+func (a *Adaptive) State() State {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return State{Capacity: a.c, Ceiling: a.ceiling, Service: a.service, Objective: a.obj, Quantile: a.quantile,
+		Latency: a.lat, Phase: a.phase, Reason: a.reason, Cut: a.cut}
+}
+
+// pooled adds o to the pool p.
+func pooled(p, o Observation) Observation {
+	p.Window += o.Window
+	p.Latency = p.Latency.Add(o.Latency)
+	p.Solo = p.Solo.Add(o.Solo)
+	p.Busy += o.Busy
+	p.Failed += o.Failed
+	p.InFlight = o.InFlight
+	// Demand is a rate: weigh each window by its span.
+	if p.Window > 0 {
+		p.Demand += (o.Demand - p.Demand) * dfaas.Rate(o.Window.Seconds()/p.Window.Seconds())
+	}
+	return p
+}
+
+var _ Estimator = (*Adaptive)(nil)

@@ -1,0 +1,182 @@
+package capacity_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas/capacity"
+	"github.com/dfaas-go/dfaas/internal/plant"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// The plant of these tests: a function of 10 ms of CPU per call (5%
+// variation) on a node whose CPU budget is cores: it runs at most
+// cores/10ms calls a second, and one call alone takes 10ms/cores.
+const cost = 10 * time.Millisecond
+
+func raw(cores float64) float64 { return cores / cost.Seconds() }
+
+func loop(t *testing.T, cores float64, demand func(time.Duration) float64, l capacity.Limits) (*capacity.Adaptive, *plant.Loop) {
+	t.Helper()
+	est, err := capacity.NewAdaptive(capacity.Config{})
+	require.NoError(t, err)
+	return est, &plant.Loop{Station: plant.New(plant.Config{Cores: cores}), Estimator: est, Limits: l, Rate: demand,
+		Cost: plant.Lognormal(cost, 0.05), Seed: 7}
+}
+
+func constant(r float64) func(time.Duration) float64 { return func(time.Duration) float64 { return r } }
+
+// meanCapacity is the mean capacity over ticks [from, to).
+func meanCapacity(ticks []plant.Tick, from, to int) float64 {
+	var sum float64
+	for _, tk := range ticks[from:to] {
+		sum += float64(tk.Capacity)
+	}
+	return sum / float64(to-from)
+}
+
+func pooledP95(ticks []plant.Tick, from, to int) time.Duration {
+	var h proxy.Latencies
+	for _, tk := range ticks[from:to] {
+		h = h.Add(tk.Latency)
+	}
+	return h.Quantile(0.95)
+}
+
+// TestLearnsTheCapacity: from 1 req/s and no label, under demand far above
+// what the node runs, the capacity reaches 90% of what the node can run
+// within 6 s and then stays near it, the executions' p95 within about twice
+// the unloaded service time (the default objective).
+func TestLearnsTheCapacity(t *testing.T) {
+	for _, cores := range []float64{0.1, 0.2, 0.3} {
+		_, l := loop(t, cores, constant(50), capacity.Limits{})
+		ticks := l.Run(120 * time.Second)
+		first := -1
+		for i, tk := range ticks {
+			if float64(tk.Capacity) >= 0.9*raw(cores) {
+				first = i
+				break
+			}
+		}
+		assert.True(t, first >= 0 && first < 6, "cores %v: 90%% of %v reached at tick %d", cores, raw(cores), first)
+		mean := meanCapacity(ticks, 15, len(ticks))
+		assert.InDelta(t, 0.9*raw(cores), mean, 0.1*raw(cores), "cores %v: mean capacity", cores)
+		service := time.Duration(float64(cost) / cores)
+		assert.LessOrEqual(t, pooledP95(ticks, 15, len(ticks)), time.Duration(2.4*float64(service)), "cores %v: p95", cores)
+	}
+}
+
+// TestFollowsACapacityDrop: the node's CPU budget halves at 30 s (a quota
+// cut, or a neighbour taking half): the capacity is under the new limit in
+// the first tick after, and back near it within 8 s, without collapsing;
+// when the budget comes back, so does the capacity.
+func TestFollowsACapacityDrop(t *testing.T) {
+	_, l := loop(t, 0.2, constant(16), capacity.Limits{})
+	l.Event = func(at time.Duration, s *plant.Station) {
+		switch at {
+		case 30 * time.Second:
+			s.SetCores(at, 0.1)
+		case 60 * time.Second:
+			s.SetCores(at, 0.2)
+		}
+	}
+	ticks := l.Run(90 * time.Second)
+	assert.Greater(t, float64(ticks[29].Capacity), 0.8*raw(0.2), "learned before the drop")
+	assert.Less(t, float64(ticks[30].Capacity), raw(0.1), "under the new limit at once")
+	for _, tk := range ticks[30:60] {
+		assert.Greater(t, float64(tk.Capacity), 0.2*raw(0.1), "no collapse at %v", tk.At)
+	}
+	assert.InDelta(t, 0.85*raw(0.1), meanCapacity(ticks, 38, 60), 0.15*raw(0.1), "near the new limit from 8 s on")
+	assert.Greater(t, meanCapacity(ticks, 80, 90), 0.7*16.0, "back up with the budget (demand 16)")
+}
+
+// TestNoGrowthWithoutDemand: a node asked little advertises little more
+// than that (it probes only while demand exceeds its capacity), and an
+// idle one stays where it was.
+func TestNoGrowthWithoutDemand(t *testing.T) {
+	_, l := loop(t, 0.3, constant(3), capacity.Limits{})
+	ticks := l.Run(60 * time.Second)
+	for _, tk := range ticks {
+		assert.LessOrEqual(t, float64(tk.Capacity), 2*3/0.95+0.01, "at %v", tk.At)
+	}
+	est, l := loop(t, 0.3, constant(0), capacity.Limits{})
+	ticks = l.Run(30 * time.Second)
+	assert.Equal(t, capacity.DefaultInitial, ticks[len(ticks)-1].Capacity)
+	assert.Equal(t, "hold", est.State().Phase)
+}
+
+// TestMildOverloadDoesNotGrow: demand just above what the node runs (the
+// trap of Netflix concurrency-limits #134, where a queue term grew the
+// limit without bound) keeps the capacity near the limit for minutes.
+func TestMildOverloadDoesNotGrow(t *testing.T) {
+	_, l := loop(t, 0.2, constant(1.1*raw(0.2)), capacity.Limits{})
+	ticks := l.Run(300 * time.Second)
+	for _, tk := range ticks[10:] {
+		assert.LessOrEqual(t, float64(tk.Capacity), 1.25*raw(0.2), "at %v", tk.At)
+	}
+	assert.InDelta(t, 0.9*raw(0.2), meanCapacity(ticks, 60, 300), 0.1*raw(0.2))
+}
+
+// TestBoundAndFloor: a declared bound is the start and the ceiling; a
+// platform that refuses everything takes the capacity down to its floor,
+// never to zero, so that executions go on and it can recover.
+func TestBoundAndFloor(t *testing.T) {
+	_, l := loop(t, 0.3, constant(50), capacity.Limits{Max: 12})
+	ticks := l.Run(30 * time.Second)
+	assert.Equal(t, dfaas.Rate(12), ticks[0].Capacity, "starts at the bound")
+	for _, tk := range ticks {
+		assert.LessOrEqual(t, float64(tk.Capacity), 12.0)
+	}
+
+	est, err := capacity.NewAdaptive(capacity.Config{})
+	require.NoError(t, err)
+	now := time.Now()
+	c := est.Update(now, capacity.Observation{}, capacity.Limits{Max: 20})
+	assert.Equal(t, dfaas.Rate(20), c)
+	for i := range 20 {
+		now = now.Add(time.Second)
+		c = est.Update(now, capacity.Observation{Window: time.Second, Busy: 5, Demand: 30}, capacity.Limits{Max: 20})
+		assert.Positive(t, float64(c), "tick %d", i)
+	}
+	assert.Equal(t, capacity.DefaultInitial, c, "at the floor")
+	assert.Contains(t, est.State().Reason, "refused")
+}
+
+// TestObjectiveOfItsOwn: a function with a latency objective looser than
+// twice its service time gets more capacity, and keeps within it.
+func TestObjectiveOfItsOwn(t *testing.T) {
+	service := time.Duration(float64(cost) / 0.2)
+	_, strict := loop(t, 0.2, constant(50), capacity.Limits{})
+	_, loose := loop(t, 0.2, constant(50), capacity.Limits{Objective: capacity.Objective{Quantile: 0.95, Latency: 5 * service}})
+	st, lo := strict.Run(120*time.Second), loose.Run(120*time.Second)
+	assert.Greater(t, meanCapacity(lo, 15, 120), meanCapacity(st, 15, 120))
+	assert.LessOrEqual(t, pooledP95(lo, 15, 120), 6*service)
+}
+
+func TestParseObjective(t *testing.T) {
+	for in, want := range map[string]capacity.Objective{
+		"p95=200ms": {Quantile: 0.95, Latency: 200 * time.Millisecond},
+		" p99.9=1s": {Quantile: 0.999, Latency: time.Second},
+		"p50=5ms":   {Quantile: 0.5, Latency: 5 * time.Millisecond},
+	} {
+		got, err := capacity.ParseObjective(in)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+	assert.Equal(t, "p95=200ms", capacity.Objective{Latency: 200 * time.Millisecond}.String())
+	for _, bad := range []string{"", "p95", "95=1s", "p0=1s", "p100=1s", "p95=", "p95=-1s", "p95=2m", "px=1s", "p95=1"} {
+		_, err := capacity.ParseObjective(bad)
+		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, bad)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, bad := range []capacity.Config{{Initial: -1}, {Tolerance: 1}, {Tolerance: 0.5}, {Slack: -1}, {MinSamples: -1}, {Hold: -1}} {
+		_, err := capacity.NewAdaptive(bad)
+		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%+v", bad)
+	}
+}
