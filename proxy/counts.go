@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"net/http"
+	"time"
 
 	"github.com/dfaas-go/dfaas"
 )
@@ -26,14 +27,21 @@ type Counts struct {
 	Latency Latencies
 	// Executions is the latency of local executions, of every origin, from
 	// the hand-over to the platform to the end of its answer, whatever the
-	// answer; Solo those of them that started while no other execution of
-	// the function was in progress here (their service time unqueued). A
-	// capacity estimator learns from them (faas/capacity).
+	// answer; Solo those of them that ran alone: no other execution of the
+	// function was in progress here from their start to their end (their
+	// service time, with no queueing nor sharing). A capacity estimator
+	// learns from them (faas/capacity).
 	Executions, Solo Latencies
 	// Busy counts local executions the platform answered 429 (it ran
 	// none of them), Failed those it answered 502, 503 or 504 (it gave up
 	// or could not reach the function); both of every origin.
 	Busy, Failed uint64
+	// Occupied is the time at least one local execution of the function
+	// was in progress: executions that ended over it, divided by it, is
+	// the rate the platform runs the function at when busy (exact for a
+	// function that runs one call at a time at full speed, a lower bound
+	// for one that runs several in parallel).
+	Occupied time.Duration
 }
 
 // PlatformFailed reports whether a platform's status says it gave up a
@@ -68,6 +76,7 @@ func (c Counts) Add(o Counts) Counts {
 	s.Solo = c.Solo.Add(o.Solo)
 	s.Busy += o.Busy
 	s.Failed += o.Failed
+	s.Occupied += o.Occupied
 	s.Forwarded = maps.Clone(c.Forwarded)
 	if s.Forwarded == nil {
 		s.Forwarded = map[dfaas.NodeID]uint64{}
@@ -95,6 +104,7 @@ func (c Counts) Sub(old Counts) Counts {
 	d.Solo = c.Solo.Sub(old.Solo)
 	d.Busy = Delta(c.Busy, old.Busy)
 	d.Failed = Delta(c.Failed, old.Failed)
+	d.Occupied = time.Duration(Delta(uint64(c.Occupied), uint64(old.Occupied)))
 	d.Forwarded = maps.Clone(c.Forwarded)
 	for n, v := range d.Forwarded {
 		d.Forwarded[n] = Delta(v, old.Forwarded[n])

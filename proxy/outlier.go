@@ -9,10 +9,14 @@ import (
 	"github.com/dfaas-go/dfaas"
 )
 
-// Outlier detection, passive, as Envoy's: a peer whose forwards fail or
-// are refused Consecutive times in a row is ejected - skipped by the pick -
-// for an ejection time that doubles with every ejection in a row, from
-// BaseEjection up to MaxEjection. When its time is up the peer is probed:
+// Outlier detection, passive, as Envoy's: a peer whose forwards fail
+// Consecutive times in a row, or are refused for capacity Refusals times in
+// a row, is ejected - skipped by the pick - for an ejection time that
+// doubles with every ejection in a row, from BaseEjection up to
+// MaxEjection. Refusals take more: a peer whose measured capacity just fell
+// refuses what senders planned on its last advert until its next one
+// reaches them (a second's worth), and that is no fault; one that refuses
+// everything for longer lies about its capacity. When its time is up the peer is probed:
 // the next forward decides, a success makes it healthy again (and halves
 // the next ejection's time), a failure ejects it again at once.
 
@@ -20,9 +24,12 @@ import (
 // default; a MaxEjection under BaseEjection means 30 s or BaseEjection,
 // whichever is longer.
 type OutlierConfig struct {
-	// Consecutive is the number of failures or refusals in a row that eject
-	// a peer. Default 5.
+	// Consecutive is the number of failures in a row that eject a peer.
+	// Default 5.
 	Consecutive int
+	// Refusals is the number of refusals for capacity in a row that eject
+	// a peer. Default 30.
+	Refusals int
 	// BaseEjection is the first ejection's length. Default 1 s.
 	BaseEjection time.Duration
 	// MaxEjection bounds an ejection's length. Default 30 s.
@@ -31,7 +38,7 @@ type OutlierConfig struct {
 
 // Validate reports a negative field.
 func (c OutlierConfig) Validate() error {
-	if c.Consecutive < 0 || c.BaseEjection < 0 || c.MaxEjection < 0 {
+	if c.Consecutive < 0 || c.Refusals < 0 || c.BaseEjection < 0 || c.MaxEjection < 0 {
 		return fmt.Errorf("%w: outliers: negative count or ejection", dfaas.ErrInvalidConfig)
 	}
 	return nil
@@ -40,6 +47,9 @@ func (c OutlierConfig) Validate() error {
 func (c OutlierConfig) withDefaults() OutlierConfig {
 	if c.Consecutive == 0 {
 		c.Consecutive = 5
+	}
+	if c.Refusals == 0 {
+		c.Refusals = 30
 	}
 	if c.BaseEjection == 0 {
 		c.BaseEjection = time.Second
@@ -52,6 +62,7 @@ func (c OutlierConfig) withDefaults() OutlierConfig {
 
 type outlier struct {
 	failures int           // in a row
+	refusals int           // in a row
 	next     time.Duration // the next ejection's length
 	until    time.Time     // ejected until then
 	probing  bool          // ejection over: the next result decides
@@ -98,7 +109,7 @@ func (o *Outliers) Success(node dfaas.NodeID) {
 	if p == nil {
 		return
 	}
-	p.failures = 0
+	p.failures, p.refusals = 0, 0
 	if p.probing {
 		p.probing = false
 		p.next = max(o.cfg.BaseEjection, p.next/2)
@@ -108,9 +119,15 @@ func (o *Outliers) Success(node dfaas.NodeID) {
 	}
 }
 
-// Failure records a forward node failed or refused, at now. It reports
+// Failure records a forward node failed, at now. It reports whether that
+// ejected the peer.
+func (o *Outliers) Failure(node dfaas.NodeID, now time.Time) bool { return o.record(node, now, false) }
+
+// Refused records a forward node refused for capacity, at now. It reports
 // whether that ejected the peer.
-func (o *Outliers) Failure(node dfaas.NodeID, now time.Time) bool {
+func (o *Outliers) Refused(node dfaas.NodeID, now time.Time) bool { return o.record(node, now, true) }
+
+func (o *Outliers) record(node dfaas.NodeID, now time.Time, refusal bool) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	p := o.peers[node]
@@ -121,12 +138,16 @@ func (o *Outliers) Failure(node dfaas.NodeID, now time.Time) bool {
 	if !p.until.IsZero() && now.Before(p.until) {
 		return false // already out: a forward that started before
 	}
-	p.failures++
 	p.last = now
-	if !p.probing && p.failures < o.cfg.Consecutive {
+	if refusal {
+		p.refusals++
+	} else {
+		p.failures++
+	}
+	if !p.probing && p.failures < o.cfg.Consecutive && p.refusals < o.cfg.Refusals {
 		return false
 	}
-	p.until, p.probing, p.failures = now.Add(p.next), false, 0
+	p.until, p.probing, p.failures, p.refusals = now.Add(p.next), false, 0, 0
 	p.next = min(2*p.next, o.cfg.MaxEjection)
 	return true
 }

@@ -123,3 +123,25 @@ func TestOutliersForgetQuietProbes(t *testing.T) {
 		assert.Equal(t, !tc.remembered, o.Usable("p", at(tc.forgetAt+1.5)), "Forget at %v s", tc.forgetAt)
 	}
 }
+
+// TestRefusalsTakeMore: a peer whose capacity just fell refuses what was
+// planned on its last advert for a moment; only one that keeps refusing
+// is ejected, and a success in between forgives both counts.
+func TestRefusalsTakeMore(t *testing.T) {
+	o, err := proxy.NewOutliers(proxy.OutlierConfig{})
+	require.NoError(t, err)
+	now := time.Now()
+	for i := range 29 {
+		assert.False(t, o.Refused("b", now), "refusal %d", i+1)
+	}
+	o.Success("b")
+	for i := range 29 {
+		assert.False(t, o.Refused("b", now), "refusal %d after a success", i+1)
+	}
+	assert.True(t, o.Refused("b", now), "the 30th in a row")
+	assert.Equal(t, []dfaas.NodeID{"b"}, o.Ejected(now))
+	for i := range 4 {
+		assert.False(t, o.Failure("c", now), "failure %d", i+1)
+	}
+	assert.True(t, o.Failure("c", now), "failures: 5 in a row")
+}

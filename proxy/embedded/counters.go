@@ -14,11 +14,50 @@ import (
 type counters struct {
 	arrivals, servedLocal, forwardedOut, receivedIn, rejected, refused, failedTries atomic.Uint64
 	busy, failed                                                                    atomic.Uint64
+	starts                                                                          atomic.Uint64 // local executions begun
 	inFlight                                                                        atomic.Int64
 	latency, executions, solo                                                       proxy.LatencyHistogram
 
+	occupied occupancy
+
 	mu        sync.Mutex
 	forwarded map[dfaas.NodeID]*peerCount
+}
+
+// occupancy accumulates the time at least one local execution is in
+// progress (proxy.Counts.Occupied).
+type occupancy struct {
+	mu    sync.Mutex
+	n     int
+	since time.Time
+	total time.Duration
+}
+
+func (o *occupancy) enter(now time.Time) {
+	o.mu.Lock()
+	if o.n == 0 {
+		o.since = now
+	}
+	o.n++
+	o.mu.Unlock()
+}
+
+func (o *occupancy) leave(now time.Time) {
+	o.mu.Lock()
+	if o.n--; o.n == 0 {
+		o.total += now.Sub(o.since)
+	}
+	o.mu.Unlock()
+}
+
+// read is the time occupied up to now.
+func (o *occupancy) read(now time.Time) time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n > 0 {
+		return o.total + now.Sub(o.since)
+	}
+	return o.total
 }
 
 // peerCount counts the requests forwarded to one peer; planned is when a
@@ -67,6 +106,7 @@ func (c *counters) snapshot() proxy.Counts {
 		ReceivedIn: c.receivedIn.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(),
 		FailedTries: c.failedTries.Load(), InFlight: c.inFlight.Load(), Latency: c.latency.Snapshot(),
 		Executions: c.executions.Snapshot(), Solo: c.solo.Snapshot(), Busy: c.busy.Load(), Failed: c.failed.Load(),
+		Occupied: c.occupied.read(time.Now()),
 	}
 	c.mu.Lock()
 	out.Forwarded = make(map[dfaas.NodeID]uint64, len(c.forwarded))

@@ -171,16 +171,21 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 // serveLocal executes a request on the local platform.
 func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function, fromPeer bool) {
 	c := fn.counts
-	solo := c.inFlight.Add(1) == 1
+	// Alone throughout: none in progress at the start, none begun since.
+	alone := c.inFlight.Add(1) == 1
+	began := c.starts.Add(1)
 	defer c.inFlight.Add(-1)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer}
 	start := time.Now()
+	c.occupied.enter(start)
 	// Counted on the way out, an aborted answer (http.ErrAbortHandler, the
 	// platform's answer cut off) included: the function ran.
 	defer func() {
-		took := time.Since(start)
+		end := time.Now()
+		c.occupied.leave(end)
+		took := end.Sub(start)
 		c.executions.Observe(took)
-		if solo {
+		if alone && c.starts.Load() == began {
 			c.solo.Observe(took)
 		}
 		busy := sw.status == http.StatusTooManyRequests // the platform's (or the function's) 429
@@ -257,7 +262,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 				failed = true
 				rt.fn.counts.failedTries.Add(1)
 				p.log.Debug("forward failed", "peer", pr.node, "sent", sent, "err", err)
-				if p.outliers.Failure(pr.node, p.cfg.Now()) {
+				record := p.outliers.Failure
+				if errors.Is(err, errRefused) && !sent {
+					record = p.outliers.Refused
+				}
+				if record(pr.node, p.cfg.Now()) {
 					p.log.Info("peer ejected", "peer", pr.node, "err", err)
 					p.fire()
 				}
@@ -331,10 +340,14 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 	if resp.StatusCode == proxy.StatusRefused {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		_ = resp.Body.Close()
-		return nil, false, fmt.Errorf("peer %s refused: %s %s", pr.node, resp.Status, resp.Header.Get(proxy.HeaderRefused))
+		return nil, false, fmt.Errorf("peer %s %w: %s %s", pr.node, errRefused, resp.Status, resp.Header.Get(proxy.HeaderRefused))
 	}
 	return resp, true, nil
 }
+
+// errRefused: the peer refused the request (proxy.StatusRefused): it ran
+// nothing.
+var errRefused = errors.New("refused")
 
 // errBufferFull: the forwards in progress hold MaxBuffered bytes already.
 var errBufferFull = errors.New("forward buffer full")

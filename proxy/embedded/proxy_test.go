@@ -150,13 +150,15 @@ func TestRefusedForwardIsRetriedOnNextPeer(t *testing.T) {
 	assert.Zero(t, efull.calls.Load())
 	ca := counts(t, a)["figlet"]
 	assert.Equal(t, uint64(10), ca.ForwardedOut)
-	// Every request tries dead and full before b, until outlier detection
-	// ejects both after their 5th failure in a row: the last 5 requests go
-	// to b at once.
-	assert.Equal(t, uint64(10), ca.FailedTries)
+	// Requests try dead and full before b: outlier detection ejects dead
+	// after its 5th failure in a row, and not full, which refuses for
+	// capacity (a peer whose capacity fell refuses until its next advert:
+	// it takes 30 refusals in a row to eject one).
+	refused := counts(t, full)["figlet"].Refused
+	assert.GreaterOrEqual(t, refused, uint64(8), "full was tried first or second nearly every time")
+	assert.Equal(t, 5+refused, ca.FailedTries)
 	assert.Zero(t, ca.Rejected)
-	assert.Equal(t, uint64(5), counts(t, full)["figlet"].Refused)
-	assert.Equal(t, []dfaas.NodeID{"dead", "full"}, a.Ejected())
+	assert.Equal(t, []dfaas.NodeID{"dead"}, a.Ejected())
 }
 
 func TestNoCapacityAnywhereIs503WithRetryAfter(t *testing.T) {

@@ -77,10 +77,11 @@ func (t TLS) AnchorFile(server string) string { return filepath.Join(t.AnchorDir
 // ("user" or "peer"), the function, microseconds from the request's headers to the end of its
 // answer, "1" if a user request was admitted within the local limit, how it
 // ran ("u" locally within the limit, "s" locally beyond it, "p" a peer's
-// request run here; else not run here), the status answered, and the
-// function's local executions in progress as it started, itself included.
-// A variable not set prints as "-".
-const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)]"
+// request run here; else not run here), the status answered, the
+// function's local executions in progress as it started, itself included,
+// and its local executions begun by then and by the end (st_total's count:
+// the same if none began meanwhile). A variable not set prints as "-".
+const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)] %[var(txn.began)] %[sc1_http_req_cnt]"
 
 // serverHealth is every peer server's outlier detection: five connection
 // errors in a row observed on forwards (refused, reset, TLS handshake
@@ -283,6 +284,7 @@ func (l Layout) Render() (string, error) {
 		w("    http-request set-var(txn.exec) str(u) if local")
 		w("    http-request set-var(txn.exec) str(s) if spill")
 		w("    http-request set-var(txn.cur) sc1_conn_cur if local || spill")
+		w("    http-request set-var(txn.began) sc1_http_req_cnt if local || spill")
 	}
 	w("    use_backend %s if local || spill", backendLocal)
 	w("    use_backend fwd_%%[var(txn.fn)]")
@@ -317,6 +319,7 @@ func (l Layout) Render() (string, error) {
 	if l.LogSocket != "" {
 		w("    http-request set-var(txn.exec) str(p)")
 		w("    http-request set-var(txn.cur) sc1_conn_cur")
+		w("    http-request set-var(txn.began) sc1_http_req_cnt")
 	}
 	w("    http-response set-status 502 if { status 425 }") // the platform's own 425: executed
 	// The platform's 429 goes back as it is (never retried: a function may

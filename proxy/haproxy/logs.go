@@ -17,6 +17,14 @@ type logState struct {
 	latency          proxy.LatencyHistogram // user requests
 	executions, solo proxy.LatencyHistogram // local executions (see proxy.Counts)
 	busy, failed     atomic.Uint64
+	// occupied is the time at least one local execution was in progress,
+	// in ns, from the log's lines in the order they come (at each
+	// execution's end): each adds what of it lies past the latest end seen.
+	// An execution that began before shorter ones and ended after them may
+	// span idle gaps between them that are then not counted: exact for
+	// calls that end in the order they began.
+	occupied atomic.Int64
+	lastEnd  time.Time // the latest end seen (the log reader's own)
 	// over is set by a user request over the local limit, and cleared by
 	// every Apply. armed: the first such request fires the trigger; an
 	// Apply arms it only if the function was not already over its limit, so
@@ -32,7 +40,7 @@ type logLine struct {
 	local  bool // a user request admitted within the local limit
 	ran    bool // executed here
 	status int
-	solo   bool // no other execution of the function was in progress as it started
+	solo   bool // no other execution of the function was in progress from its start to its end
 }
 
 // readLogs reads HAProxy's request log until the socket closes. Lines of
@@ -60,6 +68,11 @@ func (d *Driver) readLogs() {
 		}
 		st := v.(*logState)
 		if l.ran {
+			end := time.Now()
+			if end.After(st.lastEnd) {
+				st.occupied.Add(int64(end.Sub(later(end.Add(-l.took), st.lastEnd))))
+				st.lastEnd = end
+			}
 			st.executions.Observe(l.took)
 			if l.solo {
 				st.solo.Observe(l.took)
@@ -87,12 +100,21 @@ func (d *Driver) readLogs() {
 	}
 }
 
+// later is the later of two times.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // parseLogLine reads one request log line: "<user or peer> <function>
 // <µs> <1 if admitted within the local limit> <u, s or p if run here>
-// <status> <executions in progress as it started>", unset fields "-".
+// <status> <executions in progress as it started> <executions begun by its
+// start> <by its end>", unset fields "-".
 func parseLogLine(line string) (logLine, bool) {
 	f := strings.Fields(line)
-	if len(f) != 7 || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
+	if len(f) != 9 || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
 		return logLine{}, false
 	}
 	user := f[0] == "user"
@@ -116,11 +138,13 @@ func parseLogLine(line string) (logLine, bool) {
 		return logLine{}, false
 	}
 	if l.ran {
-		cur, err := strconv.Atoi(f[5])
-		if err != nil || cur < 1 {
+		cur, err1 := strconv.Atoi(f[5])
+		began, err2 := strconv.ParseUint(f[6], 10, 64)
+		ended, err3 := strconv.ParseUint(f[7], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil || cur < 1 {
 			return logLine{}, false
 		}
-		l.solo = cur == 1
+		l.solo = cur == 1 && ended == began
 	}
 	return l, true
 }

@@ -44,24 +44,27 @@ func TestResynced(t *testing.T) {
 }
 
 func TestParseLogLine(t *testing.T) {
-	l, ok := parseLogLine("user figlet 386 1 u 200 1\n")
+	l, ok := parseLogLine("user figlet 386 1 u 200 1 7 7\n")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 386 * time.Microsecond, user: true, local: true, ran: true, status: 200, solo: true}, l)
-	l, ok = parseLogLine("user figlet 1200 - - 503 -")
+	l, ok = parseLogLine("user figlet 1200 - - 503 - - -")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 1200 * time.Microsecond, user: true, status: 503}, l, "over the limit, not run here")
-	l, ok = parseLogLine("user figlet 900 - s 429 3")
+	l, ok = parseLogLine("user figlet 900 - s 429 3 9 9")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 900 * time.Microsecond, user: true, ran: true, status: 429}, l, "run beyond the limit, with two others")
-	l, ok = parseLogLine("peer figlet 700 - p 200 2")
+	l, ok = parseLogLine("peer figlet 700 - p 200 2 5 5")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200}, l, "a peer's, run here")
-	l, ok = parseLogLine("peer figlet 30 - - 425 -")
+	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 6")
+	assert.True(t, ok)
+	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200}, l, "started alone, another began before its end")
+	l, ok = parseLogLine("peer figlet 30 - - 425 - - -")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 30 * time.Microsecond, status: 425}, l, "a peer's, refused")
-	for _, bad := range []string{"", "figlet", "user figlet x 1 u 200 1", "user figlet -5 1 u 200 1", "Proxy user stopped (cumulated conns: FE: 1, BE: 0).",
-		"user figlet 1 1 u 200 1 extra", "other figlet 1 1 u 200 1", "user - 1 - - 404 -", "user figlet 1 1 u 200 0", "user figlet 1 1 x 200 1",
-		"user figlet 1 1 u 2000 1", "peer figlet 1 - p 200 -"} {
+	for _, bad := range []string{"", "figlet", "user figlet x 1 u 200 1 1 1", "user figlet -5 1 u 200 1 1 1", "Proxy user stopped (cumulated conns: FE: 1, BE: 0).",
+		"user figlet 1 1 u 200 1 1 1 extra", "other figlet 1 1 u 200 1 1 1", "user - 1 - - 404 - - -", "user figlet 1 1 u 200 0 1 1", "user figlet 1 1 x 200 1 1 1",
+		"user figlet 1 1 u 2000 1 1 1", "peer figlet 1 - p 200 - - -", "peer figlet 1 - p 200 1 - 2", "user figlet 1 1 u 200 1 1"} {
 		_, ok := parseLogLine(bad)
 		assert.False(t, ok, bad)
 	}
@@ -72,7 +75,7 @@ func TestParseLogLine(t *testing.T) {
 func FuzzParsers(f *testing.F) {
 	f.Add("0x1: key=figlet use=0 exp=0 conn_cur=1 http_req_cnt=2\n")
 	f.Add("0x1: [date] id=dfaas disabled=0 flags=0x1103 resync_timeout=4s")
-	f.Add("user figlet 386 1 u 200 1")
+	f.Add("user figlet 386 1 u 200 1 4 4")
 	f.Fuzz(func(t *testing.T, s string) {
 		_ = parseTable(s)
 		_ = resynced(s)
