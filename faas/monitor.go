@@ -3,6 +3,8 @@ package faas
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"maps"
 	"sync"
 	"time"
 
@@ -58,6 +60,8 @@ type MonitorConfig struct {
 	// Declared turns estimation off: a function's capacity is what the
 	// platform declares, and 0 when it declares none.
 	Declared bool
+	// Logger receives the estimators' cuts. Default slog.Default().
+	Logger *slog.Logger
 }
 
 // Monitor is the default dfaas.Monitor: per-function rates from a data
@@ -71,11 +75,13 @@ type Monitor struct {
 
 	declared  bool
 	estimator func(string) capacity.Estimator
+	log       *slog.Logger
 
 	mu         sync.Mutex
 	history    []snapshot            // oldest first
 	known      map[string]dfaas.Rate // the platform's last answer
 	estimators map[string]capacity.Estimator
+	executions map[string]dfaas.Latency // of the latest sample's window
 }
 
 // maxHistory bounds the snapshots a Monitor keeps.
@@ -101,6 +107,9 @@ func (c MonitorConfig) withDefaults() MonitorConfig {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
 	if c.Estimator == nil {
 		c.Estimator = func(string) capacity.Estimator {
 			a, _ := capacity.NewAdaptive(capacity.Config{}) // the defaults are valid
@@ -120,7 +129,15 @@ func NewMonitor(counter proxy.Counter, platform Platform, cfg MonitorConfig) (*M
 	}
 	cfg = cfg.withDefaults()
 	return &Monitor{counter: counter, platform: platform, window: cfg.Window, now: cfg.Now, declared: cfg.Declared,
-		estimator: cfg.Estimator, estimators: map[string]capacity.Estimator{}}, nil
+		estimator: cfg.Estimator, log: cfg.Logger, estimators: map[string]capacity.Estimator{}}, nil
+}
+
+// Executions returns, per function, the latency of its local executions
+// over the latest sample's window (functions without any are missing).
+func (m *Monitor) Executions() map[string]dfaas.Latency {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.executions)
 }
 
 // Estimates returns what each function's capacity estimator believes, by
@@ -239,6 +256,12 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 	if !m.declared {
 		m.estimate(now, out, caps, objectives, prev, cur.counts, capErr != nil)
 	}
+	m.executions = map[string]dfaas.Latency{}
+	for name, fs := range out.Functions {
+		if fs.Executions != (dfaas.Latency{}) {
+			m.executions[name] = fs.Executions
+		}
+	}
 	return out, degraded
 }
 
@@ -269,8 +292,8 @@ func (m *Monitor) estimate(now time.Time, out dfaas.Sample, caps map[string]dfaa
 		if p, ok := prev[name]; ok && out.Window > 0 {
 			d := cur[name].Sub(p)
 			o = capacity.Observation{Window: out.Window, Latency: d.Executions, Solo: d.Solo, Busy: d.Busy, Failed: d.Failed,
-				InFlight: int(cur[name].InFlight),
-				Demand:   dfaas.Rate(float64(d.Arrivals+d.ReceivedIn+d.Refused) / out.Window.Seconds())}
+				InFlight: int(cur[name].InFlight), Occupied: d.Occupied,
+				Demand: dfaas.Rate(float64(d.Arrivals+d.ReceivedIn+d.Refused) / out.Window.Seconds())}
 		} else if prev != nil && out.Window > 0 {
 			o.Window = out.Window // counted nothing yet: an idle window
 		}
@@ -278,7 +301,12 @@ func (m *Monitor) estimate(now time.Time, out dfaas.Sample, caps map[string]dfaa
 		if declared > 0 {
 			limits.Max = declared
 		}
+		before := e.State()
 		c := e.Update(now, o, limits)
+		if after := e.State(); !after.Cut.IsZero() && !after.Cut.Equal(before.Cut) {
+			m.log.Info("capacity cut", "function", name, "from", float64(before.Capacity), "to", float64(c),
+				"ceiling", float64(after.Ceiling), "reason", after.Reason)
+		}
 		fs := out.Functions[name]
 		switch {
 		case degraded || declared == 0:

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas/capacity"
 	"github.com/dfaas-go/dfaas/overlay"
 )
 
@@ -43,6 +44,14 @@ type Status struct {
 	// started; CountersError says why they are missing, if they are.
 	Counters      map[string]FunctionCounts `json:"counters,omitempty"`
 	CountersError string                    `json:"counters_error,omitempty"`
+	// Capacity is, per function, what its capacity estimator believes
+	// (learned capacity, ceiling, service time, objective and the latest
+	// latency, its phase and last cut); absent when capacities are
+	// declared.
+	Capacity map[string]capacity.State `json:"capacity,omitempty"`
+	// Executions is, per function, the latency of its local executions
+	// over the latest tick's window (nanoseconds in JSON).
+	Executions map[string]dfaas.Latency `json:"executions,omitempty"`
 }
 
 // FunctionCounts is one function's data-plane counters (proxy.Counts).
@@ -56,6 +65,10 @@ type FunctionCounts struct {
 	FailedTries  uint64                  `json:"failed_tries"`
 	InFlight     int64                   `json:"in_flight"`
 	Forwarded    map[dfaas.NodeID]uint64 `json:"forwarded,omitempty"`
+	// Busy and Failed are the local executions the platform answered 429,
+	// and 502-504.
+	Busy   uint64 `json:"busy"`
+	Failed uint64 `json:"failed"`
 }
 
 // Status reports the node's status now; ctx bounds reading the data
@@ -89,8 +102,10 @@ func (n *Node) Status(ctx context.Context) Status {
 		}
 		out.Counters[fn] = FunctionCounts{Arrivals: c.Arrivals, ServedLocal: c.ServedLocal, ForwardedOut: c.ForwardedOut,
 			ReceivedIn: c.ReceivedIn, Rejected: c.Rejected, Refused: c.Refused, FailedTries: c.FailedTries, InFlight: c.InFlight,
-			Forwarded: c.Forwarded}
+			Forwarded: c.Forwarded, Busy: c.Busy, Failed: c.Failed}
 	}
+	out.Capacity = n.Monitor.Estimates()
+	out.Executions = n.Monitor.Executions()
 	return out
 }
 

@@ -237,7 +237,7 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	if n.Monitor, err = faas.NewMonitor(n.DataPlane, cfg.Platform.Capacities, faas.MonitorConfig{Window: cfg.Interval / 2,
-		Estimator: cfg.Estimator, Declared: cfg.DeclaredCapacity}); err != nil {
+		Estimator: cfg.Estimator, Declared: cfg.DeclaredCapacity, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	advertise := cfg.Advertise

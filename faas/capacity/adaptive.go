@@ -37,7 +37,7 @@ type Config struct {
 	// leaves takes a while to drain. Default 2 s.
 	Hold time.Duration
 	// Settle is how long after a cut the capacity stays at most 95% of
-	// the ceiling before probing above it. Default 15 s.
+	// the ceiling before probing above it. Default 10 s.
 	Settle time.Duration
 }
 
@@ -49,7 +49,7 @@ const (
 	DefaultMinSamples            = 5
 	DefaultMaxPool               = 5 * time.Second
 	DefaultHold                  = 2 * time.Second
-	DefaultSettle                = 15 * time.Second
+	DefaultSettle                = 10 * time.Second
 )
 
 // Bounds of the loop's steps (see Adaptive).
@@ -58,9 +58,12 @@ const (
 	cutMax       = 0.9  // and gives up at least a tenth
 	probeFirst   = 0.03 // the first step above the ceiling, as a fraction
 	probeMax     = 0.25 // the largest
-	probeRun     = 5    // probes in a row that double the step
+	probeRun     = 4    // probes in a row that double the step
+	minSolo      = 5    // executions that ran alone an objective is drawn from, at the least
 	recoverStep  = 1.25 // below the ceiling
 	demandMet    = 0.95 // demand at this part of the capacity counts as exceeding it
+	minOccupied  = 0.3  // the busy share of a span that tells how fast the platform runs when busy
+	fill         = 0.8  // the part of that an unpressed node grows to
 	headroom     = 0.8  // growth only while latency is under this part of the objective
 	soloScale    = 1024 // fixed-point units of a solo execution
 	soloDecay    = 4    // the solo histogram loses 1/soloDecay of its weight every window
@@ -121,34 +124,51 @@ func (c Config) withDefaults() Config {
 //     executions (and no refusal or failure) is pooled with the next, up
 //     to MaxPool, unless the capacity itself lets fewer through.
 //   - Objective: the function's own (Limits.Objective), else its 95th
-//     percentile at most Tolerance times the unloaded service time (and
-//     Slack above it). The service time is the median latency of recent
-//     executions that started while no other ran: queueing cannot inflate
-//     it, so it does not drift up under sustained load (Envoy's #11579),
-//     and a few cheap calls cannot pull it down as a minimum would
-//     (Netflix concurrency-limits #125). Under saturation nothing starts
-//     alone and it stays as it was; when a span's solo executions are 1.5
-//     times off, it starts over from them (a quota, a neighbour, costlier
-//     inputs: today's latency is not judged on yesterday's service).
+//     percentile at most Tolerance times the 95th percentile of recent
+//     executions that ran alone (and Slack above it): like compared with
+//     like, so a function whose calls vary is not held to its median.
+//     Executions that ran alone (no other of the function from their start
+//     to their end) show the service time unqueued and unshared: queueing
+//     cannot inflate it, so it does not drift up under sustained load
+//     (Envoy's #11579), and it is a quantile of many, not a minimum a few
+//     cheap calls pull down (Netflix concurrency-limits #125). Under
+//     saturation nothing runs alone and it stays as it was; when a span's
+//     solo executions are 1.5 times off its median (the service time), it
+//     starts over from them (a quota, a neighbour, costlier inputs: today's
+//     latency is not judged on yesterday's service).
 //   - Overload: a refusal, a failure, or more executions over the
-//     objective than its quantile allows (one is not enough: the
-//     scheduler's noise).
+//     objective (to the histogram's resolution) than its quantile allows,
+//     by two standard deviations, and at least two (a window exactly at
+//     the objective often has one or two more; one is the scheduler's
+//     noise). An objective drawn
+//     from executions that ran alone is used once there are five of them.
 //   - Cut: to what ran in the span (never more than the capacity) times
 //     sqrt(objective/latency), held to [0.5, 0.9]: one span at most halves
 //     the capacity, every cut gives up a tenth so that the queue the
 //     overload left drains, and what ran becomes the Ceiling. No second
 //     cut for Hold after one: the backlog drains, and what runs meanwhile
 //     raises the Ceiling (the span of the cut, with work in progress,
-//     undercounts it). One cut per overload, and never down to nothing
-//     (the trap of Envoy's #8337).
+//     undercounts it). One cut per overload: until a span is within the
+//     objective again, only a queue that still grows cuts again. Never
+//     down to nothing (the trap of Envoy's #8337).
 //   - Growth, only while demand is at least 95% of the capacity and the
 //     latency under 80% of the objective, never within Hold of a cut (so
 //     neither an idle node nor a mildly overloaded one grows: the trap of
 //     Netflix concurrency-limits #134): doubling before any overload was
-//     seen; x1.25 up to 90% of the Ceiling, +1% a window up to 95%, then
+//     seen; at once to 80% of the Ceiling, then x1.25 up to 90% of it, +1%
+//     a window up to 95%, then
 //     nothing until Settle after the last cut; above that, probes of 3%
-//     whose step doubles every five in a row, up to 25%. Latency gives no
+//     whose step doubles every four in a row, up to 25%. Latency gives no
 //     warning before the knee, so steps stay small near the last limit.
+//     A helper is sent a part of its peers' excess in proportion to its
+//     room, so it may never be asked all of its capacity. Busy 30% of a
+//     span or more, it knows how fast it runs when busy (Little's law:
+//     executions over the time at least one was in progress, a lower bound
+//     for a function that runs calls in parallel), and grows toward 80% of
+//     that (x1.25 a window), no further, with latency under 80% of the
+//     objective. Not 90%: under a CPU quota a call's cost rises with the
+//     load (by 20-25% from half load to saturation, measured on the
+//     testbed), so the rate at half load overstates the limit.
 //   - Bounds: at most Limits.Max (and it starts there, trusting a declared
 //     bound until it sees otherwise); at least the lesser of Initial and one
 //     call per service time, so that executions go on and it can recover.
@@ -174,9 +194,12 @@ type Adaptive struct {
 	// solo is a histogram of recent solo executions, in soloScale units
 	// of an execution, each window's older counts decayed.
 	solo     proxy.Latencies
+	solos    uint64     // executions that ran alone, since the service time last stepped
+	full     dfaas.Rate // what ran per second of occupied time, by the latest span busy enough
 	obj, lat time.Duration
 	quantile float64
-	inflight int // at the end of the last span judged
+	inflight int  // at the end of the last span judged
+	episode  bool // cut, and no span within the objective since
 }
 
 // NewAdaptive returns an Adaptive estimator.
@@ -206,6 +229,7 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 	for i, c := range a.solo {
 		a.solo[i] = c - c/soloDecay + o.Solo[i]*soloScale
 	}
+	a.solos += o.Solo.Count()
 	if o.Solo.Count() > 0 {
 		a.service = a.solo.Quantile(0.5)
 	}
@@ -230,7 +254,7 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 			for i, c := range p.Solo {
 				a.solo[i] = c * soloScale
 			}
-			a.service = m
+			a.service, a.solos = m, k
 		}
 	}
 	a.quantile = l.Objective.Quantile
@@ -239,16 +263,42 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 	}
 	a.obj = l.Objective.Latency
 	if a.obj == 0 && a.service > 0 {
-		a.obj = max(time.Duration(float64(a.service)*a.cfg.Tolerance), a.service+a.cfg.Slack)
+		// The same quantile of executions that ran alone, Tolerance times:
+		// like compared with like, so that a function whose calls vary
+		// (inputs, the scheduler's periods) is not held to its median.
+		alone := a.solo.Quantile(a.quantile)
+		a.obj = max(time.Duration(float64(alone)*a.cfg.Tolerance), alone+a.cfg.Slack)
 	}
 	a.lat = p.Latency.Quantile(a.quantile)
 	ran := dfaas.Rate(float64(n-min(n, p.Failed)) / p.Window.Seconds())
+	// What the platform runs a second when busy, from a span it was busy
+	// enough to tell.
+	if occ := p.Occupied.Seconds() / p.Window.Seconds(); occ >= minOccupied && ran > 0 {
+		a.full = ran / dfaas.Rate(min(1, occ))
+	}
+	// Over the objective, to the histogram's resolution (a bucket is 6 to
+	// 12% wide, and an objective drawn from it falls on a bucket's edge):
+	// more executions above it than its quantile allows, by two standard
+	// deviations (a small window at exactly the objective would often have
+	// one or two more), and at least two. An objective of its own
+	// is judged at once; one drawn from the executions that ran alone
+	// waits for minSolo of them.
+	judged := a.obj + a.obj/20
+	known := l.Objective.Latency > 0 || a.solos >= minSolo
+	slow := a.obj > 0 && known && a.lat > judged && float64(n-p.Latency.AtMost(judged)) > overAllowed(n, a.quantile)
 	holding := !a.cut.IsZero() && now.Sub(a.cut) < a.cfg.Hold
+	overloaded := p.Busy > 0 || p.Failed > 0 || slow
+	// One cut per overload: after a cut, until a span is within the
+	// objective again, the backlog it left drains, and only a queue that
+	// still grows (the cut was not enough) cuts again.
+	draining := a.episode && p.InFlight <= inflight
+	if !overloaded {
+		a.episode = false
+	}
 	switch {
-	case holding && (p.Busy > 0 || p.Failed > 0 || a.obj > 0 && a.lat > a.obj):
-		// The queue the last cut left is draining: one cut per overload.
-		// What runs while a backlog drains is the limit: the window of
-		// the cut, with work in progress, undercounts it.
+	case overloaded && (holding || draining):
+		// What runs while a backlog drains is the limit: the span of the
+		// cut, with work in progress, undercounts it.
 		if inflight > 0 {
 			a.ceiling = max(a.ceiling, ran)
 		}
@@ -257,11 +307,11 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 		a.cutTo(now, ran, cutMax, fmt.Sprintf("the platform refused %d", p.Busy))
 	case p.Failed > 0:
 		a.cutTo(now, ran, cutMax, fmt.Sprintf("the platform failed %d", p.Failed))
-	case a.obj > 0 && a.lat > a.obj && n-p.Latency.AtMost(a.obj) > max(1, uint64((1-a.quantile)*float64(n))):
+	case slow:
 		f := min(cutMax, max(cutMin, math.Sqrt(float64(a.obj)/float64(a.lat))))
 		a.cutTo(now, ran, f, fmt.Sprintf("p%g %v over %v", a.quantile*100, a.lat.Round(time.Millisecond), a.obj.Round(time.Millisecond)))
 	default:
-		a.grow(now, p, holding)
+		a.grow(now, p, ran, holding)
 	}
 	return a.bounded(l)
 }
@@ -271,14 +321,29 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 func (a *Adaptive) cutTo(now time.Time, ran dfaas.Rate, f float64, reason string) {
 	a.ceiling = ran
 	a.c = dfaas.Rate(f) * min(a.c, ran)
-	a.cut, a.reason, a.phase, a.step, a.probes = now, reason, "cut", probeFirst, 0
+	a.cut, a.reason, a.phase, a.step, a.probes, a.episode = now, reason, "cut", probeFirst, 0, true
 }
 
-// grow raises the capacity if demand exceeds it and latency has room.
-func (a *Adaptive) grow(now time.Time, p Observation, holding bool) {
+// grow raises the capacity if demand exceeds it and latency has room,
+// or toward what the platform runs when busy.
+func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bool) {
 	pressed := p.Demand >= demandMet*a.c
 	room := a.obj == 0 || a.lat <= time.Duration(headroom*float64(a.obj))
-	if !pressed || !room || holding {
+	if holding || !room {
+		a.phase = "hold"
+		return
+	}
+	if !pressed {
+		// A helper's demand follows what it advertises: peers send it a
+		// part of their excess in proportion to its room, so it may never
+		// be asked all it can run. Busy a good part of the time, it knows
+		// how fast it runs when busy (Little's law: what ran over the
+		// time occupied), and grows to a part of that, no further.
+		if a.full > 0 && a.c < fill*a.full {
+			a.c = min(a.c*recoverStep, fill*a.full)
+			a.phase = "fill"
+			return
+		}
 		a.phase = "hold"
 		return
 	}
@@ -287,7 +352,8 @@ func (a *Adaptive) grow(now time.Time, p Observation, holding bool) {
 		a.c *= 2
 		a.phase = "start"
 	case a.c < 0.9*a.ceiling:
-		a.c = min(a.c*recoverStep, 0.9*a.ceiling)
+		// Back at once to most of what the node ran at its limit.
+		a.c = min(max(a.c*recoverStep, 0.8*a.ceiling), 0.9*a.ceiling)
 		a.phase = "probe"
 	case a.c < 0.95*a.ceiling:
 		a.c = min(a.c*(1+probeFirst/3), 0.95*a.ceiling)
@@ -329,7 +395,7 @@ func (a *Adaptive) bounded(l Limits) dfaas.Rate {
 func (a *Adaptive) State() State {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return State{Capacity: a.c, Ceiling: a.ceiling, Service: a.service, Objective: a.obj, Quantile: a.quantile,
+	return State{Capacity: a.c, Ceiling: a.ceiling, Full: a.full, Service: a.service, Objective: a.obj, Quantile: a.quantile,
 		Latency: a.lat, Phase: a.phase, Reason: a.reason, Cut: a.cut}
 }
 
@@ -341,11 +407,20 @@ func pooled(p, o Observation) Observation {
 	p.Busy += o.Busy
 	p.Failed += o.Failed
 	p.InFlight = o.InFlight
+	p.Occupied += o.Occupied
 	// Demand is a rate: weigh each window by its span.
 	if p.Window > 0 {
 		p.Demand += (o.Demand - p.Demand) * dfaas.Rate(o.Window.Seconds()/p.Window.Seconds())
 	}
 	return p
+}
+
+// overAllowed is how many of n executions may be over the objective's
+// quantile q before the window counts as over it: the expected number plus
+// two standard deviations (binomial), and at least one.
+func overAllowed(n uint64, q float64) float64 {
+	mean := float64(n) * (1 - q)
+	return max(1, mean+2*math.Sqrt(mean*q))
 }
 
 var _ Estimator = (*Adaptive)(nil)

@@ -146,15 +146,20 @@ func TestBoundAndFloor(t *testing.T) {
 	assert.Contains(t, est.State().Reason, "refused")
 }
 
-// TestObjectiveOfItsOwn: a function with a latency objective looser than
-// twice its service time gets more capacity, and keeps within it.
+// TestObjectiveOfItsOwn: a function of varied calls (costs spread 50%)
+// is held to its own objective: a tight one costs capacity, a loose one
+// allows more, and each keeps within it.
 func TestObjectiveOfItsOwn(t *testing.T) {
 	service := time.Duration(float64(cost) / 0.2)
-	_, strict := loop(t, 0.2, constant(50), capacity.Limits{})
-	_, loose := loop(t, 0.2, constant(50), capacity.Limits{Objective: capacity.Objective{Quantile: 0.95, Latency: 5 * service}})
-	st, lo := strict.Run(120*time.Second), loose.Run(120*time.Second)
-	assert.Greater(t, meanCapacity(lo, 15, 120), meanCapacity(st, 15, 120))
-	assert.LessOrEqual(t, pooledP95(lo, 15, 120), 6*service)
+	run := func(obj time.Duration) []plant.Tick {
+		_, l := loop(t, 0.2, constant(50), capacity.Limits{Objective: capacity.Objective{Quantile: 0.95, Latency: obj}})
+		l.Cost = plant.Lognormal(cost, 0.5)
+		return l.Run(120 * time.Second)
+	}
+	tight, loose := run(3*service), run(8*service)
+	assert.Greater(t, meanCapacity(loose, 15, 120), meanCapacity(tight, 15, 120))
+	assert.LessOrEqual(t, pooledP95(tight, 15, 120), 3*service+3*service/10)
+	assert.LessOrEqual(t, pooledP95(loose, 15, 120), 8*service+8*service/10)
 }
 
 func TestParseObjective(t *testing.T) {
@@ -179,4 +184,19 @@ func TestConfigValidate(t *testing.T) {
 		_, err := capacity.NewAdaptive(bad)
 		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%+v", bad)
 	}
+}
+
+// TestHelperFillsToWhatItRuns: a helper asked a fixed part of what it
+// advertises (peers split their excess by room) is never asked all of
+// it, yet learns it: from what it runs per second of busy time, it grows
+// to about 80% of its limit, and no further.
+func TestHelperFillsToWhatItRuns(t *testing.T) {
+	est, l := loop(t, 0.2, nil, capacity.Limits{})
+	l.Rate = func(time.Duration) float64 { return 0.85 * float64(est.State().Capacity) }
+	ticks := l.Run(60 * time.Second)
+	assert.InDelta(t, 0.8*raw(0.2), meanCapacity(ticks, 40, 60), 0.1*raw(0.2))
+	for _, tk := range ticks {
+		assert.LessOrEqual(t, float64(tk.Capacity), raw(0.2), "at %v", tk.At)
+	}
+	assert.InDelta(t, raw(0.2), float64(est.State().Full), 0.1*raw(0.2), "what it runs when busy")
 }

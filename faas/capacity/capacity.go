@@ -44,6 +44,9 @@ type Observation struct {
 	// InFlight is the number of executions in progress at the window's
 	// end.
 	InFlight int
+	// Occupied is the time in the window at least one execution was in
+	// progress.
+	Occupied time.Duration
 	// Demand is the rate of requests that asked to run on the node,
 	// admitted or not: its users' requests and its peers' forwards.
 	Demand dfaas.Rate
@@ -130,9 +133,14 @@ type State struct {
 	Quantile  float64       `json:"quantile"`
 	// Latency is that quantile of the latest window's executions.
 	Latency time.Duration `json:"latency_ns"`
+	// Full is what the platform runs a second when busy: executions over
+	// the time at least one was in progress, by the latest span busy
+	// enough to tell (zero before).
+	Full dfaas.Rate `json:"full"`
 	// Phase is "start" (growing fast: no limit seen yet), "probe"
-	// (growing while demand exceeds the capacity), "hold" or "cut" (the
-	// latest window was overloaded).
+	// (growing while demand exceeds the capacity), "fill" (growing toward
+	// a part of Full), "hold" or "cut" (the latest window was
+	// overloaded).
 	Phase string `json:"phase"`
 	// Reason says why the latest cut was made, and Cut when ("" and zero
 	// before the first).

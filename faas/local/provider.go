@@ -62,6 +62,10 @@ type Config struct {
 	// provider answers 429, as an overloaded machine would fail. For demos
 	// and tests; OpenFaaS itself treats the label as a hint.
 	EnforceMaxRate bool
+	// Middleware, if set, wraps every function's handler when it is
+	// deployed: to account for its calls, say. It sees the function's name
+	// and namespace.
+	Middleware func(name, namespace string, next http.Handler) http.Handler
 }
 
 // enforceWindow is how much of its rate a function under EnforceMaxRate
@@ -379,6 +383,9 @@ func (p *Provider) put(w http.ResponseWriter, r *http.Request, mustExist bool) {
 	if err != nil {
 		http.Error(w, fmt.Sprintf("function %q: %v", spec.Service, err), http.StatusBadRequest)
 		return
+	}
+	if p.cfg.Middleware != nil {
+		f.handler = p.cfg.Middleware(k.name, k.ns, f.handler)
 	}
 	if old, ok := p.fns[k]; ok {
 		f.created = old.created

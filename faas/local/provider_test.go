@@ -308,3 +308,24 @@ func TestBuiltinImagesHaveARealCost(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, map[string]dfaas.Rate{"cpu": faas.Undeclared, "hash": faas.Undeclared}, caps)
 }
+
+func TestMiddlewareWrapsEveryFunction(t *testing.T) {
+	var seen []string
+	p, err := New(Config{Middleware: func(name, ns string, next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen = append(seen, name+"."+ns)
+			next.ServeHTTP(w, r)
+		})
+	}})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		require.NoError(t, p.Close())
+		http.DefaultClient.CloseIdleConnections()
+	})
+	base := strings.TrimSuffix(p.URL(), "/")
+	code, body := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "cpu", Image: "dfaas/cpu", EnvVars: map[string]string{EnvCost: "1ms"}})
+	require.Equal(t, http.StatusAccepted, code, body)
+	code, _ = call(t, "POST", base+"/function/cpu", "x")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, []string{"cpu.openfaas-fn"}, seen)
+}

@@ -70,6 +70,7 @@ func (l *Loop) RunEach(d time.Duration, each func(Tick)) []Tick {
 	bucket := proxy.NewBucket(c, 100*time.Millisecond, epoch)
 	var out []Tick
 	next := time.Duration(0) // the next arrival
+	var occupied time.Duration
 	for start := time.Duration(0); start < d; start += tick {
 		end := start + tick
 		if l.Event != nil {
@@ -119,6 +120,8 @@ func (l *Loop) RunEach(d time.Duration, each func(Tick)) []Tick {
 		}
 		obs.Latency, obs.Solo = h.Snapshot(), solo.Snapshot()
 		obs.InFlight = l.Station.InFlight()
+		obs.Occupied = l.Station.Occupied() - occupied
+		occupied = l.Station.Occupied()
 		t.Demand = float64(arrivals) / tick.Seconds()
 		obs.Demand = dfaas.Rate(t.Demand)
 		t.P95 = obs.Latency.Quantile(0.95)

@@ -25,9 +25,10 @@ type Station struct {
 	timeout       time.Duration
 	overhead      time.Duration
 
-	now  time.Duration
-	jobs []*job
-	done []Done
+	now      time.Duration
+	jobs     []*job
+	done     []Done
+	occupied time.Duration // with at least one execution in progress
 }
 
 type job struct {
@@ -40,7 +41,8 @@ type job struct {
 type Done struct {
 	At      time.Duration // when it ended
 	Latency time.Duration // from its arrival at the station
-	// Solo is set when no other execution was in progress as it arrived.
+	// Solo is set when it ran alone: no other execution was in progress
+	// from its arrival to its end.
 	Solo bool
 	// Status is 200, 429 (refused: the station was at MaxConcurrent) or 504
 	// (it took longer than Timeout and was given up).
@@ -93,6 +95,9 @@ func (s *Station) Submit(at time.Duration, cost time.Duration) {
 		s.done = append(s.done, Done{At: at, Status: http.StatusTooManyRequests})
 		return
 	}
+	for _, j := range s.jobs {
+		j.solo = false // no longer alone
+	}
 	s.jobs = append(s.jobs, &job{arrive: at, left: cost.Seconds(), solo: len(s.jobs) == 0})
 }
 
@@ -122,6 +127,7 @@ func (s *Station) Advance(to time.Duration) {
 			next = s.now
 		}
 		elapsed := (next - s.now).Seconds()
+		s.occupied += next - s.now
 		for _, j := range s.jobs {
 			j.left -= rate * elapsed
 		}
@@ -143,6 +149,10 @@ func (s *Station) Advance(to time.Duration) {
 		})
 	}
 }
+
+// Occupied is the time, since the start, at least one execution was in
+// progress.
+func (s *Station) Occupied() time.Duration { return s.occupied }
 
 // Drain returns the executions that ended since the last Drain.
 func (s *Station) Drain() []Done {
