@@ -1,13 +1,11 @@
 package testbed
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -24,7 +22,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
-	"github.com/dfaas-go/dfaas/faas/local"
 	"github.com/dfaas-go/dfaas/internal/procstat"
 	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/overlay"
@@ -34,6 +31,9 @@ import (
 type Options struct {
 	// Agent is the agent binary. Required (BuildAgent makes one).
 	Agent string
+	// Platform is the platform binary. Required (BuildPlatform makes
+	// one).
+	Platform string
 	// Dir keeps the federation secret, the node keys and the agents' logs.
 	// Default: a temporary directory, removed after the run.
 	Dir string
@@ -76,6 +76,11 @@ type bed struct {
 	ledger  *ledger
 	status  *watcher
 	started time.Time // the end of the warm-up: times in the scenario count from here
+	plats   []*platform
+	cg      *cpuGroups // nil without CPU budgets
+	// capacity is, per second of the run, node and function, the
+	// capacity the node's agent advertised (its latest state).
+	capacity map[int]map[int]map[string]float64
 }
 
 // Run runs a scenario and reports what its users saw. It needs Check to
@@ -89,8 +94,8 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}
-	if opt.Agent == "" {
-		return nil, errors.New("testbed: no agent binary (see BuildAgent)")
+	if opt.Agent == "" || opt.Platform == "" {
+		return nil, errors.New("testbed: no agent or platform binary (see BuildAgent, BuildPlatform)")
 	}
 	if opt.Dir == "" {
 		if opt.Dir, err = os.MkdirTemp("", "dfaas-testbed-"); err != nil {
@@ -98,7 +103,7 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 		}
 		defer os.RemoveAll(opt.Dir)
 	}
-	b := &bed{s: s, opt: opt, idx: map[string]int{}, ledger: newLedger()}
+	b := &bed{s: s, opt: opt, idx: map[string]int{}, ledger: newLedger(), capacity: map[int]map[int]map[string]float64{}}
 	names := make([]string, len(s.Nodes))
 	for i, n := range s.Nodes {
 		names[i], b.idx[n.Name] = n.Name, i
@@ -129,16 +134,15 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 			}
 		}
 	}
-	providers, err := b.platforms()
-	defer func() {
-		for _, p := range providers {
-			_ = p.Close()
-		}
-	}()
+	defer b.stopPlatforms()
+	if err := b.startPlatforms(ctx); err != nil {
+		return nil, err
+	}
+	calibration, err := b.calibrate(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.prepareAgents(providers); err != nil {
+	if err := b.prepareAgents(); err != nil {
 		return nil, err
 	}
 	defer b.stopAll()
@@ -187,6 +191,7 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 		return nil, err
 	}
 	r := b.report(res)
+	r.Calibration = calibration
 	var sent int64
 	var nodes int
 	for i, after := range sentAfter {
@@ -239,46 +244,9 @@ func (b *bed) overlaySent() (map[int]int64, map[int]uint64) {
 	return out, tries
 }
 
-// platforms starts a faas/local provider per node on the hub, with the
-// node's functions deployed at their capacities (beyond which the provider
-// answers 429, as an overloaded platform does).
-func (b *bed) platforms() ([]*local.Provider, error) {
-	var out []*local.Provider
-	for i, n := range b.s.Nodes {
-		p, err := local.New(local.Config{Addr: net.JoinHostPort(b.net.hub(), "0"), EnforceMaxRate: true, Logger: slog.New(slog.DiscardHandler)})
-		if err != nil {
-			return out, err
-		}
-		out = append(out, p)
-		if err := p.RegisterImage("dfaas/testbed", b.ledger.handler(i, n.Name)); err != nil {
-			return out, err
-		}
-		for fn, capacity := range n.Functions {
-			labels := map[string]string{local.LabelMaxRate: strconv.FormatFloat(capacity, 'f', -1, 64)}
-			if d, ok := b.s.MaxRTT[fn]; ok {
-				labels[local.LabelMaxRTT] = d.D().String()
-			}
-			raw, err := json.Marshal(map[string]any{"service": fn, "image": "dfaas/testbed", "labels": labels})
-			if err != nil {
-				return out, err
-			}
-			spec := string(raw)
-			resp, err := http.Post(p.URL()+"system/functions", "application/json", strings.NewReader(spec))
-			if err != nil {
-				return out, err
-			}
-			_ = resp.Body.Close()
-			if resp.StatusCode != http.StatusAccepted {
-				return out, fmt.Errorf("testbed: deploying %s on %s: %s", fn, n.Name, resp.Status)
-			}
-		}
-	}
-	return out, nil
-}
-
 // prepareAgents writes the federation secret and the node keys, and the
 // command line of every agent: each knows every other as a bootstrap peer.
-func (b *bed) prepareAgents(providers []*local.Provider) error {
+func (b *bed) prepareAgents() error {
 	secret := filepath.Join(b.opt.Dir, "federation.key")
 	if _, err := overlay.GenerateSecret(secret); err != nil {
 		return err
@@ -305,7 +273,7 @@ func (b *bed) prepareAgents(providers []*local.Provider) error {
 			}
 		}
 		ip := b.net.ip(i)
-		args := []string{"-faas", "openfaas", "-gateway", strings.TrimSuffix(providers[i].URL(), "/"),
+		args := []string{"-faas", "openfaas", "-gateway", b.plats[i].url(), "-capacity", b.s.Capacity, "-name", n.Name,
 			"-user", net.JoinHostPort(ip, strconv.Itoa(portUser)), "-peer", net.JoinHostPort(ip, strconv.Itoa(portPeer)),
 			"-admin", net.JoinHostPort(ip, strconv.Itoa(portAdmin)), "-listen", fmt.Sprintf("/ip4/%s/tcp/%d", ip, portP2P),
 			"-secret", secret, "-key", keys[i], "-interval", b.s.Interval.D().String(), "-proxy", b.s.Proxy}
@@ -472,6 +440,12 @@ func (b *bed) apply(e EventSpec) error {
 		return b.net.heal()
 	case e.Loss != nil:
 		return b.net.setLoss(b.idx[e.Loss.Between[0]], b.idx[e.Loss.Between[1]], e.Loss.Loss)
+	case e.CPU != nil:
+		return b.setCPU(b.idx[e.CPU.Node], e.CPU.Cores)
+	case e.Hog != nil:
+		return b.startHog(b.idx[e.Hog.Node], e.Hog.Threads)
+	case e.Unhog != "":
+		return b.stopHog(b.idx[e.Unhog])
 	}
 	return nil
 }
@@ -586,12 +560,67 @@ func (b *bed) progress(ctx context.Context) {
 			return
 		case now := <-tick.C:
 			b.sampleAgents()
+			b.recordCapacities(int(now.Sub(b.started) / time.Second))
 			if b.opt.Progress != nil {
 				sec := int(now.Sub(b.started) / time.Second)
-				fmt.Fprintf(b.opt.Progress, "t=%3ds executions %s\n", sec, b.ledger.second(sec-1, b.s.Nodes))
+				fmt.Fprintf(b.opt.Progress, "t=%3ds executions %s%s\n", sec, b.ledger.second(sec-1, b.s.Nodes), b.capacities(sec))
 			}
 		}
 	}
+}
+
+// recordCapacities records, for second sec, the capacity every running
+// agent advertises for each function.
+func (b *bed) recordCapacities(sec int) {
+	var wg sync.WaitGroup
+	for i := range b.agents {
+		if !b.running(i) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := adminClient.Get(b.adminURL(i) + "/status")
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			var st node.Status
+			if json.NewDecoder(resp.Body).Decode(&st) != nil {
+				return
+			}
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if b.capacity[sec] == nil {
+				b.capacity[sec] = map[int]map[string]float64{}
+			}
+			b.capacity[sec][i] = map[string]float64{}
+			for fn, f := range st.State.Functions {
+				b.capacity[sec][i][fn] = float64(f.Capacity)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// capacities says, for the progress line, the capacity each node
+// advertised in second sec for the functions of real cost ("" without
+// any).
+func (b *bed) capacities(sec int) string {
+	if len(b.s.Work) == 0 {
+		return ""
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var parts []string
+	for i, n := range b.s.Nodes {
+		var c float64
+		for fn := range b.s.Work {
+			c += b.capacity[sec][i][fn]
+		}
+		parts = append(parts, fmt.Sprintf("%s=%.1f", n.Name, c))
+	}
+	return " capacity " + strings.Join(parts, " ")
 }
 
 // sampleAgents records the agents' CPU and memory.
@@ -618,12 +647,22 @@ func (b *bed) sampleAgent(a *agent) {
 }
 
 // ledger records every execution on the platforms: which node ran which
-// request, and when.
+// request, when, for how long and with what status.
 type ledger struct {
 	mu    sync.Mutex
 	start time.Time
 	runs  map[string][]int               // request id -> the nodes that executed it
 	per   map[int]map[int]map[string]int // second -> node -> function -> executions
+	execs []execution
+}
+
+// execution is one call a platform ran.
+type execution struct {
+	node   int
+	fn, id string
+	end    time.Time
+	took   time.Duration
+	status int
 }
 
 func newLedger() *ledger {
@@ -637,32 +676,49 @@ func (l *ledger) begin(t time.Time) {
 	l.start = t
 }
 
-// handler is node i's function: it records the request id it was given
-// and answers "<node> <id>".
-func (l *ledger) handler(i int, name string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 256))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+// ran records a platform's line "ran <unix ns> <function> <µs> <status>
+// <id>" of node i; other lines are skipped.
+func (l *ledger) ran(i int, line string) {
+	f := strings.Fields(line)
+	if len(f) != 6 || f[0] != "ran" {
+		return
+	}
+	ns, err1 := strconv.ParseInt(f[1], 10, 64)
+	us, err2 := strconv.ParseInt(f[3], 10, 64)
+	status, err3 := strconv.Atoi(f[4])
+	if err1 != nil || err2 != nil || err3 != nil {
+		return
+	}
+	e := execution{node: i, fn: f[2], id: f[5], end: time.Unix(0, ns), took: time.Duration(us) * time.Microsecond, status: status}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.execs = append(l.execs, e)
+	if status == http.StatusTooManyRequests {
+		return // the platform refused it: it did not run
+	}
+	l.runs[e.id] = append(l.runs[e.id], i)
+	sec := int(math.Floor(e.end.Sub(l.start).Seconds()))
+	if l.per[sec] == nil {
+		l.per[sec] = map[int]map[string]int{}
+	}
+	if l.per[sec][i] == nil {
+		l.per[sec][i] = map[string]int{}
+	}
+	l.per[sec][i][e.fn]++
+}
+
+// durations are the platform times of the executions whose id starts with
+// prefix.
+func (l *ledger) durations(prefix string) []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []time.Duration
+	for _, e := range l.execs {
+		if strings.HasPrefix(e.id, prefix) {
+			out = append(out, e.took)
 		}
-		id := string(bytes.TrimSpace(body))
-		// The platform passes the gateway's path: /function/<name>.<namespace>.
-		target, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/function/"), "/")
-		fn, _, _ := strings.Cut(target, ".")
-		l.mu.Lock()
-		l.runs[id] = append(l.runs[id], i)
-		sec := int(math.Floor(time.Since(l.start).Seconds()))
-		if l.per[sec] == nil {
-			l.per[sec] = map[int]map[string]int{}
-		}
-		if l.per[sec][i] == nil {
-			l.per[sec][i] = map[string]int{}
-		}
-		l.per[sec][i][fn]++
-		l.mu.Unlock()
-		_, _ = fmt.Fprintf(w, "%s %s", name, id)
-	})
+	}
+	return out
 }
 
 // second summarises the executions of one second of the run.
@@ -697,8 +753,8 @@ type watcher struct {
 func newWatcher(b *bed) *watcher { return &watcher{b: b, pending: map[int]time.Time{}} }
 
 func (w *watcher) event(k int, at time.Time) {
-	if w.b.s.Events[k].Loss != nil {
-		return // nothing for the plans to reflect
+	if e := w.b.s.Events[k]; e.Loss != nil || e.CPU != nil || e.Hog != nil || e.Unhog != "" {
+		return // nothing for the plans' peers to reflect
 	}
 	w.mu.Lock()
 	w.pending[k] = at

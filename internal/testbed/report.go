@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -55,6 +56,12 @@ type Report struct {
 	ControlBytesPerNodeS float64  `json:"control_bytes_per_node_s"`
 	AgentRSSMB           float64  `json:"agent_rss_mb"`
 	Timeline             []Second `json:"timeline"`
+	// Calibration is, per node and function of real cost, what its
+	// platform did alone before the run.
+	Calibration []Calibration `json:"calibration,omitempty"`
+	// SettleS is when the nodes' figures of capacity and execution
+	// latency start (the scenario's settle), in seconds of the run.
+	SettleS float64 `json:"settle_s"`
 }
 
 // NodeReport counts one node's requests. Offered = ServedLocal +
@@ -67,12 +74,30 @@ type NodeReport struct {
 	Received     int    `json:"received"` // executed here for other nodes' users
 	Rejected     int    `json:"rejected"` // answered 503 or 429
 	Failed       int    `json:"failed"`   // no answer, or another error status
+	// From the scenario's settle on: Capacity is the mean capacity the
+	// node's agent advertised, summed over the functions of real cost
+	// (Work); Executed counts the executions of them that ended on the
+	// node's platform, Exec their platform time, and Timeouts those the
+	// platform answered 5xx.
+	Capacity float64   `json:"capacity"`
+	Executed int       `json:"executed"`
+	Exec     Quantiles `json:"exec_ms"`
+	Timeouts int       `json:"timeouts"`
+	// OfferedAfter, RejectedAfter and FailedAfter count the node's user
+	// requests sent from the settle on, and those of them rejected or
+	// failed; UserP95MS is their latency's 95th percentile as the users
+	// saw it (answered ones).
+	OfferedAfter  int     `json:"offered_after"`
+	RejectedAfter int     `json:"rejected_after"`
+	FailedAfter   int     `json:"failed_after"`
+	UserP95MS     float64 `json:"user_p95_ms"`
 }
 
 // Quantiles of a latency distribution, in milliseconds.
 type Quantiles struct {
 	N   int     `json:"n"`
 	P50 float64 `json:"p50"`
+	P95 float64 `json:"p95"`
 	P99 float64 `json:"p99"`
 	Max float64 `json:"max"`
 }
@@ -97,6 +122,11 @@ type SecondNode struct {
 	Rejected int `json:"rejected"`
 	Failed   int `json:"failed"`
 	Executed int `json:"executed"`
+	// Capacity is what the node's agent advertised in the second, summed
+	// over the functions of real cost; ExecP95MS the platform time's 95th
+	// percentile of the executions of them that ended in it.
+	Capacity  float64 `json:"capacity"`
+	ExecP95MS float64 `json:"exec_p95_ms"`
 }
 
 func quantiles(ds []time.Duration) Quantiles {
@@ -108,7 +138,24 @@ func quantiles(ds []time.Duration) Quantiles {
 		i := int(math.Ceil(p*float64(len(ds)))) - 1
 		return float64(ds[max(0, i)]) / float64(time.Millisecond)
 	}
-	return Quantiles{N: len(ds), P50: q(0.5), P99: q(0.99), Max: q(1)}
+	return Quantiles{N: len(ds), P50: q(0.5), P95: q(0.95), P99: q(0.99), Max: q(1)}
+}
+
+// quantileMS is the q quantile of ds in milliseconds (0 without any).
+func quantileMS(ds []time.Duration, q float64) float64 {
+	return quantiles(slices.Clone(ds)).at(q)
+}
+
+func (x Quantiles) at(q float64) float64 {
+	switch q {
+	case 0.5:
+		return x.P50
+	case 0.95:
+		return x.P95
+	case 0.99:
+		return x.P99
+	}
+	return x.Max
 }
 
 // report computes the run's report from the clients' results and the
@@ -144,7 +191,63 @@ func (b *bed) report(res []result) *Report {
 			}
 		}
 	}
+	settle := b.started.Add(b.s.Settle.D())
+	r.SettleS = b.s.Settle.D().Seconds()
+	execs := make([][]time.Duration, len(s.Nodes))
+	perSec := map[[2]int][]time.Duration{}
+	for _, e := range b.ledger.execs {
+		if _, work := s.Work[e.fn]; !work || e.end.Before(b.started) {
+			continue
+		}
+		sec := int(e.end.Sub(b.started) / time.Second)
+		perSec[[2]int{sec, e.node}] = append(perSec[[2]int{sec, e.node}], e.took)
+		if e.end.Before(settle) {
+			continue
+		}
+		if e.status >= 500 {
+			nodes[e.node].Timeouts++
+		}
+		if e.status != http.StatusTooManyRequests {
+			execs[e.node] = append(execs[e.node], e.took)
+		}
+	}
 	b.ledger.mu.Unlock()
+	for i := range nodes {
+		nodes[i].Exec = quantiles(execs[i])
+		nodes[i].Executed = len(execs[i])
+	}
+	for k, ds := range perSec {
+		if k[0] >= 0 && k[0] < len(timeline) {
+			timeline[k[0]][k[1]].ExecP95MS = quantileMS(ds, 0.95)
+		}
+	}
+	b.mu.Lock()
+	var capSecs int
+	for sec, per := range b.capacity {
+		if sec < 0 || sec >= len(timeline) {
+			continue
+		}
+		counted := float64(sec) >= b.s.Settle.D().Seconds()
+		if counted {
+			capSecs++
+		}
+		for i, fns := range per {
+			for fn, c := range fns {
+				if _, work := s.Work[fn]; work {
+					timeline[sec][i].Capacity += c
+					if counted {
+						nodes[i].Capacity += c
+					}
+				}
+			}
+		}
+	}
+	b.mu.Unlock()
+	for i := range nodes {
+		if capSecs > 0 {
+			nodes[i].Capacity /= float64(capSecs)
+		}
+	}
 
 	var fwdLat, localLat []time.Duration
 	type cell struct {
@@ -152,9 +255,21 @@ func (b *bed) report(res []result) *Report {
 		function    string
 	}
 	unserved := map[cell]int{}
+	users := make([][]time.Duration, len(nodes))
 	for _, q := range res {
 		o := &nodes[q.origin]
 		o.Offered++
+		if after := q.at >= b.s.Settle.D(); after {
+			o.OfferedAfter++
+			switch {
+			case q.code >= 200 && q.code < 300:
+				users[q.origin] = append(users[q.origin], q.latency)
+			case q.code == 503 || q.code == 429:
+				o.RejectedAfter++
+			default:
+				o.FailedAfter++
+			}
+		}
 		sec := max(0, int(q.at/time.Second))
 		if sec >= len(timeline) {
 			sec = len(timeline) - 1
@@ -209,6 +324,9 @@ func (b *bed) report(res []result) *Report {
 			r.LostAt[c.sec] += lost
 		}
 	}
+	for i := range nodes {
+		nodes[i].UserP95MS = quantileMS(users[i], 0.95)
+	}
 	r.Nodes = nodes
 	r.ForwardLatencyMS, r.LocalLatencyMS = quantiles(fwdLat), quantiles(localLat)
 	for t := 0; t < seconds; t++ {
@@ -241,11 +359,15 @@ func (b *bed) executor(id string) (int, bool) {
 // spare is how many more requests of function the nodes origin could reach
 // (up for the whole second, on its side of any partition, within the
 // function's RTT budget if the scenario sets one) could have run in second
-// sec: their capacity less what they ran, less one per node.
+// sec: their capacity (the label, or else what the node advertised) less
+// what they ran, less one per node.
 func (b *bed) spare(origin int, function string, sec int) int {
 	from, to := b.started.Add(time.Duration(sec)*time.Second), b.started.Add(time.Duration(sec+1)*time.Second)
 	var capacity float64
 	var ran, nodes int
+	b.mu.Lock()
+	advertised := b.capacity[sec]
+	b.mu.Unlock()
 	b.ledger.mu.Lock()
 	defer b.ledger.mu.Unlock()
 	for j, n := range b.s.Nodes {
@@ -255,7 +377,11 @@ func (b *bed) spare(origin int, function string, sec int) int {
 		if budget, ok := b.s.MaxRTT[function]; ok && j != origin && b.s.linkOf(b.s.Nodes[origin].Name, n.Name).RTT > budget {
 			continue
 		}
-		capacity += n.Functions[function]
+		if l, ok := n.Label(function); ok {
+			capacity += l
+		} else {
+			capacity += advertised[j][function] // what the node measured, and said
+		}
 		ran += b.ledger.per[sec][j][function]
 		nodes++
 	}
@@ -331,4 +457,46 @@ func Print(w io.Writer, r *Report) {
 	}
 	fmt.Fprintf(w, "agents: %.1f CPU s in all, largest RSS %.0f MiB, overlay sent %.0f B/s per node\n",
 		r.AgentCPUSeconds, r.AgentRSSMB, r.ControlBytesPerNodeS)
+	for _, c := range r.Calibration {
+		fmt.Fprintf(w, "calibration %s %s (cpu %g): alone p50 %.1f ms p95 %.1f ms, saturated %.1f req/s\n",
+			c.Node, c.Function, c.CPU, c.UnloadedP50MS, c.UnloadedP95MS, c.Saturated)
+	}
+	if len(r.Calibration) > 0 {
+		fmt.Fprintf(w, "from %.0f s on: %-8s %9s %9s %9s %9s %8s %8s %9s %9s\n", r.SettleS, "node", "capacity", "executed", "exec p50", "exec p95",
+			"timeouts", "offered", "rejected", "user p95")
+		for _, n := range r.Nodes {
+			fmt.Fprintf(w, "           %-8s %9.1f %9d %9.1f %9.1f %8d %8d %9d %9.1f\n", n.Name, n.Capacity, n.Executed, n.Exec.P50, n.Exec.P95,
+				n.Timeouts, n.OfferedAfter, n.RejectedAfter+n.FailedAfter, n.UserP95MS)
+		}
+	}
+}
+
+// Compare writes reports side by side, from each one's settle on: per
+// scenario, what its nodes served, rejected and failed of the requests
+// sent, the users' p95, and each node's capacity and executions' p95.
+func Compare(w io.Writer, reports []*Report) {
+	fmt.Fprintf(w, "%-24s %9s %9s %9s %9s %9s  %s\n", "scenario", "served/s", "rejected", "failed", "user p95", "timeouts", "per node: capacity, exec p95 ms")
+	for _, r := range reports {
+		var offered, rejected, failed, timeouts, served int
+		var p95 float64
+		var nodes []string
+		for _, n := range r.Nodes {
+			offered += n.OfferedAfter
+			rejected += n.RejectedAfter
+			failed += n.FailedAfter
+			timeouts += n.Timeouts
+			served += n.Executed
+			p95 = max(p95, n.UserP95MS)
+			nodes = append(nodes, fmt.Sprintf("%s %.1f %.0f", n.Name, n.Capacity, n.Exec.P95))
+		}
+		secs := float64(len(r.Timeline)-1) - r.SettleS
+		pct := func(n int) string {
+			if offered == 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.1f%%", 100*float64(n)/float64(offered))
+		}
+		fmt.Fprintf(w, "%-24s %9.1f %9s %9s %9.0f %9d  %s\n", r.Scenario, float64(served)/max(1, secs), pct(rejected), pct(failed), p95, timeouts,
+			strings.Join(nodes, ", "))
+	}
 }

@@ -61,6 +61,9 @@ type Scenario struct {
 	Warmup Duration `yaml:"warmup"`
 	// Interval is the agents' control tick. Default 1 s.
 	Interval Duration `yaml:"interval"`
+	// Settle is when the report's figures of capacity and execution
+	// latency start: the time the nodes are given to learn. Default 0.
+	Settle Duration `yaml:"settle"`
 	// Proxy is the agents' data plane (-proxy). Default embedded.
 	Proxy string `yaml:"proxy"`
 	// Strategy is the agents' balancing strategy (-strategy); default the
@@ -69,7 +72,19 @@ type Scenario struct {
 	// MaxRTT sets a function's RTT budget (its dfaas.maxrtt label) on
 	// every node.
 	MaxRTT map[string]Duration `yaml:"max_rtt"`
-	Nodes  []NodeSpec          `yaml:"nodes"`
+	// Capacity is the agents' -capacity: "measured" (the default) or
+	// "declared".
+	Capacity string `yaml:"capacity"`
+	// Work gives functions a real cost: the CPU time one call takes
+	// (image dfaas/cpu). Functions not named are echoes, whose capacity is
+	// their label, enforced by the platform.
+	Work map[string]Duration `yaml:"work"`
+	// CPUPeriod is the period of the nodes' CPU budgets (the CFS period).
+	// Default 10 ms: a budget then acts as a slower CPU for calls of tens
+	// of milliseconds; at Linux's default 100 ms a 10 ms call alone would
+	// run at full speed and the next ones stall for the rest of the period.
+	CPUPeriod Duration `yaml:"cpu_period"`
+	Nodes     []NodeSpec `yaml:"nodes"`
 	// DefaultLink applies to every pair of nodes no Links entry names.
 	DefaultLink LinkSpec    `yaml:"default_link"`
 	Links       []LinkSpec  `yaml:"links"`
@@ -77,10 +92,23 @@ type Scenario struct {
 	Events      []EventSpec `yaml:"events"`
 }
 
-// NodeSpec is one agent and its functions' capacities (req/s).
+// NodeSpec is one agent and its platform.
 type NodeSpec struct {
-	Name      string             `yaml:"name"`
-	Functions map[string]float64 `yaml:"functions"`
+	Name string `yaml:"name"`
+	// CPU is the cores the node's platform may use (the quota of a CPU
+	// cgroup of its own); zero: no budget.
+	CPU float64 `yaml:"cpu"`
+	// Functions are deployed with their dfaas.maxrate label (req/s), or
+	// with none (~).
+	Functions map[string]*float64 `yaml:"functions"`
+}
+
+// Label is the dfaas.maxrate label of fn on the node, if it has one.
+func (n NodeSpec) Label(fn string) (float64, bool) {
+	if l := n.Functions[fn]; l != nil {
+		return *l, true
+	}
+	return 0, false
 }
 
 // LinkSpec is the path between two nodes, the same both ways.
@@ -118,6 +146,24 @@ type EventSpec struct {
 	Heal      bool       `yaml:"heal"`
 	// Loss sets a link's loss (percent) from then on.
 	Loss *LinkSpec `yaml:"loss"`
+	// CPU sets a node's CPU budget from then on.
+	CPU *CPUSpec `yaml:"cpu"`
+	// Hog starts a CPU hog in a node's cgroup (a noisy neighbour); Unhog
+	// stops it.
+	Hog   *HogSpec `yaml:"hog"`
+	Unhog string   `yaml:"unhog"`
+}
+
+// CPUSpec is a node's CPU budget, in cores.
+type CPUSpec struct {
+	Node  string  `yaml:"node"`
+	Cores float64 `yaml:"cores"`
+}
+
+// HogSpec is a process that keeps Threads threads busy in a node's cgroup.
+type HogSpec struct {
+	Node    string `yaml:"node"`
+	Threads int    `yaml:"threads"`
 }
 
 // Name says what the event does, for reports.
@@ -139,6 +185,12 @@ func (e EventSpec) Name() string {
 		return "heal"
 	case e.Loss != nil:
 		return fmt.Sprintf("loss %v %g%%", e.Loss.Between, e.Loss.Loss)
+	case e.CPU != nil:
+		return fmt.Sprintf("cpu %s %g", e.CPU.Node, e.CPU.Cores)
+	case e.Hog != nil:
+		return fmt.Sprintf("hog %s %d", e.Hog.Node, e.Hog.Threads)
+	case e.Unhog != "":
+		return "unhog " + e.Unhog
 	}
 	return "nothing"
 }
@@ -183,7 +235,29 @@ func (s Scenario) withDefaults() Scenario {
 	if s.Proxy == "" {
 		s.Proxy = "embedded"
 	}
+	if s.Capacity == "" {
+		s.Capacity = "measured"
+	}
+	if s.CPUPeriod == 0 {
+		s.CPUPeriod = Duration(10 * time.Millisecond)
+	}
 	return s
+}
+
+// budgets reports whether any node has a CPU budget, at the start or by
+// an event.
+func (s Scenario) budgets() bool {
+	for _, n := range s.Nodes {
+		if n.CPU > 0 {
+			return true
+		}
+	}
+	for _, e := range s.Events {
+		if e.CPU != nil || e.Hog != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Validate reports the first mistake in s, naming where it is.
@@ -195,7 +269,7 @@ func (s Scenario) Validate() error {
 	switch {
 	case s.Duration <= 0:
 		return bad("duration must be positive")
-	case s.Warmup < 0 || s.Interval < 0:
+	case s.Warmup < 0 || s.Interval < 0 || s.Settle < 0 || s.Settle > s.Duration:
 		return bad("negative warmup or interval")
 	case len(s.Nodes) == 0 || len(s.Nodes) > MaxNodes:
 		return bad("%d nodes: want 1 to %d", len(s.Nodes), MaxNodes)
@@ -204,6 +278,17 @@ func (s Scenario) Validate() error {
 		if err := dfaas.ValidateFunctionName(fn); err != nil || d <= 0 || d.D() > time.Minute {
 			return bad("max_rtt: %s: %v: want a function and a duration up to 1m", fn, d.D())
 		}
+	}
+	for fn, d := range s.Work {
+		if err := dfaas.ValidateFunctionName(fn); err != nil || d <= 0 || d.D() > time.Minute {
+			return bad("work: %s: %v: want a function and a CPU time up to 1m", fn, d.D())
+		}
+	}
+	if s.Capacity != "measured" && s.Capacity != "declared" {
+		return bad("capacity %q: want measured or declared", s.Capacity)
+	}
+	if s.CPUPeriod.D() < time.Millisecond || s.CPUPeriod.D() > time.Second {
+		return bad("cpu_period %v: want 1ms to 1s", s.CPUPeriod.D())
 	}
 	names := map[string]bool{}
 	for i, n := range s.Nodes {
@@ -214,12 +299,15 @@ func (s Scenario) Validate() error {
 			return bad("nodes[%d]: %q twice", i, n.Name)
 		}
 		names[n.Name] = true
+		if !(n.CPU >= 0 && n.CPU <= 64) {
+			return bad("nodes[%d]: cpu %v: want 0 to 64 cores", i, n.CPU)
+		}
 		for fn, c := range n.Functions {
 			if err := dfaas.ValidateFunctionName(fn); err != nil {
 				return bad("nodes[%d]: %v", i, err)
 			}
-			if !(c >= 0 && c <= float64(dfaas.MaxRate)) {
-				return bad("nodes[%d]: capacity %v of %s", i, c, fn)
+			if c != nil && !(*c >= 0 && *c <= float64(dfaas.MaxRate)) {
+				return bad("nodes[%d]: capacity %v of %s", i, *c, fn)
 			}
 		}
 	}
@@ -264,7 +352,7 @@ func (s Scenario) Validate() error {
 			return bad("events[%d]: at %v: outside the run", i, e.At.D())
 		}
 		var acts int
-		for _, n := range []string{e.Kill, e.Stop, e.Freeze, e.Thaw, e.Start} {
+		for _, n := range []string{e.Kill, e.Stop, e.Freeze, e.Thaw, e.Start, e.Unhog} {
 			if n != "" {
 				acts++
 				if !names[n] {
@@ -294,6 +382,18 @@ func (s Scenario) Validate() error {
 			acts++
 			if err := link(fmt.Sprintf("events[%d]: loss", i), *e.Loss, true); err != nil {
 				return err
+			}
+		}
+		if e.CPU != nil {
+			acts++
+			if !names[e.CPU.Node] || !(e.CPU.Cores > 0 && e.CPU.Cores <= 64) {
+				return bad("events[%d]: cpu: node %q, %v cores: want a node and 0 to 64 cores", i, e.CPU.Node, e.CPU.Cores)
+			}
+		}
+		if e.Hog != nil {
+			acts++
+			if !names[e.Hog.Node] || e.Hog.Threads < 1 || e.Hog.Threads > 64 {
+				return bad("events[%d]: hog: node %q, %d threads: want a node and 1 to 64 threads", i, e.Hog.Node, e.Hog.Threads)
 			}
 		}
 		if acts != 1 {
