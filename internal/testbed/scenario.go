@@ -83,7 +83,7 @@ type Scenario struct {
 	// Default 10 ms: a budget then acts as a slower CPU for calls of tens
 	// of milliseconds; at Linux's default 100 ms a 10 ms call alone would
 	// run at full speed and the next ones stall for the rest of the period.
-	CPUPeriod Duration `yaml:"cpu_period"`
+	CPUPeriod Duration   `yaml:"cpu_period"`
 	Nodes     []NodeSpec `yaml:"nodes"`
 	// DefaultLink applies to every pair of nodes no Links entry names.
 	DefaultLink LinkSpec    `yaml:"default_link"`
