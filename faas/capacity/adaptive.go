@@ -62,8 +62,9 @@ const (
 	minSolo      = 5    // executions that ran alone an objective is drawn from, at the least
 	recoverStep  = 1.25 // below the ceiling
 	demandMet    = 0.95 // demand at this part of the capacity counts as exceeding it
-	minOccupied  = 0.3  // the busy share of a span that tells how fast the platform runs when busy
-	fill         = 0.8  // the part of that an unpressed node grows to
+	minOccupied  = 0.2  // the busy share of a span that tells how fast the platform runs when busy
+	fill         = 0.6  // the part of that an unpressed node grows to
+	drainShare   = 0.6  // of what runs while a backlog drains, admitted meanwhile
 	headroom     = 0.8  // growth only while latency is under this part of the objective
 	soloScale    = 1024 // fixed-point units of a solo execution
 	soloDecay    = 4    // the solo histogram loses 1/soloDecay of its weight every window
@@ -146,9 +147,9 @@ func (c Config) withDefaults() Config {
 //     sqrt(objective/latency), held to [0.5, 0.9]: one span at most halves
 //     the capacity, every cut gives up a tenth so that the queue the
 //     overload left drains, and what ran becomes the Ceiling. No second
-//     cut for Hold after one: the backlog drains, and what runs meanwhile
+//     cut for Hold after one: the backlog drains, what runs meanwhile
 //     raises the Ceiling (the span of the cut, with work in progress,
-//     undercounts it). One cut per overload: until a span is within the
+//     undercounts it), and the capacity to 60% of it at least. One cut per overload: until a span is within the
 //     objective again, only a queue that still grows cuts again. Never
 //     down to nothing (the trap of Envoy's #8337).
 //   - Growth, only while demand is at least 95% of the capacity and the
@@ -161,14 +162,16 @@ func (c Config) withDefaults() Config {
 //     whose step doubles every four in a row, up to 25%. Latency gives no
 //     warning before the knee, so steps stay small near the last limit.
 //     A helper is sent a part of its peers' excess in proportion to its
-//     room, so it may never be asked all of its capacity. Busy 30% of a
+//     room, so it may never be asked all of its capacity. Busy 20% of a
 //     span or more, it knows how fast it runs when busy (Little's law:
 //     executions over the time at least one was in progress, a lower bound
-//     for a function that runs calls in parallel), and grows toward 80% of
+//     for a function that runs calls in parallel), and grows toward 60% of
 //     that (x1.25 a window), no further, with latency under 80% of the
-//     objective. Not 90%: under a CPU quota a call's cost rises with the
-//     load (by 20-25% from half load to saturation, measured on the
-//     testbed), so the rate at half load overstates the limit.
+//     objective. Not more: under a CPU quota a call runs faster at half
+//     load than at saturation (the quota is enforced at the scheduler's
+//     ticks, and a call after an idle gap meets a fresh period), and on the
+//     testbed what a node ran per busy second at half load was 1.1 to 1.5
+//     times what it ran saturated.
 //   - Bounds: at most Limits.Max (and it starts there, trusting a declared
 //     bound until it sees otherwise); at least the lesser of Initial and one
 //     call per service time, so that executions go on and it can recover.
@@ -298,9 +301,11 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 	switch {
 	case overloaded && (holding || draining):
 		// What runs while a backlog drains is the limit: the span of the
-		// cut, with work in progress, undercounts it.
+		// cut, with work in progress, undercounts it. Admitting 60% of it
+		// drains the backlog, without the deeper cut that undercount made.
 		if inflight > 0 {
 			a.ceiling = max(a.ceiling, ran)
+			a.c = max(a.c, drainShare*a.ceiling)
 		}
 		a.phase = "hold"
 	case p.Busy > 0:

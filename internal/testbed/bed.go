@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 
+	"github.com/dfaas-go/dfaas/faas/capacity"
 	"github.com/dfaas-go/dfaas/internal/procstat"
 	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/overlay"
@@ -81,6 +82,8 @@ type bed struct {
 	// capacity is, per second of the run, node and function, the
 	// capacity the node's agent advertised (its latest state).
 	capacity map[int]map[int]map[string]float64
+	// beliefs are, likewise, what the agents' estimators believed.
+	beliefs map[int]map[int]map[string]capacity.State
 }
 
 // Run runs a scenario and reports what its users saw. It needs Check to
@@ -103,7 +106,8 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 		}
 		defer os.RemoveAll(opt.Dir)
 	}
-	b := &bed{s: s, opt: opt, idx: map[string]int{}, ledger: newLedger(), capacity: map[int]map[int]map[string]float64{}}
+	b := &bed{s: s, opt: opt, idx: map[string]int{}, ledger: newLedger(), capacity: map[int]map[int]map[string]float64{},
+		beliefs: map[int]map[int]map[string]capacity.State{}}
 	names := make([]string, len(s.Nodes))
 	for i, n := range s.Nodes {
 		names[i], b.idx[n.Name] = n.Name, i
@@ -598,6 +602,10 @@ func (b *bed) recordCapacities(sec int) {
 			for fn, f := range st.State.Functions {
 				b.capacity[sec][i][fn] = float64(f.Capacity)
 			}
+			if b.beliefs[sec] == nil {
+				b.beliefs[sec] = map[int]map[string]capacity.State{}
+			}
+			b.beliefs[sec][i] = st.Capacity
 		}()
 	}
 	wg.Wait()
@@ -614,11 +622,15 @@ func (b *bed) capacities(sec int) string {
 	defer b.mu.Unlock()
 	var parts []string
 	for i, n := range b.s.Nodes {
-		var c float64
+		var c, full float64
+		var phase string
 		for fn := range b.s.Work {
 			c += b.capacity[sec][i][fn]
+			st := b.beliefs[sec][i][fn]
+			full += float64(st.Full)
+			phase = st.Phase
 		}
-		parts = append(parts, fmt.Sprintf("%s=%.1f", n.Name, c))
+		parts = append(parts, fmt.Sprintf("%s=%.1f(%s full %.0f)", n.Name, c, phase, full))
 	}
 	return " capacity " + strings.Join(parts, " ")
 }
