@@ -97,7 +97,10 @@ func (b *bed) budgeted(node string) bool {
 
 // runPlatform starts p's process and reads its ledger lines until it ends.
 func (b *bed) runPlatform(ctx context.Context, p *platform) error {
-	cmd := exec.Command(b.opt.Platform, "-listen", net.JoinHostPort(b.net.hub(), "0"), "-node", b.s.Nodes[p.i].Name)
+	// Echoes run at their label (the platform enforces it); functions of
+	// real cost at what their CPU allows, whatever their label says.
+	cmd := exec.Command(b.opt.Platform, "-listen", net.JoinHostPort(b.net.hub(), "0"), "-node", b.s.Nodes[p.i].Name,
+		"-enforce="+strconv.FormatBool(len(b.s.Work) == 0))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
