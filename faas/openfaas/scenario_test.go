@@ -16,11 +16,13 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/local"
 	"github.com/dfaas-go/dfaas/faas/openfaas"
 	"github.com/dfaas-go/dfaas/internal/gatewaytest"
 	"github.com/dfaas-go/dfaas/internal/scenario"
 	"github.com/dfaas-go/dfaas/node"
+	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -206,4 +208,59 @@ func counts(t *testing.T, n *scenario.Node) map[string]proxy.Counts {
 	c, err := n.DataPlane.Counts(t.Context())
 	require.NoError(t, err)
 	return c
+}
+
+// TestUnlabelledFunctionIsMeasured: an OpenFaaS function deployed without
+// any dfaas label - a function of real cost, 5 ms of CPU a call - is served
+// locally by a node with no peer, up to what the node measures it runs: it
+// starts at 1 req/s, learns within seconds, and then serves its users
+// locally, nothing forwarded (there is nobody) and nearly nothing turned
+// away. (With declared capacities only, it would get 0 and every call a
+// 503.)
+func TestUnlabelledFunctionIsMeasured(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fed := newFederation(t, ctx)
+	_, err := fed.client.Deploy(ctx, types.FunctionDeployment{Service: "work", Image: "dfaas/cpu", Namespace: "openfaas-fn",
+		EnvVars: map[string]string{local.EnvCost: "5ms"}})
+	require.NoError(t, err)
+	b, err := openfaas.New(openfaas.Config{Gateway: gatewaytest.URL, Logger: quiet})
+	require.NoError(t, err)
+	fed.backends = append(fed.backends, b)
+	caps, err := b.Capacities(ctx)
+	require.NoError(t, err)
+	require.Equal(t, faas.Undeclared, caps["work"], "no label: nothing declared")
+
+	ov, err := overlay.NewNetwork().Join("solo")
+	require.NoError(t, err)
+	n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: node.Platform{Handler: b.Handler(), Capacities: b},
+		Interval: 250 * time.Millisecond, PlainPeers: true, Logger: quiet})
+	require.NoError(t, err)
+	defer n.Close()
+
+	// 20 req/s for 6 s, evenly.
+	codes := make([]int, 0, 120)
+	for i := range 120 {
+		time.Sleep(time.Until(time.Now().Truncate(50 * time.Millisecond).Add(50 * time.Millisecond)))
+		resp, err := http.Post("http://"+n.DataPlane.UserAddr()+"/function/work", "text/plain", nil)
+		require.NoError(t, err, "call %d", i)
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+	}
+	late := 0
+	for _, c := range codes[60:] { // the last 3 s
+		if c == http.StatusOK {
+			late++
+		}
+	}
+	st := n.Monitor.Estimates()["work"]
+	t.Logf("last 3 s: %d of 60 served; capacity %.1f, service %v, phase %s", late, st.Capacity, st.Service, st.Phase)
+	assert.GreaterOrEqual(t, late, 57, "served once learned")
+	assert.GreaterOrEqual(t, float64(st.Capacity), 19.0, "the node measured room for its users")
+	assert.Positive(t, st.Service, "from executions that ran alone")
+	all, err := n.DataPlane.Counts(ctx)
+	require.NoError(t, err)
+	c := all["work"]
+	assert.Zero(t, c.ForwardedOut)
+	assert.Equal(t, c.Arrivals, c.ServedLocal+c.Rejected, "served here or turned away while it learned")
 }
