@@ -81,7 +81,16 @@ type Monitor struct {
 	history    []snapshot            // oldest first
 	known      map[string]dfaas.Rate // the platform's last answer
 	estimators map[string]capacity.Estimator
-	executions map[string]dfaas.Latency // of the latest sample's window
+	observed   map[string]Observed // by the latest sample
+}
+
+// Observed is what a Monitor's latest sample saw of a function's local
+// executions.
+type Observed struct {
+	// Executions is their latency over the sample's window.
+	Executions dfaas.Latency `json:"executions"`
+	// InFlight is how many were in progress at the sample.
+	InFlight int `json:"in_flight"`
 }
 
 // maxHistory bounds the snapshots a Monitor keeps.
@@ -132,12 +141,13 @@ func NewMonitor(counter proxy.Counter, platform Platform, cfg MonitorConfig) (*M
 		estimator: cfg.Estimator, log: cfg.Logger, estimators: map[string]capacity.Estimator{}}, nil
 }
 
-// Executions returns, per function, the latency of its local executions
-// over the latest sample's window (functions without any are missing).
-func (m *Monitor) Executions() map[string]dfaas.Latency {
+// Observed returns, per function, what the latest sample saw of its local
+// executions (functions with none over the window and none in progress
+// are missing).
+func (m *Monitor) Observed() map[string]Observed {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return maps.Clone(m.executions)
+	return maps.Clone(m.observed)
 }
 
 // Estimates returns what each function's capacity estimator believes, by
@@ -256,10 +266,10 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 	if !m.declared {
 		m.estimate(now, out, caps, objectives, prev, cur.counts, capErr != nil)
 	}
-	m.executions = map[string]dfaas.Latency{}
+	m.observed = map[string]Observed{}
 	for name, fs := range out.Functions {
-		if fs.Executions != (dfaas.Latency{}) {
-			m.executions[name] = fs.Executions
+		if fs.Executions != (dfaas.Latency{}) || fs.InFlight > 0 {
+			m.observed[name] = Observed{Executions: fs.Executions, InFlight: fs.InFlight}
 		}
 	}
 	return out, degraded

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/capacity"
 	"github.com/dfaas-go/dfaas/overlay"
 )
@@ -49,9 +50,10 @@ type Status struct {
 	// latency, its phase and last cut); absent when capacities are
 	// declared.
 	Capacity map[string]capacity.State `json:"capacity,omitempty"`
-	// Executions is, per function, the latency of its local executions
-	// over the latest tick's window (nanoseconds in JSON).
-	Executions map[string]dfaas.Latency `json:"executions,omitempty"`
+	// Local is, per function, what the latest tick saw of its local
+	// executions: their latency over its window (nanoseconds in JSON) and
+	// how many were in progress.
+	Local map[string]faas.Observed `json:"local,omitempty"`
 }
 
 // FunctionCounts is one function's data-plane counters (proxy.Counts).
@@ -105,7 +107,7 @@ func (n *Node) Status(ctx context.Context) Status {
 			Forwarded: c.Forwarded, Busy: c.Busy, Failed: c.Failed}
 	}
 	out.Capacity = n.Monitor.Estimates()
-	out.Executions = n.Monitor.Executions()
+	out.Local = n.Monitor.Observed()
 	return out
 }
 

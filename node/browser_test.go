@@ -83,8 +83,17 @@ func TestLivePage(t *testing.T) {
 	assert.Regexp(t, `^\d+(\.\d)?/s$`, label)
 	t.Logf("flow a -> b: %s req/s, labelled %q", eval(flowAB+`.dataset.rate`), label)
 
-	// a's card lists its function with the capacity it advertises.
-	assert.Equal(t, "5.0", eval(`document.querySelector('article.card[data-node="a"] tr[data-function="hello"] td:nth-child(2)').textContent`))
+	// a's card lists its function with the capacity it advertises (what
+	// it measures, at most the declared 5), and what it measures of its
+	// executions: in flight, latency, and how its capacity is learned.
+	row := `document.querySelector('article.card[data-node="a"] tr[data-function="hello"]')`
+	capacity, err := strconv.ParseFloat(eval(row+`.querySelector('td:nth-child(2)').textContent`), 64)
+	require.NoError(t, err)
+	assert.True(t, capacity > 0 && capacity <= 5, "capacity %v", capacity)
+	assert.Regexp(t, `^\d+$`, eval(row+`.querySelector('td.in-flight').textContent`))
+	assert.Regexp(t, `^\d+(\.\d)?$`, eval(row+`.querySelector('td.exec-p95').textContent`))
+	assert.Regexp(t, `^measured · (start|probe|fill|hold|cut)`, eval(row+`.querySelector('td.capacity-is').textContent`))
+	assert.Equal(t, "0", eval(`document.querySelectorAll('article.card[data-node="b"] td.in-flight').length`), "a peer's executions are not a's to show")
 	assert.Contains(t, eval(`document.getElementById('summary').textContent`), "3 nodes")
 
 	// The hostile id is text in its card and ran nothing.

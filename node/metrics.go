@@ -2,11 +2,14 @@ package node
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dfaas-go/dfaas/overlay"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // latencyBuckets are the request-duration histogram's bounds, in seconds:
@@ -28,7 +31,22 @@ var (
 		"Latency of user requests at this node, from arrival to the end of the response (the sum is estimated from the data plane's buckets).",
 		[]string{"function"}, nil)
 	descCapacity = prometheus.NewDesc("dfaas_function_capacity_rps",
-		"The function's capacity on this node (the platform's dfaas.maxrate).", []string{"function"}, nil)
+		"The function's capacity on this node, as advertised: measured (within the platform's dfaas.maxrate), or the label itself with declared capacities.",
+		[]string{"function"}, nil)
+	descExecutions = prometheus.NewDesc("dfaas_execution_duration_seconds",
+		"Latency of local executions of every origin, from the hand-over to the platform to the end of its answer.", []string{"function"}, nil)
+	descPlatform = prometheus.NewDesc("dfaas_platform_answers_total",
+		"Local executions the platform answered 429 (busy) or 502-504 (failed).", []string{"function", "answer"}, nil)
+	descCeiling = prometheus.NewDesc("dfaas_capacity_ceiling_rps",
+		"What the node ran of the function at its last overload, per second (its measured limit); 0 before one.", []string{"function"}, nil)
+	descBusyRate = prometheus.NewDesc("dfaas_capacity_busy_rate_rps",
+		"What the platform runs of the function per second of busy time (Little's law); 0 before it was busy enough to tell.", []string{"function"}, nil)
+	descService = prometheus.NewDesc("dfaas_capacity_service_seconds",
+		"The function's unloaded service time: the median latency of recent executions that ran alone.", []string{"function"}, nil)
+	descObjective = prometheus.NewDesc("dfaas_capacity_objective_seconds",
+		"The latency objective the capacity is measured against, at its quantile.", []string{"function", "quantile"}, nil)
+	descCuts = prometheus.NewDesc("dfaas_capacity_cut_timestamp_seconds",
+		"When the capacity was last cut for an overload (Unix time), by reason; absent before the first.", []string{"function", "reason"}, nil)
 	descDemand = prometheus.NewDesc("dfaas_function_demand_rps",
 		"The forecast of the function's user requests at this node, as advertised.", []string{"function"}, nil)
 	descLimit = prometheus.NewDesc("dfaas_plan_limit_rps",
@@ -61,6 +79,27 @@ var (
 		"1 if the data plane's counters could be read for this scrape, else 0.", nil, nil)
 )
 
+// folded is a data plane's histogram in latencyBuckets.
+func folded(h proxy.Latencies) map[float64]uint64 {
+	buckets := make(map[float64]uint64, len(latencyBuckets))
+	for _, b := range latencyBuckets {
+		buckets[b] = h.AtMost(time.Duration(b * float64(time.Second)))
+	}
+	return buckets
+}
+
+// cutReason is a cut's reason as a label of a few values: "refused" (the
+// platform's 429s), "failed" (its 502-504s) or "latency".
+func cutReason(reason string) string {
+	switch {
+	case strings.Contains(reason, "refused"):
+		return "refused"
+	case strings.Contains(reason, "failed"):
+		return "failed"
+	}
+	return "latency"
+}
+
 // collector turns a node's state into Prometheus metrics at every scrape:
 // the data plane's counters (exactly what the Monitor reads), the agent's
 // latest state and plan, and the overlay's counters.
@@ -73,7 +112,8 @@ func (n *Node) Collector() prometheus.Collector { return collector{n} }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descForwarded, descRetries, descInFlight, descDuration, descCapacity,
 		descDemand, descLimit, descPeerCap, descPeers, descRTT, descTicks, descTickFailures, descTickDuration, descAdverts,
-		descDropped, descOverlayBytes, descFollowing, descFollowers, descEvicted, descCountersUp} {
+		descDropped, descOverlayBytes, descFollowing, descFollowers, descEvicted, descCountersUp, descExecutions, descPlatform,
+		descCeiling, descBusyRate, descService, descObjective, descCuts} {
 		ch <- d
 	}
 }
@@ -103,11 +143,21 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descRetries, float64(k.FailedTries), fn)
 		gauge(descInFlight, float64(k.InFlight), fn)
-		buckets := make(map[float64]uint64, len(latencyBuckets))
-		for _, b := range latencyBuckets {
-			buckets[b] = k.Latency.AtMost(time.Duration(b * float64(time.Second)))
+		ch <- prometheus.MustNewConstHistogram(descDuration, k.Latency.Count(), k.Latency.Sum().Seconds(), folded(k.Latency), fn)
+		ch <- prometheus.MustNewConstHistogram(descExecutions, k.Executions.Count(), k.Executions.Sum().Seconds(), folded(k.Executions), fn)
+		counter(descPlatform, float64(k.Busy), fn, "busy")
+		counter(descPlatform, float64(k.Failed), fn, "failed")
+	}
+	for fn, e := range c.n.Monitor.Estimates() {
+		gauge(descCeiling, float64(e.Ceiling), fn)
+		gauge(descBusyRate, float64(e.Full), fn)
+		gauge(descService, e.Service.Seconds(), fn)
+		if e.Objective > 0 {
+			gauge(descObjective, e.Objective.Seconds(), fn, strconv.FormatFloat(e.Quantile, 'g', -1, 64))
 		}
-		ch <- prometheus.MustNewConstHistogram(descDuration, k.Latency.Count(), k.Latency.Sum().Seconds(), buckets, fn)
+		if !e.Cut.IsZero() {
+			gauge(descCuts, float64(e.Cut.UnixNano())/1e9, fn, cutReason(e.Reason))
+		}
 	}
 
 	st := c.n.Agent.Status()

@@ -80,6 +80,13 @@ func TestMetricsMatchTheDataPlane(t *testing.T) {
 				resp.Body.Close()
 			}
 			http.DefaultClient.CloseIdleConnections()
+			// Every local execution measured (HAProxy's from its log, a
+			// moment after the answer).
+			require.Eventually(t, func() bool {
+				counts, err := a.DataPlane.Counts(ctx)
+				return err == nil && counts["hello"].Executions.Count() == counts["hello"].ServedLocal+counts["hello"].Busy &&
+					a.Monitor.Estimates()["hello"].Service > 0 // and a tick has seen them
+			}, 5*time.Second, 10*time.Millisecond)
 			srv := httptest.NewServer(a.AdminHandler())
 			defer srv.Close()
 			fams := scrape(t, srv.URL+"/metrics")
@@ -95,7 +102,11 @@ func TestMetricsMatchTheDataPlane(t *testing.T) {
 			}
 			assert.Equal(t, float64(c.ForwardedOut), value(t, fams, "dfaas_forwarded_total", map[string]string{"function": "hello", "peer": "b"}))
 			assert.Equal(t, float64(60), value(t, fams, "dfaas_request_duration_seconds", map[string]string{"function": "hello"}), "one observation per user request")
-			assert.Equal(t, 5.0, value(t, fams, "dfaas_function_capacity_rps", map[string]string{"function": "hello"}))
+			assert.LessOrEqual(t, value(t, fams, "dfaas_function_capacity_rps", map[string]string{"function": "hello"}), 5.0,
+				"measured, within the declared 5")
+			assert.Equal(t, float64(c.Executions.Count()), value(t, fams, "dfaas_execution_duration_seconds", map[string]string{"function": "hello"}))
+			assert.Equal(t, float64(c.Busy), value(t, fams, "dfaas_platform_answers_total", map[string]string{"function": "hello", "answer": "busy"}))
+			assert.Positive(t, value(t, fams, "dfaas_capacity_service_seconds", map[string]string{"function": "hello"}), "what the estimator believes")
 			assert.Equal(t, 1.0, value(t, fams, "dfaas_peers", nil))
 			assert.Positive(t, value(t, fams, "dfaas_ticks_total", nil))
 			assert.Equal(t, 1.0, value(t, fams, "dfaas_dataplane_up", nil))

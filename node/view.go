@@ -46,6 +46,24 @@ type FunctionView struct {
 	Rejected float64 `json:"rejected"`
 	// Forwarded is what each peer executed of this node's users' requests.
 	Forwarded map[dfaas.NodeID]float64 `json:"forwarded,omitempty"`
+	// Local is what the node that drew the view measured of its own
+	// executions; set on its own entry only (adverts do not carry it).
+	Local *LocalView `json:"local,omitempty"`
+}
+
+// LocalView is what a node measured of one function's local executions,
+// and what its capacity estimator believes.
+type LocalView struct {
+	InFlight  int     `json:"in_flight"`
+	ExecP50ms float64 `json:"exec_p50_ms"`
+	ExecP95ms float64 `json:"exec_p95_ms"`
+	// Phase is the estimator's ("start", "probe", "fill", "hold", "cut");
+	// Objective its latency objective and Quantile its quantile; Learned
+	// says the capacity is measured (false: declared).
+	Phase       string  `json:"phase,omitempty"`
+	ObjectiveMS float64 `json:"objective_ms,omitempty"`
+	Quantile    float64 `json:"quantile,omitempty"`
+	Learned     bool    `json:"learned"`
 }
 
 // ViewOf draws the view of self from adverts: self's own (which may be
@@ -118,10 +136,27 @@ func nodeView(ad dfaas.Advert) NodeView {
 // to MaxRate (a node's own state is not bounded by the wire).
 func round(r dfaas.Rate) float64 { return math.Round(float64(min(r, dfaas.MaxRate))*1000) / 1000 }
 
-// View is the node's picture of its federation now.
+// View is the node's picture of its federation now, its own entry with
+// what it measured of its executions.
 func (n *Node) View() View {
 	st := n.Agent.Status()
-	return ViewOf(st.LastAdvert, n.Overlay.Adverts(time.Now()), st.LastState.RTT, time.Now())
+	v := ViewOf(st.LastAdvert, n.Overlay.Adverts(time.Now()), st.LastState.RTT, time.Now())
+	observed, beliefs := n.Monitor.Observed(), n.Monitor.Estimates()
+	ms := func(d time.Duration) float64 { return math.Round(float64(d)/float64(time.Millisecond)*10) / 10 }
+	for i, nv := range v.Nodes {
+		if !nv.Self {
+			continue
+		}
+		for name, f := range nv.Functions {
+			o, b := observed[name], beliefs[name]
+			_, learned := beliefs[name]
+			f.Local = &LocalView{InFlight: o.InFlight, ExecP50ms: ms(o.Executions.P50), ExecP95ms: ms(o.Executions.P95),
+				Phase: b.Phase, ObjectiveMS: ms(b.Objective), Quantile: b.Quantile, Learned: learned}
+			nv.Functions[name] = f
+		}
+		v.Nodes[i] = nv
+	}
+	return v
 }
 
 // MergeViews joins the nodes' own entries of several views into one, as a

@@ -91,7 +91,11 @@ function drawCards(view) {
     card.append(el(null, "p", { class: "meta" }, meta));
     const table = el(null, "table");
     const head = el(null, "tr");
-    for (const h of ["function", "capacity", "demand", "served", "rejected", "forwarded"]) head.append(el(null, "th", { scope: "col" }, h));
+    const cols = ["function", "capacity", "demand", "served", "rejected", "forwarded"];
+    // The node that draws the view knows its own executions, and how it
+    // learns its capacity; adverts carry none of that for peers.
+    if (n.self) cols.push("in flight", "exec p50 ms", "exec p95 ms", "capacity is");
+    for (const h of cols) head.append(el(null, "th", { scope: "col" }, h));
     table.append(head);
     for (const name of Object.keys(n.functions || {}).sort()) {
       const f = n.functions[name];
@@ -101,6 +105,17 @@ function drawCards(view) {
       for (const v of [f.capacity, f.demand, f.served]) row.append(el(null, "td", {}, fmt(v)));
       row.append(el(null, "td", f.rejected > 0 ? { class: "bad" } : {}, fmt(f.rejected)));
       row.append(el(null, "td", {}, fmt(fwd)));
+      if (n.self) {
+        const l = f.local || {};
+        row.append(el(null, "td", { class: "in-flight" }, String(l.in_flight || 0)));
+        row.append(el(null, "td", { class: "exec-p50" }, fmt(l.exec_p50_ms || 0)));
+        const over = l.objective_ms > 0 && l.exec_p95_ms > l.objective_ms;
+        row.append(el(null, "td", { class: "exec-p95" + (over ? " bad" : "") }, fmt(l.exec_p95_ms || 0)));
+        let how = l.learned ? "measured" : "declared";
+        if (l.learned && l.phase) how += " · " + l.phase;
+        if (l.objective_ms > 0) how += ` · p${Math.round((l.quantile || 0.95) * 1000) / 10} ≤ ${fmt(l.objective_ms)} ms`;
+        row.append(el(null, "td", { class: "capacity-is" }, how));
+      }
       table.append(row);
     }
     card.append(table);
