@@ -8,6 +8,7 @@
 //	go run ./examples/sim -plot plots/             # served vs optimum per tick, one PNG per workload
 //	go run ./examples/sim -forecasters last,ewma,holt,holt-winters:600   # forecast accuracy table
 //	go run ./examples/sim -live 30s -workloads diurnal-100   # the same agents on real libp2p hosts, beside the simulator
+//	go run ./examples/sim -capacity measured -workloads reference,drift-3   # nodes learn their capacities (faas/capacity) from modelled CPU
 package main
 
 import (
@@ -49,6 +50,7 @@ type options struct {
 	plot        string
 	neighbours  int
 	live        time.Duration
+	measured    bool
 }
 
 func main() {
@@ -98,6 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.neighbours, "neighbours", 0, "peers each node follows (0: the agent's default, overlay.DefaultNeighbours; -1: every peer, no neighbourhoods)")
 	fs.DurationVar(&o.live, "live", 0, "run the workloads' control plane for this long on real libp2p agents in this process (one per node), beside the simulator's figures")
 	fs.BoolVar(&o.json, "json", false, "print one JSON array of rows instead of the table")
+	capacityMode := fs.String("capacity", "declared", "declared: nodes are told their capacities exactly; measured: each learns them, as an agent does, from a model of its CPU (10 ms calls)")
 	fs.StringVar(&o.plot, "plot", "", "write served and optimum per tick, one PNG per workload, into this directory")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -137,6 +140,13 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.neighbours < -1 {
 		return o, errors.New("-neighbours below -1")
+	}
+	switch *capacityMode {
+	case "declared":
+	case "measured":
+		o.measured = true
+	default:
+		return o, fmt.Errorf("-capacity %q: want declared or measured", *capacityMode)
 	}
 	return o, nil
 }
@@ -206,6 +216,12 @@ type Row struct {
 	ReactionS            float64 `json:"reaction_s"`
 	ForecastMAE          float64 `json:"forecast_mae"`
 	ForecastMAPE         float64 `json:"forecast_mape_pct"`
+	// With -capacity measured: executions' p95 after the learning, the
+	// executions given up, and how far advertised capacities were from
+	// the truth.
+	ExecP95ms      float64 `json:"exec_p95_ms,omitempty"`
+	Timeouts       float64 `json:"timeouts,omitempty"`
+	CapacityErrPct float64 `json:"capacity_err_pct,omitempty"`
 
 	ticks []sim.TickResult
 }
@@ -248,7 +264,7 @@ func runOne(ctx context.Context, o options, j job) (Row, error) {
 		return Row{}, err
 	}
 	res, err := sim.Run(ctx, sim.Config{Scenario: j.sc, Strategy: strategy, Interval: o.interval, Delay: o.delay, Loss: o.loss, Seed: o.seed,
-		Neighbours: o.neighbours,
+		Neighbours: o.neighbours, Measured: o.measured,
 		Forecaster: func() dfaas.Forecaster { f, _ := forecast.ByName(j.forecaster); return f }})
 	if err != nil {
 		return Row{}, err
@@ -256,7 +272,8 @@ func runOne(ctx context.Context, o options, j job) (Row, error) {
 	r := Row{Strategy: j.strategy, Workload: j.sc.Name, Forecaster: j.forecaster, ServedOverOptimum: res.ServedOverOptimum,
 		RejectedPct: res.RejectedPct, ForwardedPct: res.ForwardedPct, MeanHops: res.MeanHops,
 		ControlMsgsPerNodeS: res.ControlMsgsPerNodeS, ControlBytesPerNodeS: res.ControlBytesPerNodeS, ProbeBytesPerNodeS: res.ProbeBytesPerNodeS,
-		ReactionS: res.ReactionS, MeanForwardRTTms: res.MeanForwardRTTms, ForecastMAE: res.ForecastMAE, ForecastMAPE: res.ForecastMAPE, ticks: res.Ticks}
+		ReactionS: res.ReactionS, MeanForwardRTTms: res.MeanForwardRTTms, ForecastMAE: res.ForecastMAE, ForecastMAPE: res.ForecastMAPE, ticks: res.Ticks,
+		ExecP95ms: res.ExecP95ms, Timeouts: res.Timeouts, CapacityErrPct: res.CapacityErrPct}
 	if res.Forwarded > 0 {
 		r.RetriesPerForward = res.Retried / res.Forwarded
 	}
@@ -301,6 +318,8 @@ func run(ctx context.Context, o options, w io.Writer) error {
 		return json.NewEncoder(w).Encode(rows)
 	case len(o.forecasters) > 0:
 		printForecasts(w, rows)
+	case o.measured:
+		printMeasured(w, rows)
 	default:
 		printTable(w, rows)
 	}
@@ -326,6 +345,21 @@ func printTable(w io.Writer, rows []Row) {
 			r.Workload, r.Strategy, r.ServedOverOptimum, r.RejectedPct, r.ForwardedPct, r.MeanHops, r.RetriesPerForward,
 			r.ControlMsgsPerNodeS, r.ControlBytesPerNodeS, r.ProbeBytesPerNodeS, r.ReactionS, rtt)
 	}
+}
+
+// printMeasured is the table of runs whose nodes learned their capacities.
+func printMeasured(w io.Writer, rows []Row) {
+	fmt.Fprintf(w, "%-24s %-13s %10s %9s %9s %9s %9s %10s\n", "workload", "strategy", "served/opt", "rejected%", "forward%", "exec p95", "timeouts", "cap err %")
+	last := ""
+	for _, r := range rows {
+		if r.Workload != last && last != "" {
+			fmt.Fprintln(w)
+		}
+		last = r.Workload
+		fmt.Fprintf(w, "%-24s %-13s %10.4f %9.2f %9.2f %7.0fms %9.0f %10.1f\n", r.Workload, r.Strategy, r.ServedOverOptimum, r.RejectedPct,
+			r.ForwardedPct, r.ExecP95ms, r.Timeouts, r.CapacityErrPct)
+	}
+	fmt.Fprintln(w, "\nmeasured: every node learns its capacities from its executions (faas/capacity) on a model of its CPU; exec p95 and cap err %: after the first 15 s, the executions' 95th percentile latency and the mean distance of the advertised capacities from the true ones.")
 }
 
 func printForecasts(w io.Writer, rows []Row) {

@@ -35,6 +35,19 @@ type Scenario struct {
 	// run measures how far forwarded requests travel. Nil: a LAN, no RTT
 	// measured.
 	RTT func(a, b int) time.Duration
+	// CPU, if set, scales node n's CPU budget during tick t (1: as
+	// Capacity says; 0.5: a quota halved or a neighbour taking half):
+	// capacity drift, which runs with Config.Measured learn.
+	CPU func(t, n int) float64
+}
+
+// capacityAt is node n's true capacity for function f during tick t.
+func (s Scenario) capacityAt(t, n, f int) float64 {
+	c := s.Capacity[n][f]
+	if s.CPU != nil {
+		c *= max(0, s.CPU(t, n))
+	}
+	return c
 }
 
 // Validate checks the scenario's shape.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/faas/capacity"
 	"github.com/dfaas-go/dfaas/forecast"
 	"github.com/dfaas-go/dfaas/overlay"
 )
@@ -31,6 +32,19 @@ type Config struct {
 	// overlay's Libp2pConfig.Neighbours: 0 means overlay.DefaultNeighbours,
 	// negative every peer (no neighbourhoods).
 	Neighbours int
+	// Measured makes every node learn its capacities, as an agent does
+	// (faas/capacity), instead of being told them: each function's calls
+	// cost Cost of CPU (spread 5%) on a node whose CPU budget runs
+	// Scenario.Capacity of them a second (times Scenario.CPU), modelled as
+	// a processor-sharing station (internal/plant). A node admits what its
+	// estimate says; what it admits beyond its true capacity queues there,
+	// and the run reports the executions' latency.
+	Measured bool
+	// Cost is a call's CPU time with Measured. Default 10 ms.
+	Cost time.Duration
+	// Estimator makes each node's estimator of each function with
+	// Measured. Default capacity.NewAdaptive with its defaults.
+	Estimator func() capacity.Estimator
 }
 
 // TickResult sums one tick over nodes and functions, in req/s.
@@ -69,6 +83,12 @@ type Result struct {
 	// ForecastMAE (req/s) and ForecastMAPE (%, over non-zero demand) compare
 	// each node's forecast for a tick with the demand that came.
 	ForecastMAE, ForecastMAPE float64
+	// With Config.Measured: ExecP95ms is the 95th percentile of every
+	// execution's latency after the first 15 ticks (the learning), in ms;
+	// Timeouts counts the executions given up (30 s); CapacityErrPct is the
+	// mean absolute difference between what nodes advertised and their
+	// true capacity, after the first 15 ticks, in percent of the latter.
+	ExecP95ms, Timeouts, CapacityErrPct float64
 }
 
 // simProxy records the plan its agent applies.
@@ -168,6 +188,12 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}
 	}
+	var est *measured
+	if cfg.Measured {
+		if est, err = newMeasured(sc, cfg); err != nil {
+			return Result{}, err
+		}
+	}
 	nodes := make([]node, nn)
 	quiet := slog.New(slog.DiscardHandler)
 	for i := range sc.Nodes {
@@ -176,7 +202,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			return Result{}, err
 		}
 		nodes[i] = node{overlay: m, proxy: &simProxy{}, monitor: &simMonitor{}}
-		nodes[i].monitor.sample = measure(sc, i, nil, nil, now, cfg.Interval)
+		nodes[i].monitor.sample = measure(sc, 0, i, nil, nil, now, cfg.Interval, est)
 		var ov dfaas.Overlay = m
 		if sc.RTT != nil {
 			ov = rttOverlay{Memory: m, self: i, idx: idx, rtt: sc.RTT}
@@ -247,6 +273,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 				d := max(0, sc.Demand(t, i, f))
 				demand[f][i] = d
 				dSum += d
+				capacity[f][i] = sc.capacityAt(t, i, f)
 				cSum += capacity[f][i]
 				over := d > capacity[f][i]+eps
 				key := [2]int{f, i}
@@ -278,7 +305,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 					}
 				}
 			}
-			fl := serve(demand[f], capacity[f], plans, peerIdx, rttMS)
+			admit := capacity[f]
+			if est != nil { // a node admits what it believes it can run
+				admit = make([]float64, nn)
+				for i := range nn {
+					admit[i] = float64(plans[i].Capacity)
+				}
+			}
+			fl := serve(demand[f], admit, plans, peerIdx, rttMS)
+			if est != nil {
+				est.run(t, f, fl, demand[f], capacity[f], plans)
+			}
 			tickFlows[f] = fl
 			tr.Demand += dSum
 			tr.Optimum += min(dSum, cSum)
@@ -306,8 +343,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 			}
 		}
 		res.Ticks[t] = tr
+		if est != nil {
+			est.learn(now)
+		}
 		for i := range nn {
-			nodes[i].monitor.sample = measure(sc, i, demand, tickFlows, now, cfg.Interval)
+			nodes[i].monitor.sample = measure(sc, t+1, i, demand, tickFlows, now, cfg.Interval, est)
 		}
 	}
 
@@ -344,6 +384,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if pctN > 0 {
 		res.ForecastMAPE = 100 * absPctErr / float64(pctN)
 	}
+	if est != nil {
+		est.report(&res)
+	}
 	return res, nil
 }
 
@@ -361,11 +404,16 @@ func peerLikeID(name string) dfaas.NodeID {
 	return dfaas.NodeID(b)
 }
 
-// measure is node i's Monitor sample of the tick just served.
-func measure(sc Scenario, i int, demand [][]float64, fl []flows, now time.Time, window time.Duration) dfaas.Sample {
+// measure is node i's Monitor sample of the tick just served, for tick t:
+// its capacities as the scenario declares them (exactly, drift included: an
+// oracle), or as it learned them.
+func measure(sc Scenario, t, i int, demand [][]float64, fl []flows, now time.Time, window time.Duration, est *measured) dfaas.Sample {
 	s := dfaas.Sample{Time: now, Window: window, Functions: make(map[string]dfaas.FunctionSample, len(sc.Functions))}
 	for f, name := range sc.Functions {
-		fs := dfaas.FunctionSample{Capacity: dfaas.Rate(sc.Capacity[i][f])}
+		fs := dfaas.FunctionSample{Capacity: dfaas.Rate(sc.capacityAt(t, i, f))}
+		if est != nil {
+			fs.Capacity = est.capacity[i][f]
+		}
 		if demand != nil {
 			fs.Arrivals = dfaas.Rate(demand[f][i])
 			fs.ServedLocal = dfaas.Rate(fl[f].local[i])

@@ -213,3 +213,25 @@ func TestScenarioValidate(t *testing.T) {
 	_, err := Run(context.Background(), Config{Scenario: good})
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "no strategy")
 }
+
+// TestMeasuredCapacity: with nodes learning their capacities from a model
+// of their CPU (Config.Measured) rather than being told them, the
+// reference and its drift (node 2 loses half its CPU for the middle third)
+// still serve nearly all that could be served, nothing times out, the
+// executions' p95 stays within 2.5 times the slowest node's call alone
+// (100 ms at node 1), and what nodes advertise stays near the truth.
+func TestMeasuredCapacity(t *testing.T) {
+	for _, sc := range []Scenario{Reference(300), Drift(300)} {
+		res, err := Run(t.Context(), Config{Scenario: sc, Strategy: balance.Resilient{}, Measured: true})
+		require.NoError(t, err)
+		t.Logf("%s: served/opt %.3f, rejected %.2f%%, exec p95 %.0f ms, cap err %.1f%%", sc.Name, res.ServedOverOptimum, res.RejectedPct,
+			res.ExecP95ms, res.CapacityErrPct)
+		assert.GreaterOrEqual(t, res.ServedOverOptimum, 0.95, sc.Name)
+		assert.Zero(t, res.Timeouts, sc.Name)
+		assert.LessOrEqual(t, res.ExecP95ms, 250.0, sc.Name)
+		assert.Less(t, res.CapacityErrPct, 20.0, sc.Name)
+		declared, err := Run(t.Context(), Config{Scenario: sc, Strategy: balance.Resilient{}})
+		require.NoError(t, err)
+		assert.Zero(t, declared.ExecP95ms, "no latency model when capacities are declared")
+	}
+}

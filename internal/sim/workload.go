@@ -40,6 +40,27 @@ func Reference(ticks int) Scenario {
 		Demand: func(_, n, _ int) float64 { return []float64{50, 0, 0}[n] }}
 }
 
+// Drift is the reference federation under 45 req/s at node 1 whose node 2
+// loses half its CPU budget (a quota cut, a noisy neighbour) for the
+// middle third of the run: capacity that drifts under load.
+func Drift(ticks int) Scenario {
+	sc := Reference(ticks)
+	sc.Name = "drift-3"
+	sc.Demand = func(t, n, f int) float64 {
+		if n == 0 {
+			return 45
+		}
+		return 0
+	}
+	sc.CPU = func(t, n int) float64 {
+		if n == 1 && t >= ticks/3 && t < 2*ticks/3 {
+			return 0.5
+		}
+		return 1
+	}
+	return sc
+}
+
 // Hotspot models mobile users: every node has a light base load, and a
 // crowd of hot req/s moves to the next node every period ticks.
 func Hotspot(nodes, ticks, period int, seed uint64) Scenario {
@@ -187,6 +208,7 @@ func Geo(sc Scenario, seed uint64) Scenario {
 func Standard(seed uint64) []Scenario {
 	return []Scenario{
 		Reference(300),
+		Drift(300),
 		Hotspot(10, 600, 60, seed),
 		Lossy(Hotspot(10, 600, 5, seed)),
 		Diurnal(10, 1200, 300, seed),
