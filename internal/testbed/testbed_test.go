@@ -164,9 +164,15 @@ func runScenario(t *testing.T, name string) *Report {
 	return r
 }
 
-// assertNoLeftovers: the run removed its namespaces and bridges.
+// assertNoLeftovers: the run removed its namespaces, bridges and cgroups.
 func assertNoLeftovers(t *testing.T) {
 	t.Helper()
+	if root, _, err := findCPUCgroups(); err == nil {
+		groups, _ := os.ReadDir(root)
+		for _, g := range groups {
+			assert.False(t, strings.HasPrefix(g.Name(), "dfaas-testbed-"), "cgroup %s left behind", g.Name())
+		}
+	}
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
 		assert.False(t, strings.HasPrefix(e.Name(), "dfaas"), "namespace %s left behind", e.Name())
@@ -188,4 +194,46 @@ func TestDefaultOnly(t *testing.T) {
 	assert.True(t, defaultOnly(""))
 	assert.True(t, defaultOnly("default via 172.16.0.1 dev eth0 \n"))
 	assert.False(t, defaultOnly("default via 172.16.0.1 dev eth0 \n10.77.5.0/24 dev br0 proto kernel scope link src 10.77.5.1 \n"))
+}
+
+// TestLearnedCapacity: the capacity-drop scenario on real agents, each
+// node's platform a process in a CPU cgroup of its own, a function of real
+// cost and no capacity declared anywhere. The nodes learn what they can
+// run, b follows its quota's halving within 5 s, nothing runs twice, few
+// requests are turned away, and the executions keep near their
+// objective. (The figures themselves are in docs/capacity.md.)
+func TestLearnedCapacity(t *testing.T) {
+	if _, _, err := findCPUCgroups(); err != nil {
+		t.Skipf("no CPU cgroups here: %v", err) // a machine without the cpu controller
+	}
+	r := runScenario(t, "capacity-drop")
+	// Lost is judged against the capacity each node advertised, sampled
+	// once a second: a rejection in the second a capacity moved can count.
+	assert.LessOrEqual(t, r.Lost, r.Nodes[0].Offered/100)
+	assert.Zero(t, r.Duplicated)
+	require.Len(t, r.Calibration, 3)
+	b := func(sec int) float64 { return r.Timeline[sec].Nodes["b"].Capacity }
+	var before float64
+	for sec := 16; sec < 20; sec++ {
+		before = max(before, b(sec))
+	}
+	assert.Greater(t, before, 8.0, "b learned a good part of its ~20 req/s before the drop")
+	after := b(25)
+	for sec := 21; sec <= 25; sec++ {
+		after = min(after, b(sec))
+	}
+	assert.Less(t, after, 0.75*before, "b's advertised capacity followed the halving within 5 s")
+	a := r.Nodes[0]
+	assert.LessOrEqual(t, a.RejectedAfter+a.FailedAfter, a.OfferedAfter/20, "at most 5% turned away once learned (the objective: 1%)")
+	for i, n := range r.Nodes {
+		alone := r.Calibration[i].UnloadedP95MS
+		// b's calls alone take twice as long after the drop.
+		bound := 3 * alone
+		if n.Name == "b" {
+			bound = 6 * alone
+		}
+		assert.LessOrEqual(t, n.Exec.P95, bound, "%s: executions' p95 against a call's alone (%.0f ms)", n.Name, alone)
+		assert.Zero(t, n.Timeouts, n.Name)
+	}
+	assertNoLeftovers(t)
 }
