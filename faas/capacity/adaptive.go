@@ -65,6 +65,8 @@ const (
 	minOccupied  = 0.2  // the busy share of a span that tells how fast the platform runs when busy
 	fill         = 0.6  // the part of that an unpressed node grows to
 	drainShare   = 0.6  // of what runs while a backlog drains, admitted meanwhile
+	startBack    = 1.25 // over the most that ran, where a start no demand tested falls back
+	startWait    = 3    // spans in a row that show it
 	headroom     = 0.8  // growth only while latency is under this part of the objective
 	soloScale    = 1024 // fixed-point units of a solo execution
 	soloDecay    = 4    // the solo histogram loses 1/soloDecay of its weight every window
@@ -156,7 +158,9 @@ func (c Config) withDefaults() Config {
 //     latency under 80% of the objective, never within Hold of a cut (so
 //     neither an idle node nor a mildly overloaded one grows: the trap of
 //     Netflix concurrency-limits #134): doubling before any overload was
-//     seen; at once to 80% of the Ceiling, then x1.25 up to 90% of it, +1%
+//     seen (and once the doubling is half again the most that ran, with
+//     demand under 80% of it three spans in a row, back to 1.25 times the
+//     most that ran, which becomes the Ceiling); at once to 80% of the Ceiling, then x1.25 up to 90% of it, +1%
 //     a window up to 95%, then
 //     nothing until Settle after the last cut; above that, probes of 3%
 //     whose step doubles every four in a row, up to 25%. Latency gives no
@@ -199,6 +203,8 @@ type Adaptive struct {
 	solo     proxy.Latencies
 	solos    uint64     // executions that ran alone, since the service time last stepped
 	full     dfaas.Rate // what ran per second of occupied time, by the latest span busy enough
+	peak     dfaas.Rate // the most that ran in a span, before any ceiling
+	short    int        // spans in a row the start has outrun demand
 	obj, lat time.Duration
 	quantile float64
 	inflight int  // at the end of the last span judged
@@ -274,6 +280,9 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 	}
 	a.lat = p.Latency.Quantile(a.quantile)
 	ran := dfaas.Rate(float64(n-min(n, p.Failed)) / p.Window.Seconds())
+	if a.ceiling == 0 {
+		a.peak = max(a.peak, ran)
+	}
 	// What the platform runs a second when busy, from a span it was busy
 	// enough to tell.
 	if occ := p.Occupied.Seconds() / p.Window.Seconds(); occ >= minOccupied && ran > 0 {
@@ -339,6 +348,23 @@ func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bo
 		return
 	}
 	if !pressed {
+		// The start doubled well past what it was asked (half again the
+		// most the node ran, demand under 80% of it, startWait spans in a
+		// row: peers plan on an advert a tick or two old): back to a
+		// margin over the most that ran, and call that its limit for now,
+		// so that a doubling no demand ever tested does not stay
+		// advertised.
+		if a.ceiling == 0 && a.peak > 0 && a.c > 1.5*a.peak && p.Demand < 0.8*a.c {
+			a.short++
+		} else {
+			a.short = 0
+		}
+		if a.short >= startWait {
+			a.c = max(startBack*a.peak, fill*a.full)
+			a.ceiling = a.c
+			a.phase = "hold"
+			return
+		}
 		// A helper's demand follows what it advertises: peers send it a
 		// part of their excess in proportion to its room, so it may never
 		// be asked all it can run. Busy a good part of the time, it knows
@@ -352,6 +378,7 @@ func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bo
 		a.phase = "hold"
 		return
 	}
+	a.short = 0
 	switch {
 	case a.ceiling == 0:
 		a.c *= 2
