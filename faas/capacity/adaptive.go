@@ -160,7 +160,8 @@ func (c Config) withDefaults() Config {
 //     Netflix concurrency-limits #134): doubling before any overload was
 //     seen (and once the doubling is half again the most that ran, with
 //     demand under 80% of it three spans in a row, back to 1.25 times the
-//     most that ran, which becomes the Ceiling); at once to 80% of the Ceiling, then x1.25 up to 90% of it, +1%
+//     most that ran, which becomes the Ceiling; a declared bound it began
+//     at stands until an overload shows otherwise); at once to 80% of the Ceiling, then x1.25 up to 90% of it, +1%
 //     a window up to 95%, then
 //     nothing until Settle after the last cut; above that, probes of 3%
 //     whose step doubles every four in a row, up to 25%. Latency gives no
@@ -205,6 +206,7 @@ type Adaptive struct {
 	full     dfaas.Rate // what ran per second of occupied time, by the latest span busy enough
 	peak     dfaas.Rate // the most that ran in a span, before any ceiling
 	short    int        // spans in a row the start has outrun demand
+	doubled  bool       // the start doubled (not only a declared bound it began at)
 	obj, lat time.Duration
 	quantile float64
 	inflight int  // at the end of the last span judged
@@ -354,7 +356,7 @@ func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bo
 		// margin over the most that ran, and call that its limit for now,
 		// so that a doubling no demand ever tested does not stay
 		// advertised.
-		if a.ceiling == 0 && a.peak > 0 && a.c > 1.5*a.peak && p.Demand < 0.8*a.c {
+		if a.doubled && a.ceiling == 0 && a.peak > 0 && a.c > 1.5*a.peak && p.Demand < 0.8*a.c {
 			a.short++
 		} else {
 			a.short = 0
@@ -382,6 +384,7 @@ func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bo
 	switch {
 	case a.ceiling == 0:
 		a.c *= 2
+		a.doubled = true
 		a.phase = "start"
 	case a.c < 0.9*a.ceiling:
 		// Back at once to most of what the node ran at its limit.

@@ -202,3 +202,34 @@ func TestHelperFillsToWhatItRuns(t *testing.T) {
 	}
 	assert.InDelta(t, raw(0.2), float64(est.State().Full), 0.1*raw(0.2), "what it runs when busy")
 }
+
+// TestDeclaredBoundStandsUntilOverload: a function that declares 20 and is
+// asked 6 keeps 20 (an operator's bound is believed until an overload
+// shows otherwise), where one that doubled its way there without being
+// asked falls back to a margin over what it ran.
+func TestDeclaredBoundStandsUntilOverload(t *testing.T) {
+	_, l := loop(t, 0.3, constant(6), capacity.Limits{Max: 20})
+	ticks := l.Run(30 * time.Second)
+	assert.Equal(t, dfaas.Rate(20), ticks[len(ticks)-1].Capacity)
+
+	// A node of many cores (its busy share too small to tell its rate),
+	// asked all it offers for 6 s, then 3 req/s.
+	est, l := loop(t, 3, nil, capacity.Limits{})
+	l.Rate = func(at time.Duration) float64 {
+		if at < 6*time.Second {
+			return 2 * float64(est.State().Capacity)
+		}
+		return 3
+	}
+	ticks = l.Run(30 * time.Second)
+	var peak int
+	var top dfaas.Rate
+	for _, tk := range ticks {
+		peak, top = max(peak, tk.Ran), max(top, tk.Capacity)
+	}
+	last := ticks[len(ticks)-1].Capacity
+	assert.Less(t, float64(last), float64(top), "fell back from the doubling")
+	full := float64(est.State().Full)
+	assert.LessOrEqual(t, float64(last), max(1.25*float64(peak), 0.6*full)+0.01,
+		"to a margin over the most that ran, or 60% of what it runs per busy second")
+}
