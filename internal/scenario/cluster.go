@@ -53,6 +53,11 @@ type ClusterConfig struct {
 	// Binary is the data plane's executable, for one that runs a process.
 	// Default: found on $PATH.
 	Binary string
+	// Measured makes the nodes measure their capacities, within the
+	// declared ones. Default off: the capacities given are the truth, as
+	// these scenarios check routing and balancing, not learning (which
+	// faas/capacity, the simulator and the testbed check).
+	Measured bool
 	// Platform makes each node's FaaS platform, serving Function at the
 	// node's capacity. Default: Embedded.
 	Platform func(ctx context.Context, node string, function string, capacity dfaas.Rate) (node.Platform, error)
@@ -166,7 +171,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 		name := strconv.Itoa(i + 1)
 		log := cfg.Logger.With("name", name)
 		nc := node.Config{DataPlane: cfg.DataPlane, Binary: cfg.Binary, Interval: cfg.Interval, Balancer: cfg.Strategy,
-			Forecaster: cfg.Forecaster(), Logger: log,
+			Forecaster: cfg.Forecaster(), Logger: log, DeclaredCapacity: !cfg.Measured,
 			Libp2p: overlay.Libp2pConfig{Bootstrap: bootstrap, Secret: secret, DiscoveryInterval: time.Second, Logger: log}}
 		nc.PlainPeers = cfg.PlainPeers
 		if cfg.Overlay == "memory" {
