@@ -91,6 +91,12 @@ type NodeReport struct {
 	RejectedAfter int     `json:"rejected_after"`
 	FailedAfter   int     `json:"failed_after"`
 	UserP95MS     float64 `json:"user_p95_ms"`
+	// OverObjectiveS counts the seconds from the settle on whose
+	// executions' p95 (of the functions of real cost) was over the latency
+	// objective the node's estimator held them to in that second, and
+	// LongestOverS the most of them in a row.
+	OverObjectiveS int `json:"over_objective_s"`
+	LongestOverS   int `json:"longest_over_s"`
 }
 
 // Quantiles of a latency distribution, in milliseconds.
@@ -221,6 +227,26 @@ func (b *bed) report(res []result) *Report {
 			timeline[k[0]][k[1]].ExecP95MS = quantileMS(ds, 0.95)
 		}
 	}
+	b.mu.Lock()
+	run := make([]int, len(nodes))
+	for sec := int(b.s.Settle.D().Seconds()); sec < len(timeline); sec++ {
+		for i := range nodes {
+			var obj float64
+			for fn := range s.Work {
+				if o := b.beliefs[sec][i][fn].Objective; o > 0 {
+					obj = float64(o) / float64(time.Millisecond)
+				}
+			}
+			if obj > 0 && timeline[sec][i].ExecP95MS > obj {
+				nodes[i].OverObjectiveS++
+				run[i]++
+				nodes[i].LongestOverS = max(nodes[i].LongestOverS, run[i])
+			} else {
+				run[i] = 0
+			}
+		}
+	}
+	b.mu.Unlock()
 	b.mu.Lock()
 	var capSecs int
 	for sec, per := range b.capacity {
@@ -462,11 +488,11 @@ func Print(w io.Writer, r *Report) {
 			c.Node, c.Function, c.CPU, c.UnloadedP50MS, c.UnloadedP95MS, c.Saturated)
 	}
 	if len(r.Calibration) > 0 {
-		fmt.Fprintf(w, "from %.0f s on: %-8s %9s %9s %9s %9s %8s %8s %9s %9s\n", r.SettleS, "node", "capacity", "executed", "exec p50", "exec p95",
-			"timeouts", "offered", "rejected", "user p95")
+		fmt.Fprintf(w, "from %.0f s on: %-8s %9s %9s %9s %9s %8s %8s %9s %9s %9s\n", r.SettleS, "node", "capacity", "executed", "exec p50", "exec p95",
+			"timeouts", "offered", "rejected", "user p95", "over obj (in a row)")
 		for _, n := range r.Nodes {
-			fmt.Fprintf(w, "           %-8s %9.1f %9d %9.1f %9.1f %8d %8d %9d %9.1f\n", n.Name, n.Capacity, n.Executed, n.Exec.P50, n.Exec.P95,
-				n.Timeouts, n.OfferedAfter, n.RejectedAfter+n.FailedAfter, n.UserP95MS)
+			fmt.Fprintf(w, "           %-8s %9.1f %9d %9.1f %9.1f %8d %8d %9d %9.1f %4ds/%2ds\n", n.Name, n.Capacity, n.Executed, n.Exec.P50, n.Exec.P95,
+				n.Timeouts, n.OfferedAfter, n.RejectedAfter+n.FailedAfter, n.UserP95MS, n.OverObjectiveS, n.LongestOverS)
 		}
 	}
 }
