@@ -16,7 +16,8 @@ func TestValidateAddr(t *testing.T) {
 	}
 	for _, bad := range []string{"", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:080", "127.0.0.1:+80",
 		"127.0.0.1:P/admin/deploy#", "127.0.0.1:8080/admin", "10.6.6.6:8080\r", "\vredir\v//evil.example", "10.6.6.6:notaport",
-		"a;b:80", "user@host:80", "host name:80", "[fe80::1%eth0]:80", "-x.org:80", "x-.org:80", "a..b:80", "host:80?q", "%41:80"} {
+		"a;b:80", "user@host:80", "host name:80", "[fe80::1%eth0]:80", "-x.org:80", "x-.org:80", "a..b:80", "host:80?q", "%41:80",
+		"0.0.0.0:8081", "[::]:8081", "[0:0::0]:80"} { // an unspecified address reaches nobody
 		assert.ErrorIs(t, ValidateAddr(bad), ErrInvalidAddr, "%q", bad)
 	}
 }
@@ -80,4 +81,29 @@ func TestAdvertValidateRefusesHostileFields(t *testing.T) {
 	assert.NoError(t, a.Validate(), "a libp2p peer id")
 	a.TTL = time.Microsecond
 	assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "a ttl the wire cannot carry")
+	a.TTL = MaxAdvertTTL
+	assert.NoError(t, a.Validate(), "the longest ttl")
+	a.TTL = MaxAdvertTTL + time.Millisecond
+	assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "a ttl past the bound: an advert that outlives its node")
+
+	// The table and the in-memory overlay take Validate's word for the
+	// number of functions (the libp2p decoder checks it too).
+	many := func(n int) map[string]FunctionState {
+		m := make(map[string]FunctionState, n)
+		for i := range n {
+			m[fmt.Sprint("f", i)] = FunctionState{Capacity: 1}
+		}
+		return m
+	}
+	a = good
+	a.Functions = many(MaxAdvertFunctions)
+	assert.NoError(t, a.Validate(), "the most functions")
+	a.Functions = many(MaxAdvertFunctions + 1)
+	assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "one function too many")
+	a.Functions = good.Functions
+	a.Traffic = map[string]Traffic{}
+	for name := range many(MaxAdvertFunctions + 1) {
+		a.Traffic[name] = Traffic{Served: 1}
+	}
+	assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "traffic of one function too many")
 }

@@ -133,6 +133,18 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		up = 0
 	}
 	gauge(descCountersUp, up)
+	// Only the functions this node serves or plans get series: a member
+	// naming fresh functions at every advert must not grow the label's
+	// values without end (a plan holds a bounded number of functions only
+	// peers run, and forgets them when they go).
+	st := c.n.Agent.Status()
+	for fn := range counts {
+		_, served := st.LastState.Functions[fn]
+		_, planned := st.LastPlan.Functions[fn]
+		if !served && !planned {
+			delete(counts, fn)
+		}
+	}
 	for fn, k := range counts {
 		for outcome, v := range map[string]uint64{"local": k.ServedLocal, "forwarded": k.ForwardedOut, "rejected": k.Rejected,
 			"received": k.ReceivedIn, "refused": k.Refused} {
@@ -160,7 +172,6 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	st := c.n.Agent.Status()
 	for fn, f := range st.LastState.Functions {
 		gauge(descCapacity, float64(f.Capacity), fn)
 		gauge(descDemand, float64(f.Demand), fn)

@@ -1,10 +1,14 @@
 package node_test
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/overlay"
 )
 
@@ -113,4 +118,45 @@ func TestMetricsMatchTheDataPlane(t *testing.T) {
 			assert.Contains(t, fams, "go_goroutines", "the Go collector")
 		})
 	}
+}
+
+// minter is a member that names 30 fresh functions in every advert.
+type minter struct {
+	*overlay.Memory
+	n *atomic.Int64
+}
+
+func (m minter) Publish(ctx context.Context, a dfaas.Advert) error {
+	a.Functions = maps.Clone(a.Functions)
+	for range 30 {
+		a.Functions[fmt.Sprintf("fresh-%d", m.n.Add(1))] = dfaas.FunctionState{Capacity: 10}
+	}
+	return m.Memory.Publish(ctx, a)
+}
+
+// TestMetricsStayBoundedUnderMintedNames: a member that names fresh
+// functions in every advert does not grow the function label's values
+// without end: a scrape carries only the functions the node serves or plans
+// now.
+func TestMetricsStayBoundedUnderMintedNames(t *testing.T) {
+	network := overlay.NewNetwork()
+	var minted atomic.Int64
+	a := startNode(t, network, "embedded", "a", 5, nil)
+	startNode(t, network, "embedded", "minter", 5, func(m *overlay.Memory) dfaas.Overlay { return minter{m, &minted} })
+	require.Eventually(t, func() bool { return minted.Load() > 600 }, 20*time.Second, 50*time.Millisecond)
+	srv := httptest.NewServer(a.AdminHandler())
+	defer srv.Close()
+	fams := scrape(t, srv.URL+"/metrics")
+	names := map[string]bool{}
+	for _, fam := range []string{"dfaas_requests_total", "dfaas_in_flight_requests", "dfaas_plan_limit_rps"} {
+		for _, m := range fams[fam].GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "function" {
+					names[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	t.Logf("%d names minted, %d function label values scraped", minted.Load(), len(names))
+	assert.LessOrEqual(t, len(names), 1+64+30, "hello, and at most the plan's functions only peers run (a tick's worth more)")
 }

@@ -113,7 +113,7 @@ func LoadOrCreateKey(path string) (key crypto.PrivKey, created bool, err error) 
 // admits every holder of the secret (Libp2pConfig.Allow), so a file left
 // empty by mistake would open the federation without a word.
 func LoadAllowList(path string) ([]peer.ID, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readChecked(path, false)
 	if err != nil {
 		return nil, fmt.Errorf("overlay: allow-list: %w", err)
 	}
@@ -158,10 +158,16 @@ func writePrivate(path string, data []byte) error {
 }
 
 // readPrivate reads a file that must be a regular file (not a symlink)
-// readable by its owner only, as ssh does for private keys. The checks are
-// made on the open file, so the file cannot be swapped between them.
-func readPrivate(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// readable by its owner only, as ssh does for private keys.
+func readPrivate(path string) ([]byte, error) { return readChecked(path, true) }
+
+// readChecked reads a file that must be a regular file, not a symlink, and
+// writable by its owner only; private, readable by its owner only too. The
+// checks are made on the open file, so the file cannot be swapped between
+// them, and the open does not wait: a FIFO or a device at the path is
+// refused, not read until someone writes to it.
+func readChecked(path string, private bool) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("%w: %s is a symlink", dfaas.ErrInvalidConfig, path)
@@ -176,8 +182,12 @@ func readPrivate(path string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w: %s is not a regular file", dfaas.ErrInvalidConfig, path)
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+	perm := st.Mode().Perm()
+	switch {
+	case private && perm&0o077 != 0:
 		return nil, fmt.Errorf("%w: %s is accessible by group or others (mode %#o): chmod 600 it", dfaas.ErrInvalidConfig, path, perm)
+	case perm&0o022 != 0:
+		return nil, fmt.Errorf("%w: %s is writable by group or others (mode %#o): chmod go-w it", dfaas.ErrInvalidConfig, path, perm)
 	}
 	return io.ReadAll(io.LimitReader(f, 1<<20))
 }

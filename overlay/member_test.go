@@ -109,6 +109,53 @@ func TestAllowListFile(t *testing.T) {
 		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "%q", empty)
 		assert.ErrorContains(t, err, "names no peer", "%q", empty)
 	}
+
+	// Who may join is the owner's to say: a list others can write, or a
+	// symlink (to a file others control), is refused, as the key and
+	// secret files are.
+	require.NoError(t, os.WriteFile(path, []byte(string(a.Self())+"\n"), 0o666))
+	require.NoError(t, os.Chmod(path, 0o666))
+	_, err = LoadAllowList(path)
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig)
+	assert.ErrorContains(t, err, "writable by group or others")
+	require.NoError(t, os.Chmod(path, 0o644))
+	link := filepath.Join(t.TempDir(), "link")
+	require.NoError(t, os.Symlink(path, link))
+	_, err = LoadAllowList(link)
+	assert.ErrorContains(t, err, "symlink")
+}
+
+// TestAFIFOIsRefusedNotWaitedOn: a FIFO where a key, the secret, the
+// sequence file or the allow-list should be is refused at once; reading it
+// would wait until someone wrote to it, and the agent would hang at start.
+func TestAFIFOIsRefusedNotWaitedOn(t *testing.T) {
+	dir := t.TempDir()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, name := range []string{"key", "secret", "seq", "allow"} {
+			path := filepath.Join(dir, name)
+			require.NoError(t, syscall.Mkfifo(path, 0o600))
+			var err error
+			switch name {
+			case "key":
+				_, _, err = LoadOrCreateKey(path)
+			case "secret":
+				_, err = LoadSecret(path)
+			case "seq":
+				_, err = NewSeqFile(path, nil)
+			case "allow":
+				_, err = LoadAllowList(path)
+			}
+			assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, name)
+			assert.ErrorContains(t, err, "not a regular file", name)
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a FIFO was waited on")
+	}
 }
 
 // outsiderGetsNothing has the outsider publish its advert ten times while

@@ -145,30 +145,31 @@ func (c Config) withDefaults() Config {
 //     objective (to the histogram's resolution) than its quantile allows,
 //     by two standard deviations, and at least two (a window exactly at
 //     the objective often has one or two more; one is the scheduler's
-//     noise). An objective drawn
-//     from executions that ran alone is used once there are five of them.
+//     noise). An objective drawn from executions that ran alone is used
+//     once there are five of them.
 //   - Cut: to what ran in the span (never more than the capacity) times
 //     sqrt(objective/latency), held to [0.5, 0.9]: one span at most halves
 //     the capacity, every cut gives up a tenth so that the queue the
 //     overload left drains, and what ran becomes the Ceiling. No second
 //     cut for Hold after one: the backlog drains, what runs meanwhile
 //     raises the Ceiling (the span of the cut, with work in progress,
-//     undercounts it), and the capacity to 60% of it at least. One cut per overload: until a span is within the
-//     objective again, only a queue that still grows cuts again. Never
-//     down to nothing (the trap of Envoy's #8337).
+//     undercounts it), and the capacity to 60% of it at least. One cut
+//     per overload: until a span is within the objective again, only a
+//     queue that still grows cuts again. Never down to nothing (the trap
+//     of Envoy's #8337).
 //   - Growth, only while demand is at least 95% of the capacity and the
 //     latency under 80% of the objective, never within Hold of a cut (so
 //     neither an idle node nor a mildly overloaded one grows: the trap of
-//     Netflix concurrency-limits #134): doubling before any overload was
-//     seen (and once the doubling is half again the most that ran, with
-//     demand under 80% of it three spans in a row, back to 1.25 times the
-//     most that ran, which becomes the Ceiling; a declared bound it began
-//     at stands until an overload shows otherwise); at once to 80% of the Ceiling, then x1.25 up to 90% of it, +1%
-//     a window up to 95%, then
-//     nothing until Settle after the last cut; above that, probes of 3%
-//     whose step doubles every four in a row, up to 25%. Latency gives no
-//     warning before the knee, so steps stay small near the last limit.
-//     A helper is sent a part of its peers' excess in proportion to its
+//     Netflix concurrency-limits #134). Before any overload, doubling; once
+//     the doubling is half again the most that ran, with demand under 80%
+//     of it three spans in a row, back to 1.25 times the most that ran,
+//     which becomes the Ceiling (a declared bound it began at stands until
+//     an overload shows otherwise). After a cut, at once to 80% of the
+//     Ceiling, then x1.25 up to 90% of it, +1% a window up to 95%, then
+//     nothing until Settle after the cut; above that, probes of 3% whose
+//     step doubles every four in a row, up to 25%. Latency gives no warning before the knee, so steps stay small
+//     near the last limit.
+//   - A helper is sent a part of its peers' excess in proportion to its
 //     room, so it may never be asked all of its capacity. Busy 20% of a
 //     span or more, it knows how fast it runs when busy (Little's law:
 //     executions over the time at least one was in progress, a lower bound

@@ -142,7 +142,7 @@ func (l Layout) validate() error {
 		paths = append(paths, l.TLS.CertFile, l.TLS.MembersFile, l.TLS.AnchorDir)
 	}
 	for _, p := range paths {
-		if p == "" || strings.ContainsAny(p, " \t\n\"'#") {
+		if p == "" || !configWord(p) {
 			return fmt.Errorf("%w: haproxy: path %q", dfaas.ErrInvalidConfig, p)
 		}
 	}
@@ -151,7 +151,7 @@ func (l Layout) validate() error {
 			return fmt.Errorf("%w: haproxy: unix socket path %q longer than %d bytes: use a shorter directory", dfaas.ErrInvalidConfig, p, maxSocketPath)
 		}
 	}
-	if strings.ContainsAny(string(l.Node), " \t\n\"'#\\") || l.Node == "" {
+	if !configWord(string(l.Node)) || l.Node == "" {
 		return fmt.Errorf("%w: haproxy: node id %q", dfaas.ErrInvalidConfig, l.Node)
 	}
 	if l.Namespace != "" {
@@ -167,7 +167,7 @@ func (l Layout) validate() error {
 	}
 	for fn, svs := range l.Servers {
 		for _, sv := range svs {
-			if _, _, err := net.SplitHostPort(sv.Addr); err != nil || strings.ContainsAny(sv.Addr+sv.Name, " \t\n\"'#") {
+			if _, _, err := net.SplitHostPort(sv.Addr); err != nil || !configWord(sv.Addr) || !configWord(sv.Name) {
 				return fmt.Errorf("%w: haproxy: server %q %q of %s", dfaas.ErrInvalidConfig, sv.Name, sv.Addr, fn)
 			}
 		}
@@ -176,6 +176,20 @@ func (l Layout) validate() error {
 		return fmt.Errorf("%w: haproxy: max peers %d, timeout %v", dfaas.ErrInvalidConfig, l.MaxPeers, l.Timeout)
 	}
 	return nil
+}
+
+// configWord reports whether s can stand as one word of a configuration
+// line: printable ASCII only, without space, quote, '#' or backslash. A
+// control character (a carriage return, a vertical tab) would end the line
+// for HAProxy's parser, or hide what follows it from a reader.
+func configWord(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == '"' || c == '\'' || c == '#' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // Render writes haproxy.cfg for the layout.
@@ -368,7 +382,13 @@ func (l Layout) Render() (string, error) {
 // segment once decoded (proxy.HasDotSegment): HAProxy passes the path on as
 // it came, and a gateway that cleans it would run another path than the
 // function the frontend admitted.
+//
+// A path with an invalid percent-escape (%zz) cannot be decoded, so url_dec
+// matches nothing in it: it is refused too (400), as net/http refuses it on
+// the embedded proxy.
 func dotSegment(w func(string, ...any)) {
+	w("    acl bad_escape path -m reg %%([^0-9A-Fa-f]|[0-9A-Fa-f][^0-9A-Fa-f]|[0-9A-Fa-f]?$)")
+	w("    http-request return status 400 content-type text/plain string \"the path has an invalid percent-escape\" if bad_escape")
 	w("    acl dot_segment path,url_dec -m sub /./ /../")
 	w("    acl dot_segment path,url_dec -m end /. /..")
 	w("    http-request return status 400 content-type text/plain string \"the path has a dot segment\" if dot_segment")

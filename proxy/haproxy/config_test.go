@@ -48,6 +48,19 @@ func TestRenderRejects(t *testing.T) {
 		"bad path":      func(l *Layout) { l.Socket = "/tmp/a b" },
 		"no peers room": func(l *Layout) { l.MaxPeers = 0 },
 		"long socket":   func(l *Layout) { l.PeersSocket = "/tmp/" + strings.Repeat("d", 120) + "/peers.sock" },
+		// Control characters end a line for HAProxy, or hide what follows.
+		"carriage return in a server address": func(l *Layout) {
+			l.Servers = map[string][]Server{"figlet": {{Name: "p1", Addr: "10.0.0.1:80\r    server evil 192.0.2.9:80", Weight: 1}}}
+		},
+		"vertical tab in a server address": func(l *Layout) {
+			l.Servers = map[string][]Server{"figlet": {{Name: "p1", Addr: "10.0.0.1:80\vx", Weight: 1}}}
+		},
+		"control character in a server name": func(l *Layout) {
+			l.Servers = map[string][]Server{"figlet": {{Name: "p\x01", Addr: "10.0.0.1:80", Weight: 1}}}
+		},
+		"carriage return in the node": func(l *Layout) { l.Node = "a\rb" },
+		"form feed in a path":         func(l *Layout) { l.Lua = "/tmp/a\fb.lua" },
+		"non-ASCII in a path":         func(l *Layout) { l.Lua = "/tmp/\u00e9.lua" },
 	} {
 		l := testLayout(dir)
 		mutate(&l)

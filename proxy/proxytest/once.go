@@ -250,6 +250,7 @@ func testPeerPortCapacity(t *testing.T, s *suite) {
 	b, pb := s.node("b")
 	s.apply(b, map[string]dfaas.FunctionPlan{"echo": {Limit: 5, Capacity: 5}})
 	ok, refused := 0, 0
+	start := time.Now()
 	for range 20 {
 		switch got := s.do(b.PeerAddr(), "/function/echo", map[string]string{proxy.HeaderHop: "1"}); got.code {
 		case http.StatusOK:
@@ -262,8 +263,13 @@ func testPeerPortCapacity(t *testing.T, s *suite) {
 			t.Fatalf("status %d", got.code)
 		}
 	}
-	assert.GreaterOrEqual(t, ok, 5, "a second's worth of the capacity at once")
-	assert.LessOrEqual(t, ok, 6, "no more than the capacity within a second")
+	if took := time.Since(start); took < 900*time.Millisecond {
+		assert.Equal(t, 5, ok, "a second's worth of the capacity at once, and no more within the second")
+	} else { // a slow machine: the window slid on meanwhile
+		t.Logf("20 requests took %v", took)
+		assert.GreaterOrEqual(t, ok, 5)
+		assert.LessOrEqual(t, ok, 5+int(5*took.Seconds()))
+	}
 	c := s.counts(b, "echo")
 	assert.Equal(t, uint64(ok), c.ReceivedIn)
 	assert.Equal(t, uint64(refused), c.Refused)
