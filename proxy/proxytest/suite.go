@@ -201,8 +201,9 @@ func (s *suite) do(addr, path string, hdr map[string]string) answer {
 // try is do that returns a failed exchange (no answer) as an error.
 func (s *suite) try(addr, path string, hdr map[string]string) (answer, error) {
 	s.t.Helper()
-	req, err := http.NewRequest("POST", "http://"+addr+path, strings.NewReader("payload"))
+	req, err := http.NewRequest("POST", "http://"+addr+"/", strings.NewReader("payload"))
 	require.NoError(s.t, err)
+	req.URL.Opaque = path // sent as it is, an invalid escape included
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
