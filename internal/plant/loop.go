@@ -3,7 +3,6 @@ package plant
 import (
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"time"
 
 	"github.com/dfaas-go/dfaas"
@@ -70,7 +69,6 @@ func (l *Loop) RunEach(d time.Duration, each func(Tick)) []Tick {
 	bucket := proxy.NewBucket(c, 100*time.Millisecond, epoch)
 	var out []Tick
 	next := time.Duration(0) // the next arrival
-	var occupied time.Duration
 	for start := time.Duration(0); start < d; start += tick {
 		end := start + tick
 		if l.Event != nil {
@@ -98,30 +96,9 @@ func (l *Loop) RunEach(d time.Duration, each func(Tick)) []Tick {
 			l.Station.Submit(at, cost(rng))
 		}
 		l.Station.Advance(end)
-		var obs capacity.Observation
-		obs.Window = tick
-		var h, solo proxy.LatencyHistogram
-		for _, e := range l.Station.Drain() {
-			switch e.Status {
-			case http.StatusTooManyRequests:
-				t.Busy++
-				obs.Busy++
-				continue
-			case http.StatusGatewayTimeout:
-				t.Failed++
-				obs.Failed++
-			default:
-				t.Ran++
-			}
-			h.Observe(e.Latency)
-			if e.Solo {
-				solo.Observe(e.Latency)
-			}
-		}
-		obs.Latency, obs.Solo = h.Snapshot(), solo.Snapshot()
-		obs.InFlight = l.Station.InFlight()
-		obs.Occupied = l.Station.Occupied() - occupied
-		occupied = l.Station.Occupied()
+		obs := l.Station.Observe(tick)
+		t.Busy, t.Failed = int(obs.Busy), int(obs.Failed)
+		t.Ran = int(obs.Latency.Count()) - t.Failed
 		t.Demand = float64(arrivals) / tick.Seconds()
 		obs.Demand = dfaas.Rate(t.Demand)
 		t.P95 = obs.Latency.Quantile(0.95)

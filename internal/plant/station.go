@@ -13,6 +13,9 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"github.com/dfaas-go/dfaas/faas/capacity"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // Station is a FaaS platform's CPU as a processor-sharing station: the
@@ -29,6 +32,7 @@ type Station struct {
 	jobs     []*job
 	done     []Done
 	occupied time.Duration // with at least one execution in progress
+	observed time.Duration // occupied at the last Observe
 }
 
 type job struct {
@@ -153,6 +157,33 @@ func (s *Station) Advance(to time.Duration) {
 // Occupied is the time, since the start, at least one execution was in
 // progress.
 func (s *Station) Occupied() time.Duration { return s.occupied }
+
+// Observe is what a data plane would have counted of the station since
+// the last Observe (or Drain), over window: the executions that ended with
+// their latency (those that ran alone also in Solo), the refusals (Busy)
+// and timeouts (Failed), the executions in progress and the time at least
+// one was. Demand is left to the caller.
+func (s *Station) Observe(window time.Duration) capacity.Observation {
+	o := capacity.Observation{Window: window}
+	var h, solo proxy.LatencyHistogram
+	for _, d := range s.Drain() {
+		switch d.Status {
+		case http.StatusTooManyRequests:
+			o.Busy++
+			continue
+		case http.StatusGatewayTimeout:
+			o.Failed++
+		}
+		h.Observe(d.Latency)
+		if d.Solo {
+			solo.Observe(d.Latency)
+		}
+	}
+	o.Latency, o.Solo = h.Snapshot(), solo.Snapshot()
+	o.InFlight = len(s.jobs)
+	o.Occupied, s.observed = s.occupied-s.observed, s.occupied
+	return o
+}
 
 // Drain returns the executions that ended since the last Drain.
 func (s *Station) Drain() []Done {

@@ -3,7 +3,6 @@ package sim
 import (
 	"math"
 	"math/rand/v2"
-	"net/http"
 	"time"
 
 	"github.com/dfaas-go/dfaas"
@@ -27,7 +26,6 @@ type measured struct {
 	stations [][]*plant.Station // [node][function]
 	est      [][]capacity.Estimator
 	obs      [][]capacity.Observation
-	occupied [][]time.Duration
 	carry    [][]float64 // fractional arrivals carried to the next tick
 	capacity [][]dfaas.Rate
 	rng      *rand.Rand
@@ -56,14 +54,12 @@ func newMeasured(sc Scenario, cfg Config) (*measured, error) {
 	m.stations = make([][]*plant.Station, nn)
 	m.est = make([][]capacity.Estimator, nn)
 	m.obs = make([][]capacity.Observation, nn)
-	m.occupied = make([][]time.Duration, nn)
 	m.carry = make([][]float64, nn)
 	m.capacity = make([][]dfaas.Rate, nn)
 	for i := range nn {
 		m.stations[i] = make([]*plant.Station, nf)
 		m.est[i] = make([]capacity.Estimator, nf)
 		m.obs[i] = make([]capacity.Observation, nf)
-		m.occupied[i] = make([]time.Duration, nf)
 		m.carry[i] = make([]float64, nf)
 		m.capacity[i] = make([]dfaas.Rate, nf)
 		for f := range nf {
@@ -97,29 +93,10 @@ func (m *measured) run(t, f int, fl flows, demand, truth []float64, plans []dfaa
 			s.Submit(start+time.Duration(float64(j)+0.5)*m.interval/time.Duration(k), m.costOf(m.rng))
 		}
 		s.Advance(end)
-		var o capacity.Observation
-		o.Window = m.interval
-		var h, solo proxy.LatencyHistogram
-		for _, d := range s.Drain() {
-			switch d.Status {
-			case http.StatusTooManyRequests:
-				o.Busy++
-				continue
-			case http.StatusGatewayTimeout:
-				o.Failed++
-				if t >= settle {
-					m.timeouts++
-				}
-			}
-			h.Observe(d.Latency)
-			if d.Solo {
-				solo.Observe(d.Latency)
-			}
+		o := s.Observe(m.interval)
+		if t >= settle {
+			m.timeouts += float64(o.Failed)
 		}
-		o.Latency, o.Solo = h.Snapshot(), solo.Snapshot()
-		o.InFlight = s.InFlight()
-		o.Occupied = s.Occupied() - m.occupied[i][f]
-		m.occupied[i][f] = s.Occupied()
 		// Demand on the node: its users' and what peers sent it.
 		o.Demand = dfaas.Rate(demand[i] + fl.received[i])
 		m.obs[i][f] = o

@@ -45,10 +45,15 @@ type Options struct {
 // BuildAgent builds examples/agent into dir and returns its path. It runs
 // the go command, so the working directory must be inside this module.
 func BuildAgent(ctx context.Context, dir string) (string, error) {
-	out := filepath.Join(dir, "agent")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/dfaas-go/dfaas/examples/agent")
+	return build(ctx, dir, "agent", "github.com/dfaas-go/dfaas/examples/agent")
+}
+
+// build builds the command pkg into dir as name and returns its path.
+func build(ctx context.Context, dir, name, pkg string) (string, error) {
+	out := filepath.Join(dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("testbed: building the agent: %w: %s", err, b)
+		return "", fmt.Errorf("testbed: building %s: %w: %s", name, err, b)
 	}
 	return out, nil
 }
@@ -574,8 +579,29 @@ func (b *bed) progress(ctx context.Context) {
 }
 
 // recordCapacities records, for second sec, the capacity every running
-// agent advertises for each function.
+// agent advertises for each function and what its estimators believe.
 func (b *bed) recordCapacities(sec int) {
+	sts := b.statuses()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, st := range sts {
+		if b.capacity[sec] == nil {
+			b.capacity[sec] = map[int]map[string]float64{}
+			b.beliefs[sec] = map[int]map[string]capacity.State{}
+		}
+		b.capacity[sec][i] = map[string]float64{}
+		for fn, f := range st.State.Functions {
+			b.capacity[sec][i][fn] = float64(f.Capacity)
+		}
+		b.beliefs[sec][i] = st.Capacity
+	}
+}
+
+// statuses asks every running agent for its /status, at once; those that
+// do not answer are missing.
+func (b *bed) statuses() map[int]node.Status {
+	out := map[int]node.Status{}
+	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for i := range b.agents {
 		if !b.running(i) {
@@ -593,22 +619,13 @@ func (b *bed) recordCapacities(sec int) {
 			if json.NewDecoder(resp.Body).Decode(&st) != nil {
 				return
 			}
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if b.capacity[sec] == nil {
-				b.capacity[sec] = map[int]map[string]float64{}
-			}
-			b.capacity[sec][i] = map[string]float64{}
-			for fn, f := range st.State.Functions {
-				b.capacity[sec][i][fn] = float64(f.Capacity)
-			}
-			if b.beliefs[sec] == nil {
-				b.beliefs[sec] = map[int]map[string]capacity.State{}
-			}
-			b.beliefs[sec][i] = st.Capacity
+			mu.Lock()
+			out[i] = st
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	return out
 }
 
 // capacities says, for the progress line, the capacity each node
@@ -845,34 +862,13 @@ func (w *watcher) run(ctx context.Context) {
 // with.
 func (w *watcher) views() map[int][]string {
 	out := map[int][]string{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for i := range w.b.agents {
-		if !w.b.running(i) {
-			continue
+	for i, st := range w.b.statuses() {
+		peers := make([]string, len(st.Peers))
+		for j, p := range st.Peers {
+			peers[j] = string(p)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			resp, err := adminClient.Get(w.b.adminURL(i) + "/status")
-			if err != nil {
-				return
-			}
-			defer resp.Body.Close()
-			var st node.Status
-			if json.NewDecoder(resp.Body).Decode(&st) != nil {
-				return
-			}
-			peers := make([]string, len(st.Peers))
-			for j, p := range st.Peers {
-				peers[j] = string(p)
-			}
-			mu.Lock()
-			out[i] = peers
-			mu.Unlock()
-		}()
+		out[i] = peers
 	}
-	wg.Wait()
 	return out
 }
 

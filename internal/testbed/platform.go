@@ -27,12 +27,7 @@ import (
 // and returns its path. It runs the go command, so the working directory
 // must be inside this module.
 func BuildPlatform(ctx context.Context, dir string) (string, error) {
-	out := filepath.Join(dir, "platformd")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "github.com/dfaas-go/dfaas/internal/testbed/platformd")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("testbed: building the platform: %w: %s", err, b)
-	}
-	return out, nil
+	return build(ctx, dir, "platformd", "github.com/dfaas-go/dfaas/internal/testbed/platformd")
 }
 
 // platform is one node's FaaS platform process, in the node's CPU cgroup
