@@ -70,6 +70,11 @@ type Config struct {
 	// Binary is the data plane's executable, for one that runs a process
 	// (HAProxy). Default: found on $PATH.
 	Binary string
+	// MaxBody and BodyTimeout bound a request's body on both listeners
+	// (413, 408 past them; see proxy.Spec). Default proxy.DefaultMaxBody
+	// and proxy.DefaultBodyTimeout.
+	MaxBody     int64
+	BodyTimeout time.Duration
 	// Interval is the control tick. Default 1 s.
 	Interval time.Duration
 	// Balancer plans the node. Default balance.Nearest (Resilient's shares,
@@ -222,7 +227,8 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if n.DataPlane, err = proxy.Open(ctx, cfg.DataPlane, proxy.Spec{Node: n.Overlay.Self(), UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr,
 		Platform:  proxy.Platform{Handler: cfg.Platform.Handler, Addr: cfg.Platform.Addr, Namespace: cfg.Platform.Namespace},
-		Functions: functions, TLS: cfg.TLS, Binary: cfg.Binary, Logger: cfg.Logger}); err != nil {
+		Functions: functions, TLS: cfg.TLS, Binary: cfg.Binary, MaxBody: cfg.MaxBody, BodyTimeout: cfg.BodyTimeout,
+		Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	n.closers = append(n.closers, n.DataPlane.Close)

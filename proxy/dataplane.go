@@ -66,12 +66,28 @@ type Spec struct {
 	// 504, never retried). Default: the data plane's own (30 s for both
 	// that ship).
 	Timeout time.Duration
+	// MaxBody is the largest request body either listener takes, for a
+	// local execution or a forward: a larger one is answered 413. Default:
+	// the data plane's own (DefaultMaxBody for both that ship).
+	MaxBody int64
+	// BodyTimeout bounds the time from a request's headers to the end of
+	// its body, however steadily it trickles (408 past it). Default: the
+	// data plane's own (DefaultBodyTimeout for both that ship; HAProxy
+	// bounds only what fits its request buffer, see proxy/haproxy).
+	BodyTimeout time.Duration
 	// Binary is the executable of a data plane that runs one (HAProxy).
 	// Default: the data plane's own, on $PATH.
 	Binary string
 	// Logger receives the data plane's logs. Default slog.Default().
 	Logger *slog.Logger
 }
+
+// The bounds on a request's body of both data planes that ship, unless a
+// Spec says otherwise.
+const (
+	DefaultMaxBody     = 16 << 20
+	DefaultBodyTimeout = time.Minute
+)
 
 // Factory starts a data plane from a Spec.
 type Factory func(ctx context.Context, spec Spec) (DataPlane, error)

@@ -83,6 +83,8 @@ type options struct {
 	insecure   bool
 	admin      string // operator listener: /healthz, /readyz, /status
 	drain      time.Duration
+	maxBody    int64
+	bodyWait   time.Duration
 	logFormat  string
 	logLevel   string
 }
@@ -146,6 +148,8 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	defaultCapacity := fs.Float64("default-capacity", 0, "with -faas openfaas: req/s declared for functions without the dfaas.maxrate label (default: none)")
 	capacityMode := fs.String("capacity", "measured", "measured: each function's capacity is what this node measures it runs within its latency objective (dfaas.slo), at most its dfaas.maxrate label; declared: the label is the capacity, and a function without one runs only at peers")
 	fs.DurationVar(&o.interval, "interval", time.Second, "control tick")
+	fs.Int64Var(&o.maxBody, "max-body", proxy.DefaultMaxBody, "largest request body either listener takes, in bytes (413 past it)")
+	fs.DurationVar(&o.bodyWait, "body-timeout", proxy.DefaultBodyTimeout, "longest time from a request's headers to the end of its body (408 past it)")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long to wait at most for peers to stop forwarding here before leaving")
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
@@ -282,9 +286,9 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	}
 	n, err := node.Build(ctx, node.Config{Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
-		DeclaredCapacity: o.declared,
-		PlainPeers:       o.insecure,
-		Libp2p:           lc})
+		DeclaredCapacity: o.declared, MaxBody: o.maxBody, BodyTimeout: o.bodyWait,
+		PlainPeers: o.insecure,
+		Libp2p:     lc})
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/capacity"
+	"github.com/dfaas-go/dfaas/internal/httpbody"
 )
 
 // Labels a deployment may carry.
@@ -66,7 +67,15 @@ type Config struct {
 	// deployed: to account for its calls, say. It sees the function's name
 	// and namespace.
 	Middleware func(name, namespace string, next http.Handler) http.Handler
+	// BodyTimeout bounds the time from a call's headers to the end of its
+	// body, however steadily it trickles; each silence in it is bounded to
+	// 30 s as well. Past either the function's reads of the body fail.
+	// Default 1 min (proxy.DefaultBodyTimeout: the data planes' bound).
+	BodyTimeout time.Duration
 }
+
+// bodyIdle bounds each silence in a call's body.
+const bodyIdle = 30 * time.Second
 
 // enforceWindow is how much of its rate a function under EnforceMaxRate
 // takes at once: the second over which every data plane admits
@@ -117,6 +126,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: local: namespace: %w", dfaas.ErrInvalidConfig, err)
 		}
 	}
+	if c.BodyTimeout < 0 {
+		return fmt.Errorf("%w: local: negative body timeout", dfaas.ErrInvalidConfig)
+	}
 	return nil
 }
 
@@ -129,6 +141,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = time.Minute
 	}
 	return c
 }
@@ -476,6 +491,10 @@ func (p *Provider) info(w http.ResponseWriter, _ *http.Request) {
 
 // invoke runs /function/<name>[.<namespace>][/...].
 func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
+	// Bounded here, not only at the data plane: HAProxy streams a body
+	// larger than its buffer with no bound on its total time.
+	_, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: bodyIdle, Timeout: p.cfg.BodyTimeout})
+	defer restore()
 	rest := strings.TrimPrefix(r.URL.Path, "/function/")
 	target, _, _ := strings.Cut(rest, "/")
 	name, ns, _ := strings.Cut(target, ".")

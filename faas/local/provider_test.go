@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -328,4 +330,53 @@ func TestMiddlewareWrapsEveryFunction(t *testing.T) {
 	code, _ = call(t, "POST", base+"/function/cpu", "x")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, []string{"cpu.openfaas-fn"}, seen)
+}
+
+// TestTrickledBodyIsCutOff: a call's body that trickles in, never silent
+// for long, is cut off BodyTimeout after the call's headers: HAProxy
+// streams a large body to the platform with no bound on its total time,
+// so the platform holds one.
+func TestTrickledBodyIsCutOff(t *testing.T) {
+	p, err := New(Config{BodyTimeout: 500 * time.Millisecond})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.Close()) })
+	read := make(chan error, 1)
+	require.NoError(t, p.RegisterImage("dfaas/sink", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		read <- err
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	})))
+	base := strings.TrimSuffix(p.URL(), "/")
+	code, body := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "sink", Image: "dfaas/sink"})
+	require.Equal(t, http.StatusAccepted, code, body)
+	http.DefaultClient.CloseIdleConnections()
+
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "POST /function/sink HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+	require.NoError(t, err)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() { // 100 bytes every 100 ms: 1000 s for the whole body
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := io.WriteString(c, strings.Repeat("x", 100)); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-read:
+		var ne net.Error
+		assert.True(t, errors.As(err, &ne) && ne.Timeout(), "the function's read ends in a timeout, not %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the trickled body still held the call after 5 s")
+	}
 }

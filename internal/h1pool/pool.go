@@ -73,6 +73,11 @@ type Config struct {
 	// MaxIdlePerHost bounds the unused connections kept per address.
 	// Default 256.
 	MaxIdlePerHost int
+	// ExpectContinueTimeout is how long a request with "Expect:
+	// 100-continue" waits for the server's 100 Continue before its body
+	// goes anyway (such requests always have a large or unknown body, so
+	// they take the http.Transport). 0: the body goes at once.
+	ExpectContinueTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -118,6 +123,7 @@ func New(cfg Config) *Pool {
 			TLSClientConfig:       tc,
 			TLSHandshakeTimeout:   cfg.DialTimeout,
 			ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+			ExpectContinueTimeout: cfg.ExpectContinueTimeout,
 			IdleConnTimeout:       cfg.IdleTimeout,
 			MaxIdleConns:          cfg.MaxIdlePerHost,
 			MaxIdleConnsPerHost:   cfg.MaxIdlePerHost,

@@ -1,7 +1,6 @@
 package embedded
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dfaas-go/dfaas/internal/httpbody"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -46,63 +46,19 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route
 	return rt
 }
 
-// idleBody bounds each wait for more of a request body to idle, through
-// the connection's read deadline, and lifts that deadline once the body is
-// read: a long function must not be cut off by it afterwards (net/http's
-// server then reads in the background to notice a client leaving).
-type idleBody struct {
-	io.ReadCloser
-	rc   *http.ResponseController
-	idle time.Duration
-	done bool
-}
-
-// boundBody puts r's body, if any, under p's BodyIdle, and returns what
-// puts net/http's own body back when the handler returns: net/http looks
-// at it to decide what to do with a body the handler left. The rest of
-// such a body (the function was unknown, say) is not waited for: the
-// answer goes at once and the connection closes after it, and a client
-// waiting for a 100 Continue is not sent one.
-func (p *Proxy) boundBody(w http.ResponseWriter, r *http.Request) (restore func()) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return func() {}
-	}
-	orig := r.Body
-	b := &idleBody{ReadCloser: orig, rc: http.NewResponseController(w), idle: p.cfg.BodyIdle}
-	r.Body = b
-	return func() {
-		r.Body = orig
-		if !b.done {
-			_ = b.rc.SetReadDeadline(time.Unix(1, 0))
-		}
-	}
-}
-
-func (b *idleBody) Read(buf []byte) (int, error) {
-	if b.done {
-		return b.ReadCloser.Read(buf)
-	}
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.idle))
-	n, err := b.ReadCloser.Read(buf)
-	switch {
-	case errors.Is(err, io.EOF): // all of it: no deadline from now on
-		b.done = true
-		_ = b.rc.SetReadDeadline(time.Time{})
-	case err != nil: // the deadline passed, or the client left: keep it so
-		b.done = true // (the server's own reads of the rest fail at once)
-	}
-	return n, err
-}
-
 // serveUser handles the user listener.
 func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
-	defer p.boundBody(w, r)()
+	body, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: p.cfg.BodyIdle, Timeout: p.cfg.BodyTimeout, Max: p.cfg.MaxBody})
+	defer restore()
 	// Only proxies set hop markers, and never on this listener.
 	r.Header.Del(proxy.HeaderHop)
 	r.Header.Del(proxy.HeaderFrom)
 	rt := p.lookup(w, r, false)
 	if rt == nil {
 		return
+	}
+	if p.tooLarge(w, r) {
+		return // a bad request, not an arrival: counted nowhere, as HAProxy
 	}
 	fn := rt.fn
 	fn.counts.arrivals.Add(1)
@@ -111,24 +67,35 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 
 	now := p.cfg.Now()
 	if admit(fn, now) {
-		p.serveLocal(w, r, fn, false)
+		p.serveLocal(w, r, fn, false, body)
 		return
 	}
 	fn.refusing.Store(true)
 	if rt.armed.CompareAndSwap(true, false) {
 		p.fire()
 	}
-	if len(rt.peers) > 0 && p.forward(w, r, rt) {
+	if len(rt.peers) > 0 && p.forward(w, r, rt, body) {
 		return
 	}
 	// No peer took it: use local capacity beyond the user limit, if any.
 	if fn.capacity.Take(p.cfg.Now()) {
-		p.serveLocal(w, r, fn, false)
+		p.serveLocal(w, r, fn, false, body)
 		return
 	}
 	fn.counts.rejected.Add(1)
 	w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
 	http.Error(w, "no capacity for this function in the federation", http.StatusServiceUnavailable)
+}
+
+// tooLarge answers 413 to a request whose declared body is over MaxBody,
+// before anything reads it. (A body of unknown length fails when a read
+// passes MaxBody: see httpbody.Body.)
+func (p *Proxy) tooLarge(w http.ResponseWriter, r *http.Request) bool {
+	if r.ContentLength <= p.cfg.MaxBody {
+		return false
+	}
+	http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
+	return true
 }
 
 // admit takes a token from the user limit and counts the execution against
@@ -148,13 +115,17 @@ func admit(fn *function, now time.Time) bool {
 
 // servePeer handles the peer listener: execute within capacity or refuse.
 func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
-	defer p.boundBody(w, r)()
+	body, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: p.cfg.BodyIdle, Timeout: p.cfg.BodyTimeout, Max: p.cfg.MaxBody})
+	defer restore()
 	rt := p.lookup(w, r, true)
 	if rt == nil {
 		return
 	}
 	if hop, err := strconv.Atoi(r.Header.Get(proxy.HeaderHop)); err != nil || hop < 1 {
 		http.Error(w, "missing hop marker: this listener is for federation peers", http.StatusBadRequest)
+		return
+	}
+	if p.tooLarge(w, r) {
 		return
 	}
 	fn := rt.fn
@@ -165,17 +136,19 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "over capacity", proxy.StatusRefused)
 		return
 	}
-	p.serveLocal(w, r, fn, true)
+	p.serveLocal(w, r, fn, true, body)
 }
 
-// serveLocal executes a request on the local platform.
-func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function, fromPeer bool) {
+// serveLocal executes a request on the local platform. body is the
+// request's bounded body (nil without one): if it fails as the platform
+// reads it, the platform's error goes out as the failure's status.
+func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function, fromPeer bool, body *httpbody.Body) {
 	c := fn.counts
 	// Alone throughout: none in progress at the start, none begun since.
 	alone := c.inFlight.Add(1) == 1
 	began := c.starts.Add(1)
 	defer c.inFlight.Add(-1)
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer}
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer, body: body}
 	start := time.Now()
 	c.occupied.enter(start)
 	// Counted on the way out, an aborted answer (http.ErrAbortHandler, the
@@ -210,27 +183,15 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 }
 
 // forward sends the request to the route's peers in order until one answers
-// without refusing. It reports whether a response was written.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool {
-	held := &heldReader{r: http.MaxBytesReader(w, r.Body, p.cfg.MaxBody), p: p}
-	body, err := io.ReadAll(held)
-	defer p.buffered.Add(-held.n)
+// without refusing. It reports whether a response was written; if not, no
+// peer took the request and r's body is ready for a local execution.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body *httpbody.Body) bool {
+	rp, held, err := p.hold(r)
+	defer p.buffered.Add(-held)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		switch {
-		case errors.As(err, &tooBig):
-			rt.fn.counts.rejected.Add(1)
-			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
-		case errors.Is(err, errBufferFull):
-			rt.fn.counts.rejected.Add(1)
-			w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
-			http.Error(w, "too many forwards in progress", http.StatusServiceUnavailable)
-		default:
-			http.Error(w, "reading request body: "+err.Error(), http.StatusBadRequest)
-		}
+		p.bodyFailed(w, rt, body, err)
 		return true
 	}
-	r.Body = io.NopCloser(bytes.NewReader(body)) // for a local fallback
 	order := rt.pick.Order()
 	tried := make([]bool, len(rt.peers))
 	failed := false
@@ -253,10 +214,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 			if pass == 0 && !rt.pick.Take(i, now) {
 				continue
 			}
+			attempt, err := rp.attempt()
+			if err != nil {
+				return p.bodyGone(w, rt)
+			}
 			tried[i] = true
-			resp, sent, err := p.try(r, pr, body)
+			resp, sent, err := p.try(r, pr, rp, attempt)
 			if err != nil && r.Context().Err() != nil {
 				return true // the client left: nobody to answer
+			}
+			if err != nil && body.Failed() != 0 {
+				// The client's body failed as it streamed to the peer
+				// (too large, too slow): the client's fault, not the peer's.
+				p.bodyFailed(w, rt, body, err)
+				return true
 			}
 			if err != nil {
 				failed = true
@@ -295,14 +266,50 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route) bool 
 			return true
 		}
 	}
+	local, err := rp.attempt()
+	if err != nil {
+		return p.bodyGone(w, rt)
+	}
+	r.Body = local
 	return false
 }
 
-// try sends one forward attempt. sent reports whether any of the request
-// may have reached the peer: a refusal (StatusRefused) is returned as an
-// error with the response closed and sent false, as is a failure to
-// connect; any failure after the request was written has sent true.
-func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, sent bool, _ error) {
+// bodyFailed answers a forward whose body could not be read: 503 with
+// Retry-After when the forward buffer is full, else the status the body's
+// failure earns (413 too large, 408 too slow, 400 broken).
+func (p *Proxy) bodyFailed(w http.ResponseWriter, rt *route, body *httpbody.Body, err error) {
+	code := body.Failed()
+	switch {
+	case errors.Is(err, errBufferFull):
+		rt.fn.counts.rejected.Add(1)
+		w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
+		http.Error(w, "too many forwards in progress", http.StatusServiceUnavailable)
+	case code == http.StatusRequestEntityTooLarge:
+		rt.fn.counts.rejected.Add(1)
+		http.Error(w, "request body too large", code)
+	case code != 0:
+		http.Error(w, "reading request body: "+err.Error(), code)
+	default:
+		http.Error(w, "reading request body: "+err.Error(), http.StatusBadRequest)
+	}
+}
+
+// bodyGone answers a request that nobody can run any more: a peer read part
+// of its body beyond what was held, then refused it (it had not answered
+// the 100 Continue in time). Not run anywhere: 503, try again.
+func (p *Proxy) bodyGone(w http.ResponseWriter, rt *route) bool {
+	rt.fn.counts.rejected.Add(1)
+	w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
+	http.Error(w, "a peer refused the request after taking part of its body; it ran nowhere", http.StatusServiceUnavailable)
+	return true
+}
+
+// try sends one forward attempt with body, one of rp's attempts. sent
+// reports whether any of the request may have reached the peer: a refusal
+// (StatusRefused) is returned as an error with the response closed and
+// sent false, as is a failure to connect; any failure after the request
+// was written has sent true.
+func (p *Proxy) try(r *http.Request, pr peer, rp *replay, body io.ReadCloser) (_ *http.Response, sent bool, _ error) {
 	// Built from parsed parts: the peer's address only ever names the host.
 	u := &url.URL{Scheme: p.scheme, Host: pr.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	var wrote atomic.Bool
@@ -310,12 +317,21 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 		WroteHeaderField: func(string, []string) { wrote.Store(true) },
 		WroteHeaders:     func() { wrote.Store(true) },
 	})
-	out, err := http.NewRequestWithContext(ctx, r.Method, u.String(), bytes.NewReader(body))
+	out, err := http.NewRequestWithContext(ctx, r.Method, u.String(), nil)
 	if err != nil {
 		return nil, false, err
 	}
 	out.Header = r.Header.Clone()
 	proxy.RemoveHopByHop(out.Header)
+	out.Header.Del("Expect")
+	if rp.length != 0 {
+		out.Body, out.ContentLength = body, rp.length // -1: chunked
+	}
+	if rp.streamed() {
+		// Admitted first, then the body: a refusal leaves it unread, for
+		// the next peer.
+		out.Header.Set("Expect", "100-continue")
+	}
 	out.Header.Set(proxy.HeaderHop, "1")
 	out.Header.Set(proxy.HeaderFrom, string(p.cfg.Node))
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
@@ -349,40 +365,41 @@ func (p *Proxy) try(r *http.Request, pr peer, body []byte) (_ *http.Response, se
 // nothing.
 var errRefused = errors.New("refused")
 
-// errBufferFull: the forwards in progress hold MaxBuffered bytes already.
-var errBufferFull = errors.New("forward buffer full")
-
-// heldReader reads a body to be held in memory for a forward, counting
-// its bytes against the proxy's MaxBuffered; n is what it took.
-type heldReader struct {
-	r io.Reader
-	p *Proxy
-	n int64
-}
-
-func (h *heldReader) Read(b []byte) (int, error) {
-	n, err := h.r.Read(b)
-	if n > 0 {
-		h.n += int64(n)
-		if h.p.buffered.Add(int64(n)) > h.p.cfg.MaxBuffered {
-			return n, errBufferFull
-		}
-	}
-	return n, err
-}
-
 // statusWriter records the status code the platform wrote. On the peer
 // listener (peer) it translates for the forwarder: between peers
 // StatusRefused means "not executed", so the platform's own 425 (it ran)
-// goes out as 502.
+// goes out as 502. An error the platform answers because the request's
+// body failed under the proxy's bounds goes out as that failure (413, 408):
+// the client's doing, not the platform's.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	wrote  bool
-	peer   bool
+	status  int
+	wrote   bool
+	peer    bool
+	body    *httpbody.Body
+	discard bool // the platform's answer is dropped: see WriteHeader
 }
 
 func (s *statusWriter) WriteHeader(code int) {
+	if s.discard {
+		return
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		s.ResponseWriter.WriteHeader(code) // informational: more to come
+		return
+	}
+	if c := s.body.Failed(); c != 0 && !s.wrote {
+		// Whatever the platform made of a cut body (an error, or an
+		// answer to part of it) is not the answer to the request.
+		s.status, s.wrote, s.discard = c, true, true
+		h := s.ResponseWriter.Header()
+		clear(h)
+		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h.Set("X-Content-Type-Options", "nosniff")
+		s.ResponseWriter.WriteHeader(c)
+		_, _ = io.WriteString(s.ResponseWriter, httpbody.Reason(c)+"\n")
+		return
+	}
 	if !s.wrote {
 		s.status, s.wrote = code, true
 	}
@@ -393,7 +410,12 @@ func (s *statusWriter) WriteHeader(code int) {
 }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
-	s.wrote = true
+	if !s.wrote {
+		s.WriteHeader(http.StatusOK)
+	}
+	if s.discard {
+		return len(b), nil
+	}
 	return s.ResponseWriter.Write(b)
 }
 

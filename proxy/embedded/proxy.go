@@ -36,12 +36,15 @@ type Config struct {
 	// Default 100 ms. The Capacity lets through up to a
 	// proxy.AdmissionWindow's worth.
 	Burst time.Duration
-	// MaxBody is the largest request body accepted; bodies are held in
-	// memory so that a refused forward can be retried. Default 16 MiB.
+	// MaxBody is the largest request body accepted on either listener,
+	// run here or forwarded: a larger one is answered 413. Default 16 MiB.
 	MaxBody int64
 	// MaxBuffered bounds the bytes of request bodies held by all forwards
-	// at once; a forward that would exceed it is answered 503 with
-	// Retry-After (and counted as rejected). Default 256 MiB.
+	// at once: a forward holds its body, up to 64 KiB, so that a refusal
+	// can be retried with another peer; the rest of a larger body streams
+	// to a peer that has admitted the request. A forward that would exceed
+	// it is answered 503 with Retry-After (and counted as rejected).
+	// Default 64 MiB.
 	MaxBuffered int64
 	// DialTimeout bounds connecting to a peer. Default 1 s.
 	DialTimeout time.Duration
@@ -52,6 +55,10 @@ type Config struct {
 	// as HAProxy's timeout client does, instead of holding a goroutine and
 	// its connection for as long as it likes. Default 30 s.
 	BodyIdle time.Duration
+	// BodyTimeout bounds the time from a request's headers to the end of
+	// its body, however steadily it trickles: past it the request is
+	// answered 408. Default 60 s.
+	BodyTimeout time.Duration
 	// RetryAfter is the Retry-After of a 503. Default 1 s.
 	RetryAfter time.Duration
 	// Outliers tunes the ejection of peers whose forwards keep failing.
@@ -73,10 +80,10 @@ func (c Config) withDefaults() Config {
 		c.Burst = 100 * time.Millisecond
 	}
 	if c.MaxBody == 0 {
-		c.MaxBody = 16 << 20
+		c.MaxBody = proxy.DefaultMaxBody
 	}
 	if c.MaxBuffered == 0 {
-		c.MaxBuffered = 256 << 20
+		c.MaxBuffered = 64 << 20
 	}
 	if c.DialTimeout == 0 {
 		c.DialTimeout = time.Second
@@ -89,6 +96,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BodyIdle == 0 {
 		c.BodyIdle = 30 * time.Second
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = proxy.DefaultBodyTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -105,7 +115,7 @@ func (c Config) Validate() error {
 	switch {
 	case c.Node == "":
 		return fmt.Errorf("%w: proxy: empty node id", dfaas.ErrInvalidConfig)
-	case c.Burst < 0 || c.MaxBody < 0 || c.MaxBuffered < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.BodyIdle < 0 || c.RetryAfter < time.Second:
+	case c.Burst < 0 || c.MaxBody < 0 || c.MaxBuffered < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.BodyIdle < 0 || c.BodyTimeout < 0 || c.RetryAfter < time.Second:
 		return fmt.Errorf("%w: proxy: negative duration or size, or retry-after under 1s", dfaas.ErrInvalidConfig)
 	case c.TLS != nil:
 		if err := c.TLS.Validate(); err != nil {
@@ -219,6 +229,7 @@ func (p *Proxy) newTransport(tc *tls.Config) *h1pool.Pool {
 		ResponseHeaderTimeout: p.cfg.ForwardTimeout,
 		IdleTimeout:           60 * time.Second, // peers keep idle connections 2 min: no race with their close
 		MaxIdlePerHost:        256,
+		ExpectContinueTimeout: expectContinue,
 	})
 }
 

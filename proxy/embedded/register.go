@@ -18,5 +18,6 @@ func open(_ context.Context, s proxy.Spec) (proxy.DataPlane, error) {
 	if s.Platform.Handler == nil {
 		return nil, fmt.Errorf("%w: embedded: the platform needs an in-process Handler", dfaas.ErrInvalidConfig)
 	}
-	return New(Config{Node: s.Node, UserAddr: s.UserAddr, PeerAddr: s.PeerAddr, TLS: s.TLS, ForwardTimeout: s.Timeout, Logger: s.Logger}, s.Platform.Handler)
+	return New(Config{Node: s.Node, UserAddr: s.UserAddr, PeerAddr: s.PeerAddr, TLS: s.TLS, ForwardTimeout: s.Timeout,
+		MaxBody: s.MaxBody, BodyTimeout: s.BodyTimeout, Logger: s.Logger}, s.Platform.Handler)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // Layout is what the generated configuration refers to.
@@ -40,6 +41,12 @@ type Layout struct {
 	MaxPeers int
 	// Timeout bounds a request to the platform or a peer.
 	Timeout time.Duration
+	// MaxBody is the largest declared request body either listener takes
+	// (413 past it); BodyTimeout bounds the wait for a body as far as the
+	// request buffer holds it (408 past it). See Config: 0 means its
+	// default.
+	MaxBody     int64
+	BodyTimeout time.Duration
 	// TLS, if set, is the federation's mutual TLS bound to node identity
 	// (see proxy.Identity): the peer listener accepts only clients whose
 	// certificate verifies against a current member's anchor, and each
@@ -172,8 +179,8 @@ func (l Layout) validate() error {
 			}
 		}
 	}
-	if l.MaxPeers < 1 || l.Timeout <= 0 {
-		return fmt.Errorf("%w: haproxy: max peers %d, timeout %v", dfaas.ErrInvalidConfig, l.MaxPeers, l.Timeout)
+	if l.MaxPeers < 1 || l.Timeout <= 0 || l.MaxBody < 0 || l.BodyTimeout < 0 {
+		return fmt.Errorf("%w: haproxy: max peers %d, timeout %v, max body %d, body timeout %v", dfaas.ErrInvalidConfig, l.MaxPeers, l.Timeout, l.MaxBody, l.BodyTimeout)
 	}
 	return nil
 }
@@ -268,6 +275,7 @@ func (l Layout) Render() (string, error) {
 	dotSegment(w)
 	w("    http-request set-var(txn.fn) path,field(3,/) if { path -m beg /function/ }")
 	w("    http-request return status 404 content-type text/plain string \"function not found\" if !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
+	l.bodyBounds(w)
 	w("    http-request track-sc2 var(txn.fn) table %s", tableArrivals)
 	w("    http-request set-var(txn.limit) var(txn.fn),map(%s,0)", l.LimitsMap)
 	w("    http-request set-var(txn.capacity) var(txn.fn),map(%s,0)", l.CapacityMap)
@@ -329,6 +337,9 @@ func (l Layout) Render() (string, error) {
 	w("    acl under_capacity var(txn.fn),table_http_req_rate(%s),sub(txn.capacity) lt 0", tableTotal)
 	w("    http-request track-sc0 var(txn.fn) table %s if !under_capacity", tableRefused)
 	w("    http-request return status 425 hdr X-Dfaas-Refused capacity hdr Retry-After 1 if !under_capacity")
+	// Refused first: a forwarder that asked "Expect: 100-continue" keeps
+	// the body of a refused request for the next peer.
+	l.bodyBounds(w)
 	w("    http-request track-sc1 var(txn.fn) table %s", tableTotal)
 	if l.LogSocket != "" {
 		w("    http-request set-var(txn.exec) str(p)")
@@ -376,6 +387,27 @@ func (l Layout) Render() (string, error) {
 		}
 	}
 	return b.String(), nil
+}
+
+// bodyBounds writes a frontend's bounds on a request's body, before it
+// counts anywhere: a declared length over MaxBody is answered 413; the
+// body is then waited for, up to BodyTimeout, as far as the request buffer
+// holds it (408 past it): a small body arrives whole before a decision
+// sends it anywhere, and a forward that a peer refuses can go to another
+// (HAProxy retries only a request it holds whole). HAProxy 2.6 has no
+// bound on the total time of a body larger than its buffer, which it
+// streams: the platform's bound holds there, and timeout client bounds
+// each silence.
+func (l Layout) bodyBounds(w func(string, ...any)) {
+	maxBody, wait := l.MaxBody, l.BodyTimeout
+	if maxBody == 0 {
+		maxBody = proxy.DefaultMaxBody
+	}
+	if wait == 0 {
+		wait = proxy.DefaultBodyTimeout
+	}
+	w("    http-request return status 413 content-type text/plain string \"request body too large\" if { req.hdr_val(content-length) gt %d }", maxBody)
+	w("    http-request wait-for-body time %dms", max(wait.Milliseconds(), 1))
 }
 
 // dotSegment writes a frontend's refusal (400) of a path with a "." or ".."

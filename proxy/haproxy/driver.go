@@ -44,6 +44,16 @@ type Config struct {
 	MaxPeers int
 	// Timeout bounds one request to the platform or a peer. Default 30 s.
 	Timeout time.Duration
+	// MaxBody is the largest request body either listener takes: a
+	// declared length over it is answered 413. Default 16 MiB. (HAProxy
+	// cannot count a chunked body as it streams: the platform's own bound
+	// holds there.)
+	MaxBody int64
+	// BodyTimeout bounds the wait for a request's body, as far as
+	// HAProxy's request buffer holds it (about 16 KiB; 408 past it): most
+	// function calls whole. Beyond a buffer the body streams to the
+	// platform or peer, under Timeout's bound on silence only. Default 60 s.
+	BodyTimeout time.Duration
 	// Burst is how much forwarding a peer's cap lets through at once, as
 	// time at the capped rate (at least two requests), as in the embedded
 	// proxy. Default 100 ms.
@@ -72,6 +82,12 @@ func (c Config) withDefaults() Config {
 	if c.Burst == 0 {
 		c.Burst = 100 * time.Millisecond
 	}
+	if c.MaxBody == 0 {
+		c.MaxBody = proxy.DefaultMaxBody
+	}
+	if c.BodyTimeout == 0 {
+		c.BodyTimeout = proxy.DefaultBodyTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -84,7 +100,7 @@ func (c Config) layout() Layout {
 		Socket: filepath.Join(c.Dir, "admin.sock"), LimitsMap: filepath.Join(c.Dir, "limits.map"),
 		CapacityMap: filepath.Join(c.Dir, "capacity.map"), RoutesMap: filepath.Join(c.Dir, "routes.map"),
 		Namespace: c.Namespace, LogSocket: filepath.Join(c.Dir, "log.sock"), Lua: filepath.Join(c.Dir, "dfaas.lua"), PeersSocket: filepath.Join(c.Dir, "peers.sock"), Functions: slices.Clone(c.Functions),
-		MaxPeers: c.MaxPeers, Timeout: c.Timeout, testClock: c.testClock}
+		MaxPeers: c.MaxPeers, Timeout: c.Timeout, MaxBody: c.MaxBody, BodyTimeout: c.BodyTimeout, testClock: c.testClock}
 }
 
 // Validate reports the first invalid field: what HAProxy's configuration
@@ -93,8 +109,8 @@ func (c Config) layout() Layout {
 // It does not look for the binary.
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	if c.MaxPeers < 0 || c.Timeout < 0 || c.Burst < 0 {
-		return fmt.Errorf("%w: haproxy: negative max peers, timeout or burst", dfaas.ErrInvalidConfig)
+	if c.MaxPeers < 0 || c.Timeout < 0 || c.Burst < 0 || c.MaxBody < 0 || c.BodyTimeout < 0 {
+		return fmt.Errorf("%w: haproxy: negative max peers, timeout, burst, max body or body timeout", dfaas.ErrInvalidConfig)
 	}
 	if c.Dir == "" {
 		c.Dir = os.TempDir() + "/dfaas-haproxy-0123456789" // as long as MkdirTemp's

@@ -1,7 +1,9 @@
 package proxytest
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -49,6 +51,8 @@ func Run(t *testing.T, name string) {
 	}{
 		{"UnknownFunctionIs404", testUnknownFunction},
 		{"DotSegmentIs400", testDotSegment},
+		{"BodyOverMaxBodyIs413", testBodyOverMaxBody},
+		{"TrickledBodyIs408", testTrickledBody},
 		{"HopMarkersStrippedOnUserPort", testHopMarkersStripped},
 		{"PeerPortRequiresHopMarker", testPeerPortRequiresHop},
 		{"AdmissionAtTheLimit", testAdmission},
@@ -463,4 +467,82 @@ func testCutAnswer(t *testing.T, s *suite) {
 		assert.Error(t, err, "%s: the user can tell the answer was cut", addr)
 	}
 	assert.EqualValues(t, 2, pb.Calls.Load(), "each ran once")
+}
+
+// testBodyOverMaxBody: a declared body over the Spec's MaxBody is answered
+// 413 on both ports and reaches no platform, as soon as the headers say it
+// (a client that has not sent the body gets the answer); one of exactly
+// MaxBody runs.
+func testBodyOverMaxBody(t *testing.T, s *suite) {
+	a, pa := s.nodeWith(proxy.Spec{Node: "a", MaxBody: 1000})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	for _, addr := range []string{a.UserAddr(), a.PeerAddr()} {
+		for size, code := range map[int]int{1001: http.StatusRequestEntityTooLarge, 1000: http.StatusOK} {
+			req, err := http.NewRequest("POST", "http://"+addr+"/function/echo", strings.NewReader(strings.Repeat("x", size)))
+			require.NoError(t, err)
+			req.Header.Set(proxy.HeaderHop, "1")
+			resp, err := client.Do(req)
+			if !assert.NoError(t, err, "%s %d bytes", addr, size) {
+				continue
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			assert.Equal(t, code, resp.StatusCode, "%s %d bytes", addr, size)
+		}
+		c, err := net.Dial("tcp", addr)
+		require.NoError(t, err)
+		_, err = io.WriteString(c, "POST /function/echo HTTP/1.1\r\nHost: x\r\nX-Dfaas-Hop: 1\r\nContent-Length: 1073741824\r\n\r\n")
+		require.NoError(t, err)
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if assert.NoError(t, err, "%s: a GiB announced, nothing sent", addr) {
+			assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, addr)
+		}
+		_ = c.Close()
+	}
+	assert.EqualValues(t, 2, pa.Calls.Load(), "only the bodies within the bound ran")
+}
+
+// testTrickledBody: a body that comes a byte at a time, never silent for
+// long, is cut off with 408 once the Spec's BodyTimeout has passed since
+// its headers, on both ports, run here or forwarded.
+func testTrickledBody(t *testing.T, s *suite) {
+	a, _ := s.nodeWith(proxy.Spec{Node: "a", BodyTimeout: time.Second})
+	b, pb := s.node("b")
+	s.apply(b, map[string]dfaas.FunctionPlan{"cut": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited,
+		"cut": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	for _, tc := range []struct{ addr, fn string }{{a.UserAddr(), "echo"}, {a.PeerAddr(), "echo"}, {a.UserAddr(), "cut"}} {
+		c, err := net.Dial("tcp", tc.addr)
+		require.NoError(t, err)
+		_, err = fmt.Fprintf(c, "POST /function/%s HTTP/1.1\r\nHost: x\r\nX-Dfaas-Hop: 1\r\nContent-Length: 100\r\n\r\n", tc.fn)
+		require.NoError(t, err)
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() { // a byte every 200 ms: 20 s for the whole body
+			defer close(done)
+			for range 100 {
+				select {
+				case <-stop:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+				if _, err := io.WriteString(c, "x"); err != nil {
+					return
+				}
+			}
+		}()
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(10*time.Second)))
+		start := time.Now()
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		took := time.Since(start)
+		close(stop)
+		<-done
+		_ = c.Close()
+		if assert.NoError(t, err, "%s %s", tc.addr, tc.fn) {
+			assert.Equal(t, http.StatusRequestTimeout, resp.StatusCode, "%s %s", tc.addr, tc.fn)
+		}
+		assert.Less(t, took, 5*time.Second, "%s %s", tc.addr, tc.fn)
+	}
+	assert.Zero(t, pb.Calls.Load(), "the forward never went: its body never came whole")
 }
