@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/openfaas/faas-provider/types"
 	sdk "github.com/openfaas/go-sdk"
@@ -51,6 +52,11 @@ type PlatformSpec struct {
 	Handler func(node, function string) http.Handler
 	// OpenFaaS is the gateway of the "openfaas" platform.
 	OpenFaaS openfaas.Config
+	// MaxBody and BodyTimeout bound a call's body on the "local" platform
+	// (local.Config): behind HAProxy, which streams a body larger than its
+	// buffer without these bounds, they are what holds. Give the node's.
+	MaxBody     int64
+	BodyTimeout time.Duration
 	// Logger receives the platform's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -133,7 +139,7 @@ func openRuntime(_ context.Context, s PlatformSpec) (Platform, error) {
 // reached through the faas/openfaas backend exactly as a gateway would be.
 func openLocal(ctx context.Context, s PlatformSpec) (_ Platform, err error) {
 	quiet := slog.New(slog.DiscardHandler)
-	p, err := local.New(local.Config{EnforceMaxRate: true, Logger: quiet})
+	p, err := local.New(local.Config{EnforceMaxRate: true, MaxBody: s.MaxBody, BodyTimeout: s.BodyTimeout, Logger: quiet})
 	if err != nil {
 		return Platform{}, err
 	}

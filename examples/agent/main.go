@@ -274,7 +274,8 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	pf, err := node.OpenPlatform(ctx, o.faas, node.PlatformSpec{Node: name, Functions: o.functions, OpenFaaS: o.gateway, Logger: log})
+	pf, err := node.OpenPlatform(ctx, o.faas, node.PlatformSpec{Node: name, Functions: o.functions, OpenFaaS: o.gateway,
+		MaxBody: o.maxBody, BodyTimeout: o.bodyWait, Logger: log})
 	if err != nil {
 		return err
 	}

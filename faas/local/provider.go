@@ -68,10 +68,13 @@ type Config struct {
 	// and namespace.
 	Middleware func(name, namespace string, next http.Handler) http.Handler
 	// BodyTimeout bounds the time from a call's headers to the end of its
-	// body, however steadily it trickles; each silence in it is bounded to
-	// 30 s as well. Past either the function's reads of the body fail.
-	// Default 1 min (proxy.DefaultBodyTimeout: the data planes' bound).
+	// body, however steadily it trickles (and so however slowly the
+	// function reads it); each silence in it is bounded to 30 s as well.
+	// MaxBody bounds its size. Past any of them the function's reads of the
+	// body fail. Defaults 1 min and 16 MiB (the data planes' own bounds:
+	// HAProxy streams a body larger than its buffer without them).
 	BodyTimeout time.Duration
+	MaxBody     int64
 }
 
 // bodyIdle bounds each silence in a call's body.
@@ -126,8 +129,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%w: local: namespace: %w", dfaas.ErrInvalidConfig, err)
 		}
 	}
-	if c.BodyTimeout < 0 {
-		return fmt.Errorf("%w: local: negative body timeout", dfaas.ErrInvalidConfig)
+	if c.BodyTimeout < 0 || c.MaxBody < 0 {
+		return fmt.Errorf("%w: local: negative body timeout or max body", dfaas.ErrInvalidConfig)
 	}
 	return nil
 }
@@ -144,6 +147,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.BodyTimeout == 0 {
 		c.BodyTimeout = time.Minute
+	}
+	if c.MaxBody == 0 {
+		c.MaxBody = 16 << 20
 	}
 	return c
 }
@@ -493,7 +499,7 @@ func (p *Provider) info(w http.ResponseWriter, _ *http.Request) {
 func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
 	// Bounded here, not only at the data plane: HAProxy streams a body
 	// larger than its buffer with no bound on its total time.
-	_, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: bodyIdle, Timeout: p.cfg.BodyTimeout})
+	_, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: bodyIdle, Timeout: p.cfg.BodyTimeout, Max: p.cfg.MaxBody})
 	defer restore()
 	rest := strings.TrimPrefix(r.URL.Path, "/function/")
 	target, _, _ := strings.Cut(rest, "/")

@@ -12,6 +12,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -30,50 +32,110 @@ type Bounds struct {
 }
 
 // Body is a request body under Bounds. It may be read from another
-// goroutine than the handler's (a Transport sending it on), one at a time.
+// goroutine than the handler's (a Transport sending it on), one read at a
+// time; once the handler has returned (restore), reads fail.
 type Body struct {
 	rc       io.ReadCloser
 	ctl      *http.ResponseController
 	bounds   Bounds
 	deadline time.Time // the whole body by then, if bounds.Timeout is set
-	left     int64     // bytes it may still have, if bounds.Max is set
-	whole    bool      // read to its end: no deadline from now on
-	err      error     // the first failure, returned from then on
-	failure  atomic.Pointer[int]
+	expect   bool      // the client waits for a 100 Continue
+
+	mu      sync.Mutex
+	left    int64 // bytes it may still have, if bounds.Max is set
+	touched bool  // read from at least once
+	whole   bool  // read to its end
+	over    bool  // the handler returned
+	err     error // the first failure, returned from then on
+	failure atomic.Pointer[int]
 }
 
+// drainGrace is how long a handler's return waits for the rest of a body
+// it left, which net/http must read before the connection can carry
+// another request; drainMax is how much of it (net/http's own bound).
+const (
+	drainGrace = 500 * time.Millisecond
+	drainMax   = 256 << 10
+)
+
+// errOver: the handler has returned; its body is no more to be read.
+var errOver = errors.New("httpbody: the request's handler has returned")
+
 // Bound puts r's body, if any, under b, and returns it (nil for a request
-// without a body) with what puts net/http's own body back when the handler
-// returns: net/http looks at it to decide what to do with a body the
-// handler left. The rest of such a body (a handler that answered without
-// it) is not waited for: the answer goes at once and the connection closes
-// after it, and a client waiting for a 100 Continue is not sent one.
+// without a body) with what the handler must call when it returns (defer
+// it): it puts net/http's own body back, and settles what the handler
+// left of it. The rest of such a body (the function was unknown, say) is
+// waited for briefly (drainGrace), as net/http would wait for it without
+// a bound: a client that has not sent it gets its answer at once after
+// that, and the connection closes after the answer; a client waiting for
+// a 100 Continue is not sent one, and gets its answer at once.
+//
+// The bounds work through the connection's read deadline, set only while
+// a read waits and cleared after it: net/http reads the connection in the
+// background once a body ends (to notice a client leaving), and a deadline
+// left behind would cancel the request, and every later one on the
+// connection, when it passed.
 func Bound(w http.ResponseWriter, r *http.Request, b Bounds) (_ *Body, restore func()) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return nil, func() {}
 	}
 	orig := r.Body
-	body := &Body{rc: orig, ctl: http.NewResponseController(w), bounds: b, left: b.Max}
+	body := &Body{rc: orig, ctl: http.NewResponseController(w), bounds: b, left: b.Max,
+		expect: strings.EqualFold(strings.TrimSpace(r.Header.Get("Expect")), "100-continue")}
 	if b.Timeout > 0 {
 		body.deadline = time.Now().Add(b.Timeout)
 	}
 	r.Body = body
 	return body, func() {
 		r.Body = orig
-		if !body.whole {
-			_ = body.ctl.SetReadDeadline(time.Unix(1, 0))
-		}
+		body.settle()
 	}
+}
+
+// settle ends the handler's use of the body and reads what it left of it,
+// within drainGrace and drainMax, or leaves the connection to close.
+func (b *Body) settle() {
+	b.mu.Lock()
+	b.over = true
+	done := b.whole || b.err != nil || (!b.touched && b.expect)
+	b.mu.Unlock()
+	if done {
+		return
+	}
+	dl := time.Now().Add(drainGrace)
+	if !b.deadline.IsZero() && b.deadline.Before(dl) {
+		dl = b.deadline
+	}
+	_ = b.ctl.SetReadDeadline(dl)
+	_, err := io.CopyN(io.Discard, b.rc, drainMax+1)
+	if errors.Is(err, io.EOF) || errors.Is(err, http.ErrBodyReadAfterClose) {
+		// All of it (net/http may have read the rest itself, answering
+		// before the handler read it): no deadline from now on.
+		_ = b.ctl.SetReadDeadline(time.Time{})
+	}
+	// Else more than drainMax is left, or the client did not send it in
+	// time: the deadline stays, net/http's own reading of the rest fails
+	// or gives up, and the connection closes after the answer.
 }
 
 // Read reads the body within its bounds.
 func (b *Body) Read(buf []byte) (int, error) {
+	b.mu.Lock()
 	switch {
+	case b.over:
+		b.mu.Unlock()
+		return 0, errOver
 	case b.err != nil:
+		b.mu.Unlock()
 		return 0, b.err
 	case b.whole:
-		return b.rc.Read(buf)
+		b.mu.Unlock()
+		return 0, io.EOF
 	}
+	b.touched = true
+	left := b.left
+	b.mu.Unlock()
+
 	var dl time.Time
 	if b.bounds.Idle > 0 {
 		dl = time.Now().Add(b.bounds.Idle)
@@ -81,27 +143,30 @@ func (b *Body) Read(buf []byte) (int, error) {
 	if !b.deadline.IsZero() && (dl.IsZero() || b.deadline.Before(dl)) {
 		dl = b.deadline
 	}
+	if b.bounds.Max > 0 && int64(len(buf)) > left+1 {
+		buf = buf[:left+1] // one more than allowed tells an excess
+	}
 	if !dl.IsZero() {
 		_ = b.ctl.SetReadDeadline(dl)
 	}
-	if b.bounds.Max > 0 && int64(len(buf)) > b.left+1 {
-		buf = buf[:b.left+1] // one more than allowed tells an excess
-	}
 	n, err := b.rc.Read(buf)
+	if !dl.IsZero() && (err == nil || errors.Is(err, io.EOF)) {
+		_ = b.ctl.SetReadDeadline(time.Time{}) // see Bound
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if errors.Is(err, io.EOF) {
+		b.whole = true
+	}
 	if b.bounds.Max > 0 {
-		if int64(n) > b.left {
+		if int64(n) > left {
 			b.fail(&http.MaxBytesError{Limit: b.bounds.Max}, http.StatusRequestEntityTooLarge)
-			return int(b.left), b.err
+			return int(left), b.err
 		}
 		b.left -= int64(n)
 	}
-	switch {
-	case errors.Is(err, io.EOF):
-		b.whole = true
-		if !dl.IsZero() {
-			_ = b.ctl.SetReadDeadline(time.Time{})
-		}
-	case err != nil:
+	if err != nil && !errors.Is(err, io.EOF) {
 		code := http.StatusBadRequest // the client left, or sent a broken body
 		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 			code = http.StatusRequestTimeout
@@ -116,8 +181,9 @@ func (b *Body) fail(err error, code int) {
 	b.failure.Store(&code)
 }
 
-// Close closes the request's body.
-func (b *Body) Close() error { return b.rc.Close() }
+// Close does nothing: the request's body is net/http's to close, after
+// the handler (a Transport sending it on closes what it sends).
+func (b *Body) Close() error { return nil }
 
 // Failed returns the status the body's failure earns (413 too large, 408
 // too slow, 400 broken off), or 0 if it has not failed. Safe on nil and

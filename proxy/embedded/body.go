@@ -1,7 +1,6 @@
 package embedded
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"net/http"
@@ -42,28 +41,40 @@ type replay struct {
 	took bool // an attempt read from rest
 }
 
-// hold reads the start of r's body, up to holdBody, into memory within
-// MaxBuffered, and returns the body as attempts will send it with the
-// bytes it holds (to give back to p.buffered once done, error or not).
-func (p *Proxy) hold(r *http.Request) (_ *replay, held int64, _ error) {
+// hold reads the start of r's body, up to holdBody, into memory, and
+// returns the body as attempts will send it. The memory is reserved in
+// p.buffered before it is allocated, whether the client sends the bytes
+// or not, so that MaxBuffered bounds what forwards hold; the caller gives
+// back *reserved once the request is done (the local platform may read
+// the held bytes after the forwards).
+func (p *Proxy) hold(r *http.Request, reserved *int64) (*replay, error) {
 	if r.Body == nil || r.Body == http.NoBody {
-		return &replay{length: 0}, 0, nil
+		return &replay{length: 0}, nil
 	}
 	size := int64(holdBody)
 	if r.ContentLength >= 0 && r.ContentLength < size {
 		size = r.ContentLength
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+1))
-	h := &heldReader{r: io.LimitReader(r.Body, holdBody), p: p}
-	_, err := buf.ReadFrom(h)
-	if err != nil {
-		return nil, h.n, err
+	*reserved = size
+	if p.buffered.Add(size) > p.cfg.MaxBuffered {
+		return nil, errBufferFull
 	}
-	rp := &replay{held: buf.Bytes(), length: int64(buf.Len())}
-	if buf.Len() == holdBody && r.ContentLength != holdBody {
+	buf := make([]byte, size)
+	n, err := io.ReadFull(r.Body, buf)
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		if r.ContentLength > int64(n) {
+			return nil, err // cut off before its declared length
+		}
+		return &replay{held: buf[:n], length: int64(n)}, nil // the whole body, of unknown length
+	case err != nil:
+		return nil, err
+	}
+	rp := &replay{held: buf, length: size}
+	if size == holdBody && r.ContentLength != holdBody {
 		rp.rest, rp.length = r.Body, r.ContentLength // maybe more
 	}
-	return rp, h.n, nil
+	return rp, nil
 }
 
 // attempt returns a reader of the whole body for one more attempt, or
@@ -77,6 +88,15 @@ func (rp *replay) attempt() (io.ReadCloser, error) {
 	}
 	rp.gen++
 	return &attemptReader{rp: rp, gen: rp.gen}, nil
+}
+
+// retire makes every attempt's reader fail from now on: the request has
+// its answer, and a Transport that a peer answered early may still be
+// reading the body.
+func (rp *replay) retire() {
+	rp.mu.Lock()
+	rp.gen++
+	rp.mu.Unlock()
 }
 
 // streamed reports whether the body is larger than what is held.
@@ -118,22 +138,3 @@ func (a *attemptReader) Read(b []byte) (int, error) {
 
 // Close does nothing: the client's body is the handler's to close.
 func (a *attemptReader) Close() error { return nil }
-
-// heldReader counts the bytes it reads against the proxy's MaxBuffered; n
-// is what it took.
-type heldReader struct {
-	r io.Reader
-	p *Proxy
-	n int64
-}
-
-func (h *heldReader) Read(b []byte) (int, error) {
-	n, err := h.r.Read(b)
-	if n > 0 {
-		h.n += int64(n)
-		if h.p.buffered.Add(int64(n)) > h.p.cfg.MaxBuffered {
-			return n, errBufferFull
-		}
-	}
-	return n, err
-}

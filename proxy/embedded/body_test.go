@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -59,7 +60,21 @@ func TestLargeBodiesStreamPastRefusals(t *testing.T) {
 			{Node: "b", Addr: b.PeerAddr(), Weight: 0.1, Cap: 1000}}},
 		"other": {Capacity: 1000, Peers: []dfaas.Share{{Node: "full", Addr: full.PeerAddr(), Weight: 1, Cap: 1000}}},
 	})
-	body := strings.Repeat("0123456789abcdef", 3*holdBody/16+5) // three times what is held, and some
+	for _, body := range []string{
+		strings.Repeat("h", holdBody),                       // held whole
+		strings.Repeat("i", holdBody+1),                     // streamed, one byte past what is held
+		strings.Repeat("0123456789abcdef", 3*holdBody/16+5), // three times what is held, and some
+	} {
+		streamBodyPastRefusals(t, a, body)
+	}
+	assert.Zero(t, efull.calls.Load(), "the refusing peer's platform saw nothing")
+	assert.GreaterOrEqual(t, counts(t, full)["figlet"].Refused, uint64(1), "full was tried")
+	assert.GreaterOrEqual(t, counts(t, full)["other"].Refused, uint64(2))
+	require.Eventually(t, func() bool { return a.buffered.Load() == 0 }, 5*time.Second, time.Millisecond, "the held bytes were given back")
+}
+
+func streamBodyPastRefusals(t *testing.T, a *Proxy, body string) {
+	t.Helper()
 	for _, chunked := range []bool{false, true} {
 		for _, fn := range []string{"figlet", "other"} {
 			var r io.Reader = strings.NewReader(body)
@@ -76,12 +91,61 @@ func TestLargeBodiesStreamPastRefusals(t *testing.T) {
 			if fn == "other" {
 				want = digestOf("a", body) // full refused: run here, limit 0 but capacity left
 			}
-			assert.Equal(t, want, string(got), "%s chunked %v", fn, chunked)
+			assert.Equal(t, want, string(got), "%s chunked %v, %d bytes", fn, chunked, len(body))
 		}
 	}
-	assert.Zero(t, efull.calls.Load(), "the refusing peer's platform saw nothing")
-	assert.GreaterOrEqual(t, counts(t, full)["figlet"].Refused, uint64(1), "full was tried")
-	assert.GreaterOrEqual(t, counts(t, full)["other"].Refused, uint64(2))
+}
+
+// TestAPeerThatTakesPartOfABodyAndRefusesIt: a peer that does not answer
+// the 100 Continue, takes part of a streamed body and then refuses the
+// request leaves a body nobody can send again: the user gets 503 with
+// Retry-After, and nothing ran anywhere (the local platform could have run
+// it, had it the body).
+func TestAPeerThatTakesPartOfABodyAndRefusesIt(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br) // no 100 Continue: the body comes after a second
+		if err != nil {
+			return
+		}
+		_, _ = io.CopyN(io.Discard, req.Body, holdBody+1000) // past what the forwarder holds
+		_, _ = io.WriteString(c, "HTTP/1.1 425 Too Early\r\nX-Dfaas-Refused: capacity\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	}()
+	a, ea := newTestProxy(t, "a")
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Capacity: 1000, Peers: []dfaas.Share{{Node: "liar", Addr: l.Addr().String(), Weight: 1, Cap: 1000}}}})
+	code, hdr, _ := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, strings.Repeat("x", 4*holdBody))
+	assert.Equal(t, http.StatusServiceUnavailable, code)
+	assert.NotEmpty(t, hdr.Get("Retry-After"))
+	assert.Zero(t, ea.calls.Load(), "no part of a body runs")
+	assert.EqualValues(t, 1, counts(t, a)["figlet"].Rejected)
+}
+
+// TestAPeerThatAnswersBeforeTheBodyIsSent: a peer that answers while a
+// streamed body is still on its way (here, 413: its MaxBody is smaller)
+// gets its answer to the user; the forward's reader of the body is retired
+// (the Transport may still be sending it), and the held bytes come back.
+func TestAPeerThatAnswersBeforeTheBodyIsSent(t *testing.T) {
+	a := digestProxy(t, Config{Node: "a"})
+	b := digestProxy(t, Config{Node: "b", MaxBody: 100 << 10})
+	apply(t, b, map[string]dfaas.FunctionPlan{"figlet": {Capacity: 1000}})
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1000}}}})
+	resp, err := http.Post("http://"+a.UserAddr()+"/function/figlet", "application/octet-stream",
+		io.MultiReader(strings.NewReader(strings.Repeat("x", 1<<20)))) // chunked: b finds out as it reads
+	if err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+	} // else the client's write met the closed connection first
+	c := counts(t, b)["figlet"]
+	assert.Zero(t, c.Failed, "b's cut body is not its platform's failure")
 	require.Eventually(t, func() bool { return a.buffered.Load() == 0 }, 5*time.Second, time.Millisecond, "the held bytes were given back")
 }
 

@@ -74,8 +74,12 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	if rt.armed.CompareAndSwap(true, false) {
 		p.fire()
 	}
-	if len(rt.peers) > 0 && p.forward(w, r, rt, body) {
-		return
+	if len(rt.peers) > 0 {
+		var reserved int64 // the forward's hold on the body, until the request is done
+		defer func() { p.buffered.Add(-reserved) }()
+		if p.forward(w, r, rt, body, &reserved) {
+			return
+		}
 	}
 	// No peer took it: use local capacity beyond the user limit, if any.
 	if fn.capacity.Take(p.cfg.Now()) {
@@ -185,13 +189,17 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 // forward sends the request to the route's peers in order until one answers
 // without refusing. It reports whether a response was written; if not, no
 // peer took the request and r's body is ready for a local execution.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body *httpbody.Body) bool {
-	rp, held, err := p.hold(r)
-	defer p.buffered.Add(-held)
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body *httpbody.Body, reserved *int64) (answered bool) {
+	rp, err := p.hold(r, reserved)
 	if err != nil {
 		p.bodyFailed(w, rt, body, err)
 		return true
 	}
+	defer func() {
+		if answered {
+			rp.retire()
+		}
+	}()
 	order := rt.pick.Order()
 	tried := make([]bool, len(rt.peers))
 	failed := false
@@ -220,14 +228,16 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 			}
 			tried[i] = true
 			resp, sent, err := p.try(r, pr, rp, attempt)
-			if err != nil && r.Context().Err() != nil {
-				return true // the client left: nobody to answer
-			}
 			if err != nil && body.Failed() != 0 {
 				// The client's body failed as it streamed to the peer
-				// (too large, too slow): the client's fault, not the peer's.
+				// (too large, too slow): the client's doing, not the peer's.
+				// (A body that fails its read deadline cancels the
+				// request's context too: this comes first.)
 				p.bodyFailed(w, rt, body, err)
 				return true
+			}
+			if err != nil && r.Context().Err() != nil {
+				return true // the client left: nobody to answer
 			}
 			if err != nil {
 				failed = true
@@ -276,22 +286,20 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 
 // bodyFailed answers a forward whose body could not be read: 503 with
 // Retry-After when the forward buffer is full, else the status the body's
-// failure earns (413 too large, 408 too slow, 400 broken).
+// failure earns (see httpbody.Body.Failed). Either way the request is
+// counted as rejected: it ran nowhere.
 func (p *Proxy) bodyFailed(w http.ResponseWriter, rt *route, body *httpbody.Body, err error) {
-	code := body.Failed()
-	switch {
-	case errors.Is(err, errBufferFull):
-		rt.fn.counts.rejected.Add(1)
+	rt.fn.counts.rejected.Add(1)
+	if errors.Is(err, errBufferFull) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
 		http.Error(w, "too many forwards in progress", http.StatusServiceUnavailable)
-	case code == http.StatusRequestEntityTooLarge:
-		rt.fn.counts.rejected.Add(1)
-		http.Error(w, "request body too large", code)
-	case code != 0:
-		http.Error(w, "reading request body: "+err.Error(), code)
-	default:
-		http.Error(w, "reading request body: "+err.Error(), http.StatusBadRequest)
+		return
 	}
+	code := body.Failed()
+	if code == 0 {
+		code = http.StatusBadRequest
+	}
+	http.Error(w, httpbody.Reason(code)+": "+err.Error(), code)
 }
 
 // bodyGone answers a request that nobody can run any more: a peer read part
@@ -417,6 +425,18 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	return s.ResponseWriter.Write(b)
+}
+
+// FlushError flushes what the platform wrote, unless its answer is being
+// dropped (http.ResponseController finds it before Unwrap).
+func (s *statusWriter) FlushError() error {
+	if !s.wrote {
+		s.WriteHeader(http.StatusOK)
+	}
+	if s.discard {
+		return nil
+	}
+	return http.NewResponseController(s.ResponseWriter).Flush()
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.

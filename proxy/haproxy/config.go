@@ -275,7 +275,8 @@ func (l Layout) Render() (string, error) {
 	dotSegment(w)
 	w("    http-request set-var(txn.fn) path,field(3,/) if { path -m beg /function/ }")
 	w("    http-request return status 404 content-type text/plain string \"function not found\" if !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
-	l.bodyBounds(w)
+	l.tooLarge(w)
+	l.waitForBody(w)
 	w("    http-request track-sc2 var(txn.fn) table %s", tableArrivals)
 	w("    http-request set-var(txn.limit) var(txn.fn),map(%s,0)", l.LimitsMap)
 	w("    http-request set-var(txn.capacity) var(txn.fn),map(%s,0)", l.CapacityMap)
@@ -333,14 +334,18 @@ func (l Layout) Render() (string, error) {
 	w("    http-request set-var(txn.fn) path,field(3,/) if { path -m beg /function/ }")
 	// Refusals are 425 (proxy.StatusRefused): not executed, retry elsewhere.
 	w("    http-request return status 425 hdr X-Dfaas-Refused unknown if !{ var(txn.fn),map(%s) -m found }", l.CapacityMap)
+	l.tooLarge(w)
 	w("    http-request set-var(txn.capacity) var(txn.fn),map(%s,0)", l.CapacityMap)
 	w("    acl under_capacity var(txn.fn),table_http_req_rate(%s),sub(txn.capacity) lt 0", tableTotal)
 	w("    http-request track-sc0 var(txn.fn) table %s if !under_capacity", tableRefused)
 	w("    http-request return status 425 hdr X-Dfaas-Refused capacity hdr Retry-After 1 if !under_capacity")
-	// Refused first: a forwarder that asked "Expect: 100-continue" keeps
-	// the body of a refused request for the next peer.
-	l.bodyBounds(w)
 	w("    http-request track-sc1 var(txn.fn) table %s", tableTotal)
+	// Admitted and counted first, as the embedded proxy takes capacity
+	// before it reads a body: requests whose bodies are on their way do not
+	// all pass the capacity check before any counts. And a forwarder that
+	// asked "Expect: 100-continue" keeps the body of a refused request for
+	// the next peer.
+	l.waitForBody(w)
 	if l.LogSocket != "" {
 		w("    http-request set-var(txn.exec) str(p)")
 		w("    http-request set-var(txn.cur) sc1_conn_cur")
@@ -389,24 +394,30 @@ func (l Layout) Render() (string, error) {
 	return b.String(), nil
 }
 
-// bodyBounds writes a frontend's bounds on a request's body, before it
-// counts anywhere: a declared length over MaxBody is answered 413; the
-// body is then waited for, up to BodyTimeout, as far as the request buffer
-// holds it (408 past it): a small body arrives whole before a decision
-// sends it anywhere, and a forward that a peer refuses can go to another
-// (HAProxy retries only a request it holds whole). HAProxy 2.6 has no
-// bound on the total time of a body larger than its buffer, which it
-// streams: the platform's bound holds there, and timeout client bounds
-// each silence.
-func (l Layout) bodyBounds(w func(string, ...any)) {
-	maxBody, wait := l.MaxBody, l.BodyTimeout
+// tooLarge writes a frontend's refusal (413) of a declared body over
+// MaxBody, before the request counts anywhere. (HAProxy cannot count a
+// chunked body as it streams: the platform's bound holds there.)
+func (l Layout) tooLarge(w func(string, ...any)) {
+	maxBody := l.MaxBody
 	if maxBody == 0 {
 		maxBody = proxy.DefaultMaxBody
 	}
+	w("    http-request return status 413 content-type text/plain string \"request body too large\" if { req.hdr_val(content-length) gt %d }", maxBody)
+}
+
+// waitForBody writes a frontend's wait for the request's body, up to
+// BodyTimeout (408 past it), as far as the request buffer holds it: a
+// small body arrives whole before it goes anywhere, and a forward that a
+// peer refuses can go to another (HAProxy retries only a request it holds
+// whole). HAProxy 2.6 has no bound on the total time of a body larger than
+// its buffer, which it streams: the platform's bound holds there (faas/local
+// has one, OpenFaaS's gateway its read_timeout), and timeout client bounds
+// each silence.
+func (l Layout) waitForBody(w func(string, ...any)) {
+	wait := l.BodyTimeout
 	if wait == 0 {
 		wait = proxy.DefaultBodyTimeout
 	}
-	w("    http-request return status 413 content-type text/plain string \"request body too large\" if { req.hdr_val(content-length) gt %d }", maxBody)
 	w("    http-request wait-for-body time %dms", max(wait.Milliseconds(), 1))
 }
 
