@@ -18,12 +18,17 @@ import (
 // Two additions keep it safe where the paper is silent; neither changes a
 // plan when total demand fits total slack and only one node is overloaded:
 //
-//   - Caps. Peer j's cap for node i is slack_j·(d_i + max(0, S−D))/max(S, D),
-//     with d_i node i's deficit, D the federation's total deficit and S the
-//     total slack. When D ≤ S the cap covers i's proportional share plus the
-//     slack nobody has claimed; when D > S the helpers' slack is divided in
-//     proportion to deficit, so no helper is ever sent more than its slack
-//     and rejections equal the excess.
+//   - Caps. Peer j's cap for node i is slack_j·c_i/S, with S the total
+//     slack and c_i node i's claim on it. When the federation's total
+//     deficit D is within S, c_i = d_i + S − D: node i's deficit d_i plus
+//     the slack nobody has claimed. When D > S the slack is shared max-min
+//     fairly: c_i = min(d_i, L), with the level L such that the claims sum
+//     to S. The claims then sum to S, so no helper is ever sent more than
+//     its slack and rejections equal the excess; and a node that claims
+//     more than it needs (a member that lies about its demand) gets no more
+//     than an equal share, never a victim's (shared in proportion to
+//     deficit, one member claiming the largest demand an advert may carry
+//     took nearly all of it).
 //   - Standby routes. A node that is not overloaded still gets the unclaimed
 //     slack as weighted peers, so a burst that overruns its local limit before
 //     the next tick is forwarded at once instead of being refused.
@@ -37,12 +42,19 @@ func (Proportional) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 	for _, name := range functionNames(self, peers) {
 		me := self.Functions[name]
 		fp := dfaas.FunctionPlan{Limit: me.Capacity, Capacity: me.Capacity}
-		helpers, slack, deficit := helpersOf(name, me, peers)
-		if total := max(slack, deficit); total > 0 {
+		helpers, slack, deficits := helpersOf(name, me, peers)
+		var deficit dfaas.Rate
+		for _, d := range deficits {
+			deficit += d
+		}
+		if max(slack, deficit) > 0 {
 			claim := me.Deficit() + max(0, slack-deficit)
+			if deficit > slack {
+				claim = min(me.Deficit(), fairLevel(deficits, slack))
+			}
 			fp.Peers = make([]dfaas.Share, 0, len(helpers))
 			for _, h := range helpers {
-				c := h.slack * claim / total
+				c := h.slack * claim / slack
 				w := float64(h.slack / slack)
 				if c <= 0 || !(w > 0) { // a slack too small beside the others' to weigh anything
 					continue
@@ -173,15 +185,18 @@ type helper struct {
 }
 
 // helpersOf returns the peers with slack for function name, sorted by node,
-// their total slack S, and the federation's total deficit D including me.
-func helpersOf(name string, me dfaas.FunctionState, peers []dfaas.Advert) (helpers []helper, slack, deficit dfaas.Rate) {
-	deficit = me.Deficit()
+// their total slack S, and the federation's deficits, mine first, then
+// every overloaded peer's.
+func helpersOf(name string, me dfaas.FunctionState, peers []dfaas.Advert) (helpers []helper, slack dfaas.Rate, deficits []dfaas.Rate) {
+	deficits = append(deficits, me.Deficit())
 	for _, p := range peers {
 		f, ok := p.Functions[name]
 		if !ok {
 			continue
 		}
-		deficit += f.Deficit()
+		if d := f.Deficit(); d > 0 {
+			deficits = append(deficits, d)
+		}
 		if !f.Overloaded() && f.Slack() > 0 {
 			helpers = append(helpers, helper{node: p.Node, addr: p.Addr, slack: f.Slack()})
 			slack += f.Slack()
@@ -190,7 +205,23 @@ func helpersOf(name string, me dfaas.FunctionState, peers []dfaas.Advert) (helpe
 	if !slices.IsSortedFunc(helpers, byNode) { // overlays hand adverts sorted
 		slices.SortFunc(helpers, byNode)
 	}
-	return helpers, slack, deficit
+	return helpers, slack, deficits
+}
+
+// fairLevel is the max-min fair level of slack shared among deficits whose
+// sum exceeds it: the L at which the sum of min(d, L) over deficits is
+// slack. It sorts deficits.
+func fairLevel(deficits []dfaas.Rate, slack dfaas.Rate) dfaas.Rate {
+	slices.Sort(deficits)
+	left := slack
+	for i, d := range deficits {
+		n := dfaas.Rate(len(deficits) - i)
+		if d*n > left {
+			return left / n
+		}
+		left -= d
+	}
+	return deficits[len(deficits)-1] // not reached when the sum exceeds slack
 }
 
 func byNode(a, b helper) int { return strings.Compare(string(a.node), string(b.node)) }

@@ -85,12 +85,22 @@ func TestProportional(t *testing.T) {
 			want:  map[dfaas.NodeID]peerWant{"3": {1, 30}},
 		},
 		{
-			name: "demand above total capacity: slack divided by deficit",
-			// D = 40 + 20 = 60 > S = 30: node 1 gets 40/60 of each slack.
+			name: "demand above total capacity: slack shared max-min fairly",
+			// D = 40 + 20 = 60 > S = 30: each deficit is larger than an
+			// equal share of 15, so node 1 claims 15: half of each slack.
 			self:  state("1", 10, 50),
 			peers: []dfaas.Advert{advert("2", 10, 30), advert("3", 10, 0), advert("4", 20, 0)},
 			limit: 10,
-			want:  map[dfaas.NodeID]peerWant{"3": {1.0 / 3, 10 * 40.0 / 60}, "4": {2.0 / 3, 20 * 40.0 / 60}},
+			want:  map[dfaas.NodeID]peerWant{"3": {1.0 / 3, 10 * 15.0 / 30}, "4": {2.0 / 3, 20 * 15.0 / 30}},
+		},
+		{
+			name: "demand above total capacity: a deficit under the fair level is met whole",
+			// D = 8 + 40 = 48 > S = 30: node 1's 8 is under an equal share,
+			// so it gets all 8, and node 2 the other 22.
+			self:  state("1", 10, 18),
+			peers: []dfaas.Advert{advert("2", 10, 50), advert("3", 10, 0), advert("4", 20, 0)},
+			limit: 10,
+			want:  map[dfaas.NodeID]peerWant{"3": {1.0 / 3, 10 * 8.0 / 30}, "4": {2.0 / 3, 20 * 8.0 / 30}},
 		},
 		{
 			name:  "function unknown locally: standby only",
@@ -228,4 +238,25 @@ func TestForeignFunctionsAreBounded(t *testing.T) {
 	a := functionNames(state("1", 10, 12), []dfaas.Advert{flood})
 	b := functionNames(state("9", 10, 12), []dfaas.Advert{flood})
 	assert.NotEqual(t, a, b)
+}
+
+// TestProportionalAMemberClaimingTheMostDemandStarvesNobody: the third
+// security review's finding. A member that advertises the largest demand
+// an advert may carry used to take nearly all of a helper's slack from an
+// honest node (shared in proportion to deficit, the victim's cap was 20
+// over 1e9 of 40); max-min fair, the victim's deficit is met whole, since
+// it is under an equal share, and the helper is still never sent more
+// than its slack.
+func TestProportionalAMemberClaimingTheMostDemandStarvesNobody(t *testing.T) {
+	victim := state("victim", 10, 30) // deficit 20
+	liar := advert("liar", 10, dfaas.MaxRate)
+	helper := advert("helper", 40, 0) // slack 40
+	fp := Proportional{}.Plan(victim, []dfaas.Advert{liar, helper}).Functions[fn]
+	require.Len(t, fp.Peers, 1)
+	assert.InDelta(t, 20, float64(fp.Peers[0].Cap), 1e-9, "the victim's whole deficit")
+
+	liarsView := Proportional{}.Plan(dfaas.State{Node: liar.Node, Functions: liar.Functions},
+		[]dfaas.Advert{advert("victim", 10, 30), helper}).Functions[fn]
+	require.Len(t, liarsView.Peers, 1)
+	assert.InDelta(t, 20, float64(liarsView.Peers[0].Cap), 1e-9, "the liar gets the rest, no more")
 }
