@@ -3,8 +3,8 @@
 # detector (the testbed's without: see below), including the end-to-end
 # runs on real libp2p hosts on loopback.
 # Installs what the tests need when it is missing: HAProxy, wrk, iproute2,
-# iptables, systemd (for systemd-analyze) and Chromium (for the live page's
-# browser test) from Debian's packages. (The OpenFaaS gateway the tests run is compiled from the Go module
+# iptables, systemd (for systemd-analyze), Chromium (for the live page's
+# browser test) and curl (for the README's recipe) from Debian's packages. (The OpenFaaS gateway the tests run is compiled from the Go module
 # proxy by the tests themselves, into the user cache.)
 # Extra arguments go to `go test`, e.g. ./scripts/test.sh -run Reference -v
 set -euo pipefail
@@ -27,6 +27,7 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd) # checks examples/deploy's unit
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)       # drives node's live page
+command -v curl >/dev/null 2>&1 || missing+=(curl)               # the README's three-agent recipe
 if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -51,6 +51,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
 	"github.com/dfaas-go/dfaas/faas/openfaas"
@@ -81,6 +83,7 @@ type options struct {
 	key        string // identity key file
 	allow      string // allow-list file
 	insecure   bool
+	printID    bool
 	admin      string // operator listener: /healthz, /readyz, /status
 	drain      time.Duration
 	maxBody    int64
@@ -114,6 +117,20 @@ func main() {
 	log := o.logger(os.Stderr)
 	for _, k := range o.unknownEnv {
 		log.Warn("environment variable ignored: no flag reads it", "name", k, "see", "agent -h")
+	}
+	if o.printID {
+		var lc overlay.Libp2pConfig
+		if err := membership(o, &lc, log); err != nil {
+			log.Error("agent stopped", "err", err)
+			os.Exit(1)
+		}
+		id, err := peer.IDFromPrivateKey(lc.PrivateKey)
+		if err != nil {
+			log.Error("agent stopped", "err", err)
+			os.Exit(1)
+		}
+		fmt.Println(id)
+		return
 	}
 	if err := run(ctx, o, log, nil); err != nil {
 		log.Error("agent stopped", "err", err)
@@ -154,12 +171,13 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
 	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
+	fs.BoolVar(&o.printID, "print-id", false, "print this node's id (for other agents' -bootstrap: /ip4/<host>/tcp/<port>/p2p/<id>) and exit; creates the -key file, and a first agent's -secret, when missing")
 	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret, and peer traffic in clear text: any host that reaches -listen can join, any that reaches -peer can run functions (labs only)")
 	fs.StringVar(&o.admin, "admin", "", "operator listener (e.g. 127.0.0.1:9100): /healthz, /readyz, /status, /metrics and the live view at /; off the user and peer ports; none if empty")
 	strategy := fs.String("strategy", "nearest", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.String("config", "", "YAML file of settings, keyed by flag name (see the README); the environment (DFAAS_<FLAG>) overrides it, flags override both")
+	fs.String("config", "", "YAML file of settings, keyed by flag name (see docs/operators.md); the environment (DFAAS_<FLAG>) overrides it, flags override both")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -320,8 +338,11 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	log.Info("stopping: draining before leaving the federation")
 	sctx, cancel := context.WithTimeout(context.Background(), o.drain)
 	defer cancel()
+	start := time.Now()
 	if err := n.Shutdown(sctx); err != nil {
 		log.Warn("stopped before the peers had moved away", "err", err)
+		return nil
 	}
+	log.Info("left the federation: peers had stopped forwarding here", "drained", time.Since(start).Round(time.Millisecond))
 	return nil
 }

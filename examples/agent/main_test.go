@@ -377,7 +377,7 @@ func TestUnknownEnvironment(t *testing.T) {
 	assert.Equal(t, []string{"DFAAS_", "DFAAS_NEIGHBORS"}, got)
 }
 
-// TestAgentFromTheSampleConfig: the README's sample configuration runs an
+// TestAgentFromTheSampleConfig: the sample configuration (docs/operators.md) runs an
 // agent as it is, with only its paths and addresses moved by the
 // environment (as a test must).
 func TestAgentFromTheSampleConfig(t *testing.T) {
