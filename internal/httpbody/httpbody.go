@@ -36,6 +36,7 @@ type Bounds struct {
 // time; once the handler has returned (restore), reads fail.
 type Body struct {
 	rc       io.ReadCloser
+	w        http.ResponseWriter
 	ctl      *http.ResponseController
 	bounds   Bounds
 	deadline time.Time // the whole body by then, if bounds.Timeout is set
@@ -80,7 +81,7 @@ func Bound(w http.ResponseWriter, r *http.Request, b Bounds) (_ *Body, restore f
 		return nil, func() {}
 	}
 	orig := r.Body
-	body := &Body{rc: orig, ctl: http.NewResponseController(w), bounds: b, left: b.Max,
+	body := &Body{rc: orig, w: w, ctl: http.NewResponseController(w), bounds: b, left: b.Max,
 		expect: strings.EqualFold(strings.TrimSpace(r.Header.Get("Expect")), "100-continue")}
 	if b.Timeout > 0 {
 		body.deadline = time.Now().Add(b.Timeout)
@@ -162,6 +163,7 @@ func (b *Body) Read(buf []byte) (int, error) {
 	if b.bounds.Max > 0 {
 		if int64(n) > left {
 			b.fail(&http.MaxBytesError{Limit: b.bounds.Max}, http.StatusRequestEntityTooLarge)
+			tooLarge(b.w)
 			return int(left), b.err
 		}
 		b.left -= int64(n)
@@ -174,6 +176,17 @@ func (b *Body) Read(buf []byte) (int, error) {
 		b.fail(err, code)
 	}
 	return n, err
+}
+
+// tooLarge tells net/http's server, through w, that a request's body went
+// past its bound, as http.MaxBytesReader does when it finds an excess (a
+// reader of one byte bound to none): the server then closes the
+// connection after the answer the way that lets the client read it
+// (a FIN, then a pause, then the close), rather than at once with the
+// unread body turning the close into a reset that can beat the answer to
+// a client still sending.
+func tooLarge(w http.ResponseWriter) {
+	_, _ = http.MaxBytesReader(w, io.NopCloser(strings.NewReader("x")), 0).Read(make([]byte, 1))
 }
 
 func (b *Body) fail(err error, code int) {
