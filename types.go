@@ -29,7 +29,10 @@ func (r Rate) inRange() bool { return r.valid() && r <= MaxRate }
 
 // Latency holds latency quantiles over a sample window. Zero means no data.
 type Latency struct {
-	P50, P95, P99, Max time.Duration
+	P50 time.Duration `json:"p50_ns"`
+	P95 time.Duration `json:"p95_ns"`
+	P99 time.Duration `json:"p99_ns"`
+	Max time.Duration `json:"max_ns"`
 }
 
 // FunctionSample is what a Monitor observed for one function over a window.

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -33,11 +32,12 @@ type Status struct {
 	Plan      dfaas.Plan     `json:"plan"`
 	// Overlay counters (libp2p only): adverts accepted and dropped by
 	// reason, and the bytes the overlay received and sent since it started.
-	Adverts         *overlay.Stats `json:"adverts,omitempty"`
-	OverlayBytesIn  int64          `json:"overlay_bytes_in,omitempty"`
-	OverlayBytesOut int64          `json:"overlay_bytes_out,omitempty"`
-	// OverlayProtocols splits those bytes by libp2p protocol.
-	OverlayProtocols map[string]metrics.Stats `json:"overlay_protocols,omitempty"`
+	Adverts *overlay.Stats `json:"adverts,omitempty"`
+	// OverlayTraffic is what the overlay's streams carried, with its rates
+	// over the last overlay.RateWindow; OverlayProtocols splits it by
+	// libp2p protocol.
+	OverlayTraffic   *overlay.Traffic           `json:"overlay_traffic,omitempty"`
+	OverlayProtocols map[string]overlay.Traffic `json:"overlay_protocols,omitempty"`
 	// RTT is the round-trip time to each peer the overlay measured
 	// (nanoseconds in JSON).
 	RTT map[dfaas.NodeID]time.Duration `json:"rtt_ns,omitempty"`
@@ -90,7 +90,8 @@ func (n *Node) Status(ctx context.Context) Status {
 		out.Overlay = o.Addrs()
 		s := o.Stats()
 		out.Adverts = &s
-		out.OverlayBytesIn, out.OverlayBytesOut = o.Traffic()
+		tr := o.Traffic()
+		out.OverlayTraffic = &tr
 		out.OverlayProtocols = o.TrafficByProtocol()
 	}
 	out.RTT = st.LastState.RTT

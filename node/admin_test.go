@@ -7,6 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -99,4 +102,39 @@ func TestAdminHandler(t *testing.T) {
 	code, body = get(t, srv2.URL+"/readyz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Contains(t, body, "gateway down")
+}
+
+// TestStatusKeysAreSnakeCase: every field /status can carry, however deep,
+// is named in snake_case, so operators' tools (jq, dashboards) read one
+// naming. It walks the type rather than one answer: fields left out of an
+// answer by omitempty are checked too.
+func TestStatusKeysAreSnakeCase(t *testing.T) {
+	snake := regexp.MustCompile(`^[a-z][a-z0-9]*(_[a-z0-9]+)*$`)
+	marshaler := reflect.TypeFor[json.Marshaler]()
+	seen := map[reflect.Type]bool{}
+	fields := 0
+	var walk func(typ reflect.Type, path string)
+	walk = func(typ reflect.Type, path string) {
+		for typ.Kind() == reflect.Pointer || typ.Kind() == reflect.Slice || typ.Kind() == reflect.Array || typ.Kind() == reflect.Map {
+			typ = typ.Elem()
+		}
+		if typ.Kind() != reflect.Struct || seen[typ] || typ.Implements(marshaler) || reflect.PointerTo(typ).Implements(marshaler) {
+			return
+		}
+		seen[typ] = true
+		for f := range typ.Fields() {
+			if !f.IsExported() {
+				continue
+			}
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "-" {
+				continue
+			}
+			fields++
+			assert.Regexp(t, snake, name, "%s.%s (%s) has no snake_case json name", path, f.Name, typ)
+			walk(f.Type, path+"."+name)
+		}
+	}
+	walk(reflect.TypeFor[node.Status](), "status")
+	assert.Greater(t, fields, 60, "the walk reached the nested types")
 }

@@ -201,8 +201,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descFollowing, float64(len(o.Following())))
 		gauge(descFollowers, float64(o.Followers()))
 		counter(descEvicted, float64(s.Evicted))
-		in, out := o.Traffic()
-		counter(descOverlayBytes, float64(in), "in")
-		counter(descOverlayBytes, float64(out), "out")
+		tr := o.Traffic()
+		counter(descOverlayBytes, float64(tr.BytesIn), "in")
+		counter(descOverlayBytes, float64(tr.BytesOut), "out")
 	}
 }

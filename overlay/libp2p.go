@@ -19,7 +19,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/discovery"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/pnet"
@@ -309,6 +308,7 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	o.cancel, o.closing = cancel, runCtx.Done()
 	o.goRun(func() { o.watchPeers(runCtx, evs) })
 	o.goRun(func() { o.redial.run(runCtx) })
+	o.goRun(func() { o.bw.runSampler(runCtx.Done()) })
 
 	o.dht, err = dht.New(o.host, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(protocol.ID("/"+cfg.Namespace)),
 		dht.BootstrapPeers(bs...))
@@ -586,17 +586,19 @@ var (
 	_ dfaas.Trigger = (*Libp2p)(nil)
 )
 
-// Traffic returns the stream bytes the host has received and sent since it
-// started, over every protocol (adverts, DHT, probes, identify).
-func (o *Libp2p) Traffic() (in, out int64) {
-	t := o.bw.GetBandwidthTotals()
-	return t.TotalIn, t.TotalOut
+// Traffic returns what the host's streams have carried since it started,
+// over every protocol (adverts, DHT, probes, identify), with its rates over
+// the last RateWindow.
+func (o *Libp2p) Traffic() Traffic {
+	all, _ := o.bw.totals(time.Now())
+	return all
 }
 
 // TrafficByProtocol returns Traffic per libp2p protocol.
-func (o *Libp2p) TrafficByProtocol() map[string]metrics.Stats {
-	out := map[string]metrics.Stats{}
-	for p, s := range o.bw.GetBandwidthByProtocol() {
+func (o *Libp2p) TrafficByProtocol() map[string]Traffic {
+	_, byProto := o.bw.totals(time.Now())
+	out := make(map[string]Traffic, len(byProto))
+	for p, s := range byProto {
 		name := string(p)
 		if name == "" {
 			name = NegotiationTraffic

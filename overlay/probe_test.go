@@ -121,19 +121,24 @@ func TestTraffic(t *testing.T) {
 	a := startLibp2p(t)
 	b := startLibp2p(t, a.Addrs()...)
 	require.Eventually(t, func() bool {
-		in, out := a.Traffic()
-		bin, bout := b.Traffic()
-		return in > 0 && out > 0 && bin > 0 && bout > 0
+		at, bt := a.Traffic(), b.Traffic()
+		return at.BytesIn > 0 && at.BytesOut > 0 && bt.BytesIn > 0 && bt.BytesOut > 0
 	}, 10*time.Second, 20*time.Millisecond)
-	require.Eventually(t, func() bool { return a.TrafficByProtocol()["/ipfs/ping/1.0.0"].TotalOut > 0 },
+	require.Eventually(t, func() bool { return a.TrafficByProtocol()["/ipfs/ping/1.0.0"].BytesOut > 0 },
 		5*time.Second, 20*time.Millisecond, "the probes are counted")
 	var sum int64
 	for _, s := range a.TrafficByProtocol() {
-		sum += s.TotalOut
+		sum += s.BytesOut
 	}
-	_, out := a.Traffic() // read after: the total never trails the parts
+	out := a.Traffic().BytesOut // read after: the total never trails the parts
 	assert.GreaterOrEqual(t, out, sum)
 	assert.Positive(t, sum)
+	// The probes run every half second: after the first sample's second,
+	// the rates have a span and see them.
+	require.Eventually(t, func() bool {
+		tr := a.Traffic()
+		return tr.RateOut > 0 && tr.RateIn > 0 && a.TrafficByProtocol()["/ipfs/ping/1.0.0"].RateOut > 0
+	}, 5*time.Second, 100*time.Millisecond, "rates are measured")
 }
 
 // TestDistanceIgnoresRetransmittedProbes: the RTT plans see is the lowest

@@ -21,18 +21,18 @@ var (
 
 // Stats counts adverts received, by fate. Every field only grows.
 type Stats struct {
-	Accepted  uint64 // stored as a peer's newest advert
-	Malformed uint64 // undecodable, invalid or of an unknown version
-	Oversized uint64 // over MaxAdvertBytes
-	Stale     uint64 // sequence number not above the last accepted
-	Spoofed   uint64 // claims another node than the one that sent it
-	Expired   uint64 // dropped when their time-to-live ran out
-	PeersDown uint64 // peers removed because their connection dropped
-	Flooded   uint64 // over their followee's advert rate (Libp2p only)
-	Denied    uint64 // connections refused by the allow-list (Libp2p only)
-	Silent    uint64 // adverts of a peer that does not answer its probes (Libp2p only)
-	Evicted   uint64 // followers told to make room for a newcomer (Libp2p only)
-	Excused   uint64 // probe misses of a peer whose forwards were answered meanwhile (Libp2p only, see SetAnswered)
+	Accepted  uint64 `json:"accepted"`   // stored as a peer's newest advert
+	Malformed uint64 `json:"malformed"`  // undecodable, invalid or of an unknown version
+	Oversized uint64 `json:"oversized"`  // over MaxAdvertBytes
+	Stale     uint64 `json:"stale"`      // sequence number not above the last accepted
+	Spoofed   uint64 `json:"spoofed"`    // claims another node than the one that sent it
+	Expired   uint64 `json:"expired"`    // dropped when their time-to-live ran out
+	PeersDown uint64 `json:"peers_down"` // peers removed because their connection dropped
+	Flooded   uint64 `json:"flooded"`    // over their followee's advert rate (Libp2p only)
+	Denied    uint64 `json:"denied"`     // connections refused by the allow-list (Libp2p only)
+	Silent    uint64 `json:"silent"`     // adverts of a peer that does not answer its probes (Libp2p only)
+	Evicted   uint64 `json:"evicted"`    // followers told to make room for a newcomer (Libp2p only)
+	Excused   uint64 `json:"excused"`    // probe misses of a peer whose forwards were answered meanwhile (Libp2p only, see SetAnswered)
 }
 
 type counters struct {

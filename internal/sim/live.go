@@ -221,10 +221,9 @@ func Live(ctx context.Context, cfg LiveConfig) (LiveResult, error) {
 	outAt := func() (total, adverts int64, ticks, down uint64, by map[string]int64) {
 		by = map[string]int64{}
 		for _, n := range nodes {
-			_, out := n.ov.Traffic()
-			total += out
+			total += n.ov.Traffic().BytesOut
 			for p, st := range n.ov.TrafficByProtocol() {
-				by[p] += st.TotalOut
+				by[p] += st.BytesOut
 			}
 			ticks += n.agent.Status().Ticks
 			down += n.ov.Stats().PeersDown

@@ -239,8 +239,8 @@ func (b *bed) overlaySent() (map[int]int64, map[int]uint64) {
 		if err != nil {
 			continue
 		}
-		if st.OverlayBytesOut > 0 {
-			out[i] = st.OverlayBytesOut
+		if st.OverlayTraffic != nil && st.OverlayTraffic.BytesOut > 0 {
+			out[i] = st.OverlayTraffic.BytesOut
 		}
 		if st.CountersError == "" {
 			var t uint64
