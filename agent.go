@@ -218,7 +218,7 @@ func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, 
 		a.seq++
 	}
 	if pubErr == nil {
-		advert = Advert{Node: state.Node, Seq: a.seq, TTL: a.cfg.TTL, Addr: a.cfg.Addr, Functions: state.Functions,
+		advert = Advert{Node: state.Node, Name: a.cfg.Name, Seq: a.seq, TTL: a.cfg.TTL, Addr: a.cfg.Addr, Functions: state.Functions,
 			Traffic: trafficOf(sample)}
 		pubErr = a.overlay.Publish(ctx, advert)
 		if errors.Is(pubErr, ErrInvalidAdvert) && advert.Traffic != nil {

@@ -100,7 +100,7 @@ var peers = []dfaas.Advert{{Node: "n2", Seq: 9, TTL: 3 * time.Second, Addr: "127
 	Functions: map[string]dfaas.FunctionState{"figlet": {Capacity: 20}}}}
 
 func TestTickComposesTheLoop(t *testing.T) {
-	a, ms := newAgent(t, dfaas.Config{})
+	a, ms := newAgent(t, dfaas.Config{Name: "edge-1"})
 	ms.m.On("Sample", mock.Anything).Return(sample, nil).Twice()
 	ms.f.On("Observe", sample).Twice()
 	// The forecaster knows figlet only, and says nonsense about echo: echo
@@ -110,7 +110,7 @@ func TestTickComposesTheLoop(t *testing.T) {
 		"figlet": {Capacity: 10, Demand: 50}, "echo": {Capacity: 5, Demand: 2}}}
 	var seqs []uint64
 	ms.o.On("Publish", mock.Anything, mock.MatchedBy(func(ad dfaas.Advert) bool {
-		return ad.Node == "n1" && ad.TTL == 3*time.Second && ad.Addr == "127.0.0.1:7000" &&
+		return ad.Node == "n1" && ad.Name == "edge-1" && ad.TTL == 3*time.Second && ad.Addr == "127.0.0.1:7000" &&
 			assert.ObjectsAreEqual(wantState.Functions, ad.Functions)
 	})).Run(func(args mock.Arguments) { seqs = append(seqs, args.Get(1).(dfaas.Advert).Seq) }).Return(nil).Twice()
 	ms.o.On("Adverts", now).Return(peers).Twice()
@@ -285,6 +285,7 @@ func TestConfigValidate(t *testing.T) {
 		{Addr: "x", Interval: time.Hour},
 		{Addr: "x", Holdoff: -1},
 		{Addr: "x", Interval: time.Second, Holdoff: 2 * time.Second},
+		{Addr: "127.0.0.1:1", Name: "edge 1"},
 	}
 	for _, c := range bad {
 		assert.ErrorIs(t, c.Validate(), dfaas.ErrInvalidConfig, "%+v", c)

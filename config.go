@@ -19,6 +19,9 @@ type Config struct {
 	// Addr is the host:port of this node's proxy peer listener, advertised to
 	// peers. Required.
 	Addr string
+	// Name is this node's name for people, advertised beside its id
+	// (Advert.Name). Optional; see ValidateNodeName.
+	Name string
 	// Logger receives the agent's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Default time.Now.
@@ -75,6 +78,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: holdoff %v outside [0, interval %v]", ErrInvalidConfig, c.Holdoff, c.Interval)
 	case ValidateAddr(c.Addr) != nil:
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, ValidateAddr(c.Addr))
+	case ValidateNodeName(c.Name) != nil:
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, ValidateNodeName(c.Name))
 	}
 	return nil
 }

@@ -108,6 +108,10 @@ type State struct {
 // Advert is what a node tells its peers at every control tick.
 type Advert struct {
 	Node NodeID
+	// Name is the node's name for people (a host name, "edge-rome-1"):
+	// shown beside its id in operators' views. It may be empty, and it is
+	// not unique: nothing but Node identifies a node. See ValidateNodeName.
+	Name string
 	// Seq increases with every advert of a node, also across restarts; a
 	// receiver ignores an advert whose Seq is not above the last one it took.
 	Seq uint64
@@ -159,6 +163,8 @@ func (a Advert) Validate() error {
 		return fmt.Errorf("%w: ttl %v out of (0, %v]", ErrInvalidAdvert, a.TTL, MaxAdvertTTL)
 	case ValidateAddr(a.Addr) != nil:
 		return fmt.Errorf("%w: %w", ErrInvalidAdvert, ValidateAddr(a.Addr))
+	case ValidateNodeName(a.Name) != nil:
+		return fmt.Errorf("%w: %w", ErrInvalidAdvert, ValidateNodeName(a.Name))
 	case len(a.Functions) > MaxAdvertFunctions:
 		return fmt.Errorf("%w: %d functions", ErrInvalidAdvert, len(a.Functions))
 	}
@@ -281,6 +287,27 @@ func ValidateNodeID(id NodeID) error {
 	for i := 0; i < len(id); i++ {
 		if id[i] <= ' ' || id[i] > '~' {
 			return fmt.Errorf("node id %q: byte %#x", id, id[i])
+		}
+	}
+	return nil
+}
+
+// MaxNodeNameLen bounds a node's name.
+const MaxNodeNameLen = 63
+
+// ValidateNodeName checks a node's name: empty, or at most MaxNodeNameLen
+// letters, digits, '.', '-' and '_' (a host name fits). Names travel in
+// adverts and end up in logs, metrics labels and web pages, so nothing
+// that could mean something there (spaces, quotes, markup, control
+// characters) passes.
+func ValidateNodeName(name string) error {
+	if len(name) > MaxNodeNameLen {
+		return fmt.Errorf("node name of %d bytes, over %d", len(name), MaxNodeNameLen)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return fmt.Errorf("node name %q: %q is not a letter, digit, '.', '-' or '_'", name, c)
 		}
 	}
 	return nil

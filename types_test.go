@@ -76,6 +76,16 @@ func TestAdvertValidateRefusesHostileFields(t *testing.T) {
 		a.Node = id
 		assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "node id %q", id)
 	}
+	for _, name := range []string{"a b", "<script>", `"q"`, "é", "new\nline", "a=b", strings.Repeat("x", MaxNodeNameLen+1)} {
+		a := good
+		a.Name = name
+		assert.ErrorIs(t, a.Validate(), ErrInvalidAdvert, "node name %q", name)
+	}
+	for _, name := range []string{"", "edge-rome-1", "host.example.org", "N_2", strings.Repeat("x", MaxNodeNameLen)} {
+		a := good
+		a.Name = name
+		assert.NoError(t, a.Validate(), "node name %q", name)
+	}
 	a = good
 	a.Node = "12D3KooWETikQQcLWqf7vWTJg4bnKQKTCZneMKq6s91HvJ3FK3Zb"
 	assert.NoError(t, a.Validate(), "a libp2p peer id")

@@ -20,6 +20,7 @@ import (
 // and what its agent last saw and planned.
 type Status struct {
 	Node      dfaas.NodeID   `json:"node"`
+	Name      string         `json:"name,omitempty"` // Config.Name
 	UserAddr  string         `json:"user_addr"`
 	PeerAddr  string         `json:"peer_addr"`
 	Overlay   []string       `json:"overlay_addrs,omitempty"` // libp2p multiaddrs, with /p2p/<id>
@@ -28,8 +29,11 @@ type Status struct {
 	LastTick  time.Time      `json:"last_tick"`
 	LastError string         `json:"last_error,omitempty"`
 	Peers     []dfaas.NodeID `json:"peers"` // the federation the latest plan was made with
-	State     dfaas.State    `json:"state"`
-	Plan      dfaas.Plan     `json:"plan"`
+	// PeerNames are the names the peers with live adverts give themselves
+	// (those that give one).
+	PeerNames map[dfaas.NodeID]string `json:"peer_names,omitempty"`
+	State     dfaas.State             `json:"state"`
+	Plan      dfaas.Plan              `json:"plan"`
 	// Overlay counters (libp2p only): adverts accepted and dropped by
 	// reason, and the bytes the overlay received and sent since it started.
 	Adverts *overlay.Stats `json:"adverts,omitempty"`
@@ -77,7 +81,7 @@ type FunctionCounts struct {
 // plane's counters.
 func (n *Node) Status(ctx context.Context) Status {
 	st := n.Agent.Status()
-	out := Status{Node: n.Overlay.Self(), UserAddr: n.DataPlane.UserAddr(), PeerAddr: n.DataPlane.PeerAddr(),
+	out := Status{Node: n.Overlay.Self(), Name: n.name, PeerNames: n.peerNames(), UserAddr: n.DataPlane.UserAddr(), PeerAddr: n.DataPlane.PeerAddr(),
 		Ticks: st.Ticks, Failures: st.Failures, LastTick: st.LastTick, Peers: st.PeerNodes,
 		State: st.LastState, Plan: st.LastPlan}
 	if out.Peers == nil {
@@ -110,6 +114,21 @@ func (n *Node) Status(ctx context.Context) Status {
 	out.Capacity = n.Monitor.Estimates()
 	out.Local = n.Monitor.Observed()
 	return out
+}
+
+// peerNames returns the names of the peers with live adverts, for those
+// that give one; nil if none does.
+func (n *Node) peerNames() map[dfaas.NodeID]string {
+	var names map[dfaas.NodeID]string
+	for _, ad := range n.Overlay.Adverts(time.Now()) {
+		if ad.Name != "" {
+			if names == nil {
+				names = map[dfaas.NodeID]string{}
+			}
+			names[ad.Node] = ad.Name
+		}
+	}
+	return names
 }
 
 // Ready reports whether the node has applied a plan: its agent ran a tick

@@ -45,7 +45,8 @@ func TestAdminHandler(t *testing.T) {
 	build := func(name string, pf node.Platform) *node.Node {
 		ov, err := network.Join(dfaas.NodeID(name))
 		require.NoError(t, err)
-		n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: pf, Interval: 50 * time.Millisecond, Logger: quiet, PlainPeers: true})
+		n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: pf, Interval: 50 * time.Millisecond, Logger: quiet, PlainPeers: true,
+			Name: "edge-" + name})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, n.Close()) })
 		return n
@@ -67,12 +68,25 @@ func TestAdminHandler(t *testing.T) {
 		var st node.Status
 		_, body := get(t, srv.URL+"/status")
 		require.NoError(t, json.Unmarshal([]byte(body), &st))
-		return code == http.StatusOK && len(st.Peers) == 1
+		return code == http.StatusOK && len(st.Peers) == 1 && len(st.PeerNames) == 1
 	}, 5*time.Second, 20*time.Millisecond)
 	var st node.Status
 	_, body := get(t, srv.URL+"/status")
 	require.NoError(t, json.Unmarshal([]byte(body), &st))
 	assert.Equal(t, dfaas.NodeID("a"), st.Node)
+	assert.Equal(t, "edge-a", st.Name)
+	assert.Equal(t, map[dfaas.NodeID]string{"b": "edge-b"}, st.PeerNames, "names travel in adverts")
+	_, metrics := get(t, srv.URL+"/metrics")
+	assert.Contains(t, metrics, `dfaas_node_info{name="edge-a",node="a"} 1`)
+	assert.Contains(t, metrics, `dfaas_peer_info{name="edge-b",peer="b"} 1`)
+	_, fed := get(t, srv.URL+"/federation")
+	var view node.View
+	require.NoError(t, json.Unmarshal([]byte(fed), &view))
+	names := map[dfaas.NodeID]string{}
+	for _, nv := range view.Nodes {
+		names[nv.ID] = nv.Name
+	}
+	assert.Equal(t, map[dfaas.NodeID]string{"a": "edge-a", "b": "edge-b"}, names, "the live page's view names every node")
 	assert.Equal(t, []dfaas.NodeID{"b"}, st.Peers)
 	assert.Equal(t, a.DataPlane.UserAddr(), st.UserAddr)
 	assert.Positive(t, st.Ticks)

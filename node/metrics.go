@@ -75,6 +75,11 @@ var (
 		"Peers that follow this node: who hears its adverts.", nil, nil)
 	descEvicted = prometheus.NewDesc("dfaas_overlay_followers_evicted_total",
 		"Followers told to make room for a newcomer (the node had MaxFollowers).", nil, nil)
+	descNodeInfo = prometheus.NewDesc("dfaas_node_info",
+		"Always 1: names this node (its id and the name it advertises, empty without one), for joins.", []string{"node", "name"}, nil)
+	descPeerInfo = prometheus.NewDesc("dfaas_peer_info",
+		"Always 1 per peer with a live advert that gives a name: its id and that name, for joins with the per-peer series.",
+		[]string{"peer", "name"}, nil)
 	descCountersUp = prometheus.NewDesc("dfaas_dataplane_up",
 		"1 if the data plane's counters could be read for this scrape, else 0.", nil, nil)
 )
@@ -113,7 +118,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descForwarded, descRetries, descInFlight, descDuration, descCapacity,
 		descDemand, descLimit, descPeerCap, descPeers, descRTT, descTicks, descTickFailures, descTickDuration, descAdverts,
 		descDropped, descOverlayBytes, descFollowing, descFollowers, descEvicted, descCountersUp, descExecutions, descPlatform,
-		descCeiling, descBusyRate, descService, descObjective, descCuts} {
+		descCeiling, descBusyRate, descService, descObjective, descCuts, descNodeInfo, descPeerInfo} {
 		ch <- d
 	}
 }
@@ -183,6 +188,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(descPeers, float64(len(st.PeerNodes)))
+	gauge(descNodeInfo, 1, string(c.n.Overlay.Self()), c.n.name)
+	for peer, name := range c.n.peerNames() { // one per live advert: bounded as the peers are
+		gauge(descPeerInfo, 1, string(peer), name)
+	}
 	for peer, rtt := range st.LastState.RTT {
 		gauge(descRTT, rtt.Seconds(), string(peer))
 	}

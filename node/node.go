@@ -75,6 +75,10 @@ type Config struct {
 	// and proxy.DefaultBodyTimeout.
 	MaxBody     int64
 	BodyTimeout time.Duration
+	// Name is the node's name for people, advertised beside its id and
+	// shown in /status, the live page and metrics (dfaas.ValidateNodeName).
+	// Optional; the example agent defaults it to the host name.
+	Name string
 	// Interval is the control tick. Default 1 s.
 	Interval time.Duration
 	// Balancer plans the node. Default balance.Nearest (Resilient's shares,
@@ -107,6 +111,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: node: the platform has neither a handler nor an address", dfaas.ErrInvalidConfig)
 	case c.Interval < 0:
 		return fmt.Errorf("%w: node: negative interval", dfaas.ErrInvalidConfig)
+	case dfaas.ValidateNodeName(c.Name) != nil:
+		return fmt.Errorf("%w: node: %w", dfaas.ErrInvalidConfig, dfaas.ValidateNodeName(c.Name))
 	case c.TLS != nil && c.PlainPeers:
 		return fmt.Errorf("%w: node: both TLS and PlainPeers", dfaas.ErrInvalidConfig)
 	case c.Overlay != nil && c.TLS == nil && !c.PlainPeers:
@@ -164,6 +170,7 @@ type Node struct {
 	Agent     *dfaas.Agent
 
 	interval  time.Duration
+	name      string
 	cancel    context.CancelFunc
 	done      chan struct{}
 	closers   []func() error
@@ -182,7 +189,7 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	n := &Node{Platform: cfg.Platform, done: make(chan struct{}), interval: cfg.Interval}
+	n := &Node{Platform: cfg.Platform, done: make(chan struct{}), interval: cfg.Interval, name: cfg.Name}
 	if cfg.Platform.Close != nil {
 		n.closers = append(n.closers, cfg.Platform.Close)
 	}
@@ -250,7 +257,7 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if advertise == "" {
 		advertise = n.DataPlane.PeerAddr()
 	}
-	if n.Agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: advertise, Logger: cfg.Logger, Sequencer: cfg.Sequencer},
+	if n.Agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: advertise, Name: cfg.Name, Logger: cfg.Logger, Sequencer: cfg.Sequencer},
 		n.Overlay, n.Monitor, cfg.Forecaster, cfg.Balancer, n.DataPlane); err != nil {
 		return nil, err
 	}

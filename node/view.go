@@ -26,8 +26,8 @@ type View struct {
 // NodeView is one node in a View, in req/s.
 type NodeView struct {
 	ID dfaas.NodeID `json:"id"`
-	// Name is what a page calls the node, when the one that drew the view
-	// knows better than the id (the demo numbers its nodes).
+	// Name is what a page calls the node: the name it advertises (or one
+	// the process that drew the view gives it: the demo numbers its nodes).
 	Name string `json:"name,omitempty"`
 	Addr string `json:"addr"`
 	// Self marks the node that drew the view.
@@ -112,7 +112,7 @@ func sorted(v View) View {
 }
 
 func nodeView(ad dfaas.Advert) NodeView {
-	nv := NodeView{ID: ad.Node, Addr: ad.Addr, Functions: make(map[string]FunctionView, len(ad.Functions))}
+	nv := NodeView{ID: ad.Node, Name: ad.Name, Addr: ad.Addr, Functions: make(map[string]FunctionView, len(ad.Functions))}
 	for name, f := range ad.Functions {
 		fv := nv.Functions[name]
 		fv.Capacity, fv.Demand = round(f.Capacity), round(f.Demand)

@@ -14,11 +14,12 @@ import (
 // WireVersion is the advert encoding this package writes and reads: the
 // first byte of every encoded advert.
 //
-// Version 2 is binary, written in one canonical order (names sorted), so
+// Version 3 is binary, written in one canonical order (names sorted), so
 // that equal adverts encode to equal bytes:
 //
-//	byte     version (2)
+//	byte     version (3)
 //	string   node
+//	string   name (may be empty)
 //	uvarint  seq
 //	uvarint  ttl in ms
 //	string   addr
@@ -33,9 +34,16 @@ import (
 // A uvarint is in its shortest form; a string is a uvarint length and its
 // bytes; a rate is a uvarint count of thousandths of a request per second,
 // so a decoded rate is the encoded one rounded to 0.001 req/s. A TTL is
-// truncated to the millisecond. Version 1 was JSON; a byte '{' first is
-// reported as unsupported.
-const WireVersion = 2
+// truncated to the millisecond. Version 2 was version 3 without the name:
+// Decode still reads it (a node not upgraded yet), and nodes of version 2
+// count adverts of version 3 as unsupported (ErrUnsupportedVersion), so a
+// federation upgrades within an advert's lifetime or hears only part of
+// itself meanwhile. Version 1 was JSON; a byte '{' first is reported as
+// unsupported.
+const WireVersion = 3
+
+// wireVersionNoName is the previous version, still read.
+const wireVersionNoName = 2
 
 // MaxAdvertBytes is the largest encoded advert accepted.
 const MaxAdvertBytes = 64 << 10
@@ -51,6 +59,7 @@ func Encode(a dfaas.Advert) ([]byte, error) {
 	b := make([]byte, 0, 96+32*len(a.Functions))
 	b = append(b, WireVersion)
 	b = appendString(b, string(a.Node))
+	b = appendString(b, a.Name)
 	b = binary.AppendUvarint(b, a.Seq)
 	b = binary.AppendUvarint(b, uint64(a.TTL.Milliseconds()))
 	b = appendString(b, a.Addr)
@@ -109,11 +118,15 @@ func Decode(raw []byte) (dfaas.Advert, error) {
 	if len(raw) == 0 {
 		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: empty", dfaas.ErrInvalidAdvert)
 	}
-	if raw[0] != WireVersion {
+	if raw[0] != WireVersion && raw[0] != wireVersionNoName {
 		return dfaas.Advert{}, fmt.Errorf("overlay: decode: %w: %d", ErrUnsupportedVersion, raw[0])
 	}
 	r := reader{b: raw[1:]}
-	a := dfaas.Advert{Node: dfaas.NodeID(r.string()), Seq: r.uvarint()}
+	a := dfaas.Advert{Node: dfaas.NodeID(r.string())}
+	if raw[0] == WireVersion {
+		a.Name = r.string()
+	}
+	a.Seq = r.uvarint()
 	ttl := r.uvarint()
 	if ttl > uint64(dfaas.MaxAdvertTTL.Milliseconds()) {
 		r.fail("ttl of %d ms", ttl)

@@ -60,6 +60,9 @@ const (
 	// stableFor is how long a stream must last for its loss to count as a
 	// first one (see follow).
 	stableFor = 10 * time.Second
+	// leaveGrace bounds how long a node leaving waits for its followers to
+	// read that it leaves (see neighbourhood.leave).
+	leaveGrace = 250 * time.Millisecond
 )
 
 // followee is a peer this node follows.
@@ -74,6 +77,10 @@ type follower struct {
 	wake chan struct{} // a new advert to write
 	bye  chan struct{} // closed when it must make room: tell it and hang up
 	net  string        // the network it connects from (netOf)
+	// leave is closed when this node leaves the federation: the stream is
+	// closed for writing, which the follower reads as a leave (errLeft);
+	// ended is closed when the stream is done with.
+	leave, ended chan struct{}
 }
 
 // neighbourhood holds both sides of the advert streams.
@@ -94,6 +101,7 @@ type neighbourhood struct {
 	swapped   time.Time                // the last swap of a followee for a nearer one
 	followers map[peer.ID]*follower
 	latest    []byte // this node's latest encoded advert
+	left      bool   // this node leaves: no new followers (see leave)
 	rechoose  chan struct{}
 
 	evicted atomic.Uint64 // followers told to make room for a newcomer
@@ -498,6 +506,11 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 		n.barred[p] = bar{until: time.Now().Add(refusedFor), hard: true}
 	case errors.Is(why, errBroke):
 		n.barred[p] = bar{until: time.Now().Add(bannedFor), hard: true}
+	case errors.Is(why, errLeft):
+		// Gone on purpose: not redialled, and followed again as soon as
+		// it is back (a restart).
+		delete(n.flaky, p)
+		delete(n.freeUsed, p)
 	default:
 		// Lost, not let go. A stream that lasted is a first loss (a crash,
 		// a partition, a restart): redialled soon and often, and followed
@@ -512,7 +525,7 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 		k := n.flaky[p]
 		n.barred[p] = bar{until: time.Now().Add(min(refusedFor, retryAfter<<min(k-1, 6)))}
 	}
-	redial := !left && !errors.Is(why, errRefused) && !errors.Is(why, errBroke) && n.flaky[p] == 1
+	redial := !left && !errors.Is(why, errRefused) && !errors.Is(why, errBroke) && !errors.Is(why, errLeft) && n.flaky[p] == 1
 	n.mu.Unlock()
 	if redial {
 		n.o.redial.dropped(p, time.Now())
@@ -521,7 +534,7 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	}
 	n.o.probes.forget(p)
 	if n.o.table.Remove(dfaas.NodeID(p.String())) && !n.o.isClosing() {
-		n.o.log.Info("peer left", "peer", p, "why", why)
+		n.o.log.Info("peer left", "peer", p, "peer_name", n.o.table.Name(dfaas.NodeID(p.String())), "why", why)
 		n.o.fire()
 	}
 	n.nudge()
@@ -542,6 +555,7 @@ func (n *neighbourhood) unfollow(p peer.ID, why string) {
 var (
 	errRefused = errors.New("refused the follow")
 	errBroke   = errors.New("broke the advert protocol")
+	errLeft    = errors.New("it left the federation")
 )
 
 // maxMalformed is how many bad frames a followee may write before its
@@ -572,6 +586,12 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 		if err != nil {
 			if first && (errors.Is(err, io.EOF) || errors.Is(err, network.ErrReset)) {
 				return fmt.Errorf("%w: %w", errRefused, err)
+			}
+			// A clean end after whole frames: see neighbourhood.leave. Only
+			// io.EOF itself: a connection that drops ends its streams with
+			// a reset that wraps io.EOF.
+			if err == io.EOF {
+				return errLeft
 			}
 			return err
 		}
@@ -634,10 +654,17 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 // few networks mostly evicts itself.
 func (n *neighbourhood) handle(s network.Stream) {
 	p := s.Conn().RemotePeer()
-	f := &follower{s: s, wake: make(chan struct{}, 1), bye: make(chan struct{}), net: netOf(s.Conn().RemoteMultiaddr())}
+	f := &follower{s: s, wake: make(chan struct{}, 1), bye: make(chan struct{}), net: netOf(s.Conn().RemoteMultiaddr()),
+		leave: make(chan struct{}), ended: make(chan struct{})}
+	defer close(f.ended)
 	var gone network.Stream
 	evicted := peer.ID("")
 	n.mu.Lock()
+	if n.left {
+		n.mu.Unlock()
+		_ = s.Reset()
+		return
+	}
 	if old := n.followers[p]; old != nil {
 		gone = old.s // a follower that came back: the new stream wins
 	} else if len(n.followers) >= n.o.cfg.MaxFollowers {
@@ -682,6 +709,17 @@ func (n *neighbourhood) handle(s network.Stream) {
 		case <-done:
 			return
 		case <-n.o.closing:
+			return
+		case <-f.leave:
+			// Closed for writing after whole frames: the follower reads a
+			// clean end of stream, which nothing else sends, as a leave.
+			_ = s.SetWriteDeadline(time.Now().Add(leaveGrace))
+			if s.CloseWrite() == nil {
+				select {
+				case <-done:
+				case <-time.After(leaveGrace):
+				}
+			}
 			return
 		case <-f.bye:
 			// An empty frame says: follow someone else. It is closed
@@ -761,6 +799,29 @@ func (n *neighbourhood) publish(raw []byte) {
 
 // closeAll ends every advert stream. Streams are reset outside the lock:
 // a reset may wait for a connection's send queue.
+// leave tells every follower that this node leaves the federation, so
+// that its peers log a leave and do not redial it, and waits for them to
+// take it, at most leaveGrace. New followers are refused from then on.
+func (n *neighbourhood) leave() {
+	n.mu.Lock()
+	n.left = true
+	ended := make([]chan struct{}, 0, len(n.followers))
+	for _, f := range n.followers {
+		close(f.leave)
+		ended = append(ended, f.ended)
+	}
+	n.mu.Unlock()
+	deadline := time.NewTimer(leaveGrace + 50*time.Millisecond)
+	defer deadline.Stop()
+	for _, e := range ended {
+		select {
+		case <-e:
+		case <-deadline.C:
+			return
+		}
+	}
+}
+
 func (n *neighbourhood) closeAll() {
 	var streams []network.Stream
 	n.mu.Lock()

@@ -18,14 +18,14 @@ import (
 //
 //	go test -run '^$' -fuzz FuzzDecode -fuzztime 60s ./overlay/
 func FuzzDecode(f *testing.F) {
-	good, _ := Encode(dfaas.Advert{Node: "n1", Seq: 1, TTL: 3 * time.Second, Addr: "10.0.0.1:8081",
+	good, _ := Encode(dfaas.Advert{Node: "n1", Name: "edge-1", Seq: 1, TTL: 3 * time.Second, Addr: "10.0.0.1:8081",
 		Functions: map[string]dfaas.FunctionState{"hello": {Capacity: 10, Demand: 5}},
 		Traffic:   map[string]dfaas.Traffic{"hello": {Served: 4, Rejected: 1, Forwarded: map[dfaas.NodeID]dfaas.Rate{"n2": 3}}}})
 	f.Add(good)
 	v := wire{WireVersion}
 	for _, addr := range []string{"127.0.0.1:1/admin/deploy#", "10.6.6.6:8080\r", "\vredir\v//evil.example", "a:1;show info",
 		"10.6.6.6:notaport", "[::1]:80", "host:0", "user@host:80", "h:80?x"} {
-		f.Add([]byte(v.s("n1").u(2).u(3000).s(addr).u(1).s("hello").u(1000).u(0).u(0).u(0)))
+		f.Add([]byte(v.s("n1").s("edge-1").u(2).u(3000).s(addr).u(1).s("hello").u(1000).u(0).u(0).u(0)))
 	}
 	f.Add([]byte(v.head(1).s("hello").u(1 << 62).u(0).u(0).u(0)))
 	f.Add([]byte(v.head(0).u(1).s("n2").u(1).s("hello").u(0).u(0).u(1).u(7).u(5)))

@@ -450,7 +450,7 @@ func (o *Libp2p) watchPeers(ctx context.Context, sub event.Subscription) {
 				o.redial.dropped(ev.Peer, time.Now())
 			}
 			if o.table.Remove(dfaas.NodeID(ev.Peer.String())) && !o.isClosing() {
-				o.log.Info("peer left", "peer", ev.Peer, "why", "its connection dropped")
+				o.log.Info("peer left", "peer", ev.Peer, "peer_name", o.table.Name(dfaas.NodeID(ev.Peer.String())), "why", "its connection dropped")
 				o.fire()
 			}
 			o.hood.nudge()
@@ -563,6 +563,7 @@ func (o *Libp2p) Close() error {
 		o.leaving.Store(true) // before the streams close: see isClosing
 		var errs []error
 		if o.hood != nil {
+			o.hood.leave()
 			o.hood.closeAll()
 		}
 		if o.cancel != nil {

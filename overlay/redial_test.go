@@ -3,8 +3,10 @@ package overlay
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -101,7 +103,7 @@ func TestOnlyLostFolloweesAreRedialled(t *testing.T) {
 				require.Eventually(t, func() bool { return !slices.Contains(a.Following(), b.Self()) },
 					5*time.Second, 10*time.Millisecond)
 			}
-			require.NoError(t, b.Close()) // dead: a redial would stay listed
+			require.NoError(t, b.host.Close()) // dead, not left: a redial would stay listed
 			redialled := func() bool {
 				a.redial.mu.Lock()
 				defer a.redial.mu.Unlock()
@@ -285,4 +287,35 @@ func TestFlakyFolloweeBacksOff(t *testing.T) {
 	assert.False(t, bar.hard)
 	assert.Greater(t, time.Until(bar.until), 700*time.Millisecond, "barred twice as long")
 	assert.Never(t, following, 600*time.Millisecond, 10*time.Millisecond)
+}
+
+// TestALeaveIsLoggedAsOne: a member that closes tells its followers, which
+// log a leave with its name (not a reset stream) and do not redial it; a
+// member that crashes is still lost, and redialled.
+func TestALeaveIsLoggedAsOne(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var log logBuffer
+	a := startWith(t, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	b := quietNode(t, ctx)
+	ad := advertOf(b, 1, 0)
+	ad.Name = "edge-b"
+	require.NoError(t, b.Publish(ctx, ad))
+	require.NoError(t, a.host.Connect(ctx, peer.AddrInfo{ID: b.host.ID(), Addrs: b.host.Addrs()}))
+	require.Eventually(t, func() bool { return a.table.Live(b.Self()) }, 10*time.Second, 10*time.Millisecond, "a follows b")
+	assert.Equal(t, "edge-b", a.table.Name(b.Self()))
+
+	start := time.Now()
+	require.NoError(t, b.Close())
+	assert.Less(t, time.Since(start), 2*time.Second, "a leave waits for its followers a moment only")
+	require.Eventually(t, func() bool { return strings.Contains(log.String(), "peer left") }, 5*time.Second, 10*time.Millisecond)
+	out := log.String()
+	assert.Contains(t, out, "peer_name=edge-b")
+	assert.Contains(t, out, `why="it left the federation"`)
+	assert.NotContains(t, out, "reset")
+	a.redial.mu.Lock()
+	assert.Nil(t, a.redial.lost[b.host.ID()], "a member that left is not redialled")
+	a.redial.mu.Unlock()
+	assert.Equal(t, "edge-b", a.table.Name(b.Self()), "its name is remembered after it left")
 }

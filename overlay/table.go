@@ -64,6 +64,7 @@ type peerState struct {
 	advert  dfaas.Advert
 	expires time.Time
 	seq     uint64 // highest sequence accepted, kept after expiry and removal (for a while)
+	name    string // the name of the latest advert accepted, kept like seq
 	live    bool   // advert holds the node's live advert
 }
 
@@ -151,7 +152,7 @@ func (t *Table) putValid(a dfaas.Advert, sender dfaas.NodeID, now time.Time, aga
 			})
 			t.order = slices.Insert(t.order, i, p)
 		}
-		*p = peerState{node: a.Node, advert: a, expires: now.Add(a.TTL), seq: a.Seq, live: true}
+		*p = peerState{node: a.Node, advert: a, expires: now.Add(a.TTL), seq: a.Seq, name: a.Name, live: true}
 	}
 	t.mu.Unlock()
 	if err != nil {
@@ -207,6 +208,18 @@ func (t *Table) Live(node dfaas.NodeID) bool {
 	defer t.mu.Unlock()
 	p := t.peers[node]
 	return p != nil && p.live
+}
+
+// Name returns the name node gave in its latest advert the table took, also
+// after that advert expired or the node left (for as long as Known); "" if
+// none.
+func (t *Table) Name(node dfaas.NodeID) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p := t.peers[node]; p != nil {
+		return p.name
+	}
+	return ""
 }
 
 // Remove forgets node's advert (not its sequence number): the peer left.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ func testAdvert(node string, seq uint64) dfaas.Advert {
 
 func TestCodecRoundTrip(t *testing.T) {
 	a := testAdvert("n1", 7)
+	a.Name = "edge-rome_1.example"
 	a.Functions["alpha"] = dfaas.FunctionState{Capacity: 0.5, Demand: 16.667}
 	a.Traffic = map[string]dfaas.Traffic{
 		"figlet": {Served: 20, Rejected: 1.25, Forwarded: map[dfaas.NodeID]dfaas.Rate{"n3": 4, "n2": 0.001}},
@@ -54,7 +56,9 @@ type wire []byte
 func (w wire) u(v uint64) wire       { return binary.AppendUvarint(w, v) }
 func (w wire) append(b ...byte) wire { return append(w, b...) }
 func (w wire) s(v string) wire       { return append(w.u(uint64(len(v))), v...) }
-func (w wire) head(fns int) wire     { return w.s("n1").u(1).u(3000).s("127.0.0.1:9000").u(uint64(fns)) }
+func (w wire) head(fns int) wire {
+	return w.s("n1").s("").u(1).u(3000).s("127.0.0.1:9000").u(uint64(fns))
+}
 
 func TestDecodeRejects(t *testing.T) {
 	valid, err := Encode(testAdvert("n1", 1))
@@ -72,11 +76,11 @@ func TestDecodeRejects(t *testing.T) {
 		{"truncated", valid[:len(valid)-1], dfaas.ErrInvalidAdvert},
 		{"trailing data", append(slices.Clone(valid), 0), dfaas.ErrInvalidAdvert},
 		{"overlong varint", append(wire{WireVersion}, bytes.Repeat([]byte{0xff}, 11)...), dfaas.ErrInvalidAdvert},
-		{"no node", wire{WireVersion}.s("").u(1).u(3000).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
-		{"zero ttl", wire{WireVersion}.s("n1").u(1).u(0).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
-		{"huge ttl", wire{WireVersion}.s("n1").u(1).u(1 << 40).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
-		{"no address", wire{WireVersion}.s("n1").u(1).u(3000).s("").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
-		{"address with a path", wire{WireVersion}.s("n1").u(1).u(3000).s("10.0.0.1:80/admin").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"no node", wire{WireVersion}.s("").s("").u(1).u(3000).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"zero ttl", wire{WireVersion}.s("n1").s("").u(1).u(0).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"huge ttl", wire{WireVersion}.s("n1").s("").u(1).u(1 << 40).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"no address", wire{WireVersion}.s("n1").s("").u(1).u(3000).s("").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"address with a path", wire{WireVersion}.s("n1").s("").u(1).u(3000).s("10.0.0.1:80/admin").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
 		{"rate over the maximum", v.head(1).s("figlet").u(uint64(dfaas.MaxRate)*1000 + 1).u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
 		{"bad function name", v.head(1).s("Fig let/../x").u(1).u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
 		{"functions out of order", v.head(2).s("b").u(1).u(0).s("a").u(1).u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
@@ -88,10 +92,13 @@ func TestDecodeRejects(t *testing.T) {
 		{"peers out of order", v.head(0).u(2).s("n3").s("n2").u(0), dfaas.ErrInvalidAdvert},
 		{"too many flows", v.head(0).u(0).u(1).s("figlet").u(0).u(0).u(dfaas.MaxAdvertFlows + 1), dfaas.ErrInvalidAdvert},
 		{"oversized", append(wire{WireVersion}, make([]byte, MaxAdvertBytes)...), ErrOversized},
-		{"padded integer", v.s("n1").u(1).u(3000).s("127.0.0.1:9000").u(1).s("figlet").u(20000).append(0x80, 0x00).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"padded integer", v.s("n1").s("").u(1).u(3000).s("127.0.0.1:9000").u(1).s("figlet").u(20000).append(0x80, 0x00).u(0).u(0), dfaas.ErrInvalidAdvert},
 		{"a peer no flow names", v.head(0).u(1).s("n2").u(0), dfaas.ErrInvalidAdvert},
 		{"a peer id with a space", v.head(0).u(1).s("n 2").u(1).s("figlet").u(0).u(0).u(1).u(0).u(5), dfaas.ErrInvalidAdvert},
 		{"more peers than flows may name", v.head(0).u(dfaas.MaxAdvertFlows + 1), dfaas.ErrInvalidAdvert},
+		{"a name with a space", wire{WireVersion}.s("n1").s("edge 1").u(1).u(3000).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"a name with markup", wire{WireVersion}.s("n1").s("<b>").u(1).u(3000).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
+		{"a name too long", wire{WireVersion}.s("n1").s(strings.Repeat("a", dfaas.MaxNodeNameLen+1)).u(1).u(3000).s("127.0.0.1:9000").u(0).u(0).u(0), dfaas.ErrInvalidAdvert},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +110,13 @@ func TestDecodeRejects(t *testing.T) {
 	a, err := Decode(ok)
 	require.NoError(t, err, "the builder's well-formed flow")
 	assert.Equal(t, dfaas.Rate(0.005), a.Traffic["figlet"].Forwarded["n2"])
+
+	// Version 2, the one before names, is still read: a node not upgraded
+	// yet stays in the plans, nameless.
+	old := wire{2}.s("n1").u(1).u(3000).s("127.0.0.1:9000").u(1).s("figlet").u(20000).u(4000).u(0).u(0)
+	a, err = Decode(old)
+	require.NoError(t, err)
+	assert.Equal(t, testAdvert("n1", 1), a)
 }
 
 func TestEncodeRejectsInvalid(t *testing.T) {

@@ -154,7 +154,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.IntVar(&o.neighbours, "neighbours", overlay.DefaultNeighbours, "peers this node follows (the nearest by round-trip time): whose adverts it plans with and to whom it may forward")
 	fs.StringVar(&o.user, "user", "127.0.0.1:8080", "user listener address (OpenFaaS path /function/<name>)")
 	fs.StringVar(&o.peer, "peer", "127.0.0.1:8081", "peer listener address")
-	fs.StringVar(&o.name, "name", "", "this node's name in the echo functions' answers (default: the host name)")
+	fs.StringVar(&o.name, "name", "", "this node's name, advertised beside its id: shown on peers' live pages, in /status, metrics and logs, and in the echo functions' answers; letters, digits, '.', '-', '_' (default: the host name)")
 	fs.StringVar(&o.advertise, "advertise", "", "peer address advertised to other agents (default: the bound -peer address)")
 	functions := fs.String("functions", "hello=10", "with -faas runtime or local: echo functions as name=capacity (req/s), comma-separated")
 	fs.StringVar(&o.proxy, "proxy", node.DefaultDataPlane, "data plane: "+strings.Join(proxy.Names(), ", ")+" (haproxy needs -faas local or openfaas)")
@@ -214,6 +214,9 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 		o.declared = true
 	default:
 		return o, fmt.Errorf("-capacity %q%s: want measured or declared", *capacityMode, from.of("capacity"))
+	}
+	if err := dfaas.ValidateNodeName(o.name); err != nil {
+		return o, fmt.Errorf("-name%s: %w", from.of("name"), err)
 	}
 	if o.strategy, err = balance.ByName(*strategy); err != nil {
 		return o, fmt.Errorf("-strategy%s: %w", from.of("strategy"), err)
@@ -288,10 +291,12 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	if err := membership(o, &lc, log); err != nil {
 		return err
 	}
-	name := o.name // names the node in the echo functions' answers
+	name := o.name
 	if name == "" {
-		name, _ = os.Hostname()
+		name = hostName()
 	}
+	log = log.With("name", name)
+	lc.Logger = log
 	pf, err := node.OpenPlatform(ctx, o.faas, node.PlatformSpec{Node: name, Functions: o.functions, OpenFaaS: o.gateway,
 		MaxBody: o.maxBody, BodyTimeout: o.bodyWait, Logger: log})
 	if err != nil {
@@ -303,7 +308,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 		_ = pf.Close()
 		return err
 	}
-	n, err := node.Build(ctx, node.Config{Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
+	n, err := node.Build(ctx, node.Config{Name: name, Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
 		DeclaredCapacity: o.declared, MaxBody: o.maxBody, BodyTimeout: o.bodyWait,
 		PlainPeers: o.insecure,
@@ -345,4 +350,18 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	}
 	log.Info("left the federation: peers had stopped forwarding here", "drained", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// hostName is the default node name: the host name, or its first label
+// when the whole is no valid name (too long), or none.
+func hostName() string {
+	h, _ := os.Hostname()
+	if dfaas.ValidateNodeName(h) == nil {
+		return h
+	}
+	h, _, _ = strings.Cut(h, ".")
+	if dfaas.ValidateNodeName(h) == nil {
+		return h
+	}
+	return ""
 }

@@ -38,7 +38,7 @@ func TestParseFlags(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, o.functions, 2)
 	assert.Equal(t, []string{"a", "b"}, o.bootstrap)
-	for _, bad := range [][]string{{"-functions", "hello"}, {"-functions", "Bad=1"}, {"-functions", "x=-1"}, {"-strategy", "nope"},
+	for _, bad := range [][]string{{"-functions", "hello"}, {"-name", "edge 1"}, {"-name", "<b>x</b>"}, {"-functions", "Bad=1"}, {"-functions", "x=-1"}, {"-strategy", "nope"},
 		{"-faas", "lambda"}, {"-faas", "openfaas", "-gateway", "not a url"}, {"-proxy", "nginx"}, {"-proxy", "haproxy"}} {
 		_, err := parseFlags(bad, io.Discard)
 		assert.Error(t, err, "%v", bad)

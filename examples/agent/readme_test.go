@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas/node"
 )
 
 // codeBlock returns the first fenced block of kind (sh, yaml) after the
@@ -49,7 +53,9 @@ func TestTheREADMEsThreeAgents(t *testing.T) {
 	require.NoError(t, err, "the README's recipe calls curl (scripts/test.sh installs it)")
 	dir := t.TempDir()
 	script := strings.ReplaceAll(codeBlock(t, "../../README.md", "## Three agents on one machine", "sh"), "/tmp/fed", dir)
-	script += "\nkill %1; wait %1\nkill %2 %3; wait\n"
+	// What the page draws, read before the stop: the README says it names
+	// the nodes.
+	script += "\ncurl -s 127.0.0.1:9100/federation > view.json\nkill %1; wait %1\nsleep 1\nkill %2 %3; wait\n"
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-e", "-c", script)
@@ -75,4 +81,19 @@ func TestTheREADMEsThreeAgents(t *testing.T) {
 	log, err := os.ReadFile(filepath.Join(dir, "a.log"))
 	require.NoError(t, err)
 	assert.Contains(t, string(log), "left the federation", "%s", log)
+	for _, peer := range []string{"b", "c"} {
+		log, err := os.ReadFile(filepath.Join(dir, peer+".log"))
+		require.NoError(t, err)
+		assert.Contains(t, string(log), `peer_name=a why="it left the federation"`, "%s logs a's leave:\n%s", peer, log)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "view.json"))
+	require.NoError(t, err)
+	var view node.View
+	require.NoError(t, json.Unmarshal(raw, &view), "%s", raw)
+	var names []string
+	for _, n := range view.Nodes {
+		names = append(names, n.Name)
+	}
+	slices.Sort(names)
+	assert.Equal(t, []string{"a", "b", "c"}, names, "the live page names the nodes")
 }

@@ -170,7 +170,7 @@ func StartCluster(ctx context.Context, cfg ClusterConfig) (_ *Cluster, err error
 	for i, capacity := range cfg.Capacities {
 		name := strconv.Itoa(i + 1)
 		log := cfg.Logger.With("name", name)
-		nc := node.Config{DataPlane: cfg.DataPlane, Binary: cfg.Binary, Interval: cfg.Interval, Balancer: cfg.Strategy,
+		nc := node.Config{Name: "node-" + name, DataPlane: cfg.DataPlane, Binary: cfg.Binary, Interval: cfg.Interval, Balancer: cfg.Strategy,
 			Forecaster: cfg.Forecaster(), Logger: log, DeclaredCapacity: !cfg.Measured,
 			Libp2p: overlay.Libp2pConfig{Bootstrap: bootstrap, Secret: secret, DiscoveryInterval: time.Second, Logger: log}}
 		nc.PlainPeers = cfg.PlainPeers
