@@ -1,7 +1,8 @@
 // Package deploy holds deployment recipes for the agent: a systemd unit,
-// a container image and a Kubernetes DaemonSet. Its tests check them with
-// what a build machine has: systemd-analyze, the Go toolchain and a YAML
-// parser.
+// a container image and a Kubernetes DaemonSet, and a Grafana dashboard and
+// Prometheus alerting rules to watch it. Its tests check them with what a
+// build machine has: systemd-analyze, the Go toolchain, a YAML parser and
+// the agent's own metrics.
 package deploy_test
 
 import (
