@@ -65,10 +65,16 @@ func TestLivePage(t *testing.T) {
 	// The first Run starts the browser; a timeout on its context would stop
 	// the browser with it.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/")))
+	// Navigate returns at the load event: the page drew the view it came
+	// with by then, before any refresh (a one-shot screenshot has it).
+	firstPaint, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('updated').dataset.count + ' ' + `+
+		`document.querySelectorAll('#graph .node').length + ' ' + document.querySelectorAll('article.card').length`))
+	require.NoError(t, err)
+	assert.Regexp(t, `^1 [1-3] [1-3]$`, firstPaint, "drawn at load: views, nodes, cards")
 	pctx, cancel := context.WithTimeout(ctx, 40*time.Second)
 	defer cancel()
 	const flowAB = `[...document.querySelectorAll('#graph .flow')].find(f => f.dataset.from === 'a' && f.dataset.to === 'b')`
-	_, err := chromedp.Run(pctx, chromedp.Poll[bool](`document.querySelectorAll('#graph .node').length === 3 && `+
+	_, err = chromedp.Run(pctx, chromedp.Poll[bool](`document.querySelectorAll('#graph .node').length === 3 && `+
 		`Number((`+flowAB+` || {dataset: {}}).dataset.rate) >= 10`, chromedp.WithPollingTimeout(30*time.Second)))
 	require.NoError(t, err, "the page never showed three nodes and a's flow to b")
 

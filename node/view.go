@@ -3,6 +3,7 @@ package node
 import (
 	"embed"
 	"encoding/json"
+	"io"
 	"io/fs"
 	"math"
 	"net/http"
@@ -177,31 +178,61 @@ func MergeViews(views ...View) View {
 //go:embed ui
 var ui embed.FS
 
+// firstViewMark is where the page's first view goes in index.html.
+const firstViewMark = "<!-- first view -->"
+
 // FederationHandler serves the live federation page at / and the view it
-// draws, refreshed every second, at /federation. The page's assets are
-// compiled in (no CDN: edge networks may be isolated) and it runs no
-// inline script; names from adverts are shown as text, never as markup.
+// draws, refreshed every second, at /federation. The page comes with the
+// view of the moment in a JSON data block, drawn before the page's load
+// event (a one-shot screenshot has it); its assets are compiled in (no
+// CDN: edge networks may be isolated) and it runs no inline script; names
+// from adverts are shown as text, never as markup.
 func FederationHandler(view func() View) http.Handler {
 	assets, err := fs.Sub(ui, "ui")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
+	index, err := fs.ReadFile(assets, "index.html")
+	before, after, ok := strings.Cut(string(index), firstViewMark)
+	if err != nil || !ok {
+		panic("node: ui/index.html has no " + firstViewMark) // fixed at build time too
+	}
 	mux := http.NewServeMux()
 	files := http.FileServerFS(assets)
-	mux.Handle("GET /{$}", files)
 	mux.Handle("GET /ui/{file}", http.StripPrefix("/ui", files)) // files, no listing
 	busy := make(chan struct{}, 2)                               // a few views at a time, as /metrics
-	mux.HandleFunc("GET /federation", func(w http.ResponseWriter, _ *http.Request) {
+	// current answers the view now as JSON, or an error already written.
+	current := func(w http.ResponseWriter) ([]byte, bool) {
 		select {
 		case busy <- struct{}{}:
 			defer func() { <-busy }()
 		default:
 			http.Error(w, "busy", http.StatusServiceUnavailable)
-			return
+			return nil, false
 		}
+		// json.Marshal escapes <, > and &: no name can close the data
+		// block it goes into.
 		b, err := json.Marshal(view())
 		if err != nil {
 			http.Error(w, "view: "+err.Error(), http.StatusInternalServerError)
+			return nil, false
+		}
+		return b, true
+	}
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		b, ok := current(w)
+		if !ok {
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = io.WriteString(w, before+`<script type="application/json" id="first-view">`)
+		_, _ = w.Write(b)
+		_, _ = io.WriteString(w, "</script>"+after)
+	})
+	mux.HandleFunc("GET /federation", func(w http.ResponseWriter, _ *http.Request) {
+		b, ok := current(w)
+		if !ok {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

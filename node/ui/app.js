@@ -123,22 +123,25 @@ function drawCards(view) {
   }
 }
 
+function draw(view) {
+  drawGraph(view);
+  drawCards(view);
+  const nodes = view.nodes || [];
+  let served = 0, rejected = 0;
+  for (const n of nodes) { const t = totals(n); served += t.served; rejected += t.rejected; }
+  document.getElementById("source").textContent = view.from ? "seen from " + short(view.from) : "the whole federation";
+  document.getElementById("summary").textContent = `${nodes.length} node${nodes.length === 1 ? "" : "s"}, ${fmt(served)} req/s served, ${fmt(rejected)} rejected`;
+  const upd = document.getElementById("updated");
+  upd.textContent = new Date(view.time).toLocaleTimeString();
+  upd.dataset.count = String(++refreshes);
+}
+
 async function refresh() {
   const err = document.getElementById("error");
   try {
     const resp = await fetch("federation", { cache: "no-store" });
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
-    const view = await resp.json();
-    drawGraph(view);
-    drawCards(view);
-    const nodes = view.nodes || [];
-    let served = 0, rejected = 0;
-    for (const n of nodes) { const t = totals(n); served += t.served; rejected += t.rejected; }
-    document.getElementById("source").textContent = view.from ? "seen from " + short(view.from) : "the whole federation";
-    document.getElementById("summary").textContent = `${nodes.length} node${nodes.length === 1 ? "" : "s"}, ${fmt(served)} req/s served, ${fmt(rejected)} rejected`;
-    const upd = document.getElementById("updated");
-    upd.textContent = new Date(view.time).toLocaleTimeString();
-    upd.dataset.count = String(++refreshes);
+    draw(await resp.json());
     err.textContent = "";
   } catch (e) {
     err.textContent = "cannot reach the agent: " + e.message;
@@ -147,4 +150,13 @@ async function refresh() {
   }
 }
 
-refresh();
+// The page comes with the view of the moment (a data block, not a
+// script): drawn at once, so that the first paint has it, then refreshed.
+const first = document.getElementById("first-view");
+let drawn = false;
+try {
+  if (first) { draw(JSON.parse(first.textContent)); drawn = true; }
+} catch (e) {
+  // An unreadable first view: the first refresh draws.
+}
+if (drawn) setTimeout(refresh, REFRESH_MS); else refresh();
