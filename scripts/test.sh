@@ -40,6 +40,16 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
+# gotestsum (pinned in tools/go.mod, a module of its own so that the
+# library's users never see it) runs go test and prints each package as it
+# finishes, with a failed test's output in full; go test alone prints
+# packages in list order, so one slow package silenced all the others.
+gotestsum_dir=$(mktemp -d)
+trap 'rm -rf "$gotestsum_dir"' EXIT
+(cd tools && go build -o "$gotestsum_dir/gotestsum" gotest.tools/gotestsum)
+format=pkgname-and-test-fails
+for a in "$@"; do [ "$a" = -v ] && format=standard-verbose; done
+gotestsum() { "$gotestsum_dir/gotestsum" --format "$format" --format-icons text --format-hide-empty-pkg --hide-summary skipped -- "$@"; }
 # The testbed runs real agents in network namespaces: it needs root, and
 # runs on its own after the rest so that no other test shares its CPU. It
 # runs without the race detector: the agents it measures are plain builds,
@@ -47,6 +57,6 @@ go vet ./...
 # the latencies it reports (a local call's p50 0.8 ms plain, 1.3 ms raced;
 # forwarded p50 12.0 ms plain, 12.8-13.0 ms raced, against the 13 ms its
 # crash test allows).
-go test -race -count=1 -timeout 30m $(go list ./... | grep -v '/internal/testbed$') "$@"
+gotestsum -race -count=1 -timeout 30m $(go list ./... | grep -v '/internal/testbed$') "$@"
 $sudo env "PATH=$PATH" "HOME=$HOME" "GOCACHE=$(go env GOCACHE)" "GOMODCACHE=$(go env GOMODCACHE)" \
-  go test -count=1 -timeout 10m ./internal/testbed "$@"
+  "$gotestsum_dir/gotestsum" --format "$format" --format-icons text --format-hide-empty-pkg --hide-summary skipped -- -count=1 -timeout 10m ./internal/testbed "$@"
