@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
@@ -98,6 +99,10 @@ type Config struct {
 	// Default: from the start time; overlay.SeqFile survives a clock that
 	// goes back.
 	Sequencer dfaas.Sequencer
+	// Tracer, if set, traces the requests the data plane handles (W3C
+	// trace context, see proxy.Spec.Tracer): an OpenTelemetry SDK's
+	// TracerProvider with an exporter of the caller's. Default none.
+	Tracer trace.TracerProvider
 	// Logger receives every part's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -235,7 +240,7 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.DataPlane, err = proxy.Open(ctx, cfg.DataPlane, proxy.Spec{Node: n.Overlay.Self(), UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr,
 		Platform:  proxy.Platform{Handler: cfg.Platform.Handler, Addr: cfg.Platform.Addr, Namespace: cfg.Platform.Namespace},
 		Functions: functions, TLS: cfg.TLS, Binary: cfg.Binary, MaxBody: cfg.MaxBody, BodyTimeout: cfg.BodyTimeout,
-		Logger: cfg.Logger}); err != nil {
+		Tracer: cfg.Tracer, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	n.closers = append(n.closers, n.DataPlane.Close)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/dfaas-go/dfaas"
 )
 
@@ -78,6 +80,10 @@ type Spec struct {
 	// Binary is the executable of a data plane that runs one (HAProxy).
 	// Default: the data plane's own, on $PATH.
 	Binary string
+	// Tracer, if set, traces requests with W3C trace context (the embedded
+	// data plane: see embedded.Config.Tracer). Default none. Either way a
+	// caller's traceparent header reaches the peer and the platform.
+	Tracer trace.TracerProvider
 	// Logger receives the data plane's logs. Default slog.Default().
 	Logger *slog.Logger
 }

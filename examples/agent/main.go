@@ -43,6 +43,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -52,6 +53,11 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
@@ -88,6 +94,8 @@ type options struct {
 	drain      time.Duration
 	maxBody    int64
 	bodyWait   time.Duration
+	otlp       string  // OTLP/HTTP traces endpoint URL, or none
+	sample     float64 // share of calls traced that come without a sampled trace context
 	logFormat  string
 	logLevel   string
 }
@@ -167,6 +175,8 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.DurationVar(&o.interval, "interval", time.Second, "control tick")
 	fs.Int64Var(&o.maxBody, "max-body", proxy.DefaultMaxBody, "largest request body either listener takes, in bytes (413 past it)")
 	fs.DurationVar(&o.bodyWait, "body-timeout", proxy.DefaultBodyTimeout, "longest time from a request's headers to the end of its body (408 past it)")
+	fs.StringVar(&o.otlp, "otlp", "", "OTLP/HTTP endpoint to export traces to (http://collector:4318); none: no tracing, W3C trace context still passes through")
+	fs.Float64Var(&o.sample, "trace-sample", 0.1, "with -otlp: the share of calls traced that arrive without a trace context (calls that arrive with one follow its sampled flag)")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long to wait at most for peers to stop forwarding here before leaving")
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
@@ -214,6 +224,14 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 		o.declared = true
 	default:
 		return o, fmt.Errorf("-capacity %q%s: want measured or declared", *capacityMode, from.of("capacity"))
+	}
+	if o.sample < 0 || o.sample > 1 {
+		return o, fmt.Errorf("-trace-sample %v%s: want 0 to 1", o.sample, from.of("trace-sample"))
+	}
+	if o.otlp != "" {
+		if u, err := url.Parse(o.otlp); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return o, fmt.Errorf("-otlp %q%s: want an http(s) URL, as http://collector:4318", o.otlp, from.of("otlp"))
+		}
 	}
 	if err := dfaas.ValidateNodeName(o.name); err != nil {
 		return o, fmt.Errorf("-name%s: %w", from.of("name"), err)
@@ -308,7 +326,22 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 		_ = pf.Close()
 		return err
 	}
-	n, err := node.Build(ctx, node.Config{Name: name, Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
+	tp, err := tracing(ctx, o, name)
+	if err != nil {
+		_ = pf.Close()
+		return err
+	}
+	if tp != nil {
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(sctx); err != nil {
+				log.Warn("traces not all exported", "err", err)
+			}
+		}()
+		log.Info("tracing", "otlp", o.otlp, "sample", o.sample)
+	}
+	n, err := node.Build(ctx, node.Config{Name: name, Tracer: tracerOf(tp), Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
 		DeclaredCapacity: o.declared, MaxBody: o.maxBody, BodyTimeout: o.bodyWait,
 		PlainPeers: o.insecure,
@@ -364,4 +397,28 @@ func hostName() string {
 		return h
 	}
 	return ""
+}
+
+// tracing returns the tracer provider -otlp asks for, or nil: spans go in
+// batches to the OTLP/HTTP endpoint; a call that arrives with a trace
+// context follows its sampled flag, others are sampled at -trace-sample.
+func tracing(ctx context.Context, o options, name string) (*sdktrace.TracerProvider, error) {
+	if o.otlp == "" {
+		return nil, nil
+	}
+	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(o.otlp))
+	if err != nil {
+		return nil, fmt.Errorf("-otlp: %w", err)
+	}
+	res := resource.NewSchemaless(attribute.String("service.name", "dfaas-agent"), attribute.String("dfaas.node.name", name))
+	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.sample)))), nil
+}
+
+// tracerOf is tp as the node takes it: none for nil.
+func tracerOf(tp *sdktrace.TracerProvider) trace.TracerProvider {
+	if tp == nil {
+		return nil
+	}
+	return tp
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"io"
@@ -20,7 +21,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
@@ -402,4 +405,80 @@ func TestAgentFromTheSampleConfig(t *testing.T) {
 	require.Eventually(t, func() bool { ok, _ := n.Ready(); return ok }, 5*time.Second, 20*time.Millisecond)
 	cancel()
 	require.NoError(t, <-done)
+}
+
+// TestAgentExportsTraces: with -otlp the agent sends its spans to the
+// OTLP/HTTP endpoint, under the service dfaas-agent and its name; a call
+// that arrives with a sampled trace context is traced whatever
+// -trace-sample says, and the spans are flushed when the agent stops.
+func TestAgentExportsTraces(t *testing.T) {
+	var mu sync.Mutex
+	var got []*coltrace.ExportTraceServiceRequest
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		req := &coltrace.ExportTraceServiceRequest{}
+		if r.URL.Path != "/v1/traces" || err != nil || proto.Unmarshal(body, req) != nil {
+			http.Error(w, "not an OTLP/HTTP trace export", http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		got = append(got, req)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		b, _ := proto.Marshal(&coltrace.ExportTraceServiceResponse{})
+		_, _ = w.Write(b)
+	}))
+	defer collector.Close()
+	o, err := parseFlags(state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms", "-name", "edge-1",
+		"-otlp", collector.URL, "-trace-sample", "0"), io.Discard)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan *node.Node, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p *node.Node) { ready <- p }) }()
+	var px *node.Node
+	select {
+	case px = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	const traceID, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+	call := func(sampled string) int {
+		req, err := http.NewRequest(http.MethodGet, "http://"+px.DataPlane.UserAddr()+"/function/hello", nil)
+		require.NoError(t, err)
+		if sampled != "" {
+			req.Header.Set("traceparent", "00-"+traceID+"-"+parent+"-"+sampled)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool { return call("01") == http.StatusOK }, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, http.StatusOK, call(""), "not sampled: -trace-sample 0")
+	cancel()
+	require.NoError(t, <-done)
+	http.DefaultClient.CloseIdleConnections()
+
+	mu.Lock()
+	defer mu.Unlock()
+	names := map[string]int{}
+	for _, req := range got {
+		for _, rs := range req.ResourceSpans {
+			res := map[string]string{}
+			for _, kv := range rs.Resource.Attributes {
+				res[kv.Key] = kv.Value.GetStringValue()
+			}
+			assert.Equal(t, "dfaas-agent", res["service.name"])
+			assert.Equal(t, "edge-1", res["dfaas.node.name"])
+			for _, ss := range rs.ScopeSpans {
+				for _, s := range ss.Spans {
+					assert.Equal(t, traceID, hex.EncodeToString(s.TraceId), "only the sampled calls' trace")
+					names[s.Name]++
+				}
+			}
+		}
+	}
+	assert.Positive(t, names["dfaas.user"], "exported: %v", names)
+	assert.Positive(t, names["dfaas.execute"], "exported: %v", names)
 }

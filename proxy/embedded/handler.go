@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,9 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dfaas-go/dfaas/internal/httpbody"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -64,9 +68,17 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	fn.counts.arrivals.Add(1)
 	start := time.Now()
 	defer func() { fn.counts.latency.Observe(time.Since(start)) }()
+	var span trace.Span // nil unless traced
+	if p.tracer != nil {
+		var tw *traceWriter
+		r, tw, span = p.serverSpan(w, r, "dfaas.user", fn.name)
+		w = tw
+		defer endServer(span, tw)
+	}
 
 	now := p.cfg.Now()
 	if admit(fn, now) {
+		outcome(span, "local")
 		p.serveLocal(w, r, fn, false, body)
 		return
 	}
@@ -77,15 +89,17 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	if len(rt.peers) > 0 {
 		var reserved int64 // the forward's hold on the body, until the request is done
 		defer func() { p.buffered.Add(-reserved) }()
-		if p.forward(w, r, rt, body, &reserved) {
+		if p.forward(w, r, rt, body, &reserved, span) {
 			return
 		}
 	}
 	// No peer took it: use local capacity beyond the user limit, if any.
 	if fn.capacity.Take(p.cfg.Now()) {
+		outcome(span, "local")
 		p.serveLocal(w, r, fn, false, body)
 		return
 	}
+	outcome(span, "rejected")
 	fn.counts.rejected.Add(1)
 	w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
 	http.Error(w, "no capacity for this function in the federation", http.StatusServiceUnavailable)
@@ -133,13 +147,22 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fn := rt.fn
+	var span trace.Span
+	if p.tracer != nil {
+		var tw *traceWriter
+		r, tw, span = p.serverSpan(w, r, "dfaas.peer", fn.name, attrFrom.String(r.Header.Get(proxy.HeaderFrom)))
+		w = tw
+		defer endServer(span, tw)
+	}
 	if !fn.capacity.Take(p.cfg.Now()) {
+		outcome(span, "refused")
 		fn.counts.refused.Add(1)
 		w.Header().Set(proxy.HeaderRefused, proxy.RefusedCapacity)
 		w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
 		http.Error(w, "over capacity", proxy.StatusRefused)
 		return
 	}
+	outcome(span, "executed")
 	p.serveLocal(w, r, fn, true, body)
 }
 
@@ -153,6 +176,21 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 	began := c.starts.Add(1)
 	defer c.inFlight.Add(-1)
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer, body: body}
+	if p.tracer != nil {
+		// The platform's call: its context goes to the platform, in place
+		// of the caller's.
+		ctx, span := p.tracer.Start(r.Context(), "dfaas.execute", trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attrNode.String(string(p.cfg.Node)), attrFunction.String(fn.name)))
+		r = r.WithContext(ctx)
+		inject(r, r.Header)
+		defer func() {
+			span.SetAttributes(attrStatus.Int(sw.status))
+			if proxy.PlatformFailed(sw.status) {
+				span.SetStatus(codes.Error, http.StatusText(sw.status))
+			}
+			span.End()
+		}()
+	}
 	start := time.Now()
 	c.occupied.enter(start)
 	// Counted on the way out, an aborted answer (http.ErrAbortHandler, the
@@ -189,7 +227,7 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 // forward sends the request to the route's peers in order until one answers
 // without refusing. It reports whether a response was written; if not, no
 // peer took the request and r's body is ready for a local execution.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body *httpbody.Body, reserved *int64) (answered bool) {
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body *httpbody.Body, reserved *int64, span trace.Span) (answered bool) {
 	rp, err := p.hold(r, reserved)
 	if err != nil {
 		p.bodyFailed(w, rt, body, err)
@@ -227,16 +265,27 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				return p.bodyGone(w, rt)
 			}
 			tried[i] = true
-			resp, sent, err := p.try(r, pr, rp, attempt)
+			tr, aspan := r, trace.Span(nil) // the attempt's request and span, if traced
+			if p.tracer != nil {
+				var ctx context.Context
+				ctx, aspan = p.tracer.Start(r.Context(), "dfaas.forward", trace.WithSpanKind(trace.SpanKindClient),
+					trace.WithAttributes(attrNode.String(string(p.cfg.Node)), attrFunction.String(rt.fn.name), attrPeer.String(string(pr.node))))
+				tr = r.WithContext(ctx)
+			}
+			resp, sent, err := p.try(tr, pr, rp, attempt)
 			if err != nil && body.Failed() != 0 {
 				// The client's body failed as it streamed to the peer
 				// (too large, too slow): the client's doing, not the peer's.
 				// (A body that fails its read deadline cancels the
 				// request's context too: this comes first.)
+				endAttempt(aspan, "body failed", 0, err)
+				outcome(span, "rejected")
 				p.bodyFailed(w, rt, body, err)
 				return true
 			}
 			if err != nil && r.Context().Err() != nil {
+				endAttempt(aspan, "client left", 0, err)
+				outcome(span, "client left")
 				return true // the client left: nobody to answer
 			}
 			if err != nil {
@@ -252,6 +301,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 					p.fire()
 				}
 				if !sent {
+					endAttempt(aspan, map[bool]string{true: "refused", false: "not sent"}[errors.Is(err, errRefused)], 0, err)
 					continue // the peer provably did not run it
 				}
 				// The peer may have run it: at most once, so no other peer.
@@ -260,6 +310,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				if errors.As(err, &ne) && ne.Timeout() {
 					code = http.StatusGatewayTimeout
 				}
+				endAttempt(aspan, "failed after sending", 0, err)
+				outcome(span, "failed at a peer", attrPeer.String(string(pr.node)))
 				http.Error(w, "the peer failed after the request was sent", code)
 				return true
 			}
@@ -268,11 +320,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				// The peer's platform (or the function) said too many: the
 				// user gets it, as from a local platform; not retried.
 				rt.fn.counts.rejected.Add(1)
+				outcome(span, "rejected", attrPeer.String(string(pr.node)))
 			} else {
 				pr.sent.Add(1)
 				rt.fn.counts.forwardedOut.Add(1)
+				outcome(span, "forwarded", attrPeer.String(string(pr.node)))
 			}
 			proxy.CopyResponse(w, r, resp)
+			endAttempt(aspan, "answered", resp.StatusCode, nil)
 			return true
 		}
 	}
@@ -342,6 +397,9 @@ func (p *Proxy) try(r *http.Request, pr peer, rp *replay, body io.ReadCloser) (_
 	}
 	out.Header.Set(proxy.HeaderHop, "1")
 	out.Header.Set(proxy.HeaderFrom, string(p.cfg.Node))
+	if p.tracer != nil {
+		inject(r, out.Header) // the attempt's span is the peer's parent
+	}
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		if prior := out.Header.Get("X-Forwarded-For"); prior != "" {
 			host = prior + ", " + host

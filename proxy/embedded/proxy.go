@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/internal/h1pool"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -63,6 +65,14 @@ type Config struct {
 	RetryAfter time.Duration
 	// Outliers tunes the ejection of peers whose forwards keep failing.
 	Outliers proxy.OutlierConfig
+	// Tracer, if set, traces every request with W3C trace context: a
+	// server span per request on each listener (dfaas.user, dfaas.peer),
+	// a client span per forward attempt (dfaas.forward) and per execution
+	// on the platform (dfaas.execute), with the node, function, peer and
+	// outcome; each hop's context goes to the next in traceparent. Default
+	// none, at no cost: a caller's traceparent then passes through as it
+	// came.
+	Tracer trace.TracerProvider
 	// Logger receives the proxy's logs. Default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of the rate limiters. Default time.Now.
@@ -141,6 +151,7 @@ type Proxy struct {
 	scheme    string // of forwards: http or https
 	trigger   chan struct{}
 	outliers  *proxy.Outliers
+	tracer    trace.Tracer // nil: not tracing
 	buffered  atomic.Int64 // bytes of request bodies held by forwards
 
 	tmu        sync.Mutex
@@ -180,6 +191,9 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 	p := &Proxy{cfg: cfg, log: cfg.Logger.With("node", string(cfg.Node)), local: local,
 		trigger: make(chan struct{}, 1), functions: map[string]*function{}, outliers: outliers}
 	p.routes.Store(&map[string]*route{})
+	if cfg.Tracer != nil {
+		p.tracer = cfg.Tracer.Tracer(instrumentation)
+	}
 	p.dialer = &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	p.scheme = "http"
 	p.transport = p.newTransport(nil)
@@ -338,7 +352,7 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 		}
 		fn, ok := p.functions[name]
 		if !ok {
-			fn = newFunction(fp, p.cfg.Burst, now)
+			fn = newFunction(name, fp, p.cfg.Burst, now)
 			p.functions[name] = fn
 		}
 		next[name] = newRoute(fn, fp, p.cfg.Burst, now)

@@ -14,6 +14,7 @@ import (
 // capacity and caps keep what they counted, and its counters keep
 // counting, when a plan changes.
 type function struct {
+	name string
 	// limit spreads the user requests executed locally: a token bucket a
 	// Burst deep, so that a node overloaded from one moment to the next
 	// runs its share interleaved with its forwards, and does not spend a
@@ -33,8 +34,8 @@ type function struct {
 
 // newFunction starts a function's state for fp: a full limit bucket window
 // (the proxy's Burst) deep, and a capacity Window with nothing admitted yet.
-func newFunction(fp dfaas.FunctionPlan, window time.Duration, now time.Time) *function {
-	return &function{limit: setLimiter(nil, min(fp.Limit, fp.Capacity), window, now),
+func newFunction(name string, fp dfaas.FunctionPlan, window time.Duration, now time.Time) *function {
+	return &function{name: name, limit: setLimiter(nil, min(fp.Limit, fp.Capacity), window, now),
 		capacity: proxy.NewWindow(fp.Capacity, now),
 		caps:     map[dfaas.NodeID]*proxy.Bucket{}, counts: newCounters()}
 }

@@ -1,0 +1,208 @@
+package node_test
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/node"
+	"github.com/dfaas-go/dfaas/overlay"
+)
+
+// seenContexts records the trace context each call reached the platform
+// with, by trace id.
+type seenContexts struct {
+	mu   sync.Mutex
+	seen map[trace.TraceID]trace.SpanContext
+}
+
+func (s *seenContexts) handler(node, _ string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sc := trace.SpanContextFromContext(propagation.TraceContext{}.Extract(r.Context(), propagation.HeaderCarrier(r.Header)))
+		if sc.IsValid() {
+			s.mu.Lock()
+			s.seen[sc.TraceID()] = sc
+			s.mu.Unlock()
+		}
+		_, _ = w.Write([]byte("hello from " + node))
+	})
+}
+
+func (s *seenContexts) get(id trace.TraceID) (trace.SpanContext, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sc, ok := s.seen[id]
+	return sc, ok
+}
+
+// tracedNode starts a node like startNode, with a tracer provider whose
+// spans rec records, and a platform that records what reached it.
+func tracedNode(t *testing.T, network *overlay.Network, dp, name string, capacity dfaas.Rate, rec *tracetest.SpanRecorder, seen *seenContexts) *node.Node {
+	t.Helper()
+	mem, err := network.Join(dfaas.NodeID(name))
+	require.NoError(t, err)
+	platform := "runtime"
+	if dp == "haproxy" {
+		platform = "local"
+	}
+	pf, err := node.OpenPlatform(t.Context(), platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity},
+		Handler: seen.handler, Logger: quiet})
+	require.NoError(t, err)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	n, err := node.Build(t.Context(), node.Config{Overlay: mem, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond,
+		Logger: quiet, PlainPeers: true, Tracer: tp})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	return n
+}
+
+// byTrace returns the ended spans of one trace, by name.
+func byTrace(rec *tracetest.SpanRecorder, id trace.TraceID) map[string]sdktrace.ReadOnlySpan {
+	out := map[string]sdktrace.ReadOnlySpan{}
+	for _, s := range rec.Ended() {
+		if s.SpanContext().TraceID() == id {
+			out[s.Name()] = s
+		}
+	}
+	return out
+}
+
+func attrs(s sdktrace.ReadOnlySpan) map[attribute.Key]attribute.Value {
+	out := map[attribute.Key]attribute.Value{}
+	for _, kv := range s.Attributes() {
+		out[kv.Key] = kv.Value
+	}
+	return out
+}
+
+// TestOneTraceSpansTwoNodes: a user call that node a forwards to node b is
+// one trace, from the caller's span through both nodes to b's platform: a
+// server span at a's user port (forwarded, to b), a's forward attempt, a
+// server span at b's peer port (from a, executed), b's execution; each the
+// child of the one before, and the platform's parent b's execution.
+func TestOneTraceSpansTwoNodes(t *testing.T) {
+	network := overlay.NewNetwork()
+	recA, recB := tracetest.NewSpanRecorder(), tracetest.NewSpanRecorder()
+	seen := &seenContexts{seen: map[trace.TraceID]trace.SpanContext{}}
+	a := tracedNode(t, network, "embedded", "a", 1, recA, seen)
+	tracedNode(t, network, "embedded", "b", 100, recB, seen)
+
+	client := sdktrace.NewTracerProvider()
+	defer func() { _ = client.Shutdown(context.Background()) }()
+	url := "http://" + a.DataPlane.UserAddr() + "/function/hello"
+	var root trace.SpanContext
+	var at sdktrace.ReadOnlySpan
+	// Calls until one is forwarded (the first plan may keep a to itself).
+	require.Eventually(t, func() bool {
+		ctx, span := client.Tracer("test").Start(t.Context(), "call")
+		defer span.End()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		require.NoError(t, err)
+		propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		root = span.SpanContext()
+		at = byTrace(recA, root.TraceID())["dfaas.user"]
+		return resp.StatusCode == http.StatusOK && at != nil && attrs(at)["dfaas.outcome"].AsString() == "forwarded"
+	}, 10*time.Second, 50*time.Millisecond, "no call was forwarded to b")
+
+	id := root.TraceID()
+	spansA, spansB := byTrace(recA, id), byTrace(recB, id)
+	user, fwd := spansA["dfaas.user"], spansA["dfaas.forward"]
+	peer, exec := spansB["dfaas.peer"], spansB["dfaas.execute"]
+	require.NotNil(t, fwd, "a's forward attempt")
+	require.NotNil(t, peer, "b's peer-port span")
+	require.NotNil(t, exec, "b's execution")
+	assert.Nil(t, spansA["dfaas.execute"], "a ran nothing of it")
+
+	assert.Equal(t, root.SpanID(), user.Parent().SpanID(), "a's span is the caller's child")
+	assert.True(t, user.Parent().IsRemote())
+	assert.Equal(t, trace.SpanKindServer, user.SpanKind())
+	assert.Equal(t, user.SpanContext().SpanID(), fwd.Parent().SpanID())
+	assert.Equal(t, trace.SpanKindClient, fwd.SpanKind())
+	assert.Equal(t, fwd.SpanContext().SpanID(), peer.Parent().SpanID(), "b's span is a's forward's child")
+	assert.True(t, peer.Parent().IsRemote())
+	assert.Equal(t, peer.SpanContext().SpanID(), exec.Parent().SpanID())
+	got, ok := seen.get(id)
+	require.True(t, ok, "the platform saw the trace")
+	assert.Equal(t, exec.SpanContext().SpanID(), got.SpanID(), "the platform's parent is b's execution")
+
+	assert.Equal(t, "a", attrs(user)["dfaas.node"].AsString())
+	assert.Equal(t, "hello", attrs(user)["dfaas.function"].AsString())
+	assert.Equal(t, "b", attrs(user)["dfaas.peer"].AsString())
+	assert.Equal(t, int64(200), attrs(user)["http.response.status_code"].AsInt64())
+	assert.Equal(t, "b", attrs(fwd)["dfaas.peer"].AsString())
+	assert.Equal(t, "answered", attrs(fwd)["dfaas.outcome"].AsString())
+	assert.Equal(t, "b", attrs(peer)["dfaas.node"].AsString())
+	assert.Equal(t, "a", attrs(peer)["dfaas.from"].AsString())
+	assert.Equal(t, "executed", attrs(peer)["dfaas.outcome"].AsString())
+	assert.Equal(t, int64(200), attrs(exec)["http.response.status_code"].AsInt64())
+	assert.False(t, user.EndTime().Before(fwd.EndTime()), "the forward ends within the user's span")
+}
+
+// TestTraceContextPassesWhenNotTracing: a node without a tracer leaves the
+// caller's traceparent alone, on both data planes: the platform of the
+// node that runs a forwarded call sees the caller's own span as parent.
+func TestTraceContextPassesWhenNotTracing(t *testing.T) {
+	for _, dp := range []string{"embedded", "haproxy"} {
+		t.Run(dp, func(t *testing.T) {
+			network := overlay.NewNetwork()
+			seen := &seenContexts{seen: map[trace.TraceID]trace.SpanContext{}}
+			a := plainNode(t, network, dp, "a", 1, seen)
+			plainNode(t, network, dp, "b", 100, seen)
+			client := sdktrace.NewTracerProvider()
+			defer func() { _ = client.Shutdown(context.Background()) }()
+			url := "http://" + a.DataPlane.UserAddr() + "/function/hello"
+			require.Eventually(t, func() bool {
+				ctx, span := client.Tracer("test").Start(t.Context(), "call")
+				defer span.End()
+				req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+				require.NoError(t, err)
+				propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
+				resp, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				body := make([]byte, 64)
+				n, _ := resp.Body.Read(body)
+				_ = resp.Body.Close()
+				if resp.StatusCode != http.StatusOK || string(body[:n]) != "hello from b" {
+					return false // not forwarded (yet)
+				}
+				got, ok := seen.get(span.SpanContext().TraceID())
+				return assert.True(t, ok, "b's platform saw no trace context") &&
+					assert.Equal(t, span.SpanContext().SpanID(), got.SpanID(), "the caller's span is the platform's parent")
+			}, 15*time.Second, 50*time.Millisecond, "no call was forwarded to b")
+		})
+	}
+}
+
+// plainNode is tracedNode without a tracer.
+func plainNode(t *testing.T, network *overlay.Network, dp, name string, capacity dfaas.Rate, seen *seenContexts) *node.Node {
+	t.Helper()
+	mem, err := network.Join(dfaas.NodeID(name))
+	require.NoError(t, err)
+	platform := "runtime"
+	if dp == "haproxy" {
+		platform = "local"
+	}
+	pf, err := node.OpenPlatform(t.Context(), platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity},
+		Handler: seen.handler, Logger: quiet})
+	require.NoError(t, err)
+	n, err := node.Build(t.Context(), node.Config{Overlay: mem, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond,
+		Logger: quiet, PlainPeers: true})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	return n
+}

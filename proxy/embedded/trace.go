@@ -1,0 +1,103 @@
+package embedded
+
+import (
+	"net/http"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// instrumentation names the proxy's tracer.
+const instrumentation = "github.com/dfaas-go/dfaas/proxy/embedded"
+
+// propagator reads and writes W3C trace context (traceparent, tracestate).
+// With tracing off the proxy leaves both headers as they came: a caller's
+// context reaches the peer and the platform untouched.
+var propagator = propagation.TraceContext{}
+
+// The spans' attributes (see Config.Tracer).
+var (
+	attrNode     = attribute.Key("dfaas.node")
+	attrFunction = attribute.Key("dfaas.function")
+	attrOutcome  = attribute.Key("dfaas.outcome")
+	attrPeer     = attribute.Key("dfaas.peer")
+	attrFrom     = attribute.Key("dfaas.from")
+	attrStatus   = attribute.Key("http.response.status_code")
+	attrMethod   = attribute.Key("http.request.method")
+)
+
+// serverSpan starts a server span for a request on one of the listeners,
+// the child of the context the request carries, if any. The returned
+// writer records the status for the span's end (endServer).
+func (p *Proxy) serverSpan(w http.ResponseWriter, r *http.Request, name, fn string, attrs ...attribute.KeyValue) (*http.Request, *traceWriter, trace.Span) {
+	ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	attrs = append(attrs, attrNode.String(string(p.cfg.Node)), attrFunction.String(fn), attrMethod.String(r.Method))
+	ctx, span := p.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
+	return r.WithContext(ctx), &traceWriter{ResponseWriter: w}, span
+}
+
+// endServer ends a server span with the status its request was answered.
+func endServer(span trace.Span, tw *traceWriter) {
+	status := tw.status
+	if status == 0 {
+		status = http.StatusOK // nothing written: net/http answers 200
+	}
+	span.SetAttributes(attrStatus.Int(status))
+	if status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(status))
+	}
+	span.End()
+}
+
+// outcome notes what became of a request on its span (nil: not traced).
+func outcome(span trace.Span, what string, attrs ...attribute.KeyValue) {
+	if span != nil {
+		span.SetAttributes(append(attrs, attrOutcome.String(what))...)
+	}
+}
+
+// endAttempt ends a forward attempt's span: what became of it, and the
+// peer's status if it answered.
+func endAttempt(span trace.Span, what string, status int, err error) {
+	if span == nil {
+		return
+	}
+	span.SetAttributes(attrOutcome.String(what))
+	if status != 0 {
+		span.SetAttributes(attrStatus.Int(status))
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+// inject writes the context of r's span into h, replacing a caller's.
+func inject(r *http.Request, h http.Header) {
+	propagator.Inject(r.Context(), propagation.HeaderCarrier(h))
+}
+
+// traceWriter records the status a traced request was answered with.
+type traceWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (t *traceWriter) WriteHeader(code int) {
+	if t.status == 0 && code >= 200 {
+		t.status = code
+	}
+	t.ResponseWriter.WriteHeader(code)
+}
+
+func (t *traceWriter) Write(b []byte) (int, error) {
+	if t.status == 0 {
+		t.status = http.StatusOK
+	}
+	return t.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (t *traceWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
