@@ -2,7 +2,9 @@ package node_test
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,10 +176,9 @@ func TestTraceContextPassesWhenNotTracing(t *testing.T) {
 				propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 				resp, err := http.DefaultClient.Do(req)
 				require.NoError(t, err)
-				body := make([]byte, 64)
-				n, _ := resp.Body.Read(body)
+				body, _ := io.ReadAll(resp.Body)
 				_ = resp.Body.Close()
-				if resp.StatusCode != http.StatusOK || string(body[:n]) != "hello from b" {
+				if resp.StatusCode != http.StatusOK || string(body) != "hello from b" {
 					return false // not forwarded (yet)
 				}
 				got, ok := seen.get(span.SpanContext().TraceID())
@@ -205,4 +206,76 @@ func plainNode(t *testing.T, network *overlay.Network, dp, name string, capacity
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	return n
+}
+
+// TestOneTraceSpansTwoNodesOnHAProxy: on HAProxy data planes a forwarded
+// call is one trace too: HAProxy passes the caller's traceparent on, and
+// each node's driver makes its span from the request log, the caller's
+// child: a's user-port span (forwarded, to b) and b's peer-port span
+// (from a, executed), timed by HAProxy, and b's platform sees the caller's
+// context.
+func TestOneTraceSpansTwoNodesOnHAProxy(t *testing.T) {
+	network := overlay.NewNetwork()
+	recA, recB := tracetest.NewSpanRecorder(), tracetest.NewSpanRecorder()
+	seen := &seenContexts{seen: map[trace.TraceID]trace.SpanContext{}}
+	a := tracedNode(t, network, "haproxy", "a", 1, recA, seen)
+	b := tracedNode(t, network, "haproxy", "b", 100, recB, seen)
+
+	client := sdktrace.NewTracerProvider()
+	defer func() { _ = client.Shutdown(context.Background()) }()
+	url := "http://" + a.DataPlane.UserAddr() + "/function/hello"
+	var root trace.SpanContext
+	// Calls until one is forwarded (the first plan may keep a to itself).
+	require.Eventually(t, func() bool {
+		ctx, span := client.Tracer("test").Start(t.Context(), "call")
+		defer span.End()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		require.NoError(t, err)
+		propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		root = span.SpanContext()
+		return resp.StatusCode == http.StatusOK && string(body) == "hello from b"
+	}, 15*time.Second, 50*time.Millisecond, "no call was forwarded to b")
+	id := root.TraceID()
+	var user, peer sdktrace.ReadOnlySpan
+	require.Eventually(t, func() bool { // the log lines come after the answers
+		user, peer = byTrace(recA, id)["dfaas.user"], byTrace(recB, id)["dfaas.peer"]
+		return user != nil && peer != nil
+	}, 5*time.Second, 10*time.Millisecond, "spans from the request logs")
+
+	assert.Equal(t, root.SpanID(), user.Parent().SpanID(), "a's span is the caller's child")
+	assert.Equal(t, root.SpanID(), peer.Parent().SpanID(), "so is b's: HAProxy passes the caller's context on")
+	got, _ := seen.get(id)
+	assert.Equal(t, root.SpanID(), got.SpanID(), "b's platform sees the caller's context")
+	assert.Equal(t, "a", attrs(user)["dfaas.node"].AsString())
+	assert.Equal(t, "forwarded", attrs(user)["dfaas.outcome"].AsString())
+	assert.Equal(t, "b", attrs(user)["dfaas.peer"].AsString())
+	assert.Equal(t, int64(200), attrs(user)["http.response.status_code"].AsInt64())
+	assert.Equal(t, "b", attrs(peer)["dfaas.node"].AsString())
+	assert.Equal(t, "a", attrs(peer)["dfaas.from"].AsString())
+	assert.Equal(t, "executed", attrs(peer)["dfaas.outcome"].AsString())
+	assert.False(t, peer.StartTime().Before(user.StartTime()), "b's part lies within a's")
+	assert.False(t, peer.EndTime().After(user.EndTime().Add(time.Millisecond)), "b's part lies within a's")
+	assert.Positive(t, user.EndTime().Sub(user.StartTime()))
+
+	// A traceparent that is not one (too long, with spaces) leaves the log
+	// line as it is: the call is measured, and traced by nobody.
+	executions := func() uint64 {
+		c, err := b.DataPlane.Counts(t.Context())
+		require.NoError(t, err)
+		return c["hello"].Executions.Count()
+	}
+	before, spans := executions(), len(recB.Ended())
+	req, err := http.NewRequest(http.MethodGet, "http://"+b.DataPlane.UserAddr()+"/function/hello", nil)
+	require.NoError(t, err)
+	req.Header.Set("traceparent", "00-"+strings.Repeat("4bf92f35 77b34da6", 200)+"-00f067aa0ba902b7-01")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool { return executions() == before+1 }, 5*time.Second, 10*time.Millisecond, "the call was not measured")
+	assert.Len(t, recB.Ended(), spans, "a span from a traceparent that is not one")
 }

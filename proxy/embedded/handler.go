@@ -150,7 +150,7 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 	var span trace.Span
 	if p.tracer != nil {
 		var tw *traceWriter
-		r, tw, span = p.serverSpan(w, r, "dfaas.peer", fn.name, attrFrom.String(r.Header.Get(proxy.HeaderFrom)))
+		r, tw, span = p.serverSpan(w, r, "dfaas.peer", fn.name, proxy.AttrFrom.String(r.Header.Get(proxy.HeaderFrom)))
 		w = tw
 		defer endServer(span, tw)
 	}
@@ -180,11 +180,11 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 		// The platform's call: its context goes to the platform, in place
 		// of the caller's.
 		ctx, span := p.tracer.Start(r.Context(), "dfaas.execute", trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(attrNode.String(string(p.cfg.Node)), attrFunction.String(fn.name)))
+			trace.WithAttributes(proxy.AttrNode.String(string(p.cfg.Node)), proxy.AttrFunction.String(fn.name)))
 		r = r.WithContext(ctx)
 		inject(r, r.Header)
 		defer func() {
-			span.SetAttributes(attrStatus.Int(sw.status))
+			span.SetAttributes(proxy.AttrStatus.Int(sw.status))
 			if proxy.PlatformFailed(sw.status) {
 				span.SetStatus(codes.Error, http.StatusText(sw.status))
 			}
@@ -269,7 +269,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 			if p.tracer != nil {
 				var ctx context.Context
 				ctx, aspan = p.tracer.Start(r.Context(), "dfaas.forward", trace.WithSpanKind(trace.SpanKindClient),
-					trace.WithAttributes(attrNode.String(string(p.cfg.Node)), attrFunction.String(rt.fn.name), attrPeer.String(string(pr.node))))
+					trace.WithAttributes(proxy.AttrNode.String(string(p.cfg.Node)), proxy.AttrFunction.String(rt.fn.name), proxy.AttrPeer.String(string(pr.node))))
 				tr = r.WithContext(ctx)
 			}
 			resp, sent, err := p.try(tr, pr, rp, attempt)
@@ -311,7 +311,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 					code = http.StatusGatewayTimeout
 				}
 				endAttempt(aspan, "failed after sending", 0, err)
-				outcome(span, "failed at a peer", attrPeer.String(string(pr.node)))
+				outcome(span, "failed at a peer", proxy.AttrPeer.String(string(pr.node)))
 				http.Error(w, "the peer failed after the request was sent", code)
 				return true
 			}
@@ -320,11 +320,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				// The peer's platform (or the function) said too many: the
 				// user gets it, as from a local platform; not retried.
 				rt.fn.counts.rejected.Add(1)
-				outcome(span, "rejected", attrPeer.String(string(pr.node)))
+				outcome(span, "rejected", proxy.AttrPeer.String(string(pr.node)))
 			} else {
 				pr.sent.Add(1)
 				rt.fn.counts.forwardedOut.Add(1)
-				outcome(span, "forwarded", attrPeer.String(string(pr.node)))
+				outcome(span, "forwarded", proxy.AttrPeer.String(string(pr.node)))
 			}
 			proxy.CopyResponse(w, r, resp)
 			endAttempt(aspan, "answered", resp.StatusCode, nil)

@@ -7,6 +7,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/dfaas-go/dfaas/proxy"
 )
 
 // instrumentation names the proxy's tracer.
@@ -17,23 +19,12 @@ const instrumentation = "github.com/dfaas-go/dfaas/proxy/embedded"
 // context reaches the peer and the platform untouched.
 var propagator = propagation.TraceContext{}
 
-// The spans' attributes (see Config.Tracer).
-var (
-	attrNode     = attribute.Key("dfaas.node")
-	attrFunction = attribute.Key("dfaas.function")
-	attrOutcome  = attribute.Key("dfaas.outcome")
-	attrPeer     = attribute.Key("dfaas.peer")
-	attrFrom     = attribute.Key("dfaas.from")
-	attrStatus   = attribute.Key("http.response.status_code")
-	attrMethod   = attribute.Key("http.request.method")
-)
-
 // serverSpan starts a server span for a request on one of the listeners,
 // the child of the context the request carries, if any. The returned
 // writer records the status for the span's end (endServer).
 func (p *Proxy) serverSpan(w http.ResponseWriter, r *http.Request, name, fn string, attrs ...attribute.KeyValue) (*http.Request, *traceWriter, trace.Span) {
 	ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	attrs = append(attrs, attrNode.String(string(p.cfg.Node)), attrFunction.String(fn), attrMethod.String(r.Method))
+	attrs = append(attrs, proxy.AttrNode.String(string(p.cfg.Node)), proxy.AttrFunction.String(fn), proxy.AttrMethod.String(r.Method))
 	ctx, span := p.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 	return r.WithContext(ctx), &traceWriter{ResponseWriter: w}, span
 }
@@ -44,7 +35,7 @@ func endServer(span trace.Span, tw *traceWriter) {
 	if status == 0 {
 		status = http.StatusOK // nothing written: net/http answers 200
 	}
-	span.SetAttributes(attrStatus.Int(status))
+	span.SetAttributes(proxy.AttrStatus.Int(status))
 	if status >= 500 {
 		span.SetStatus(codes.Error, http.StatusText(status))
 	}
@@ -54,7 +45,7 @@ func endServer(span trace.Span, tw *traceWriter) {
 // outcome notes what became of a request on its span (nil: not traced).
 func outcome(span trace.Span, what string, attrs ...attribute.KeyValue) {
 	if span != nil {
-		span.SetAttributes(append(attrs, attrOutcome.String(what))...)
+		span.SetAttributes(append(attrs, proxy.AttrOutcome.String(what))...)
 	}
 }
 
@@ -64,9 +55,9 @@ func endAttempt(span trace.Span, what string, status int, err error) {
 	if span == nil {
 		return
 	}
-	span.SetAttributes(attrOutcome.String(what))
+	span.SetAttributes(proxy.AttrOutcome.String(what))
 	if status != 0 {
-		span.SetAttributes(attrStatus.Int(status))
+		span.SetAttributes(proxy.AttrStatus.Int(status))
 	}
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())

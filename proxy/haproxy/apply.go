@@ -210,6 +210,7 @@ func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
 		}
 		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight), share: p.Weight, cap: min(p.Cap, proxy.MaxCap)}
 		d.nodes[serverName(p.Node)] = p.Node
+		d.named.Store(serverName(p.Node), p.Node)
 		d.wanted[serverName(p.Node)] = time.Now()
 	}
 	return want
@@ -228,6 +229,7 @@ func (d *Driver) forgetPeers(now time.Time) {
 		if now.Sub(at) > forgetPeersAfter {
 			delete(d.wanted, name)
 			delete(d.nodes, name)
+			d.named.Delete(name)
 		}
 	}
 }

@@ -52,6 +52,10 @@ type Layout struct {
 	// certificate verifies against a current member's anchor, and each
 	// forward verifies its peer against that peer's anchor only.
 	TLS *TLS
+	// Trace adds each request's trace context (a valid traceparent only),
+	// the server that answered it and, on the peer listener, the node it
+	// came from to the request log (see traceFormat).
+	Trace bool
 	// testClock, set only by tests, names a request header whose value
 	// (microseconds) dfaas.lua takes as the arrival time.
 	testClock string
@@ -89,6 +93,28 @@ func (t TLS) AnchorFile(server string) string { return filepath.Join(t.AnchorDir
 // and its local executions begun by then and by the end (st_total's count:
 // the same if none began meanwhile). A variable not set prints as "-".
 const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)] %[var(txn.began)] %[sc1_http_req_cnt]"
+
+// traceFormat follows logFormat when a Layout traces: the request's
+// traceparent if it is a valid one (anything else would let a caller
+// lengthen or break the line), the server that answered (a peer's server
+// name, the platform's, or <NOSRV>), and the node a peer's request came
+// from.
+const traceFormat = " %[var(txn.tp)] %s %[var(txn.from)]"
+
+// Only valid values go into the log (see traceFormat): version 00, and a
+// node id as ValidateNodeID allows it.
+const (
+	traceparentRE = `^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`
+	nodeIDRE      = `^[!-~]{1,128}$`
+)
+
+// logFormatOf is the request log's format of l.
+func (l Layout) logFormatOf() string {
+	if l.Trace {
+		return logFormat + traceFormat
+	}
+	return logFormat
+}
 
 // serverHealth is every peer server's outlier detection: five connection
 // errors in a row observed on forwards (refused, reset, TLS handshake
@@ -267,8 +293,11 @@ func (l Layout) Render() (string, error) {
 	w("    bind %s", l.UserAddr)
 	if l.LogSocket != "" {
 		w("    log global")
-		w("    log-format \"%s\"", logFormat)
+		w("    log-format \"%s\"", l.logFormatOf())
 		w("    http-request set-var(txn.t0) date(0,us)")
+		if l.Trace {
+			w("    http-request set-var(txn.tp) req.hdr(traceparent) if { req.hdr_cnt(traceparent) eq 1 } { req.hdr(traceparent) -m reg %s }", traceparentRE)
+		}
 	}
 	w("    http-request del-header %s", "X-Dfaas-Hop")
 	w("    http-request del-header %s", "X-Dfaas-From")
@@ -326,8 +355,12 @@ func (l Layout) Render() (string, error) {
 	}
 	if l.LogSocket != "" {
 		w("    log global")
-		w("    log-format \"%s\"", logFormat)
+		w("    log-format \"%s\"", l.logFormatOf())
 		w("    http-request set-var(txn.t0) date(0,us)")
+		if l.Trace {
+			w("    http-request set-var(txn.tp) req.hdr(traceparent) if { req.hdr_cnt(traceparent) eq 1 } { req.hdr(traceparent) -m reg %s }", traceparentRE)
+			w("    http-request set-var(txn.from) req.hdr(X-Dfaas-From) if { req.hdr_cnt(X-Dfaas-From) eq 1 } { req.hdr(X-Dfaas-From) -m reg %s }", nodeIDRE)
+		}
 	}
 	w("    http-request return status 400 content-type text/plain string \"missing hop marker\" if !{ req.hdr(X-Dfaas-Hop) -m found }")
 	dotSegment(w)

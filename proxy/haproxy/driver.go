@@ -18,6 +18,7 @@ import (
 
 	"github.com/haproxytech/client-native/v6/runtime"
 	"github.com/haproxytech/client-native/v6/runtime/options"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -65,6 +66,14 @@ type Config struct {
 	TLS *proxy.TLS
 	// Logger receives the driver's logs. Default slog.Default().
 	Logger *slog.Logger
+	// Tracer, if set, gets a span per request that arrives with a W3C
+	// trace context (traceparent), on either listener: HAProxy 2.6 starts
+	// no W3C spans (its OpenTracing filter needs a vendor's plugin), so
+	// the driver makes them from its request log, after
+	// the fact, as children of the caller's span (HAProxy forwards the
+	// traceparent as it came: a forward's spans at the peer are siblings
+	// of this node's). Default none.
+	Tracer trace.TracerProvider
 
 	testClock string // see Layout.testClock
 }
@@ -100,7 +109,7 @@ func (c Config) layout() Layout {
 		Socket: filepath.Join(c.Dir, "admin.sock"), LimitsMap: filepath.Join(c.Dir, "limits.map"),
 		CapacityMap: filepath.Join(c.Dir, "capacity.map"), RoutesMap: filepath.Join(c.Dir, "routes.map"),
 		Namespace: c.Namespace, LogSocket: filepath.Join(c.Dir, "log.sock"), Lua: filepath.Join(c.Dir, "dfaas.lua"), PeersSocket: filepath.Join(c.Dir, "peers.sock"), Functions: slices.Clone(c.Functions),
-		MaxPeers: c.MaxPeers, Timeout: c.Timeout, MaxBody: c.MaxBody, BodyTimeout: c.BodyTimeout, testClock: c.testClock}
+		MaxPeers: c.MaxPeers, Timeout: c.Timeout, MaxBody: c.MaxBody, BodyTimeout: c.BodyTimeout, Trace: c.Tracer != nil, testClock: c.testClock}
 }
 
 // Validate reports the first invalid field: what HAProxy's configuration
@@ -148,6 +157,8 @@ type Driver struct {
 	trigger chan struct{}
 
 	nodes   map[string]dfaas.NodeID // server name -> peer, for the servers a plan named in the last forgetPeersAfter
+	named   sync.Map                // nodes, for the log reader (which must not wait for an Apply)
+	tracer  trace.Tracer            // nil: no spans
 	wanted  map[string]time.Time    // server name -> when a plan last named it
 	members []byte                  // the peer listener's CA file as last set
 	// outliers: peers HAProxy marked down, out of the plans for a back-off
@@ -176,6 +187,9 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
 		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
 		outliers: outliers}
+	if cfg.Tracer != nil {
+		d.tracer = cfg.Tracer.Tracer(instrumentation)
+	}
 	if cfg.Dir == "" {
 		if cfg.Dir, err = os.MkdirTemp("", "dfaas-haproxy-"); err != nil {
 			return nil, fmt.Errorf("haproxy: %w", err)

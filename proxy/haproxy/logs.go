@@ -41,6 +41,9 @@ type logLine struct {
 	ran    bool // executed here
 	status int
 	solo   bool // no other execution of the function was in progress from its start to its end
+	// With Layout.Trace: the request's traceparent, the server that
+	// answered and the node a peer's request came from ("" if none).
+	traceparent, server, from string
 }
 
 // readLogs reads HAProxy's request log until the socket closes. Lines of
@@ -67,6 +70,7 @@ func (d *Driver) readLogs() {
 			continue
 		}
 		st := v.(*logState)
+		d.span(l, time.Now())
 		if l.ran {
 			end := time.Now()
 			if end.After(st.lastEnd) {
@@ -114,8 +118,18 @@ func later(a, b time.Time) time.Time {
 // start> <by its end>", unset fields "-".
 func parseLogLine(line string) (logLine, bool) {
 	f := strings.Fields(line)
-	if len(f) != 9 || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
+	if (len(f) != 9 && len(f) != 12) || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
 		return logLine{}, false
+	}
+	var l logLine
+	if len(f) == 12 { // traceFormat
+		unset := func(s string) string {
+			if s == "-" {
+				return ""
+			}
+			return s
+		}
+		l.traceparent, l.server, l.from = unset(f[9]), f[10], unset(f[11])
 	}
 	user := f[0] == "user"
 	f = f[1:]
@@ -127,7 +141,7 @@ func parseLogLine(line string) (logLine, bool) {
 	if err != nil || status < 100 || status > 999 {
 		return logLine{}, false
 	}
-	l := logLine{fn: f[0], took: time.Duration(us) * time.Microsecond, user: user, local: f[2] == "1", status: status}
+	l.fn, l.took, l.user, l.local, l.status = f[0], time.Duration(us)*time.Microsecond, user, f[2] == "1", status
 	switch f[3] {
 	case "u", "s":
 		l.ran = user

@@ -62,7 +62,16 @@ func TestParseLogLine(t *testing.T) {
 	l, ok = parseLogLine("peer figlet 30 - - 425 - - -")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 30 * time.Microsecond, status: 425}, l, "a peer's, refused")
-	for _, bad := range []string{"", "figlet", "user figlet x 1 u 200 1 1 1", "user figlet -5 1 u 200 1 1 1", "Proxy user stopped (cumulated conns: FE: 1, BE: 0).",
+	// With a Layout that traces, three more fields.
+	l, ok = parseLogLine("user figlet 386 - - 200 - - - 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 p1abc -")
+	assert.True(t, ok)
+	assert.Equal(t, logLine{fn: "figlet", took: 386 * time.Microsecond, user: true, status: 200,
+		traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", server: "p1abc"}, l, "forwarded, traced")
+	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 5 - platform 12D3KooWabc")
+	assert.True(t, ok)
+	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200, solo: true, server: "platform", from: "12D3KooWabc"}, l,
+		"a peer's without a trace context")
+	for _, bad := range []string{"", "figlet", "user figlet 1 1 u 200 1 1 1 tp", "user figlet 1 1 u 200 1 1 1 tp srv from extra", "user figlet x 1 u 200 1 1 1", "user figlet -5 1 u 200 1 1 1", "Proxy user stopped (cumulated conns: FE: 1, BE: 0).",
 		"user figlet 1 1 u 200 1 1 1 extra", "other figlet 1 1 u 200 1 1 1", "user - 1 - - 404 - - -", "user figlet 1 1 u 200 0 1 1", "user figlet 1 1 x 200 1 1 1",
 		"user figlet 1 1 u 2000 1 1 1", "peer figlet 1 - p 200 - - -", "peer figlet 1 - p 200 1 - 2", "user figlet 1 1 u 200 1 1"} {
 		_, ok := parseLogLine(bad)
