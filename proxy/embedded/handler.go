@@ -78,7 +78,7 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 
 	now := p.cfg.Now()
 	if admit(fn, now) {
-		outcome(span, "local")
+		outcome(span, "local", "")
 		p.serveLocal(w, r, fn, false, body)
 		return
 	}
@@ -95,11 +95,11 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	}
 	// No peer took it: use local capacity beyond the user limit, if any.
 	if fn.capacity.Take(p.cfg.Now()) {
-		outcome(span, "local")
+		outcome(span, "local", "")
 		p.serveLocal(w, r, fn, false, body)
 		return
 	}
-	outcome(span, "rejected")
+	outcome(span, "rejected", "")
 	fn.counts.rejected.Add(1)
 	w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
 	http.Error(w, "no capacity for this function in the federation", http.StatusServiceUnavailable)
@@ -155,14 +155,14 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 		defer endServer(span, tw)
 	}
 	if !fn.capacity.Take(p.cfg.Now()) {
-		outcome(span, "refused")
+		outcome(span, "refused", "")
 		fn.counts.refused.Add(1)
 		w.Header().Set(proxy.HeaderRefused, proxy.RefusedCapacity)
 		w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
 		http.Error(w, "over capacity", proxy.StatusRefused)
 		return
 	}
-	outcome(span, "executed")
+	outcome(span, "executed", "")
 	p.serveLocal(w, r, fn, true, body)
 }
 
@@ -279,13 +279,13 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				// (A body that fails its read deadline cancels the
 				// request's context too: this comes first.)
 				endAttempt(aspan, "body failed", 0, err)
-				outcome(span, "rejected")
+				outcome(span, "rejected", "")
 				p.bodyFailed(w, rt, body, err)
 				return true
 			}
 			if err != nil && r.Context().Err() != nil {
 				endAttempt(aspan, "client left", 0, err)
-				outcome(span, "client left")
+				outcome(span, "client left", "")
 				return true // the client left: nobody to answer
 			}
 			if err != nil {
@@ -311,7 +311,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 					code = http.StatusGatewayTimeout
 				}
 				endAttempt(aspan, "failed after sending", 0, err)
-				outcome(span, "failed at a peer", proxy.AttrPeer.String(string(pr.node)))
+				outcome(span, "failed at a peer", pr.node)
 				http.Error(w, "the peer failed after the request was sent", code)
 				return true
 			}
@@ -320,11 +320,11 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				// The peer's platform (or the function) said too many: the
 				// user gets it, as from a local platform; not retried.
 				rt.fn.counts.rejected.Add(1)
-				outcome(span, "rejected", proxy.AttrPeer.String(string(pr.node)))
+				outcome(span, "rejected", pr.node)
 			} else {
 				pr.sent.Add(1)
 				rt.fn.counts.forwardedOut.Add(1)
-				outcome(span, "forwarded", proxy.AttrPeer.String(string(pr.node)))
+				outcome(span, "forwarded", pr.node)
 			}
 			proxy.CopyResponse(w, r, resp)
 			endAttempt(aspan, "answered", resp.StatusCode, nil)

@@ -8,6 +8,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -42,10 +43,15 @@ func endServer(span trace.Span, tw *traceWriter) {
 	span.End()
 }
 
-// outcome notes what became of a request on its span (nil: not traced).
-func outcome(span trace.Span, what string, attrs ...attribute.KeyValue) {
-	if span != nil {
-		span.SetAttributes(append(attrs, proxy.AttrOutcome.String(what))...)
+// outcome notes what became of a request on its span, and the peer it
+// went to if any (nil span: not traced, and nothing is spent).
+func outcome(span trace.Span, what string, peer dfaas.NodeID) {
+	if span == nil {
+		return
+	}
+	span.SetAttributes(proxy.AttrOutcome.String(what))
+	if peer != "" {
+		span.SetAttributes(proxy.AttrPeer.String(string(peer)))
 	}
 }
 
