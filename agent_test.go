@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -412,4 +413,39 @@ func TestPlanChangesAreLogged(t *testing.T) {
 	assert.Contains(t, lines[0], `plan="figlet limit 10 peers n2"`)
 	assert.Contains(t, lines[1], `plan="figlet limit 10 peers n2,n3"`)
 	assert.Contains(t, lines[2], `plan="figlet limit 8 peers n2,n3"`)
+}
+
+// healthProxy is a mockProxy that ejects peers (dfaas.PeerHealth).
+type healthProxy struct {
+	*mockProxy
+	ejected []dfaas.NodeID
+}
+
+func (h healthProxy) Ejected() []dfaas.NodeID { return h.ejected }
+
+// TestEjectedPeersAreLeftOutOfThePlan: a peer the data plane ejected is
+// planned without, until the data plane lets it back in; the Status names
+// the federation the plan was made with.
+func TestEjectedPeersAreLeftOutOfThePlan(t *testing.T) {
+	ms := mocks{&mockOverlay{}, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{trigger: make(chan struct{}, 1)}}
+	hp := &healthProxy{mockProxy: ms.p, ejected: []dfaas.NodeID{"n3"}}
+	a, err := dfaas.NewAgent(dfaas.Config{Addr: "127.0.0.1:7000", Now: func() time.Time { return now }}, ms.o, ms.m, ms.f, ms.b, hp)
+	require.NoError(t, err)
+	two := append(slices.Clone(peers), dfaas.Advert{Node: "n3", Seq: 4, TTL: 3 * time.Second, Addr: "127.0.0.1:7002",
+		Functions: map[string]dfaas.FunctionState{"figlet": {Capacity: 50}}})
+	ms.m.On("Sample", mock.Anything).Return(sample, nil)
+	ms.f.On("Observe", sample)
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{})
+	ms.o.On("Publish", mock.Anything, mock.Anything).Return(nil)
+	ms.o.On("Adverts", now).Return(two)
+	ms.b.On("Plan", mock.Anything, peers).Return(dfaas.Plan{}).Once() // n3 left out
+	ms.b.On("Plan", mock.Anything, two).Return(dfaas.Plan{}).Once()   // back in
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil)
+
+	require.NoError(t, a.Tick(context.Background()))
+	assert.Equal(t, []dfaas.NodeID{"n2"}, a.Status().PeerNodes)
+	hp.ejected = nil
+	require.NoError(t, a.Tick(context.Background()))
+	assert.Equal(t, []dfaas.NodeID{"n2", "n3"}, a.Status().PeerNodes)
+	ms.b.AssertExpectations(t)
 }

@@ -99,3 +99,23 @@ func TestNearestTiers(t *testing.T) {
 	rtt := map[dfaas.NodeID]time.Duration{"a": ms(10), "b": ms(17), "c": ms(18), "d": ms(40), "e": ms(1)}
 	assert.Equal(t, []int{1, 1, 2, 3, 0, 4}, tiersOf(shares, rtt))
 }
+
+// TestNearestDropsFarPeersBaseStillPicks: a peer beyond the budget that is
+// busy itself (demand of its own, slack left) offers Base no slack, but
+// Base may still give it a share (Resilient spreads over every peer with
+// capacity): Nearest drops that share too, so nothing goes beyond the
+// budget.
+func TestNearestDropsFarPeersBaseStillPicks(t *testing.T) {
+	self := state("a", 10, 60)
+	self.RTT = map[dfaas.NodeID]time.Duration{"b": 5 * time.Millisecond, "c": 60 * time.Millisecond}
+	self.MaxRTT = map[string]time.Duration{fn: 20 * time.Millisecond}
+	peers := []dfaas.Advert{advert("b", 30, 0), advert("c", 30, 5)}
+	for _, base := range []dfaas.Balancer{Resilient{}, Proportional{}, Random{}, Static{}} {
+		fp := Nearest{Base: base}.Plan(self, peers).Functions[fn]
+		for _, s := range fp.Peers {
+			assert.NotEqual(t, dfaas.NodeID("c"), s.Node, "%T gave c, beyond the budget, a share: %+v", base, fp.Peers)
+		}
+		got := sends(t, fp, 50)
+		assert.Zero(t, got["c"], "%T: %v", base, got)
+	}
+}

@@ -334,3 +334,31 @@ func testExecutions(t *testing.T, s *suite) {
 	}
 	measured("echo", 10, 10, 2, 3) // a function's own 500 is not the platform failing
 }
+
+// testPeerPortNeverForwards: a request that came from a peer runs here or
+// is refused here; it is never sent on, even when this node's plan has
+// peers with room for the function (one hop at most: no loops, no request
+// that wanders). Over capacity it is refused, and the plan's peer sees
+// nothing.
+func testPeerPortNeverForwards(t *testing.T, s *suite) {
+	b, pb := s.node("b")
+	c, pc := s.node("c")
+	s.apply(c, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	// b runs nothing itself, and plans c with every room.
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{{Node: "c", Addr: c.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	for range 5 {
+		got := s.do(b.PeerAddr(), "/function/echo", map[string]string{proxy.HeaderHop: "1", proxy.HeaderFrom: "a"})
+		assert.Equal(t, proxy.StatusRefused, got.code, "a peer's request is run or refused, never sent on")
+		assert.Equal(t, proxy.RefusedCapacity, got.header.Get(proxy.HeaderRefused))
+	}
+	assert.Zero(t, pc.Calls.Load(), "the plan's peer got a peer's request")
+	assert.Zero(t, pb.Calls.Load())
+	cb, cc := s.counts(b, "echo"), s.counts(c, "echo")
+	assert.Equal(t, uint64(5), cb.Refused)
+	assert.Zero(t, cb.ForwardedOut)
+	assert.Zero(t, cc.ReceivedIn)
+	// The same plan forwards b's own users' requests: the peer is usable.
+	got := s.do(b.UserAddr(), "/function/echo", nil)
+	assert.Equal(t, http.StatusOK, got.code)
+	assert.Equal(t, "c", got.body)
+}

@@ -57,6 +57,7 @@ func Run(t *testing.T, name string) {
 		{"PeerPortRequiresHopMarker", testPeerPortRequiresHop},
 		{"AdmissionAtTheLimit", testAdmission},
 		{"PeerPortAdmissionAtCapacity", testPeerPortCapacity},
+		{"PeerPortNeverForwards", testPeerPortNeverForwards},
 		{"ForwardToPeer", testForward},
 		{"CapsHoldPeersToTheirCap", testCaps},
 		{"RetryOnRefusal", testRetryOnRefusal},
