@@ -253,6 +253,9 @@ func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, 
 			}
 		}
 	}
+	if m, ok := a.proxy.(ForwardMeter); ok {
+		state.Forwards = m.Forwards(now)
+	}
 	plan := a.balancer.Plan(state, peers)
 	plan.Time = now
 	if err := a.proxy.Apply(ctx, plan); err != nil {

@@ -359,13 +359,16 @@ func (o rttOverlay) RTT(n dfaas.NodeID) (time.Duration, bool) {
 	return d, ok
 }
 
-// TestTickHandsRTTsAndBudgetsToTheBalancer: the balancer gets the RTT of
-// each peer the overlay measured, and the functions' RTT budgets from the
-// sample; neither is advertised.
-func TestTickHandsRTTsAndBudgetsToTheBalancer(t *testing.T) {
+// TestTickHandsRTTsBudgetsAndForwardsToTheBalancer: the balancer gets the
+// RTT of each peer the overlay measured, the functions' RTT budgets from
+// the sample and what the data plane measured of its forwards; none is
+// advertised.
+func TestTickHandsRTTsBudgetsAndForwardsToTheBalancer(t *testing.T) {
 	ms := mocks{&mockOverlay{}, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{trigger: make(chan struct{}, 1)}}
 	ov := rttOverlay{ms.o, map[dfaas.NodeID]time.Duration{"n2": 7 * time.Millisecond, "gone": time.Second}}
-	a, err := dfaas.NewAgent(dfaas.Config{Addr: "127.0.0.1:7000", Now: func() time.Time { return now }}, ov, ms.m, ms.f, ms.b, ms.p)
+	fwd := map[string]map[dfaas.NodeID]dfaas.ForwardHealth{"figlet": {"n2": {Latency: 12 * time.Millisecond, Success: 0.9, Attempts: 40}}}
+	meter := &meterProxy{mockProxy: ms.p, forwards: fwd}
+	a, err := dfaas.NewAgent(dfaas.Config{Addr: "127.0.0.1:7000", Now: func() time.Time { return now }}, ov, ms.m, ms.f, ms.b, meter)
 	require.NoError(t, err)
 	s := dfaas.Sample{Time: now, Functions: map[string]dfaas.FunctionSample{"figlet": {Capacity: 10, MaxRTT: 20 * time.Millisecond}}}
 	ms.m.On("Sample", mock.Anything).Return(s, nil).Once()
@@ -375,7 +378,8 @@ func TestTickHandsRTTsAndBudgetsToTheBalancer(t *testing.T) {
 	ms.o.On("Adverts", now).Return(peers).Once()
 	ms.b.On("Plan", mock.MatchedBy(func(st dfaas.State) bool {
 		return assert.ObjectsAreEqual(map[dfaas.NodeID]time.Duration{"n2": 7 * time.Millisecond}, st.RTT) &&
-			assert.ObjectsAreEqual(map[string]time.Duration{"figlet": 20 * time.Millisecond}, st.MaxRTT)
+			assert.ObjectsAreEqual(map[string]time.Duration{"figlet": 20 * time.Millisecond}, st.MaxRTT) &&
+			assert.ObjectsAreEqual(fwd, st.Forwards) // what the data plane measured of its forwards
 	}), peers).Return(dfaas.Plan{}).Once()
 	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil).Once()
 	require.NoError(t, a.Tick(context.Background()))
@@ -448,4 +452,14 @@ func TestEjectedPeersAreLeftOutOfThePlan(t *testing.T) {
 	require.NoError(t, a.Tick(context.Background()))
 	assert.Equal(t, []dfaas.NodeID{"n2", "n3"}, a.Status().PeerNodes)
 	ms.b.AssertExpectations(t)
+}
+
+// meterProxy is a mockProxy that measures its forwards (dfaas.ForwardMeter).
+type meterProxy struct {
+	*mockProxy
+	forwards map[string]map[dfaas.NodeID]dfaas.ForwardHealth
+}
+
+func (m *meterProxy) Forwards(time.Time) map[string]map[dfaas.NodeID]dfaas.ForwardHealth {
+	return m.forwards
 }

@@ -84,6 +84,40 @@ type Sequencer interface {
 	Next() (uint64, error)
 }
 
+// ForwardMeter is implemented by a ProxyDriver that measures its forwards,
+// per function and peer: how long peers take to answer and how many of the
+// attempts fail. The Agent hands the measures to the Balancer in
+// State.Forwards, so that a peer that degrades (slower, lossy) loses its
+// share before it fails outright (see balance.Nearest).
+type ForwardMeter interface {
+	// Forwards returns the measures at now of the forwards of the last
+	// ForwardStale, per function and peer.
+	Forwards(now time.Time) map[string]map[NodeID]ForwardHealth
+}
+
+// ForwardHealth is what a node measured of its recent forwards of one
+// function to one peer.
+type ForwardHealth struct {
+	// Latency is a peak-EWMA of the time from sending a forward to the
+	// peer's response headers, over the answered attempts: it jumps to a
+	// slower answer at once and decays toward faster ones (half-life
+	// about 1.4 s of answers), as Finagle's and Linkerd's balancers weigh
+	// endpoints.
+	Latency time.Duration `json:"latency_ns"`
+	// Success is an EWMA of the share of attempts that did not fail (a
+	// connection that failed, was reset or timed out, or a 502 or 504
+	// from the peer; refusals for capacity are not failures), in [0, 1].
+	Success float64 `json:"success"`
+	// Attempts counts the attempts measured.
+	Attempts uint64 `json:"attempts"`
+	// Age is the time since the latest attempt.
+	Age time.Duration `json:"age_ns"`
+}
+
+// ForwardStale is how long a ForwardMeter keeps a measure without a new
+// attempt: older ones say nothing of the peer now.
+const ForwardStale = 30 * time.Second
+
 // PeerHealth is implemented by a ProxyDriver that ejects peers whose
 // forwards keep failing (outlier detection). The Agent plans without the
 // peers it names, so that their share goes to the others; a driver that is

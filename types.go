@@ -99,6 +99,10 @@ type State struct {
 	// Overlay that is an RTTMeter); a peer missing has none measured yet.
 	// It is not advertised.
 	RTT map[NodeID]time.Duration `json:"rtt_ns,omitempty"`
+	// Forwards is, per function and peer, what this node measured of its
+	// forwards (a ProxyDriver that is a ForwardMeter); missing: nothing
+	// measured lately. It is not advertised.
+	Forwards map[string]map[NodeID]ForwardHealth `json:"forwards,omitempty"`
 	// MaxRTT is, per function, the farthest in round-trip time its
 	// requests may be forwarded (FunctionSample.MaxRTT); a function missing
 	// has the Balancer's default. It is not advertised.

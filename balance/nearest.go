@@ -34,6 +34,16 @@ const tierFactor = 1e-6
 //     not measured yet form the last. Each tier's weights are a millionth
 //     of the tier before it, so the data plane fills the nearer tiers' caps
 //     first and spills to a farther tier only when they are spent.
+//   - Health. A peer whose forwards take longer than its distance explains
+//     (State.Forwards: a starved peer, a lossy link) or fail keeps a part
+//     of its weight: the square of the ratio of what the best peer's
+//     answers would take at its distance (its RTT plus the best peer's
+//     latency beyond RTT) to its own latency, times the fourth power of its
+//     success rate (failing half its forwards keeps a sixteenth), at least
+//     degradedFloor. A peer ten times slower keeps about a fiftieth; the rest of its share goes to its tier's other
+//     peers while they have room, and what it keeps measures its recovery.
+//     Peers with fewer than minAttempts recent attempts, or the only one
+//     measured, keep their weight.
 //
 // With every peer in one tier (a LAN, or no RTT measured) the plan is
 // Base's. Plan stays a pure function of its inputs: the RTTs come in
@@ -91,6 +101,7 @@ func (n Nearest) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 			continue
 		}
 		shares := slices.DeleteFunc(slices.Clone(fp.Peers), func(s dfaas.Share) bool { return far(s.Node, fn) })
+		weighHealth(shares, self.Forwards[fn], self.RTT)
 		tiers := tiersOf(shares, self.RTT)
 		for i := range shares {
 			for range tiers[i] {
@@ -102,6 +113,57 @@ func (n Nearest) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 		plan.Functions[fn] = fp
 	}
 	return plan
+}
+
+// Health weighing (see Nearest): the least part of its weight a degraded
+// peer keeps, and the attempts a peer's measures need to count.
+const (
+	degradedFloor = 0.01
+	minAttempts   = 3
+)
+
+// weighHealth scales each share's weight by its peer's health (see
+// Nearest), from the forwards' measures fh and the RTTs.
+func weighHealth(shares []dfaas.Share, fh map[dfaas.NodeID]dfaas.ForwardHealth, rtt map[dfaas.NodeID]time.Duration) {
+	// beyond is what a peer's answers take beyond its RTT: its own time
+	// and what the link adds past its best round trip (retransmissions).
+	beyond := func(n dfaas.NodeID) (time.Duration, bool) {
+		h, ok := fh[n]
+		if !ok || h.Attempts < minAttempts || h.Latency <= 0 {
+			return 0, false
+		}
+		return max(0, h.Latency-rtt[n]), true
+	}
+	best, measured := time.Duration(-1), 0
+	for _, s := range shares {
+		if b, ok := beyond(s.Node); ok {
+			measured++
+			if best < 0 || b < best {
+				best = b
+			}
+		}
+	}
+	if measured < 2 {
+		return // nothing to compare with: no peer is slow but against another
+	}
+	for i, s := range shares {
+		if _, ok := beyond(s.Node); !ok {
+			continue
+		}
+		h := fh[s.Node]
+		f := 1.0
+		if expect := rtt[s.Node] + best; h.Latency > expect {
+			r := float64(expect) / float64(h.Latency)
+			f = r * r
+		}
+		success := h.Success
+		if !(success >= 0) { // NaN too
+			success = 0
+		}
+		s2 := min(success, 1) * min(success, 1)
+		f *= s2 * s2
+		shares[i].Weight *= max(f, degradedFloor)
+	}
 }
 
 // tiersOf returns each share's RTT tier: 0 for the nearest.

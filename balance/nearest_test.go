@@ -1,6 +1,7 @@
 package balance
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -118,4 +119,59 @@ func TestNearestDropsFarPeersBaseStillPicks(t *testing.T) {
 		got := sends(t, fp, 50)
 		assert.Zero(t, got["c"], "%T: %v", base, got)
 	}
+}
+
+// health is a ForwardHealth of a peer measured lately.
+func health(latency time.Duration, success float64) dfaas.ForwardHealth {
+	return dfaas.ForwardHealth{Latency: latency, Success: success, Attempts: 20, Age: 100 * time.Millisecond}
+}
+
+// TestNearestMovesTheShareOfADegradedPeer: of two peers at the same
+// distance with room, one ten times slower (or failing half its forwards)
+// keeps at most a tenth of what it got, the other takes the rest while it
+// has room; recovered, it has its share back. A peer far away is not slow
+// for its distance, and one peer alone is not slow against anything.
+func TestNearestMovesTheShareOfADegradedPeer(t *testing.T) {
+	self := state("a", 10, 40)
+	self.RTT = map[dfaas.NodeID]time.Duration{"b": 5 * time.Millisecond, "c": 5 * time.Millisecond}
+	peers := []dfaas.Advert{advert("b", 40, 0), advert("c", 40, 0)}
+	healthy := sends(t, Nearest{}.Plan(self, peers).Functions[fn], 30)
+	require.InDelta(t, 15, healthy["c"], 2, "the peers share alike: %v", healthy)
+
+	for name, c := range map[string]dfaas.ForwardHealth{
+		"ten times slower":           health(105*time.Millisecond, 1),
+		"failing half its forwards":  health(15*time.Millisecond, 0.5),
+		"slower and failing a third": health(45*time.Millisecond, 0.67),
+	} {
+		self.Forwards = map[string]map[dfaas.NodeID]dfaas.ForwardHealth{fn: {"b": health(15*time.Millisecond, 1), "c": c}}
+		fp := Nearest{}.Plan(self, peers).Functions[fn]
+		got := sends(t, fp, 30)
+		assert.LessOrEqual(t, float64(got["c"]), 0.1*30, "%s: c keeps at most a tenth: %v", name, got)
+		assert.Positive(t, fp.Peers[slices.IndexFunc(fp.Peers, func(s dfaas.Share) bool { return s.Node == "c" })].Weight,
+			"%s: c keeps a trickle, to see it recover", name)
+		assert.Zero(t, got[""], "%s: nothing lost: %v", name, got)
+	}
+	// Recovered: its share back.
+	self.Forwards = map[string]map[dfaas.NodeID]dfaas.ForwardHealth{fn: {"b": health(15*time.Millisecond, 1), "c": health(16*time.Millisecond, 1)}}
+	got := sends(t, Nearest{}.Plan(self, peers).Functions[fn], 30)
+	assert.InDelta(t, 15, got["c"], 3, "%v", got)
+	// Beyond b's room the slow peer takes what is left: slow beats lost.
+	self.Forwards = map[string]map[dfaas.NodeID]dfaas.ForwardHealth{fn: {"b": health(15*time.Millisecond, 1), "c": health(105*time.Millisecond, 1)}}
+	self.Functions[fn] = dfaas.FunctionState{Capacity: 10, Demand: 75}
+	got = sends(t, Nearest{}.Plan(self, peers).Functions[fn], 65)
+	assert.InDelta(t, 40, got["b"], 1, "%v", got)
+	assert.InDelta(t, 25, got["c"], 1, "%v", got)
+
+	// A far peer whose answers take its distance is not slow.
+	self = state("a", 10, 40)
+	self.RTT = map[dfaas.NodeID]time.Duration{"b": 5 * time.Millisecond, "c": 60 * time.Millisecond}
+	base := Nearest{}.Plan(self, peers)
+	self.Forwards = map[string]map[dfaas.NodeID]dfaas.ForwardHealth{fn: {"b": health(15*time.Millisecond, 1), "c": health(70*time.Millisecond, 1)}}
+	assert.Equal(t, base, Nearest{}.Plan(self, peers))
+	// One peer measured: nothing to compare it with.
+	self.RTT = map[dfaas.NodeID]time.Duration{"b": 5 * time.Millisecond, "c": 5 * time.Millisecond}
+	self.Forwards = nil
+	base = Nearest{}.Plan(self, peers)
+	self.Forwards = map[string]map[dfaas.NodeID]dfaas.ForwardHealth{fn: {"c": health(105*time.Millisecond, 1)}}
+	assert.Equal(t, base, Nearest{}.Plan(self, peers))
 }

@@ -55,6 +55,12 @@ var (
 		"The most the plan lets this node send a peer.", []string{"function", "peer"}, nil)
 	descPeers = prometheus.NewDesc("dfaas_peers",
 		"Peers the latest plan was made with.", nil, nil)
+	descFwdLatency = prometheus.NewDesc("dfaas_peer_forward_latency_seconds",
+		"A peak-EWMA of the time the peer took to answer this node's forwards of the function (to its response headers), over the last 30 s of forwards.",
+		[]string{"function", "peer"}, nil)
+	descFwdSuccess = prometheus.NewDesc("dfaas_peer_forward_success_ratio",
+		"An EWMA of the share of forward attempts to the peer that did not fail (refusals for capacity are not failures), over the last 30 s of forwards.",
+		[]string{"function", "peer"}, nil)
 	descRTT = prometheus.NewDesc("dfaas_peer_rtt_seconds",
 		"Round-trip time to a peer, measured by the overlay's probes.", []string{"peer"}, nil)
 	descTicks = prometheus.NewDesc("dfaas_ticks_total",
@@ -118,7 +124,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descForwarded, descRetries, descInFlight, descDuration, descCapacity,
 		descDemand, descLimit, descPeerCap, descPeers, descRTT, descTicks, descTickFailures, descTickDuration, descAdverts,
 		descDropped, descOverlayBytes, descFollowing, descFollowers, descEvicted, descCountersUp, descExecutions, descPlatform,
-		descCeiling, descBusyRate, descService, descObjective, descCuts, descNodeInfo, descPeerInfo} {
+		descCeiling, descBusyRate, descService, descObjective, descCuts, descNodeInfo, descPeerInfo, descFwdLatency, descFwdSuccess} {
 		ch <- d
 	}
 }
@@ -191,6 +197,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descNodeInfo, 1, string(c.n.Overlay.Self()), c.n.name)
 	for peer, name := range c.n.peerNames() { // one per live advert: bounded as the peers are
 		gauge(descPeerInfo, 1, string(peer), name)
+	}
+	for fn, peers := range st.LastState.Forwards { // the plans' functions and peers of the last 30 s
+		for peer, h := range peers {
+			gauge(descFwdLatency, h.Latency.Seconds(), fn, string(peer))
+			gauge(descFwdSuccess, h.Success, fn, string(peer))
+		}
 	}
 	for peer, rtt := range st.LastState.RTT {
 		gauge(descRTT, rtt.Seconds(), string(peer))

@@ -272,6 +272,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 					trace.WithAttributes(proxy.AttrNode.String(string(p.cfg.Node)), proxy.AttrFunction.String(rt.fn.name), proxy.AttrPeer.String(string(pr.node))))
 				tr = r.WithContext(ctx)
 			}
+			began := time.Now()
 			resp, sent, err := p.try(tr, pr, rp, attempt)
 			if err != nil && body.Failed() != 0 {
 				// The client's body failed as it streamed to the peer
@@ -291,6 +292,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 			if err != nil {
 				failed = true
 				rt.fn.counts.failedTries.Add(1)
+				if !errors.Is(err, errRefused) { // a refusal is the peer's capacity, not its health
+					p.forwards.Failed(rt.fn.name, pr.node, time.Now())
+				}
 				p.log.Debug("forward failed", "peer", pr.node, "sent", sent, "err", err)
 				record := p.outliers.Failure
 				if errors.Is(err, errRefused) && !sent {
@@ -316,6 +320,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				return true
 			}
 			p.outliers.Success(pr.node)
+			p.forwards.Answered(rt.fn.name, pr.node, time.Since(began),
+				resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout, time.Now())
 			if resp.StatusCode == http.StatusTooManyRequests {
 				// The peer's platform (or the function) said too many: the
 				// user gets it, as from a local platform; not retried.

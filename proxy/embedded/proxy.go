@@ -152,6 +152,7 @@ type Proxy struct {
 	trigger   chan struct{}
 	outliers  *proxy.Outliers
 	tracer    trace.Tracer // nil: not tracing
+	forwards  proxy.Forwards
 	buffered  atomic.Int64 // bytes of request bodies held by forwards
 
 	tmu        sync.Mutex
@@ -418,3 +419,10 @@ var (
 	_ dfaas.PeerHealth  = (*Proxy)(nil)
 	_ proxy.DataPlane   = (*Proxy)(nil)
 )
+
+// Forwards implements dfaas.ForwardMeter.
+func (p *Proxy) Forwards(now time.Time) map[string]map[dfaas.NodeID]dfaas.ForwardHealth {
+	return p.forwards.Health(now)
+}
+
+var _ dfaas.ForwardMeter = (*Proxy)(nil)

@@ -91,15 +91,15 @@ func (t TLS) AnchorFile(server string) string { return filepath.Join(t.AnchorDir
 // request run here; else not run here), the status answered, the
 // function's local executions in progress as it started, itself included,
 // and its local executions begun by then and by the end (st_total's count:
-// the same if none began meanwhile). A variable not set prints as "-".
-const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)] %[var(txn.began)] %[sc1_http_req_cnt]"
+// the same if none began meanwhile), and the server that answered (a
+// peer's server name, the platform's, or <NOSRV>). A variable not set
+// prints as "-".
+const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)] %[var(txn.began)] %[sc1_http_req_cnt] %s"
 
 // traceFormat follows logFormat when a Layout traces: the request's
 // traceparent if it is a valid one (anything else would let a caller
-// lengthen or break the line), the server that answered (a peer's server
-// name, the platform's, or <NOSRV>), and the node a peer's request came
-// from.
-const traceFormat = " %[var(txn.tp)] %s %[var(txn.from)]"
+// lengthen or break the line) and the node a peer's request came from.
+const traceFormat = " %[var(txn.tp)] %[var(txn.from)]"
 
 // Only valid values go into the log (see traceFormat): version 00, and a
 // node id as ValidateNodeID allows it.

@@ -156,11 +156,12 @@ type Driver struct {
 	logged  sync.Map // function -> *logState, for the functions of the plans
 	trigger chan struct{}
 
-	nodes   map[string]dfaas.NodeID // server name -> peer, for the servers a plan named in the last forgetPeersAfter
-	named   sync.Map                // nodes, for the log reader (which must not wait for an Apply)
-	tracer  trace.Tracer            // nil: no spans
-	wanted  map[string]time.Time    // server name -> when a plan last named it
-	members []byte                  // the peer listener's CA file as last set
+	nodes    map[string]dfaas.NodeID // server name -> peer, for the servers a plan named in the last forgetPeersAfter
+	named    sync.Map                // nodes, for the log reader (which must not wait for an Apply)
+	tracer   trace.Tracer            // nil: no spans
+	forwards proxy.Forwards          // from the request log
+	wanted   map[string]time.Time    // server name -> when a plan last named it
+	members  []byte                  // the peer listener's CA file as last set
 	// outliers: peers HAProxy marked down, out of the plans for a back-off
 	// (Consecutive 1: every mark-down is an ejection).
 	outliers *proxy.Outliers
@@ -406,3 +407,11 @@ var (
 	_ dfaas.ProxyDriver = (*Driver)(nil)
 	_ dfaas.Trigger     = (*Driver)(nil)
 )
+
+// Forwards implements dfaas.ForwardMeter, from the request log: the time
+// and outcome of each forward's final attempt.
+func (d *Driver) Forwards(now time.Time) map[string]map[dfaas.NodeID]dfaas.ForwardHealth {
+	return d.forwards.Health(now)
+}
+
+var _ dfaas.ForwardMeter = (*Driver)(nil)

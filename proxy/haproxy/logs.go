@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
@@ -40,10 +41,11 @@ type logLine struct {
 	local  bool // a user request admitted within the local limit
 	ran    bool // executed here
 	status int
-	solo   bool // no other execution of the function was in progress from its start to its end
-	// With Layout.Trace: the request's traceparent, the server that
-	// answered and the node a peer's request came from ("" if none).
-	traceparent, server, from string
+	solo   bool   // no other execution of the function was in progress from its start to its end
+	server string // that answered: a peer's server name, the platform's, or <NOSRV>
+	// With Layout.Trace: the request's traceparent and the node a peer's
+	// request came from ("" if none).
+	traceparent, from string
 }
 
 // readLogs reads HAProxy's request log until the socket closes. Lines of
@@ -71,6 +73,14 @@ func (d *Driver) readLogs() {
 		}
 		st := v.(*logState)
 		d.span(l, time.Now())
+		if peer, ok := d.named.Load(l.server); ok && l.user && !l.ran && l.status != http.StatusServiceUnavailable {
+			// A forward's final attempt (HAProxy's retries before it are
+			// not in the log): its time, and whether the peer failed it.
+			// A 503 is every try refused, or no connection made: HAProxy's
+			// own checks mark a peer it cannot reach down.
+			d.forwards.Answered(l.fn, peer.(dfaas.NodeID), l.took,
+				l.status == http.StatusBadGateway || l.status == http.StatusGatewayTimeout, time.Now())
+		}
 		if l.ran {
 			end := time.Now()
 			if end.After(st.lastEnd) {
@@ -118,10 +128,10 @@ func later(a, b time.Time) time.Time {
 // start> <by its end>", unset fields "-".
 func parseLogLine(line string) (logLine, bool) {
 	f := strings.Fields(line)
-	if (len(f) != 9 && len(f) != 12) || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
+	if (len(f) != 10 && len(f) != 12) || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
 		return logLine{}, false
 	}
-	var l logLine
+	l := logLine{server: f[9]}
 	if len(f) == 12 { // traceFormat
 		unset := func(s string) string {
 			if s == "-" {
@@ -129,7 +139,7 @@ func parseLogLine(line string) (logLine, bool) {
 			}
 			return s
 		}
-		l.traceparent, l.server, l.from = unset(f[9]), f[10], unset(f[11])
+		l.traceparent, l.from = unset(f[10]), unset(f[11])
 	}
 	user := f[0] == "user"
 	f = f[1:]

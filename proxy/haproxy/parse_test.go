@@ -44,36 +44,41 @@ func TestResynced(t *testing.T) {
 }
 
 func TestParseLogLine(t *testing.T) {
-	l, ok := parseLogLine("user figlet 386 1 u 200 1 7 7\n")
+	l, ok := parseLogLine("user figlet 386 1 u 200 1 7 7 local\n")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 386 * time.Microsecond, user: true, local: true, ran: true, status: 200, solo: true}, l)
-	l, ok = parseLogLine("user figlet 1200 - - 503 - - -")
+	assert.Equal(t, logLine{fn: "figlet", took: 386 * time.Microsecond, user: true, local: true, ran: true, status: 200, solo: true, server: "local"}, l)
+	l, ok = parseLogLine("user figlet 1200 - - 503 - - - <NOSRV>")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 1200 * time.Microsecond, user: true, status: 503}, l, "over the limit, not run here")
-	l, ok = parseLogLine("user figlet 900 - s 429 3 9 9")
+	assert.Equal(t, logLine{fn: "figlet", took: 1200 * time.Microsecond, user: true, status: 503, server: "<NOSRV>"}, l, "over the limit, not run here")
+	l, ok = parseLogLine("user figlet 900 - s 429 3 9 9 local")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 900 * time.Microsecond, user: true, ran: true, status: 429}, l, "run beyond the limit, with two others")
-	l, ok = parseLogLine("peer figlet 700 - p 200 2 5 5")
+	assert.Equal(t, logLine{fn: "figlet", took: 900 * time.Microsecond, user: true, ran: true, status: 429, server: "local"}, l, "run beyond the limit, with two others")
+	l, ok = parseLogLine("user figlet 2100 - - 200 - - - p1abc")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200}, l, "a peer's, run here")
-	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 6")
+	assert.Equal(t, logLine{fn: "figlet", took: 2100 * time.Microsecond, user: true, status: 200, server: "p1abc"}, l, "forwarded to a peer")
+	l, ok = parseLogLine("peer figlet 700 - p 200 2 5 5 local")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200}, l, "started alone, another began before its end")
-	l, ok = parseLogLine("peer figlet 30 - - 425 - - -")
+	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200, server: "local"}, l, "a peer's, run here")
+	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 6 local")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 30 * time.Microsecond, status: 425}, l, "a peer's, refused")
-	// With a Layout that traces, three more fields.
-	l, ok = parseLogLine("user figlet 386 - - 200 - - - 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 p1abc -")
+	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200, server: "local"}, l, "started alone, another began before its end")
+	l, ok = parseLogLine("peer figlet 30 - - 425 - - - <NOSRV>")
+	assert.True(t, ok)
+	assert.Equal(t, logLine{fn: "figlet", took: 30 * time.Microsecond, status: 425, server: "<NOSRV>"}, l, "a peer's, refused")
+	// With a Layout that traces, two more fields.
+	l, ok = parseLogLine("user figlet 386 - - 200 - - - p1abc 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 -")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 386 * time.Microsecond, user: true, status: 200,
 		traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", server: "p1abc"}, l, "forwarded, traced")
-	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 5 - platform 12D3KooWabc")
+	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 5 local - 12D3KooWabc")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200, solo: true, server: "platform", from: "12D3KooWabc"}, l,
+	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200, solo: true, server: "local", from: "12D3KooWabc"}, l,
 		"a peer's without a trace context")
-	for _, bad := range []string{"", "figlet", "user figlet 1 1 u 200 1 1 1 tp", "user figlet 1 1 u 200 1 1 1 tp srv from extra", "user figlet x 1 u 200 1 1 1", "user figlet -5 1 u 200 1 1 1", "Proxy user stopped (cumulated conns: FE: 1, BE: 0).",
-		"user figlet 1 1 u 200 1 1 1 extra", "other figlet 1 1 u 200 1 1 1", "user - 1 - - 404 - - -", "user figlet 1 1 u 200 0 1 1", "user figlet 1 1 x 200 1 1 1",
-		"user figlet 1 1 u 2000 1 1 1", "peer figlet 1 - p 200 - - -", "peer figlet 1 - p 200 1 - 2", "user figlet 1 1 u 200 1 1"} {
+	for _, bad := range []string{"", "figlet", "user figlet 1 1 u 200 1 1 1", "user figlet 1 1 u 200 1 1 1 local tp",
+		"user figlet 1 1 u 200 1 1 1 local tp from extra", "user figlet x 1 u 200 1 1 1 local", "user figlet -5 1 u 200 1 1 1 local",
+		"Proxy user stopped (cumulated conns: FE: 1, BE: 0).", "other figlet 1 1 u 200 1 1 1 local", "user - 1 - - 404 - - - <NOSRV>",
+		"user figlet 1 1 u 200 0 1 1 local", "user figlet 1 1 x 200 1 1 1 local", "user figlet 1 1 u 2000 1 1 1 local",
+		"peer figlet 1 - p 200 - - - local", "peer figlet 1 - p 200 1 - 2 local"} {
 		_, ok := parseLogLine(bad)
 		assert.False(t, ok, bad)
 	}
@@ -84,7 +89,7 @@ func TestParseLogLine(t *testing.T) {
 func FuzzParsers(f *testing.F) {
 	f.Add("0x1: key=figlet use=0 exp=0 conn_cur=1 http_req_cnt=2\n")
 	f.Add("0x1: [date] id=dfaas disabled=0 flags=0x1103 resync_timeout=4s")
-	f.Add("user figlet 386 1 u 200 1 4 4")
+	f.Add("user figlet 386 1 u 200 1 4 4 local")
 	f.Fuzz(func(t *testing.T, s string) {
 		_ = parseTable(s)
 		_ = resynced(s)

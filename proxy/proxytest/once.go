@@ -362,3 +362,53 @@ func testPeerPortNeverForwards(t *testing.T, s *suite) {
 	assert.Equal(t, http.StatusOK, got.code)
 	assert.Equal(t, "c", got.body)
 }
+
+// testForwardsAreMeasured: the data plane measures its forwards per
+// function and peer (dfaas.ForwardMeter): a peer whose platform takes
+// 40 ms more is measured that much slower, one whose platform fails (502)
+// has a lower success rate, and refusals are no failures.
+func testForwardsAreMeasured(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	m, ok := a.(dfaas.ForwardMeter)
+	require.True(t, ok, "the data plane measures no forwards: implement dfaas.ForwardMeter")
+	b, _ := s.node("b")
+	c, pc := s.node("c")
+	d, pd := s.node("d")
+	pc.Delay.Store(int64(40 * time.Millisecond))
+	pd.Fail.Store(http.StatusBadGateway)
+	for _, n := range []proxy.DataPlane{b, c, d} {
+		s.apply(n, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	}
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}, {Node: "c", Addr: c.PeerAddr(), Weight: 1, Cap: 1e6},
+		{Node: "d", Addr: d.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	const calls = 30
+	for range calls {
+		s.do(a.UserAddr(), "/function/echo", nil)
+	}
+	var h map[dfaas.NodeID]dfaas.ForwardHealth
+	require.Eventually(t, func() bool { // HAProxy's come from its request log, after the answers
+		h = m.Forwards(time.Now())["echo"]
+		return h["b"].Attempts+h["c"].Attempts+h["d"].Attempts == calls
+	}, 5*time.Second, 10*time.Millisecond, "measured: %+v", h)
+	for _, n := range []dfaas.NodeID{"b", "c", "d"} {
+		require.Positive(t, h[n].Attempts, "no forward to %s", n)
+	}
+	assert.GreaterOrEqual(t, h["c"].Latency, 40*time.Millisecond, "the slow peer: %+v", h)
+	assert.Less(t, h["b"].Latency, h["c"].Latency/2, "the fast peer: %+v", h)
+	assert.Equal(t, 1.0, h["b"].Success)
+	assert.Equal(t, 1.0, h["c"].Success, "slow is not failed")
+	assert.Less(t, h["d"].Success, 0.5, "the failing peer: %+v", h)
+
+	// Refusals say nothing of a peer's health.
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": {Limit: 0, Capacity: 0}})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	before := m.Forwards(time.Now())["echo"]["b"]
+	for range 5 {
+		assert.Equal(t, http.StatusServiceUnavailable, s.do(a.UserAddr(), "/function/echo", nil).code)
+	}
+	time.Sleep(200 * time.Millisecond) // HAProxy's log lines
+	after := m.Forwards(time.Now())["echo"]["b"]
+	assert.Equal(t, before.Success, after.Success)
+	assert.Equal(t, before.Attempts, after.Attempts)
+}

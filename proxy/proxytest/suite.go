@@ -58,6 +58,7 @@ func Run(t *testing.T, name string) {
 		{"AdmissionAtTheLimit", testAdmission},
 		{"PeerPortAdmissionAtCapacity", testPeerPortCapacity},
 		{"PeerPortNeverForwards", testPeerPortNeverForwards},
+		{"ForwardsAreMeasuredPerPeer", testForwardsAreMeasured},
 		{"ForwardToPeer", testForward},
 		{"CapsHoldPeersToTheirCap", testCaps},
 		{"RetryOnRefusal", testRetryOnRefusal},
@@ -96,6 +97,7 @@ type Platform struct {
 	LastFor atomic.Value // string: HeaderFrom of the last request
 	Busy    atomic.Bool  // answer 429 without running anything
 	Fail    atomic.Int64 // if set, answer this status without running anything
+	Delay   atomic.Int64 // if set, ns to wait before answering (a starved node)
 	release chan struct{}
 	once    sync.Once
 	srv     *http.Server
@@ -132,6 +134,9 @@ func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Calls.Add(1)
+	if d := p.Delay.Load(); d > 0 {
+		time.Sleep(time.Duration(d))
+	}
 	p.LastHop.Store(r.Header.Get(proxy.HeaderHop))
 	p.LastFor.Store(r.Header.Get(proxy.HeaderFrom))
 	_, _ = io.Copy(io.Discard, r.Body)
