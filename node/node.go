@@ -254,6 +254,13 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 			o.SetAnswered(a.LastAnswer)
 		}
 	}
+	// And a peer the overlay finds silent has its forwards in flight
+	// answered at once, not at their timeout.
+	if a, ok := n.DataPlane.(interface{ AbortForwards(dfaas.NodeID) }); ok {
+		if o, ok := n.Overlay.(interface{ SetOnSuspect(func(dfaas.NodeID)) }); ok {
+			o.SetOnSuspect(a.AbortForwards)
+		}
+	}
 	if n.Monitor, err = faas.NewMonitor(n.DataPlane, cfg.Platform.Capacities, faas.MonitorConfig{Window: cfg.Interval / 2,
 		Estimator: cfg.Estimator, Declared: cfg.DeclaredCapacity, Logger: cfg.Logger}); err != nil {
 		return nil, err

@@ -52,7 +52,22 @@ type prober struct {
 	// answered, if set, is the data plane's latest answer from a peer (see
 	// SetAnswered).
 	answered atomic.Pointer[func(dfaas.NodeID) time.Time]
-	excused  atomic.Uint64
+	// onSuspect, if set, is told of each peer made suspect (SetOnSuspect).
+	onSuspect atomic.Pointer[func(dfaas.NodeID)]
+	excused   atomic.Uint64
+}
+
+// SetOnSuspect has f told of each peer the probes make suspect (frozen, cut
+// off, or dead without its connection dropping), as it leaves the table:
+// the node hands it the data plane's AbortForwards, so that forwards in
+// flight to the peer are answered at once rather than at their timeout. f
+// must not block. nil turns it off.
+func (o *Libp2p) SetOnSuspect(f func(dfaas.NodeID)) {
+	if f == nil {
+		o.probes.onSuspect.Store(nil)
+		return
+	}
+	o.probes.onSuspect.Store(&f)
 }
 
 // SetAnswered gives the overlay the data plane's evidence that a peer is
@@ -304,6 +319,9 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 	case became:
 		o.log.Info("peer suspect: probes unanswered", "peer", p, "misses", pr.o.cfg.SuspectAfter, "err", err)
 		o.table.Remove(dfaas.NodeID(p.String()))
+		if f := pr.onSuspect.Load(); f != nil {
+			(*f)(dfaas.NodeID(p.String()))
+		}
 		o.fire()
 	case hangUp:
 		o.log.Info("peer still silent: closing its connection to dial afresh", "peer", p)

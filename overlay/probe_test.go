@@ -22,7 +22,7 @@ import (
 // the table within about a second, triggers a tick, and its adverts are
 // ignored while it is silent; still silent, it loses its connection (and is
 // redialled); once it answers, its adverts count again. The probes measure
-// its round-trip time.
+// its round-trip time. SetOnSuspect's function hears of it.
 func TestSilentPeerIsSuspect(t *testing.T) {
 	cfg := Libp2pConfig{Secret: testSecret, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond}
 	a := startWith(t, cfg)
@@ -40,6 +40,8 @@ func TestSilentPeerIsSuspect(t *testing.T) {
 	assert.Less(t, rtt, 250*time.Millisecond, "loopback")
 	assert.Positive(t, a.host.Peerstore().LatencyEWMA(b.host.ID()), "recorded in the peerstore")
 	drain(a)
+	told := make(chan dfaas.NodeID, 4)
+	a.SetOnSuspect(func(n dfaas.NodeID) { told <- n })
 
 	evs, err := a.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged))
 	require.NoError(t, err)
@@ -63,6 +65,12 @@ func TestSilentPeerIsSuspect(t *testing.T) {
 	case <-a.Trigger():
 	default:
 		t.Error("a suspect peer did not trigger a tick")
+	}
+	select {
+	case n := <-told:
+		assert.Equal(t, b.Self(), n, "the data plane is told (SetOnSuspect)")
+	default:
+		t.Error("the suspect peer was not told to SetOnSuspect's function")
 	}
 	for range 5 {
 		seq++

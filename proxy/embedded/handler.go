@@ -273,7 +273,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				tr = r.WithContext(ctx)
 			}
 			began := time.Now()
-			resp, sent, err := p.try(tr, pr, rp, attempt)
+			actx, done := p.inflight.start(tr.Context(), pr.node)
+			resp, sent, err := p.try(tr.WithContext(actx), pr, rp, attempt)
+			down := err != nil && errors.Is(context.Cause(actx), errPeerDown)
+			if err != nil {
+				done() // the attempt is over; an answer's body is still to come
+			}
 			if err != nil && body.Failed() != 0 {
 				// The client's body failed as it streamed to the peer
 				// (too large, too slow): the client's doing, not the peer's.
@@ -311,12 +316,16 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				// The peer may have run it: at most once, so no other peer.
 				code := http.StatusBadGateway
 				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() {
+				if errors.As(err, &ne) && ne.Timeout() || down {
 					code = http.StatusGatewayTimeout
 				}
 				endAttempt(aspan, "failed after sending", 0, err)
 				outcome(span, "failed at a peer", pr.node)
-				http.Error(w, "the peer failed after the request was sent", code)
+				msg := "the peer failed after the request was sent"
+				if down {
+					msg = "the peer stopped answering after the request was sent (it may have run there)"
+				}
+				http.Error(w, msg, code)
 				return true
 			}
 			p.outliers.Success(pr.node)
@@ -333,6 +342,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				outcome(span, "forwarded", pr.node)
 			}
 			proxy.CopyResponse(w, r, resp)
+			done()
 			endAttempt(aspan, "answered", resp.StatusCode, nil)
 			return true
 		}

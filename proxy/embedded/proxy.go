@@ -153,6 +153,7 @@ type Proxy struct {
 	outliers  *proxy.Outliers
 	tracer    trace.Tracer // nil: not tracing
 	forwards  proxy.Forwards
+	inflight  inFlight     // forward attempts, to abort (AbortForwards)
 	buffered  atomic.Int64 // bytes of request bodies held by forwards
 
 	tmu        sync.Mutex

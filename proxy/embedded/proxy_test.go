@@ -496,3 +496,62 @@ func TestLastAnswer(t *testing.T) {
 	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {}})
 	assert.True(t, a.LastAnswer("b").IsZero(), "forgotten with its route")
 }
+
+// TestForwardsToAPeerDeclaredDownAreAnsweredAtOnce: a forward sent to a
+// peer that then stops answering (frozen: its platform holds the call) is
+// answered 504 as soon as the overlay declares the peer down, not at the
+// forward timeout, and is sent nowhere else (it may have run); forwards
+// to other peers go on.
+func TestForwardsToAPeerDeclaredDownAreAnsweredAtOnce(t *testing.T) {
+	a, _ := newTestProxy(t, "a")
+	held, release := make(chan struct{}, 1), make(chan struct{})
+	defer close(release)
+	frozen, err := New(Config{Node: "b"}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		held <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = frozen.Close() })
+	c, ec := newTestProxy(t, "c")
+	apply(t, frozen, map[string]dfaas.FunctionPlan{"figlet": {Capacity: 1000}})
+	apply(t, c, map[string]dfaas.FunctionPlan{"figlet": {Capacity: 1000}})
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{
+		{Node: "b", Addr: frozen.PeerAddr(), Weight: 1, Cap: 1000}, {Node: "c", Addr: c.PeerAddr(), Weight: 1e-9, Cap: 1000}}}})
+
+	type result struct {
+		code int
+		took time.Duration
+	}
+	got := make(chan result, 1)
+	go func() {
+		start := time.Now()
+		code, _, _ := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, "x")
+		got <- result{code, time.Since(start)}
+	}()
+	<-held               // b has the call
+	a.AbortForwards("c") // another peer: nothing in flight there
+	select {
+	case r := <-got:
+		t.Fatalf("answered %d before b was declared down", r.code)
+	case <-time.After(100 * time.Millisecond):
+	}
+	declared := time.Now()
+	a.AbortForwards("b")
+	r := <-got
+	assert.Equal(t, http.StatusGatewayTimeout, r.code)
+	assert.Less(t, time.Since(declared), time.Second, "answered at once")
+	assert.Zero(t, ec.calls.Load(), "sent to b, so never sent elsewhere")
+	ca := counts(t, a)["figlet"]
+	assert.Zero(t, ca.ForwardedOut)
+	assert.Equal(t, uint64(1), ca.FailedTries)
+
+	// Nothing left in flight; later forwards are not touched.
+	a.AbortForwards("b")
+	apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{{Node: "c", Addr: c.PeerAddr(), Weight: 1, Cap: 1000}}}})
+	code, _, body := do(t, "POST", "http://"+a.UserAddr()+"/function/figlet", nil, "y")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "c:y", body)
+}
