@@ -63,6 +63,9 @@ const (
 	// leaveGrace bounds how long a node leaving waits for its followers to
 	// read that it leaves (see neighbourhood.leave).
 	leaveGrace = 250 * time.Millisecond
+	// leftFor is how long a peer that left is not followed again, unless
+	// a new connection to it comes up first: longer than it takes to close.
+	leftFor = 5 * time.Second
 )
 
 // followee is a peer this node follows.
@@ -507,10 +510,12 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	case errors.Is(why, errBroke):
 		n.barred[p] = bar{until: time.Now().Add(bannedFor), hard: true}
 	case errors.Is(why, errLeft):
-		// Gone on purpose: not redialled, and followed again as soon as
-		// it is back (a restart).
+		// Gone on purpose: not redialled, and left alone while it closes
+		// (a follow now would be refused, and barred for refusedFor); a
+		// new connection, as when it restarts, lifts the bar at once.
 		delete(n.flaky, p)
 		delete(n.freeUsed, p)
+		n.barred[p] = bar{until: time.Now().Add(leftFor)}
 	default:
 		// Lost, not let go. A stream that lasted is a first loss (a crash,
 		// a partition, a restart): redialled soon and often, and followed

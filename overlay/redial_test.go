@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"log/slog"
 	"net"
@@ -298,7 +299,11 @@ func TestALeaveIsLoggedAsOne(t *testing.T) {
 	var log logBuffer
 	a := startWith(t, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour,
 		Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelInfo}))})
-	b := quietNode(t, ctx)
+	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	require.NoError(t, err)
+	b, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour, PrivateKey: key})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
 	ad := advertOf(b, 1, 0)
 	ad.Name = "edge-b"
 	require.NoError(t, b.Publish(ctx, ad))
@@ -318,4 +323,14 @@ func TestALeaveIsLoggedAsOne(t *testing.T) {
 	assert.Nil(t, a.redial.lost[b.host.ID()], "a member that left is not redialled")
 	a.redial.mu.Unlock()
 	assert.Equal(t, "edge-b", a.table.Name(b.Self()), "its name is remembered after it left")
+
+	// Back (a restart, the same identity): followed again as soon as it
+	// connects, though it left a moment ago.
+	back, err := NewLibp2p(ctx, Libp2pConfig{Secret: testSecret, Namespace: "dfaas-test", DiscoveryInterval: time.Hour, PrivateKey: key})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = back.Close() })
+	require.NoError(t, back.Publish(ctx, advertOf(back, 2, 0)))
+	require.NoError(t, a.host.Connect(ctx, peer.AddrInfo{ID: back.host.ID(), Addrs: back.host.Addrs()}))
+	require.Eventually(t, func() bool { return a.table.Live(back.Self()) }, 3*time.Second, 10*time.Millisecond,
+		"a member back after a leave is followed again at once")
 }

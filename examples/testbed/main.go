@@ -10,6 +10,7 @@
 //	sudo go run ./examples/testbed -scenario examples/testbed/scenarios/reference.yaml
 //	sudo go run ./examples/testbed -scenario examples/testbed/scenarios/crash.yaml -json
 //	sudo go run ./examples/testbed -scenario examples/testbed/scenarios/partition.yaml -plot partition.png
+//	sudo go run ./examples/testbed -scenario examples/testbed/scenarios/degraded-loss.yaml -loss a-b=0,10,20,40 -runs 5
 //
 // A scenario is a YAML file: nodes with their CPU budgets and functions
 // (with or without a dfaas.maxrate label), functions of real cost (work:
@@ -42,6 +43,9 @@ func main() {
 	platform := flag.String("platform", "", "platform binary (default: build internal/testbed/platformd)")
 	keep := flag.String("keep", "", "keep keys and agent logs in this directory")
 	plotFile := flag.String("plot", "", "draw the executions per node per second into this PNG file")
+	loss := flag.String("loss", "", "sweep: run the scenario with each of a link's loss rates, as a-b=0,10,20,40 (percent), and print one table")
+	proxies := flag.String("proxies", "embedded,haproxy", "sweep: the data planes to run it on")
+	runs := flag.Int("runs", 5, "sweep: runs of each data plane and loss rate")
 	flag.Parse()
 	if len(scenarios) == 0 {
 		fmt.Fprintln(os.Stderr, "testbed: -scenario FILE is required")
@@ -49,13 +53,22 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, scenarios, *agent, *platform, *keep, *plotFile, *asJSON); err != nil {
+	var sw *sweep
+	if *loss != "" {
+		s, err := parseSweep(*proxies, *loss, *runs)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testbed:", err)
+			os.Exit(2)
+		}
+		sw = &s
+	}
+	if err := run(ctx, scenarios, *agent, *platform, *keep, *plotFile, *asJSON, sw); err != nil {
 		fmt.Fprintln(os.Stderr, "testbed:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, files []string, agent, platform, keep, plotFile string, asJSON bool) error {
+func run(ctx context.Context, files []string, agent, platform, keep, plotFile string, asJSON bool, sw *sweep) error {
 	var all []testbed.Scenario
 	for _, f := range files {
 		s, err := testbed.ReadFile(f)
@@ -64,8 +77,8 @@ func run(ctx context.Context, files []string, agent, platform, keep, plotFile st
 		}
 		all = append(all, s)
 	}
-	if len(all) > 1 && (plotFile != "" || keep != "") {
-		return fmt.Errorf("-plot and -keep take one scenario")
+	if len(all) > 1 && (plotFile != "" || keep != "" || sw != nil) {
+		return fmt.Errorf("-plot, -keep and -loss take one scenario")
 	}
 	if err := testbed.Check(); err != nil {
 		return err
@@ -92,6 +105,9 @@ func run(ctx context.Context, files []string, agent, platform, keep, plotFile st
 		if err := os.MkdirAll(keep, 0o700); err != nil {
 			return err
 		}
+	}
+	if sw != nil {
+		return sw.run(ctx, all[0], testbed.Options{Agent: agent, Platform: platform, Dir: keep, Progress: os.Stderr}, os.Stdout, os.Stderr)
 	}
 	var reports []*testbed.Report
 	for _, s := range all {

@@ -449,6 +449,8 @@ func (b *bed) apply(e EventSpec) error {
 		return b.net.heal()
 	case e.Loss != nil:
 		return b.net.setLoss(b.idx[e.Loss.Between[0]], b.idx[e.Loss.Between[1]], e.Loss.Loss)
+	case e.Delay != nil:
+		return b.net.delay(b.idx[e.Delay.Between[0]], b.idx[e.Delay.Between[1]], e.Delay.RTT.D(), e.Delay.Jitter.D())
 	case e.CPU != nil:
 		return b.setCPU(b.idx[e.CPU.Node], e.CPU.Cores)
 	case e.Hog != nil:
@@ -782,7 +784,7 @@ type watcher struct {
 func newWatcher(b *bed) *watcher { return &watcher{b: b, pending: map[int]time.Time{}} }
 
 func (w *watcher) event(k int, at time.Time) {
-	if e := w.b.s.Events[k]; e.Loss != nil || e.CPU != nil || e.Hog != nil || e.Unhog != "" {
+	if e := w.b.s.Events[k]; e.Loss != nil || e.Delay != nil || e.CPU != nil || e.Hog != nil || e.Unhog != "" {
 		return // nothing for the plans' peers to reflect
 	}
 	w.mu.Lock()

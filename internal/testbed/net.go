@@ -183,17 +183,19 @@ func (n *network) connect(from, to int) error {
 }
 
 // delay sets the latency of the link between a and b, both ways: half the
-// round trip on each direction of each proxy, with half the jitter.
+// round trip on each direction of each proxy, with half the jitter,
+// replacing any set before (connections open carry on, delayed anew).
 func (n *network) delay(a, b int, rtt, jitter time.Duration) error {
-	if rtt == 0 {
-		return nil
-	}
 	half, j := rtt.Milliseconds()/2, jitter.Milliseconds()/2
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, k := range [][2]int{{a, b}, {b, a}} {
 		for _, p := range n.proxies[k] {
 			for _, dir := range []string{"upstream", "downstream"} {
+				_ = p.Toxics.RemoveToxic(context.Background(), "delay-"+dir) // none before: an error to ignore
+				if rtt == 0 {
+					continue
+				}
 				spec := fmt.Sprintf(`{"name":"delay-%s","type":"latency","stream":%q,"attributes":{"latency":%d,"jitter":%d}}`, dir, dir, half, j)
 				if _, err := p.Toxics.AddToxicJson(strings.NewReader(spec)); err != nil {
 					return fmt.Errorf("testbed: latency on %s: %w", p.Name, err)

@@ -35,6 +35,9 @@ type Report struct {
 	Forwards         map[string]map[string]int `json:"forwards"`
 	ForwardLatencyMS Quantiles                 `json:"forward_latency_ms"`
 	LocalLatencyMS   Quantiles                 `json:"local_latency_ms"`
+	// ForwardLatencySettledMS is ForwardLatencyMS over the requests sent
+	// from the scenario's settle on.
+	ForwardLatencySettledMS Quantiles `json:"forward_latency_settled_ms"`
 	// Detection is, per event, the time until every running agent's plan
 	// reflected it (peers gone or back), in seconds; events the plans never
 	// reflected during the run are missing.
@@ -128,6 +131,9 @@ type SecondNode struct {
 	Rejected int `json:"rejected"`
 	Failed   int `json:"failed"`
 	Executed int `json:"executed"`
+	// Received counts the requests sent in the second that the node ran
+	// for another node's users.
+	Received int `json:"received"`
 	// Capacity is what the node's agent advertised in the second, summed
 	// over the functions of real cost; ExecP95MS the platform time's 95th
 	// percentile of the executions of them that ended in it.
@@ -275,7 +281,7 @@ func (b *bed) report(res []result) *Report {
 		}
 	}
 
-	var fwdLat, localLat []time.Duration
+	var fwdLat, localLat, fwdSettled []time.Duration
 	type cell struct {
 		sec, origin int
 		function    string
@@ -320,6 +326,10 @@ func (b *bed) report(res []result) *Report {
 				}
 				r.Forwards[o.Name][s.Nodes[exec].Name]++
 				fwdLat = append(fwdLat, q.latency)
+				if q.at >= b.s.Settle.D() {
+					fwdSettled = append(fwdSettled, q.latency)
+				}
+				timeline[sec][exec].Received++
 			}
 		case q.code == 503 || q.code == 429:
 			o.Rejected++
@@ -355,6 +365,7 @@ func (b *bed) report(res []result) *Report {
 	}
 	r.Nodes = nodes
 	r.ForwardLatencyMS, r.LocalLatencyMS = quantiles(fwdLat), quantiles(localLat)
+	r.ForwardLatencySettledMS = quantiles(fwdSettled)
 	for t := 0; t < seconds; t++ {
 		sec := Second{T: t, Nodes: map[string]SecondNode{}}
 		for i, n := range s.Nodes {

@@ -146,6 +146,9 @@ type EventSpec struct {
 	Heal      bool       `yaml:"heal"`
 	// Loss sets a link's loss (percent) from then on.
 	Loss *LinkSpec `yaml:"loss"`
+	// Delay sets a link's round trip and jitter from then on (a congested
+	// uplink); connections open keep going, slower.
+	Delay *LinkSpec `yaml:"delay"`
 	// CPU sets a node's CPU budget from then on.
 	CPU *CPUSpec `yaml:"cpu"`
 	// Hog starts a CPU hog in a node's cgroup (a noisy neighbour); Unhog
@@ -185,6 +188,8 @@ func (e EventSpec) Name() string {
 		return "heal"
 	case e.Loss != nil:
 		return fmt.Sprintf("loss %v %g%%", e.Loss.Between, e.Loss.Loss)
+	case e.Delay != nil:
+		return fmt.Sprintf("delay %v %v", e.Delay.Between, e.Delay.RTT.D())
 	case e.CPU != nil:
 		return fmt.Sprintf("cpu %s %g", e.CPU.Node, e.CPU.Cores)
 	case e.Hog != nil:
@@ -381,6 +386,12 @@ func (s Scenario) Validate() error {
 		if e.Loss != nil {
 			acts++
 			if err := link(fmt.Sprintf("events[%d]: loss", i), *e.Loss, true); err != nil {
+				return err
+			}
+		}
+		if e.Delay != nil {
+			acts++
+			if err := link(fmt.Sprintf("events[%d]: delay", i), *e.Delay, true); err != nil {
 				return err
 			}
 		}

@@ -32,11 +32,13 @@ events:
   - {at: 4s, partition: [[a], [b]]}
   - {at: 5s, heal: true}
   - {at: 6s, loss: {between: [a, b], loss: 5}}
+  - {at: 7s, delay: {between: [a, b], rtt: 200ms}}
 `))
 	require.NoError(t, err)
 	assert.Equal(t, 60*time.Millisecond, s.linkOf("b", "a").RTT.D())
 	assert.Equal(t, 20.0, s.linkOf("a", "b").Loss)
 	assert.Equal(t, "kill b", s.Events[0].Name())
+	assert.Equal(t, "delay [a b] 200ms", s.Events[5].Name())
 
 	for name, y := range map[string]string{
 		"unknown key":        "name: x\nduration: 1s\nnodes: [{name: a}]\nbogus: 1\n",
