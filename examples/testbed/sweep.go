@@ -82,6 +82,10 @@ func (sw sweep) run(ctx context.Context, s testbed.Scenario, opt testbed.Options
 				for _, n := range r.Nodes {
 					rejected += n.RejectedAfter
 				}
+				if r.Lost > 0 || r.Duplicated > 0 {
+					fmt.Fprintf(log, "testbed: sweep: %s, %g%%, run %d: lost %d by second %v, duplicated %d, unanswered %d, retries %d\n",
+						proxy, loss, k+1, r.Lost, r.LostAt, r.Duplicated, r.Unanswered, r.Retries)
+				}
 				c.lost, c.duplicated, c.rejected = append(c.lost, r.Lost), append(c.duplicated, r.Duplicated), append(c.rejected, rejected)
 				c.p99 = append(c.p99, r.ForwardLatencySettledMS.P99)
 				c.share = append(c.share, shareOf(r, sw.link[1]))
