@@ -2,6 +2,7 @@ package dfaas_test
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -84,4 +85,29 @@ func anchors(s string) []string {
 		out = append(out, b.String())
 	}
 	return out
+}
+
+// TestNoBuiltBinariesAreTracked: nothing git tracks is an executable a
+// build wrote (ELF) or larger than 2 MiB: `go build ./examples/x` in the
+// repository's root writes ./x, and `git add -A` would take it.
+func TestNoBuiltBinariesAreTracked(t *testing.T) {
+	out, err := exec.Command("git", "ls-files", "-z").Output()
+	if err != nil {
+		t.Skipf("not a git checkout (%v): nothing tracked to check", err)
+	}
+	files := strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			continue // deleted in the working tree
+		}
+		assert.LessOrEqual(t, st.Size(), int64(2<<20), "%s is tracked and over 2 MiB", f)
+		head := make([]byte, 4)
+		if fh, err := os.Open(f); err == nil {
+			_, _ = fh.Read(head)
+			_ = fh.Close()
+		}
+		assert.NotEqual(t, "\x7fELF", string(head), "%s is a built executable, tracked", f)
+	}
 }
