@@ -120,6 +120,9 @@ func (n Nearest) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 const (
 	degradedFloor = 0.01
 	minAttempts   = 3
+	// healthySuccess is the success rate a peer needs to set the latency
+	// the others are held to.
+	healthySuccess = 0.9
 )
 
 // weighHealth scales each share's weight by its peer's health (see
@@ -134,14 +137,19 @@ func weighHealth(shares []dfaas.Share, fh map[dfaas.NodeID]dfaas.ForwardHealth, 
 		}
 		return max(0, h.Latency-rtt[n]), true
 	}
+	// The best is of the peers that mostly succeed: one failing fast (or
+	// lying) must not make the others look slow.
 	best, measured := time.Duration(-1), 0
 	for _, s := range shares {
 		if b, ok := beyond(s.Node); ok {
 			measured++
-			if best < 0 || b < best {
+			if fh[s.Node].Success >= healthySuccess && (best < 0 || b < best) {
 				best = b
 			}
 		}
+	}
+	if best < 0 {
+		return // no peer healthy enough to compare with
 	}
 	if measured < 2 {
 		return // nothing to compare with: no peer is slow but against another

@@ -175,3 +175,22 @@ func TestNearestMovesTheShareOfADegradedPeer(t *testing.T) {
 	self.Forwards = map[string]map[dfaas.NodeID]dfaas.ForwardHealth{fn: {"c": health(105*time.Millisecond, 1)}}
 	assert.Equal(t, base, Nearest{}.Plan(self, peers))
 }
+
+// TestNearestIgnoresAFastFailingPeer: a peer that fails fast (answers 5xx
+// at once, or lies) does not set the latency the others are held to: they
+// keep their weights, and it loses its own.
+func TestNearestIgnoresAFastFailingPeer(t *testing.T) {
+	self := state("a", 10, 40)
+	self.RTT = map[dfaas.NodeID]time.Duration{"b": 5 * time.Millisecond, "c": 5 * time.Millisecond, "d": 5 * time.Millisecond}
+	peers := []dfaas.Advert{advert("b", 40, 0), advert("c", 40, 0), advert("d", 40, 0)}
+	base := Nearest{}.Plan(self, peers).Functions[fn]
+	self.Forwards = map[string]map[dfaas.NodeID]dfaas.ForwardHealth{fn: {
+		"b": health(15*time.Millisecond, 1), "c": health(16*time.Millisecond, 1), "d": health(5*time.Millisecond+100*time.Microsecond, 0.3)}}
+	fp := Nearest{}.Plan(self, peers).Functions[fn]
+	weight := func(fp dfaas.FunctionPlan, n dfaas.NodeID) float64 {
+		return fp.Peers[slices.IndexFunc(fp.Peers, func(s dfaas.Share) bool { return s.Node == n })].Weight
+	}
+	assert.Equal(t, weight(base, "b"), weight(fp, "b"), "b is not slow against a peer that fails")
+	assert.InDelta(t, weight(base, "c"), weight(fp, "c"), 0.15*weight(base, "c"))
+	assert.Less(t, weight(fp, "d"), 0.01*weight(base, "d")+1e-12, "d fails: it keeps the floor")
+}

@@ -220,12 +220,22 @@ func FederationHandler(view func() View) http.Handler {
 		return b, true
 	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		b, ok := current(w)
-		if !ok {
-			return
-		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
+		// Busy drawing views: the page without its first view (its first
+		// refresh draws), never a 503 for the page itself.
+		select {
+		case busy <- struct{}{}:
+		default:
+			_, _ = io.WriteString(w, before+after)
+			return
+		}
+		b, err := json.Marshal(view())
+		<-busy
+		if err != nil {
+			_, _ = io.WriteString(w, before+after)
+			return
+		}
 		_, _ = io.WriteString(w, before+`<script type="application/json" id="first-view">`)
 		_, _ = w.Write(b)
 		_, _ = io.WriteString(w, "</script>"+after)

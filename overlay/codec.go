@@ -34,11 +34,12 @@ import (
 // A uvarint is in its shortest form; a string is a uvarint length and its
 // bytes; a rate is a uvarint count of thousandths of a request per second,
 // so a decoded rate is the encoded one rounded to 0.001 req/s. A TTL is
-// truncated to the millisecond. Version 2 was version 3 without the name:
-// Decode still reads it (a node not upgraded yet), and nodes of version 2
-// count adverts of version 3 as unsupported (ErrUnsupportedVersion), so a
-// federation upgrades within an advert's lifetime or hears only part of
-// itself meanwhile. Version 1 was JSON; a byte '{' first is reported as
+// truncated to the millisecond. Version 2 is version 3 without the name:
+// Encode writes it for an advert without a name, and Decode reads both.
+// Nodes of version 2 count adverts of version 3 as unsupported
+// (ErrUnsupportedVersion) and stop following a node that sends them, so a
+// federation upgrades its nodes before it names them (-name), or hears only
+// part of itself meanwhile. Version 1 was JSON; a byte '{' first is reported as
 // unsupported.
 const WireVersion = 3
 
@@ -57,9 +58,16 @@ func Encode(a dfaas.Advert) ([]byte, error) {
 		return nil, fmt.Errorf("overlay: encode: %w", err)
 	}
 	b := make([]byte, 0, 96+32*len(a.Functions))
-	b = append(b, WireVersion)
-	b = appendString(b, string(a.Node))
-	b = appendString(b, a.Name)
+	// Without a name, version 2: nodes not upgraded yet read it (they ban
+	// a peer whose adverts they cannot read).
+	if a.Name == "" {
+		b = append(b, wireVersionNoName)
+		b = appendString(b, string(a.Node))
+	} else {
+		b = append(b, WireVersion)
+		b = appendString(b, string(a.Node))
+		b = appendString(b, a.Name)
+	}
 	b = binary.AppendUvarint(b, a.Seq)
 	b = binary.AppendUvarint(b, uint64(a.TTL.Milliseconds()))
 	b = appendString(b, a.Addr)

@@ -512,10 +512,21 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	case errors.Is(why, errLeft):
 		// Gone on purpose: not redialled, and left alone while it closes
 		// (a follow now would be refused, and barred for refusedFor); a
-		// new connection, as when it restarts, lifts the bar at once.
-		delete(n.flaky, p)
+		// new connection, as when it restarts, lifts the bar at once. A
+		// stream that did not last stableFor counts as early as a loss
+		// would: a member that leaves and comes back again and again
+		// backs off as one that drops its connection does.
+		if time.Since(began) >= stableFor {
+			delete(n.flaky, p)
+		} else {
+			n.flaky[p]++
+		}
 		delete(n.freeUsed, p)
-		n.barred[p] = bar{until: time.Now().Add(leftFor)}
+		wait := leftFor
+		if k := n.flaky[p]; k > 1 {
+			wait = max(leftFor, min(refusedFor, retryAfter<<min(k-1, 6)))
+		}
+		n.barred[p] = bar{until: time.Now().Add(wait)}
 	default:
 		// Lost, not let go. A stream that lasted is a first loss (a crash,
 		// a partition, a restart): redialled soon and often, and followed
@@ -595,7 +606,7 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 			// A clean end after whole frames: see neighbourhood.leave. Only
 			// io.EOF itself: a connection that drops ends its streams with
 			// a reset that wraps io.EOF.
-			if err == io.EOF {
+			if err == io.EOF && malformed == 0 { // a stream that broke the protocol gets no leave
 				return errLeft
 			}
 			return err

@@ -57,11 +57,13 @@ func (w wire) u(v uint64) wire       { return binary.AppendUvarint(w, v) }
 func (w wire) append(b ...byte) wire { return append(w, b...) }
 func (w wire) s(v string) wire       { return append(w.u(uint64(len(v))), v...) }
 func (w wire) head(fns int) wire {
-	return w.s("n1").s("").u(1).u(3000).s("127.0.0.1:9000").u(uint64(fns))
+	return w.s("n1").s("edge").u(1).u(3000).s("127.0.0.1:9000").u(uint64(fns))
 }
 
 func TestDecodeRejects(t *testing.T) {
-	valid, err := Encode(testAdvert("n1", 1))
+	named := testAdvert("n1", 1)
+	named.Name = "edge"
+	valid, err := Encode(named)
 	require.NoError(t, err)
 	v := wire{WireVersion}
 	require.Equal(t, valid, []byte(v.head(1).s("figlet").u(20000).u(4000).u(0).u(0)), "the builder writes what Encode does")
@@ -117,6 +119,10 @@ func TestDecodeRejects(t *testing.T) {
 	a, err = Decode(old)
 	require.NoError(t, err)
 	assert.Equal(t, testAdvert("n1", 1), a)
+	// And an advert without a name is written in it, for those nodes.
+	unnamed, err := Encode(testAdvert("n1", 1))
+	require.NoError(t, err)
+	assert.Equal(t, []byte(old), unnamed)
 }
 
 func TestEncodeRejectsInvalid(t *testing.T) {

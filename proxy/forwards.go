@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"math"
+	"net/http"
 	"sync"
 	"time"
 
@@ -62,12 +63,30 @@ func (f *Forwards) stat(fn string, peer dfaas.NodeID) *forwardStat {
 }
 
 // Answered records an attempt to forward fn to peer that peer answered
-// after took (at its response headers), at now; failed says the answer
-// was the peer's failure (502 or 504).
-func (f *Forwards) Answered(fn string, peer dfaas.NodeID, took time.Duration, failed bool, now time.Time) {
+// with status after took (from the request's end to the peer's response
+// headers), at now. What the status says of the peer's health:
+//
+//   - 2xx and 3xx: a success, and its time a latency sample;
+//   - other 4xx: a success (the call's own answer), but no sample: a
+//     quick refusal of a bad request says nothing of how fast the peer is;
+//   - 429: nothing (the peer's capacity, not its health);
+//   - 5xx: a failure, and no sample: a peer failing fast must not look
+//     fast.
+func (f *Forwards) Answered(fn string, peer dfaas.NodeID, status int, took time.Duration, now time.Time) {
+	switch {
+	case status == http.StatusTooManyRequests:
+		return
+	case status >= 500:
+		f.Failed(fn, peer, now)
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.stat(fn, peer)
+	if status >= 400 {
+		s.record(true, now)
+		return
+	}
 	sample := took.Seconds()
 	switch {
 	case s.answered.IsZero() || sample > s.latency:
@@ -77,7 +96,7 @@ func (f *Forwards) Answered(fn string, peer dfaas.NodeID, took time.Duration, fa
 		s.latency = w*s.latency + (1-w)*sample
 	}
 	s.answered = now
-	s.record(!failed, now)
+	s.record(true, now)
 }
 
 // Failed records an attempt to forward fn to peer that failed without an

@@ -411,7 +411,11 @@ func tracing(ctx context.Context, o options, name string) (*sdktrace.TracerProvi
 		return nil, fmt.Errorf("-otlp: %w", err)
 	}
 	res := resource.NewSchemaless(attribute.String("service.name", "dfaas-agent"), attribute.String("dfaas.node.name", name))
-	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
+	// Attribute values come partly from callers (a method, a peer's
+	// header): held to 256 bytes, so a span stays small whoever asks for it.
+	limits := sdktrace.NewSpanLimits()
+	limits.AttributeValueLengthLimit = 256
+	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res), sdktrace.WithRawSpanLimits(limits),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(o.sample)))), nil
 }
 

@@ -20,10 +20,11 @@ type inFlight struct {
 	m    map[dfaas.NodeID]map[uint64]context.CancelCauseFunc
 }
 
-// start registers an attempt to peer and returns its context (a child of
-// ctx) and the function that ends it.
-func (f *inFlight) start(ctx context.Context, peer dfaas.NodeID) (context.Context, func()) {
-	ctx, cancel := context.WithCancelCause(ctx)
+// start registers an attempt to peer, abortable until untrack, and returns
+// its context (a child of ctx) and its cancel. Both functions may be called
+// again (deferred too).
+func (f *inFlight) start(ctx context.Context, peer dfaas.NodeID) (_ context.Context, untrack, cancel func()) {
+	ctx, cancelCause := context.WithCancelCause(ctx)
 	f.mu.Lock()
 	if f.m == nil {
 		f.m = map[dfaas.NodeID]map[uint64]context.CancelCauseFunc{}
@@ -33,7 +34,7 @@ func (f *inFlight) start(ctx context.Context, peer dfaas.NodeID) (context.Contex
 	}
 	f.next++
 	id := f.next
-	f.m[peer][id] = cancel
+	f.m[peer][id] = cancelCause
 	f.mu.Unlock()
 	return ctx, func() {
 		f.mu.Lock()
@@ -42,8 +43,7 @@ func (f *inFlight) start(ctx context.Context, peer dfaas.NodeID) (context.Contex
 			delete(f.m, peer)
 		}
 		f.mu.Unlock()
-		cancel(nil)
-	}
+	}, func() { cancelCause(nil) }
 }
 
 // abort cancels every attempt in flight to peer, and reports how many.
@@ -56,11 +56,12 @@ func (f *inFlight) abort(peer dfaas.NodeID) int {
 	return len(f.m[peer])
 }
 
-// AbortForwards answers the forwards in flight to peer at once, because
-// the overlay declared it down (its probes unanswered: frozen or cut off):
-// one not sent yet goes to another peer; one sent may have run there, so
-// it is answered 504, never sent elsewhere, instead of waiting for the
-// peer until the forward timeout (or until a frozen peer thaws). The node
+// AbortForwards answers the forwards waiting for peer's answer at once,
+// because the overlay declared it down (its probes unanswered: frozen or
+// cut off): one not sent yet goes to another peer; one sent may have run
+// there, so it is answered 504, never sent elsewhere, instead of waiting
+// for the peer until the forward timeout (or until a frozen peer thaws). A
+// forward whose answer has begun is left to finish. The node
 // wires it to the overlay (overlay.Libp2p.SetOnSuspect).
 func (p *Proxy) AbortForwards(peer dfaas.NodeID) {
 	if n := p.inflight.abort(peer); n > 0 {

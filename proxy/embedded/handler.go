@@ -150,7 +150,7 @@ func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
 	var span trace.Span
 	if p.tracer != nil {
 		var tw *traceWriter
-		r, tw, span = p.serverSpan(w, r, "dfaas.peer", fn.name, proxy.AttrFrom.String(r.Header.Get(proxy.HeaderFrom)))
+		r, tw, span = p.serverSpan(w, r, "dfaas.peer", fn.name, proxy.AttrFrom.String(from(r)))
 		w = tw
 		defer endServer(span, tw)
 	}
@@ -272,12 +272,14 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 					trace.WithAttributes(proxy.AttrNode.String(string(p.cfg.Node)), proxy.AttrFunction.String(rt.fn.name), proxy.AttrPeer.String(string(pr.node))))
 				tr = r.WithContext(ctx)
 			}
-			began := time.Now()
-			actx, done := p.inflight.start(tr.Context(), pr.node)
-			resp, sent, err := p.try(tr.WithContext(actx), pr, rp, attempt)
+			actx, untrack, cancel := p.inflight.start(tr.Context(), pr.node)
+			defer cancel() // after the answer's body, or a panic copying it
+			defer untrack()
+			resp, sent, wrote, err := p.try(tr.WithContext(actx), pr, rp, attempt)
+			untrack() // headers or an error: abortable no more (an answer begun is left to finish)
 			down := err != nil && errors.Is(context.Cause(actx), errPeerDown)
-			if err != nil {
-				done() // the attempt is over; an answer's body is still to come
+			if aspan != nil {
+				defer endAttempt(aspan, "cut", 0, nil) // a panic copying the answer; else ended below first
 			}
 			if err != nil && body.Failed() != 0 {
 				// The client's body failed as it streamed to the peer
@@ -329,8 +331,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				return true
 			}
 			p.outliers.Success(pr.node)
-			p.forwards.Answered(rt.fn.name, pr.node, time.Since(began),
-				resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusGatewayTimeout, time.Now())
+			// The peer's time: from the request's end (a body streamed by a
+			// slow client is the client's time) to the response headers.
+			p.forwards.Answered(rt.fn.name, pr.node, resp.StatusCode, time.Since(wrote), time.Now())
 			if resp.StatusCode == http.StatusTooManyRequests {
 				// The peer's platform (or the function) said too many: the
 				// user gets it, as from a local platform; not retried.
@@ -342,7 +345,6 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 				outcome(span, "forwarded", pr.node)
 			}
 			proxy.CopyResponse(w, r, resp)
-			done()
 			endAttempt(aspan, "answered", resp.StatusCode, nil)
 			return true
 		}
@@ -388,17 +390,27 @@ func (p *Proxy) bodyGone(w http.ResponseWriter, rt *route) bool {
 // (StatusRefused) is returned as an error with the response closed and
 // sent false, as is a failure to connect; any failure after the request
 // was written has sent true.
-func (p *Proxy) try(r *http.Request, pr peer, rp *replay, body io.ReadCloser) (_ *http.Response, sent bool, _ error) {
+func (p *Proxy) try(r *http.Request, pr peer, rp *replay, body io.ReadCloser) (_ *http.Response, sent bool, wroteAt time.Time, _ error) {
 	// Built from parsed parts: the peer's address only ever names the host.
 	u := &url.URL{Scheme: p.scheme, Host: pr.addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	var wrote atomic.Bool
+	var ended atomic.Int64 // when the request was written to its end
 	ctx := httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
 		WroteHeaderField: func(string, []string) { wrote.Store(true) },
 		WroteHeaders:     func() { wrote.Store(true) },
+		WroteRequest:     func(httptrace.WroteRequestInfo) { ended.Store(time.Now().UnixNano()) },
 	})
+	start := time.Now()
+	// wroteAt: the request's end, or the attempt's start if it was not seen.
+	at := func() time.Time {
+		if n := ended.Load(); n != 0 {
+			return time.Unix(0, n)
+		}
+		return start
+	}
 	out, err := http.NewRequestWithContext(ctx, r.Method, u.String(), nil)
 	if err != nil {
-		return nil, false, err
+		return nil, false, start, err
 	}
 	out.Header = r.Header.Clone()
 	proxy.RemoveHopByHop(out.Header)
@@ -424,7 +436,7 @@ func (p *Proxy) try(r *http.Request, pr peer, rp *replay, body io.ReadCloser) (_
 	}
 	t, err := p.transportTo(pr.node)
 	if err != nil {
-		return nil, false, err
+		return nil, false, start, err
 	}
 	resp, err := t.RoundTrip(out)
 	if err != nil {
@@ -432,15 +444,15 @@ func (p *Proxy) try(r *http.Request, pr peer, rp *replay, body io.ReadCloser) (_
 		// as a member) fails before anything is written: TLS 1.2, see
 		// proxy.PeerTLSVersion. An alert after the write may come after
 		// the peer ran the request.
-		return nil, wrote.Load(), err
+		return nil, wrote.Load(), at(), err
 	}
 	p.answered(pr.node) // any answer, a refusal too: the path works
 	if resp.StatusCode == proxy.StatusRefused {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 		_ = resp.Body.Close()
-		return nil, false, fmt.Errorf("peer %s %w: %s %s", pr.node, errRefused, resp.Status, resp.Header.Get(proxy.HeaderRefused))
+		return nil, false, at(), fmt.Errorf("peer %s %w: %s %s", pr.node, errRefused, resp.Status, resp.Header.Get(proxy.HeaderRefused))
 	}
-	return resp, true, nil
+	return resp, true, at(), nil
 }
 
 // errRefused: the peer refused the request (proxy.StatusRefused): it ran

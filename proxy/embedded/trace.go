@@ -25,7 +25,7 @@ var propagator = propagation.TraceContext{}
 // writer records the status for the span's end (endServer).
 func (p *Proxy) serverSpan(w http.ResponseWriter, r *http.Request, name, fn string, attrs ...attribute.KeyValue) (*http.Request, *traceWriter, trace.Span) {
 	ctx := propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	attrs = append(attrs, proxy.AttrNode.String(string(p.cfg.Node)), proxy.AttrFunction.String(fn), proxy.AttrMethod.String(r.Method))
+	attrs = append(attrs, proxy.AttrNode.String(string(p.cfg.Node)), proxy.AttrFunction.String(fn), proxy.AttrMethod.String(method(r.Method)))
 	ctx, span := p.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 	return r.WithContext(ctx), &traceWriter{ResponseWriter: w}, span
 }
@@ -98,3 +98,24 @@ func (t *traceWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (t *traceWriter) Unwrap() http.ResponseWriter { return t.ResponseWriter }
+
+// method is a request's method as a span attribute: one of HTTP's, or
+// _OTHER (OpenTelemetry's convention), never a caller's arbitrary token.
+func method(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete,
+		http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return m
+	}
+	return "_OTHER"
+}
+
+// from is the node a peer's request says it comes from, if it is a valid
+// node id; "" otherwise.
+func from(r *http.Request) string {
+	f := r.Header.Get(proxy.HeaderFrom)
+	if dfaas.ValidateNodeID(dfaas.NodeID(f)) != nil {
+		return ""
+	}
+	return f
+}

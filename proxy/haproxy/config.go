@@ -91,10 +91,11 @@ func (t TLS) AnchorFile(server string) string { return filepath.Join(t.AnchorDir
 // request run here; else not run here), the status answered, the
 // function's local executions in progress as it started, itself included,
 // and its local executions begun by then and by the end (st_total's count:
-// the same if none began meanwhile), and the server that answered (a
-// peer's server name, the platform's, or <NOSRV>). A variable not set
-// prints as "-".
-const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)] %[var(txn.began)] %[sc1_http_req_cnt] %s"
+// the same if none began meanwhile), the server that answered (a peer's
+// server name, the platform's, or <NOSRV>) and its response time in ms
+// (%Tr: from the connection to its response headers; -1 if none came). A
+// variable not set prints as "-".
+const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)] %[var(txn.began)] %[sc1_http_req_cnt] %s %Tr"
 
 // traceFormat follows logFormat when a Layout traces: the request's
 // traceparent if it is a valid one (anything else would let a caller

@@ -43,6 +43,9 @@ type logLine struct {
 	status int
 	solo   bool   // no other execution of the function was in progress from its start to its end
 	server string // that answered: a peer's server name, the platform's, or <NOSRV>
+	// answer is the server's time to its response headers (%Tr), to the
+	// millisecond; -1 if none came.
+	answer time.Duration
 	// With Layout.Trace: the request's traceparent and the node a peer's
 	// request came from ("" if none).
 	traceparent, from string
@@ -73,13 +76,13 @@ func (d *Driver) readLogs() {
 		}
 		st := v.(*logState)
 		d.span(l, time.Now())
-		if peer, ok := d.named.Load(l.server); ok && l.user && !l.ran && l.status != http.StatusServiceUnavailable {
+		if peer, ok := d.named.Load(l.server); ok && l.user && !l.ran && l.status != http.StatusServiceUnavailable && l.answer >= 0 {
 			// A forward's final attempt (HAProxy's retries before it are
-			// not in the log): its time, and whether the peer failed it.
-			// A 503 is every try refused, or no connection made: HAProxy's
-			// own checks mark a peer it cannot reach down.
-			d.forwards.Answered(l.fn, peer.(dfaas.NodeID), l.took,
-				l.status == http.StatusBadGateway || l.status == http.StatusGatewayTimeout, time.Now())
+			// not in the log): the peer's time to its response headers,
+			// and whether it failed. A 503 is every try refused, or no
+			// connection made: HAProxy's own checks mark a peer it cannot
+			// reach down.
+			d.forwards.Answered(l.fn, peer.(dfaas.NodeID), l.status, l.answer, time.Now())
 		}
 		if l.ran {
 			end := time.Now()
@@ -128,18 +131,25 @@ func later(a, b time.Time) time.Time {
 // start> <by its end>", unset fields "-".
 func parseLogLine(line string) (logLine, bool) {
 	f := strings.Fields(line)
-	if (len(f) != 10 && len(f) != 12) || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
+	if (len(f) != 11 && len(f) != 13) || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
 		return logLine{}, false
 	}
-	l := logLine{server: f[9]}
-	if len(f) == 12 { // traceFormat
+	l := logLine{server: f[9], answer: -1}
+	ms, err := strconv.Atoi(f[10])
+	if err != nil || ms < -1 || ms > int(time.Hour/time.Millisecond) {
+		return logLine{}, false
+	}
+	if ms >= 0 {
+		l.answer = time.Duration(ms) * time.Millisecond
+	}
+	if len(f) == 13 { // traceFormat
 		unset := func(s string) string {
 			if s == "-" {
 				return ""
 			}
 			return s
 		}
-		l.traceparent, l.from = unset(f[10]), unset(f[11])
+		l.traceparent, l.from = unset(f[11]), unset(f[12])
 	}
 	user := f[0] == "user"
 	f = f[1:]
