@@ -162,7 +162,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.IntVar(&o.neighbours, "neighbours", overlay.DefaultNeighbours, "peers this node follows (the nearest by round-trip time): whose adverts it plans with and to whom it may forward")
 	fs.StringVar(&o.user, "user", "127.0.0.1:8080", "user listener address (OpenFaaS path /function/<name>)")
 	fs.StringVar(&o.peer, "peer", "127.0.0.1:8081", "peer listener address")
-	fs.StringVar(&o.name, "name", "", "this node's name, advertised beside its id: shown on peers' live pages, in /status, metrics and logs, and in the echo functions' answers; letters, digits, '.', '-', '_' (default: the host name)")
+	fs.StringVar(&o.name, "name", "", "this node's name, advertised beside its id: shown on peers' live pages, in /status, metrics and logs, and in the echo functions' answers; letters, digits, '.', '-', '_' (default: the host name; \"-\": none advertised)")
 	fs.StringVar(&o.advertise, "advertise", "", "peer address advertised to other agents (default: the bound -peer address)")
 	functions := fs.String("functions", "hello=10", "with -faas runtime or local: echo functions as name=capacity (req/s), comma-separated")
 	fs.StringVar(&o.proxy, "proxy", node.DefaultDataPlane, "data plane: "+strings.Join(proxy.Names(), ", ")+" (haproxy needs -faas local or openfaas)")
@@ -313,6 +313,10 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	if name == "" {
 		name = hostName()
 	}
+	advertised := name
+	if name == "-" { // a name for logs and answers, none in adverts (see docs/operators.md, Upgrade)
+		name, advertised = hostName(), ""
+	}
 	log = log.With("name", name)
 	lc.Logger = log
 	pf, err := node.OpenPlatform(ctx, o.faas, node.PlatformSpec{Node: name, Functions: o.functions, OpenFaaS: o.gateway,
@@ -341,7 +345,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 		}()
 		log.Info("tracing", "otlp", o.otlp, "sample", o.sample)
 	}
-	n, err := node.Build(ctx, node.Config{Name: name, Tracer: tracerOf(tp), Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
+	n, err := node.Build(ctx, node.Config{Name: advertised, Tracer: tracerOf(tp), Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
 		DeclaredCapacity: o.declared, MaxBody: o.maxBody, BodyTimeout: o.bodyWait,
 		PlainPeers: o.insecure,
