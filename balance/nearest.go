@@ -101,7 +101,7 @@ func (n Nearest) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 			continue
 		}
 		shares := slices.DeleteFunc(slices.Clone(fp.Peers), func(s dfaas.Share) bool { return far(s.Node, fn) })
-		weighHealth(shares, self.Forwards[fn], self.RTT)
+		weighHealth(shares, self.Forwards[fn], self.RTT, float64(self.Functions[fn].Demand-fp.Limit))
 		tiers := tiersOf(shares, self.RTT)
 		for i := range shares {
 			for range tiers[i] {
@@ -119,6 +119,12 @@ func (n Nearest) Plan(self dfaas.State, peers []dfaas.Advert) dfaas.Plan {
 // peer keeps, and the attempts a peer's measures need to count.
 const (
 	degradedFloor = 0.01
+	// probeRate is the forwards per second a degraded peer keeps at least
+	// (within probeShare of what is forwarded), so that its recovery is
+	// measured within seconds: the peak-EWMA comes down only with answers.
+	probeRate     = 1.0
+	minProbeShare = 0.01
+	maxProbeShare = 0.05
 	minAttempts   = 3
 	// healthySuccess is the success rate a peer needs to set the latency
 	// the others are held to.
@@ -126,8 +132,9 @@ const (
 )
 
 // weighHealth scales each share's weight by its peer's health (see
-// Nearest), from the forwards' measures fh and the RTTs.
-func weighHealth(shares []dfaas.Share, fh map[dfaas.NodeID]dfaas.ForwardHealth, rtt map[dfaas.NodeID]time.Duration) {
+// Nearest), from the forwards' measures fh and the RTTs; forwarding is the
+// rate the plan forwards (req/s), whose probeRate a degraded peer keeps.
+func weighHealth(shares []dfaas.Share, fh map[dfaas.NodeID]dfaas.ForwardHealth, rtt map[dfaas.NodeID]time.Duration, forwarding float64) {
 	// beyond is what a peer's answers take beyond its RTT: its own time
 	// and what the link adds past its best round trip (retransmissions).
 	beyond := func(n dfaas.NodeID) (time.Duration, bool) {
@@ -154,6 +161,7 @@ func weighHealth(shares []dfaas.Share, fh map[dfaas.NodeID]dfaas.ForwardHealth, 
 	if measured < 2 {
 		return // nothing to compare with: no peer is slow but against another
 	}
+	degraded := make([]bool, len(shares))
 	for i, s := range shares {
 		if _, ok := beyond(s.Node); !ok {
 			continue
@@ -170,7 +178,29 @@ func weighHealth(shares []dfaas.Share, fh map[dfaas.NodeID]dfaas.ForwardHealth, 
 		}
 		s2 := min(success, 1) * min(success, 1)
 		f *= s2 * s2
+		if f < 1 {
+			degraded[i] = true
+		}
 		shares[i].Weight *= max(f, degradedFloor)
+	}
+	// A degraded peer keeps probeRate, as a share of its RTT tier's weight:
+	// enough answers to see it recover.
+	probe := maxProbeShare
+	if forwarding > 0 {
+		probe = min(maxProbeShare, max(minProbeShare, probeRate/forwarding))
+	}
+	tiers := tiersOf(shares, rtt)
+	for i := range shares {
+		if !degraded[i] {
+			continue
+		}
+		var tier float64
+		for j := range shares {
+			if tiers[j] == tiers[i] {
+				tier += shares[j].Weight
+			}
+		}
+		shares[i].Weight = max(shares[i].Weight, probe*tier)
 	}
 }
 

@@ -147,8 +147,8 @@ func TestRollingRestart(t *testing.T) {
 }
 
 // runScenario runs one of the shipped scenarios with a freshly built agent,
-// printing its report to the test log.
-func runScenario(t *testing.T, name string) *Report {
+// changed by each of with, printing its report to the test log.
+func runScenario(t *testing.T, name string, with ...func(*Scenario)) *Report {
 	t.Helper()
 	require.NoError(t, Check(), "the testbed runs as root with ip and iptables (CI does)")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -160,6 +160,9 @@ func runScenario(t *testing.T, name string) *Report {
 	require.NoError(t, err)
 	s, err := ReadFile("../../examples/testbed/scenarios/" + name + ".yaml")
 	require.NoError(t, err)
+	for _, f := range with {
+		f(&s)
+	}
 	r, err := Run(ctx, s, Options{Agent: agent, Platform: platform, Progress: testWriter{t}})
 	require.NoError(t, err)
 	Print(testWriter{t}, r)
@@ -234,5 +237,71 @@ func TestLearnedCapacity(t *testing.T) {
 			assert.LessOrEqual(t, n.Exec.P95, 3*alone, "%s: executions' p95 against a call's alone (%.0f ms)", n.Name, alone)
 		}
 	}
+	assertNoLeftovers(t)
+}
+
+// shareAt is the share of the forwards sent in seconds [from, to) that
+// node ran.
+func shareAt(r *Report, node string, from, to int) float64 {
+	var at, all int
+	for _, sec := range r.Timeline {
+		if sec.T < from || sec.T >= to {
+			continue
+		}
+		for name, n := range sec.Nodes {
+			all += n.Received
+			if name == node {
+				at += n.Received
+			}
+		}
+	}
+	if all == 0 {
+		return 0
+	}
+	return float64(at) / float64(all)
+}
+
+// TestLossyLinkBesideACleanOne: 20% packet loss between a and b, c with
+// room for all of a's excess. a measures its forwards to b slower (TCP
+// retransmissions) and moves b's share to c: nothing is lost or run twice,
+// b keeps a trickle, and the forwards' p99 stays near the clean link's.
+func TestLossyLinkBesideACleanOne(t *testing.T) {
+	r := runScenario(t, "degraded-loss")
+	assert.Zero(t, r.Lost)
+	assert.Zero(t, r.Duplicated)
+	assert.LessOrEqual(t, shareAt(r, "b", 5, 30), 0.1, "b's share after the first 5 s")
+	assert.Less(t, r.ForwardLatencySettledMS.P99, 100.0, "forwarded p99 after the first 5 s (about 13 ms on a clean link)")
+	assertNoLeftovers(t)
+}
+
+// TestSlowPeer: b's CPU quota falls tenfold at 20 s beside an equal c, on
+// HAProxy data planes (whose forwards are measured from the request log):
+// within 5 s at most a tenth of a's forwards still go to b, and 5 s after
+// b gets its CPU back it has its part again.
+func TestSlowPeer(t *testing.T) {
+	_, _, err := findCPUCgroups()
+	require.NoError(t, err, "the testbed gives nodes CPU budgets with the cpu cgroup controller (v2's cpu.max or v1's cpu)")
+	r := runScenario(t, "degraded-slow", func(s *Scenario) { s.Proxy = "haproxy" })
+	assert.Zero(t, r.Duplicated)
+	before, slow, back := shareAt(r, "b", 15, 20), shareAt(r, "b", 25, 35), shareAt(r, "b", 40, 50)
+	t.Logf("b's share of the forwards: %.0f%% before, %.0f%% slowed, %.0f%% back", 100*before, 100*slow, 100*back)
+	assert.Greater(t, before, 0.15, "b takes its part before (c has more room: about a quarter)")
+	assert.LessOrEqual(t, slow, 0.1, "from 5 s after the slowdown")
+	assert.Greater(t, back, 0.15, "from 5 s after b recovered, its part again")
+	assertNoLeftovers(t)
+}
+
+// TestRisingRTT: the round trip between a and b rises from 10 ms to
+// 200 ms at 12 s and falls back at 24 s: b's share moves to c within
+// seconds, nothing is lost, and b has its share back after the fall.
+func TestRisingRTT(t *testing.T) {
+	r := runScenario(t, "degraded-rtt")
+	assert.Zero(t, r.Lost)
+	assert.Zero(t, r.Duplicated)
+	before, far, back := shareAt(r, "b", 5, 12), shareAt(r, "b", 15, 24), shareAt(r, "b", 30, 36)
+	t.Logf("b's share of the forwards: %.0f%% before, %.0f%% far, %.0f%% back", 100*before, 100*far, 100*back)
+	assert.Greater(t, before, 0.3)
+	assert.LessOrEqual(t, far, 0.1, "from 3 s after the rise")
+	assert.Greater(t, back, 0.25, "6 s after the fall")
 	assertNoLeftovers(t)
 }
