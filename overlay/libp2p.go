@@ -561,6 +561,7 @@ func (o *Libp2p) discover(ctx context.Context) {
 func (o *Libp2p) Close() error {
 	o.closeOnce.Do(func() {
 		o.leaving.Store(true) // before the streams close: see isClosing
+		o.probes.stopAborts()
 		var errs []error
 		if o.hood != nil {
 			o.hood.leave()

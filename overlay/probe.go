@@ -28,6 +28,10 @@ import (
 // or so, where the old one would wait out TCP's retransmission back-off
 // (seconds, doubling with every retry the partition cost).
 
+// abortAfter is how long a peer stays suspect, answering no probe, before
+// the data plane is told to answer its forwards in flight (SetOnSuspect).
+const abortAfter = 2 * time.Second
+
 // minProbeTimeout bounds how fast a probe gives up: the timeout is ten
 // round trips, at least this and at most Libp2pConfig.ProbeTimeout. It is
 // twice TCP's shortest retransmission timeout (200 ms on Linux), so that a
@@ -52,16 +56,20 @@ type prober struct {
 	// answered, if set, is the data plane's latest answer from a peer (see
 	// SetAnswered).
 	answered atomic.Pointer[func(dfaas.NodeID) time.Time]
-	// onSuspect, if set, is told of each peer made suspect (SetOnSuspect).
+	// onSuspect, if set, is told of each peer suspect for abortAfter
+	// (SetOnSuspect); aborts holds the timers of those not told yet.
 	onSuspect atomic.Pointer[func(dfaas.NodeID)]
+	aborts    map[peer.ID]*time.Timer // under mu
 	excused   atomic.Uint64
 }
 
-// SetOnSuspect has f told of each peer the probes make suspect (frozen, cut
-// off, or dead without its connection dropping), as it leaves the table:
-// the node hands it the data plane's AbortForwards, so that forwards in
-// flight to the peer are answered at once rather than at their timeout. f
-// must not block. nil turns it off.
+// SetOnSuspect has f told of each peer the probes made suspect (frozen, cut
+// off, or dead without its connection dropping) that still answers no
+// probe abortAfter later: the node hands it the data plane's
+// AbortForwards, so that forwards in flight to the peer are answered then
+// rather than at their timeout (or when a frozen peer thaws), and forwards
+// on a lossy link that merely stalled a moment are left alone. f must not
+// block. nil turns it off.
 func (o *Libp2p) SetOnSuspect(f func(dfaas.NodeID)) {
 	if f == nil {
 		o.probes.onSuspect.Store(nil)
@@ -292,6 +300,10 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 		st.taken++
 		st.misses = 0
 		cleared, st.suspect = st.suspect, false
+		if t := pr.aborts[p]; t != nil { // it answers: its forwards were only slow
+			t.Stop()
+			delete(pr.aborts, p)
+		}
 	} else if excused {
 		// Counted up to, not past, the threshold: once the data plane's
 		// answers stop too, the next miss makes the peer suspect.
@@ -301,6 +313,24 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 		st.misses++
 		if st.misses >= pr.o.cfg.SuspectAfter && !st.suspect {
 			st.suspect, became = true, true
+			if f := pr.onSuspect.Load(); f != nil && pr.aborts[p] == nil {
+				// Told only if still silent abortAfter later: on a lossy
+				// link a suspicion is mostly brief, and aborting then
+				// would cut forwards that were only slow.
+				node := dfaas.NodeID(p.String())
+				if pr.aborts == nil {
+					pr.aborts = map[peer.ID]*time.Timer{}
+				}
+				pr.aborts[p] = time.AfterFunc(abortAfter, func() {
+					pr.mu.Lock()
+					_, pending := pr.aborts[p]
+					delete(pr.aborts, p)
+					pr.mu.Unlock()
+					if pending {
+						(*f)(node)
+					}
+				})
+			}
 		}
 		hangUp = st.misses == 2*pr.o.cfg.SuspectAfter
 	}
@@ -319,12 +349,19 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 	case became:
 		o.log.Info("peer suspect: probes unanswered", "peer", p, "misses", pr.o.cfg.SuspectAfter, "err", err)
 		o.table.Remove(dfaas.NodeID(p.String()))
-		if f := pr.onSuspect.Load(); f != nil {
-			(*f)(dfaas.NodeID(p.String()))
-		}
 		o.fire()
 	case hangUp:
 		o.log.Info("peer still silent: closing its connection to dial afresh", "peer", p)
 		_ = o.host.Network().ClosePeer(p)
+	}
+}
+
+// stopAborts cancels the aborts not told yet: the overlay closes.
+func (pr *prober) stopAborts() {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	for p, t := range pr.aborts {
+		t.Stop()
+		delete(pr.aborts, p)
 	}
 }

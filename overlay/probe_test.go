@@ -66,12 +66,7 @@ func TestSilentPeerIsSuspect(t *testing.T) {
 	default:
 		t.Error("a suspect peer did not trigger a tick")
 	}
-	select {
-	case n := <-told:
-		assert.Equal(t, b.Self(), n, "the data plane is told (SetOnSuspect)")
-	default:
-		t.Error("the suspect peer was not told to SetOnSuspect's function")
-	}
+	suspectAt := time.Now()
 	for range 5 {
 		seq++
 		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 2)))
@@ -83,6 +78,13 @@ func TestSilentPeerIsSuspect(t *testing.T) {
 	case <-hungUp:
 	case <-time.After(3 * time.Second):
 		t.Error("a peer silent for long was not hung up on")
+	}
+	select {
+	case n := <-told:
+		assert.Equal(t, b.Self(), n, "the data plane is told (SetOnSuspect)")
+		assert.GreaterOrEqual(t, time.Since(suspectAt), abortAfter-200*time.Millisecond, "told once silent for abortAfter, not at once")
+	case <-time.After(abortAfter + 2*time.Second):
+		t.Error("a peer silent for long was not told to SetOnSuspect's function")
 	}
 
 	// It answers again: its next advert counts.
@@ -223,4 +225,31 @@ func TestAnsweredPeerIsNotSuspect(t *testing.T) {
 		publish()
 		return len(a.Adverts(time.Now())) == 0
 	}, 3*time.Second, 50*time.Millisecond, "no answers either: suspect")
+}
+
+// TestBriefSilenceIsNotAborted: a peer suspect for a moment (its probes
+// stalled, as on a lossy link) that answers again within abortAfter is not
+// told to SetOnSuspect's function: its forwards were only slow.
+func TestBriefSilenceIsNotAborted(t *testing.T) {
+	cfg := Libp2pConfig{Secret: testSecret, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond}
+	a := startWith(t, cfg)
+	cfg.Bootstrap = a.Addrs()
+	b := startWith(t, cfg)
+	ctx := context.Background()
+	seq := uint64(0)
+	require.Eventually(t, func() bool {
+		seq++
+		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 1)))
+		return len(a.Adverts(time.Now())) == 1
+	}, 20*time.Second, 100*time.Millisecond, "b's advert at a")
+	told := make(chan dfaas.NodeID, 4)
+	a.SetOnSuspect(func(n dfaas.NodeID) { told <- n })
+	silencePings(b)
+	require.Eventually(t, func() bool { return len(a.Adverts(time.Now())) == 0 }, 3*time.Second, 10*time.Millisecond, "suspect")
+	b.host.SetStreamHandler(ping.ID, ping.NewPingService(b.host).PingHandler) // answers again at once
+	select {
+	case n := <-told:
+		t.Errorf("%s was told though it answered again within abortAfter", n)
+	case <-time.After(abortAfter + time.Second):
+	}
 }
