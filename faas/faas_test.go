@@ -334,3 +334,43 @@ func TestRuntimeUndeclared(t *testing.T) {
 		require.Equal(t, http.StatusOK, code)
 	}
 }
+
+// TestMonitorSkipsItsOwnStall: after a gap between samples that says the
+// node itself was stopped (a freeze, a paused VM), the executions that end
+// just after it waited through it: the estimators get idle windows for as
+// long again, then the executions again.
+func TestMonitorSkipsItsOwnStall(t *testing.T) {
+	clock := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	var h proxy.LatencyHistogram
+	h.Observe(6 * time.Second) // held through the stall
+	held := h.Snapshot()
+	fc := &fakeCounter{counts: map[string]proxy.Counts{"free": {Arrivals: 10}}}
+	ests := map[string]*recording{}
+	m, err := NewMonitor(fc, objectivePlatform{}, MonitorConfig{Window: 500 * time.Millisecond, Now: func() time.Time { return clock },
+		Estimator: func(fn string) capacity.Estimator {
+			ests[fn] = &recording{answer: 7}
+			return ests[fn]
+		}})
+	require.NoError(t, err)
+	sample := func(after time.Duration, c proxy.Counts) capacity.Observation {
+		t.Helper()
+		clock = clock.Add(after)
+		fc.counts = map[string]proxy.Counts{"free": c}
+		_, err := m.Sample(context.Background())
+		require.NoError(t, err)
+		obs := ests["free"].obs
+		return obs[len(obs)-1]
+	}
+	sample(0, proxy.Counts{Arrivals: 10})
+	assert.NotZero(t, sample(time.Second, proxy.Counts{Arrivals: 20}).Window)
+	// Stopped for 6 s: the held execution ends in the first window after.
+	got := sample(6*time.Second, proxy.Counts{Arrivals: 30, Executions: held})
+	assert.Equal(t, capacity.Observation{Window: 6 * time.Second}, got, "an idle window, not the held execution")
+	got = sample(time.Second, proxy.Counts{Arrivals: 40, Executions: held})
+	assert.Equal(t, capacity.Observation{Window: time.Second}, got, "still within as long again")
+	for range 5 { // ticks as usual again, as long as the stall lasted
+		sample(time.Second, proxy.Counts{Arrivals: 50, Executions: held})
+	}
+	got = sample(time.Second, proxy.Counts{Arrivals: 60, Executions: held})
+	assert.Equal(t, 10.0, float64(got.Demand)*got.Window.Seconds(), "learning again: the window's demand")
+}

@@ -82,7 +82,19 @@ type Monitor struct {
 	known      map[string]dfaas.Rate // the platform's last answer
 	estimators map[string]capacity.Estimator
 	observed   map[string]Observed // by the latest sample
+	last       time.Time           // the latest sample
+	stallUntil time.Time           // the estimators learn nothing before (see stalledFor)
 }
+
+// stalledFor is the gap between two samples that says the node itself was
+// stopped (SIGSTOP, a paused VM) or starved: the executions that end just
+// after it waited through it, and say nothing of what the platform can
+// run. The estimators are fed idle windows for as long again (at least
+// stallQuiet).
+const (
+	stalledFor = 3 * time.Second
+	stallQuiet = 2 * time.Second
+)
 
 // Observed is what a Monitor's latest sample saw of a function's local
 // executions.
@@ -193,6 +205,12 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 		m.known = caps
 	}
 	now := m.now()
+	if gap := now.Sub(m.last); !m.last.IsZero() && gap > max(stalledFor, 8*m.window) {
+		m.stallUntil = now.Add(max(gap, stallQuiet))
+		m.log.Info("this node was stalled: its capacity estimates skip the executions it held", "for", gap.Round(time.Millisecond))
+	}
+	m.last = now
+	stalled := now.Before(m.stallUntil)
 	cur := snapshot{at: now, counts: counts}
 	base := -1
 	for i, s := range m.history {
@@ -264,7 +282,7 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 		out.Functions[name] = fs
 	}
 	if !m.declared {
-		m.estimate(now, out, caps, objectives, prev, cur.counts, capErr != nil)
+		m.estimate(now, out, caps, objectives, prev, cur.counts, capErr != nil, stalled)
 	}
 	m.observed = map[string]Observed{}
 	for name, fs := range out.Functions {
@@ -284,9 +302,10 @@ func latencyOf(h proxy.Latencies) dfaas.Latency {
 // estimator, fed what the data plane counted of its local executions since
 // prev. A function the platform declares 0 for runs nothing here; without
 // the platform's answer (degraded) no function has capacity, but the
-// estimators keep learning.
+// estimators keep learning. Just after the node itself stalled they are
+// fed idle windows.
 func (m *Monitor) estimate(now time.Time, out dfaas.Sample, caps map[string]dfaas.Rate, objectives map[string]capacity.Objective,
-	prev, cur map[string]proxy.Counts, degraded bool) {
+	prev, cur map[string]proxy.Counts, degraded, stalled bool) {
 	for name := range m.estimators {
 		if _, ok := caps[name]; !ok {
 			delete(m.estimators, name) // no longer deployed
@@ -299,7 +318,7 @@ func (m *Monitor) estimate(now time.Time, out dfaas.Sample, caps map[string]dfaa
 			m.estimators[name] = e
 		}
 		var o capacity.Observation
-		if p, ok := prev[name]; ok && out.Window > 0 {
+		if p, ok := prev[name]; ok && out.Window > 0 && !stalled {
 			d := cur[name].Sub(p)
 			o = capacity.Observation{Window: out.Window, Latency: d.Executions, Solo: d.Solo, Busy: d.Busy, Failed: d.Failed,
 				InFlight: int(cur[name].InFlight), Occupied: d.Occupied,

@@ -147,3 +147,16 @@ func (f *Forwards) Health(now time.Time) map[string]map[dfaas.NodeID]dfaas.Forwa
 	}
 	return out
 }
+
+// Forget drops what was measured of peer's forwards: it was declared down
+// or left the plans, and what it did before says nothing of it when it is
+// back (a frozen peer thawed answers as fast as ever).
+func (f *Forwards) Forget(peer dfaas.NodeID) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k := range f.m {
+		if k.peer == peer {
+			delete(f.m, k)
+		}
+	}
+}

@@ -51,3 +51,18 @@ func TestForwardsMeasures(t *testing.T) {
 	assert.Nil(t, f.Health(at(9001).Add(dfaas.ForwardStale)))
 	assert.Empty(t, f.m, "forgotten, not only hidden")
 }
+
+// TestForwardsForget: a peer forgotten (declared down, out of the plans)
+// is measured afresh, for every function; the others keep their measures.
+func TestForwardsForget(t *testing.T) {
+	var f Forwards
+	now := time.Unix(1000, 0)
+	f.Failed("fn", "b", now)
+	f.Failed("other", "b", now)
+	f.Answered("fn", "c", http.StatusOK, time.Millisecond, now)
+	f.Forget("b")
+	h := f.Health(now)
+	assert.NotContains(t, h["fn"], dfaas.NodeID("b"))
+	assert.NotContains(t, h, "other")
+	assert.Contains(t, h["fn"], dfaas.NodeID("c"))
+}

@@ -297,6 +297,7 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 			continue
 		}
 		delete(have, node)
+		d.forwards.Forget(node)      // out of the plan: measured afresh when it is back
 		if w, ok := want[node]; ok { // a new address
 			errs = append(errs, d.addServer(fn, node, w))
 		}
