@@ -49,7 +49,8 @@ func (s *seenContexts) get(id trace.TraceID) (trace.SpanContext, bool) {
 }
 
 // tracedNode starts a node like startNode, with a tracer provider whose
-// spans rec records, and a platform that records what reached it.
+// spans rec records (none if rec is nil), and a platform that records what
+// reached it.
 func tracedNode(t *testing.T, network *overlay.Network, dp, name string, capacity dfaas.Rate, rec *tracetest.SpanRecorder, seen *seenContexts) *node.Node {
 	t.Helper()
 	mem, err := network.Join(dfaas.NodeID(name))
@@ -61,13 +62,32 @@ func tracedNode(t *testing.T, network *overlay.Network, dp, name string, capacit
 	pf, err := node.OpenPlatform(t.Context(), platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity},
 		Handler: seen.handler, Logger: quiet})
 	require.NoError(t, err)
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	n, err := node.Build(t.Context(), node.Config{Overlay: mem, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond,
-		Logger: quiet, PlainPeers: true, Tracer: tp})
+	cfg := node.Config{Overlay: mem, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond, Logger: quiet, PlainPeers: true}
+	if rec != nil {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+		t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		cfg.Tracer = tp
+	}
+	n, err := node.Build(t.Context(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	return n
+}
+
+// call makes one call to url under a new span of client's, its context in
+// traceparent, and returns the span's context, the status and the body.
+func call(t *testing.T, client *sdktrace.TracerProvider, url string) (trace.SpanContext, int, string) {
+	t.Helper()
+	ctx, span := client.Tracer("test").Start(t.Context(), "call")
+	defer span.End()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	require.NoError(t, err)
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	return span.SpanContext(), resp.StatusCode, string(body)
 }
 
 // byTrace returns the ended spans of one trace, by name.
@@ -108,17 +128,10 @@ func TestOneTraceSpansTwoNodes(t *testing.T) {
 	var at sdktrace.ReadOnlySpan
 	// Calls until one is forwarded (the first plan may keep a to itself).
 	require.Eventually(t, func() bool {
-		ctx, span := client.Tracer("test").Start(t.Context(), "call")
-		defer span.End()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		require.NoError(t, err)
-		propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		_ = resp.Body.Close()
-		root = span.SpanContext()
+		var code int
+		root, code, _ = call(t, client, url)
 		at = byTrace(recA, root.TraceID())["dfaas.user"]
-		return resp.StatusCode == http.StatusOK && at != nil && attrs(at)["dfaas.outcome"].AsString() == "forwarded"
+		return code == http.StatusOK && at != nil && attrs(at)["dfaas.outcome"].AsString() == "forwarded"
 	}, 10*time.Second, 50*time.Millisecond, "no call was forwarded to b")
 
 	id := root.TraceID()
@@ -163,49 +176,22 @@ func TestTraceContextPassesWhenNotTracing(t *testing.T) {
 		t.Run(dp, func(t *testing.T) {
 			network := overlay.NewNetwork()
 			seen := &seenContexts{seen: map[trace.TraceID]trace.SpanContext{}}
-			a := plainNode(t, network, dp, "a", 1, seen)
-			plainNode(t, network, dp, "b", 100, seen)
+			a := tracedNode(t, network, dp, "a", 1, nil, seen)
+			tracedNode(t, network, dp, "b", 100, nil, seen)
 			client := sdktrace.NewTracerProvider()
 			defer func() { _ = client.Shutdown(context.Background()) }()
 			url := "http://" + a.DataPlane.UserAddr() + "/function/hello"
 			require.Eventually(t, func() bool {
-				ctx, span := client.Tracer("test").Start(t.Context(), "call")
-				defer span.End()
-				req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-				require.NoError(t, err)
-				propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
-				resp, err := http.DefaultClient.Do(req)
-				require.NoError(t, err)
-				body, _ := io.ReadAll(resp.Body)
-				_ = resp.Body.Close()
-				if resp.StatusCode != http.StatusOK || string(body) != "hello from b" {
+				sc, code, body := call(t, client, url)
+				if code != http.StatusOK || body != "hello from b" {
 					return false // not forwarded (yet)
 				}
-				got, ok := seen.get(span.SpanContext().TraceID())
+				got, ok := seen.get(sc.TraceID())
 				return assert.True(t, ok, "b's platform saw no trace context") &&
-					assert.Equal(t, span.SpanContext().SpanID(), got.SpanID(), "the caller's span is the platform's parent")
+					assert.Equal(t, sc.SpanID(), got.SpanID(), "the caller's span is the platform's parent")
 			}, 15*time.Second, 50*time.Millisecond, "no call was forwarded to b")
 		})
 	}
-}
-
-// plainNode is tracedNode without a tracer.
-func plainNode(t *testing.T, network *overlay.Network, dp, name string, capacity dfaas.Rate, seen *seenContexts) *node.Node {
-	t.Helper()
-	mem, err := network.Join(dfaas.NodeID(name))
-	require.NoError(t, err)
-	platform := "runtime"
-	if dp == "haproxy" {
-		platform = "local"
-	}
-	pf, err := node.OpenPlatform(t.Context(), platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity},
-		Handler: seen.handler, Logger: quiet})
-	require.NoError(t, err)
-	n, err := node.Build(t.Context(), node.Config{Overlay: mem, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond,
-		Logger: quiet, PlainPeers: true})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, n.Close()) })
-	return n
 }
 
 // TestOneTraceSpansTwoNodesOnHAProxy: on HAProxy data planes a forwarded
@@ -227,17 +213,10 @@ func TestOneTraceSpansTwoNodesOnHAProxy(t *testing.T) {
 	var root trace.SpanContext
 	// Calls until one is forwarded (the first plan may keep a to itself).
 	require.Eventually(t, func() bool {
-		ctx, span := client.Tracer("test").Start(t.Context(), "call")
-		defer span.End()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		require.NoError(t, err)
-		propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		body, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		root = span.SpanContext()
-		return resp.StatusCode == http.StatusOK && string(body) == "hello from b"
+		var code int
+		var body string
+		root, code, body = call(t, client, url)
+		return code == http.StatusOK && body == "hello from b"
 	}, 15*time.Second, 50*time.Millisecond, "no call was forwarded to b")
 	id := root.TraceID()
 	var user, peer sdktrace.ReadOnlySpan

@@ -88,7 +88,7 @@ func (sw sweep) run(ctx context.Context, s testbed.Scenario, opt testbed.Options
 				}
 				c.lost, c.duplicated, c.rejected = append(c.lost, r.Lost), append(c.duplicated, r.Duplicated), append(c.rejected, rejected)
 				c.p99 = append(c.p99, r.ForwardLatencySettledMS.P99)
-				c.share = append(c.share, shareOf(r, sw.link[1]))
+				c.share = append(c.share, r.Share(sw.link[1], int(r.SettleS), len(r.Timeline)))
 			}
 		}
 	}
@@ -113,27 +113,6 @@ func (sw sweep) run(ctx context.Context, s testbed.Scenario, opt testbed.Options
 		}
 	}
 	return nil
-}
-
-// shareOf is the share of the forwards sent from the settle on that node
-// ran.
-func shareOf(r *testbed.Report, node string) float64 {
-	var at, all int
-	for _, sec := range r.Timeline {
-		if float64(sec.T) < r.SettleS {
-			continue
-		}
-		for name, n := range sec.Nodes {
-			all += n.Received
-			if name == node {
-				at += n.Received
-			}
-		}
-	}
-	if all == 0 {
-		return 0
-	}
-	return float64(at) / float64(all)
 }
 
 func median(v []float64) float64 {

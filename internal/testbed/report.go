@@ -537,3 +537,24 @@ func Compare(w io.Writer, reports []*Report) {
 			strings.Join(nodes, ", "))
 	}
 }
+
+// Share is the share of the forwards sent in seconds [from, to) of the run
+// that node ran; 0 if none was forwarded.
+func (r *Report) Share(node string, from, to int) float64 {
+	var at, all int
+	for _, sec := range r.Timeline {
+		if sec.T < from || sec.T >= to {
+			continue
+		}
+		for name, n := range sec.Nodes {
+			all += n.Received
+			if name == node {
+				at += n.Received
+			}
+		}
+	}
+	if all == 0 {
+		return 0
+	}
+	return float64(at) / float64(all)
+}

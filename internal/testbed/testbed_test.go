@@ -247,27 +247,6 @@ func TestLearnedCapacity(t *testing.T) {
 	assertNoLeftovers(t)
 }
 
-// shareAt is the share of the forwards sent in seconds [from, to) that
-// node ran.
-func shareAt(r *Report, node string, from, to int) float64 {
-	var at, all int
-	for _, sec := range r.Timeline {
-		if sec.T < from || sec.T >= to {
-			continue
-		}
-		for name, n := range sec.Nodes {
-			all += n.Received
-			if name == node {
-				at += n.Received
-			}
-		}
-	}
-	if all == 0 {
-		return 0
-	}
-	return float64(at) / float64(all)
-}
-
 // TestLossyLinkBesideACleanOne: 20% packet loss between a and b, c with
 // room for all of a's excess. a measures its forwards to b slower (TCP
 // retransmissions) and moves b's share to c: nothing is lost or run twice,
@@ -276,7 +255,7 @@ func TestLossyLinkBesideACleanOne(t *testing.T) {
 	r := runScenario(t, "degraded-loss")
 	assert.Zero(t, r.Lost)
 	assert.Zero(t, r.Duplicated)
-	assert.LessOrEqual(t, shareAt(r, "b", 5, 30), 0.1, "b's share after the first 5 s")
+	assert.LessOrEqual(t, r.Share("b", 5, 30), 0.1, "b's share after the first 5 s")
 	assert.Less(t, r.ForwardLatencySettledMS.P99, 100.0, "forwarded p99 after the first 5 s (about 13 ms on a clean link)")
 	assertNoLeftovers(t)
 }
@@ -290,7 +269,7 @@ func TestSlowPeer(t *testing.T) {
 	require.NoError(t, err, "the testbed gives nodes CPU budgets with the cpu cgroup controller (v2's cpu.max or v1's cpu)")
 	r := runScenario(t, "degraded-slow", func(s *Scenario) { s.Proxy = "haproxy" })
 	assert.Zero(t, r.Duplicated)
-	before, slow, back := shareAt(r, "b", 15, 20), shareAt(r, "b", 25, 35), shareAt(r, "b", 40, 50)
+	before, slow, back := r.Share("b", 15, 20), r.Share("b", 25, 35), r.Share("b", 40, 50)
 	t.Logf("b's share of the forwards: %.0f%% before, %.0f%% slowed, %.0f%% back", 100*before, 100*slow, 100*back)
 	assert.Greater(t, before, 0.15, "b takes its part before (c has more room: about a quarter)")
 	assert.LessOrEqual(t, slow, 0.1, "from 5 s after the slowdown")
@@ -306,7 +285,7 @@ func TestRisingRTT(t *testing.T) {
 	r := runScenario(t, "degraded-rtt")
 	assert.LessOrEqual(t, r.Lost, r.Nodes[0].Offered/100)
 	assert.Zero(t, r.Duplicated)
-	before, far, back := shareAt(r, "b", 5, 12), shareAt(r, "b", 15, 24), shareAt(r, "b", 30, 36)
+	before, far, back := r.Share("b", 5, 12), r.Share("b", 15, 24), r.Share("b", 30, 36)
 	t.Logf("b's share of the forwards: %.0f%% before, %.0f%% far, %.0f%% back", 100*before, 100*far, 100*back)
 	assert.Greater(t, before, 0.3)
 	assert.LessOrEqual(t, far, 0.1, "from 3 s after the rise")
