@@ -24,18 +24,8 @@ import (
 // redialled); once it answers, its adverts count again. The probes measure
 // its round-trip time. SetOnSuspect's function hears of it.
 func TestSilentPeerIsSuspect(t *testing.T) {
-	cfg := Libp2pConfig{Secret: testSecret, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond}
-	a := startWith(t, cfg)
-	cfg.Bootstrap = a.Addrs()
-	b := startWith(t, cfg)
+	a, b, seq := probedPair(t)
 	ctx := context.Background()
-	seq := uint64(0)
-	require.Eventually(t, func() bool {
-		seq++
-		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 1)))
-		_, measured := a.RTT(b.Self())
-		return len(a.Adverts(time.Now())) == 1 && measured
-	}, 20*time.Second, 100*time.Millisecond, "b's advert and RTT at a")
 	rtt, _ := a.RTT(b.Self())
 	assert.Less(t, rtt, 250*time.Millisecond, "loopback")
 	assert.Positive(t, a.host.Peerstore().LatencyEWMA(b.host.ID()), "recorded in the peerstore")
@@ -231,17 +221,7 @@ func TestAnsweredPeerIsNotSuspect(t *testing.T) {
 // stalled, as on a lossy link) that answers again within abortAfter is not
 // told to SetOnSuspect's function: its forwards were only slow.
 func TestBriefSilenceIsNotAborted(t *testing.T) {
-	cfg := Libp2pConfig{Secret: testSecret, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond}
-	a := startWith(t, cfg)
-	cfg.Bootstrap = a.Addrs()
-	b := startWith(t, cfg)
-	ctx := context.Background()
-	seq := uint64(0)
-	require.Eventually(t, func() bool {
-		seq++
-		require.NoError(t, b.Publish(ctx, advertOf(b, seq, 1)))
-		return len(a.Adverts(time.Now())) == 1
-	}, 20*time.Second, 100*time.Millisecond, "b's advert at a")
+	a, b, _ := probedPair(t)
 	told := make(chan dfaas.NodeID, 4)
 	a.SetOnSuspect(func(n dfaas.NodeID) { told <- n })
 	silencePings(b)
@@ -252,4 +232,22 @@ func TestBriefSilenceIsNotAborted(t *testing.T) {
 		t.Errorf("%s was told though it answered again within abortAfter", n)
 	case <-time.After(abortAfter + time.Second):
 	}
+}
+
+// probedPair starts a and b, b bootstrapped from a, both probing every
+// 100 ms, and returns once a holds b's advert and has measured its RTT,
+// with the sequence number of b's last advert.
+func probedPair(t *testing.T) (a, b *Libp2p, seq uint64) {
+	t.Helper()
+	cfg := Libp2pConfig{Secret: testSecret, ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 500 * time.Millisecond}
+	a = startWith(t, cfg)
+	cfg.Bootstrap = a.Addrs()
+	b = startWith(t, cfg)
+	require.Eventually(t, func() bool {
+		seq++
+		require.NoError(t, b.Publish(context.Background(), advertOf(b, seq, 1)))
+		_, measured := a.RTT(b.Self())
+		return len(a.Adverts(time.Now())) == 1 && measured
+	}, 20*time.Second, 100*time.Millisecond, "b's advert and RTT at a")
+	return a, b, seq
 }

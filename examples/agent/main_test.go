@@ -54,9 +54,10 @@ func state(t *testing.T, args ...string) []string {
 	return append(args, "-secret", filepath.Join(dir, "federation.key"), "-key", filepath.Join(dir, "node.key"))
 }
 
-// startAgent runs the agent's composition with args until the test ends;
-// it returns the node, or the error run returned at once.
-func startAgent(t *testing.T, args []string) (*node.Node, error) {
+// startAgent runs the agent's composition with args until stop or the test's
+// end; it returns the node and stop (which returns run's result, once), or
+// the error run returned at once.
+func startAgent(t *testing.T, args []string) (_ *node.Node, stop func() error, _ error) {
 	t.Helper()
 	o, err := parseFlags(args, io.Discard)
 	require.NoError(t, err)
@@ -66,14 +67,20 @@ func startAgent(t *testing.T, args []string) (*node.Node, error) {
 	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p *node.Node) { ready <- p }) }()
 	select {
 	case n := <-ready:
-		t.Cleanup(func() {
-			cancel()
-			assert.NoError(t, <-done)
-		})
-		return n, nil
+		var once sync.Once
+		var result error
+		stop = func() error {
+			once.Do(func() {
+				cancel()
+				result = <-done
+			})
+			return result
+		}
+		t.Cleanup(func() { assert.NoError(t, stop()) })
+		return n, stop, nil
 	case err := <-done:
 		cancel()
-		return nil, err
+		return nil, nil, err
 	}
 }
 
@@ -84,7 +91,7 @@ func startAgent(t *testing.T, args []string) (*node.Node, error) {
 func TestAgentFederation(t *testing.T) {
 	dir := t.TempDir()
 	secret := filepath.Join(dir, "federation.key")
-	first, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
+	first, _, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
 		"-secret", secret, "-key", filepath.Join(dir, "a.key")})
 	require.NoError(t, err)
 	for _, f := range []string{secret, filepath.Join(dir, "a.key"), filepath.Join(dir, "a.key.seq")} {
@@ -94,18 +101,18 @@ func TestAgentFederation(t *testing.T) {
 	}
 	boot := strings.Join(first.Overlay.(*overlay.Libp2p).Addrs(), ",")
 
-	_, err = startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-bootstrap", boot,
+	_, _, err = startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-bootstrap", boot,
 		"-secret", filepath.Join(dir, "missing.key"), "-key", filepath.Join(dir, "b.key")})
 	require.ErrorContains(t, err, "copy it from the federation's first agent")
 
 	other := t.TempDir()
 	_, err = overlay.GenerateSecret(filepath.Join(other, "x.key"))
 	require.NoError(t, err)
-	stranger, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
+	stranger, _, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
 		"-bootstrap", boot, "-secret", filepath.Join(other, "x.key"), "-key", filepath.Join(other, "n.key")})
 	require.NoError(t, err, "another federation's secret starts, but joins nothing")
 
-	second, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
+	second, _, err := startAgent(t, []string{"-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms",
 		"-bootstrap", boot, "-secret", secret, "-key", filepath.Join(dir, "b.key")})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
@@ -141,18 +148,8 @@ func TestAgentServes(t *testing.T) {
 	require.NoError(t, err)
 	admin := l.Addr().String()
 	require.NoError(t, l.Close())
-	o, err := parseFlags(state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms", "-admin", admin, "-name", "edge-1"), io.Discard)
+	px, stop, err := startAgent(t, state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms", "-admin", admin, "-name", "edge-1"))
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *node.Node, 1)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p *node.Node) { ready <- p }) }()
-	var px *node.Node
-	select {
-	case px = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	}
 	url := "http://" + px.DataPlane.UserAddr() + "/function/hello"
 	require.Eventually(t, func() bool { // until the first plan is applied
 		resp, err := http.Post(url, "text/plain", strings.NewReader("world"))
@@ -174,8 +171,7 @@ func TestAgentServes(t *testing.T) {
 	resp.Body.Close()
 	assert.Equal(t, px.Overlay.Self(), st.Node)
 	assert.Contains(t, st.State.Functions, "hello")
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stop())
 	http.DefaultClient.CloseIdleConnections()
 }
 
@@ -429,19 +425,9 @@ func TestAgentExportsTraces(t *testing.T) {
 		_, _ = w.Write(b)
 	}))
 	defer collector.Close()
-	o, err := parseFlags(state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms", "-name", "edge-1",
-		"-otlp", collector.URL, "-trace-sample", "0"), io.Discard)
+	px, stop, err := startAgent(t, state(t, "-user", "127.0.0.1:0", "-peer", "127.0.0.1:0", "-interval", "100ms", "-name", "edge-1",
+		"-otlp", collector.URL, "-trace-sample", "0"))
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *node.Node, 1)
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, o, slog.New(slog.DiscardHandler), func(p *node.Node) { ready <- p }) }()
-	var px *node.Node
-	select {
-	case px = <-ready:
-	case err := <-done:
-		t.Fatal(err)
-	}
 	const traceID, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	call := func(sampled string) int {
 		req, err := http.NewRequest(http.MethodGet, "http://"+px.DataPlane.UserAddr()+"/function/hello", nil)
@@ -456,8 +442,7 @@ func TestAgentExportsTraces(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return call("01") == http.StatusOK }, 5*time.Second, 20*time.Millisecond)
 	assert.Equal(t, http.StatusOK, call(""), "not sampled: -trace-sample 0")
-	cancel()
-	require.NoError(t, <-done)
+	require.NoError(t, stop())
 	http.DefaultClient.CloseIdleConnections()
 
 	mu.Lock()
