@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,7 +76,14 @@ func (sw sweep) run(ctx context.Context, s testbed.Scenario, opt testbed.Options
 			cells[proxy][loss] = c
 			for k := range sw.runs {
 				fmt.Fprintf(log, "testbed: sweep: %s, %g%% loss on %s-%s, run %d of %d\n", proxy, loss, sw.link[0], sw.link[1], k+1, sw.runs)
-				r, err := testbed.Run(ctx, sw.with(s, proxy, loss), opt)
+				o := opt
+				if opt.Dir != "" { // each run's keys and logs in a directory of its own
+					o.Dir = filepath.Join(opt.Dir, fmt.Sprintf("%s-%g-%d", proxy, loss, k+1))
+					if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+						return err
+					}
+				}
+				r, err := testbed.Run(ctx, sw.with(s, proxy, loss), o)
 				if err != nil {
 					return fmt.Errorf("%s, %g%%: %w", proxy, loss, err)
 				}
@@ -83,8 +92,8 @@ func (sw sweep) run(ctx context.Context, s testbed.Scenario, opt testbed.Options
 					rejected += n.RejectedAfter
 				}
 				if r.Lost > 0 || r.Duplicated > 0 {
-					fmt.Fprintf(log, "testbed: sweep: %s, %g%%, run %d: lost %d by second %v, duplicated %d, unanswered %d, retries %d\n",
-						proxy, loss, k+1, r.Lost, r.LostAt, r.Duplicated, r.Unanswered, r.Retries)
+					fmt.Fprintf(log, "testbed: sweep: %s, %g%%, run %d: lost %d by second %v, failed by answer %v, duplicated %d, unanswered %d, retries %d\n",
+						proxy, loss, k+1, r.Lost, r.LostAt, r.FailedBy, r.Duplicated, r.Unanswered, r.Retries)
 				}
 				c.lost, c.duplicated, c.rejected = append(c.lost, r.Lost), append(c.duplicated, r.Duplicated), append(c.rejected, rejected)
 				c.p99 = append(c.p99, r.ForwardLatencySettledMS.P99)

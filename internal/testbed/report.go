@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -24,6 +25,10 @@ type Report struct {
 	Lost int `json:"lost"`
 	// LostAt counts the lost requests by the second they were sent in.
 	LostAt map[int]int `json:"lost_at,omitempty"`
+	// FailedBy counts the requests that got an error and ran nowhere, by
+	// what their user saw: the status ("504"), "no answer in time" (the
+	// load's client waits 10 s) or "connection error: " and its cause.
+	FailedBy map[string]int `json:"failed_by,omitempty"`
 	// Duplicated counts requests executed more than once.
 	Duplicated int `json:"duplicated"`
 	// Unanswered counts requests that ran but whose user got no answer or
@@ -342,6 +347,22 @@ func (b *bed) report(res []result) *Report {
 				r.Unanswered++
 			} else {
 				unserved[cell{sec, q.origin, q.function}]++
+				saw := strconv.Itoa(q.code)
+				switch {
+				case q.code != 0:
+				case strings.Contains(q.err, "Timeout") || strings.Contains(q.err, "deadline"):
+					saw = "no answer in time"
+				default: // the error's last part: "EOF", "connection reset by peer"
+					cause := q.err
+					if i := strings.LastIndex(cause, ": "); i >= 0 {
+						cause = cause[i+2:]
+					}
+					saw = "connection error: " + cause
+				}
+				if r.FailedBy == nil {
+					r.FailedBy = map[string]int{}
+				}
+				r.FailedBy[saw]++
 			}
 		}
 	}

@@ -1,7 +1,9 @@
 package haproxy
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -76,6 +78,10 @@ func (d *Driver) readLogs() {
 		}
 		st := v.(*logState)
 		d.span(l, time.Now())
+		if l.status >= http.StatusInternalServerError && d.log.Enabled(context.Background(), slog.LevelDebug) {
+			d.log.Debug("request failed", "function", l.fn, "user", l.user, "ran", l.ran, "status", l.status,
+				"server", l.server, "answer", l.answer, "took", l.took)
+		}
 		if peer, ok := d.named.Load(l.server); ok && l.user && !l.ran && l.status != http.StatusServiceUnavailable && l.answer >= 0 {
 			// A forward's final attempt (HAProxy's retries before it are
 			// not in the log): the peer's time to its response headers,
