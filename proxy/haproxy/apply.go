@@ -20,6 +20,10 @@ type server struct {
 	weight     int // HAProxy's, for redispatches
 	share      float64
 	cap        dfaas.Rate
+	// draining: out of the plan, in maintenance, and deleted once its
+	// requests in flight have finished (HAProxy deletes no server that
+	// still has connections).
+	draining bool
 }
 
 // rate turns a plan's rate into HAProxy's whole requests per second: 0 for
@@ -270,6 +274,16 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 			continue // replaced below, once the route no longer names it
 		case !ok:
 			errs = append(errs, d.addServer(fn, node, w))
+		case s.draining: // back in the plan before its requests finished
+			if err := d.rt.SetServerWeight(backend, w.name, strconv.Itoa(w.weight)); err != nil {
+				errs = append(errs, fmt.Errorf("haproxy: weight %s/%s: %w", backend, w.name, err))
+				continue
+			}
+			if err := d.rt.SetServerState(backend, w.name, "ready"); err != nil {
+				errs = append(errs, fmt.Errorf("haproxy: ready %s/%s: %w", backend, w.name, err))
+				continue
+			}
+			have[node] = w
 		case s != w:
 			if s.weight != w.weight {
 				if err := d.rt.SetServerWeight(backend, w.name, strconv.Itoa(w.weight)); err != nil {
@@ -286,18 +300,29 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 		errs = append(errs, d.delMap(d.layout.RoutesMap, fn))
 	}
 	for node, s := range have {
-		if w, ok := want[node]; ok && w.addr == s.addr {
+		if w, ok := want[node]; ok && w.addr == s.addr && !s.draining {
 			continue
 		}
-		// Drain, then delete: requests in flight finish first.
-		_ = d.rt.SetServerState(backend, s.name, "maint")
-		_, _ = d.rt.ExecuteRaw(fmt.Sprintf("shutdown sessions server %s/%s", backend, s.name))
+		// Drain, then delete: the requests in flight finish first (a peer
+		// out of the plan for a moment, on a lossy link, still answers
+		// them; one declared down has them cut by AbortForwards).
+		if !s.draining {
+			if err := d.rt.SetServerState(backend, s.name, "maint"); err != nil {
+				errs = append(errs, fmt.Errorf("haproxy: maint %s/%s: %w", backend, s.name, err))
+				continue
+			}
+			s.draining = true
+			have[node] = s
+			d.forwards.Forget(node) // out of the plan: measured afresh when it is back
+		}
 		if err := d.rt.DeleteServer(backend, s.name); err != nil {
+			if strings.Contains(err.Error(), "still has connections") {
+				continue // still draining: the next Apply tries again
+			}
 			errs = append(errs, fmt.Errorf("haproxy: del server %s/%s: %w", backend, s.name, err))
 			continue
 		}
 		delete(have, node)
-		d.forwards.Forget(node)      // out of the plan: measured afresh when it is back
 		if w, ok := want[node]; ok { // a new address
 			errs = append(errs, d.addServer(fn, node, w))
 		}

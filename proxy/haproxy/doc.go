@@ -35,7 +35,10 @@
 //
 // Every Apply changes only runtime state: map entries (set/add map),
 // server weights, and servers added to or deleted from the forwarding
-// backends. Limits and capacities are whole requests per second (HAProxy's
+// backends (a peer leaving the plan drains first: its server goes into
+// maintenance and is deleted once its requests in flight have finished;
+// Driver.AbortForwards cuts those of a peer the overlay declared down,
+// answered 502). Limits and capacities are whole requests per second (HAProxy's
 // rate counters count requests); caps keep their fractions. HAProxy must
 // be built with Lua.
 //

@@ -415,3 +415,37 @@ func (d *Driver) Forwards(now time.Time) map[string]map[dfaas.NodeID]dfaas.Forwa
 }
 
 var _ dfaas.ForwardMeter = (*Driver)(nil)
+
+// AbortForwards cuts the forwards in flight to peer, because the overlay
+// declared it down (its probes unanswered: frozen or cut off; the node
+// wires it to overlay.Libp2p.SetOnSuspect), instead of leaving them until
+// timeout server (or until a frozen peer thaws). A forward is never sent
+// elsewhere once sent: it may have run there. HAProxy answers a stream
+// its runtime API cut with 502 (it cannot be told to answer 504, as the
+// embedded data plane does). It does not block: the runtime API is
+// reached from a goroutine of its own.
+func (d *Driver) AbortForwards(peer dfaas.NodeID) {
+	d.forwards.Forget(peer) // what it does once back is measured afresh
+	go func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.closed {
+			return
+		}
+		n := 0
+		for fn, have := range d.servers {
+			s, ok := have[peer]
+			if !ok {
+				continue
+			}
+			if _, err := d.rt.ExecuteRaw(fmt.Sprintf("shutdown sessions server %s/%s", forwardBackend(fn), s.name)); err != nil {
+				d.log.Warn("forwards in flight to a peer declared down not cut", "peer", peer, "function", fn, "err", err)
+				continue
+			}
+			n++
+		}
+		if n > 0 {
+			d.log.Info("forwards in flight to a peer declared down cut", "peer", peer, "functions", n)
+		}
+	}()
+}

@@ -23,6 +23,9 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	d.layout.Servers = map[string][]Server{}
 	for fn, peers := range d.servers {
 		for node, sv := range peers {
+			if sv.draining {
+				continue // the old worker finishes its requests; the new one never had it
+			}
 			if d.layout.TLS != nil {
 				pem, err := proxy.AnchorsPEM(node)
 				if err != nil {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -411,4 +412,129 @@ func testForwardsAreMeasured(t *testing.T, s *suite) {
 	after := m.Forwards(time.Now())["echo"]["b"]
 	assert.Equal(t, before.Success, after.Success)
 	assert.Equal(t, before.Attempts, after.Attempts)
+}
+
+// pending is a request sent in the background, and what came of it.
+type pending struct {
+	done chan struct{}
+	got  answer
+	err  error
+}
+
+// send posts to a function through addr in the background.
+func (s *suite) send(addr, path string) *pending {
+	p := &pending{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		req, err := http.NewRequest("POST", "http://"+addr+path, strings.NewReader("x"))
+		if err != nil {
+			p.err = err
+			return
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			p.err = err
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		p.got, p.err = answer{resp.StatusCode, resp.Header, string(b)}, err
+	}()
+	return p
+}
+
+// wait returns the request's outcome, or fails the test after d.
+func (p *pending) wait(t *testing.T, d time.Duration) (answer, error) {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.got, p.err
+	case <-time.After(d):
+		t.Fatalf("no answer within %v", d)
+		return answer{}, nil
+	}
+}
+
+// testForwardSurvivesLeavingThePlan: a forward in flight to a peer that
+// leaves the plan (a moment's suspicion, a lossy link) is answered by that
+// peer, whether it stays out or comes back while the forward waits, and
+// applying plans meanwhile does not fail; the peer back in the plan takes
+// forwards again.
+func testForwardSurvivesLeavingThePlan(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	b, pb := s.node("b")
+	s.apply(b, map[string]dfaas.FunctionPlan{"slow": unlimited})
+	withB := map[string]dfaas.FunctionPlan{"slow": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}}
+	withoutB := map[string]dfaas.FunctionPlan{"slow": {}}
+
+	s.apply(a, withB)
+	first := s.send(a.UserAddr(), "/function/slow")
+	require.Eventually(t, func() bool { return pb.Calls.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	s.apply(a, withoutB)
+	s.apply(a, withoutB) // again, with the forward still in flight
+	s.apply(a, withB)    // back before it finished
+	s.apply(a, withoutB)
+	select {
+	case <-first.done:
+		t.Fatalf("the forward ended before b answered it: %d %v", first.got.code, first.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	s.apply(a, withB)
+	pb.Release()
+	got, err := first.wait(t, 5*time.Second)
+	require.NoError(t, err, "the forward in flight was cut")
+	assert.Equal(t, http.StatusOK, got.code)
+	assert.Equal(t, "b", got.body)
+
+	got = s.do(a.UserAddr(), "/function/slow", nil)
+	assert.Equal(t, http.StatusOK, got.code, "b back in the plan takes forwards")
+	assert.Equal(t, "b", got.body)
+	assert.Equal(t, int64(2), pb.Calls.Load())
+
+	// Out of the plan with nothing in flight, then back: still served.
+	s.apply(a, withoutB)
+	s.apply(a, withoutB)
+	s.apply(a, withB)
+	assert.Equal(t, "b", s.do(a.UserAddr(), "/function/slow", nil).body)
+}
+
+// testAbortForwards: a data plane that can cut the forwards in flight to a
+// peer declared down (AbortForwards, which the node wires to the overlay's
+// suspicion) ends them at once, sends them nowhere else (they may have
+// run), leaves other peers' forwards alone, and forwards to the peer again
+// afterwards.
+func testAbortForwards(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	aborter, ok := a.(interface{ AbortForwards(dfaas.NodeID) })
+	if !ok {
+		t.Skipf("%s cannot cut forwards in flight (no AbortForwards)", s.name)
+	}
+	b, pb := s.node("b")
+	c, pc := s.node("c")
+	s.apply(b, map[string]dfaas.FunctionPlan{"slow": unlimited})
+	s.apply(c, map[string]dfaas.FunctionPlan{"slow": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"slow": {Peers: []dfaas.Share{
+		{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}, {Node: "c", Addr: c.PeerAddr(), Weight: 1e-9, Cap: 1e6}}}})
+
+	held := s.send(a.UserAddr(), "/function/slow")
+	require.Eventually(t, func() bool { return pb.Calls.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	aborter.AbortForwards("c") // nothing in flight there
+	select {
+	case <-held.done:
+		t.Fatalf("answered before b was declared down: %d %v", held.got.code, held.err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	aborter.AbortForwards("b")
+	got, err := held.wait(t, 2*time.Second)
+	if err == nil { // else the connection was closed without an answer
+		// A gateway error: the embedded data plane answers 504; HAProxy
+		// answers a stream its runtime API cut with 502.
+		assert.Contains(t, []int{http.StatusBadGateway, http.StatusGatewayTimeout}, got.code, got.body)
+	}
+	assert.Zero(t, pc.Calls.Load(), "sent to b, so never sent elsewhere")
+
+	pb.Release()
+	got = s.do(a.UserAddr(), "/function/slow", nil)
+	assert.Equal(t, http.StatusOK, got.code)
+	assert.Equal(t, "b", got.body)
 }

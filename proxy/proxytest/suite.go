@@ -65,6 +65,8 @@ func Run(t *testing.T, name string) {
 		{"RejectWithRetryAfter", testReject},
 		{"HostileAddressesGetNothing", testHostileAddresses},
 		{"InFlightSurvivesPlanChange", testInFlight},
+		{"ForwardSurvivesLeavingThePlan", testForwardSurvivesLeavingThePlan},
+		{"AbortForwardsCutsOnlyThatPeer", testAbortForwards},
 		{"NoRetryAfterSend", testNoRetryAfterSend},
 		{"ACutAnswerIsCutForTheUser", testCutAnswer},
 		{"RetryWhenUnreachable", testRetryWhenUnreachable},
