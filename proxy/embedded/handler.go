@@ -299,7 +299,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, body 
 			if err != nil {
 				failed = true
 				rt.fn.counts.failedTries.Add(1)
-				if !errors.Is(err, errRefused) && !down { // a refusal is the peer's capacity, not its health; an abort, no measure of it
+				if !errors.Is(err, errRefused) { // a refusal is the peer's capacity, not its health; an abort counts
 					p.forwards.Failed(rt.fn.name, pr.node, time.Now())
 				}
 				p.log.Debug("forward failed", "peer", pr.node, "sent", sent, "err", err)

@@ -313,7 +313,6 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 			}
 			s.draining = true
 			have[node] = s
-			d.forwards.Forget(node) // out of the plan: measured afresh when it is back
 		}
 		if err := d.rt.DeleteServer(backend, s.name); err != nil {
 			if strings.Contains(err.Error(), "still has connections") {

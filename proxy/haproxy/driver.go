@@ -425,7 +425,6 @@ var _ dfaas.ForwardMeter = (*Driver)(nil)
 // embedded data plane does). It does not block: the runtime API is
 // reached from a goroutine of its own.
 func (d *Driver) AbortForwards(peer dfaas.NodeID) {
-	d.forwards.Forget(peer) // what it does once back is measured afresh
 	go func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
