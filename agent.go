@@ -253,6 +253,16 @@ func (a *Agent) tick(ctx context.Context, now time.Time, draining bool) (State, 
 			}
 		}
 	}
+	if m, ok := a.overlay.(LinkMeter); ok {
+		for _, ad := range peers {
+			if c, ok := m.Clean(ad.Node); ok {
+				if state.Clean == nil {
+					state.Clean = make(map[NodeID]float64, len(peers))
+				}
+				state.Clean[ad.Node] = c
+			}
+		}
+	}
 	if m, ok := a.proxy.(ForwardMeter); ok {
 		state.Forwards = m.Forwards(now)
 	}

@@ -348,10 +348,11 @@ func TestSequencerNumbersAdverts(t *testing.T) {
 	ms.o.AssertNumberOfCalls(t, "Publish", 1)
 }
 
-// rttOverlay is a mock overlay that measures RTTs.
+// rttOverlay is a mock overlay that measures RTTs and clean shares.
 type rttOverlay struct {
 	*mockOverlay
-	rtt map[dfaas.NodeID]time.Duration
+	rtt   map[dfaas.NodeID]time.Duration
+	clean map[dfaas.NodeID]float64
 }
 
 func (o rttOverlay) RTT(n dfaas.NodeID) (time.Duration, bool) {
@@ -359,13 +360,19 @@ func (o rttOverlay) RTT(n dfaas.NodeID) (time.Duration, bool) {
 	return d, ok
 }
 
+func (o rttOverlay) Clean(n dfaas.NodeID) (float64, bool) {
+	c, ok := o.clean[n]
+	return c, ok
+}
+
 // TestTickHandsRTTsBudgetsAndForwardsToTheBalancer: the balancer gets the
-// RTT of each peer the overlay measured, the functions' RTT budgets from
-// the sample and what the data plane measured of its forwards; none is
-// advertised.
+// RTT and the clean share of each peer the overlay measured, the
+// functions' RTT budgets from the sample and what the data plane measured
+// of its forwards; none is advertised.
 func TestTickHandsRTTsBudgetsAndForwardsToTheBalancer(t *testing.T) {
 	ms := mocks{&mockOverlay{}, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{trigger: make(chan struct{}, 1)}}
-	ov := rttOverlay{ms.o, map[dfaas.NodeID]time.Duration{"n2": 7 * time.Millisecond, "gone": time.Second}}
+	ov := rttOverlay{ms.o, map[dfaas.NodeID]time.Duration{"n2": 7 * time.Millisecond, "gone": time.Second},
+		map[dfaas.NodeID]float64{"n2": 0.6, "gone": 1}}
 	fwd := map[string]map[dfaas.NodeID]dfaas.ForwardHealth{"figlet": {"n2": {Latency: 12 * time.Millisecond, Success: 0.9, Attempts: 40}}}
 	meter := &meterProxy{mockProxy: ms.p, forwards: fwd}
 	a, err := dfaas.NewAgent(dfaas.Config{Addr: "127.0.0.1:7000", Now: func() time.Time { return now }}, ov, ms.m, ms.f, ms.b, meter)
@@ -378,6 +385,7 @@ func TestTickHandsRTTsBudgetsAndForwardsToTheBalancer(t *testing.T) {
 	ms.o.On("Adverts", now).Return(peers).Once()
 	ms.b.On("Plan", mock.MatchedBy(func(st dfaas.State) bool {
 		return assert.ObjectsAreEqual(map[dfaas.NodeID]time.Duration{"n2": 7 * time.Millisecond}, st.RTT) &&
+			assert.ObjectsAreEqual(map[dfaas.NodeID]float64{"n2": 0.6}, st.Clean) && // of the peers advertising
 			assert.ObjectsAreEqual(map[string]time.Duration{"figlet": 20 * time.Millisecond}, st.MaxRTT) &&
 			assert.ObjectsAreEqual(fwd, st.Forwards) // what the data plane measured of its forwards
 	}), peers).Return(dfaas.Plan{}).Once()

@@ -50,6 +50,14 @@ type RTTMeter interface {
 	RTT(node NodeID) (time.Duration, bool)
 }
 
+// LinkMeter is an Overlay that measures how cleanly its links to its peers
+// carry packets: the share of its latest probes to node answered without a
+// retransmission's delay, once enough were sent to tell. The Agent hands
+// the shares to the Balancer in State.Clean.
+type LinkMeter interface {
+	Clean(node NodeID) (float64, bool)
+}
+
 // Balancer decides how much of each function this node serves and how much
 // it forwards to which peer.
 //

@@ -103,6 +103,12 @@ type State struct {
 	// forwards (a ProxyDriver that is a ForwardMeter); missing: nothing
 	// measured lately. It is not advertised.
 	Forwards map[string]map[NodeID]ForwardHealth `json:"forwards,omitempty"`
+	// Clean is, per peer, the share of this node's latest probes to it
+	// answered without a retransmission's delay (an Overlay that is a
+	// LinkMeter): below 1 on a link that loses packets, before any forward
+	// crossed it. A peer missing has too few probes yet. It is not
+	// advertised.
+	Clean map[NodeID]float64 `json:"clean,omitempty"`
 	// MaxRTT is, per function, the farthest in round-trip time its
 	// requests may be forwarded (FunctionSample.MaxRTT); a function missing
 	// has the Balancer's default. It is not advertised.

@@ -45,6 +45,9 @@ type Status struct {
 	// RTT is the round-trip time to each peer the overlay measured
 	// (nanoseconds in JSON).
 	RTT map[dfaas.NodeID]time.Duration `json:"rtt_ns,omitempty"`
+	// Clean is, per peer, the share of the overlay's latest probes to it
+	// answered without a retransmission's delay (dfaas.State.Clean).
+	Clean map[dfaas.NodeID]float64 `json:"clean,omitempty"`
 	// Counters are the data plane's counters per function since it
 	// started; CountersError says why they are missing, if they are.
 	Counters      map[string]FunctionCounts `json:"counters,omitempty"`
@@ -98,7 +101,7 @@ func (n *Node) Status(ctx context.Context) Status {
 		out.OverlayTraffic = &tr
 		out.OverlayProtocols = o.TrafficByProtocol()
 	}
-	out.RTT = st.LastState.RTT
+	out.RTT, out.Clean = st.LastState.RTT, st.LastState.Clean
 	counts, err := n.DataPlane.Counts(ctx)
 	if err != nil {
 		out.CountersError = err.Error()

@@ -634,6 +634,21 @@ func (o *Libp2p) RTT(node dfaas.NodeID) (time.Duration, bool) {
 	return o.probes.distance(p)
 }
 
+// Clean returns the share of the latest probes to a followee (up to ten: 5 s
+// at the default interval) answered without a retransmission's delay -
+// within 150 ms of the lowest round trip among them -, once five were
+// sent: a link that loses packets shows here before any forward has
+// crossed it. It implements dfaas.LinkMeter.
+func (o *Libp2p) Clean(node dfaas.NodeID) (float64, bool) {
+	p, err := peer.Decode(string(node))
+	if err != nil {
+		return 0, false
+	}
+	return o.probes.cleanShare(p)
+}
+
+var _ dfaas.LinkMeter = (*Libp2p)(nil)
+
 // portsFree checks that each TCP listen address with a fixed port can be
 // bound, so that a port another process holds is a clear error at start
 // (libp2p would fail too, without SO_REUSEPORT, but leave its host's

@@ -41,9 +41,14 @@ const minProbeTimeout = 400 * time.Millisecond
 
 // probeState is what the prober knows of one peer.
 type probeState struct {
-	rtt     time.Duration // EWMA of the answered probes; 0 before the first
-	recent  [rttWindow]time.Duration
-	taken   int // samples in recent so far (it is a ring)
+	rtt    time.Duration // EWMA of the answered probes; 0 before the first
+	recent [rttWindow]time.Duration
+	taken  int // samples in recent so far (it is a ring)
+	// clean holds whether each of the latest rttWindow probes was
+	// answered without a retransmission's delay (see Libp2p.Clean); sent
+	// counts the probes so far (it is a ring).
+	clean   [rttWindow]bool
+	sent    int
 	misses  int // in a row
 	suspect bool
 	cancel  context.CancelFunc
@@ -143,8 +148,61 @@ func (pr *prober) suspect(p peer.ID) bool {
 	return st != nil && st.suspect
 }
 
-// rttWindow is how many of the latest probes distance takes its lowest of.
+// rttWindow is how many of the latest probes distance takes its lowest of,
+// and cleanShare its share of.
 const rttWindow = 10
+
+// lateBy is how much later than the lowest of the latest round trips a
+// probe's answer may come and still count as clean: less than TCP's
+// shortest retransmission timeout (200 ms on Linux), more than a busy
+// machine's scheduling delays.
+const lateBy = 150 * time.Millisecond
+
+// minCleanProbes is how many probes cleanShare needs before it tells.
+const minCleanProbes = 5
+
+// noteClean records whether a probe was clean: answered within lateBy of
+// the lowest round trip of the latest (this one's included; a
+// retransmission costs at least TCP's shortest timeout). It is called
+// before the probe's round trip joins recent.
+func (st *probeState) noteClean(rtt time.Duration, answered bool) {
+	clean := answered
+	if clean && st.taken > 0 {
+		lowest := rtt
+		for _, d := range st.recent[:min(st.taken, rttWindow)] {
+			lowest = min(lowest, d)
+		}
+		clean = rtt <= lowest+lateBy
+	}
+	st.clean[st.sent%rttWindow] = clean
+	st.sent++
+}
+
+// cleanShare returns the share of p's latest probes (up to rttWindow)
+// answered without a retransmission's delay, once minCleanProbes were sent.
+func (pr *prober) cleanShare(p peer.ID) (float64, bool) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	st := pr.ps[p]
+	if st == nil {
+		return 0, false
+	}
+	return st.cleanShare()
+}
+
+func (st *probeState) cleanShare() (float64, bool) {
+	if st.sent < minCleanProbes {
+		return 0, false
+	}
+	n := min(st.sent, rttWindow)
+	clean := 0
+	for _, c := range st.clean[:n] {
+		if c {
+			clean++
+		}
+	}
+	return float64(clean) / float64(n), true
+}
 
 // distance returns p's round-trip time as plans use it, if it answered a
 // probe: the lowest of its last rttWindow probes (5 s at the default
@@ -290,6 +348,7 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 		return
 	}
 	var became, cleared, hangUp bool
+	st.noteClean(rtt, err == nil)
 	if err == nil {
 		if st.rtt == 0 {
 			st.rtt = rtt

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync/atomic"
 	"testing"
@@ -169,6 +170,43 @@ func TestDistanceIgnoresRetransmittedProbes(t *testing.T) {
 	}
 	d, _ = o.probes.distance(p)
 	assert.Equal(t, 50*time.Millisecond, d, "a longer route")
+}
+
+// TestCleanCountsLateAndMissedProbes: Clean is the share of the latest
+// ten probes answered within 150 ms of the lowest round trip, once five
+// were sent: a retransmitted answer and a miss count against it, a
+// scheduling delay does not, and clean probes wash them out.
+func TestCleanCountsLateAndMissedProbes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o := quietNode(t, ctx)
+	p, err := peer.Decode("12D3KooWBxRdWHskYwKJzJQdrEgL1HwyZH71cpULPuRqUrAbyzsV")
+	require.NoError(t, err)
+	o.probes.mu.Lock()
+	o.probes.ps[p] = &probeState{}
+	o.probes.mu.Unlock()
+	node := dfaas.NodeID(p.String())
+	for range 4 {
+		o.probes.record(p, 10*time.Millisecond, nil)
+	}
+	_, ok := o.Clean(node)
+	assert.False(t, ok, "four probes are too few to tell")
+	o.probes.record(p, 10*time.Millisecond, nil)
+	c, ok := o.Clean(node)
+	require.True(t, ok)
+	assert.Equal(t, 1.0, c)
+	o.probes.record(p, 260*time.Millisecond, nil)             // a retransmission
+	o.probes.record(p, 0, errors.New("i/o deadline reached")) // a miss
+	o.probes.record(p, 90*time.Millisecond, nil)              // a busy machine's delay
+	c, _ = o.Clean(node)
+	assert.Equal(t, 6.0/8, c)
+	for range rttWindow {
+		o.probes.record(p, 10*time.Millisecond, nil)
+	}
+	c, _ = o.Clean(node)
+	assert.Equal(t, 1.0, c, "ten clean probes since")
+	_, ok = o.Clean("not-a-peer-id")
+	assert.False(t, ok)
 }
 
 // TestAnsweredPeerIsNotSuspect: a peer that misses its probes while the
