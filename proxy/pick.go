@@ -24,6 +24,12 @@ import (
 //  3. The chosen peer is tried first, then the others in fallback order. A
 //     peer is tried only if its Bucket gives a token at the request's
 //     arrival: its Cap is how many requests per second it may be sent.
+//  4. A new plan for the function keeps the round robin going: each peer
+//     still in it keeps its current value, a new peer starts at zero, and
+//     the values are shifted to sum to zero (Resume). Plans come every
+//     tick; a round robin started afresh each time would never reach a
+//     peer whose weight is less than one tick's requests' worth (a
+//     degraded peer's probes).
 
 // MaxCap is the largest Cap a data plane enforces: above it, a cap is no
 // limit at all (a larger or infinite Cap counts as MaxCap).
@@ -144,6 +150,35 @@ func (p *Pick) Order() []int {
 		}
 	}
 	return out
+}
+
+// Resume carries prev's round robin over to p (rule 4): prevIndex gives,
+// for each of p's peers in the plan's order, its index in prev's plan
+// order, or -1 for a peer prev did not have. Call it before p is used.
+func (p *Pick) Resume(prev *Pick, prevIndex []int) {
+	if prev == nil || len(prevIndex) != len(p.weights) {
+		return
+	}
+	prev.mu.Lock()
+	kOf := make(map[int]int, len(prev.order)) // prev's plan index -> its fallback position
+	for k, i := range prev.order {
+		kOf[i] = k
+	}
+	sum := 0.0
+	for k, i := range p.order {
+		if j := prevIndex[i]; j >= 0 {
+			if pk, ok := kOf[j]; ok {
+				p.current[k] = prev.current[pk]
+			}
+		}
+		sum += p.current[k]
+	}
+	prev.mu.Unlock()
+	if n := len(p.current); n > 0 {
+		for k := range p.current {
+			p.current[k] -= sum / float64(n)
+		}
+	}
 }
 
 // Take takes a token from peer i's bucket at now.

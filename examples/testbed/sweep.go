@@ -91,9 +91,10 @@ func (sw sweep) run(ctx context.Context, s testbed.Scenario, opt testbed.Options
 				for _, n := range r.Nodes {
 					rejected += n.RejectedAfter
 				}
+				fmt.Fprintf(log, "testbed: sweep: %s, %g%%, run %d: forwarded p99 %.0f ms after %v, lost %d, duplicated %d, unanswered %d, retries %d\n",
+					proxy, loss, k+1, r.ForwardLatencySettledMS.P99, s.Settle.D(), r.Lost, r.Duplicated, r.Unanswered, r.Retries)
 				if r.Lost > 0 || r.Duplicated > 0 {
-					fmt.Fprintf(log, "testbed: sweep: %s, %g%%, run %d: lost %d by second %v, failed by answer %v, duplicated %d, unanswered %d, retries %d\n",
-						proxy, loss, k+1, r.Lost, r.LostAt, r.FailedBy, r.Duplicated, r.Unanswered, r.Retries)
+					fmt.Fprintf(log, "testbed: sweep: %s, %g%%, run %d: lost by second %v, failed by answer %v\n", proxy, loss, k+1, r.LostAt, r.FailedBy)
 				}
 				c.lost, c.duplicated, c.rejected = append(c.lost, r.Lost), append(c.duplicated, r.Duplicated), append(c.rejected, rejected)
 				c.p99 = append(c.p99, r.ForwardLatencySettledMS.P99)

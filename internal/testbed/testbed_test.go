@@ -256,10 +256,11 @@ func TestLossyLinkBesideACleanOne(t *testing.T) {
 	assert.Zero(t, r.Lost)
 	assert.Zero(t, r.Duplicated)
 	assert.LessOrEqual(t, r.Share("b", 5, 30), 0.1, "b's share after the first 5 s")
-	// About 13 ms on a clean link; 0.7-1 s on this link before forwards
-	// were weighed by their latency; 12-218 ms in the sweep's 5 runs (the
-	// probes b keeps meet its retransmissions: see docs/testbed.md).
-	assert.Less(t, r.ForwardLatencySettledMS.P99, 400.0, "forwarded p99 after the first 5 s")
+	// About 13 ms on a clean link, and the bound is three times
+	// that; 0.7-1 s on this link before forwards were weighed by their
+	// latency, 12-218 ms with 1 req/s of probes at b, 12-13 ms in the
+	// sweep's runs since (see docs/testbed.md).
+	assert.Less(t, r.ForwardLatencySettledMS.P99, 40.0, "forwarded p99 after the first 5 s")
 	assertNoLeftovers(t)
 }
 

@@ -347,6 +347,7 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.cfg.Now()
+	prev := *p.routes.Load()
 	next := make(map[string]*route, len(plan.Functions))
 	for name, fp := range plan.Functions {
 		if err := dfaas.ValidateFunctionName(name); err != nil {
@@ -357,7 +358,7 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 			fn = newFunction(name, fp, p.cfg.Burst, now)
 			p.functions[name] = fn
 		}
-		next[name] = newRoute(fn, fp, p.cfg.Burst, now)
+		next[name] = newRoute(fn, fp, p.cfg.Burst, now, prev[name])
 	}
 	p.routes.Store(&next)
 	// Functions that left the plan leave the proxy: a peer naming fresh

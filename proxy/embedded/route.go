@@ -70,8 +70,10 @@ func setLimiter(l *rate.Limiter, r dfaas.Rate, window time.Duration, now time.Ti
 }
 
 // newRoute builds the routing of fp over fn's persistent state; the limit
-// and the peers' Caps are window (the proxy's Burst) deep.
-func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now time.Time) *route {
+// and the peers' Caps are window (the proxy's Burst) deep. The round robin
+// goes on from prev's, the function's route under the previous plan (nil:
+// none).
+func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now time.Time, prev *route) *route {
 	setLimiter(fn.limit, min(fp.Limit, fp.Capacity), window, now)
 	fn.capacity.Set(fp.Capacity)
 	r := &route{fn: fn}
@@ -100,6 +102,20 @@ func newRoute(fn *function, fp dfaas.FunctionPlan, window time.Duration, now tim
 	}
 	fn.counts.prune(now)
 	r.pick = proxy.NewPick(weights, buckets)
+	if prev != nil {
+		was := make(map[dfaas.NodeID]int, len(prev.peers))
+		for j, pr := range prev.peers {
+			was[pr.node] = j
+		}
+		prevIndex := make([]int, len(r.peers))
+		for i, pr := range r.peers {
+			prevIndex[i] = -1
+			if j, ok := was[pr.node]; ok {
+				prevIndex[i] = j
+			}
+		}
+		r.pick.Resume(prev.pick, prevIndex)
+	}
 	r.armed.Store(!fn.refusing.Swap(false))
 	return r
 }

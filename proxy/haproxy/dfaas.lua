@@ -12,6 +12,7 @@
 -- Per request (http-request set-var(txn.peer) var(txn.fn),lua.dfaas_pick):
 -- smooth weighted round robin picks a peer; if its token bucket (rate
 -- req/s, burst tokens) is empty, the others are tried by decreasing weight.
+-- A new route goes on with the round robin of the one it replaces.
 -- The converter returns the first with a token; none returns the empty
 -- string, and the configuration unsets txn.peer (a converter's nil is not a
 -- failed sample in HAProxy 2.6). This is the pick rule of
@@ -43,7 +44,10 @@ local function clock()
   return t.sec + t.usec / 1e6
 end
 
-local function parse(fn, raw, at)
+-- parse reads a route; the round robin goes on from old's, the route it
+-- replaces (rule 4 of the pick rule): peers still in it keep their values,
+-- new ones start at zero, and the values are shifted to sum to zero.
+local function parse(fn, raw, at, old)
   local peers, seen = {}, {}
   local fb = buckets[fn] or {}
   buckets[fn] = fb
@@ -73,8 +77,16 @@ local function parse(fn, raw, at)
     end
     peers[j + 1] = p
   end
-  local current = {}
-  for i = 1, #peers do current[i] = 0 end
+  local was = {}
+  if old ~= nil then
+    for i, p in ipairs(old.peers) do was[p.name] = old.current[i] end
+  end
+  local current, sum = {}, 0
+  for i = 1, #peers do
+    current[i] = was[peers[i].name] or 0
+    sum = sum + current[i]
+  end
+  for i = 1, #peers do current[i] = current[i] - sum / #peers end
   return {raw = raw, peers = peers, current = current}
 end
 
@@ -99,7 +111,7 @@ local function pick(fn, at)
   end
   local rt = routes[fn]
   if rt == nil or rt.raw ~= raw then
-    rt = parse(fn, raw, at)
+    rt = parse(fn, raw, at, rt)
     routes[fn] = rt
   end
   local peers, current = rt.peers, rt.current

@@ -21,7 +21,8 @@ import (
 // the test sets per request, sends every golden vector's requests to the
 // peers the pick rule names - the same sequences as the Go rule. Each
 // vector has a function of its own, so buckets and round robin start
-// fresh; the peers are servers that answer with their letter.
+// fresh, and its replans are applied to the driver as the requests reach
+// them; the peers are servers that answer with their letter.
 func TestPickGoldenVectorsInLua(t *testing.T) {
 	vs, err := proxytest.PickVectors()
 	require.NoError(t, err)
@@ -44,13 +45,16 @@ func TestPickGoldenVectorsInLua(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, d.Close()) })
 
 	plan := map[string]dfaas.FunctionPlan{} // no local capacity: every request is forwarded or refused
-	for i, v := range vs {
-		shares := v.Shares()
+	planAt := func(i, r int) dfaas.FunctionPlan {
+		shares := vs[i].SharesAt(r)
 		for k := range shares {
 			shares[k].Node = dfaas.NodeID(fns[i] + "-" + string(shares[k].Node))
 			shares[k].Addr = peers[k].addr
 		}
-		plan[fns[i]] = dfaas.FunctionPlan{Peers: shares}
+		return dfaas.FunctionPlan{Peers: shares}
+	}
+	for i := range vs {
+		plan[fns[i]] = planAt(i, 0)
 	}
 	apply(t, d, plan)
 
@@ -58,6 +62,10 @@ func TestPickGoldenVectorsInLua(t *testing.T) {
 	for i, v := range vs {
 		var got strings.Builder
 		for r := range v.Count {
+			if r > 0 && v.ReplanAt(r) {
+				plan[fns[i]] = planAt(i, r)
+				apply(t, d, plan)
+			}
 			at := t0 + v.Arrival(r).Microseconds()
 			code, _, body := get(t, "http://"+d.UserAddr()+"/function/"+fns[i], map[string]string{clock: strconv.FormatInt(at, 10)})
 			switch code {

@@ -538,3 +538,28 @@ func testAbortForwards(t *testing.T, s *suite) {
 	assert.Equal(t, http.StatusOK, got.code)
 	assert.Equal(t, "b", got.body)
 }
+
+// testRoundRobinGoesOnAcrossPlans: a plan every 20 requests (the agent
+// applies one every tick) does not restart the round robin, so a peer
+// whose weight is less than one plan's requests' worth - a degraded
+// peer's probes - is still reached: about 3 of 200 at 1-2%.
+func testRoundRobinGoesOnAcrossPlans(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	b, pb := s.node("b")
+	c, pc := s.node("c")
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(c, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	planWith := func(wc float64) map[string]dfaas.FunctionPlan {
+		return map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+			{Node: "b", Addr: b.PeerAddr(), Weight: 1 - wc, Cap: 1e6}, {Node: "c", Addr: c.PeerAddr(), Weight: wc, Cap: 1e6}}}}
+	}
+	for i := range 200 {
+		if i%20 == 0 {
+			s.apply(a, planWith([]float64{0.01, 0.02}[(i/20)%2]))
+		}
+		assert.Equal(t, http.StatusOK, s.do(a.UserAddr(), "/function/echo", nil).code)
+	}
+	assert.Equal(t, int64(200), pb.Calls.Load()+pc.Calls.Load())
+	assert.GreaterOrEqual(t, pc.Calls.Load(), int64(2), "c, at 1-2%%, reached across plans")
+	assert.LessOrEqual(t, pc.Calls.Load(), int64(4))
+}

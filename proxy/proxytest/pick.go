@@ -8,6 +8,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,8 +33,42 @@ type PickVector struct {
 	} `json:"peers"`
 	EveryUS int `json:"every_us"`
 	Count   int `json:"count"`
+	// Replans, if any, replace the plan before request At with the same
+	// peers and caps at new Weights (rule 4: the round robin goes on).
+	Replans []Replan `json:"replans,omitempty"`
 	// Want has a letter per request: the peer it goes to, or '-' for none.
 	Want string `json:"want"`
+}
+
+// Replan is a new plan within a vector: the peers' weights from request
+// At on.
+type Replan struct {
+	At      int       `json:"at"`
+	Weights []float64 `json:"weights"`
+}
+
+// SharesAt are the vector's shares for request i: the weights of the
+// latest replan at or before it.
+func (v PickVector) SharesAt(i int) []dfaas.Share {
+	out := v.Shares()
+	for _, rp := range v.Replans {
+		if rp.At <= i && len(rp.Weights) == len(out) {
+			for k := range out {
+				out[k].Weight = rp.Weights[k]
+			}
+		}
+	}
+	return out
+}
+
+// ReplanAt reports whether a replan takes effect at request i.
+func (v PickVector) ReplanAt(i int) bool {
+	for _, rp := range v.Replans {
+		if rp.At == i {
+			return true
+		}
+	}
+	return false
 }
 
 // PickVectors returns the golden vectors.
@@ -68,20 +103,36 @@ func PeerName(i int) string { return string(rune('a' + i)) }
 // RunGo applies the pick rule as package proxy implements it (proxy.Pick)
 // to the vector, starting at t0, and returns the letters.
 func (v PickVector) RunGo(t0 time.Time) string {
-	var weights []float64
-	var buckets []*proxy.Bucket
-	var names []string
-	for i, s := range v.Shares() {
-		if !proxy.Usable(s) {
-			continue
+	all := map[string]*proxy.Bucket{} // buckets outlive plans
+	build := func(i int, prev *proxy.Pick, prevNames []string) (*proxy.Pick, []string) {
+		var weights []float64
+		var buckets []*proxy.Bucket
+		var ns []string
+		for k, s := range v.SharesAt(i) {
+			if !proxy.Usable(s) {
+				continue
+			}
+			b, ok := all[PeerName(k)]
+			if !ok {
+				b = proxy.NewBucket(s.Cap, v.Burst(), t0)
+				all[PeerName(k)] = b
+			}
+			weights, buckets, ns = append(weights, s.Weight), append(buckets, b), append(ns, PeerName(k))
 		}
-		weights = append(weights, s.Weight)
-		buckets = append(buckets, proxy.NewBucket(s.Cap, v.Burst(), t0))
-		names = append(names, PeerName(i))
+		p := proxy.NewPick(weights, buckets)
+		prevIndex := make([]int, len(ns))
+		for k, n := range ns {
+			prevIndex[k] = slices.Index(prevNames, n)
+		}
+		p.Resume(prev, prevIndex)
+		return p, ns
 	}
-	p := proxy.NewPick(weights, buckets)
+	p, names := build(0, nil, nil)
 	var b strings.Builder
 	for i := range v.Count {
+		if i > 0 && v.ReplanAt(i) {
+			p, names = build(i, p, names)
+		}
 		if k := p.Next(t0.Add(v.Arrival(i))); k >= 0 {
 			b.WriteString(names[k])
 		} else {

@@ -61,6 +61,7 @@ func Run(t *testing.T, name string) {
 		{"ForwardsAreMeasuredPerPeer", testForwardsAreMeasured},
 		{"ForwardToPeer", testForward},
 		{"CapsHoldPeersToTheirCap", testCaps},
+		{"RoundRobinGoesOnAcrossPlans", testRoundRobinGoesOnAcrossPlans},
 		{"RetryOnRefusal", testRetryOnRefusal},
 		{"RejectWithRetryAfter", testReject},
 		{"HostileAddressesGetNothing", testHostileAddresses},
