@@ -123,11 +123,7 @@ func testRetryWhenUnreachable(t *testing.T, s *suite) {
 // StatusRefused ran: its peer answers 502, and the forwarder does not try
 // another peer.
 func testPlatformRefusalStatusIsNotARefusal(t *testing.T, s *suite) {
-	a, _ := s.node("a")
-	b, pb := s.node("b")
-	c, pc := s.node("c")
-	s.apply(b, map[string]dfaas.FunctionPlan{"early": unlimited})
-	s.apply(c, map[string]dfaas.FunctionPlan{"early": unlimited})
+	a, b, c, pb, pc := s.senderAndPeers("early")
 	s.apply(a, map[string]dfaas.FunctionPlan{"early": {Peers: []dfaas.Share{
 		{Node: "b", Addr: b.PeerAddr(), Weight: 0.5, Cap: 1e6},
 		{Node: "c", Addr: c.PeerAddr(), Weight: 0.5, Cap: 1e6}}}})
@@ -504,15 +500,11 @@ func testForwardSurvivesLeavingThePlan(t *testing.T, s *suite) {
 // run), leaves other peers' forwards alone, and forwards to the peer again
 // afterwards.
 func testAbortForwards(t *testing.T, s *suite) {
-	a, _ := s.node("a")
+	a, b, c, pb, pc := s.senderAndPeers("slow")
 	aborter, ok := a.(interface{ AbortForwards(dfaas.NodeID) })
 	if !ok {
 		t.Skipf("%s cannot cut forwards in flight (no AbortForwards)", s.name)
 	}
-	b, pb := s.node("b")
-	c, pc := s.node("c")
-	s.apply(b, map[string]dfaas.FunctionPlan{"slow": unlimited})
-	s.apply(c, map[string]dfaas.FunctionPlan{"slow": unlimited})
 	s.apply(a, map[string]dfaas.FunctionPlan{"slow": {Peers: []dfaas.Share{
 		{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}, {Node: "c", Addr: c.PeerAddr(), Weight: 1e-9, Cap: 1e6}}}})
 
@@ -544,11 +536,7 @@ func testAbortForwards(t *testing.T, s *suite) {
 // whose weight is less than one plan's requests' worth - a degraded
 // peer's probes - is still reached: about 3 of 200 at 1-2%.
 func testRoundRobinGoesOnAcrossPlans(t *testing.T, s *suite) {
-	a, _ := s.node("a")
-	b, pb := s.node("b")
-	c, pc := s.node("c")
-	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
-	s.apply(c, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	a, b, c, pb, pc := s.senderAndPeers("echo")
 	planWith := func(wc float64) map[string]dfaas.FunctionPlan {
 		return map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
 			{Node: "b", Addr: b.PeerAddr(), Weight: 1 - wc, Cap: 1e6}, {Node: "c", Addr: c.PeerAddr(), Weight: wc, Cap: 1e6}}}}

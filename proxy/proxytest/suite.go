@@ -184,6 +184,18 @@ func (s *suite) nodeWith(spec proxy.Spec) (proxy.DataPlane, *Platform) {
 	return dp, pf
 }
 
+// senderAndPeers starts a sender a and two peers b and c that run fn
+// without limit (a's plan is the test's).
+func (s *suite) senderAndPeers(fn string) (a, b, c proxy.DataPlane, pb, pc *Platform) {
+	s.t.Helper()
+	a, _ = s.node("a")
+	b, pb = s.node("b")
+	c, pc = s.node("c")
+	s.apply(b, map[string]dfaas.FunctionPlan{fn: unlimited})
+	s.apply(c, map[string]dfaas.FunctionPlan{fn: unlimited})
+	return a, b, c, pb, pc
+}
+
 func (s *suite) apply(dp proxy.DataPlane, fns map[string]dfaas.FunctionPlan) {
 	s.t.Helper()
 	require.NoError(s.t, dp.Apply(context.Background(), dfaas.Plan{Functions: fns}))
@@ -345,11 +357,7 @@ func testForward(t *testing.T, s *suite) {
 // run (at most one more request per 200 ms), its equal-weight neighbour
 // without a binding cap the rest.
 func testCaps(t *testing.T, s *suite) {
-	a, _ := s.node("a")
-	b, _ := s.node("b")
-	c, _ := s.node("c")
-	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
-	s.apply(c, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	a, b, c, _, _ := s.senderAndPeers("echo")
 	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
 		{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 5},
 		{Node: "c", Addr: c.PeerAddr(), Weight: 1, Cap: 1e6}}}})
