@@ -167,11 +167,7 @@ const minCleanProbes = 5
 // before the probe's round trip joins recent.
 func (st *probeState) noteClean(rtt time.Duration, answered bool) {
 	clean := answered
-	if clean && st.taken > 0 {
-		lowest := rtt
-		for _, d := range st.recent[:min(st.taken, rttWindow)] {
-			lowest = min(lowest, d)
-		}
+	if lowest, ok := st.lowest(); clean && ok {
 		clean = rtt <= lowest+lateBy
 	}
 	st.clean[st.sent%rttWindow] = clean
@@ -213,7 +209,16 @@ func (pr *prober) distance(p peer.ID) (time.Duration, bool) {
 	pr.mu.Lock()
 	defer pr.mu.Unlock()
 	st := pr.ps[p]
-	if st == nil || st.taken == 0 {
+	if st == nil {
+		return 0, false
+	}
+	return st.lowest()
+}
+
+// lowest returns the lowest of the latest rttWindow answered probes' round
+// trips, if there was one.
+func (st *probeState) lowest() (time.Duration, bool) {
+	if st.taken == 0 {
 		return 0, false
 	}
 	lowest := st.recent[0]
