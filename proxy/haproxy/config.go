@@ -93,9 +93,12 @@ func (t TLS) AnchorFile(server string) string { return filepath.Join(t.AnchorDir
 // and its local executions begun by then and by the end (st_total's count:
 // the same if none began meanwhile), the server that answered (a peer's
 // server name, the platform's, or <NOSRV>) and its response time in ms
-// (%Tr: from the connection to its response headers; -1 if none came). A
-// variable not set prints as "-".
-const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)] %[var(txn.began)] %[sc1_http_req_cnt] %s %Tr"
+// (%Tr: from the connection to its response headers; -1 if none came), the
+// peer dfaas.lua picked for a forward, the attempts retried (%rc: "+" before
+// it if one went to another server) and the ms from the request's headers
+// to its final attempt (%Tw: the earlier attempts' time, a connection that
+// never came up included). A variable not set prints as "-".
+const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)] %[var(txn.began)] %[sc1_http_req_cnt] %s %Tr %[var(txn.peer)] %rc %Tw"
 
 // traceFormat follows logFormat when a Layout traces: the request's
 // traceparent if it is a valid one (anything else would let a caller

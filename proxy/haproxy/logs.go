@@ -48,6 +48,13 @@ type logLine struct {
 	// answer is the server's time to its response headers (%Tr), to the
 	// millisecond; -1 if none came.
 	answer time.Duration
+	// picked is the peer's server dfaas.lua picked for a forward ("" if
+	// none); retries the attempts before the final one, and queued the
+	// time from the request's headers to the final attempt (%Tw: the
+	// earlier attempts' time; -1 if no attempt was made).
+	picked  string
+	retries int
+	queued  time.Duration
 	// With Layout.Trace: the request's traceparent and the node a peer's
 	// request came from ("" if none).
 	traceparent, from string
@@ -82,12 +89,19 @@ func (d *Driver) readLogs() {
 			d.log.Debug("request failed", "function", l.fn, "user", l.user, "ran", l.ran, "status", l.status,
 				"server", l.server, "answer", l.answer, "took", l.took)
 		}
+		if peer, ok := d.named.Load(l.picked); ok && l.user && l.retries > 0 && l.queued >= connectStall {
+			// The picked peer's attempt spent connectStall or more without
+			// a connection (a SYN lost on a lossy link waits out timeout
+			// connect) before HAProxy tried again, mostly at another peer:
+			// a failed attempt, as the embedded proxy counts one. (A
+			// refusal, 425, takes a round trip: not a failure.)
+			d.forwards.Failed(l.fn, peer.(dfaas.NodeID), time.Now())
+		}
 		if peer, ok := d.named.Load(l.server); ok && l.user && !l.ran && l.status != http.StatusServiceUnavailable && l.answer >= 0 {
-			// A forward's final attempt (HAProxy's retries before it are
-			// not in the log): the peer's time to its response headers,
-			// and whether it failed. A 503 is every try refused, or no
-			// connection made: HAProxy's own checks mark a peer it cannot
-			// reach down.
+			// A forward's final attempt: the peer's time to its response
+			// headers, and whether it failed. A 503 is every try refused,
+			// or no connection made: HAProxy's own checks mark a peer it
+			// cannot reach down.
 			d.forwards.Answered(l.fn, peer.(dfaas.NodeID), l.status, l.answer, time.Now())
 		}
 		if l.ran {
@@ -123,6 +137,11 @@ func (d *Driver) readLogs() {
 	}
 }
 
+// connectStall is how long a forward's earlier attempts must have taken
+// for the picked peer's to count as failed: half the forwarding backends'
+// timeout connect, many round trips of any peer within an RTT budget.
+const connectStall = 500 * time.Millisecond
+
 // later is the later of two times.
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -137,25 +156,37 @@ func later(a, b time.Time) time.Time {
 // start> <by its end>", unset fields "-".
 func parseLogLine(line string) (logLine, bool) {
 	f := strings.Fields(line)
-	if (len(f) != 11 && len(f) != 13) || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
+	if (len(f) != 14 && len(f) != 16) || f[1] == "-" || (f[0] != "user" && f[0] != "peer") {
 		return logLine{}, false
 	}
-	l := logLine{server: f[9], answer: -1}
-	ms, err := strconv.Atoi(f[10])
-	if err != nil || ms < -1 || ms > int(time.Hour/time.Millisecond) {
-		return logLine{}, false
-	}
-	if ms >= 0 {
-		l.answer = time.Duration(ms) * time.Millisecond
-	}
-	if len(f) == 13 { // traceFormat
-		unset := func(s string) string {
-			if s == "-" {
-				return ""
-			}
-			return s
+	unset := func(s string) string {
+		if s == "-" {
+			return ""
 		}
-		l.traceparent, l.from = unset(f[11]), unset(f[12])
+		return s
+	}
+	// millis reads a timer: ms, or -1 for none.
+	millis := func(s string) (time.Duration, bool) {
+		ms, err := strconv.Atoi(s)
+		if err != nil || ms < -1 || ms > int(time.Hour/time.Millisecond) {
+			return 0, false
+		}
+		if ms < 0 {
+			return -1, true
+		}
+		return time.Duration(ms) * time.Millisecond, true
+	}
+	l := logLine{server: f[9], picked: unset(f[11])}
+	var ok1, ok2 bool
+	l.answer, ok1 = millis(f[10])
+	l.queued, ok2 = millis(f[13])
+	retries, err := strconv.Atoi(strings.TrimPrefix(f[12], "+"))
+	if !ok1 || !ok2 || err != nil || retries < 0 || retries > 100 {
+		return logLine{}, false
+	}
+	l.retries = retries
+	if len(f) == 16 { // traceFormat
+		l.traceparent, l.from = unset(f[14]), unset(f[15])
 	}
 	user := f[0] == "user"
 	f = f[1:]

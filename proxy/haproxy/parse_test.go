@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/dfaas-go/dfaas/proxy"
 )
@@ -44,41 +45,55 @@ func TestResynced(t *testing.T) {
 }
 
 func TestParseLogLine(t *testing.T) {
-	l, ok := parseLogLine("user figlet 386 1 u 200 1 7 7 local 0\n")
+	l, ok := parseLogLine("user figlet 386 1 u 200 1 7 7 local 0 - 0 0\n")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 386 * time.Microsecond, user: true, local: true, ran: true, status: 200, solo: true, server: "local"}, l)
-	l, ok = parseLogLine("user figlet 1200 - - 503 - - - <NOSRV> -1")
+	l, ok = parseLogLine("user figlet 1200 - - 503 - - - <NOSRV> -1 - 0 -1")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 1200 * time.Microsecond, user: true, status: 503, server: "<NOSRV>", answer: -1}, l, "over the limit, not run here")
-	l, ok = parseLogLine("user figlet 900 - s 429 3 9 9 local 0")
+	assert.Equal(t, logLine{fn: "figlet", took: 1200 * time.Microsecond, user: true, status: 503, server: "<NOSRV>", answer: -1, queued: -1}, l, "over the limit, not run here")
+	l, ok = parseLogLine("user figlet 900 - s 429 3 9 9 local 0 - 0 0")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 900 * time.Microsecond, user: true, ran: true, status: 429, server: "local"}, l, "run beyond the limit, with two others")
-	l, ok = parseLogLine("user figlet 2100 - - 200 - - - p1abc 3")
+	l, ok = parseLogLine("user figlet 2100 - - 200 - - - p1abc 3 p1abc 0 0")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 2100 * time.Microsecond, user: true, status: 200, server: "p1abc", answer: 3 * time.Millisecond}, l, "forwarded to a peer")
-	l, ok = parseLogLine("peer figlet 700 - p 200 2 5 5 local 0")
+	assert.Equal(t, logLine{fn: "figlet", took: 2100 * time.Microsecond, user: true, status: 200, server: "p1abc", answer: 3 * time.Millisecond, picked: "p1abc"}, l, "forwarded to a peer")
+	l, ok = parseLogLine("user figlet 1003500 - - 200 - - - p2def 2 p1abc +1 1001")
+	assert.True(t, ok)
+	assert.Equal(t, logLine{fn: "figlet", took: 1003500 * time.Microsecond, user: true, status: 200, server: "p2def", answer: 2 * time.Millisecond,
+		picked: "p1abc", retries: 1, queued: 1001 * time.Millisecond}, l, "picked one peer, answered by another after a second")
+	l, ok = parseLogLine("peer figlet 700 - p 200 2 5 5 local 0 - 0 0")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200, server: "local"}, l, "a peer's, run here")
-	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 6 local 0")
+	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 6 local 0 - 0 0")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200, server: "local"}, l, "started alone, another began before its end")
-	l, ok = parseLogLine("peer figlet 30 - - 425 - - - <NOSRV> -1")
+	l, ok = parseLogLine("peer figlet 30 - - 425 - - - <NOSRV> -1 - 0 -1")
 	assert.True(t, ok)
-	assert.Equal(t, logLine{fn: "figlet", took: 30 * time.Microsecond, status: 425, server: "<NOSRV>", answer: -1}, l, "a peer's, refused")
+	assert.Equal(t, logLine{fn: "figlet", took: 30 * time.Microsecond, status: 425, server: "<NOSRV>", answer: -1, queued: -1}, l, "a peer's, refused")
 	// With a Layout that traces, two more fields.
-	l, ok = parseLogLine("user figlet 386 - - 200 - - - p1abc 0 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 -")
+	l, ok = parseLogLine("user figlet 386 - - 200 - - - p1abc 0 p1abc 0 0 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 -")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 386 * time.Microsecond, user: true, status: 200,
-		traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", server: "p1abc"}, l, "forwarded, traced")
-	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 5 local 0 - 12D3KooWabc")
+		traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", server: "p1abc", picked: "p1abc"}, l, "forwarded, traced")
+	l, ok = parseLogLine("peer figlet 700 - p 200 1 5 5 local 0 - 0 0 - 12D3KooWabc")
 	assert.True(t, ok)
 	assert.Equal(t, logLine{fn: "figlet", took: 700 * time.Microsecond, ran: true, status: 200, solo: true, server: "local", from: "12D3KooWabc"}, l,
 		"a peer's without a trace context")
-	for _, bad := range []string{"", "figlet", "user figlet 1 1 u 200 1 1 1", "user figlet 1 1 u 200 1 1 1 local tp",
-		"user figlet 1 1 u 200 1 1 1 local tp from extra", "user figlet x 1 u 200 1 1 1 local", "user figlet -5 1 u 200 1 1 1 local",
-		"Proxy user stopped (cumulated conns: FE: 1, BE: 0).", "other figlet 1 1 u 200 1 1 1 local", "user - 1 - - 404 - - - <NOSRV>",
-		"user figlet 1 1 u 200 0 1 1 local", "user figlet 1 1 x 200 1 1 1 local", "user figlet 1 1 u 2000 1 1 1 local",
-		"peer figlet 1 - p 200 - - - local", "peer figlet 1 - p 200 1 - 2 local"} {
+	// The wrong number of fields.
+	for _, bad := range []string{"", "figlet", "user figlet 1 1 u 200 1 1 1", "user figlet 1 1 u 200 1 1 1 local 0",
+		"user figlet 1 1 u 200 1 1 1 local 0 - 0 0 tp", "user figlet 1 1 u 200 1 1 1 local 0 - 0 0 tp from extra",
+		"Proxy user stopped (cumulated conns: FE: 1, BE: 0)."} {
+		_, ok := parseLogLine(bad)
+		assert.False(t, ok, bad)
+	}
+	// Every field there, one of them wrong.
+	_, ok = parseLogLine("user figlet 1 1 u 200 1 1 1 local 0 - 0 0")
+	require.True(t, ok, "the lines below differ from this one in one field")
+	for _, bad := range []string{"user figlet x 1 u 200 1 1 1 local 0 - 0 0", "user figlet -5 1 u 200 1 1 1 local 0 - 0 0",
+		"other figlet 1 1 u 200 1 1 1 local 0 - 0 0", "user - 1 - - 404 - - - <NOSRV> -1 - 0 -1",
+		"user figlet 1 1 u 200 0 1 1 local 0 - 0 0", "user figlet 1 1 x 200 1 1 1 local 0 - 0 0", "user figlet 1 1 u 2000 1 1 1 local 0 - 0 0",
+		"peer figlet 1 - p 200 - - - local 0 - 0 0", "peer figlet 1 - p 200 1 - 2 local 0 - 0 0", "user figlet 1 1 u 200 1 1 1 local x - 0 0",
+		"user figlet 1 - - 200 - - - p1 0 p1 x 0", "user figlet 1 - - 200 - - - p1 0 p1 -1 0", "user figlet 1 - - 200 - - - p1 0 p1 0 -2"} {
 		_, ok := parseLogLine(bad)
 		assert.False(t, ok, bad)
 	}

@@ -119,6 +119,36 @@ func testRetryWhenUnreachable(t *testing.T, s *suite) {
 	assert.Positive(t, ca.FailedTries)
 }
 
+// testStalledConnectIsAFailedForward: a peer whose connections never come
+// up (its SYNs dropped, as on a lossy link) costs a forward the connect
+// timeout, then another peer answers it; the attempt counts against the
+// stalled peer in the forwards' measures (dfaas.ForwardMeter), as a failed
+// connection does, so that the balancer moves its share.
+func testStalledConnectIsAFailedForward(t *testing.T, s *suite) {
+	a, _ := s.node("a")
+	m, isMeter := a.(dfaas.ForwardMeter)
+	require.True(t, isMeter, "the data plane measures no forwards: implement dfaas.ForwardMeter")
+	ok, pok := s.node("ok")
+	stalled := blackHole(t)
+	s.apply(ok, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "stalled", Addr: stalled, Weight: 0.5, Cap: 1e6},
+		{Node: "ok", Addr: ok.PeerAddr(), Weight: 0.5, Cap: 1e6}}}})
+	const calls = 4
+	for range calls {
+		got := s.do(a.UserAddr(), "/function/echo", nil)
+		assert.Equal(t, http.StatusOK, got.code, got.body)
+	}
+	assert.Equal(t, int64(calls), pok.Calls.Load(), "each ran once, at the peer that answers")
+	var h map[dfaas.NodeID]dfaas.ForwardHealth
+	assert.Eventually(t, func() bool { // HAProxy's come from its request log, after the answers
+		h = m.Forwards(time.Now())["echo"]
+		return h["stalled"].Attempts > 0
+	}, 5*time.Second, 10*time.Millisecond, "the stalled peer's attempts are not measured: %+v", h)
+	assert.Zero(t, h["stalled"].Success, "every attempt at the stalled peer failed: %+v", h)
+	assert.Equal(t, 1.0, h["ok"].Success, "%+v", h)
+}
+
 // testPlatformRefusalStatusIsNotARefusal: a function that itself answers
 // StatusRefused ran: its peer answers 502, and the forwarder does not try
 // another peer.

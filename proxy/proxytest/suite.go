@@ -71,6 +71,7 @@ func Run(t *testing.T, name string) {
 		{"NoRetryAfterSend", testNoRetryAfterSend},
 		{"ACutAnswerIsCutForTheUser", testCutAnswer},
 		{"RetryWhenUnreachable", testRetryWhenUnreachable},
+		{"StalledConnectIsAFailedForward", testStalledConnectIsAFailedForward},
 		{"RefusalOpensTheCaps", testRefusalOpensTheCaps},
 		{"TimeoutAfterSendRunsOnce", testTimeoutAfterSend},
 		{"PlatformRefusalStatusIsNotARefusal", testPlatformRefusalStatusIsNotARefusal},
