@@ -32,6 +32,19 @@ import (
 // the data plane is told to answer its forwards in flight (SetOnSuspect).
 const abortAfter = 2 * time.Second
 
+// lossyAbortAfter replaces abortAfter for a peer whose link was lossy
+// before it fell silent (two or more of its probes before the misses late
+// or unanswered): there a silence is mostly TCP's back-off, which holds a
+// connection 3 s when one segment is lost four times in a row (on a link
+// losing 40%, one loss in forty), and a forward cut then is lost if its
+// request had not arrived. 6 s waits out a segment lost five times; a
+// peer that freezes behind a lossy link has its forwards answered that
+// much later.
+const lossyAbortAfter = 6 * time.Second
+
+// lossyBelow is the share of clean probes under which a link is lossy.
+const lossyBelow = 0.8
+
 // minProbeTimeout bounds how fast a probe gives up: the timeout is ten
 // round trips, at least this and at most Libp2pConfig.ProbeTimeout. It is
 // twice TCP's shortest retransmission timeout (200 ms on Linux), so that a
@@ -70,7 +83,8 @@ type prober struct {
 
 // SetOnSuspect has f told of each peer the probes made suspect (frozen, cut
 // off, or dead without its connection dropping) that still answers no
-// probe abortAfter later: the node hands it the data plane's
+// probe abortAfter later (lossyAbortAfter if its link was lossy before):
+// the node hands it the data plane's
 // AbortForwards, so that forwards in flight to the peer are answered then
 // rather than at their timeout (or when a frozen peer thaws), and forwards
 // on a lossy link that merely stalled a moment are left alone. f must not
@@ -187,17 +201,33 @@ func (pr *prober) cleanShare(p peer.ID) (float64, bool) {
 }
 
 func (st *probeState) cleanShare() (float64, bool) {
-	if st.sent < minCleanProbes {
+	return st.cleanShareBefore(0)
+}
+
+// cleanShareBefore is cleanShare of the latest probes but the newest skip:
+// the link as it was before them.
+func (st *probeState) cleanShareBefore(skip int) (float64, bool) {
+	n := min(st.sent, rttWindow) - skip
+	if st.sent-skip < minCleanProbes || n < minCleanProbes {
 		return 0, false
 	}
-	n := min(st.sent, rttWindow)
 	clean := 0
-	for _, c := range st.clean[:n] {
-		if c {
+	for i := range n {
+		if st.clean[(st.sent-skip-1-i+rttWindow)%rttWindow] {
 			clean++
 		}
 	}
 	return float64(clean) / float64(n), true
+}
+
+// abortDelay is how long p, suspect after its latest st.misses probes,
+// stays silent before its forwards are cut: lossyAbortAfter if its link
+// was lossy before the misses, else abortAfter.
+func (st *probeState) abortDelay() time.Duration {
+	if c, ok := st.cleanShareBefore(st.misses); ok && c < lossyBelow {
+		return lossyAbortAfter
+	}
+	return abortAfter
 }
 
 // distance returns p's round-trip time as plans use it, if it answered a
@@ -385,7 +415,7 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 				if pr.aborts == nil {
 					pr.aborts = map[peer.ID]*time.Timer{}
 				}
-				pr.aborts[p] = time.AfterFunc(abortAfter, func() {
+				pr.aborts[p] = time.AfterFunc(st.abortDelay(), func() {
 					pr.mu.Lock()
 					_, pending := pr.aborts[p]
 					delete(pr.aborts, p)

@@ -209,6 +209,59 @@ func TestCleanCountsLateAndMissedProbes(t *testing.T) {
 	assert.False(t, ok)
 }
 
+// TestAbortWaitsLongerBehindALossyLink: a peer whose probes came late or
+// not at all before it fell silent has its forwards cut lossyAbortAfter
+// into the silence (TCP's back-off on a lossy link, not a frozen peer); a
+// peer whose link was clean until its misses, abortAfter.
+func TestAbortWaitsLongerBehindALossyLink(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	o := quietNode(t, ctx)
+	told := map[dfaas.NodeID]chan time.Time{}
+	var ps []peer.ID
+	for _, id := range []string{"12D3KooWBxRdWHskYwKJzJQdrEgL1HwyZH71cpULPuRqUrAbyzsV", "12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp"} {
+		p, err := peer.Decode(id)
+		require.NoError(t, err)
+		ps = append(ps, p)
+		told[dfaas.NodeID(p.String())] = make(chan time.Time, 1)
+		o.probes.mu.Lock()
+		o.probes.ps[p] = &probeState{}
+		o.probes.mu.Unlock()
+	}
+	o.SetOnSuspect(func(n dfaas.NodeID) { told[n] <- time.Now() })
+	clean, lossy := ps[0], ps[1]
+	miss := errors.New("i/o deadline reached")
+	for i := range rttWindow {
+		if i == 5 { // one late probe: a link clean enough
+			o.probes.record(clean, 260*time.Millisecond, nil)
+		} else {
+			o.probes.record(clean, 10*time.Millisecond, nil)
+		}
+		if i%4 == 3 {
+			o.probes.record(lossy, 260*time.Millisecond, nil) // a retransmission
+		} else {
+			o.probes.record(lossy, 10*time.Millisecond, nil)
+		}
+	}
+	for range o.cfg.SuspectAfter {
+		o.probes.record(clean, 0, miss)
+		o.probes.record(lossy, 0, miss)
+	}
+	silent := time.Now()
+	select {
+	case at := <-told[dfaas.NodeID(clean.String())]:
+		assert.InDelta(t, abortAfter.Seconds(), at.Sub(silent).Seconds(), 0.5, "the clean link's peer, its own misses aside")
+	case <-time.After(abortAfter + 2*time.Second):
+		t.Fatal("the silent peer behind a clean link was not told")
+	}
+	select {
+	case at := <-told[dfaas.NodeID(lossy.String())]:
+		assert.InDelta(t, lossyAbortAfter.Seconds(), at.Sub(silent).Seconds(), 0.5, "the lossy link's peer")
+	case <-time.After(lossyAbortAfter + 2*time.Second):
+		t.Fatal("the silent peer behind a lossy link was not told")
+	}
+}
+
 // TestAnsweredPeerIsNotSuspect: a peer that misses its probes while the
 // data plane has answers from it (a libp2p connection stalled on a lossy
 // link) stays in the table and keeps its connection; once the data plane
