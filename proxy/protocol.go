@@ -23,6 +23,26 @@ const (
 	HeaderRefused = "X-Dfaas-Refused"
 )
 
+// Header names an OpenFaaS gateway sets, which both data planes set the
+// same way on their user listener, so that clients, functions and logs
+// that read them see the same through dfaas as through a gateway alone.
+const (
+	// HeaderCallID identifies a call. A user listener keeps a caller's;
+	// without one it makes one (a UUID), sends it on with the request (to
+	// the local platform or a peer, whose platform keeps it) and answers
+	// with it, as the gateway does.
+	HeaderCallID = "X-Call-Id"
+	// HeaderStartTime is when the call reached the user listener, in
+	// nanoseconds since the Unix epoch: answered on every response of the
+	// user listener, in place of the platform's (the gateway behind a node
+	// sets its own, later).
+	HeaderStartTime = "X-Start-Time"
+	// HeaderNode names the node that ran the call (its NodeID), on every
+	// answer a platform gave: the node itself, or the peer a call was
+	// forwarded to. Absent from the data plane's own answers (404, 503).
+	HeaderNode = "X-Dfaas-Node"
+)
+
 // StatusRefused is the status of a peer listener's refusal: the peer did
 // not execute the request, so the forwarder may try another peer. It is
 // 425 (Too Early), a status functions do not answer and one HAProxy's

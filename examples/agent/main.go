@@ -2,11 +2,11 @@
 // overlay, a data plane, a FaaS platform and the Agent that ties them
 // together. Start one per node:
 //
-//	go run ./examples/agent -functions hello=10 -user 127.0.0.1:8080 -peer 127.0.0.1:8081 \
+//	go run ./examples/agent -functions hello=10 -user 127.0.0.1:8090 -peer 127.0.0.1:8091 \
 //	    -listen /ip4/127.0.0.1/tcp/4001 -secret fed.key -key a.key
-//	go run ./examples/agent -functions hello=20 -user 127.0.0.1:8090 -peer 127.0.0.1:8091 \
+//	go run ./examples/agent -functions hello=20 -user 127.0.0.1:8092 -peer 127.0.0.1:8093 \
 //	    -listen /ip4/127.0.0.1/tcp/4002 -secret fed.key -key b.key -bootstrap <a multiaddr the first agent printed>
-//	curl -d world http://127.0.0.1:8080/function/hello
+//	curl -d world http://127.0.0.1:8090/function/hello
 //
 // The federation is closed: the first agent creates the federation secret
 // (-secret, mode 0600) and every other agent must be given a copy; hosts
@@ -20,7 +20,10 @@
 // gateway, whose functions carry the dfaas.maxrate label; credentials come
 // from OPENFAAS_USERNAME and OPENFAAS_PASSWORD and are never logged):
 //
-//	go run ./examples/agent -faas openfaas -gateway http://127.0.0.1:8080 -user 127.0.0.1:9080 -peer 127.0.0.1:9081
+//	go run ./examples/agent -faas openfaas -gateway http://127.0.0.1:8080
+//
+// Clients then call the agent's user port (127.0.0.1:8090 by default), not
+// the gateway's: the defaults leave OpenFaaS's ports (8080, 8081, 8082) free.
 //
 // The data plane (-proxy) is one registered with package proxy: "embedded"
 // (the default) or "haproxy" (a real HAProxy process; it reaches the
@@ -160,8 +163,8 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	bootstrap := fs.String("bootstrap", "", "multiaddrs (with /p2p/<id>) of agents to join through, comma-separated")
 	fs.StringVar(&o.namespace, "namespace", "dfaas", "federation namespace (DHT rendezvous and advert protocol)")
 	fs.IntVar(&o.neighbours, "neighbours", overlay.DefaultNeighbours, "peers this node follows (the nearest by round-trip time): whose adverts it plans with and to whom it may forward")
-	fs.StringVar(&o.user, "user", "127.0.0.1:8080", "user listener address (OpenFaaS path /function/<name>)")
-	fs.StringVar(&o.peer, "peer", "127.0.0.1:8081", "peer listener address")
+	fs.StringVar(&o.user, "user", "127.0.0.1:8090", "user listener address (OpenFaaS path /function/<name>): where clients call functions, in place of a gateway's :8080")
+	fs.StringVar(&o.peer, "peer", "127.0.0.1:8091", "peer listener address")
 	fs.StringVar(&o.name, "name", "", "this node's name, advertised beside its id: shown on peers' live pages, in /status, metrics and logs, and in the echo functions' answers; letters, digits, '.', '-', '_' (default: the host name; \"-\": none advertised)")
 	fs.StringVar(&o.advertise, "advertise", "", "peer address advertised to other agents (default: the bound -peer address)")
 	functions := fs.String("functions", "hello=10", "with -faas runtime or local: echo functions as name=capacity (req/s), comma-separated")

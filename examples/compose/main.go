@@ -37,8 +37,8 @@ func main() {
 	n, err := node.Build(ctx, node.Config{
 		Platform:  pf,
 		DataPlane: "embedded", // or "haproxy", or any data plane registered with proxy.Register
-		UserAddr:  ":8080", PeerAddr: ":8081",
-		Advertise: "192.0.2.2:8081",  // where peers reach this node's peer port
+		UserAddr:  ":8090", PeerAddr: ":8091",
+		Advertise: "192.0.2.2:8091",  // where peers reach this node's peer port
 		Balancer:  balance.Nearest{}, // the default: Resilient's shares, nearer peers first
 		Libp2p: overlay.Libp2pConfig{
 			ListenAddrs: []string{"/ip4/0.0.0.0/tcp/4001"},

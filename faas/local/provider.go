@@ -529,8 +529,34 @@ func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
 	f.invoked.Add(1)
 	ctx, cancel := context.WithTimeout(r.Context(), f.timeout)
 	defer cancel()
-	f.handler.ServeHTTP(w, r.WithContext(ctx))
+	f.handler.ServeHTTP(&durationWriter{ResponseWriter: w, start: time.Now()}, r.WithContext(ctx))
 }
+
+// durationWriter answers with the function's time to its answer's headers
+// in X-Duration-Seconds, as OpenFaaS's watchdogs do.
+type durationWriter struct {
+	http.ResponseWriter
+	start time.Time
+	done  bool
+}
+
+func (d *durationWriter) WriteHeader(code int) {
+	if !d.done && code >= 200 {
+		d.done = true
+		d.ResponseWriter.Header().Set("X-Duration-Seconds", strconv.FormatFloat(time.Since(d.start).Seconds(), 'f', 6, 64))
+	}
+	d.ResponseWriter.WriteHeader(code)
+}
+
+func (d *durationWriter) Write(b []byte) (int, error) {
+	if !d.done {
+		d.WriteHeader(http.StatusOK)
+	}
+	return d.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (d *durationWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 // Capacities lists every function of the default namespace with its
 // dfaas.maxrate label, or faas.Undeclared, so that a Provider can serve as

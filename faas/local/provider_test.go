@@ -311,6 +311,30 @@ func TestBuiltinImagesHaveARealCost(t *testing.T) {
 	assert.Equal(t, map[string]dfaas.Rate{"cpu": faas.Undeclared, "hash": faas.Undeclared}, caps)
 }
 
+// TestAnswersCarryTheWatchdogsDuration: a function's answer says how long
+// it took in X-Duration-Seconds, as OpenFaaS's watchdogs say it, for Go
+// handlers and processes alike.
+func TestAnswersCarryTheWatchdogsDuration(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	code, body := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "cpu", Image: "dfaas/cpu",
+		EnvVars: map[string]string{EnvCost: "20ms"}})
+	require.Equal(t, http.StatusAccepted, code, body)
+	code, body = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "cat", Image: "any", EnvProcess: "cat"})
+	require.Equal(t, http.StatusAccepted, code, body)
+	for fn, least := range map[string]float64{"cpu": 0.02, "cat": 0} {
+		resp, err := http.Post(base+"/function/"+fn, "text/plain", strings.NewReader("x"))
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode, fn)
+		d, err := strconv.ParseFloat(resp.Header.Get("X-Duration-Seconds"), 64)
+		require.NoError(t, err, "%s: %v", fn, resp.Header)
+		assert.GreaterOrEqual(t, d, least, fn)
+		assert.Less(t, d, 5.0, fn)
+	}
+}
+
 func TestMiddlewareWrapsEveryFunction(t *testing.T) {
 	var seen []string
 	p, err := New(Config{Middleware: func(name, ns string, next http.Handler) http.Handler {

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -263,4 +265,82 @@ func TestUnlabelledFunctionIsMeasured(t *testing.T) {
 	c := all["work"]
 	assert.Zero(t, c.ForwardedOut)
 	assert.Equal(t, c.Arrivals, c.ServedLocal+c.Rejected, "served here or turned away while it learned")
+}
+
+// TestSameAnswersAsTheGatewayAlone: a call through a node in front of the
+// real gateway gets the status and the gateway's headers it gets from the
+// gateway alone (a call id made when the caller gave none, the start time,
+// the gateway's X-Served-By, the watchdog's X-Duration-Seconds), plus the
+// node that ran it; a caller's call id reaches the function either way.
+func TestSameAnswersAsTheGatewayAlone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fed := newFederation(t, ctx)
+	var mu sync.Mutex
+	var ids []string // the call ids the function saw
+	seen := func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(ids)
+	}
+	require.NoError(t, fed.provider.RegisterImage("dfaas/call-id", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ids = append(ids, r.Header.Get(proxy.HeaderCallID))
+		mu.Unlock()
+		_, _ = w.Write([]byte("ok"))
+	})))
+	_, err := fed.client.Deploy(ctx, types.FunctionDeployment{Service: "ids", Image: "dfaas/call-id", Namespace: "openfaas-fn",
+		Labels: &map[string]string{openfaas.LabelMaxRate: "100"}})
+	require.NoError(t, err)
+	b, err := openfaas.New(openfaas.Config{Gateway: gatewaytest.URL, Logger: quiet})
+	require.NoError(t, err)
+	fed.backends = append(fed.backends, b)
+	ov, err := overlay.NewNetwork().Join("solo")
+	require.NoError(t, err)
+	n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: node.Platform{Handler: b.Handler(), Capacities: b},
+		Interval: 250 * time.Millisecond, PlainPeers: true, DeclaredCapacity: true, Logger: quiet})
+	require.NoError(t, err)
+	defer n.Close()
+	through := "http://" + n.DataPlane.UserAddr()
+	require.Eventually(t, func() bool {
+		resp, err := http.Post(through+"/function/ids", "text/plain", nil)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 100*time.Millisecond, "the node serves the gateway's function")
+
+	call := func(base, fn, id string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest("POST", base+"/function/"+fn, nil)
+		require.NoError(t, err)
+		if id != "" {
+			req.Header.Set(proxy.HeaderCallID, id)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		resp.Body.Close()
+		return resp
+	}
+	for _, id := range []string{"", "caller-7"} {
+		alone, via := call(gatewaytest.URL, "ids", id), call(through, "ids", id)
+		assert.Equal(t, alone.StatusCode, via.StatusCode)
+		for _, h := range []string{proxy.HeaderCallID, proxy.HeaderStartTime, "X-Served-By", "X-Duration-Seconds", "Content-Type"} {
+			assert.Len(t, via.Header.Values(h), len(alone.Header.Values(h)), "%s (id %q): alone %v, through the node %v", h, id, alone.Header, via.Header)
+		}
+		assert.Equal(t, alone.Header.Get("X-Served-By"), via.Header.Get("X-Served-By"))
+		assert.Equal(t, string(n.Overlay.Self()), via.Header.Get(proxy.HeaderNode), "the node that ran it")
+		assert.Empty(t, alone.Header.Get(proxy.HeaderNode))
+		got := seen()
+		if id != "" {
+			assert.Equal(t, []string{id, id}, got[len(got)-2:], "the caller's id reached the function both ways")
+		} else {
+			assert.Equal(t, via.Header.Get(proxy.HeaderCallID), got[len(got)-1], "the id the node made reached the function")
+		}
+	}
+	alone, via := call(gatewaytest.URL, "nothere", ""), call(through, "nothere", "")
+	assert.Equal(t, alone.StatusCode, via.StatusCode, "an unknown function")
+	assert.NotEmpty(t, via.Header.Get(proxy.HeaderCallID))
+	assert.NotEmpty(t, via.Header.Get(proxy.HeaderStartTime))
 }

@@ -52,6 +52,7 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route
 
 // serveUser handles the user listener.
 func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
+	w = gatewayHeaders(w, r)
 	body, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: p.cfg.BodyIdle, Timeout: p.cfg.BodyTimeout, Max: p.cfg.MaxBody})
 	defer restore()
 	// Only proxies set hop markers, and never on this listener.
@@ -175,7 +176,7 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 	alone := c.inFlight.Add(1) == 1
 	began := c.starts.Add(1)
 	defer c.inFlight.Add(-1)
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer, body: body}
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK, peer: fromPeer, body: body, node: string(p.cfg.Node)}
 	if p.tracer != nil {
 		// The platform's call: its context goes to the platform, in place
 		// of the caller's.
@@ -471,7 +472,8 @@ type statusWriter struct {
 	wrote   bool
 	peer    bool
 	body    *httpbody.Body
-	discard bool // the platform's answer is dropped: see WriteHeader
+	discard bool   // the platform's answer is dropped: see WriteHeader
+	node    string // this node, the one that ran it (proxy.HeaderNode)
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -497,6 +499,7 @@ func (s *statusWriter) WriteHeader(code int) {
 	if !s.wrote {
 		s.status, s.wrote = code, true
 	}
+	s.ResponseWriter.Header().Set(proxy.HeaderNode, s.node) // in place of any the platform set
 	if s.peer && code == proxy.StatusRefused {
 		code = http.StatusBadGateway
 	}

@@ -295,14 +295,21 @@ func (l Layout) Render() (string, error) {
 	w("")
 	w("frontend user")
 	w("    bind %s", l.UserAddr)
+	w("    http-request set-var(txn.t0) date(0,us)")
 	if l.LogSocket != "" {
 		w("    log global")
 		w("    log-format \"%s\"", l.logFormatOf())
-		w("    http-request set-var(txn.t0) date(0,us)")
 		if l.Trace {
 			w("    http-request set-var(txn.tp) req.hdr(traceparent) if { req.hdr_cnt(traceparent) eq 1 } { req.hdr(traceparent) -m reg %s }", traceparentRE)
 		}
 	}
+	// The gateway's headers (see proxy.HeaderCallID): a call id made for a
+	// call that has none, sent on and answered; the arrival time (ns) on
+	// every answer, HAProxy's own included.
+	w("    http-request set-var(txn.callid) uuid if !{ req.hdr(%s),length gt 0 }", proxy.HeaderCallID)
+	w("    http-request set-header %s %%[var(txn.callid)] if { var(txn.callid) -m found }", proxy.HeaderCallID)
+	w("    http-after-response set-header %s %%[var(txn.t0),mul(1000)]", proxy.HeaderStartTime)
+	w("    http-after-response set-header %s %%[var(txn.callid)] if { var(txn.callid) -m found }", proxy.HeaderCallID)
 	w("    http-request del-header %s", "X-Dfaas-Hop")
 	w("    http-request del-header %s", "X-Dfaas-From")
 	dotSegment(w)
@@ -395,6 +402,7 @@ func (l Layout) Render() (string, error) {
 	w("    default_backend %s", backendLocal)
 	w("")
 	w("backend %s", backendLocal)
+	w("    http-response set-header %s %s", proxy.HeaderNode, l.Node) // the node that ran it, in place of any the platform set
 	if l.Namespace != "" {
 		w("    http-request replace-path ^/function/([^/]+)(.*)$ /function/\\1.%s\\2", l.Namespace)
 	}

@@ -5,11 +5,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -117,6 +119,68 @@ func testRetryWhenUnreachable(t *testing.T, s *suite) {
 	ca := s.counts(a, "echo")
 	assert.Equal(t, uint64(10), ca.Forwarded["ok"])
 	assert.Positive(t, ca.FailedTries)
+}
+
+// testGatewayHeaders: the user listener answers as an OpenFaaS gateway
+// does (proxy.HeaderCallID, proxy.HeaderStartTime): a call without an id
+// gets one, sent on to the platform that runs it (here or at a peer) and
+// answered; a caller's own id goes on and is not echoed; every answer, the
+// node's own refusals included, carries the call's arrival time in ns, in
+// place of the platform's. An answer a platform gave names the node that
+// ran it (proxy.HeaderNode), in place of anything the platform said.
+func testGatewayHeaders(t *testing.T, s *suite) {
+	a, pa := s.node("a")
+	b, pb := s.node("b")
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	started := func(got answer, before, after time.Time) {
+		t.Helper()
+		ns, err := strconv.ParseInt(got.header.Get(proxy.HeaderStartTime), 10, 64)
+		require.NoError(t, err, "%s: %v", proxy.HeaderStartTime, got.header)
+		assert.Len(t, got.header.Values(proxy.HeaderStartTime), 1)
+		// HAProxy's clock reads to the microsecond.
+		assert.True(t, ns >= before.Truncate(time.Microsecond).UnixNano() && ns <= after.UnixNano(), "start %d not within the call", ns)
+	}
+	called := func(hdr map[string]string) (answer, time.Time, time.Time) {
+		t.Helper()
+		before := time.Now()
+		got := s.do(a.UserAddr(), "/function/echo", hdr)
+		return got, before, time.Now()
+	}
+
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	got, before, after := called(nil)
+	require.Equal(t, http.StatusOK, got.code)
+	id := got.header.Get(proxy.HeaderCallID)
+	_, err := uuid.Parse(id)
+	assert.NoError(t, err, "a made call id is a UUID: %q", id)
+	assert.Equal(t, id, pa.LastID.Load(), "the platform got the call's id")
+	started(got, before, after)
+	assert.Equal(t, []string{"a"}, got.header.Values(proxy.HeaderNode), "run here")
+
+	got, _, _ = called(map[string]string{proxy.HeaderCallID: "caller-1"})
+	assert.Equal(t, "caller-1", pa.LastID.Load(), "the caller's id goes on")
+	assert.Empty(t, got.header.Values(proxy.HeaderCallID), "and is not echoed, as by the gateway")
+
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	got, before, after = called(nil)
+	require.Equal(t, http.StatusOK, got.code)
+	assert.Equal(t, "b", got.body)
+	assert.NotEmpty(t, got.header.Get(proxy.HeaderCallID))
+	assert.Equal(t, got.header.Get(proxy.HeaderCallID), pb.LastID.Load(), "the peer's platform got the call's id")
+	started(got, before, after)
+	assert.Equal(t, []string{"b"}, got.header.Values(proxy.HeaderNode), "run at the peer")
+
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {}})
+	got, before, after = called(nil)
+	require.Equal(t, http.StatusServiceUnavailable, got.code)
+	assert.NotEmpty(t, got.header.Get(proxy.HeaderCallID))
+	started(got, before, after)
+	assert.Empty(t, got.header.Values(proxy.HeaderNode), "run nowhere")
+
+	before = time.Now()
+	got = s.do(a.UserAddr(), "/function/nothere", nil)
+	require.Equal(t, http.StatusNotFound, got.code)
+	started(got, before, time.Now())
 }
 
 // testStalledConnectIsAFailedForward: a peer whose connections never come

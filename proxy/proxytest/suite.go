@@ -54,6 +54,7 @@ func Run(t *testing.T, name string) {
 		{"BodyOverMaxBodyIs413", testBodyOverMaxBody},
 		{"TrickledBodyIs408", testTrickledBody},
 		{"HopMarkersStrippedOnUserPort", testHopMarkersStripped},
+		{"GatewayHeaders", testGatewayHeaders},
 		{"PeerPortRequiresHopMarker", testPeerPortRequiresHop},
 		{"AdmissionAtTheLimit", testAdmission},
 		{"PeerPortAdmissionAtCapacity", testPeerPortCapacity},
@@ -99,6 +100,7 @@ type Platform struct {
 	Calls   atomic.Int64
 	LastHop atomic.Value // string: HeaderHop of the last request
 	LastFor atomic.Value // string: HeaderFrom of the last request
+	LastID  atomic.Value // string: HeaderCallID of the last request
 	Busy    atomic.Bool  // answer 429 without running anything
 	Fail    atomic.Int64 // if set, answer this status without running anything
 	Delay   atomic.Int64 // if set, ns to wait before answering (a starved node)
@@ -113,6 +115,7 @@ func newPlatform(t *testing.T, name string) *Platform {
 	p := &Platform{Name: name, release: make(chan struct{})}
 	p.LastHop.Store("")
 	p.LastFor.Store("")
+	p.LastID.Store("")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	p.addr = l.Addr().String()
@@ -143,6 +146,11 @@ func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p.LastHop.Store(r.Header.Get(proxy.HeaderHop))
 	p.LastFor.Store(r.Header.Get(proxy.HeaderFrom))
+	p.LastID.Store(r.Header.Get(proxy.HeaderCallID))
+	// As a gateway behind the node, or a function that lies, would: the
+	// data plane answers with its own.
+	w.Header().Set(proxy.HeaderStartTime, "1")
+	w.Header().Set(proxy.HeaderNode, "not "+p.Name)
 	_, _ = io.Copy(io.Discard, r.Body)
 	if fn, _ := proxy.FunctionName(r.URL.Path); fn == "slow" {
 		select {
