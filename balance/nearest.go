@@ -42,16 +42,19 @@ const tierFactor = 1e-6
 //     success rate (failing half its forwards keeps a sixteenth), at least
 //     degradedFloor. A peer ten times slower keeps about a fiftieth; the rest of its share goes to its tier's other
 //     peers while they have room, and what it keeps measures its recovery.
-//     A peer not measured yet (fewer than minAttempts recent attempts)
-//     whose link loses packets (State.Clean below cleanEnough: the
-//     overlay's probes come late or not at all) is weighed by the fourth
-//     power of its clean share, as a failing peer is, so that a lossy link
-//     gets little of the load's first second; otherwise, beside a peer
-//     measured healthy, it starts slowly, at newcomerShare of its weight,
-//     until its own forwards are measured (Envoy's slow start): on a link
-//     losing 40% a peer back from a suspicion, or met late, took half the
-//     forwards for a tick. With no peer measured healthy, or the only one
-//     measured, the measured peers keep their weights.
+//     A peer whose link loses packets (State.Clean below cleanEnough: the
+//     overlay's probes come late or not at all) keeps at most the fourth
+//     power of its clean share, as a failing peer does, whether or not its
+//     forwards were measured: a lossy link gets little of the load's first
+//     second, and forwards measured healthy (lucky, or on HAProxy, whose
+//     connection that never comes up is known only after its timeout) do
+//     not bring it back. A peer not measured yet (fewer than minAttempts
+//     recent attempts) on a clean link, beside a peer measured healthy,
+//     starts slowly, at newcomerShare of its weight, until its own
+//     forwards are measured (Envoy's slow start): on a link losing 40% a
+//     peer back from a suspicion, or met late, took half the forwards for
+//     a tick. With no peer measured healthy, or the only one measured, the
+//     measured peers keep their weights but for their links.
 //
 // With every peer in one tier (a LAN, or no RTT measured) the plan is
 // Base's. Plan stays a pure function of its inputs: the RTTs come in
@@ -177,38 +180,34 @@ func weighHealth(shares []dfaas.Share, fh map[dfaas.NodeID]dfaas.ForwardHealth, 
 	}
 	degraded := make([]bool, len(shares))
 	for i, s := range shares {
+		// A link that loses packets (the overlay's probes late or missed)
+		// is weighed as failing forwards would be, by the fourth power of
+		// its clean share, whether or not forwards were measured: the
+		// forwards measured so far may have been lucky, and on HAProxy a
+		// connection that never comes up is known only after its timeout.
+		link := 1.0
+		if c, ok := clean[s.Node]; ok && c < cleanEnough {
+			c2 := c * c
+			link = c2 * c2
+		}
 		if _, ok := beyond(s.Node); !ok {
-			switch c, ok := clean[s.Node]; {
-			case ok && c < cleanEnough:
-				// No forward measured yet, but its link loses packets:
-				// weighed as its forwards would be, by the fourth power.
-				c2 := c * c
-				shares[i].Weight *= max(c2*c2, degradedFloor)
+			switch {
+			case link < 1:
+				shares[i].Weight *= max(link, degradedFloor)
 				degraded[i] = true
 			case best >= 0:
 				shares[i].Weight *= newcomerShare // slow start, until measured
 			}
 			continue
 		}
-		if best < 0 || measured < 2 {
-			continue // nothing to compare with: no peer is slow but against another
+		f := link
+		if best >= 0 && measured >= 2 { // else nothing to compare with: no peer is slow but against another
+			f = min(f, measuredHealth(fh[s.Node], rtt[s.Node], best))
 		}
-		h := fh[s.Node]
-		f := 1.0
-		if expect := rtt[s.Node] + best; h.Latency > expect {
-			r := float64(expect) / float64(h.Latency)
-			f = r * r
-		}
-		success := h.Success
-		if !(success >= 0) { // NaN too
-			success = 0
-		}
-		s2 := min(success, 1) * min(success, 1)
-		f *= s2 * s2
 		if f < 1 {
 			degraded[i] = true
+			shares[i].Weight *= max(f, degradedFloor)
 		}
-		shares[i].Weight *= max(f, degradedFloor)
 	}
 	// A degraded peer keeps probeRate, as a share of its RTT tier's weight:
 	// enough answers to see it recover.
@@ -229,6 +228,24 @@ func weighHealth(shares []dfaas.Share, fh map[dfaas.NodeID]dfaas.ForwardHealth, 
 		}
 		shares[i].Weight = max(shares[i].Weight, probe*tier)
 	}
+}
+
+// measuredHealth is the part of its weight a peer keeps for its forwards'
+// measures h (see Nearest): the square of how much slower than its RTT rtt
+// plus the best peer's time beyond RTT its answers are, times the fourth
+// power of its success rate.
+func measuredHealth(h dfaas.ForwardHealth, rtt, best time.Duration) float64 {
+	f := 1.0
+	if expect := rtt + best; h.Latency > expect {
+		r := float64(expect) / float64(h.Latency)
+		f = r * r
+	}
+	success := h.Success
+	if !(success >= 0) { // NaN too
+		success = 0
+	}
+	s2 := min(success, 1) * min(success, 1)
+	return f * s2 * s2
 }
 
 // tiersOf returns each share's RTT tier: 0 for the nearest.

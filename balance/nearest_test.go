@@ -222,12 +222,12 @@ func TestNearestIgnoresAFastFailingPeer(t *testing.T) {
 	assert.InDelta(t, probeRate/30, weight(fp, "d")/total, 1e-3, "d fails: it keeps a probe every 4 s of the 30 req/s forwarded, to see it recover")
 }
 
-// TestNearestWeighsALossyLinkBeforeAnyForward: with no forward measured
-// yet, a peer whose probes come late or not at all (State.Clean under
-// cleanEnough) gets the fourth power of its clean share, at least the
-// probes' trickle, and the others take the rest; a link clean enough, or
-// a peer whose forwards are measured, is judged as before.
-func TestNearestWeighsALossyLinkBeforeAnyForward(t *testing.T) {
+// TestNearestWeighsALossyLink: a peer whose probes come late or not at
+// all (State.Clean under cleanEnough) gets the fourth power of its clean
+// share, at least the probes' trickle, and the others take the rest,
+// before any forward is measured and after forwards measured healthy (they
+// may have been lucky); a link clean enough is judged as before.
+func TestNearestWeighsALossyLink(t *testing.T) {
 	self := state("a", 10, 40)
 	self.RTT = map[dfaas.NodeID]time.Duration{"b": 5 * time.Millisecond, "c": 5 * time.Millisecond}
 	peers := []dfaas.Advert{advert("b", 40, 0), advert("c", 40, 0)}
@@ -245,5 +245,7 @@ func TestNearestWeighsALossyLinkBeforeAnyForward(t *testing.T) {
 
 	self.Clean = map[dfaas.NodeID]float64{"b": 0.36, "c": 1}
 	self.Forwards = map[string]map[dfaas.NodeID]dfaas.ForwardHealth{fn: {"b": health(15*time.Millisecond, 1), "c": health(15*time.Millisecond, 1)}}
-	assert.Equal(t, base, Nearest{}.Plan(self, peers), "measured forwards say more than probes")
+	assert.Equal(t, fp, Nearest{}.Plan(self, peers).Functions[fn], "forwards measured healthy do not outweigh a lossy link")
+	self.Clean = map[dfaas.NodeID]float64{"b": 0.9, "c": 1}
+	assert.Equal(t, base, Nearest{}.Plan(self, peers), "measured healthy on a link clean enough")
 }
