@@ -86,6 +86,16 @@ var (
 	descPeerInfo = prometheus.NewDesc("dfaas_peer_info",
 		"Always 1 per peer with a live advert that gives a name: its id and that name, for joins with the per-peer series.",
 		[]string{"peer", "name"}, nil)
+	// The OpenFaaS gateway's names, so that its dashboards and alerts see
+	// the calls users make at this node (docs/openfaas.md).
+	descGatewayInvocations = prometheus.NewDesc("gateway_function_invocation_total",
+		"User requests by the status answered (the node's own 404 and 503 included), by the OpenFaaS gateway's name.",
+		[]string{"function_name", "code"}, nil)
+	descGatewayStarted = prometheus.NewDesc("gateway_function_invocation_started",
+		"User requests that arrived, by the OpenFaaS gateway's name.", []string{"function_name"}, nil)
+	descGatewaySeconds = prometheus.NewDesc("gateway_functions_seconds",
+		"Time of user requests from arrival to the end of the answer, per status, by the OpenFaaS gateway's name: sum and count only (dfaas_request_duration_seconds has the buckets).",
+		[]string{"function_name", "code"}, nil)
 	descCountersUp = prometheus.NewDesc("dfaas_dataplane_up",
 		"1 if the data plane's counters could be read for this scrape, else 0.", nil, nil)
 )
@@ -124,7 +134,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descForwarded, descRetries, descInFlight, descDuration, descCapacity,
 		descDemand, descLimit, descPeerCap, descPeers, descRTT, descTicks, descTickFailures, descTickDuration, descAdverts,
 		descDropped, descOverlayBytes, descFollowing, descFollowers, descEvicted, descCountersUp, descExecutions, descPlatform,
-		descCeiling, descBusyRate, descService, descObjective, descCuts, descNodeInfo, descPeerInfo, descFwdLatency, descFwdSuccess} {
+		descCeiling, descBusyRate, descService, descObjective, descCuts, descNodeInfo, descPeerInfo, descFwdLatency, descFwdSuccess,
+		descGatewayInvocations, descGatewayStarted, descGatewaySeconds} {
 		ch <- d
 	}
 }
@@ -170,6 +181,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(descExecutions, k.Executions.Count(), k.Executions.Sum().Seconds(), folded(k.Executions), fn)
 		counter(descPlatform, float64(k.Busy), fn, "busy")
 		counter(descPlatform, float64(k.Failed), fn, "failed")
+		counter(descGatewayStarted, float64(k.Arrivals), fn)
+		for status, sc := range k.Statuses {
+			code := strconv.Itoa(status)
+			counter(descGatewayInvocations, float64(sc.Count), fn, code)
+			ch <- prometheus.MustNewConstHistogram(descGatewaySeconds, sc.Count, sc.Time.Seconds(), nil, fn, code)
+		}
 	}
 	for fn, e := range c.n.Monitor.Estimates() {
 		gauge(descCeiling, float64(e.Ceiling), fn)

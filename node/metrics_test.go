@@ -112,12 +112,43 @@ func TestMetricsMatchTheDataPlane(t *testing.T) {
 			assert.Equal(t, float64(c.Busy), value(t, fams, "dfaas_platform_answers_total", map[string]string{"function": "hello", "answer": "busy"}))
 			assert.GreaterOrEqual(t, value(t, fams, "dfaas_capacity_service_seconds", map[string]string{"function": "hello"}), 0.0,
 				"what the estimator believes is there")
+			// The gateway's names: every user request once, by its status.
+			assert.Equal(t, 60.0, value(t, fams, "gateway_function_invocation_started", map[string]string{"function_name": "hello"}))
+			byCode, timed := map[string]float64{}, 0.0
+			for _, m := range fams["gateway_function_invocation_total"].GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "code" {
+						byCode[l.GetValue()] += m.GetCounter().GetValue()
+					}
+				}
+			}
+			for _, m := range fams["gateway_functions_seconds"].GetMetric() {
+				timed += float64(m.GetHistogram().GetSampleCount())
+				assert.GreaterOrEqual(t, m.GetHistogram().GetSampleSum(), 0.0)
+			}
+			assert.Positive(t, seconds(fams, "200"), "the answers that ran took time (HAProxy's clock stands still within one of its loops: a refusal may take 0)")
+			assert.Equal(t, float64(c.ServedLocal+c.ForwardedOut), byCode["200"], "%v", byCode)
+			assert.Equal(t, float64(c.Rejected), byCode["503"]+byCode["429"], "%v", byCode)
+			assert.Equal(t, 60.0, timed)
 			assert.Equal(t, 1.0, value(t, fams, "dfaas_peers", nil))
 			assert.Positive(t, value(t, fams, "dfaas_ticks_total", nil))
 			assert.Equal(t, 1.0, value(t, fams, "dfaas_dataplane_up", nil))
 			assert.Contains(t, fams, "go_goroutines", "the Go collector")
 		})
 	}
+}
+
+// seconds is gateway_functions_seconds' sum for the status code.
+func seconds(fams map[string]*dto.MetricFamily, code string) float64 {
+	var sum float64
+	for _, m := range fams["gateway_functions_seconds"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "code" && l.GetValue() == code {
+				sum += m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	return sum
 }
 
 // minter is a member that names 30 fresh functions in every advert.

@@ -36,6 +36,10 @@ type Counts struct {
 	// none of them), Failed those it answered 502, 503 or 504 (it gave up
 	// or could not reach the function); both of every origin.
 	Busy, Failed uint64
+	// Statuses counts the user requests by the status they were answered
+	// (the data plane's own answers included), with their time from
+	// arrival to the end of the answer: the OpenFaaS gateway's metrics.
+	Statuses map[int]StatusCount
 	// Occupied is the time at least one local execution of the function
 	// was in progress: executions that ended over it, divided by it, is
 	// the rate the platform runs the function at when busy (exact for a
@@ -77,6 +81,7 @@ func (c Counts) Add(o Counts) Counts {
 	s.Busy += o.Busy
 	s.Failed += o.Failed
 	s.Occupied += o.Occupied
+	s.Statuses = addStatuses(c.Statuses, o.Statuses)
 	s.Forwarded = maps.Clone(c.Forwarded)
 	if s.Forwarded == nil {
 		s.Forwarded = map[dfaas.NodeID]uint64{}
@@ -105,6 +110,7 @@ func (c Counts) Sub(old Counts) Counts {
 	d.Busy = Delta(c.Busy, old.Busy)
 	d.Failed = Delta(c.Failed, old.Failed)
 	d.Occupied = time.Duration(Delta(uint64(c.Occupied), uint64(old.Occupied)))
+	d.Statuses = subStatuses(c.Statuses, old.Statuses)
 	d.Forwarded = maps.Clone(c.Forwarded)
 	for n, v := range d.Forwarded {
 		d.Forwarded[n] = Delta(v, old.Forwarded[n])

@@ -17,6 +17,7 @@ type counters struct {
 	starts                                                                          atomic.Uint64 // local executions begun
 	inFlight                                                                        atomic.Int64
 	latency, executions, solo                                                       proxy.LatencyHistogram
+	statuses                                                                        proxy.Statuses // user requests
 
 	occupied occupancy
 
@@ -106,7 +107,7 @@ func (c *counters) snapshot() proxy.Counts {
 		ReceivedIn: c.receivedIn.Load(), Rejected: c.rejected.Load(), Refused: c.refused.Load(),
 		FailedTries: c.failedTries.Load(), InFlight: c.inFlight.Load(), Latency: c.latency.Snapshot(),
 		Executions: c.executions.Snapshot(), Solo: c.solo.Snapshot(), Busy: c.busy.Load(), Failed: c.failed.Load(),
-		Occupied: c.occupied.read(time.Now()),
+		Occupied: c.occupied.read(time.Now()), Statuses: c.statuses.Snapshot(),
 	}
 	c.mu.Lock()
 	out.Forwarded = make(map[dfaas.NodeID]uint64, len(c.forwarded))

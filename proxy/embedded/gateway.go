@@ -14,7 +14,7 @@ import (
 // the call's id (proxy.HeaderCallID) made and sent on with r if the caller
 // gave none, and answered then, and with the time r arrived
 // (proxy.HeaderStartTime) on every answer.
-func gatewayHeaders(w http.ResponseWriter, r *http.Request) http.ResponseWriter {
+func gatewayHeaders(w http.ResponseWriter, r *http.Request) *gatewayWriter {
 	gw := &gatewayWriter{ResponseWriter: w, start: strconv.FormatInt(time.Now().UnixNano(), 10)}
 	if r.Header.Get(proxy.HeaderCallID) == "" {
 		gw.callID = uuid.NewString()
@@ -30,11 +30,12 @@ type gatewayWriter struct {
 	http.ResponseWriter
 	start, callID string
 	done          bool
+	status        int // the answer's, once its headers went out
 }
 
 func (g *gatewayWriter) WriteHeader(code int) {
 	if !g.done && code >= 200 {
-		g.done = true
+		g.done, g.status = true, code
 		h := g.ResponseWriter.Header()
 		h.Set(proxy.HeaderStartTime, g.start)
 		if g.callID != "" {

@@ -52,7 +52,8 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route
 
 // serveUser handles the user listener.
 func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
-	w = gatewayHeaders(w, r)
+	gw := gatewayHeaders(w, r)
+	w = gw
 	body, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: p.cfg.BodyIdle, Timeout: p.cfg.BodyTimeout, Max: p.cfg.MaxBody})
 	defer restore()
 	// Only proxies set hop markers, and never on this listener.
@@ -68,7 +69,13 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	fn := rt.fn
 	fn.counts.arrivals.Add(1)
 	start := time.Now()
-	defer func() { fn.counts.latency.Observe(time.Since(start)) }()
+	defer func() {
+		took := time.Since(start)
+		fn.counts.latency.Observe(took)
+		if gw.status != 0 { // else the client left before any answer
+			fn.counts.statuses.Observe(gw.status, took)
+		}
+	}()
 	var span trace.Span // nil unless traced
 	if p.tracer != nil {
 		var tw *traceWriter

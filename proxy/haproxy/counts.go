@@ -134,6 +134,7 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 			c.Latency, c.Executions, c.Solo = st.latency.Snapshot(), st.executions.Snapshot(), st.solo.Snapshot()
 			c.Busy, c.Failed = st.busy.Load(), st.failed.Load()
 			c.Occupied = time.Duration(st.occupied.Load())
+			c.Statuses = st.statuses.Snapshot()
 		}
 		out[fn] = d.monotonic(fn, c)
 	}

@@ -18,6 +18,7 @@ import (
 // logState is what the request log tells of a function.
 type logState struct {
 	latency          proxy.LatencyHistogram // user requests
+	statuses         proxy.Statuses         // user requests
 	executions, solo proxy.LatencyHistogram // local executions (see proxy.Counts)
 	busy, failed     atomic.Uint64
 	// occupied is the time at least one local execution was in progress,
@@ -96,6 +97,8 @@ func (d *Driver) readLogs() {
 			// a failed attempt, as the embedded proxy counts one. (A
 			// refusal, 425, takes a round trip: not a failure.)
 			d.forwards.Failed(l.fn, peer.(dfaas.NodeID), time.Now())
+			d.log.Debug("forward attempt stalled", "function", l.fn, "picked", l.picked, "server", l.server, "retries", l.retries,
+				"queued", l.queued, "status", l.status)
 		}
 		if peer, ok := d.named.Load(l.server); ok && l.user && !l.ran && l.status != http.StatusServiceUnavailable && l.answer >= 0 {
 			// A forward's final attempt: the peer's time to its response
@@ -125,6 +128,7 @@ func (d *Driver) readLogs() {
 			continue
 		}
 		st.latency.Observe(l.took)
+		st.statuses.Observe(l.status, l.took)
 		if !l.local {
 			st.over.Store(true)
 			if st.armed.CompareAndSwap(true, false) {
