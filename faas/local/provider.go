@@ -24,6 +24,7 @@ import (
 	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/faas/capacity"
 	"github.com/dfaas-go/dfaas/internal/httpbody"
+	"github.com/dfaas-go/dfaas/internal/onheaders"
 )
 
 // Labels a deployment may carry.
@@ -529,34 +530,13 @@ func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
 	f.invoked.Add(1)
 	ctx, cancel := context.WithTimeout(r.Context(), f.timeout)
 	defer cancel()
-	f.handler.ServeHTTP(&durationWriter{ResponseWriter: w, start: time.Now()}, r.WithContext(ctx))
+	// The function's time to its answer's headers, as OpenFaaS's watchdogs
+	// answer it.
+	start := time.Now()
+	f.handler.ServeHTTP(onheaders.Wrap(w, func(_ int, h http.Header) {
+		h.Set("X-Duration-Seconds", strconv.FormatFloat(time.Since(start).Seconds(), 'f', 6, 64))
+	}), r.WithContext(ctx))
 }
-
-// durationWriter answers with the function's time to its answer's headers
-// in X-Duration-Seconds, as OpenFaaS's watchdogs do.
-type durationWriter struct {
-	http.ResponseWriter
-	start time.Time
-	done  bool
-}
-
-func (d *durationWriter) WriteHeader(code int) {
-	if !d.done && code >= 200 {
-		d.done = true
-		d.ResponseWriter.Header().Set("X-Duration-Seconds", strconv.FormatFloat(time.Since(d.start).Seconds(), 'f', 6, 64))
-	}
-	d.ResponseWriter.WriteHeader(code)
-}
-
-func (d *durationWriter) Write(b []byte) (int, error) {
-	if !d.done {
-		d.WriteHeader(http.StatusOK)
-	}
-	return d.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (d *durationWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 // Capacities lists every function of the default namespace with its
 // dfaas.maxrate label, or faas.Undeclared, so that a Provider can serve as

@@ -52,8 +52,7 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route
 
 // serveUser handles the user listener.
 func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
-	gw := gatewayHeaders(w, r)
-	w = gw
+	w, gw := gatewayHeaders(w, r)
 	body, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: p.cfg.BodyIdle, Timeout: p.cfg.BodyTimeout, Max: p.cfg.MaxBody})
 	defer restore()
 	// Only proxies set hop markers, and never on this listener.
