@@ -89,7 +89,7 @@ var (
 	// The OpenFaaS gateway's names, so that its dashboards and alerts see
 	// the calls users make at this node (docs/openfaas.md).
 	descGatewayInvocations = prometheus.NewDesc("gateway_function_invocation_total",
-		"User requests by the status answered (the node's own 404 and 503 included), by the OpenFaaS gateway's name.",
+		"User requests by the status answered (the node's own 503 and 413 included), by the OpenFaaS gateway's name.",
 		[]string{"function_name", "code"}, nil)
 	descGatewayStarted = prometheus.NewDesc("gateway_function_invocation_started",
 		"User requests that arrived, by the OpenFaaS gateway's name.", []string{"function_name"}, nil)

@@ -60,9 +60,12 @@ type probeState struct {
 	// clean holds whether each of the latest rttWindow probes was
 	// answered without a retransmission's delay (see Libp2p.Clean); sent
 	// counts the probes so far (it is a ring).
-	clean   [rttWindow]bool
-	sent    int
-	misses  int // in a row
+	clean  [rttWindow]bool
+	sent   int
+	misses int // in a row
+	// lossy: its link was lossy when its latest misses began (see
+	// abortDelay).
+	lossy   bool
 	suspect bool
 	cancel  context.CancelFunc
 }
@@ -220,11 +223,11 @@ func (st *probeState) cleanShareBefore(skip int) (float64, bool) {
 	return float64(clean) / float64(n), true
 }
 
-// abortDelay is how long p, suspect after its latest st.misses probes,
-// stays silent before its forwards are cut: lossyAbortAfter if its link
-// was lossy before the misses, else abortAfter.
+// abortDelay is how long p, suspect after its latest misses, stays silent
+// before its forwards are cut: lossyAbortAfter if its link was lossy when
+// the misses began, else abortAfter.
 func (st *probeState) abortDelay() time.Duration {
-	if c, ok := st.cleanShareBefore(st.misses); ok && c < lossyBelow {
+	if st.lossy {
 		return lossyAbortAfter
 	}
 	return abortAfter
@@ -384,6 +387,10 @@ func (pr *prober) record(p peer.ID, rtt time.Duration, err error) {
 	}
 	var became, cleared, hangUp bool
 	st.noteClean(rtt, err == nil)
+	if err != nil && st.misses == 0 { // a silence begins: how was the link before it?
+		c, ok := st.cleanShareBefore(1)
+		st.lossy = ok && c < lossyBelow
+	}
 	if err == nil {
 		if st.rtt == 0 {
 			st.rtt = rtt

@@ -237,7 +237,7 @@ func TestAbortWaitsLongerBehindALossyLink(t *testing.T) {
 		} else {
 			o.probes.record(clean, 10*time.Millisecond, nil)
 		}
-		if i%4 == 3 {
+		if i%3 == 2 { // three late in ten: a link losing about a tenth each way
 			o.probes.record(lossy, 260*time.Millisecond, nil) // a retransmission
 		} else {
 			o.probes.record(lossy, 10*time.Millisecond, nil)

@@ -37,7 +37,7 @@ type Counts struct {
 	// or could not reach the function); both of every origin.
 	Busy, Failed uint64
 	// Statuses counts the user requests by the status they were answered
-	// (the data plane's own answers included), with their time from
+	// (the data plane's own 503 and 413 included), with their time from
 	// arrival to the end of the answer: the OpenFaaS gateway's metrics.
 	Statuses map[int]StatusCount
 	// Occupied is the time at least one local execution of the function

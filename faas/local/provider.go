@@ -533,9 +533,13 @@ func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
 	// The function's time to its answer's headers, as OpenFaaS's watchdogs
 	// answer it.
 	start := time.Now()
-	f.handler.ServeHTTP(onheaders.Wrap(w, func(_ int, h http.Header) {
+	ow := onheaders.Wrap(w, func(_ int, h http.Header) {
 		h.Set("X-Duration-Seconds", strconv.FormatFloat(time.Since(start).Seconds(), 'f', 6, 64))
-	}), r.WithContext(ctx))
+	})
+	f.handler.ServeHTTP(ow, r.WithContext(ctx))
+	if r.Context().Err() == nil {
+		ow.Finish() // a function that wrote nothing (not after a panic)
+	}
 }
 
 // Capacities lists every function of the default namespace with its

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -277,15 +278,18 @@ func TestSameAnswersAsTheGatewayAlone(t *testing.T) {
 	defer cancel()
 	fed := newFederation(t, ctx)
 	var mu sync.Mutex
-	var ids []string // the call ids the function saw
+	var ids []string   // the call ids the function saw
+	var starts []int64 // and the start time the gateway told it
 	seen := func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(ids)
 	}
 	require.NoError(t, fed.provider.RegisterImage("dfaas/call-id", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st, _ := strconv.ParseInt(r.Header.Get(proxy.HeaderStartTime), 10, 64)
 		mu.Lock()
 		ids = append(ids, r.Header.Get(proxy.HeaderCallID))
+		starts = append(starts, st)
 		mu.Unlock()
 		_, _ = w.Write([]byte("ok"))
 	})))
@@ -333,6 +337,13 @@ func TestSameAnswersAsTheGatewayAlone(t *testing.T) {
 		assert.Equal(t, string(n.Overlay.Self()), via.Header.Get(proxy.HeaderNode), "the node that ran it")
 		assert.Empty(t, alone.Header.Get(proxy.HeaderNode))
 		got := seen()
+		via0, err := strconv.ParseInt(via.Header.Get(proxy.HeaderStartTime), 10, 64)
+		require.NoError(t, err)
+		mu.Lock()
+		gatewayStart := starts[len(starts)-1]
+		mu.Unlock()
+		assert.Positive(t, gatewayStart, "the gateway tells the function when the call reached it")
+		assert.LessOrEqual(t, via0, gatewayStart, "the node answers when the call reached the node, before the gateway")
 		if id != "" {
 			assert.Equal(t, []string{id, id}, got[len(got)-2:], "the caller's id reached the function both ways")
 		} else {

@@ -36,5 +36,24 @@ func (w *Writer) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Finish sends the headers, through the function, as a 200 if nothing was
+// written yet: what net/http sends when a handler returns without writing
+// (it would bypass the function). Call it after the handler returned, not
+// after a panic (an aborted answer sends nothing).
+func (w *Writer) Finish() {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// FlushError sends the headers through the function first, then flushes
+// (http.ResponseController.Flush finds it before Unwrap).
+func (w *Writer) FlushError() error {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *Writer) Unwrap() http.ResponseWriter { return w.ResponseWriter }

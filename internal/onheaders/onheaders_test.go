@@ -31,10 +31,14 @@ func TestWrap(t *testing.T) {
 		case "/body":
 			_, _ = io.WriteString(w, "x")
 			_ = http.NewResponseController(w).Flush()
+		case "/flush":
+			_ = http.NewResponseController(w).Flush()
+		case "/nothing":
+			w.(*Writer).Finish()
 		}
 	}))
 	defer srv.Close()
-	for path, want := range map[string]int{"/status": http.StatusTeapot, "/body": http.StatusOK} {
+	for path, want := range map[string]int{"/status": http.StatusTeapot, "/body": http.StatusOK, "/flush": http.StatusOK, "/nothing": http.StatusOK} {
 		mu.Lock()
 		calls = nil
 		mu.Unlock()

@@ -23,7 +23,7 @@ type gatewayCall struct {
 // gave none, and answered then, and with the time r arrived
 // (proxy.HeaderStartTime) on every answer, in place of any the platform or
 // a peer set (a gateway behind this node sets its own start time, later).
-func gatewayHeaders(w http.ResponseWriter, r *http.Request) (http.ResponseWriter, *gatewayCall) {
+func gatewayHeaders(w http.ResponseWriter, r *http.Request) (*onheaders.Writer, *gatewayCall) {
 	g := &gatewayCall{start: strconv.FormatInt(time.Now().UnixNano(), 10)}
 	if r.Header.Get(proxy.HeaderCallID) == "" {
 		g.callID = uuid.NewString()

@@ -50,9 +50,24 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route
 	return rt
 }
 
-// serveUser handles the user listener.
+// serveUser handles the user listener: serveCall, with the OpenFaaS
+// gateway's headers on the answer and its status counted.
 func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
-	w, gw := gatewayHeaders(w, r)
+	ow, call := gatewayHeaders(w, r)
+	start := time.Now()
+	var fn *function
+	p.serveCall(ow, r, &fn)
+	if r.Context().Err() == nil {
+		ow.Finish() // nothing written: net/http's 200, with the gateway's headers (not after a panic)
+	}
+	if fn != nil && call.status != 0 { // else the function is unknown, or the client left before any answer
+		fn.counts.statuses.Observe(call.status, time.Since(start))
+	}
+}
+
+// serveCall answers a user request; *counted is set to its function once
+// it is known.
+func (p *Proxy) serveCall(w http.ResponseWriter, r *http.Request, counted **function) {
 	body, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: p.cfg.BodyIdle, Timeout: p.cfg.BodyTimeout, Max: p.cfg.MaxBody})
 	defer restore()
 	// Only proxies set hop markers, and never on this listener.
@@ -62,19 +77,14 @@ func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
 	if rt == nil {
 		return
 	}
+	*counted = rt.fn
 	if p.tooLarge(w, r) {
-		return // a bad request, not an arrival: counted nowhere, as HAProxy
+		return // a bad request, not an arrival (its status is counted, as HAProxy's log counts it)
 	}
 	fn := rt.fn
 	fn.counts.arrivals.Add(1)
 	start := time.Now()
-	defer func() {
-		took := time.Since(start)
-		fn.counts.latency.Observe(took)
-		if gw.status != 0 { // else the client left before any answer
-			fn.counts.statuses.Observe(gw.status, took)
-		}
-	}()
+	defer func() { fn.counts.latency.Observe(time.Since(start)) }()
 	var span trace.Span // nil unless traced
 	if p.tracer != nil {
 		var tw *traceWriter
@@ -229,6 +239,9 @@ func (p *Proxy) serveLocal(w http.ResponseWriter, r *http.Request, fn *function,
 		}
 	}()
 	p.local.ServeHTTP(sw, r)
+	if !sw.wrote && r.Context().Err() == nil {
+		sw.WriteHeader(http.StatusOK) // the platform wrote nothing: net/http's 200, named (not after a panic)
+	}
 }
 
 // forward sends the request to the route's peers in order until one answers

@@ -97,7 +97,8 @@ func (t TLS) AnchorFile(server string) string { return filepath.Join(t.AnchorDir
 // peer dfaas.lua picked for a forward, the attempts retried (%rc: "+" before
 // it if one went to another server) and the ms from the request's headers
 // to its final attempt (%Tw: the earlier attempts' time, a connection that
-// never came up included). A variable not set prints as "-".
+// never came up included; HAProxy starts it after the body's wait). A
+// variable not set prints as "-".
 const logFormat = "%f %[var(txn.fn)] %[date(0,us),sub(txn.t0)] %[var(txn.local)] %[var(txn.exec)] %ST %[var(txn.cur)] %[var(txn.began)] %[sc1_http_req_cnt] %s %Tr %[var(txn.peer)] %rc %Tw"
 
 // traceFormat follows logFormat when a Layout traces: the request's
@@ -308,7 +309,7 @@ func (l Layout) Render() (string, error) {
 	// every answer, HAProxy's own included.
 	w("    http-request set-var(txn.callid) uuid if !{ req.hdr(%s),length gt 0 }", proxy.HeaderCallID)
 	w("    http-request set-header %s %%[var(txn.callid)] if { var(txn.callid) -m found }", proxy.HeaderCallID)
-	w("    http-after-response set-header %s %%[var(txn.t0),mul(1000)]", proxy.HeaderStartTime)
+	w("    http-after-response set-header %s %%[var(txn.t0),mul(1000)] if { var(txn.t0) -m found }", proxy.HeaderStartTime)
 	w("    http-after-response set-header %s %%[var(txn.callid)] if { var(txn.callid) -m found }", proxy.HeaderCallID)
 	w("    http-request del-header %s", "X-Dfaas-Hop")
 	w("    http-request del-header %s", "X-Dfaas-From")

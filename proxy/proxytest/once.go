@@ -157,6 +157,14 @@ func testGatewayHeaders(t *testing.T, s *suite) {
 	started(got, before, after)
 	assert.Equal(t, []string{"a"}, got.header.Values(proxy.HeaderNode), "run here")
 
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited, "empty": unlimited})
+	before = time.Now()
+	got = s.do(a.UserAddr(), "/function/empty", nil)
+	require.Equal(t, http.StatusOK, got.code)
+	assert.NotEmpty(t, got.header.Get(proxy.HeaderCallID), "a function that writes nothing: %v", got.header)
+	started(got, before, time.Now())
+	assert.Equal(t, []string{"a"}, got.header.Values(proxy.HeaderNode))
+
 	got, _, _ = called(map[string]string{proxy.HeaderCallID: "caller-1"})
 	assert.Equal(t, "caller-1", pa.LastID.Load(), "the caller's id goes on")
 	assert.Empty(t, got.header.Values(proxy.HeaderCallID), "and is not echoed, as by the gateway")
@@ -210,7 +218,36 @@ func testStalledConnectIsAFailedForward(t *testing.T, s *suite) {
 		return h["stalled"].Attempts > 0
 	}, 5*time.Second, 10*time.Millisecond, "the stalled peer's attempts are not measured: %+v", h)
 	assert.Zero(t, h["stalled"].Success, "every attempt at the stalled peer failed: %+v", h)
+	assert.LessOrEqual(t, h["stalled"].Attempts, uint64(calls), "%+v", h)
 	assert.Equal(t, 1.0, h["ok"].Success, "%+v", h)
+
+	// A peer that refuses a request whose body came slowly failed nothing:
+	// the body's time is not an attempt's.
+	full, _ := s.node("full")
+	s.apply(full, map[string]dfaas.FunctionPlan{"echo": {}}) // no capacity: it refuses
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{
+		{Node: "full", Addr: full.PeerAddr(), Weight: 0.5, Cap: 1e6},
+		{Node: "ok", Addr: ok.PeerAddr(), Weight: 0.5, Cap: 1e6}}}})
+	for range 2 {
+		pr, pw := io.Pipe()
+		go func() {
+			_, _ = io.WriteString(pw, "x")
+			time.Sleep(700 * time.Millisecond)
+			_, _ = io.WriteString(pw, "y")
+			_ = pw.Close()
+		}()
+		req, err := http.NewRequest("POST", "http://"+a.UserAddr()+"/function/echo", pr)
+		require.NoError(t, err)
+		req.ContentLength = 2
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+	}
+	time.Sleep(200 * time.Millisecond) // HAProxy's log lines
+	h = m.Forwards(time.Now())["echo"]
+	assert.True(t, h["full"].Attempts == 0 || h["full"].Success == 1, "a refusal after a slow body counted as a failure: %+v", h)
 }
 
 // testPlatformRefusalStatusIsNotARefusal: a function that itself answers

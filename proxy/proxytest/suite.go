@@ -25,10 +25,11 @@ import (
 // Functions are the functions the suite's platforms serve: "echo" answers
 // at once with the platform's name, "slow" waits until the test lets it go,
 // "early" answers proxy.StatusRefused (after running), "cut" breaks its
-// answer off after a part of it. A platform set Busy answers 429 Too Many
+// answer off after a part of it, "empty" writes nothing (net/http answers
+// 200). A platform set Busy answers 429 Too Many
 // Requests to every request without running it, one set to Fail the
 // status it holds.
-var Functions = []string{"echo", "slow", "early", "cut"}
+var Functions = []string{"echo", "slow", "early", "cut", "empty"}
 
 // Run runs the conformance suite against the data plane registered as
 // name: every node it starts is that data plane, on loopback, in front of
@@ -162,6 +163,9 @@ func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if fn, _ := proxy.FunctionName(r.URL.Path); fn == "early" {
 		http.Error(w, "a function's own 425", proxy.StatusRefused)
 		return
+	}
+	if fn, _ := proxy.FunctionName(r.URL.Path); fn == "empty" {
+		return // no answer written: net/http's 200
 	}
 	if fn, _ := proxy.FunctionName(r.URL.Path); fn == "cut" {
 		_, _ = io.WriteString(w, "part of")
