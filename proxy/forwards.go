@@ -36,21 +36,9 @@ type forwardStat struct {
 // The time constants of the EWMAs: latency follows answers closely (its
 // half-life is about 1.4 s), the success rate over about five seconds, so
 // that one lost connection on a lossy link does not halve a peer's share.
-//
-// Bad news counts at once, good news by degrees: a slower answer sets the
-// latency (the peak), a failure weighs as its time since the last attempt
-// says; a faster answer or a success moves its estimate at most goodNews
-// of the way, however long since the last. A degraded peer is sent a
-// probe every few seconds, and by time alone one fast answer after a slow
-// one would bring it back whole: on a lossy link, where most answers are
-// fast and some wait a retransmission, its share came back in bursts and
-// the burst's retransmissions set the forwards' p99. A peer that has
-// recovered answers fast every time, and its share grows with its
-// answers: each doubles the rate of the next.
 const (
 	latencyTau = 2 * time.Second
 	successTau = 5 * time.Second
-	goodNews   = 0.5
 )
 
 // decay is the weight of the old value after dt with time constant tau.
@@ -104,7 +92,7 @@ func (f *Forwards) Answered(fn string, peer dfaas.NodeID, status int, took time.
 	case s.answered.IsZero() || sample > s.latency:
 		s.latency = sample // peak: a slower answer counts at once
 	default:
-		w := max(decay(now.Sub(s.answered), latencyTau), 1-goodNews)
+		w := decay(now.Sub(s.answered), latencyTau)
 		s.latency = w*s.latency + (1-w)*sample
 	}
 	s.answered = now
@@ -129,9 +117,6 @@ func (s *forwardStat) record(ok bool, now time.Time) {
 		s.success = v
 	} else {
 		w := decay(now.Sub(s.last), successTau)
-		if ok {
-			w = max(w, 1-goodNews)
-		}
 		s.success = w*s.success + (1-w)*v
 	}
 	s.attempts++

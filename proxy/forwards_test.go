@@ -52,31 +52,6 @@ func TestForwardsMeasures(t *testing.T) {
 	assert.Empty(t, f.m, "forgotten, not only hidden")
 }
 
-// TestForwardsGoodNewsByDegrees: a degraded peer probed every 4 s is not
-// back whole after one fast answer or one success (a lossy link answers
-// most probes fast), but a peer answering fast every time is back within
-// a few answers.
-func TestForwardsGoodNewsByDegrees(t *testing.T) {
-	var f Forwards
-	t0 := time.Unix(1000, 0)
-	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
-	f.Answered("fn", "b", http.StatusOK, 200*time.Millisecond, at(0)) // a retransmission
-	f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(4))
-	assert.GreaterOrEqual(t, f.Health(at(4))["fn"]["b"].Latency, 100*time.Millisecond, "one fast probe is half the way back")
-	for s := 5; s <= 8; s++ {
-		f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(s))
-	}
-	assert.Less(t, f.Health(at(8))["fn"]["b"].Latency, 25*time.Millisecond, "five fast answers: nearly back")
-
-	f.Failed("fn", "c", at(0))
-	f.Answered("fn", "c", http.StatusOK, 10*time.Millisecond, at(0))
-	f.Failed("fn", "c", at(4))
-	f.Answered("fn", "c", http.StatusOK, 10*time.Millisecond, at(8))
-	assert.LessOrEqual(t, f.Health(at(8))["fn"]["c"].Success, 0.5, "a success after a failure is half the way back")
-	f.Failed("fn", "c", at(12))
-	assert.Less(t, f.Health(at(12))["fn"]["c"].Success, 0.25, "a failure counts as its time since the last attempt says")
-}
-
 // TestForwardsForget: a peer forgotten (declared down, out of the plans)
 // is measured afresh, for every function; the others keep their measures.
 func TestForwardsForget(t *testing.T) {
