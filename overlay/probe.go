@@ -33,8 +33,8 @@ import (
 const abortAfter = 2 * time.Second
 
 // lossyAbortAfter replaces abortAfter for a peer whose link was lossy
-// before it fell silent (two or more of its probes before the misses late
-// or unanswered): there a silence is mostly TCP's back-off, which holds a
+// when it fell silent (under lossyBelow of its probes before the misses
+// clean): there a silence is mostly TCP's back-off, which holds a
 // connection 3 s when one segment is lost four times in a row (on a link
 // losing 40%, one loss in forty), and a forward cut then is lost if its
 // request had not arrived. 6 s waits out a segment lost five times; a
@@ -211,12 +211,12 @@ func (st *probeState) cleanShare() (float64, bool) {
 // the link as it was before them.
 func (st *probeState) cleanShareBefore(skip int) (float64, bool) {
 	n := min(st.sent, rttWindow) - skip
-	if st.sent-skip < minCleanProbes || n < minCleanProbes {
+	if n < minCleanProbes {
 		return 0, false
 	}
 	clean := 0
 	for i := range n {
-		if st.clean[(st.sent-skip-1-i+rttWindow)%rttWindow] {
+		if st.clean[(st.sent-skip-1-i)%rttWindow] {
 			clean++
 		}
 	}
