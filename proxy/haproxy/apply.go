@@ -15,11 +15,9 @@ import (
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
+// server is a peer's server in the forwarding backend.
 type server struct {
 	name, addr string
-	weight     int // HAProxy's, for redispatches
-	share      float64
-	cap        dfaas.Rate
 	// draining: out of the plan, in maintenance, and deleted once its
 	// requests in flight have finished (HAProxy deletes no server that
 	// still has connections).
@@ -35,10 +33,11 @@ func rate(r dfaas.Rate) int {
 	return int(math.Round(float64(min(r, proxy.MaxCap))))
 }
 
-// weight turns a plan's weight into HAProxy's 1..256 scale.
-func weight(w float64) int { return max(1, min(256, int(math.Round(w*256)))) }
+// serverWeight is every server's weight: the first attempt's peer is
+// dfaas.lua's pick, per function; HAProxy's turn picks only a retry's.
+const serverWeight = 1
 
-// serverName is a peer's server name in a forwarding backend.
+// serverName is a peer's server name in the forwarding backend.
 func serverName(node dfaas.NodeID) string {
 	h := uint64(14695981039346656037)
 	for i := 0; i < len(node); i++ {
@@ -47,10 +46,12 @@ func serverName(node dfaas.NodeID) string {
 	return "p" + strconv.FormatUint(h, 36)
 }
 
-// Apply implements dfaas.ProxyDriver through the runtime API only: map
-// entries, then each function's servers (added, reweighted, removed) and
-// route (the peers' weights and caps dfaas.lua picks from). Functions new
-// to the configuration are added with one seamless reload.
+// Apply implements dfaas.ProxyDriver through the runtime API only: the
+// forwarding backend's servers (a peer new to every plan added, one no
+// plan names drained and deleted), then each function's map entries: its
+// limit, its capacity and its route (the peers' weights and caps
+// dfaas.lua picks from). A function is nothing but map entries: one new to
+// the node, locally or at a peer, takes no reload.
 func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -66,7 +67,7 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		// The runtime API could not take the list (its buffer bounds a
 		// command to 16 KiB: about 27 anchors): a reload reads the file.
 		d.log.Warn("members list not updated through the runtime API: reloading", "err", err)
-		if err := d.reload(ctx, nil); err != nil {
+		if err := d.reload(ctx, "members list"); err != nil {
 			d.log.Error("reload for the members list failed", "err", err)
 		}
 	}
@@ -84,78 +85,59 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 			return false
 		}, now)
 	}()
-	var added []string
+	names := make([]string, 0, len(plan.Functions))
 	for name := range plan.Functions {
 		if err := dfaas.ValidateFunctionName(name); err != nil {
 			return fmt.Errorf("haproxy: apply: %w", err)
 		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
 		st, _ := d.logged.LoadOrStore(name, new(logState))
 		st.(*logState).armed.Store(!st.(*logState).over.Swap(false))
-		if !slices.Contains(d.layout.Functions, name) {
-			added = append(added, name)
-		}
 	}
-	// Functions that left the plan leave the configuration at the next
-	// reload (the platform's own, prepared at start, stay): a peer naming
-	// fresh functions every tick costs one reload a tick, not a growing
-	// configuration.
-	var removed []string
-	for _, name := range d.layout.Functions {
-		if _, ok := plan.Functions[name]; !ok && !slices.Contains(d.cfg.Functions, name) {
-			removed = append(removed, name)
-		}
-	}
-	if len(added) > 0 || len(removed) > 0 {
-		// The whole plan goes into the files the new worker starts from:
-		// runtime commands could still reach the old worker while it stops.
-		previous := slices.Clone(d.layout.Functions)
-		d.layout.Functions = append(slices.DeleteFunc(d.layout.Functions, func(fn string) bool { return slices.Contains(removed, fn) }), added...)
-		for _, name := range removed {
-			delete(d.servers, name)
-			delete(d.base, name)
-			delete(d.reported, name) // it starts again
-			d.logged.Delete(name)
-			for _, file := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap} {
-				delete(d.maps[file], name)
-			}
-		}
-		for _, name := range d.layout.Functions {
-			fp, ok := plan.Functions[name]
-			want := d.wantServers(fp.Peers)
-			d.servers[name] = want
-			if !ok {
-				for _, file := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap} {
-					delete(d.maps[file], name)
-				}
-				continue
-			}
-			d.remember(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity)))
-			d.remember(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity))))
-			if r := d.route(fp.Peers, want); r != "" {
-				d.remember(d.layout.RoutesMap, name, r)
-			} else {
-				delete(d.maps[d.layout.RoutesMap], name)
-			}
-		}
-		if err := d.reload(ctx, added); err != nil {
-			// The next plan tries again.
-			d.layout.Functions = previous
-			return err
-		}
-		return nil
-	}
+	// Functions that left the plan are no longer counted (the platform's
+	// own stay): a peer naming fresh functions every tick costs map
+	// entries, not a growing driver.
 	var errs []error
-	for name, fp := range plan.Functions {
+	var gone []string
+	for _, name := range d.functions {
+		if _, ok := plan.Functions[name]; ok {
+			continue
+		}
+		// They answer 404 again (the limits map admits a function).
+		errs = append(errs, d.delMap(d.layout.LimitsMap, name), d.delMap(d.layout.CapacityMap, name), d.delMap(d.layout.RoutesMap, name))
+		if !slices.Contains(d.cfg.Functions, name) {
+			gone = append(gone, name)
+		}
+	}
+	for _, name := range gone {
+		delete(d.base, name)
+		delete(d.reported, name) // it starts again
+		d.logged.Delete(name)
+	}
+	d.functions = slices.DeleteFunc(d.functions, func(fn string) bool { return slices.Contains(gone, fn) })
+	for _, name := range names {
+		if !slices.Contains(d.functions, name) {
+			d.functions = append(d.functions, name)
+		}
+	}
+	// Servers first: a route names only servers HAProxy holds.
+	want := d.wantServers(plan, names)
+	errs = append(errs, d.addServers(want))
+	for _, name := range names {
+		fp := plan.Functions[name]
 		errs = append(errs, d.setMap(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity))),
 			d.setMap(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity)))))
-		errs = append(errs, d.applyPeers(name, fp.Peers))
-	}
-	// Functions gone from the plan answer 404 again.
-	for _, name := range d.layout.Functions {
-		if _, ok := plan.Functions[name]; !ok {
-			errs = append(errs, d.delMap(d.layout.LimitsMap, name), d.delMap(d.layout.CapacityMap, name), d.applyPeers(name, nil))
+		if r := d.route(fp.Peers, want); r != "" {
+			errs = append(errs, d.setMap(d.layout.RoutesMap, name, r))
+		} else {
+			errs = append(errs, d.delMap(d.layout.RoutesMap, name))
 		}
 	}
+	// And removed last, once no route names them.
+	errs = append(errs, d.removeServers(want))
 	return errors.Join(errs...)
 }
 
@@ -205,17 +187,22 @@ func (d *Driver) usable(p dfaas.Share) bool {
 	return false
 }
 
-// wantServers is the servers a function's forwarding backend should hold.
-func (d *Driver) wantServers(peers []dfaas.Share) map[dfaas.NodeID]server {
+// wantServers is the servers the forwarding backend should hold: the
+// usable peers of the plan's functions (in the order of names), at most
+// MaxPeers.
+func (d *Driver) wantServers(plan dfaas.Plan, names []string) map[dfaas.NodeID]server {
 	want := map[dfaas.NodeID]server{}
-	for _, p := range peers {
-		if len(want) >= d.cfg.MaxPeers || !d.usable(p) {
-			continue
+	now := time.Now()
+	for _, fn := range names {
+		for _, p := range plan.Functions[fn].Peers {
+			if _, ok := want[p.Node]; ok || len(want) >= d.cfg.MaxPeers || !d.usable(p) {
+				continue
+			}
+			want[p.Node] = server{name: serverName(p.Node), addr: p.Addr}
+			d.nodes[serverName(p.Node)] = p.Node
+			d.named.Store(serverName(p.Node), p.Node)
+			d.wanted[serverName(p.Node)] = now
 		}
-		want[p.Node] = server{name: serverName(p.Node), addr: p.Addr, weight: weight(p.Weight), share: p.Weight, cap: min(p.Cap, proxy.MaxCap)}
-		d.nodes[serverName(p.Node)] = p.Node
-		d.named.Store(serverName(p.Node), p.Node)
-		d.wanted[serverName(p.Node)] = time.Now()
 	}
 	return want
 }
@@ -238,92 +225,77 @@ func (d *Driver) forgetPeers(now time.Time) {
 	}
 }
 
-// route is a function's entry in the routes map: the peers of want as
-// server:weight:rate:burst, comma-separated in the plan's order.
+// route is a function's entry in the routes map: its peers that want
+// holds as server:weight:rate:burst, comma-separated in the plan's order.
 func (d *Driver) route(peers []dfaas.Share, want map[dfaas.NodeID]server) string {
 	var parts []string
 	seen := map[dfaas.NodeID]bool{}
 	for _, p := range peers {
 		s, ok := want[p.Node]
-		if !ok || seen[p.Node] {
+		if !ok || seen[p.Node] || s.addr != p.Addr || !d.usable(p) {
 			continue
 		}
 		seen[p.Node] = true
-		parts = append(parts, fmt.Sprintf("%s:%s:%s:%d", s.name, strconv.FormatFloat(s.share, 'g', 6, 64),
-			strconv.FormatFloat(float64(s.cap), 'g', 6, 64), proxy.BucketDepth(s.cap, d.cfg.Burst)))
+		c := min(p.Cap, proxy.MaxCap)
+		parts = append(parts, fmt.Sprintf("%s:%s:%s:%d", s.name, strconv.FormatFloat(p.Weight, 'g', 6, 64),
+			strconv.FormatFloat(float64(c), 'g', 6, 64), proxy.BucketDepth(c, d.cfg.Burst)))
 	}
 	return strings.Join(parts, ",")
 }
 
-// applyPeers makes a function's forwarding backend hold exactly the peers,
-// and its route pick among them: servers are added before the route names
-// them and deleted after it stops naming them.
-func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
-	backend := forwardBackend(fn)
-	have := d.servers[fn]
-	if have == nil {
-		have = map[dfaas.NodeID]server{}
-		d.servers[fn] = have
-	}
-	want := d.wantServers(peers)
+// addServers adds the servers of want that the forwarding backend lacks,
+// and makes ready again one that was draining. A peer whose address
+// changed is replaced by removeServers, once no route names it.
+func (d *Driver) addServers(want map[dfaas.NodeID]server) error {
 	var errs []error
 	for node, w := range want {
-		s, ok := have[node]
+		s, ok := d.servers[node]
 		switch {
-		case ok && s.addr != w.addr:
-			continue // replaced below, once the route no longer names it
 		case !ok:
-			errs = append(errs, d.addServer(fn, node, w))
-		case s.draining: // back in the plan before its requests finished
-			if err := d.rt.SetServerWeight(backend, w.name, strconv.Itoa(w.weight)); err != nil {
-				errs = append(errs, fmt.Errorf("haproxy: weight %s/%s: %w", backend, w.name, err))
+			errs = append(errs, d.addServer(node, w))
+		case s.addr != w.addr:
+		case s.draining: // back in a plan before its requests finished
+			if err := d.rt.SetServerState(backendForward, s.name, "ready"); err != nil {
+				errs = append(errs, fmt.Errorf("haproxy: ready %s/%s: %w", backendForward, s.name, err))
 				continue
 			}
-			if err := d.rt.SetServerState(backend, w.name, "ready"); err != nil {
-				errs = append(errs, fmt.Errorf("haproxy: ready %s/%s: %w", backend, w.name, err))
-				continue
-			}
-			have[node] = w
-		case s != w:
-			if s.weight != w.weight {
-				if err := d.rt.SetServerWeight(backend, w.name, strconv.Itoa(w.weight)); err != nil {
-					errs = append(errs, fmt.Errorf("haproxy: weight %s/%s: %w", backend, w.name, err))
-					continue
-				}
-			}
-			have[node] = w
+			s.draining = false
+			d.servers[node] = s
 		}
 	}
-	if r := d.route(peers, want); r != "" {
-		errs = append(errs, d.setMap(d.layout.RoutesMap, fn, r))
-	} else {
-		errs = append(errs, d.delMap(d.layout.RoutesMap, fn))
-	}
-	for node, s := range have {
-		if w, ok := want[node]; ok && w.addr == s.addr && !s.draining {
+	return errors.Join(errs...)
+}
+
+// removeServers drains and deletes the servers want does not hold (or
+// holds at another address, added again once deleted). Their requests in
+// flight finish first: a peer out of the plan for a moment, on a lossy
+// link, still answers them; one declared down has them cut by
+// AbortForwards.
+func (d *Driver) removeServers(want map[dfaas.NodeID]server) error {
+	var errs []error
+	for node, s := range d.servers {
+		w, ok := want[node]
+		if ok && w.addr == s.addr {
 			continue
 		}
-		// Drain, then delete: the requests in flight finish first (a peer
-		// out of the plan for a moment, on a lossy link, still answers
-		// them; one declared down has them cut by AbortForwards).
 		if !s.draining {
-			if err := d.rt.SetServerState(backend, s.name, "maint"); err != nil {
-				errs = append(errs, fmt.Errorf("haproxy: maint %s/%s: %w", backend, s.name, err))
+			if err := d.rt.SetServerState(backendForward, s.name, "maint"); err != nil {
+				errs = append(errs, fmt.Errorf("haproxy: maint %s/%s: %w", backendForward, s.name, err))
 				continue
 			}
 			s.draining = true
-			have[node] = s
+			d.servers[node] = s
 		}
-		if err := d.rt.DeleteServer(backend, s.name); err != nil {
+		if err := d.rt.DeleteServer(backendForward, s.name); err != nil {
 			if strings.Contains(err.Error(), "still has connections") {
 				continue // still draining: the next Apply tries again
 			}
-			errs = append(errs, fmt.Errorf("haproxy: del server %s/%s: %w", backend, s.name, err))
+			errs = append(errs, fmt.Errorf("haproxy: del server %s/%s: %w", backendForward, s.name, err))
 			continue
 		}
-		delete(have, node)
-		if w, ok := want[node]; ok { // a new address
-			errs = append(errs, d.addServer(fn, node, w))
+		delete(d.servers, node)
+		if ok { // a new address: its route waits for the next plan
+			errs = append(errs, d.addServer(node, w))
 		}
 	}
 	return errors.Join(errs...)
@@ -336,16 +308,16 @@ func (d *Driver) applyPeers(fn string, peers []dfaas.Share) error {
 // handshake.
 const dynamicPool = " pool-max-conn -1 pool-purge-delay 5s"
 
-// addServer adds a peer's server to a function's forwarding backend.
-func (d *Driver) addServer(fn string, node dfaas.NodeID, w server) error {
-	backend := forwardBackend(fn)
+// addServer adds a peer's server to the forwarding backend.
+func (d *Driver) addServer(node dfaas.NodeID, w server) error {
+	backend := backendForward
 	if err := d.loadAnchor(node, w.name); err != nil {
 		return err
 	}
-	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s%s%s", w.addr, w.weight, dynamicPool, serverHealth, d.layout.serverTLS(w.name))); err != nil {
+	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s%s%s", w.addr, serverWeight, dynamicPool, serverHealth, d.layout.serverTLS(w.name))); err != nil {
 		return fmt.Errorf("haproxy: add server %s/%s: %w", backend, w.name, err)
 	}
-	d.servers[fn][node] = w
+	d.servers[node] = w
 	if err := d.rt.EnableServer(backend, w.name); err != nil {
 		return fmt.Errorf("haproxy: enable server %s/%s: %w", backend, w.name, err)
 	}

@@ -32,12 +32,13 @@ type Layout struct {
 	// requests reach it as /function/<name>.<namespace> (OpenFaaS's path for
 	// a namespace), else as /function/<name>.
 	Namespace string
-	// Functions get a forwarding backend each. Adding one needs a reload.
-	Functions []string
-	// Servers are the peers each function's forwarding backend starts
-	// with (a reload keeps the ones the runtime API added).
-	Servers map[string][]Server
-	// MaxPeers bounds the servers of each forwarding backend.
+	// Servers are the peers the forwarding backend starts with (a reload
+	// keeps the ones the runtime API added). There is one forwarding
+	// backend, with a server per peer, whatever the functions: a function
+	// is a map entry, so functions come and go through the runtime API
+	// alone, and a peer's health is checked once, not once per function.
+	Servers []Server
+	// MaxPeers bounds the servers of the forwarding backend.
 	MaxPeers int
 	// Timeout bounds a request to the platform or a peer.
 	Timeout time.Duration
@@ -125,8 +126,7 @@ func (l Layout) logFormatOf() string {
 // errors in a row observed on forwards (refused, reset, TLS handshake
 // failed) mark it down at once, and a TCP check brings it back up when it
 // accepts connections again: every 2 s while down, every 10 s while up
-// (each function's backend checks its own servers: the cost grows with
-// functions times peers).
+// (one server per peer: the cost grows with peers, not functions).
 const serverHealth = " check inter 10s downinter 2s fall 3 rise 1 observe layer4 error-limit 5 on-error mark-down"
 
 // serverTLS is the server-line suffix for mutual TLS with the server named
@@ -138,7 +138,7 @@ func (l Layout) serverTLS(server string) string {
 	return fmt.Sprintf(" ssl crt %s ca-file %s verify required ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.2", l.TLS.CertFile, l.TLS.AnchorFile(server))
 }
 
-// Server is one peer in a forwarding backend.
+// Server is one peer in the forwarding backend.
 type Server struct {
 	Name, Addr string
 	Weight     int
@@ -146,15 +146,16 @@ type Server struct {
 
 // Backend names.
 const (
-	backendLocal  = "local"
-	tableArrivals = "st_arrivals" // user requests, per function
-	tableUser     = "st_user"     // locally admitted user requests, per function
-	tableTotal    = "st_total"    // all local executions, per function
-	tableSpill    = "st_spill"    // user requests executed locally beyond the limit
-	tableRefused  = "st_refused"  // peer requests refused, per function
-	tableBusy     = "st_busy"     // forwards a peer answered 429, per function
-	tableFwd      = "st_fwd"      // user requests a peer answered, per function/server
-	peersSection  = "dfaas"       // the local peer: stick tables outlive reloads
+	backendLocal   = "local"
+	backendForward = "forward"     // every function's forwards: a server per peer
+	tableArrivals  = "st_arrivals" // user requests, per function
+	tableUser      = "st_user"     // locally admitted user requests, per function
+	tableTotal     = "st_total"    // all local executions, per function
+	tableSpill     = "st_spill"    // user requests executed locally beyond the limit
+	tableRefused   = "st_refused"  // peer requests refused, per function
+	tableBusy      = "st_busy"     // forwards a peer answered 429, per function
+	tableFwd       = "st_fwd"      // user requests a peer answered, per function/server
+	peersSection   = "dfaas"       // the local peer: stick tables outlive reloads
 )
 
 // maxSocketPath is the longest unix socket path Linux takes (sun_path
@@ -162,9 +163,6 @@ const (
 const maxSocketPath = 107
 
 const noCapacity = "no capacity for this function in the federation"
-
-// forwardBackend is the forwarding backend of a function.
-func forwardBackend(fn string) string { return "fwd_" + fn }
 
 func (l Layout) validate() error {
 	for _, a := range []string{l.UserAddr, l.PeerAddr, l.LocalAddr} {
@@ -197,17 +195,9 @@ func (l Layout) validate() error {
 			return fmt.Errorf("%w: haproxy: namespace: %w", dfaas.ErrInvalidConfig, err)
 		}
 	}
-	for _, fn := range l.Functions {
-		// Names go into backend names and map keys: only DNS-1123 labels.
-		if err := dfaas.ValidateFunctionName(fn); err != nil {
-			return fmt.Errorf("haproxy: %w", err)
-		}
-	}
-	for fn, svs := range l.Servers {
-		for _, sv := range svs {
-			if _, _, err := net.SplitHostPort(sv.Addr); err != nil || !configWord(sv.Addr) || !configWord(sv.Name) {
-				return fmt.Errorf("%w: haproxy: server %q %q of %s", dfaas.ErrInvalidConfig, sv.Name, sv.Addr, fn)
-			}
+	for _, sv := range l.Servers {
+		if _, _, err := net.SplitHostPort(sv.Addr); err != nil || !configWord(sv.Addr) || !configWord(sv.Name) {
+			return fmt.Errorf("%w: haproxy: server %q %q", dfaas.ErrInvalidConfig, sv.Name, sv.Addr)
 		}
 	}
 	if l.MaxPeers < 1 || l.Timeout <= 0 || l.MaxBody < 0 || l.BodyTimeout < 0 {
@@ -351,7 +341,7 @@ func (l Layout) Render() (string, error) {
 		w("    http-request set-var(txn.began) sc1_http_req_cnt if local || spill")
 	}
 	w("    use_backend %s if local || spill", backendLocal)
-	w("    use_backend fwd_%%[var(txn.fn)]")
+	w("    use_backend %s", backendForward)
 	// The platform did not run it: counted as rejected (sc1 is tracked
 	// only for local executions, so a peer's answer counts nothing here).
 	w("    http-response sc-inc-gpc0(1) if { status 429 }")
@@ -408,34 +398,35 @@ func (l Layout) Render() (string, error) {
 		w("    http-request replace-path ^/function/([^/]+)(.*)$ /function/\\1.%s\\2", l.Namespace)
 	}
 	w("    server platform %s", l.LocalAddr)
-	fns := slices.Clone(l.Functions)
-	slices.Sort(fns)
-	for _, fn := range fns {
-		w("")
-		w("backend %s", forwardBackend(fn))
-		w("    balance roundrobin")
-		w("    retries 3")
-		w("    option redispatch 1")
-		// At most once: retry only what a peer provably did not run - a
-		// connection or TLS handshake that failed before the request was
-		// sent, or a refusal.
-		w("    retry-on conn-failure 425")
-		w("    http-request set-header X-Dfaas-Hop 1")
-		w("    http-request set-header X-Dfaas-From %s", l.Node)
-		w("    http-response del-header X-Dfaas-Refused if { status 425 }")
-		w("    http-response set-status 503 if { status 425 }") // every peer refused
-		w("    http-response set-header Retry-After 1 if { status 503 }")
-		w("    http-response set-var(txn.srv) srv_name")
-		w("    http-response track-sc0 var(txn.fn),concat(/,txn.srv) table %s if { status lt 500 } !{ status 429 }", tableFwd)
-		// A peer's 429 reaches the user as a rejection (sc1 tracks local
-		// executions only, so it is free on a forward).
-		w("    http-response track-sc1 var(txn.fn) table %s if { status 429 }", tableBusy)
-		w("    http-error status 503 content-type text/plain string \"%s\" hdr Retry-After 1", noCapacity)
-		w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 if !{ var(txn.peer) -m found }", noCapacity)
-		w("    use-server %%[var(txn.peer)] if { var(txn.peer) -m found }")
-		for _, sv := range l.Servers[fn] {
-			w("    server %s %s weight %d%s%s", sv.Name, sv.Addr, sv.Weight, serverHealth, l.serverTLS(sv.Name))
-		}
+	w("")
+	w("backend %s", backendForward)
+	// dfaas.lua picks the first attempt's peer per function (txn.peer); a
+	// retry goes to the next server in turn, which refuses (425) what it
+	// cannot run, and is retried in its turn.
+	w("    balance roundrobin")
+	w("    retries 3")
+	w("    option redispatch 1")
+	// At most once: retry only what a peer provably did not run - a
+	// connection or TLS handshake that failed before the request was
+	// sent, or a refusal.
+	w("    retry-on conn-failure 425")
+	w("    http-request set-header X-Dfaas-Hop 1")
+	w("    http-request set-header X-Dfaas-From %s", l.Node)
+	w("    http-response del-header X-Dfaas-Refused if { status 425 }")
+	w("    http-response set-status 503 if { status 425 }") // every peer refused
+	w("    http-response set-header Retry-After 1 if { status 503 }")
+	w("    http-response set-var(txn.srv) srv_name")
+	w("    http-response track-sc0 var(txn.fn),concat(/,txn.srv) table %s if { status lt 500 } !{ status 429 }", tableFwd)
+	// A peer's 429 reaches the user as a rejection (sc1 tracks local
+	// executions only, so it is free on a forward).
+	w("    http-response track-sc1 var(txn.fn) table %s if { status 429 }", tableBusy)
+	w("    http-error status 503 content-type text/plain string \"%s\" hdr Retry-After 1", noCapacity)
+	w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 if !{ var(txn.peer) -m found }", noCapacity)
+	w("    use-server %%[var(txn.peer)] if { var(txn.peer) -m found }")
+	servers := slices.Clone(l.Servers)
+	slices.SortFunc(servers, func(a, b Server) int { return strings.Compare(a.Name, b.Name) })
+	for _, sv := range servers {
+		w("    server %s %s weight %d%s%s", sv.Name, sv.Addr, sv.Weight, serverHealth, l.serverTLS(sv.Name))
 	}
 	return b.String(), nil
 }

@@ -18,7 +18,7 @@ import (
 func testLayout(dir string) Layout {
 	return Layout{Node: "node-1", UserAddr: "127.0.0.1:18080", PeerAddr: "127.0.0.1:18081", LocalAddr: "127.0.0.1:18082",
 		Socket: filepath.Join(dir, "admin.sock"), LimitsMap: filepath.Join(dir, "limits.map"), CapacityMap: filepath.Join(dir, "capacity.map"),
-		RoutesMap: filepath.Join(dir, "routes.map"), Lua: filepath.Join(dir, "dfaas.lua"), PeersSocket: filepath.Join(dir, "peers.sock"), Functions: []string{"figlet", "echo"}, MaxPeers: 16, Timeout: 30 * time.Second}
+		RoutesMap: filepath.Join(dir, "routes.map"), Lua: filepath.Join(dir, "dfaas.lua"), PeersSocket: filepath.Join(dir, "peers.sock"), MaxPeers: 16, Timeout: 30 * time.Second}
 }
 
 // TestRenderedConfigIsValid asks HAProxy itself to check the configuration.
@@ -35,14 +35,23 @@ func TestRenderedConfigIsValid(t *testing.T) {
 	require.NoError(t, os.WriteFile(l.Lua, Script(), 0o600))
 	out, err := exec.Command("haproxy", "-c", "-f", path).CombinedOutput()
 	require.NoError(t, err, "%s\n%s", out, cfg)
-	assert.Contains(t, cfg, "backend fwd_echo")
-	assert.Contains(t, cfg, "backend fwd_figlet")
+	assert.Equal(t, 1, strings.Count(cfg, "\nbackend "+backendForward+"\n"), "one forwarding backend, whatever the functions")
+	assert.NotContains(t, cfg, "figlet", "no function is in the configuration")
+
+	// With peers: one server line each, whose checks are the peer's.
+	l.Servers = []Server{{Name: "p2", Addr: "127.0.0.1:18084", Weight: 1}, {Name: "p1", Addr: "127.0.0.1:18083", Weight: 1}}
+	cfg, err = l.Render()
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	out, err = exec.Command("haproxy", "-c", "-f", path).CombinedOutput()
+	require.NoError(t, err, "%s\n%s", out, cfg)
+	assert.Contains(t, cfg, "    server p1 127.0.0.1:18083 weight 1"+serverHealth)
+	assert.Contains(t, cfg, "    server p2 127.0.0.1:18084 weight 1"+serverHealth)
 }
 
 func TestRenderRejects(t *testing.T) {
 	dir := t.TempDir()
 	for name, mutate := range map[string]func(*Layout){
-		"bad function":  func(l *Layout) { l.Functions = []string{"fig let\n    use_backend x"} },
 		"bad node":      func(l *Layout) { l.Node = "a b" },
 		"bad address":   func(l *Layout) { l.UserAddr = "nohost" },
 		"bad path":      func(l *Layout) { l.Socket = "/tmp/a b" },
@@ -50,13 +59,13 @@ func TestRenderRejects(t *testing.T) {
 		"long socket":   func(l *Layout) { l.PeersSocket = "/tmp/" + strings.Repeat("d", 120) + "/peers.sock" },
 		// Control characters end a line for HAProxy, or hide what follows.
 		"carriage return in a server address": func(l *Layout) {
-			l.Servers = map[string][]Server{"figlet": {{Name: "p1", Addr: "10.0.0.1:80\r    server evil 192.0.2.9:80", Weight: 1}}}
+			l.Servers = []Server{{Name: "p1", Addr: "10.0.0.1:80\r    server evil 192.0.2.9:80", Weight: 1}}
 		},
 		"vertical tab in a server address": func(l *Layout) {
-			l.Servers = map[string][]Server{"figlet": {{Name: "p1", Addr: "10.0.0.1:80\vx", Weight: 1}}}
+			l.Servers = []Server{{Name: "p1", Addr: "10.0.0.1:80\vx", Weight: 1}}
 		},
 		"control character in a server name": func(l *Layout) {
-			l.Servers = map[string][]Server{"figlet": {{Name: "p\x01", Addr: "10.0.0.1:80", Weight: 1}}}
+			l.Servers = []Server{{Name: "p\x01", Addr: "10.0.0.1:80", Weight: 1}}
 		},
 		"carriage return in the node": func(l *Layout) { l.Node = "a\rb" },
 		"form feed in a path":         func(l *Layout) { l.Lua = "/tmp/a\fb.lua" },
@@ -65,21 +74,14 @@ func TestRenderRejects(t *testing.T) {
 		l := testLayout(dir)
 		mutate(&l)
 		_, err := l.Render()
-		if name == "bad function" {
-			assert.ErrorIs(t, err, dfaas.ErrInvalidName, name)
-			continue
-		}
 		assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, name)
 	}
 }
 
-func TestRateAndWeight(t *testing.T) {
+func TestRate(t *testing.T) {
 	for in, want := range map[float64]int{-1: 0, 0: 0, 0.4: 0, 2.5: 3, 16: 16, math.NaN(): 0, math.Inf(1): 1e9, math.Inf(-1): 0} {
 		assert.Equal(t, want, rate(dfaas.Rate(in)), "%v", in)
 	}
-	assert.Equal(t, 1, weight(1e-6), "a standby route keeps a server HAProxy can redispatch to")
-	assert.Equal(t, 256, weight(1))
-	assert.Equal(t, 256, weight(50))
 }
 
 // TestConfigValidate: what the configuration could not take is refused

@@ -96,12 +96,10 @@ func (d *Driver) stats() (map[[2]string]statRow, error) {
 // Counts implements proxy.Counter from HAProxy's own counters: stick-table
 // request counts for arrivals, local executions (within the limit and
 // beyond it), refusals and answers per peer, which a reloaded worker takes
-// over from the old one; and the forwarding backends' statistics for
-// rejected requests and retries, which carry over a reload as a snapshot
-// taken just before it (what the old worker counts after it is lost).
-// Latency, the local executions' latencies and the platform's 429s and
-// failures come from HAProxy's request log; requests in flight are the
-// local executions in progress.
+// over from the old one. Latency, the local executions' latencies, the
+// platform's 429s and failures, the forwards answered 5xx (HAProxy's own
+// 503 included) and the retries come from HAProxy's request log; requests
+// in flight are the local executions in progress.
 func (d *Driver) Counts(ctx context.Context) (map[string]proxy.Counts, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("haproxy: counts: %w", err)
@@ -121,18 +119,16 @@ func (d *Driver) counts() (map[string]proxy.Counts, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := d.stats()
-	if err != nil {
-		return nil, err
-	}
-	tc, sc := d.tableCountsByFunction(tables), d.statCounts(st)
+	tc := d.tableCountsByFunction(tables)
 	out := map[string]proxy.Counts{}
-	for _, fn := range d.layout.Functions {
-		c := tc[fn].Add(sc[fn]).Add(d.base[fn])
+	for _, fn := range d.functions {
+		c := tc[fn].Add(d.base[fn])
 		if v, ok := d.logged.Load(fn); ok {
 			st := v.(*logState)
 			c.Latency, c.Executions, c.Solo = st.latency.Snapshot(), st.executions.Snapshot(), st.solo.Snapshot()
 			c.Busy, c.Failed = st.busy.Load(), st.failed.Load()
+			c.Rejected += st.rejected.Load()
+			c.FailedTries += st.retried.Load()
 			c.Occupied = time.Duration(st.occupied.Load())
 			c.Statuses = st.statuses.Snapshot()
 		}
@@ -185,7 +181,7 @@ func (d *Driver) readTables() (map[string]map[string]tableEntry, error) {
 // tableCountsByFunction is what the stick tables count per function.
 func (d *Driver) tableCountsByFunction(tables map[string]map[string]tableEntry) map[string]proxy.Counts {
 	out := map[string]proxy.Counts{}
-	for _, fn := range d.layout.Functions {
+	for _, fn := range d.functions {
 		local := tables[tableUser][fn].requests + tables[tableSpill][fn].requests
 		total := tables[tableTotal][fn]
 		// Requests the platform answered 429 did not run: rejected if a
@@ -233,23 +229,11 @@ func resynced(raw string) bool {
 	return err == nil && flags&(localFinished|localPartial) != 0
 }
 
-// statCounts is what the statistics count per function: requests the
-// forwarding backend answered with 5xx itself or passed on from the last
-// peer it tried, and retries.
-func (d *Driver) statCounts(st map[[2]string]statRow) map[string]proxy.Counts {
-	out := map[string]proxy.Counts{}
-	for _, fn := range d.layout.Functions {
-		be := st[[2]string{forwardBackend(fn), "BACKEND"}]
-		out[fn] = proxy.Counts{Forwarded: map[dfaas.NodeID]uint64{},
-			Rejected: be.n("hrsp_5xx") + be.n("hrsp_other"), FailedTries: be.n("wredis")} // every retry is redispatched (option redispatch 1); wretr misses connection failures
-	}
-	return out
-}
-
 var _ proxy.DataPlane = (*Driver)(nil)
 
-// Peers returns the peers that a function's forwarding backend holds now,
-// as HAProxy reports them.
+// Peers returns the peers a function's forwards may go to now: those its
+// route names whose servers the forwarding backend holds, as HAProxy
+// reports them, out of maintenance.
 func (d *Driver) Peers(fn string) ([]dfaas.NodeID, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -257,14 +241,26 @@ func (d *Driver) Peers(fn string) ([]dfaas.NodeID, error) {
 	if err != nil {
 		return nil, err
 	}
+	route := d.maps[d.layout.RoutesMap][fn]
 	var out []dfaas.NodeID
-	for key := range st {
-		if node, ok := d.nodes[key[1]]; ok && key[0] == forwardBackend(fn) {
+	for _, part := range strings.Split(route, ",") {
+		name, _, _ := strings.Cut(part, ":")
+		row, ok := st[[2]string{backendForward, name}]
+		if node, known := d.nodes[name]; ok && known && !strings.HasPrefix(row["status"], "MAINT") {
 			out = append(out, node)
 		}
 	}
 	slices.Sort(out)
 	return out, nil
+}
+
+// Reloads is how many seamless reloads the driver made since Start: only
+// for what the runtime API could not take (a members list too large for
+// its buffer), never for functions or peers.
+func (d *Driver) Reloads() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.reloads
 }
 
 // Ejected implements dfaas.PeerHealth. HAProxy marks a peer's server down
@@ -285,7 +281,7 @@ func (d *Driver) Ejected() []dfaas.NodeID {
 		down, up := map[dfaas.NodeID]bool{}, map[dfaas.NodeID]bool{}
 		for key, row := range st {
 			node, ok := d.nodes[key[1]]
-			if !ok || !strings.HasPrefix(key[0], "fwd_") {
+			if !ok || key[0] != backendForward {
 				continue
 			}
 			if strings.HasPrefix(row["status"], "DOWN") {

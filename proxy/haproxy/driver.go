@@ -38,10 +38,13 @@ type Config struct {
 	// Namespace, if set, is the functions' namespace on the platform: the
 	// driver sends /function/<name>.<namespace> to it (OpenFaaS).
 	Namespace string
-	// Functions get forwarding backends from the start; others are added
-	// with a seamless reload when a plan first names them.
+	// Functions are the platform's own: counted from the start, and kept
+	// when a plan stops naming them (others' counts start again when they
+	// come back). A function is a map entry, never a reload.
 	Functions []string
-	// MaxPeers bounds the peers of one function. Default 64.
+	// MaxPeers bounds the peers the forwarding backend holds, over all the
+	// functions: a plan's shares to peers beyond it are left out. Default
+	// 64.
 	MaxPeers int
 	// Timeout bounds one request to the platform or a peer. Default 30 s.
 	Timeout time.Duration
@@ -108,7 +111,7 @@ func (c Config) layout() Layout {
 	return Layout{Node: c.Node, UserAddr: c.UserAddr, PeerAddr: c.PeerAddr, LocalAddr: c.Platform,
 		Socket: filepath.Join(c.Dir, "admin.sock"), LimitsMap: filepath.Join(c.Dir, "limits.map"),
 		CapacityMap: filepath.Join(c.Dir, "capacity.map"), RoutesMap: filepath.Join(c.Dir, "routes.map"),
-		Namespace: c.Namespace, LogSocket: filepath.Join(c.Dir, "log.sock"), Lua: filepath.Join(c.Dir, "dfaas.lua"), PeersSocket: filepath.Join(c.Dir, "peers.sock"), Functions: slices.Clone(c.Functions),
+		Namespace: c.Namespace, LogSocket: filepath.Join(c.Dir, "log.sock"), Lua: filepath.Join(c.Dir, "dfaas.lua"), PeersSocket: filepath.Join(c.Dir, "peers.sock"),
 		MaxPeers: c.MaxPeers, Timeout: c.Timeout, MaxBody: c.MaxBody, BodyTimeout: c.BodyTimeout, Trace: c.Tracer != nil, testClock: c.testClock}
 }
 
@@ -126,6 +129,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.layout().validate(); err != nil {
 		return err
+	}
+	for _, fn := range c.Functions {
+		// Names go into map keys: only DNS-1123 labels.
+		if err := dfaas.ValidateFunctionName(fn); err != nil {
+			return fmt.Errorf("haproxy: %w", err)
+		}
 	}
 	if c.TLS != nil {
 		return c.TLS.Validate()
@@ -147,9 +156,13 @@ type Driver struct {
 
 	mu      sync.Mutex // serialises Apply
 	rt      runtime.Runtime
-	servers map[string]map[dfaas.NodeID]server // per function: the peers configured
-	maps    map[string]map[string]string       // map file -> key -> value, as set
-	closed  bool
+	servers map[dfaas.NodeID]server // the forwarding backend's servers
+	// functions are the functions counted: the platform's own and those
+	// of the latest plan.
+	functions []string
+	reloads   int                          // since Start
+	maps      map[string]map[string]string // map file -> key -> value, as set
+	closed    bool
 
 	logs    *net.UnixConn // HAProxy's request log: latency and trigger
 	logDone chan struct{}
@@ -165,7 +178,7 @@ type Driver struct {
 	// outliers: peers HAProxy marked down, out of the plans for a back-off
 	// (Consecutive 1: every mark-down is an ejection).
 	outliers *proxy.Outliers
-	base     map[string]proxy.Counts // what earlier workers' statistics counted
+	base     map[string]proxy.Counts // what earlier workers' stick tables counted that the current one did not take over
 	reported map[string]counted      // what Counts last reported (monotonic)
 }
 
@@ -185,7 +198,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	if err := checkVersion(ctx, cfg.Binary); err != nil {
 		return nil, err
 	}
-	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[string]map[dfaas.NodeID]server{},
+	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[dfaas.NodeID]server{}, functions: slices.Clone(cfg.Functions),
 		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
 		outliers: outliers}
 	if cfg.Tracer != nil {
@@ -431,20 +444,14 @@ func (d *Driver) AbortForwards(peer dfaas.NodeID) {
 		if d.closed {
 			return
 		}
-		n := 0
-		for fn, have := range d.servers {
-			s, ok := have[peer]
-			if !ok {
-				continue
-			}
-			if _, err := d.rt.ExecuteRaw(fmt.Sprintf("shutdown sessions server %s/%s", forwardBackend(fn), s.name)); err != nil {
-				d.log.Warn("forwards in flight to a peer declared down not cut", "peer", peer, "function", fn, "err", err)
-				continue
-			}
-			n++
+		s, ok := d.servers[peer]
+		if !ok {
+			return
 		}
-		if n > 0 {
-			d.log.Info("forwards in flight to a peer declared down cut", "peer", peer, "functions", n)
+		if _, err := d.rt.ExecuteRaw(fmt.Sprintf("shutdown sessions server %s/%s", backendForward, s.name)); err != nil {
+			d.log.Warn("forwards in flight to a peer declared down not cut", "peer", peer, "err", err)
+			return
 		}
+		d.log.Info("forwards in flight to a peer declared down cut", "peer", peer)
 	}()
 }

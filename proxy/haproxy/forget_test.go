@@ -15,10 +15,9 @@ import (
 // it for forgetPeersAfter; its forwards still count in ForwardedOut.
 func TestPeersNoPlanNamesAreForgotten(t *testing.T) {
 	d := &Driver{cfg: Config{MaxPeers: 64, Burst: 100 * time.Millisecond}, log: slog.New(slog.DiscardHandler),
-		nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, servers: map[string]map[dfaas.NodeID]server{}}
-	d.layout.Functions = []string{"figlet"}
-	d.wantServers([]dfaas.Share{{Node: "old", Addr: "10.0.0.2:8081", Weight: 1, Cap: 5},
-		{Node: "new", Addr: "10.0.0.3:8081", Weight: 1, Cap: 5}})
+		nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, servers: map[dfaas.NodeID]server{}, functions: []string{"figlet"}}
+	d.wantServers(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"figlet": {Peers: []dfaas.Share{
+		{Node: "old", Addr: "10.0.0.2:8081", Weight: 1, Cap: 5}, {Node: "new", Addr: "10.0.0.3:8081", Weight: 1, Cap: 5}}}}}, []string{"figlet"})
 	now := time.Now()
 	d.wanted[serverName("old")] = now.Add(-forgetPeersAfter - time.Second)
 	d.wanted[serverName("new")] = now.Add(-forgetPeersAfter + time.Second)

@@ -34,9 +34,9 @@ func FuzzRenderPeers(f *testing.F) {
 	f.Add("Bad Name", "n", "10.0.0.2:8081", -1.0, -1.0)
 	f.Fuzz(func(t *testing.T, fn, node, addr string, w, capacity float64) {
 		d := &Driver{cfg: Config{MaxPeers: 64, Burst: 100 * time.Millisecond}, log: slog.New(slog.DiscardHandler),
-			nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, servers: map[string]map[dfaas.NodeID]server{}}
+			nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, servers: map[dfaas.NodeID]server{}}
 		peers := []dfaas.Share{{Node: dfaas.NodeID(node), Addr: addr, Weight: w, Cap: dfaas.Rate(capacity)}}
-		want := d.wantServers(peers)
+		want := d.wantServers(dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{fn: {Peers: peers}}}, []string{fn})
 		route := d.route(peers, want)
 		if route != "" && !routeEntry.MatchString(route) {
 			t.Fatalf("routes map entry %q", route)
@@ -45,17 +45,15 @@ func FuzzRenderPeers(f *testing.F) {
 		if dfaas.ValidateFunctionName(fn) != nil {
 			return // Apply refuses the plan
 		}
-		l.Functions = []string{fn}
-		l.Servers = map[string][]Server{}
 		for _, s := range want {
 			if !plainAddr.MatchString(s.addr) {
 				t.Fatalf("address %q reaches HAProxy", s.addr)
 			}
-			args := fmt.Sprintf("%s weight %d%s%s", s.addr, s.weight, dynamicPool, serverHealth)
+			args := fmt.Sprintf("%s weight %d%s%s", s.addr, serverWeight, dynamicPool, serverHealth)
 			if strings.ContainsAny(args, "\r\n\v\f\t;#") {
 				t.Fatalf("add server arguments %q", args)
 			}
-			l.Servers[fn] = append(l.Servers[fn], Server{Name: s.name, Addr: s.addr, Weight: s.weight})
+			l.Servers = append(l.Servers, Server{Name: s.name, Addr: s.addr, Weight: serverWeight})
 		}
 		cfg, err := l.Render()
 		if err != nil {

@@ -21,6 +21,10 @@ type logState struct {
 	statuses         proxy.Statuses         // user requests
 	executions, solo proxy.LatencyHistogram // local executions (see proxy.Counts)
 	busy, failed     atomic.Uint64
+	// rejected counts user requests answered 5xx without running here (no
+	// peer with a cap left, every peer refused, a peer's 5xx, no answer);
+	// retried the forward attempts retried.
+	rejected, retried atomic.Uint64
 	// occupied is the time at least one local execution was in progress,
 	// in ns, from the log's lines in the order they come (at each
 	// execution's end): each adds what of it lies past the latest end seen.
@@ -129,6 +133,10 @@ func (d *Driver) readLogs() {
 		}
 		st.latency.Observe(l.took)
 		st.statuses.Observe(l.status, l.took)
+		if !l.ran && l.status >= http.StatusInternalServerError {
+			st.rejected.Add(1)
+		}
+		st.retried.Add(uint64(l.retries))
 		if !l.local {
 			st.over.Store(true)
 			if st.armed.CompareAndSwap(true, false) {

@@ -3,41 +3,41 @@ package haproxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
 )
 
-// reload adds functions to the configuration with a seamless reload: the
+// reload makes HAProxy read its files again with a seamless reload: the
 // master starts a new worker, which takes over the listening sockets, and
 // the old worker finishes its requests. The configuration and map files
-// carry the runtime state over.
-func (d *Driver) reload(ctx context.Context, added []string) error {
+// carry the runtime state over. Only what the runtime API cannot take
+// needs one (a members list too large for its buffer): functions and
+// peers never do. why is logged.
+func (d *Driver) reload(ctx context.Context, why string) error {
 	// The new worker starts from the files: write the desired state into
 	// them, so it serves the current plan from its first request.
-	d.layout.Servers = map[string][]Server{}
-	for fn, peers := range d.servers {
-		for node, sv := range peers {
-			if sv.draining {
-				continue // the old worker finishes its requests; the new one never had it
-			}
-			if d.layout.TLS != nil {
-				pem, err := proxy.AnchorsPEM(node)
-				if err != nil {
-					return err
-				}
-				if err := writeFile(d.layout.TLS.AnchorFile(sv.name), pem); err != nil {
-					return err
-				}
-			}
-			d.layout.Servers[fn] = append(d.layout.Servers[fn], Server{Name: sv.name, Addr: sv.addr, Weight: sv.weight})
+	d.layout.Servers = nil
+	for node, sv := range d.servers {
+		if sv.draining {
+			continue // the old worker finishes its requests; the new one never had it
 		}
-		slices.SortFunc(d.layout.Servers[fn], func(a, b Server) int { return strings.Compare(a.Name, b.Name) })
+		if d.layout.TLS != nil {
+			pem, err := proxy.AnchorsPEM(node)
+			if err != nil {
+				return err
+			}
+			if err := writeFile(d.layout.TLS.AnchorFile(sv.name), pem); err != nil {
+				return err
+			}
+		}
+		d.layout.Servers = append(d.layout.Servers, Server{Name: sv.name, Addr: sv.addr, Weight: serverWeight})
 	}
 	if err := d.writeConfig(); err != nil {
 		return err
@@ -55,11 +55,10 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 	if err != nil {
 		return err
 	}
-	// The new worker's statistics start at zero: keep the old worker's. Its
-	// stick tables pass over through the local peer, unless it is younger
-	// than HAProxy's resync period (5 s): keep their counts too then.
+	// The stick tables pass over to the new worker through the local peer,
+	// unless the old one is younger than HAProxy's resync period (5 s):
+	// keep their counts then.
 	preTables, tablesErr := d.readTables()
-	preStats, statsErr := d.stats()
 	deadline := time.Now().Add(10 * time.Second)
 	var signalled time.Time
 	for {
@@ -90,25 +89,14 @@ func (d *Driver) reload(ctx context.Context, added []string) error {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	kept := map[string]bool{} // functions that left the configuration start again
-	for _, fn := range d.layout.Functions {
-		kept[fn] = true
-	}
-	if statsErr == nil {
-		for fn, c := range d.statCounts(preStats) {
-			if kept[fn] {
-				d.base[fn] = c.Add(d.base[fn])
-			}
-		}
-	}
+	maps.DeleteFunc(d.servers, func(_ dfaas.NodeID, s server) bool { return s.draining }) // the new worker never had them
 	if tablesErr == nil && !d.learned() {
 		d.log.Debug("haproxy: stick tables not taken over, counts carried by the driver")
 		for fn, c := range d.tableCountsByFunction(preTables) {
-			if kept[fn] {
-				d.base[fn] = c.Add(d.base[fn])
-			}
+			d.base[fn] = c.Add(d.base[fn])
 		}
 	}
-	d.log.Info("haproxy reloaded", "functions", added)
+	d.reloads++
+	d.log.Info("haproxy reloaded", "why", why)
 	return nil
 }
