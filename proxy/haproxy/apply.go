@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -102,16 +101,20 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	// entries, not a growing driver.
 	var errs []error
 	var gone []string
+	maps := &mapBatch{d: d}
 	for _, name := range d.functions {
 		if _, ok := plan.Functions[name]; ok {
 			continue
 		}
 		// They answer 404 again (the limits map admits a function).
-		errs = append(errs, d.delMap(d.layout.LimitsMap, name), d.delMap(d.layout.CapacityMap, name), d.delMap(d.layout.RoutesMap, name))
+		maps.del(d.layout.LimitsMap, name)
+		maps.del(d.layout.CapacityMap, name)
+		maps.del(d.layout.RoutesMap, name)
 		if !slices.Contains(d.cfg.Functions, name) {
 			gone = append(gone, name)
 		}
 	}
+	errs = append(errs, maps.flush())
 	for _, name := range gone {
 		delete(d.base, name)
 		delete(d.reported, name) // it starts again
@@ -128,14 +131,17 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	errs = append(errs, d.addServers(want))
 	for _, name := range names {
 		fp := plan.Functions[name]
-		errs = append(errs, d.setMap(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity))),
-			d.setMap(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity)))))
+		// The limit last: the limits map admits a function (in order
+		// within a batch).
+		maps.set(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity)))
 		if r := d.route(fp.Peers, want); r != "" {
-			errs = append(errs, d.setMap(d.layout.RoutesMap, name, r))
+			maps.set(d.layout.RoutesMap, name, r)
 		} else {
-			errs = append(errs, d.delMap(d.layout.RoutesMap, name))
+			maps.del(d.layout.RoutesMap, name)
 		}
+		maps.set(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity))))
 	}
+	errs = append(errs, maps.flush())
 	// And removed last, once no route names them.
 	errs = append(errs, d.removeServers(want))
 	return errors.Join(errs...)
@@ -147,32 +153,6 @@ func (d *Driver) remember(file, key, value string) {
 		d.maps[file] = map[string]string{}
 	}
 	d.maps[file][key] = value
-}
-
-func (d *Driver) setMap(file, key, value string) error {
-	if old, ok := d.maps[file][key]; ok && old == value {
-		return nil
-	}
-	name := filepath.Base(file) // client-native resolves map names in the maps directory
-	if err := d.rt.SetMapEntry(name, key, value); err != nil {
-		if err := d.rt.AddMapEntry(name, key, value); err != nil {
-			return fmt.Errorf("haproxy: map %s %s=%s: %w", name, key, value, err)
-		}
-	}
-	d.remember(file, key, value)
-	return nil
-}
-
-// delMap removes a map entry the driver set.
-func (d *Driver) delMap(file, key string) error {
-	if _, ok := d.maps[file][key]; !ok {
-		return nil
-	}
-	delete(d.maps[file], key)
-	if _, err := d.rt.ExecuteRaw("del map " + file + " " + key); err != nil {
-		return fmt.Errorf("haproxy: del map %s %s: %w", filepath.Base(file), key, err)
-	}
-	return nil
 }
 
 // usable reports whether a share can be routed to (proxy.Usable); an

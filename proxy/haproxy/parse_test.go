@@ -114,3 +114,17 @@ func FuzzParsers(f *testing.F) {
 		}
 	})
 }
+
+// TestSplitOutputs: the answer to commands separated by ";" is each
+// command's output followed by an empty line, an empty output the empty
+// line alone (HAProxy 2.6, as the batch tests against it show).
+func TestSplitOutputs(t *testing.T) {
+	raw := "\n\n[3]: entry not found.\n\n\n0x5651302e6960 k1 w\n0x5651302e6a80 k2 v\n\n"
+	outs := splitOutputs(raw)
+	assert.Equal(t, []string{"", "", "[3]: entry not found.", "", "0x5651302e6960 k1 w\n0x5651302e6a80 k2 v"}, outs)
+	assert.True(t, failed(outs[2]))
+	for _, out := range []string{outs[0], outs[3], outs[4], "[3]", "entry not found."} {
+		assert.False(t, failed(out), "%q", out)
+	}
+	assert.Equal(t, []string{""}, splitOutputs("\n"))
+}
