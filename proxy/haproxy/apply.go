@@ -134,14 +134,25 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		// The limit last: the limits map admits a function (in order
 		// within a batch).
 		maps.set(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity)))
-		if r := d.route(fp.Peers, want); r != "" {
-			maps.set(d.layout.RoutesMap, name, r)
-		} else {
+		switch hops := d.hops(fp.Peers, want); {
+		case len(hops) == 0:
 			maps.del(d.layout.RoutesMap, name)
+		case near(d.routes[name], hops) && d.maps[d.layout.RoutesMap][name] != "":
+			// Close enough to the route set: left as it is.
+		default:
+			maps.set(d.layout.RoutesMap, name, formatRoute(hops))
+			d.routes[name] = hops
 		}
 		maps.set(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity))))
 	}
 	errs = append(errs, maps.flush())
+	for name := range d.routes {
+		// Forget what HAProxy does not hold: a route not set (or gone)
+		// is set in full next time.
+		if _, ok := d.maps[d.layout.RoutesMap][name]; !ok {
+			delete(d.routes, name)
+		}
+	}
 	// And removed last, once no route names them.
 	errs = append(errs, d.removeServers(want))
 	return errors.Join(errs...)
@@ -205,22 +216,73 @@ func (d *Driver) forgetPeers(now time.Time) {
 	}
 }
 
-// route is a function's entry in the routes map: its peers that want
-// holds as server:weight:rate:burst, comma-separated in the plan's order.
-func (d *Driver) route(peers []dfaas.Share, want map[dfaas.NodeID]server) string {
-	var parts []string
-	seen := map[dfaas.NodeID]bool{}
+// hop is one peer of a function's route: its server, weight, cap (req/s)
+// and bucket depth (requests).
+type hop struct {
+	server      string
+	weight, cap float64
+	burst       int
+}
+
+// routeTolerance is how far (relative) a route's weights and caps may move
+// before the driver sets it again: a plan's shares follow forecasts that
+// move a little every tick, and at a thousand functions rewriting every
+// route every tick costs HAProxy tens of milliseconds for nothing a
+// request would notice.
+const routeTolerance = 0.02
+
+// hops is a function's route: its peers that want holds, in the plan's
+// order.
+func (d *Driver) hops(peers []dfaas.Share, want map[dfaas.NodeID]server) []hop {
+	var out []hop
 	for _, p := range peers {
 		s, ok := want[p.Node]
-		if !ok || seen[p.Node] || s.addr != p.Addr || !d.usable(p) {
-			continue
+		if !ok || s.addr != p.Addr || !proxy.Usable(p) || slices.ContainsFunc(out, func(h hop) bool { return h.server == s.name }) {
+			continue // not held, not usable (wantServers said why), or named twice
 		}
-		seen[p.Node] = true
 		c := min(p.Cap, proxy.MaxCap)
-		parts = append(parts, fmt.Sprintf("%s:%s:%s:%d", s.name, strconv.FormatFloat(p.Weight, 'g', 6, 64),
-			strconv.FormatFloat(float64(c), 'g', 6, 64), proxy.BucketDepth(c, d.cfg.Burst)))
+		out = append(out, hop{server: s.name, weight: p.Weight, cap: float64(c), burst: proxy.BucketDepth(c, d.cfg.Burst)})
 	}
-	return strings.Join(parts, ",")
+	return out
+}
+
+// near reports whether route b is a's within routeTolerance: the same
+// servers in the same order and buckets, weights and caps close.
+func near(a, b []hop) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	close := func(x, y float64) bool { return math.Abs(x-y) <= routeTolerance*max(math.Abs(x), math.Abs(y)) }
+	for i := range a {
+		if a[i].server != b[i].server || a[i].burst != b[i].burst || !close(a[i].weight, b[i].weight) || !close(a[i].cap, b[i].cap) {
+			return false
+		}
+	}
+	return true
+}
+
+// formatRoute is a route's entry in the routes map: server:weight:rate:burst,
+// comma-separated.
+func formatRoute(hops []hop) string {
+	b := make([]byte, 0, 32*len(hops))
+	for i, h := range hops {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, h.server...)
+		b = append(b, ':')
+		b = strconv.AppendFloat(b, h.weight, 'g', 6, 64)
+		b = append(b, ':')
+		b = strconv.AppendFloat(b, h.cap, 'g', 6, 64)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(h.burst), 10)
+	}
+	return string(b)
+}
+
+// route is a function's entry in the routes map for peers (see formatRoute).
+func (d *Driver) route(peers []dfaas.Share, want map[dfaas.NodeID]server) string {
+	return formatRoute(d.hops(peers, want))
 }
 
 // addServers adds the servers of want that the forwarding backend lacks,

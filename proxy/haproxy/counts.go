@@ -254,6 +254,25 @@ func (d *Driver) Peers(fn string) ([]dfaas.NodeID, error) {
 	return out, nil
 }
 
+// Checked is how many servers HAProxy health-checks now, as its statistics
+// report them: one per peer in the forwarding backend, whatever the
+// functions (each every 10 s while up, every 2 s while down).
+func (d *Driver) Checked() (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, err := d.stats()
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for key, row := range st {
+		if key[1] != "BACKEND" && key[1] != "FRONTEND" && row["check_status"] != "" {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // Reloads is how many seamless reloads the driver made since Start: only
 // for what the runtime API could not take (a members list too large for
 // its buffer), never for functions or peers.

@@ -162,6 +162,7 @@ type Driver struct {
 	functions []string
 	reloads   int                          // since Start
 	maps      map[string]map[string]string // map file -> key -> value, as set
+	routes    map[string][]hop             // function -> its route as last set (see routeTolerance)
 	closed    bool
 
 	logs    *net.UnixConn // HAProxy's request log: latency and trigger
@@ -199,7 +200,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		return nil, err
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[dfaas.NodeID]server{}, functions: slices.Clone(cfg.Functions),
-		maps: map[string]map[string]string{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
+		maps: map[string]map[string]string{}, routes: map[string][]hop{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
 		outliers: outliers}
 	if cfg.Tracer != nil {
 		d.tracer = cfg.Tracer.Tracer(instrumentation)

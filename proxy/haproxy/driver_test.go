@@ -705,3 +705,36 @@ func TestLocalLoadIsNeverCountedAsReceived(t *testing.T) {
 	assert.Equal(t, uint64(l.ok.Load()), c.ServedLocal)
 	assert.Zero(t, c.ReceivedIn)
 }
+
+// TestRoutesMoveBeyondATolerance: a route whose weights and caps moved
+// within routeTolerance stays as HAProxy holds it (a thousand functions'
+// routes rewritten every tick cost tens of milliseconds for nothing); one
+// that moved further, or whose peers changed, is set again.
+func TestRoutesMoveBeyondATolerance(t *testing.T) {
+	a, b, c, _, _ := senderAndHelpers(t, "figlet")
+	held := func() string {
+		t.Helper()
+		raw, err := a.rt.ExecuteRaw("show map " + a.layout.RoutesMap)
+		require.NoError(t, err)
+		_, route, _ := strings.Cut(raw, " figlet ")
+		return strings.TrimSpace(route)
+	}
+	plan := func(wb, capB float64, withC bool) {
+		peers := []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: wb, Cap: dfaas.Rate(capB)}}
+		if withC {
+			peers = append(peers, dfaas.Share{Node: "c", Addr: c.cfg.PeerAddr, Weight: 1 - wb, Cap: 10})
+		}
+		apply(t, a, map[string]dfaas.FunctionPlan{"figlet": {Peers: peers}})
+	}
+	plan(0.5, 10, true)
+	first := held()
+	require.Contains(t, first, serverName("b")+":0.5:10:")
+	plan(0.505, 10.1, true)
+	assert.Equal(t, first, held(), "within the tolerance: left as it was")
+	plan(0.5, 11, true)
+	assert.Contains(t, held(), serverName("b")+":0.5:11:", "a cap 10% up")
+	plan(0.6, 11, true)
+	assert.Contains(t, held(), serverName("b")+":0.6:11:", "a weight 20% up")
+	plan(0.6, 11, false)
+	assert.NotContains(t, held(), serverName("c"), "a peer gone")
+}

@@ -1,0 +1,461 @@
+// Command scalebench measures what one node's control loop and data plane
+// cost as its functions and peers grow, on both data planes, side by side
+// in one run: for each count of functions and of peers, the time the
+// balancer takes to make a plan, the time to apply it and to read the data
+// plane's counters (the work of every control tick), with functions coming
+// and going at every tick, locally and at peers; the reloads that took;
+// then, idle under a plan a second, the data plane's CPU, its memory and
+// the servers HAProxy health-checks; and the CPU a request costs on the
+// node. Needs haproxy on $PATH (Debian's package).
+//
+//	go run ./examples/scalebench
+//	go run ./examples/scalebench -functions 1,100,1000 -peers 1,16,64 -ticks 20 -idle 10s
+//
+// Every peer is a listener on loopback that answers any request (HAProxy's
+// health checks connect to it); demands move by up to 2% a tick; the platform is an in-process handler. The
+// embedded data plane runs in this process, so its CPU and memory are the
+// process's (the balancer's, the peers' and the platform's included); for
+// HAProxy they are its worker's. Figures drift between runs and machines:
+// compare the rows of one run.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/balance"
+	"github.com/dfaas-go/dfaas/proxy"
+	"github.com/dfaas-go/dfaas/proxy/embedded"
+	"github.com/dfaas-go/dfaas/proxy/haproxy"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "scalebench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	planes           []string
+	functions, peers []int
+	ticks, churn     int
+	requests         int
+	idle             time.Duration
+	strategy         string
+}
+
+func parse(args []string) (options, error) {
+	fs := flag.NewFlagSet("scalebench", flag.ContinueOnError)
+	planes := fs.String("proxies", "embedded,haproxy", "the data planes to measure")
+	functions := fs.String("functions", "1,100,1000", "counts of functions on the node")
+	peers := fs.String("peers", "1,16,64", "counts of peers")
+	ticks := fs.Int("ticks", 20, "control ticks measured per row")
+	churn := fs.Int("churn", 10, "functions replaced by new ones at every tick (as many at peers)")
+	requests := fs.Int("requests", 3000, "requests that measure the CPU per request")
+	idle := fs.Duration("idle", 10*time.Second, "the idle window per row (a plan applied a second)")
+	strategy := fs.String("strategy", "nearest", "the balancing strategy: "+strings.Join(balance.Names(), ", "))
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	o := options{planes: strings.Split(*planes, ","), ticks: *ticks, churn: *churn, requests: *requests, idle: *idle, strategy: *strategy}
+	var err error
+	if o.functions, err = ints(*functions); err != nil {
+		return o, fmt.Errorf("-functions: %w", err)
+	}
+	if o.peers, err = ints(*peers); err != nil {
+		return o, fmt.Errorf("-peers: %w", err)
+	}
+	for _, p := range o.planes {
+		if p != "embedded" && p != "haproxy" {
+			return o, fmt.Errorf("-proxies: unknown data plane %q", p)
+		}
+	}
+	if o.ticks < 1 || o.churn < 0 || o.requests < 1 || o.idle < 0 {
+		return o, errors.New("-ticks and -requests must be positive, -churn and -idle not negative")
+	}
+	return o, nil
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q: want positive counts", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// row is one data plane at one count of functions and peers.
+type row struct {
+	plane            string
+	functions, peers int
+	plan, apply, cnt []time.Duration
+	reloads          int
+	idleCPU          float64 // the data plane's CPU share over the idle window
+	rssMB            float64
+	applyAll         time.Duration // the first plan's Apply: every route new
+	checked          int           // servers HAProxy health-checks
+	cpuPerReq        time.Duration
+}
+
+func run(args []string, out io.Writer) error {
+	o, err := parse(args)
+	if err != nil {
+		return err
+	}
+	strategy, err := balance.ByName(o.strategy)
+	if err != nil {
+		return err
+	}
+	var rows []row
+	for _, plane := range o.planes {
+		for _, f := range o.functions {
+			for _, p := range o.peers {
+				r, err := measure(o, strategy, plane, f, p)
+				if err != nil {
+					return fmt.Errorf("%s, %d functions, %d peers: %w", plane, f, p, err)
+				}
+				rows = append(rows, r)
+				fmt.Fprintf(os.Stderr, "done: %s %d functions %d peers\n", plane, f, p)
+			}
+		}
+	}
+	fmt.Fprintf(out, "%d ticks a row, %d functions replaced a tick (as many at peers), strategy %s; idle: a plan a second for %v\n", o.ticks, o.churn, o.strategy, o.idle)
+	fmt.Fprintf(out, "%-9s %9s %5s  %17s  %9s  %17s  %17s  %7s  %8s  %7s  %7s  %9s\n", "proxy", "functions", "peers",
+		"plan p50/p99 ms", "apply 1st", "apply p50/p99 ms", "counts p50/p99 ms", "reloads", "idle cpu", "rss MB", "checked", "cpu/req us")
+	for _, r := range rows {
+		fmt.Fprintf(out, "%-9s %9d %5d  %8.2f/%8.2f  %9.2f  %8.2f/%8.2f  %8.2f/%8.2f  %7d  %7.1f%%  %7.1f  %7d  %9.1f\n", r.plane, r.functions, r.peers,
+			ms(quantile(r.plan, 0.5)), ms(quantile(r.plan, 0.99)), ms(r.applyAll), ms(quantile(r.apply, 0.5)), ms(quantile(r.apply, 0.99)),
+			ms(quantile(r.cnt, 0.5)), ms(quantile(r.cnt, 0.99)), r.reloads, 100*r.idleCPU, r.rssMB, r.checked, float64(r.cpuPerReq)/float64(time.Microsecond))
+	}
+	fmt.Fprintln(out, "apply 1st: the first plan, every route new; p50/p99 over the ticks after it. checked: servers HAProxy health-checks (every 10 s each).")
+	return nil
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func quantile(ds []time.Duration, q float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+// peerStub is a peer's listener: it answers any request.
+type peerStub struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+func startPeer() (*peerStub, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &peerStub{ln: ln}
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "peer") }),
+		ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = p.srv.Serve(ln) }()
+	return p, nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// world is the node's view at one tick: its functions, half of them over
+// their capacity, and its peers' adverts, each with room for every
+// function. Each tick replaces churn functions at the node and as many at
+// the peers, and moves every demand by up to 2%, as forecasts of a steady
+// load move.
+type world struct {
+	rng       *rand.Rand
+	fns       []string
+	peerFns   []string
+	demand    map[string]dfaas.Rate   // the node's, per function
+	peerLoad  []map[string]dfaas.Rate // each peer's, per function
+	next      int
+	churn     int
+	addrs     []string
+	peerNodes []dfaas.NodeID
+	rtt       map[dfaas.NodeID]time.Duration
+}
+
+func newWorld(functions int, peers []*peerStub, churn int) *world {
+	w := &world{rng: rand.New(rand.NewPCG(1, 2)), churn: churn, demand: map[string]dfaas.Rate{}, rtt: map[dfaas.NodeID]time.Duration{}}
+	for i := range functions {
+		w.fns = append(w.fns, fmt.Sprintf("f%d", i))
+	}
+	w.peerFns = slices.Clone(w.fns)
+	w.next = functions
+	for i, p := range peers {
+		id := dfaas.NodeID(fmt.Sprintf("peer-%02d", i))
+		w.peerNodes = append(w.peerNodes, id)
+		w.addrs = append(w.addrs, p.ln.Addr().String())
+		w.rtt[id] = time.Duration(5+i%10) * time.Millisecond
+		w.peerLoad = append(w.peerLoad, map[string]dfaas.Rate{})
+	}
+	return w
+}
+
+// walk moves a demand by up to 2%, or starts it in [lo, hi).
+func (w *world) walk(m map[string]dfaas.Rate, fn string, lo, hi float64) dfaas.Rate {
+	d, ok := m[fn]
+	if !ok {
+		d = dfaas.Rate(lo + (hi-lo)*w.rng.Float64())
+	} else {
+		d *= dfaas.Rate(1 + 0.04*(w.rng.Float64()-0.5))
+	}
+	m[fn] = d
+	return d
+}
+
+// tick moves the world on and returns the node's state and adverts.
+func (w *world) tick(now time.Time) (dfaas.State, []dfaas.Advert) {
+	for range min(w.churn, len(w.fns)-1) {
+		// f0 stays: it serves the requests that measure the CPU.
+		i := 1 + w.rng.IntN(len(w.fns)-1)
+		delete(w.demand, w.fns[i])
+		w.fns[i] = fmt.Sprintf("g%d", w.next)
+		w.peerFns[w.rng.IntN(len(w.peerFns))] = fmt.Sprintf("g%d", w.next+1)
+		w.next += 2
+	}
+	self := dfaas.State{Node: "a", Time: now, RTT: w.rtt, Functions: map[string]dfaas.FunctionState{}}
+	for i, fn := range w.fns {
+		st := dfaas.FunctionState{Capacity: 20, Demand: w.walk(w.demand, fn, 10, 30)}
+		if i == 0 {
+			st = dfaas.FunctionState{Capacity: 1e6, Demand: 1}
+		}
+		self.Functions[fn] = st
+	}
+	adverts := make([]dfaas.Advert, 0, len(w.peerNodes))
+	for i, id := range w.peerNodes {
+		a := dfaas.Advert{Node: id, Seq: uint64(now.UnixNano()), TTL: 10 * time.Second, Addr: w.addrs[i], Functions: map[string]dfaas.FunctionState{}}
+		load := map[string]dfaas.Rate{}
+		for _, fn := range append(slices.Clone(w.fns), w.peerFns...) {
+			if _, ok := a.Functions[fn]; !ok {
+				a.Functions[fn] = dfaas.FunctionState{Capacity: 20, Demand: w.walk(w.peerLoad[i], fn, 0, 5)}
+				load[fn] = w.peerLoad[i][fn]
+			}
+		}
+		w.peerLoad[i] = load // functions gone from both are forgotten
+		adverts = append(adverts, a)
+	}
+	return self, adverts
+}
+
+func measure(o options, strategy dfaas.Balancer, plane string, functions, peers int) (r row, err error) {
+	r = row{plane: plane, functions: functions, peers: peers}
+	var stubs []*peerStub
+	defer func() {
+		for _, p := range stubs {
+			_ = p.srv.Close()
+		}
+	}()
+	for range peers {
+		p, err := startPeer()
+		if err != nil {
+			return r, err
+		}
+		stubs = append(stubs, p)
+	}
+	platform := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}), ReadHeaderTimeout: 5 * time.Second}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return r, err
+	}
+	go func() { _ = platform.Serve(pl) }()
+	defer platform.Close()
+
+	userAddr, err := freeAddr()
+	if err != nil {
+		return r, err
+	}
+	peerAddr, err := freeAddr()
+	if err != nil {
+		return r, err
+	}
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	var dp proxy.DataPlane
+	var ha *haproxy.Driver
+	switch plane {
+	case "embedded":
+		e, err := embedded.New(embedded.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Logger: quiet}, platform.Handler)
+		if err != nil {
+			return r, err
+		}
+		dp = e
+	case "haproxy":
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ha, err = haproxy.Start(sctx, haproxy.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Platform: pl.Addr().String(), Logger: quiet})
+		cancel()
+		if err != nil {
+			return r, err
+		}
+		dp = ha
+	}
+	defer dp.Close()
+
+	w := newWorld(functions, stubs, o.churn)
+	var plan dfaas.Plan
+	for tick := range o.ticks + 1 {
+		self, adverts := w.tick(time.Now())
+		t0 := time.Now()
+		plan = strategy.Plan(self, adverts)
+		t1 := time.Now()
+		if err := dp.Apply(ctx, plan); err != nil {
+			return r, fmt.Errorf("apply: %w", err)
+		}
+		t2 := time.Now()
+		if _, err := dp.Counts(ctx); err != nil {
+			return r, fmt.Errorf("counts: %w", err)
+		}
+		t3 := time.Now()
+		if tick == 0 {
+			r.applyAll = t2.Sub(t1)
+			continue
+		}
+		r.plan, r.apply, r.cnt = append(r.plan, t1.Sub(t0)), append(r.apply, t2.Sub(t1)), append(r.cnt, t3.Sub(t2))
+	}
+	if ha != nil {
+		r.reloads = ha.Reloads()
+		if r.checked, err = ha.Checked(); err != nil {
+			return r, err
+		}
+	}
+
+	// Idle: the same plan applied and the counters read once a second, as
+	// an agent with nothing changing does.
+	pid := os.Getpid()
+	if ha != nil {
+		info, err := ha.Info()
+		if err != nil {
+			return r, err
+		}
+		if pid, err = strconv.Atoi(info["Pid"]); err != nil {
+			return r, fmt.Errorf("haproxy's pid %q: %w", info["Pid"], err)
+		}
+	}
+	cpu0, t0 := cpuTime(pid), time.Now()
+	for end := time.Now().Add(o.idle); time.Now().Before(end); {
+		time.Sleep(time.Second)
+		if err := dp.Apply(ctx, plan); err != nil {
+			return r, fmt.Errorf("apply: %w", err)
+		}
+		if _, err := dp.Counts(ctx); err != nil {
+			return r, fmt.Errorf("counts: %w", err)
+		}
+	}
+	if span := time.Since(t0); o.idle > 0 {
+		r.idleCPU = float64(cpuTime(pid)-cpu0) / float64(span)
+	}
+	r.rssMB = rss(pid)
+	if ha == nil {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		r.rssMB = float64(m.HeapInuse) / (1 << 20)
+	}
+
+	// CPU per request: f0 runs locally, four clients at a time.
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, DisableCompression: true}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	var failed atomic.Int64
+	left := atomic.Int64{}
+	left.Store(int64(o.requests))
+	cpu0 = cpuTime(pid)
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for left.Add(-1) >= 0 {
+				resp, err := client.Post("http://"+userAddr+"/function/f0", "text/plain", strings.NewReader("x"))
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	if n := failed.Load(); n > 0 {
+		return r, fmt.Errorf("%d of %d requests to f0 failed", n, o.requests)
+	}
+	r.cpuPerReq = (cpuTime(pid) - cpu0) / time.Duration(o.requests)
+	return r, nil
+}
+
+// cpuTime is the CPU time (user and system) the process pid has used.
+func cpuTime(pid int) time.Duration {
+	if pid == os.Getpid() {
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command's closing parenthesis: utime and
+	// stime are the 12th and 13th of them, in clock ticks (100 a second).
+	s := string(raw)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// rss is the resident memory of the process pid, in MB.
+func rss(pid int) float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
