@@ -59,6 +59,11 @@ type options struct {
 	requests         int
 	idle             time.Duration
 	strategy         string
+	// A federation of real agents: agents (0: none) with each of
+	// agentFunctions, measured idle over window after settle.
+	agents         int
+	agentFunctions []int
+	settle, window time.Duration
 }
 
 func parse(args []string) (options, error) {
@@ -68,13 +73,27 @@ func parse(args []string) (options, error) {
 	peers := fs.String("peers", "1,16,64", "counts of peers")
 	ticks := fs.Int("ticks", 20, "control ticks measured per row")
 	churn := fs.Int("churn", 10, "functions replaced by new ones at every tick (as many at peers)")
-	requests := fs.Int("requests", 3000, "requests that measure the CPU per request")
+	requests := fs.Int("requests", 5000, "requests a round of the CPU per request")
 	idle := fs.Duration("idle", 10*time.Second, "the idle window per row (a plan applied a second)")
 	strategy := fs.String("strategy", "nearest", "the balancing strategy: "+strings.Join(balance.Names(), ", "))
+	agents := fs.Int("agents", 4, "then a federation of this many example agents on loopback (-faas local, the same functions everywhere), idle; 0: none")
+	agentFunctions := fs.String("agent-functions", "100,1000", "counts of functions of the agents' federation")
+	settle := fs.Duration("settle", 40*time.Second, "how long the agents run before they are measured")
+	window := fs.Duration("window", 20*time.Second, "how long the idle agents are measured")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
-	o := options{planes: strings.Split(*planes, ","), ticks: *ticks, churn: *churn, requests: *requests, idle: *idle, strategy: *strategy}
+	o := options{planes: strings.Split(*planes, ","), ticks: *ticks, churn: *churn, requests: *requests, idle: *idle, strategy: *strategy,
+		agents: *agents, settle: *settle, window: *window}
+	if o.agents > 0 {
+		var err error
+		if o.agentFunctions, err = ints(*agentFunctions); err != nil {
+			return o, fmt.Errorf("-agent-functions: %w", err)
+		}
+		if o.agents < 2 || o.window <= 0 {
+			return o, errors.New("-agents: at least 2, with a positive -window")
+		}
+	}
 	var err error
 	if o.functions, err = ints(*functions); err != nil {
 		return o, fmt.Errorf("-functions: %w", err)
@@ -115,7 +134,6 @@ type row struct {
 	rssMB            float64
 	applyAll         time.Duration // the first plan's Apply: every route new
 	checked          int           // servers HAProxy health-checks
-	cpuPerReq        time.Duration
 }
 
 func run(args []string, out io.Writer) error {
@@ -141,18 +159,52 @@ func run(args []string, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "%d ticks a row, %d functions replaced a tick (as many at peers), strategy %s; idle: a plan a second for %v\n", o.ticks, o.churn, o.strategy, o.idle)
-	fmt.Fprintf(out, "%-9s %9s %5s  %17s  %9s  %17s  %17s  %7s  %8s  %7s  %7s  %9s\n", "proxy", "functions", "peers",
-		"plan p50/p99 ms", "apply 1st", "apply p50/p99 ms", "counts p50/p99 ms", "reloads", "idle cpu", "rss MB", "checked", "cpu/req us")
+	fmt.Fprintf(out, "%-9s %9s %5s  %17s  %9s  %17s  %17s  %7s  %8s  %7s  %7s\n", "proxy", "functions", "peers",
+		"plan p50/p99 ms", "apply 1st", "apply p50/p99 ms", "counts p50/p99 ms", "reloads", "idle cpu", "rss MB", "checked")
 	for _, r := range rows {
-		fmt.Fprintf(out, "%-9s %9d %5d  %8.2f/%8.2f  %9.2f  %8.2f/%8.2f  %8.2f/%8.2f  %7d  %7.1f%%  %7.1f  %7d  %9.1f\n", r.plane, r.functions, r.peers,
+		fmt.Fprintf(out, "%-9s %9d %5d  %8.2f/%8.2f  %9.2f  %8.2f/%8.2f  %8.2f/%8.2f  %7d  %7.1f%%  %7.1f  %7d\n", r.plane, r.functions, r.peers,
 			ms(quantile(r.plan, 0.5)), ms(quantile(r.plan, 0.99)), ms(r.applyAll), ms(quantile(r.apply, 0.5)), ms(quantile(r.apply, 0.99)),
-			ms(quantile(r.cnt, 0.5)), ms(quantile(r.cnt, 0.99)), r.reloads, 100*r.idleCPU, r.rssMB, r.checked, float64(r.cpuPerReq)/float64(time.Microsecond))
+			ms(quantile(r.cnt, 0.5)), ms(quantile(r.cnt, 0.99)), r.reloads, 100*r.idleCPU, r.rssMB, r.checked)
 	}
 	fmt.Fprintln(out, "apply 1st: the first plan, every route new; p50/p99 over the ticks after it. checked: servers HAProxy health-checks (every 10 s each).")
+	most, peersMost := slices.Max(o.functions), slices.Max(o.peers)
+	fmt.Fprintf(out, "\nCPU per local request, %d requests from 4 clients a round, %d rounds in which the three take turns (medians):\n", o.requests, rounds)
+	fmt.Fprintf(out, "%-9s  %12s  %12s  %20s  %s\n", "proxy", "direct us", "1 function", fmt.Sprintf("%d fn x %d peers", most, peersMost), "proxy's own cost at most / at 1 (range)")
+	for _, plane := range o.planes {
+		pr, err := perRequest(o, plane, most, peersMost)
+		if err != nil {
+			return fmt.Errorf("%s, per request: %w", plane, err)
+		}
+		fmt.Fprintf(out, "%-9s  %12.1f  %12.1f  %20.1f  %.3f (%.3f-%.3f)\n", plane, us(pr.direct), us(pr.one), us(pr.many), pr.ratio, pr.lo, pr.hi)
+	}
+	fmt.Fprintln(out, "direct: the platform without a proxy, in the same process; the proxy's own cost is a path's less direct's (embedded: the process's CPU, HAProxy: its worker's plus this process's client and platform).")
+	if o.agents == 0 {
+		return nil
+	}
+	var fed []fedRow
+	for _, plane := range o.planes {
+		for _, f := range o.agentFunctions {
+			r, err := federation(context.Background(), o, plane, f)
+			if err != nil {
+				return fmt.Errorf("%d agents, %s, %d functions: %w", o.agents, plane, f, err)
+			}
+			fed = append(fed, r)
+			fmt.Fprintf(os.Stderr, "done: %d agents %s %d functions\n", o.agents, plane, f)
+		}
+	}
+	fmt.Fprintf(out, "\n%d example agents on loopback (-faas local, the same functions at every node), idle: measured over %v after %v\n", o.agents, o.window, o.settle)
+	fmt.Fprintf(out, "%-9s %9s  %22s  %15s  %13s  %11s  %5s  %18s  %7s  %12s\n", "proxy", "functions", "cpu s (haproxy, agents)", "haproxy rss MB", "agent rss MB", "peers in a's", "ticks", "tick p50/max ms", "reloads", "failed ticks")
+	for _, r := range fed {
+		fmt.Fprintf(out, "%-9s %9d  %10.1f, %10.1f  %15.1f  %13.1f  %7d of %d  %5d  %8.1f/%8.1f  %7d  %12d\n", r.plane, r.functions,
+			r.haproxyCPU.Seconds(), r.agentCPU.Seconds(), r.haproxyRSS, r.agentRSS, r.peers, r.agents-1, r.ticks, ms(r.tickP50), ms(r.tickMax), r.reloadsLogged, r.failed)
+	}
+	fmt.Fprintln(out, "peers in a's: the fewest in the first agent's plan over five reads a second apart; ticks: the first agent's in the window; tick: the agents' latest, sampled ten times.")
 	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 func quantile(ds []time.Duration, q float64) time.Duration {
 	if len(ds) == 0 {
@@ -387,38 +439,6 @@ func measure(o options, strategy dfaas.Balancer, plane string, functions, peers 
 		r.rssMB = float64(m.HeapInuse) / (1 << 20)
 	}
 
-	// CPU per request: f0 runs locally, four clients at a time.
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, DisableCompression: true}, Timeout: 10 * time.Second}
-	defer client.CloseIdleConnections()
-	var failed atomic.Int64
-	left := atomic.Int64{}
-	left.Store(int64(o.requests))
-	cpu0 = cpuTime(pid)
-	done := make(chan struct{})
-	for range 4 {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			for left.Add(-1) >= 0 {
-				resp, err := client.Post("http://"+userAddr+"/function/f0", "text/plain", strings.NewReader("x"))
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
-	for range 4 {
-		<-done
-	}
-	if n := failed.Load(); n > 0 {
-		return r, fmt.Errorf("%d of %d requests to f0 failed", n, o.requests)
-	}
-	r.cpuPerReq = (cpuTime(pid) - cpu0) / time.Duration(o.requests)
 	return r, nil
 }
 
@@ -458,4 +478,159 @@ func rss(pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// rounds is how many times perRequest's three paths take turns.
+const rounds = 5
+
+// perRequestRow is the CPU a local request costs: straight to the platform,
+// through a data plane with one function, and with many functions whose
+// plans name many peers.
+type perRequestRow struct {
+	direct, one, many time.Duration
+	ratio, lo, hi     float64 // (many - direct) / (one - direct): median and range over the rounds
+}
+
+// perRequest measures, on one node of plane, the CPU of a local request
+// with a plan of one function and with one of functions (f0 and others
+// forwarded to peers), the paths taking turns round after round.
+func perRequest(o options, plane string, functions, peers int) (perRequestRow, error) {
+	var pr perRequestRow
+	var stubs []*peerStub
+	defer func() {
+		for _, p := range stubs {
+			_ = p.srv.Close()
+		}
+	}()
+	var shares []dfaas.Share
+	for i := range peers {
+		p, err := startPeer()
+		if err != nil {
+			return pr, err
+		}
+		stubs = append(stubs, p)
+		shares = append(shares, dfaas.Share{Node: dfaas.NodeID(fmt.Sprintf("peer-%02d", i)), Addr: p.ln.Addr().String(), Weight: 1 / float64(peers), Cap: 10})
+	}
+	platform := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, "ok")
+	}), ReadHeaderTimeout: 5 * time.Second}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return pr, err
+	}
+	go func() { _ = platform.Serve(pl) }()
+	defer platform.Close()
+	userAddr, err := freeAddr()
+	if err != nil {
+		return pr, err
+	}
+	peerAddr, err := freeAddr()
+	if err != nil {
+		return pr, err
+	}
+	ctx := context.Background()
+	quiet := slog.New(slog.DiscardHandler)
+	var dp proxy.DataPlane
+	pid := os.Getpid()
+	switch plane {
+	case "embedded":
+		if dp, err = embedded.New(embedded.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Logger: quiet}, platform.Handler); err != nil {
+			return pr, err
+		}
+	case "haproxy":
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		ha, err := haproxy.Start(sctx, haproxy.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Platform: pl.Addr().String(), Logger: quiet})
+		cancel()
+		if err != nil {
+			return pr, err
+		}
+		dp = ha
+		info, err := ha.Info()
+		if err != nil {
+			return pr, err
+		}
+		if pid, err = strconv.Atoi(info["Pid"]); err != nil {
+			return pr, err
+		}
+	}
+	defer dp.Close()
+	one := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"f0": {Limit: 1e6, Capacity: 1e6}}}
+	many := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"f0": {Limit: 1e6, Capacity: 1e6}}}
+	for i := 1; i < functions; i++ {
+		many.Functions[fmt.Sprintf("f%d", i)] = dfaas.FunctionPlan{Limit: 10, Capacity: 20, Peers: shares}
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8, DisableCompression: true}, Timeout: 10 * time.Second}
+	defer client.CloseIdleConnections()
+	// cpu is the CPU per request of n requests to url: the process pid's,
+	// and this process's too when pid is another (the client and the
+	// platform run here).
+	cpu := func(url string) (time.Duration, error) {
+		self := os.Getpid()
+		c0, s0 := cpuTime(pid), cpuTime(self)
+		var failed atomic.Int64
+		var left atomic.Int64
+		left.Store(int64(o.requests))
+		done := make(chan struct{})
+		for range 4 {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for left.Add(-1) >= 0 {
+					resp, err := client.Post(url, "text/plain", strings.NewReader("x"))
+					if err != nil {
+						failed.Add(1)
+						continue
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						failed.Add(1)
+					}
+				}
+			}()
+		}
+		for range 4 {
+			<-done
+		}
+		if n := failed.Load(); n > 0 {
+			return 0, fmt.Errorf("%d of %d requests to %s failed", n, o.requests, url)
+		}
+		used := cpuTime(pid) - c0
+		if pid != self {
+			used += cpuTime(self) - s0
+		}
+		return used / time.Duration(o.requests), nil
+	}
+	var direct, ones, manys []time.Duration
+	var ratios []float64
+	for range rounds {
+		d, err := cpu("http://" + pl.Addr().String() + "/function/f0")
+		if err != nil {
+			return pr, err
+		}
+		if err := dp.Apply(ctx, one); err != nil {
+			return pr, err
+		}
+		c1, err := cpu("http://" + userAddr + "/function/f0")
+		if err != nil {
+			return pr, err
+		}
+		if err := dp.Apply(ctx, many); err != nil {
+			return pr, err
+		}
+		cn, err := cpu("http://" + userAddr + "/function/f0")
+		if err != nil {
+			return pr, err
+		}
+		direct, ones, manys = append(direct, d), append(ones, c1), append(manys, cn)
+		if c1 > d {
+			ratios = append(ratios, float64(cn-d)/float64(c1-d))
+		}
+	}
+	pr.direct, pr.one, pr.many = quantile(direct, 0.5), quantile(ones, 0.5), quantile(manys, 0.5)
+	if len(ratios) > 0 {
+		slices.Sort(ratios)
+		pr.ratio, pr.lo, pr.hi = ratios[len(ratios)/2], ratios[0], ratios[len(ratios)-1]
+	}
+	return pr, nil
 }

@@ -84,6 +84,7 @@ func Run(t *testing.T, name string) {
 		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
 		{"BrokenPeerIsEjected", testBrokenPeerIsEjected},
 		{"NotYetAMemberIsRetried", testNotYetAMemberIsRetried},
+		{"FunctionsComeAndGoUnderLoad", testFunctionsComeAndGo},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, &suite{t: t, name: name}) })
 	}
