@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -34,8 +35,9 @@ type Agent struct {
 	draining atomic.Bool
 	kick     chan struct{} // an early tick, asked by Drain
 
-	mu     sync.Mutex // guards status
+	mu     sync.Mutex // guards status and shapes
 	status Status
+	shapes map[string]string // per function, the latest plan's shape (see functionShape)
 }
 
 // Status is a snapshot of the Agent's progress.
@@ -167,9 +169,7 @@ func (a *Agent) Tick(ctx context.Context) error {
 		a.status.PeerNodes = nodes
 	}
 	if plan.Functions != nil {
-		if s := planShape(plan); s != planShape(a.status.LastPlan) {
-			a.log.Info("plan changed", "plan", s)
-		}
+		a.logShape(plan)
 		a.status.LastPlan = plan
 	}
 	// Draining once a zero-capacity plan is applied, whatever else failed
@@ -320,32 +320,75 @@ func trafficOf(s Sample) map[string]Traffic {
 	return out
 }
 
-// planShape describes what an operator would call a change of plan: per
-// function, the local limit (whole req/s) and the peers it may forward to.
-// Caps and weights follow the forecasts tick by tick and are left out.
-func planShape(p Plan) string {
-	names := make([]string, 0, len(p.Functions))
-	for name := range p.Functions {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+// functionShape is what the "plan changed" log says of a function's plan:
+// its limit and its set of peers (their weights and caps change every
+// tick, and are not logged).
+func functionShape(fp FunctionPlan) string {
 	var b strings.Builder
-	for i, name := range names {
-		fp := p.Functions[name]
-		if i > 0 {
-			b.WriteString("; ")
-		}
-		fmt.Fprintf(&b, "%s limit %.0f", name, float64(fp.Limit))
+	fmt.Fprintf(&b, "limit %.0f", float64(fp.Limit))
+	if len(fp.Peers) > 0 {
 		peers := make([]string, 0, len(fp.Peers))
 		for _, s := range fp.Peers {
 			peers = append(peers, string(s.Node))
 		}
 		slices.Sort(peers)
-		if len(peers) > 0 {
-			fmt.Fprintf(&b, " peers %s", strings.Join(peers, ","))
-		}
+		b.WriteString(" peers ")
+		b.WriteString(strings.Join(peers, ","))
 	}
 	return b.String()
+}
+
+// shapeLogMax bounds the "plan changed" line: a plan of a thousand
+// functions and peers is logged as a summary of what changed, not whole
+// (it made lines of 180 KB).
+const (
+	shapeLogMax     = 2000
+	shapeLogChanged = 10
+)
+
+// logShape logs "plan changed" when a function's limit or set of peers
+// changed, or a function came or went: the whole plan's shape while it is
+// short, else the number of functions and of those changed, with the
+// first of them. Called with a.mu held.
+func (a *Agent) logShape(plan Plan) {
+	shapes := make(map[string]string, len(plan.Functions))
+	size := 0
+	for name, fp := range plan.Functions {
+		shapes[name] = functionShape(fp)
+		size += len(name) + len(shapes[name]) + 3
+	}
+	var changed []string
+	for name, sh := range shapes {
+		if old, ok := a.shapes[name]; !ok || old != sh {
+			changed = append(changed, name)
+		}
+	}
+	for name := range a.shapes {
+		if _, ok := shapes[name]; !ok {
+			changed = append(changed, name)
+		}
+	}
+	a.shapes = shapes
+	if len(changed) == 0 {
+		return
+	}
+	describe := func(names []string) string {
+		parts := make([]string, len(names))
+		for i, name := range names {
+			if sh, ok := shapes[name]; ok {
+				parts[i] = name + " " + sh
+			} else {
+				parts[i] = name + " gone"
+			}
+		}
+		return strings.Join(parts, "; ")
+	}
+	if size <= shapeLogMax {
+		a.log.Info("plan changed", "plan", describe(slices.Sorted(maps.Keys(shapes))))
+		return
+	}
+	slices.Sort(changed)
+	a.log.Info("plan changed", "functions", len(shapes), "changed", len(changed), "first", describe(changed[:min(len(changed), shapeLogChanged)]))
 }
 
 // errApply marks a tick whose plan the data plane did not take.

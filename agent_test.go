@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -425,6 +426,41 @@ func TestPlanChangesAreLogged(t *testing.T) {
 	assert.Contains(t, lines[0], `plan="figlet limit 10 peers n2"`)
 	assert.Contains(t, lines[1], `plan="figlet limit 10 peers n2,n3"`)
 	assert.Contains(t, lines[2], `plan="figlet limit 8 peers n2,n3"`)
+}
+
+// TestLargePlanChangesAreSummarised: a plan of a thousand functions is
+// logged as what changed, in a line of bounded length (whole, it made
+// lines of 180 KB), naming the first functions changed.
+func TestLargePlanChangesAreSummarised(t *testing.T) {
+	var buf bytes.Buffer
+	ms := mocks{&mockOverlay{}, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{trigger: make(chan struct{}, 1)}}
+	a, err := dfaas.NewAgent(dfaas.Config{Addr: "127.0.0.1:7000", Now: func() time.Time { return now },
+		Logger: slog.New(slog.NewTextHandler(&buf, nil))}, ms.o, ms.m, ms.f, ms.b, ms.p)
+	require.NoError(t, err)
+	ms.m.On("Sample", mock.Anything).Return(sample, nil)
+	ms.f.On("Observe", sample)
+	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{})
+	ms.o.On("Publish", mock.Anything, mock.Anything).Return(nil)
+	ms.o.On("Adverts", now).Return(peers)
+	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil)
+	plan := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}
+	for i := range 1000 {
+		plan.Functions[fmt.Sprintf("f%03d", i)] = dfaas.FunctionPlan{Limit: 10, Capacity: 10, Peers: []dfaas.Share{{Node: "n2", Weight: 1, Cap: 5}}}
+	}
+	ms.b.On("Plan", mock.Anything, peers).Return(plan).Once()
+	require.NoError(t, a.Tick(context.Background()))
+	next := dfaas.Plan{Functions: maps.Clone(plan.Functions)}
+	delete(next.Functions, "f500")
+	next.Functions["f007"] = dfaas.FunctionPlan{Limit: 4, Capacity: 10, Peers: []dfaas.Share{{Node: "n2", Weight: 1, Cap: 5}}}
+	ms.b.On("Plan", mock.Anything, peers).Return(next).Once()
+	require.NoError(t, a.Tick(context.Background()))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	require.Len(t, lines, 2, "%s", buf.String())
+	for _, l := range lines {
+		assert.Less(t, len(l), 2000)
+	}
+	assert.Contains(t, lines[0], "functions=1000 changed=1000")
+	assert.Contains(t, lines[1], `functions=999 changed=2 first="f007 limit 4 peers n2; f500 gone"`)
 }
 
 // healthProxy is a mockProxy that ejects peers (dfaas.PeerHealth).

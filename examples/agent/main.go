@@ -49,6 +49,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,6 +94,7 @@ type options struct {
 	allow      string // allow-list file
 	insecure   bool
 	printID    bool
+	cpuProfile string
 	admin      string // operator listener: /healthz, /readyz, /status
 	drain      time.Duration
 	maxBody    int64
@@ -143,8 +145,23 @@ func main() {
 		fmt.Println(id)
 		return
 	}
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			log.Error("agent stopped", "err", fmt.Errorf("-cpuprofile: %w", err))
+			os.Exit(1)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 	if err := run(ctx, o, log, nil); err != nil {
 		log.Error("agent stopped", "err", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
@@ -190,6 +207,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	strategy := fs.String("strategy", "nearest", "balancing strategy: "+strings.Join(balance.Names(), ", "))
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file (go tool pprof reads it), for a diagnosis")
 	fs.String("config", "", "YAML file of settings, keyed by flag name (see docs/operators.md); the environment (DFAAS_<FLAG>) overrides it, flags override both")
 	if err := fs.Parse(args); err != nil {
 		return o, err

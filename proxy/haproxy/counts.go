@@ -21,9 +21,11 @@ type tableEntry struct {
 	busyPeer uint64 // gpc1: peer requests the platform answered 429 (if stored)
 }
 
-// tableCounts reads the entries of a stick table by key.
+// tableCounts reads the entries of a stick table by key: those that
+// counted a request (the others count nothing, and a node of a thousand
+// functions mostly idle would have HAProxy print them all every tick).
 func (d *Driver) tableCounts(table string) (map[string]tableEntry, error) {
-	raw, err := d.rt.ExecuteRaw("show table " + table)
+	raw, err := d.rt.ExecuteRaw("show table " + table + " data.http_req_cnt gt 0")
 	if err != nil {
 		return nil, fmt.Errorf("haproxy: show table %s: %w", table, err)
 	}
