@@ -1,9 +1,11 @@
 package haproxy
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -100,24 +102,39 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	// own stay): a peer naming fresh functions every tick costs map
 	// entries, not a growing driver.
 	var errs []error
-	var gone []string
-	maps := &mapBatch{d: d}
+	batch := &mapBatch{d: d}
 	for _, name := range d.functions {
-		if _, ok := plan.Functions[name]; ok {
+		if _, ok := plan.Functions[name]; !ok {
+			// They answer 404 again (the limits map admits a function).
+			batch.del(d.layout.LimitsMap, name)
+			batch.del(d.layout.CapacityMap, name)
+			batch.del(d.layout.RoutesMap, name)
+		}
+	}
+	errs = append(errs, batch.flush())
+	// A function out of the plan whose entries HAProxy no longer holds
+	// (else the next Apply removes them again) is forgotten, and its
+	// counts start again from nothing when it comes back, the stick
+	// tables' as the log's.
+	var gone []string
+	for _, name := range d.functions {
+		_, planned := plan.Functions[name]
+		if planned || slices.Contains(d.cfg.Functions, name) {
 			continue
 		}
-		// They answer 404 again (the limits map admits a function).
-		maps.del(d.layout.LimitsMap, name)
-		maps.del(d.layout.CapacityMap, name)
-		maps.del(d.layout.RoutesMap, name)
-		if !slices.Contains(d.cfg.Functions, name) {
+		held := false
+		for _, file := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap} {
+			_, in := d.maps[file][name]
+			held = held || in
+		}
+		if !held {
 			gone = append(gone, name)
 		}
 	}
-	errs = append(errs, maps.flush())
+	errs = append(errs, d.clearCounts(gone))
 	for _, name := range gone {
 		delete(d.base, name)
-		delete(d.reported, name) // it starts again
+		delete(d.reported, name)
 		d.logged.Delete(name)
 	}
 	d.functions = slices.DeleteFunc(d.functions, func(fn string) bool { return slices.Contains(gone, fn) })
@@ -128,27 +145,36 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	}
 	// Servers first: a route names only servers HAProxy holds.
 	want := d.wantServers(plan, names)
+	setting := map[string]pendingRoute{}
 	errs = append(errs, d.addServers(want))
 	for _, name := range names {
 		fp := plan.Functions[name]
 		// The limit last: the limits map admits a function (in order
 		// within a batch).
-		maps.set(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity)))
+		batch.set(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity)))
 		switch hops := d.hops(fp.Peers, want); {
 		case len(hops) == 0:
-			maps.del(d.layout.RoutesMap, name)
+			batch.del(d.layout.RoutesMap, name)
 		case near(d.routes[name], hops) && d.maps[d.layout.RoutesMap][name] != "":
 			// Close enough to the route set: left as it is.
 		default:
-			maps.set(d.layout.RoutesMap, name, formatRoute(hops))
-			d.routes[name] = hops
+			entry := formatRoute(hops)
+			batch.set(d.layout.RoutesMap, name, entry)
+			setting[name] = pendingRoute{hops, entry}
 		}
-		maps.set(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity))))
+		batch.set(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity))))
 	}
-	errs = append(errs, maps.flush())
+	errs = append(errs, batch.flush())
+	// A route counts as set only once HAProxy took it; one HAProxy does
+	// not hold is set in full next time.
+	for name, r := range setting {
+		if d.maps[d.layout.RoutesMap][name] == r.entry {
+			d.routes[name] = r.hops
+		} else {
+			delete(d.routes, name)
+		}
+	}
 	for name := range d.routes {
-		// Forget what HAProxy does not hold: a route not set (or gone)
-		// is set in full next time.
 		if _, ok := d.maps[d.layout.RoutesMap][name]; !ok {
 			delete(d.routes, name)
 		}
@@ -179,21 +205,38 @@ func (d *Driver) usable(p dfaas.Share) bool {
 }
 
 // wantServers is the servers the forwarding backend should hold: the
-// usable peers of the plan's functions (in the order of names), at most
-// MaxPeers.
+// usable peers of the plan's functions, at most MaxPeers of them, those
+// with the most weight over all the functions first (then by id).
 func (d *Driver) wantServers(plan dfaas.Plan, names []string) map[dfaas.NodeID]server {
-	want := map[dfaas.NodeID]server{}
-	now := time.Now()
+	weight := map[dfaas.NodeID]float64{}
+	addr := map[dfaas.NodeID]string{}
 	for _, fn := range names {
 		for _, p := range plan.Functions[fn].Peers {
-			if _, ok := want[p.Node]; ok || len(want) >= d.cfg.MaxPeers || !d.usable(p) {
+			if !d.usable(p) {
 				continue
 			}
-			want[p.Node] = server{name: serverName(p.Node), addr: p.Addr}
-			d.nodes[serverName(p.Node)] = p.Node
-			d.named.Store(serverName(p.Node), p.Node)
-			d.wanted[serverName(p.Node)] = now
+			if a, ok := addr[p.Node]; ok && a != p.Addr {
+				continue // one address a peer: the first function's
+			}
+			addr[p.Node] = p.Addr
+			weight[p.Node] += p.Weight
 		}
+	}
+	ranked := slices.Collect(maps.Keys(weight))
+	slices.SortFunc(ranked, func(a, b dfaas.NodeID) int {
+		if c := cmp.Compare(weight[b], weight[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	want := map[dfaas.NodeID]server{}
+	now := time.Now()
+	for _, node := range ranked[:min(len(ranked), d.cfg.MaxPeers)] {
+		name := serverName(node)
+		want[node] = server{name: name, addr: addr[node]}
+		d.nodes[name] = node
+		d.named.Store(name, node)
+		d.wanted[name] = now
 	}
 	return want
 }
@@ -222,6 +265,12 @@ type hop struct {
 	server      string
 	weight, cap float64
 	burst       int
+}
+
+// pendingRoute is a route an Apply sets: taken once HAProxy holds entry.
+type pendingRoute struct {
+	hops  []hop
+	entry string
 }
 
 // routeTolerance is how far (relative) a route's weights and caps may move
@@ -351,7 +400,7 @@ func (d *Driver) removeServers(want map[dfaas.NodeID]server) error {
 const dynamicPool = " pool-max-conn -1 pool-purge-delay 5s"
 
 // addServer adds a peer's server to the forwarding backend.
-func (d *Driver) addServer(node dfaas.NodeID, w server) error {
+func (d *Driver) addServer(node dfaas.NodeID, w server) (err error) {
 	backend := backendForward
 	if err := d.loadAnchor(node, w.name); err != nil {
 		return err
@@ -359,7 +408,16 @@ func (d *Driver) addServer(node dfaas.NodeID, w server) error {
 	if err := d.rt.AddServer(backend, w.name, fmt.Sprintf("%s weight %d%s%s%s", w.addr, serverWeight, dynamicPool, serverHealth, d.layout.serverTLS(w.name))); err != nil {
 		return fmt.Errorf("haproxy: add server %s/%s: %w", backend, w.name, err)
 	}
-	d.servers[node] = w
+	// Recorded only once ready: a server left half-added (in maintenance,
+	// or unchecked) is deleted, and the next Apply adds it again.
+	defer func() {
+		if err != nil {
+			_ = d.rt.SetServerState(backend, w.name, "maint")
+			_ = d.rt.DeleteServer(backend, w.name)
+			return
+		}
+		d.servers[node] = w
+	}()
 	if err := d.rt.EnableServer(backend, w.name); err != nil {
 		return fmt.Errorf("haproxy: enable server %s/%s: %w", backend, w.name, err)
 	}

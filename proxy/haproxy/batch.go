@@ -50,15 +50,17 @@ func (b *mapBatch) flush() error {
 		cmds := make([]string, len(b.dels))
 		for i, e := range b.dels {
 			cmds[i] = "del map " + e[0] + " " + e[1]
-			delete(d.maps[e[0]], e[1])
 		}
 		outs, err := d.batch(cmds)
 		errs = append(errs, err)
 		for i, out := range outs {
-			// Not found: HAProxy had it no more (the file a reload read).
+			// Gone once HAProxy says so, or says it had it no more;
+			// otherwise still held, and removed again next time.
 			if failed(out) && !strings.Contains(out, "not found") {
 				errs = append(errs, fmt.Errorf("haproxy: del map %s %s: %s", filepath.Base(b.dels[i][0]), b.dels[i][1], out))
+				continue
 			}
+			delete(d.maps[b.dels[i][0]], b.dels[i][1])
 		}
 	}
 	if len(b.sets) > 0 {

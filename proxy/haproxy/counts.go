@@ -32,6 +32,33 @@ func (d *Driver) tableCounts(table string) (map[string]tableEntry, error) {
 	return parseTable(raw), nil
 }
 
+// clearCounts drops the stick-table entries of functions the driver
+// forgets, so that one coming back counts from nothing in every field, as
+// the request log's counts do. An entry in use (a request in flight) stays,
+// and its counts carry on.
+func (d *Driver) clearCounts(fns []string) error {
+	if len(fns) == 0 {
+		return nil
+	}
+	fwd, err := d.tableCounts(tableFwd)
+	if err != nil {
+		return err
+	}
+	var cmds []string
+	for _, fn := range fns {
+		for _, t := range []string{tableArrivals, tableUser, tableTotal, tableSpill, tableRefused, tableBusy} {
+			cmds = append(cmds, "clear table "+t+" key "+fn)
+		}
+		for key := range fwd {
+			if strings.HasPrefix(key, fn+"/") {
+				cmds = append(cmds, "clear table "+tableFwd+" key "+key)
+			}
+		}
+	}
+	_, err = d.batch(cmds) // an entry in use or gone already is no error
+	return err
+}
+
 // parseTable reads the output of "show table": a line per entry, with
 // key=... and name=value fields. Lines without a key are skipped.
 func parseTable(raw string) map[string]tableEntry {

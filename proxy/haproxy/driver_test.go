@@ -738,3 +738,35 @@ func TestRoutesMoveBeyondATolerance(t *testing.T) {
 	plan(0.6, 11, false)
 	assert.NotContains(t, held(), serverName("c"), "a peer gone")
 }
+
+// TestAFunctionBackCountsFromNothing: a function that leaves the plans and
+// comes back counts from nothing in every field, the stick tables' (its
+// arrivals, what ran) as the request log's (its latencies, its statuses):
+// mixed, a Monitor read its return as a burst of old requests.
+func TestAFunctionBackCountsFromNothing(t *testing.T) {
+	// "fresh" is no function of a's platform's own (those are counted for
+	// good): a peer's, or one deployed for a while.
+	a, b, _, _, _ := senderAndHelpers(t, "fresh")
+	plan := map[string]dfaas.FunctionPlan{"fresh": {Limit: 1, Capacity: 1, Peers: []dfaas.Share{{Node: "b", Addr: b.cfg.PeerAddr, Weight: 1, Cap: 1e6}}}}
+	apply(t, a, plan)
+	for range 3 {
+		code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/fresh", nil)
+		require.Equal(t, http.StatusOK, code)
+	}
+	require.Eventually(t, func() bool { return counts(t, a)["fresh"].Latency.Count() == 3 }, 2*time.Second, 10*time.Millisecond)
+	c := counts(t, a)["fresh"]
+	require.Equal(t, uint64(3), c.Arrivals)
+	require.Equal(t, uint64(3), c.ServedLocal+c.ForwardedOut)
+	require.Positive(t, c.ForwardedOut)
+	apply(t, a, map[string]dfaas.FunctionPlan{})
+	assert.NotContains(t, counts(t, a), "fresh", "forgotten once out of the plan")
+	apply(t, a, plan)
+	c = counts(t, a)["fresh"]
+	assert.Zero(t, c.Arrivals, "the tables start again")
+	assert.Zero(t, c.ServedLocal+c.ForwardedOut)
+	assert.Empty(t, c.Forwarded)
+	assert.Zero(t, c.Latency.Count(), "as the log does")
+	code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/fresh", nil)
+	require.Equal(t, http.StatusOK, code)
+	assert.Equal(t, uint64(1), counts(t, a)["fresh"].Arrivals)
+}
