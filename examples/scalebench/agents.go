@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,26 +66,21 @@ func federation(ctx context.Context, o options, plane string, functions int) (fe
 			}
 		}
 	}()
+	// Every agent's four ports, held until all are chosen so that no two
+	// are the same.
+	addrs, err := freeAddrs(4 * o.agents)
+	if err != nil {
+		return r, err
+	}
 	var bootstrap string
 	for i := range o.agents {
 		key := filepath.Join(dir, fmt.Sprintf("n%d.key", i))
-		port, err := freePort()
-		if err != nil {
-			return r, err
-		}
-		listen := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)
+		_, port, _ := strings.Cut(addrs[4*i], ":")
+		listen := "/ip4/127.0.0.1/tcp/" + port
 		args := []string{"-name", fmt.Sprintf("n%d", i), "-key", key, "-secret", secret, "-listen", listen,
-			"-faas", "local", "-proxy", plane, "-functions", strings.Join(fns, ",")}
-		for _, flag := range []string{"-user", "-peer", "-admin"} {
-			addr, err := freeAddr()
-			if err != nil {
-				return r, err
-			}
-			args = append(args, flag, addr)
-			if flag == "-admin" {
-				admins = append(admins, addr)
-			}
-		}
+			"-faas", "local", "-proxy", plane, "-functions", strings.Join(fns, ","),
+			"-user", addrs[4*i+1], "-peer", addrs[4*i+2], "-admin", addrs[4*i+3]}
+		admins = append(admins, addrs[4*i+3])
 		if i == 0 {
 			out, err := exec.CommandContext(ctx, bin, "-key", key, "-secret", secret, "-print-id").Output()
 			if err != nil {
@@ -111,9 +107,19 @@ func federation(ctx context.Context, o options, plane string, functions int) (fe
 	case <-ctx.Done():
 		return r, ctx.Err()
 	}
+	// An agent that stopped says why in its log.
+	logTail := func() string {
+		var b strings.Builder
+		for i := range cmds {
+			raw, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("n%d.log", i)))
+			lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+			fmt.Fprintf(&b, "\nn%d: %s", i, strings.Join(lines[max(0, len(lines)-3):], "\n    "))
+		}
+		return b.String()
+	}
 	ticks0, _, err := status(admins[0])
 	if err != nil {
-		return r, err
+		return r, fmt.Errorf("%w%s", err, logTail())
 	}
 	agents0, haproxy0 := cpuOfTrees(cmds)
 	time.Sleep(o.window)
@@ -162,13 +168,24 @@ func federation(ctx context.Context, o options, plane string, functions int) (fe
 	return r, nil
 }
 
-func freePort() (int, error) {
-	a, err := freeAddr()
-	if err != nil {
-		return 0, err
+// freeAddrs returns n distinct free loopback addresses.
+func freeAddrs(n int) ([]string, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			_ = l.Close()
+		}
+	}()
+	out := make([]string, n)
+	for i := range out {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out[i] = l.Addr().String()
 	}
-	_, p, _ := strings.Cut(a, ":")
-	return strconv.Atoi(p)
+	return out, nil
 }
 
 // status reads an agent's ticks and the peers of its latest plan.

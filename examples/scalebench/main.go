@@ -64,6 +64,10 @@ type options struct {
 	agents         int
 	agentFunctions []int
 	settle, window time.Duration
+	// Churn under load: for churnFor (0: none), on a node of
+	// churnFunctions whose plans name churnPeers.
+	churnFor                   time.Duration
+	churnFunctions, churnPeers int
 }
 
 func parse(args []string) (options, error) {
@@ -73,18 +77,24 @@ func parse(args []string) (options, error) {
 	peers := fs.String("peers", "1,16,64", "counts of peers")
 	ticks := fs.Int("ticks", 20, "control ticks measured per row")
 	churn := fs.Int("churn", 10, "functions replaced by new ones at every tick (as many at peers)")
-	requests := fs.Int("requests", 5000, "requests a round of the CPU per request")
+	requests := fs.Int("requests", 10000, "requests a round of the CPU per request")
 	idle := fs.Duration("idle", 10*time.Second, "the idle window per row (a plan applied a second)")
 	strategy := fs.String("strategy", "nearest", "the balancing strategy: "+strings.Join(balance.Names(), ", "))
 	agents := fs.Int("agents", 4, "then a federation of this many example agents on loopback (-faas local, the same functions everywhere), idle; 0: none")
 	agentFunctions := fs.String("agent-functions", "100,1000", "counts of functions of the agents' federation")
 	settle := fs.Duration("settle", 40*time.Second, "how long the agents run before they are measured")
 	window := fs.Duration("window", 20*time.Second, "how long the idle agents are measured")
+	churnFor := fs.Duration("churn-for", 0, "then, on each data plane, ten functions a second replaced under load for this long (the acceptance runs 10m); 0: none")
+	churnFunctions := fs.Int("churn-functions", 1000, "with -churn-for: the node's functions")
+	churnPeers := fs.Int("churn-peers", 16, "with -churn-for: the peers every forwarded function's plan names")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
 	o := options{planes: strings.Split(*planes, ","), ticks: *ticks, churn: *churn, requests: *requests, idle: *idle, strategy: *strategy,
-		agents: *agents, settle: *settle, window: *window}
+		agents: *agents, settle: *settle, window: *window, churnFor: *churnFor, churnFunctions: *churnFunctions, churnPeers: *churnPeers}
+	if o.churnFor < 0 || (o.churnFor > 0 && (o.churnFunctions < 11 || o.churnPeers < 1)) {
+		return o, errors.New("-churn-for: not negative, with at least 11 functions and a peer")
+	}
 	if o.agents > 0 {
 		var err error
 		if o.agentFunctions, err = ints(*agentFunctions); err != nil {
@@ -166,7 +176,20 @@ func run(args []string, out io.Writer) error {
 			ms(quantile(r.plan, 0.5)), ms(quantile(r.plan, 0.99)), ms(r.applyAll), ms(quantile(r.apply, 0.5)), ms(quantile(r.apply, 0.99)),
 			ms(quantile(r.cnt, 0.5)), ms(quantile(r.cnt, 0.99)), r.reloads, 100*r.idleCPU, r.rssMB, r.checked)
 	}
-	fmt.Fprintln(out, "apply 1st: the first plan, every route new; p50/p99 over the ticks after it. checked: servers HAProxy health-checks (every 10 s each).")
+	fmt.Fprintln(out, "apply 1st: the first plan, every route new; p50/p99 over the ticks after it. counts: no request runs meanwhile (idle tables). idle cpu and rss: HAProxy's worker alone, or the whole benchmark process for the embedded data plane. checked: servers HAProxy health-checks (every 10 s each).")
+	fmt.Fprintf(out, "\nAn Agent's whole tick (the Monitor over the data plane and faas/local with the functions deployed, the forecaster, the balancer, Apply), the node's demand and its peers' adverts from the world above, %d ticks:\n", o.ticks)
+	fmt.Fprintf(out, "%-9s %9s %5s  %17s\n", "proxy", "functions", "peers", "tick p50/p99 ms")
+	for _, plane := range o.planes {
+		for _, f := range o.functions {
+			for _, p := range o.peers {
+				tr, err := agentTicks(o, strategy, plane, f, p)
+				if err != nil {
+					return fmt.Errorf("%s, %d functions, %d peers, agent: %w", plane, f, p, err)
+				}
+				fmt.Fprintf(out, "%-9s %9d %5d  %8.2f/%8.2f\n", plane, f, p, ms(quantile(tr.ticks, 0.5)), ms(quantile(tr.ticks, 0.99)))
+			}
+		}
+	}
 	most, peersMost := slices.Max(o.functions), slices.Max(o.peers)
 	fmt.Fprintf(out, "\nCPU per local request, %d requests from 4 clients a round, %d rounds in which the three take turns (medians):\n", o.requests, rounds)
 	fmt.Fprintf(out, "%-9s  %12s  %12s  %20s  %s\n", "proxy", "direct us", "1 function", fmt.Sprintf("%d fn x %d peers", most, peersMost), "proxy's own cost at most / at 1 (range)")
@@ -178,6 +201,17 @@ func run(args []string, out io.Writer) error {
 		fmt.Fprintf(out, "%-9s  %12.1f  %12.1f  %20.1f  %.3f (%.3f-%.3f)\n", plane, us(pr.direct), us(pr.one), us(pr.many), pr.ratio, pr.lo, pr.hi)
 	}
 	fmt.Fprintln(out, "direct: the platform without a proxy, in the same process; the proxy's own cost is a path's less direct's (embedded: the process's CPU, HAProxy: its worker's plus this process's client and platform).")
+	if o.churnFor > 0 {
+		fmt.Fprintf(out, "\nChurn under load: %d functions, each forwarded one's plan naming %d peers; ten of them replaced a second for %v while 4 clients call f0 (local) and f1-f9 (forwarded), which stay:\n", o.churnFunctions, o.churnPeers, o.churnFor)
+		fmt.Fprintf(out, "%-9s  %8s  %10s  %8s  %9s  %7s  %17s\n", "proxy", "replaced", "served", "locally", "failed", "reloads", "apply p50/p99 ms")
+		for _, plane := range o.planes {
+			cr, err := churn(o, plane, o.churnFunctions, o.churnPeers)
+			if err != nil {
+				return fmt.Errorf("%s, churn: %w", plane, err)
+			}
+			fmt.Fprintf(out, "%-9s  %8d  %10d  %8d  %9d  %7d  %8.2f/%8.2f\n", plane, cr.replaced, cr.ok, cr.local, cr.failed, cr.reloads, ms(quantile(cr.apply, 0.5)), ms(quantile(cr.apply, 0.99)))
+		}
+	}
 	if o.agents == 0 {
 		return nil
 	}
@@ -193,12 +227,12 @@ func run(args []string, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "\n%d example agents on loopback (-faas local, the same functions at every node), idle: measured over %v after %v\n", o.agents, o.window, o.settle)
-	fmt.Fprintf(out, "%-9s %9s  %22s  %15s  %13s  %11s  %5s  %18s  %7s  %12s\n", "proxy", "functions", "cpu s (haproxy, agents)", "haproxy rss MB", "agent rss MB", "peers in a's", "ticks", "tick p50/max ms", "reloads", "failed ticks")
+	fmt.Fprintf(out, "%-9s %9s  %22s  %15s  %13s  %11s  %5s  %18s  %7s  %12s\n", "proxy", "functions", "cpu s (children, agents)", "haproxy rss MB", "agent rss MB", "peers in a's", "ticks", "tick p50/max ms", "reloads", "failed ticks")
 	for _, r := range fed {
 		fmt.Fprintf(out, "%-9s %9d  %10.1f, %10.1f  %15.1f  %13.1f  %7d of %d  %5d  %8.1f/%8.1f  %7d  %12d\n", r.plane, r.functions,
 			r.haproxyCPU.Seconds(), r.agentCPU.Seconds(), r.haproxyRSS, r.agentRSS, r.peers, r.agents-1, r.ticks, ms(r.tickP50), ms(r.tickMax), r.reloadsLogged, r.failed)
 	}
-	fmt.Fprintln(out, "peers in a's: the fewest in the first agent's plan over five reads a second apart; ticks: the first agent's in the window; tick: the agents' latest, sampled ten times.")
+	fmt.Fprintln(out, "children: the agents' child processes (HAProxy's; none on the embedded data plane). peers in a's: the fewest peers the first agent's plan was made with (its /status) over five reads a second apart; ticks: the first agent's in the window; tick: the agents' latest, sampled ten times.")
 	return nil
 }
 
@@ -248,16 +282,19 @@ func freeAddr() (string, error) {
 // the peers, and moves every demand by up to 2%, as forecasts of a steady
 // load move.
 type world struct {
-	rng       *rand.Rand
-	fns       []string
-	peerFns   []string
-	demand    map[string]dfaas.Rate   // the node's, per function
-	peerLoad  []map[string]dfaas.Rate // each peer's, per function
-	next      int
-	churn     int
-	addrs     []string
-	peerNodes []dfaas.NodeID
-	rtt       map[dfaas.NodeID]time.Duration
+	rng      *rand.Rand
+	fns      []string
+	peerFns  []string
+	demand   map[string]dfaas.Rate   // the node's, per function
+	peerLoad []map[string]dfaas.Rate // each peer's, per function
+	next     int
+	churn    int
+	// localFixed keeps the node's functions (those of a real platform):
+	// only the peers' come and go.
+	localFixed bool
+	addrs      []string
+	peerNodes  []dfaas.NodeID
+	rtt        map[dfaas.NodeID]time.Duration
 }
 
 func newWorld(functions int, peers []*peerStub, churn int) *world {
@@ -292,10 +329,12 @@ func (w *world) walk(m map[string]dfaas.Rate, fn string, lo, hi float64) dfaas.R
 // tick moves the world on and returns the node's state and adverts.
 func (w *world) tick(now time.Time) (dfaas.State, []dfaas.Advert) {
 	for range min(w.churn, len(w.fns)-1) {
-		// f0 stays: it serves the requests that measure the CPU.
-		i := 1 + w.rng.IntN(len(w.fns)-1)
-		delete(w.demand, w.fns[i])
-		w.fns[i] = fmt.Sprintf("g%d", w.next)
+		if !w.localFixed {
+			// f0 stays: it serves the requests that measure the CPU.
+			i := 1 + w.rng.IntN(len(w.fns)-1)
+			delete(w.demand, w.fns[i])
+			w.fns[i] = fmt.Sprintf("g%d", w.next)
+		}
 		w.peerFns[w.rng.IntN(len(w.peerFns))] = fmt.Sprintf("g%d", w.next+1)
 		w.next += 2
 	}
