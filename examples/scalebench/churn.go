@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -14,9 +12,6 @@ import (
 	"time"
 
 	"github.com/dfaas-go/dfaas"
-	"github.com/dfaas-go/dfaas/proxy"
-	"github.com/dfaas-go/dfaas/proxy/embedded"
-	"github.com/dfaas-go/dfaas/proxy/haproxy"
 )
 
 // churnRow is a node of functions whose plans name peers, ten functions
@@ -39,59 +34,13 @@ type churnRow struct {
 func churn(o options, plane string, functions, peers int) (churnRow, error) {
 	r := churnRow{plane: plane, functions: functions, peers: peers}
 	ctx := context.Background()
-	quiet := slog.New(slog.DiscardHandler)
-	var stubs []*peerStub
-	defer func() {
-		for _, p := range stubs {
-			_ = p.srv.Close()
-		}
-	}()
-	var shares []dfaas.Share
-	for i := range peers {
-		p, err := startPeer()
-		if err != nil {
-			return r, err
-		}
-		stubs = append(stubs, p)
-		shares = append(shares, dfaas.Share{Node: dfaas.NodeID(fmt.Sprintf("peer-%02d", i)), Addr: p.ln.Addr().String(), Weight: 1 / float64(peers), Cap: 1e6})
-	}
 	var localCalls atomic.Int64
-	platform := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		localCalls.Add(1)
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = io.WriteString(w, "local")
-	}), ReadHeaderTimeout: 5 * time.Second}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	b, err := startBench(plane, okPlatform(func() { localCalls.Add(1) }), "", peers)
 	if err != nil {
 		return r, err
 	}
-	go func() { _ = platform.Serve(pl) }()
-	defer platform.Close()
-	userAddr, err := freeAddr()
-	if err != nil {
-		return r, err
-	}
-	peerAddr, err := freeAddr()
-	if err != nil {
-		return r, err
-	}
-	var dp proxy.DataPlane
-	var ha *haproxy.Driver
-	switch plane {
-	case "embedded":
-		if dp, err = embedded.New(embedded.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Logger: quiet}, platform.Handler); err != nil {
-			return r, err
-		}
-	case "haproxy":
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ha, err = haproxy.Start(sctx, haproxy.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Platform: pl.Addr().String(), Logger: quiet})
-		cancel()
-		if err != nil {
-			return r, err
-		}
-		dp = ha
-	}
-	defer dp.Close()
+	defer b.Close()
+	dp, ha, userAddr, shares := b.dp, b.ha, b.userAddr, b.shares(1e6)
 	plan := map[string]dfaas.FunctionPlan{"f0": {Limit: 1e6, Capacity: 1e6}}
 	var forwarded []string // the replaceable ones, oldest first
 	for i := 1; i < functions; i++ {

@@ -25,7 +25,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -40,9 +39,7 @@ import (
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/balance"
-	"github.com/dfaas-go/dfaas/proxy"
-	"github.com/dfaas-go/dfaas/proxy/embedded"
-	"github.com/dfaas-go/dfaas/proxy/haproxy"
+	"github.com/dfaas-go/dfaas/internal/procstat"
 )
 
 func main() {
@@ -364,59 +361,13 @@ func (w *world) tick(now time.Time) (dfaas.State, []dfaas.Advert) {
 
 func measure(o options, strategy dfaas.Balancer, plane string, functions, peers int) (r row, err error) {
 	r = row{plane: plane, functions: functions, peers: peers}
-	var stubs []*peerStub
-	defer func() {
-		for _, p := range stubs {
-			_ = p.srv.Close()
-		}
-	}()
-	for range peers {
-		p, err := startPeer()
-		if err != nil {
-			return r, err
-		}
-		stubs = append(stubs, p)
-	}
-	platform := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = io.WriteString(w, "ok")
-	}), ReadHeaderTimeout: 5 * time.Second}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	b, err := startBench(plane, okPlatform(nil), "", peers)
 	if err != nil {
 		return r, err
 	}
-	go func() { _ = platform.Serve(pl) }()
-	defer platform.Close()
-
-	userAddr, err := freeAddr()
-	if err != nil {
-		return r, err
-	}
-	peerAddr, err := freeAddr()
-	if err != nil {
-		return r, err
-	}
+	defer b.Close()
+	dp, ha, stubs := b.dp, b.ha, b.peers
 	ctx := context.Background()
-	quiet := slog.New(slog.DiscardHandler)
-	var dp proxy.DataPlane
-	var ha *haproxy.Driver
-	switch plane {
-	case "embedded":
-		e, err := embedded.New(embedded.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Logger: quiet}, platform.Handler)
-		if err != nil {
-			return r, err
-		}
-		dp = e
-	case "haproxy":
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ha, err = haproxy.Start(sctx, haproxy.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Platform: pl.Addr().String(), Logger: quiet})
-		cancel()
-		if err != nil {
-			return r, err
-		}
-		dp = ha
-	}
-	defer dp.Close()
 
 	w := newWorld(functions, stubs, o.churn)
 	var plan dfaas.Plan
@@ -481,43 +432,20 @@ func measure(o options, strategy dfaas.Balancer, plane string, functions, peers 
 	return r, nil
 }
 
-// cpuTime is the CPU time (user and system) the process pid has used.
+// cpuTime is the CPU time (user and system) the process pid has used: for
+// this process, to the microsecond (getrusage); for another, to the clock
+// tick (internal/procstat).
 func cpuTime(pid int) time.Duration {
 	if pid == os.Getpid() {
 		var ru syscall.Rusage
 		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The fields after the command's closing parenthesis: utime and
-	// stime are the 12th and 13th of them, in clock ticks (100 a second).
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return procstat.CPU(pid)
 }
 
-// rss is the resident memory of the process pid, in MB.
-func rss(pid int) float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return float64(kb) / 1024
-		}
-	}
-	return 0
-}
+// rss is the resident memory of the process pid, in MiB.
+func rss(pid int) float64 { return procstat.RSSMiB(pid) }
 
 // rounds is how many times perRequest's three paths take turns.
 const rounds = 5
@@ -535,57 +463,24 @@ type perRequestRow struct {
 // forwarded to peers), the paths taking turns round after round.
 func perRequest(o options, plane string, functions, peers int) (perRequestRow, error) {
 	var pr perRequestRow
-	var stubs []*peerStub
-	defer func() {
-		for _, p := range stubs {
-			_ = p.srv.Close()
-		}
-	}()
-	var shares []dfaas.Share
-	for i := range peers {
-		p, err := startPeer()
-		if err != nil {
-			return pr, err
-		}
-		stubs = append(stubs, p)
-		shares = append(shares, dfaas.Share{Node: dfaas.NodeID(fmt.Sprintf("peer-%02d", i)), Addr: p.ln.Addr().String(), Weight: 1 / float64(peers), Cap: 10})
-	}
-	platform := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = io.WriteString(w, "ok")
-	}), ReadHeaderTimeout: 5 * time.Second}
+	platform := okPlatform(nil)
 	pl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return pr, err
 	}
-	go func() { _ = platform.Serve(pl) }()
-	defer platform.Close()
-	userAddr, err := freeAddr()
+	srv := &http.Server{Handler: platform, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(pl) }()
+	defer srv.Close()
+	b, err := startBench(plane, platform, pl.Addr().String(), peers)
 	if err != nil {
 		return pr, err
 	}
-	peerAddr, err := freeAddr()
-	if err != nil {
-		return pr, err
-	}
+	defer b.Close()
+	dp, userAddr, shares := b.dp, b.userAddr, b.shares(10)
 	ctx := context.Background()
-	quiet := slog.New(slog.DiscardHandler)
-	var dp proxy.DataPlane
 	pid := os.Getpid()
-	switch plane {
-	case "embedded":
-		if dp, err = embedded.New(embedded.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Logger: quiet}, platform.Handler); err != nil {
-			return pr, err
-		}
-	case "haproxy":
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ha, err := haproxy.Start(sctx, haproxy.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Platform: pl.Addr().String(), Logger: quiet})
-		cancel()
-		if err != nil {
-			return pr, err
-		}
-		dp = ha
-		info, err := ha.Info()
+	if b.ha != nil {
+		info, err := b.ha.Info()
 		if err != nil {
 			return pr, err
 		}
@@ -593,7 +488,6 @@ func perRequest(o options, plane string, functions, peers int) (perRequestRow, e
 			return pr, err
 		}
 	}
-	defer dp.Close()
 	one := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"f0": {Limit: 1e6, Capacity: 1e6}}}
 	many := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"f0": {Limit: 1e6, Capacity: 1e6}}}
 	for i := 1; i < functions; i++ {

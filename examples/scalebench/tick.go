@@ -10,9 +10,6 @@ import (
 	"github.com/dfaas-go/dfaas/faas"
 	"github.com/dfaas-go/dfaas/forecast"
 	"github.com/dfaas-go/dfaas/node"
-	"github.com/dfaas-go/dfaas/proxy"
-	"github.com/dfaas-go/dfaas/proxy/embedded"
-	"github.com/dfaas-go/dfaas/proxy/haproxy"
 )
 
 // tickRow is a whole Agent's tick on one node: the real Monitor over the
@@ -73,44 +70,12 @@ func agentTicks(o options, strategy dfaas.Balancer, plane string, functions, pee
 		return r, err
 	}
 	defer pf.Close()
-	var stubs []*peerStub
-	defer func() {
-		for _, p := range stubs {
-			_ = p.srv.Close()
-		}
-	}()
-	for range peers {
-		p, err := startPeer()
-		if err != nil {
-			return r, err
-		}
-		stubs = append(stubs, p)
-	}
-	userAddr, err := freeAddr()
+	b, err := startBench(plane, pf.Handler, pf.Addr, peers)
 	if err != nil {
 		return r, err
 	}
-	peerAddr, err := freeAddr()
-	if err != nil {
-		return r, err
-	}
-	var dp proxy.DataPlane
-	var ha *haproxy.Driver
-	switch plane {
-	case "embedded":
-		if dp, err = embedded.New(embedded.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Logger: quiet}, pf.Handler); err != nil {
-			return r, err
-		}
-	case "haproxy":
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ha, err = haproxy.Start(sctx, haproxy.Config{Node: "a", UserAddr: userAddr, PeerAddr: peerAddr, Platform: pf.Addr, Logger: quiet})
-		cancel()
-		if err != nil {
-			return r, err
-		}
-		dp = ha
-	}
-	defer dp.Close()
+	defer b.Close()
+	dp, stubs, peerAddr := b.dp, b.peers, b.peerAddr
 	mon, err := faas.NewMonitor(dp, pf.Capacities, faas.MonitorConfig{Logger: quiet})
 	if err != nil {
 		return r, err
