@@ -396,13 +396,14 @@ func TestTickHandsRTTsBudgetsAndForwardsToTheBalancer(t *testing.T) {
 	ms.o.AssertExpectations(t)
 }
 
-// TestPlanChangesAreLogged: one info line when the plan's shape changes
-// (functions, limits, peers), none when only caps move with the forecasts.
-func TestPlanChangesAreLogged(t *testing.T) {
-	var buf bytes.Buffer
+// loggingAgent is an Agent whose collaborators answer every tick alike,
+// but for the balancer's plans (the test's), and whose logs go to buf.
+func loggingAgent(t *testing.T) (*dfaas.Agent, mocks, *bytes.Buffer) {
+	t.Helper()
+	buf := &bytes.Buffer{}
 	ms := mocks{&mockOverlay{}, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{trigger: make(chan struct{}, 1)}}
 	a, err := dfaas.NewAgent(dfaas.Config{Addr: "127.0.0.1:7000", Now: func() time.Time { return now },
-		Logger: slog.New(slog.NewTextHandler(&buf, nil))}, ms.o, ms.m, ms.f, ms.b, ms.p)
+		Logger: slog.New(slog.NewTextHandler(buf, nil))}, ms.o, ms.m, ms.f, ms.b, ms.p)
 	require.NoError(t, err)
 	ms.m.On("Sample", mock.Anything).Return(sample, nil)
 	ms.f.On("Observe", sample)
@@ -410,6 +411,13 @@ func TestPlanChangesAreLogged(t *testing.T) {
 	ms.o.On("Publish", mock.Anything, mock.Anything).Return(nil)
 	ms.o.On("Adverts", now).Return(peers)
 	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil)
+	return a, ms, buf
+}
+
+// TestPlanChangesAreLogged: one info line when the plan's shape changes
+// (functions, limits, peers), none when only caps move with the forecasts.
+func TestPlanChangesAreLogged(t *testing.T) {
+	a, ms, buf := loggingAgent(t)
 	plan := func(limit dfaas.Rate, caps ...dfaas.Rate) dfaas.Plan {
 		fp := dfaas.FunctionPlan{Limit: limit, Capacity: limit}
 		for i, c := range caps {
@@ -432,17 +440,7 @@ func TestPlanChangesAreLogged(t *testing.T) {
 // logged as what changed, in a line of bounded length (whole, it made
 // lines of 180 KB), naming the first functions changed.
 func TestLargePlanChangesAreSummarised(t *testing.T) {
-	var buf bytes.Buffer
-	ms := mocks{&mockOverlay{}, &mockMonitor{}, &mockForecaster{}, &mockBalancer{}, &mockProxy{trigger: make(chan struct{}, 1)}}
-	a, err := dfaas.NewAgent(dfaas.Config{Addr: "127.0.0.1:7000", Now: func() time.Time { return now },
-		Logger: slog.New(slog.NewTextHandler(&buf, nil))}, ms.o, ms.m, ms.f, ms.b, ms.p)
-	require.NoError(t, err)
-	ms.m.On("Sample", mock.Anything).Return(sample, nil)
-	ms.f.On("Observe", sample)
-	ms.f.On("Predict", now, time.Second).Return(map[string]dfaas.Rate{})
-	ms.o.On("Publish", mock.Anything, mock.Anything).Return(nil)
-	ms.o.On("Adverts", now).Return(peers)
-	ms.p.On("Apply", mock.Anything, mock.Anything).Return(nil)
+	a, ms, buf := loggingAgent(t)
 	plan := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{}}
 	for i := range 1000 {
 		plan.Functions[fmt.Sprintf("f%03d", i)] = dfaas.FunctionPlan{Limit: 10, Capacity: 10, Peers: []dfaas.Share{{Node: "n2", Weight: 1, Cap: 5}}}
