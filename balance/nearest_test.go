@@ -249,3 +249,20 @@ func TestNearestWeighsALossyLink(t *testing.T) {
 	self.Clean = map[dfaas.NodeID]float64{"b": 0.9, "c": 1}
 	assert.Equal(t, base, Nearest{}.Plan(self, peers), "measured healthy on a link clean enough")
 }
+
+// TestNearestKeepsTheShareOfAPeerAMillisecondSlower: a peer whose answers
+// take a millisecond more than the best peer's is not degraded: the plan's
+// weights stay those of the peers' room (they lost a tenth of their share,
+// and the testbed's crash scenario its 16/24 split).
+func TestNearestKeepsTheShareOfAPeerAMillisecondSlower(t *testing.T) {
+	self := state("a", 10, 50)
+	self.RTT = map[dfaas.NodeID]time.Duration{"b": 10 * time.Millisecond, "c": 10 * time.Millisecond}
+	peers := []dfaas.Advert{advert("b", 20, 0), advert("c", 30, 0)}
+	base := Nearest{}.Plan(self, peers).Functions[fn]
+	self.Forwards = map[string]map[dfaas.NodeID]dfaas.ForwardHealth{fn: {"b": health(12*time.Millisecond, 1), "c": health(13*time.Millisecond, 1)}}
+	got := Nearest{}.Plan(self, peers).Functions[fn]
+	require.Len(t, got.Peers, 2)
+	for i, s := range got.Peers {
+		assert.InDelta(t, base.Peers[i].Weight, s.Weight, 1e-9, "%s", s.Node)
+	}
+}
