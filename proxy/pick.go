@@ -50,7 +50,14 @@ func BucketDepth(r dfaas.Rate, window time.Duration) int {
 // Weight, a positive Cap, and an address that is a plain host:port
 // (dfaas.ValidateAddr). Data planes skip the others.
 func Usable(s dfaas.Share) bool {
-	return s.Weight > 0 && !math.IsInf(s.Weight, 0) && s.Cap > 0 && dfaas.ValidateAddr(s.Addr) == nil
+	return Weighed(s) && dfaas.ValidateAddr(s.Addr) == nil
+}
+
+// Weighed reports whether a share's Weight and Cap let it be forwarded to
+// (Usable but for its address: for a data plane that checks an address
+// once for all the functions that name it).
+func Weighed(s dfaas.Share) bool {
+	return s.Weight > 0 && !math.IsInf(s.Weight, 0) && s.Cap > 0
 }
 
 // Bucket is a token bucket holding a peer to its Cap. It starts full. It

@@ -141,6 +141,7 @@ type row struct {
 	rssMB            float64
 	applyAll         time.Duration // the first plan's Apply: every route new
 	checked          int           // servers HAProxy health-checks
+	slots, unslotted int           // HAProxy's route backends in use, and functions without one
 }
 
 func run(args []string, out io.Writer) error {
@@ -166,14 +167,18 @@ func run(args []string, out io.Writer) error {
 		}
 	}
 	fmt.Fprintf(out, "%d ticks a row, %d functions replaced a tick (as many at peers), strategy %s; idle: a plan a second for %v\n", o.ticks, o.churn, o.strategy, o.idle)
-	fmt.Fprintf(out, "%-9s %9s %5s  %17s  %9s  %17s  %17s  %7s  %8s  %7s  %7s\n", "proxy", "functions", "peers",
-		"plan p50/p99 ms", "apply 1st", "apply p50/p99 ms", "counts p50/p99 ms", "reloads", "idle cpu", "rss MB", "checked")
+	fmt.Fprintf(out, "%-9s %9s %5s  %17s  %9s  %17s  %17s  %7s  %8s  %7s  %7s  %9s\n", "proxy", "functions", "peers",
+		"plan p50/p99 ms", "apply 1st", "apply p50/p99 ms", "counts p50/p99 ms", "reloads", "idle cpu", "rss MB", "checked", "slots")
 	for _, r := range rows {
-		fmt.Fprintf(out, "%-9s %9d %5d  %8.2f/%8.2f  %9.2f  %8.2f/%8.2f  %8.2f/%8.2f  %7d  %7.1f%%  %7.1f  %7d\n", r.plane, r.functions, r.peers,
+		slots := "-"
+		if r.plane == "haproxy" {
+			slots = fmt.Sprintf("%d/%d", r.slots, r.unslotted)
+		}
+		fmt.Fprintf(out, "%-9s %9d %5d  %8.2f/%8.2f  %9.2f  %8.2f/%8.2f  %8.2f/%8.2f  %7d  %7.1f%%  %7.1f  %7d  %9s\n", r.plane, r.functions, r.peers,
 			ms(quantile(r.plan, 0.5)), ms(quantile(r.plan, 0.99)), ms(r.applyAll), ms(quantile(r.apply, 0.5)), ms(quantile(r.apply, 0.99)),
-			ms(quantile(r.cnt, 0.5)), ms(quantile(r.cnt, 0.99)), r.reloads, 100*r.idleCPU, r.rssMB, r.checked)
+			ms(quantile(r.cnt, 0.5)), ms(quantile(r.cnt, 0.99)), r.reloads, 100*r.idleCPU, r.rssMB, r.checked, slots)
 	}
-	fmt.Fprintln(out, "apply 1st: the first plan, every route new; p50/p99 over the ticks after it. counts: no request runs meanwhile (idle tables). idle cpu and rss: HAProxy's worker alone, or the whole benchmark process for the embedded data plane. checked: servers HAProxy health-checks (every 10 s each).")
+	fmt.Fprintln(out, "apply 1st: the first plan, every route new; p50/p99 over the ticks after it. counts: no request runs meanwhile (idle tables). idle cpu and rss: HAProxy's worker alone, or the whole benchmark process for the embedded data plane. checked: servers HAProxy health-checks (every 10 s each). slots: HAProxy's route backends in use (a set of peers each) / functions left without one, after the last tick.")
 	fmt.Fprintf(out, "\nAn Agent's whole tick (the Monitor over the data plane and faas/local with the functions deployed, the forecaster, the balancer, Apply), the node's demand and its peers' adverts from the world above, %d ticks:\n", o.ticks)
 	fmt.Fprintf(out, "%-9s %9s %5s  %17s\n", "proxy", "functions", "peers", "tick p50/p99 ms")
 	for _, plane := range o.planes {
@@ -395,6 +400,7 @@ func measure(o options, strategy dfaas.Balancer, plane string, functions, peers 
 		if r.checked, err = ha.Checked(); err != nil {
 			return r, err
 		}
+		r.slots, r.unslotted = ha.Slots()
 	}
 
 	// Idle: the same plan applied and the counters read once a second, as

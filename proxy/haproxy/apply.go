@@ -109,6 +109,7 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 			batch.del(d.layout.LimitsMap, name)
 			batch.del(d.layout.CapacityMap, name)
 			batch.del(d.layout.RoutesMap, name)
+			batch.del(d.layout.SlotsMap, name)
 		}
 	}
 	errs = append(errs, batch.flush())
@@ -123,7 +124,7 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 			continue
 		}
 		held := false
-		for _, file := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap} {
+		for _, file := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap, d.layout.SlotsMap} {
 			_, in := d.maps[file][name]
 			held = held || in
 		}
@@ -157,12 +158,34 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 	want := d.wantServers(plan, names)
 	setting := map[string]pendingRoute{}
 	errs = append(errs, d.addServers(want))
-	for _, name := range names {
+	addr := make(map[string]string, len(want))
+	for _, w := range want {
+		addr[w.name] = w.addr
+	}
+	// Each function's route, and the route backend of its set of peers
+	// (servers there before a function is sent to it).
+	routes := make([][]hop, len(names))
+	keys := make([]string, len(names))
+	for i, name := range names {
+		if hops := d.hops(plan.Functions[name].Peers, want); len(hops) > 0 {
+			routes[i], keys[i] = hops, d.routeKeyOf(name, hops)
+		} else {
+			delete(d.keys, name)
+		}
+	}
+	for fn := range d.keys {
+		if _, ok := plan.Functions[fn]; !ok {
+			delete(d.keys, fn)
+		}
+	}
+	backends, err := d.assignSlots(keys)
+	errs = append(errs, err)
+	for i, name := range names {
 		fp := plan.Functions[name]
 		// The limit last: the limits map admits a function (in order
 		// within a batch).
 		batch.set(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity)))
-		switch hops := d.hops(fp.Peers, want); {
+		switch hops := routes[i]; {
 		case len(hops) == 0:
 			batch.del(d.layout.RoutesMap, name)
 		case near(d.routes[name], hops) && d.maps[d.layout.RoutesMap][name] != "":
@@ -171,6 +194,11 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 			entry := formatRoute(hops)
 			batch.set(d.layout.RoutesMap, name, entry)
 			setting[name] = pendingRoute{hops, entry}
+		}
+		if b := backends[keys[i]]; b != "" {
+			batch.set(d.layout.SlotsMap, name, b)
+		} else {
+			batch.del(d.layout.SlotsMap, name)
 		}
 		batch.set(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity))))
 	}
@@ -190,7 +218,7 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		}
 	}
 	// And removed last, once no route names them.
-	errs = append(errs, d.removeServers(want))
+	errs = append(errs, d.removeSlotServers(addr), d.removeServers(want))
 	return errors.Join(errs...)
 }
 
@@ -202,27 +230,24 @@ func (d *Driver) remember(file, key, value string) {
 	d.maps[file][key] = value
 }
 
-// usable reports whether a share can be routed to (proxy.Usable); an
-// address that is not a plain host:port never reaches HAProxy.
-func (d *Driver) usable(p dfaas.Share) bool {
-	if proxy.Usable(p) {
-		return true
-	}
-	if err := dfaas.ValidateAddr(p.Addr); err != nil {
-		d.log.Warn("peer address ignored", "peer", p.Node, "err", err)
-	}
-	return false
-}
-
 // wantServers is the servers the forwarding backend should hold: the
 // usable peers of the plan's functions, at most MaxPeers of them, those
 // with the most weight over all the functions first (then by id).
 func (d *Driver) wantServers(plan dfaas.Plan, names []string) map[dfaas.NodeID]server {
 	weight := map[dfaas.NodeID]float64{}
 	addr := map[dfaas.NodeID]string{}
+	valid := map[string]bool{} // an address is parsed once, not once per function
 	for _, fn := range names {
 		for _, p := range plan.Functions[fn].Peers {
-			if !d.usable(p) {
+			ok, seen := valid[p.Addr]
+			if !seen {
+				ok = dfaas.ValidateAddr(p.Addr) == nil
+				valid[p.Addr] = ok
+				if !ok {
+					d.log.Warn("peer address ignored", "peer", p.Node, "addr", p.Addr)
+				}
+			}
+			if !ok || !proxy.Weighed(p) {
 				continue
 			}
 			if a, ok := addr[p.Node]; ok && a != p.Addr {
@@ -272,9 +297,9 @@ func (d *Driver) forgetPeers(now time.Time) {
 // hop is one peer of a function's route: its server, weight, cap (req/s)
 // and bucket depth (requests).
 type hop struct {
-	server      string
-	weight, cap float64
-	burst       int
+	server, addr string
+	weight, cap  float64
+	burst        int
 }
 
 // pendingRoute is a route an Apply sets: taken once HAProxy holds entry.
@@ -296,11 +321,12 @@ func (d *Driver) hops(peers []dfaas.Share, want map[dfaas.NodeID]server) []hop {
 	var out []hop
 	for _, p := range peers {
 		s, ok := want[p.Node]
-		if !ok || s.addr != p.Addr || !proxy.Usable(p) || slices.ContainsFunc(out, func(h hop) bool { return h.server == s.name }) {
+		// want holds valid addresses only: the same address needs no parsing.
+		if !ok || s.addr != p.Addr || !proxy.Weighed(p) || slices.ContainsFunc(out, func(h hop) bool { return h.server == s.name }) {
 			continue // not held, not usable (wantServers said why), or named twice
 		}
 		c := min(p.Cap, proxy.MaxCap)
-		out = append(out, hop{server: s.name, weight: p.Weight, cap: float64(c), burst: proxy.BucketDepth(c, d.cfg.Burst)})
+		out = append(out, hop{server: s.name, addr: s.addr, weight: p.Weight, cap: float64(c), burst: proxy.BucketDepth(c, d.cfg.Burst)})
 	}
 	return out
 }

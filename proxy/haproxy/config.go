@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,11 +21,11 @@ type Layout struct {
 	// UserAddr, PeerAddr and LocalAddr are host:port: the user listener,
 	// the peer listener, and the FaaS platform (the gateway).
 	UserAddr, PeerAddr, LocalAddr string
-	// Socket is the runtime API's unix socket; LimitsMap, CapacityMap and
-	// RoutesMap are the map files the configuration loads; Lua is the
-	// script that picks peers (dfaas.lua, see Script); PeersSocket is where
-	// a reloaded worker takes the stick tables over from the old one.
-	Socket, LimitsMap, CapacityMap, RoutesMap, Lua, PeersSocket string
+	// Socket is the runtime API's unix socket; LimitsMap, CapacityMap,
+	// RoutesMap and SlotsMap are the map files the configuration loads; Lua
+	// is the script that picks peers (dfaas.lua, see Script); PeersSocket is
+	// where a reloaded worker takes the stick tables over from the old one.
+	Socket, LimitsMap, CapacityMap, RoutesMap, SlotsMap, Lua, PeersSocket string
 	// LogSocket, if set, is a unix datagram socket that receives a line per
 	// request of either listener (see logFormat).
 	LogSocket string
@@ -40,6 +41,15 @@ type Layout struct {
 	Servers []Server
 	// MaxPeers bounds the servers of the forwarding backend.
 	MaxPeers int
+	// RouteSlots is how many route backends the configuration holds
+	// (route0, route1, ...): a function's forwards go to the one SlotsMap
+	// names, whose servers are the peers of its route (shared by the
+	// functions of the same peers), so that a retry stays on the route.
+	// A function the map does not name goes to the forwarding backend.
+	// Slots holds the route backends' servers at start (a reload keeps
+	// the ones the runtime API added).
+	RouteSlots int
+	Slots      [][]Server
 	// Timeout bounds a request to the platform or a peer.
 	Timeout time.Duration
 	// MaxBody is the largest declared request body either listener takes
@@ -122,12 +132,37 @@ func (l Layout) logFormatOf() string {
 	return logFormat
 }
 
-// serverHealth is every peer server's outlier detection: five connection
-// errors in a row observed on forwards (refused, reset, TLS handshake
-// failed) mark it down at once, and a TCP check brings it back up when it
-// accepts connections again: every 2 s while down, every 10 s while up
-// (one server per peer: the cost grows with peers, not functions).
-const serverHealth = " check inter 10s downinter 2s fall 3 rise 1 observe layer4 error-limit 5 on-error mark-down"
+// serverHealth is the forwarding backend's servers' health: the peer's
+// check, a TCP connection every 10 s while up (one server per peer: the
+// cost grows with peers, not functions), and every 2 s while down; and
+// outlier detection: five connection errors in a row observed on forwards
+// (refused, reset, TLS handshake failed) mark it down at once, and a check
+// 2 s later (fastinter) brings it back up once it accepts connections
+// again.
+const serverHealth = " check inter 10s fastinter 2s downinter 2s fall 3 rise 1" + observed
+
+// slotHealth is a route backend's servers' health: outlier detection on
+// its forwards as serverHealth's, and a check only to bring a server
+// marked down back up (HAProxy observes only a server with a check; an
+// hourly one costs nothing). A peer's state is the forwarding backend's
+// server's, checked every 10 s: Ejected takes a peer any of its servers
+// marked down out of the plans, and so out of every route.
+const slotHealth = " check inter 1h fastinter 2s downinter 2s fall 3 rise 1" + observed
+
+const observed = " observe layer4 error-limit 5 on-error mark-down"
+
+// Route slots (Layout.RouteSlots).
+const (
+	// DefaultRouteSlots: a function's route is a set of peers, and the
+	// functions of one set share a slot, so slots count the distinct sets
+	// of a plan (a few, where nodes host the same functions). An empty
+	// route backend costs HAProxy about 14 KB.
+	DefaultRouteSlots = 256
+	MaxRouteSlots     = 4096
+)
+
+// slotName is the name of route backend k.
+func slotName(k int) string { return "route" + strconv.Itoa(k) }
 
 // serverTLS is the server-line suffix for mutual TLS with the server named
 // server, or "".
@@ -170,7 +205,7 @@ func (l Layout) validate() error {
 			return fmt.Errorf("%w: haproxy: address %q: %w", dfaas.ErrInvalidConfig, a, err)
 		}
 	}
-	paths := []string{l.Socket, l.LimitsMap, l.CapacityMap, l.RoutesMap, l.Lua, l.PeersSocket}
+	paths := []string{l.Socket, l.LimitsMap, l.CapacityMap, l.RoutesMap, l.SlotsMap, l.Lua, l.PeersSocket}
 	if l.LogSocket != "" {
 		paths = append(paths, l.LogSocket)
 	}
@@ -195,13 +230,18 @@ func (l Layout) validate() error {
 			return fmt.Errorf("%w: haproxy: namespace: %w", dfaas.ErrInvalidConfig, err)
 		}
 	}
-	for _, sv := range l.Servers {
-		if _, _, err := net.SplitHostPort(sv.Addr); err != nil || !configWord(sv.Addr) || !configWord(sv.Name) {
-			return fmt.Errorf("%w: haproxy: server %q %q", dfaas.ErrInvalidConfig, sv.Name, sv.Addr)
+	servers := slices.Clone(l.Servers)
+	for _, slot := range l.Slots {
+		servers = append(servers, slot...)
+	}
+	for _, sv := range servers {
+		if _, _, err := net.SplitHostPort(sv.Addr); err != nil || !configWord(sv.Addr) || !configWord(sv.Name) || sv.Weight < 0 || sv.Weight > 256 {
+			return fmt.Errorf("%w: haproxy: server %q %q weight %d", dfaas.ErrInvalidConfig, sv.Name, sv.Addr, sv.Weight)
 		}
 	}
-	if l.MaxPeers < 1 || l.Timeout <= 0 || l.MaxBody < 0 || l.BodyTimeout < 0 {
-		return fmt.Errorf("%w: haproxy: max peers %d, timeout %v, max body %d, body timeout %v", dfaas.ErrInvalidConfig, l.MaxPeers, l.Timeout, l.MaxBody, l.BodyTimeout)
+	if l.MaxPeers < 1 || l.Timeout <= 0 || l.MaxBody < 0 || l.BodyTimeout < 0 || l.RouteSlots < 0 || l.RouteSlots > MaxRouteSlots || len(l.Slots) > l.RouteSlots {
+		return fmt.Errorf("%w: haproxy: max peers %d, timeout %v, max body %d, body timeout %v, route slots %d (%d held)", dfaas.ErrInvalidConfig,
+			l.MaxPeers, l.Timeout, l.MaxBody, l.BodyTimeout, l.RouteSlots, len(l.Slots))
 	}
 	return nil
 }
@@ -341,7 +381,9 @@ func (l Layout) Render() (string, error) {
 		w("    http-request set-var(txn.began) sc1_http_req_cnt if local || spill")
 	}
 	w("    use_backend %s if local || spill", backendLocal)
-	w("    use_backend %s", backendForward)
+	// A function's forwards go to its route's backend (SlotsMap), else to
+	// the forwarding backend, which holds every peer.
+	w("    use_backend %%[var(txn.fn),map(%s,%s)]", l.SlotsMap, backendForward)
 	// The platform did not run it: counted as rejected (sc1 is tracked
 	// only for local executions, so a peer's answer counts nothing here).
 	w("    http-response sc-inc-gpc0(1) if { status 429 }")
@@ -399,10 +441,30 @@ func (l Layout) Render() (string, error) {
 	}
 	w("    server platform %s", l.LocalAddr)
 	w("")
-	w("backend %s", backendForward)
+	servers := slices.Clone(l.Servers)
+	slices.SortFunc(servers, func(a, b Server) int { return strings.Compare(a.Name, b.Name) })
+	l.forwarding(w, backendForward, servers, serverHealth)
+	for k := range l.RouteSlots {
+		var slot []Server
+		if k < len(l.Slots) {
+			slot = slices.Clone(l.Slots[k])
+			slices.SortFunc(slot, func(a, b Server) int { return strings.Compare(a.Name, b.Name) })
+		}
+		w("")
+		l.forwarding(w, slotName(k), slot, slotHealth)
+	}
+	return b.String(), nil
+}
+
+// forwarding writes a backend of forwards, named name, with servers (the
+// forwarding backend's, or a route backend's) and their health options.
+func (l Layout) forwarding(w func(string, ...any), name string, servers []Server, health string) {
+	w("backend %s", name)
 	// dfaas.lua picks the first attempt's peer per function (txn.peer); a
-	// retry goes to the next server in turn, which refuses (425) what it
-	// cannot run, and is retried in its turn.
+	// retry goes to the backend's next server in turn (in a route backend,
+	// the next peer of the function's route; a server of weight 0 is out of
+	// the turn), which refuses (425) what it cannot run, and is retried in
+	// its turn.
 	w("    balance roundrobin")
 	w("    retries 3")
 	w("    option redispatch 1")
@@ -423,12 +485,9 @@ func (l Layout) Render() (string, error) {
 	w("    http-error status 503 content-type text/plain string \"%s\" hdr Retry-After 1", noCapacity)
 	w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 if !{ var(txn.peer) -m found }", noCapacity)
 	w("    use-server %%[var(txn.peer)] if { var(txn.peer) -m found }")
-	servers := slices.Clone(l.Servers)
-	slices.SortFunc(servers, func(a, b Server) int { return strings.Compare(a.Name, b.Name) })
 	for _, sv := range servers {
-		w("    server %s %s weight %d%s%s", sv.Name, sv.Addr, sv.Weight, serverHealth, l.serverTLS(sv.Name))
+		w("    server %s %s weight %d%s%s", sv.Name, sv.Addr, sv.Weight, health, l.serverTLS(sv.Name))
 	}
-	return b.String(), nil
 }
 
 // tooLarge writes a frontend's refusal (413) of a declared body over

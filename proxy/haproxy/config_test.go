@@ -18,7 +18,8 @@ import (
 func testLayout(dir string) Layout {
 	return Layout{Node: "node-1", UserAddr: "127.0.0.1:18080", PeerAddr: "127.0.0.1:18081", LocalAddr: "127.0.0.1:18082",
 		Socket: filepath.Join(dir, "admin.sock"), LimitsMap: filepath.Join(dir, "limits.map"), CapacityMap: filepath.Join(dir, "capacity.map"),
-		RoutesMap: filepath.Join(dir, "routes.map"), Lua: filepath.Join(dir, "dfaas.lua"), PeersSocket: filepath.Join(dir, "peers.sock"), MaxPeers: 16, Timeout: 30 * time.Second}
+		RoutesMap: filepath.Join(dir, "routes.map"), SlotsMap: filepath.Join(dir, "slots.map"), Lua: filepath.Join(dir, "dfaas.lua"), PeersSocket: filepath.Join(dir, "peers.sock"),
+		MaxPeers: 16, RouteSlots: 4, Timeout: 30 * time.Second}
 }
 
 // TestRenderedConfigIsValid asks HAProxy itself to check the configuration.
@@ -29,7 +30,7 @@ func TestRenderedConfigIsValid(t *testing.T) {
 	require.NoError(t, err)
 	path := filepath.Join(dir, "haproxy.cfg")
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
-	for _, m := range []string{l.LimitsMap, l.CapacityMap, l.RoutesMap} {
+	for _, m := range []string{l.LimitsMap, l.CapacityMap, l.RoutesMap, l.SlotsMap} {
 		require.NoError(t, os.WriteFile(m, nil, 0o600))
 	}
 	require.NoError(t, os.WriteFile(l.Lua, Script(), 0o600))
@@ -47,6 +48,26 @@ func TestRenderedConfigIsValid(t *testing.T) {
 	require.NoError(t, err, "%s\n%s", out, cfg)
 	assert.Contains(t, cfg, "    server p1 127.0.0.1:18083 weight 1"+serverHealth)
 	assert.Contains(t, cfg, "    server p2 127.0.0.1:18084 weight 1"+serverHealth)
+
+	// Route backends, whatever the functions; a reload writes the servers
+	// the runtime API added to them, in the turn or out of it.
+	for k := range l.RouteSlots {
+		assert.Equal(t, 1, strings.Count(cfg, "\nbackend "+slotName(k)+"\n"))
+	}
+	assert.Equal(t, 0, strings.Count(cfg, "\nbackend "+slotName(l.RouteSlots)+"\n"))
+	l.Slots = [][]Server{nil, {{Name: "p1", Addr: "127.0.0.1:18083", Weight: 1}, {Name: "p2", Addr: "127.0.0.1:18084", Weight: 0}}}
+	cfg, err = l.Render()
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	out, err = exec.Command("haproxy", "-c", "-f", path).CombinedOutput()
+	require.NoError(t, err, "%s\n%s", out, cfg)
+	_, route1, _ := strings.Cut(cfg, "\nbackend route1\n")
+	route1, _, _ = strings.Cut(route1, "\nbackend ")
+	assert.Contains(t, route1, "    server p1 127.0.0.1:18083 weight 1"+slotHealth)
+	assert.Contains(t, route1, "    server p2 127.0.0.1:18084 weight 0"+slotHealth)
+	l.Slots = make([][]Server, l.RouteSlots+1)
+	_, err = l.Render()
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "more slots held than configured")
 }
 
 func TestRenderRejects(t *testing.T) {

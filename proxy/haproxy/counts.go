@@ -261,8 +261,8 @@ func resynced(raw string) bool {
 var _ proxy.DataPlane = (*Driver)(nil)
 
 // Peers returns the peers a function's forwards may go to now: those its
-// route names whose servers the forwarding backend holds, as HAProxy
-// reports them, out of maintenance.
+// route names whose servers its backend (its route backend, else the
+// forwarding backend) holds, as HAProxy reports them, out of maintenance.
 func (d *Driver) Peers(fn string) ([]dfaas.NodeID, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -271,10 +271,14 @@ func (d *Driver) Peers(fn string) ([]dfaas.NodeID, error) {
 		return nil, err
 	}
 	route := d.maps[d.layout.RoutesMap][fn]
+	backend := d.maps[d.layout.SlotsMap][fn]
+	if backend == "" {
+		backend = backendForward
+	}
 	var out []dfaas.NodeID
 	for _, part := range strings.Split(route, ",") {
 		name, _, _ := strings.Cut(part, ":")
-		row, ok := st[[2]string{backendForward, name}]
+		row, ok := st[[2]string{backend, name}]
 		if node, known := d.nodes[name]; ok && known && !strings.HasPrefix(row["status"], "MAINT") {
 			out = append(out, node)
 		}
@@ -285,7 +289,9 @@ func (d *Driver) Peers(fn string) ([]dfaas.NodeID, error) {
 
 // Checked is how many servers HAProxy health-checks now, as its statistics
 // report them: one per peer in the forwarding backend, whatever the
-// functions (each every 10 s while up, every 2 s while down).
+// functions (each every 10 s while up, every 2 s while down), and a route
+// backend's server while forwards marked it down (every 2 s, until it
+// accepts connections again; up, its check is hourly).
 func (d *Driver) Checked() (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -295,7 +301,10 @@ func (d *Driver) Checked() (int, error) {
 	}
 	n := 0
 	for key, row := range st {
-		if key[1] != "BACKEND" && key[1] != "FRONTEND" && row["check_status"] != "" {
+		if key[1] == "BACKEND" || key[1] == "FRONTEND" || row["check_status"] == "" {
+			continue
+		}
+		if key[0] == backendForward || strings.HasPrefix(row["status"], "DOWN") {
 			n++
 		}
 	}
@@ -329,7 +338,7 @@ func (d *Driver) Ejected() []dfaas.NodeID {
 		down, up := map[dfaas.NodeID]bool{}, map[dfaas.NodeID]bool{}
 		for key, row := range st {
 			node, ok := d.nodes[key[1]]
-			if !ok || key[0] != backendForward {
+			if !ok || key[0] != backendForward && !isSlot(key[0]) {
 				continue
 			}
 			if strings.HasPrefix(row["status"], "DOWN") {

@@ -12,25 +12,30 @@
 //     node's total (local plus peer requests) under the capacity map;
 //     otherwise dfaas.lua (Script) picks a peer by smooth weighted round
 //     robin among those whose cap is not spent (a token bucket per peer at
-//     the plan's rate cap, from the routes map), and the forwarding backend
-//     sends the request there. That backend is one for every function,
-//     with a server per peer: a function is map entries only. With every cap spent,
+//     the plan's rate cap, from the routes map), and the function's route
+//     backend sends the request there. Route backends (slots, made at
+//     start: Config.RouteSlots) hold the peers of one route each, shared
+//     by the functions of the same peers, and the slots map names each
+//     function's; a function with none goes to the forwarding backend of
+//     every peer. A function is map entries only. With every cap spent,
 //     the request runs locally if the node has capacity beyond the limit,
 //     else it gets 503 with Retry-After. A peer that refuses (425,
 //     proxy.StatusRefused) or cannot be reached (the connection or TLS
-//     handshake failed) is retried on another server (retry-on conn-failure
-//     425, redispatch: the next server in turn, which refuses what it
-//     cannot run); nothing else is retried: a request runs at most once.
-//     Five connection errors in a row mark a peer's server down (observe
-//     layer4), for every function at once; Driver.Ejected reports it. A
-//     peer's health is checked once, not once per function. Hop markers sent by users are
-//     removed.
+//     handshake failed) is retried on another server of the route backend
+//     (retry-on conn-failure 425, redispatch: the route's next peer in
+//     turn); nothing else is retried: a request runs at most once. A
+//     peer's health is checked once, on its server in the forwarding
+//     backend, not once per function; five connection errors in a row on
+//     any of its servers mark that server down (observe layer4), and
+//     Driver.Ejected takes the peer out of the plans, so out of every
+//     route. Hop markers sent by users are removed.
 //   - The peer frontend takes forwarded requests (they carry a hop marker,
 //     or get 400), serves them locally within the capacity map, and refuses
 //     the rest with 425 and X-Dfaas-Refused. It never forwards. With TLS
 //     (proxy.TLS) it admits only current members' certificates.
 //
-// Every Apply changes only runtime state: map entries (set/add map) and
+// Every Apply changes only runtime state: map entries (set/add map),
+// route backends' servers added or weighed in or out of the turn, and
 // servers added to or deleted from the forwarding backend (a peer leaving
 // every plan drains first: its server goes into maintenance and is
 // deleted once its requests in flight have finished; Driver.AbortForwards

@@ -3,6 +3,7 @@ package haproxy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -46,6 +47,14 @@ type Config struct {
 	// functions: a plan's shares to peers beyond it are left out. Default
 	// 64.
 	MaxPeers int
+	// RouteSlots is how many routes (distinct sets of peers over the
+	// functions) get a backend of their own, so that a forward retried
+	// after a refusal or a failed connection goes to another peer of its
+	// function's route, never to a peer the plan did not name for it.
+	// Beyond them, a route shares the smallest slot that holds all its
+	// peers, else the forwarding backend of every peer (counted by
+	// Slots). Default DefaultRouteSlots; at most MaxRouteSlots.
+	RouteSlots int
 	// Timeout bounds one request to the platform or a peer. Default 30 s.
 	Timeout time.Duration
 	// MaxBody is the largest request body either listener takes: a
@@ -88,6 +97,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxPeers == 0 {
 		c.MaxPeers = 64
 	}
+	if c.RouteSlots == 0 {
+		c.RouteSlots = DefaultRouteSlots
+	}
 	if c.Timeout == 0 {
 		c.Timeout = 30 * time.Second
 	}
@@ -110,9 +122,9 @@ func (c Config) withDefaults() Config {
 func (c Config) layout() Layout {
 	return Layout{Node: c.Node, UserAddr: c.UserAddr, PeerAddr: c.PeerAddr, LocalAddr: c.Platform,
 		Socket: filepath.Join(c.Dir, "admin.sock"), LimitsMap: filepath.Join(c.Dir, "limits.map"),
-		CapacityMap: filepath.Join(c.Dir, "capacity.map"), RoutesMap: filepath.Join(c.Dir, "routes.map"),
+		CapacityMap: filepath.Join(c.Dir, "capacity.map"), RoutesMap: filepath.Join(c.Dir, "routes.map"), SlotsMap: filepath.Join(c.Dir, "slots.map"),
 		Namespace: c.Namespace, LogSocket: filepath.Join(c.Dir, "log.sock"), Lua: filepath.Join(c.Dir, "dfaas.lua"), PeersSocket: filepath.Join(c.Dir, "peers.sock"),
-		MaxPeers: c.MaxPeers, Timeout: c.Timeout, MaxBody: c.MaxBody, BodyTimeout: c.BodyTimeout, Trace: c.Tracer != nil, testClock: c.testClock}
+		MaxPeers: c.MaxPeers, RouteSlots: c.RouteSlots, Timeout: c.Timeout, MaxBody: c.MaxBody, BodyTimeout: c.BodyTimeout, Trace: c.Tracer != nil, testClock: c.testClock}
 }
 
 // Validate reports the first invalid field: what HAProxy's configuration
@@ -121,8 +133,8 @@ func (c Config) layout() Layout {
 // It does not look for the binary.
 func (c Config) Validate() error {
 	c = c.withDefaults()
-	if c.MaxPeers < 0 || c.Timeout < 0 || c.Burst < 0 || c.MaxBody < 0 || c.BodyTimeout < 0 {
-		return fmt.Errorf("%w: haproxy: negative max peers, timeout, burst, max body or body timeout", dfaas.ErrInvalidConfig)
+	if c.MaxPeers < 0 || c.RouteSlots < 0 || c.Timeout < 0 || c.Burst < 0 || c.MaxBody < 0 || c.BodyTimeout < 0 {
+		return fmt.Errorf("%w: haproxy: negative max peers, route slots, timeout, burst, max body or body timeout", dfaas.ErrInvalidConfig)
 	}
 	if c.Dir == "" {
 		c.Dir = os.TempDir() + "/dfaas-haproxy-0123456789" // as long as MkdirTemp's
@@ -163,6 +175,9 @@ type Driver struct {
 	reloads   int                          // since Start
 	maps      map[string]map[string]string // map file -> key -> value, as set
 	routes    map[string][]hop             // function -> its route as last set (see routeTolerance)
+	slots     []routeSlot                  // the route backends, by number
+	keys      map[string]keyed             // function -> its route's key as last made
+	unslotted int                          // functions the latest Apply left on the forwarding backend
 	closed    bool
 
 	logs    *net.UnixConn // HAProxy's request log: latency and trigger
@@ -200,7 +215,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 		return nil, err
 	}
 	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "haproxy"), servers: map[dfaas.NodeID]server{}, functions: slices.Clone(cfg.Functions),
-		maps: map[string]map[string]string{}, routes: map[string][]hop{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
+		maps: map[string]map[string]string{}, routes: map[string][]hop{}, slots: make([]routeSlot, cfg.RouteSlots), keys: map[string]keyed{}, trigger: make(chan struct{}, 1), nodes: map[string]dfaas.NodeID{}, wanted: map[string]time.Time{}, base: map[string]proxy.Counts{}, reported: map[string]counted{}, out: &lockedBuffer{}, exited: make(chan struct{}),
 		outliers: outliers}
 	if cfg.Tracer != nil {
 		d.tracer = cfg.Tracer.Tracer(instrumentation)
@@ -226,7 +241,7 @@ func Start(ctx context.Context, cfg Config) (_ *Driver, err error) {
 	if err := d.writeConfig(); err != nil {
 		return nil, err
 	}
-	for _, m := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap} {
+	for _, m := range []string{d.layout.LimitsMap, d.layout.CapacityMap, d.layout.RoutesMap, d.layout.SlotsMap} {
 		if err := os.WriteFile(m, nil, 0o600); err != nil {
 			return nil, fmt.Errorf("haproxy: %w", err)
 		}
@@ -449,7 +464,20 @@ func (d *Driver) AbortForwards(peer dfaas.NodeID) {
 		if !ok {
 			return
 		}
-		if _, err := d.rt.ExecuteRaw(fmt.Sprintf("shutdown sessions server %s/%s", backendForward, s.name)); err != nil {
+		// In the forwarding backend and in every route backend.
+		cmds := []string{fmt.Sprintf("shutdown sessions server %s/%s", backendForward, s.name)}
+		for i, slot := range d.slots {
+			if _, held := slot.servers[s.name]; held {
+				cmds = append(cmds, fmt.Sprintf("shutdown sessions server %s/%s", slotName(i), s.name))
+			}
+		}
+		outs, err := d.batch(cmds)
+		for _, out := range outs {
+			if err == nil && failed(out) {
+				err = errors.New(out)
+			}
+		}
+		if err != nil {
 			d.log.Warn("forwards in flight to a peer declared down not cut", "peer", peer, "err", err)
 			return
 		}

@@ -39,6 +39,7 @@ func (d *Driver) reload(ctx context.Context, why string) error {
 		}
 		d.layout.Servers = append(d.layout.Servers, Server{Name: sv.name, Addr: sv.addr, Weight: serverWeight})
 	}
+	d.layout.Slots = d.slotServers()
 	if err := d.writeConfig(); err != nil {
 		return err
 	}
@@ -90,6 +91,9 @@ func (d *Driver) reload(ctx context.Context, why string) error {
 		}
 	}
 	maps.DeleteFunc(d.servers, func(_ dfaas.NodeID, s server) bool { return s.draining }) // the new worker never had them
+	for _, s := range d.slots {
+		maps.DeleteFunc(s.servers, func(_ string, sv slotServer) bool { return sv.draining })
+	}
 	if tablesErr == nil && !d.learned() {
 		d.log.Debug("haproxy: stick tables not taken over, counts carried by the driver")
 		for fn, c := range d.tableCountsByFunction(preTables) {
