@@ -81,6 +81,13 @@ var (
 		"Peers that follow this node: who hears its adverts.", nil, nil)
 	descEvicted = prometheus.NewDesc("dfaas_overlay_followers_evicted_total",
 		"Followers told to make room for a newcomer (the node had MaxFollowers).", nil, nil)
+	descAsyncCalls = prometheus.NewDesc("dfaas_async_calls_total",
+		"Asynchronous calls by what became of them: accepted (202), completed (run, the callback sent or tried), requeued (went again: no capacity anywhere, or the platform refused), refused (429: the queue full), callback_failed (given up after its tries).",
+		[]string{"outcome"}, nil)
+	descAsyncBacklog = prometheus.NewDesc("dfaas_async_backlog_calls",
+		"Asynchronous calls waiting or in progress.", []string{"function"}, nil)
+	descAsyncOldest = prometheus.NewDesc("dfaas_async_oldest_wait_seconds",
+		"How long the oldest waiting asynchronous call of the function has waited.", []string{"function"}, nil)
 	descNodeInfo = prometheus.NewDesc("dfaas_node_info",
 		"Always 1: names this node (its id and the name it advertises, empty without one), for joins.", []string{"node", "name"}, nil)
 	descPeerInfo = prometheus.NewDesc("dfaas_peer_info",
@@ -135,7 +142,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descDemand, descLimit, descPeerCap, descPeers, descRTT, descTicks, descTickFailures, descTickDuration, descAdverts,
 		descDropped, descOverlayBytes, descFollowing, descFollowers, descEvicted, descCountersUp, descExecutions, descPlatform,
 		descCeiling, descBusyRate, descService, descObjective, descCuts, descNodeInfo, descPeerInfo, descFwdLatency, descFwdSuccess,
-		descGatewayInvocations, descGatewayStarted, descGatewaySeconds} {
+		descGatewayInvocations, descGatewayStarted, descGatewaySeconds, descAsyncCalls, descAsyncBacklog, descAsyncOldest} {
 		ch <- d
 	}
 }
@@ -227,6 +234,18 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descTicks, float64(st.Ticks))
 	counter(descTickFailures, float64(st.Failures))
 	gauge(descTickDuration, st.LastTickDuration.Seconds())
+
+	if q := c.n.Async; q != nil {
+		s := q.Stats()
+		for outcome, v := range map[string]uint64{"accepted": s.Accepted, "completed": s.Completed, "requeued": s.Requeued,
+			"refused": s.Refused, "callback_failed": s.CallbacksFailed} {
+			counter(descAsyncCalls, float64(v), outcome)
+		}
+		for fn, b := range q.Backlogs() {
+			gauge(descAsyncBacklog, float64(b.Calls), fn)
+			gauge(descAsyncOldest, b.Oldest.Seconds(), fn)
+		}
+	}
 
 	if o, ok := c.n.Overlay.(*overlay.Libp2p); ok {
 		s := o.Stats()

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"github.com/dfaas-go/dfaas/forecast"
 	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
+	"github.com/dfaas-go/dfaas/proxy/async"
 	_ "github.com/dfaas-go/dfaas/proxy/embedded" // registers "embedded"
 	_ "github.com/dfaas-go/dfaas/proxy/haproxy"  // registers "haproxy"
 )
@@ -103,6 +105,13 @@ type Config struct {
 	// trace context, see proxy.Spec.Tracer): an OpenTelemetry SDK's
 	// TracerProvider with an exporter of the caller's. Default none.
 	Tracer trace.TracerProvider
+	// AsyncQueue, if set, is the file of the node's queue of asynchronous
+	// calls (package async, created 0600): the user listener takes
+	// OpenFaaS's /async-function/<name> (202, then the call runs through
+	// the user listener and its result goes to X-Callback-Url), and the
+	// calls wait there across restarts. Default none: such paths are
+	// answered 404.
+	AsyncQueue string
 	// Logger receives every part's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -173,6 +182,9 @@ type Node struct {
 	DataPlane proxy.DataPlane
 	Monitor   *faas.Monitor
 	Agent     *dfaas.Agent
+	// Async is the queue of asynchronous calls, nil without
+	// Config.AsyncQueue.
+	Async *async.Queue
 
 	interval  time.Duration
 	name      string
@@ -237,9 +249,21 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 			functions = append(functions, fn)
 		}
 	}
+	// The asynchronous calls' listener first (the data plane sends
+	// /async-function/ there); its queue once the data plane's user
+	// listener, where the calls run, is up.
+	var asyncL net.Listener
+	asyncAddr := ""
+	if cfg.AsyncQueue != "" {
+		if asyncL, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return nil, fmt.Errorf("node: async listener: %w", err)
+		}
+		n.closers = append(n.closers, func() error { _ = asyncL.Close(); return nil })
+		asyncAddr = asyncL.Addr().String()
+	}
 	if n.DataPlane, err = proxy.Open(ctx, cfg.DataPlane, proxy.Spec{Node: n.Overlay.Self(), UserAddr: cfg.UserAddr, PeerAddr: cfg.PeerAddr,
 		Platform:  proxy.Platform{Handler: cfg.Platform.Handler, Addr: cfg.Platform.Addr, Namespace: cfg.Platform.Namespace},
-		Functions: functions, TLS: cfg.TLS, Binary: cfg.Binary, MaxBody: cfg.MaxBody, BodyTimeout: cfg.BodyTimeout,
+		Functions: functions, TLS: cfg.TLS, Binary: cfg.Binary, MaxBody: cfg.MaxBody, BodyTimeout: cfg.BodyTimeout, Async: asyncAddr,
 		Tracer: cfg.Tracer, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
@@ -272,6 +296,22 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.Agent, err = dfaas.NewAgent(dfaas.Config{Interval: cfg.Interval, Addr: advertise, Name: cfg.Name, Logger: cfg.Logger, Sequencer: cfg.Sequencer},
 		n.Overlay, n.Monitor, cfg.Forecaster, cfg.Balancer, n.DataPlane); err != nil {
 		return nil, err
+	}
+	if asyncL != nil {
+		// A function the latest plan names (local or at a peer) can be
+		// called, as on the user listener.
+		known := func(fn string) bool {
+			_, ok := n.Agent.Status().LastPlan.Functions[fn]
+			return ok
+		}
+		if n.Async, err = async.Open(async.Config{Path: cfg.AsyncQueue, Invoke: n.DataPlane.UserAddr(), Known: known, MaxBody: cfg.MaxBody,
+			Logger: cfg.Logger}); err != nil {
+			return nil, err
+		}
+		srv := &http.Server{Handler: n.Async, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+		go func() { _ = srv.Serve(asyncL) }()
+		// Closed first: the calls in progress finish through the data plane.
+		n.closers = append(n.closers, func() error { return errors.Join(srv.Close(), n.Async.Close()) })
 	}
 	var runCtx context.Context
 	runCtx, n.cancel = context.WithCancel(context.Background())

@@ -77,6 +77,10 @@ type Spec struct {
 	// data plane's own (DefaultBodyTimeout for both that ship; HAProxy
 	// bounds only what fits its request buffer, see proxy/haproxy).
 	BodyTimeout time.Duration
+	// Async, if set, is the host:port of the node's asynchronous calls
+	// (package async): the user listener sends /async-function/... there.
+	// Default none: such paths are answered 404.
+	Async string
 	// Binary is the executable of a data plane that runs one (HAProxy).
 	// Default: the data plane's own, on $PATH.
 	Binary string

@@ -72,6 +72,7 @@ import (
 )
 
 type options struct {
+	async      string
 	proxy      string
 	haproxy    string
 	faas       string
@@ -200,6 +201,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long to wait at most for peers to stop forwarding here before leaving")
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
+	fs.StringVar(&o.async, "async", "", "the queue file of OpenFaaS's asynchronous calls (/async-function/<name>: 202 at once, run later, the result POSTed to X-Callback-Url), kept across restarts (default: the -key file's name with .async; \"off\": none, such calls get 404)")
 	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
 	fs.BoolVar(&o.printID, "print-id", false, "print this node's id (for other agents' -bootstrap: /ip4/<host>/tcp/<port>/p2p/<id>) and exit; creates the -key file, and a first agent's -secret, when missing")
 	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret, and peer traffic in clear text: any host that reaches -listen can join, any that reaches -peer can run functions (labs only)")
@@ -368,7 +370,7 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	}
 	n, err := node.Build(ctx, node.Config{Name: advertised, Tracer: tracerOf(tp), Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
-		DeclaredCapacity: o.declared, MaxBody: o.maxBody, BodyTimeout: o.bodyWait,
+		DeclaredCapacity: o.declared, MaxBody: o.maxBody, BodyTimeout: o.bodyWait, AsyncQueue: asyncQueue(o),
 		PlainPeers: o.insecure,
 		Libp2p:     lc})
 	if err != nil {
@@ -450,4 +452,17 @@ func tracerOf(tp *sdktrace.TracerProvider) trace.TracerProvider {
 		return nil
 	}
 	return tp
+}
+
+// asyncQueue is the queue file of the asynchronous calls: -async, by
+// default beside the -key file (each agent of a directory its own), "" for
+// none.
+func asyncQueue(o options) string {
+	switch o.async {
+	case "off":
+		return ""
+	case "":
+		return o.key + ".async"
+	}
+	return o.async
 }

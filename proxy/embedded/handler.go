@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -53,6 +54,17 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route
 // serveUser handles the user listener: serveCall, with the OpenFaaS
 // gateway's headers on the answer and its status counted.
 func (p *Proxy) serveUser(w http.ResponseWriter, r *http.Request) {
+	if p.async != nil && strings.HasPrefix(r.URL.Path, "/async-function/") {
+		// Queued by the node's asynchronous calls, which answer 202 (with
+		// the gateway's headers) or why not; run later through this
+		// listener.
+		_, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: p.cfg.BodyIdle, Timeout: p.cfg.BodyTimeout, Max: p.cfg.MaxBody})
+		defer restore()
+		r.Header.Del(proxy.HeaderHop)
+		r.Header.Del(proxy.HeaderFrom)
+		p.async.ServeHTTP(w, r)
+		return
+	}
 	ow, call := gatewayHeaders(w, r)
 	start := time.Now()
 	var fn *function

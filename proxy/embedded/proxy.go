@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +63,10 @@ type Config struct {
 	// its body, however steadily it trickles: past it the request is
 	// answered 408. Default 60 s.
 	BodyTimeout time.Duration
+	// Async, if set, is the host:port of the node's asynchronous calls
+	// (package async): the user listener sends /async-function/... there,
+	// within the same bounds on the body. Default none: 404.
+	Async string
 	// RetryAfter is the Retry-After of a 503. Default 1 s.
 	RetryAfter time.Duration
 	// Outliers tunes the ejection of peers whose forwards keep failing.
@@ -127,6 +133,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: proxy: empty node id", dfaas.ErrInvalidConfig)
 	case c.Burst < 0 || c.MaxBody < 0 || c.MaxBuffered < 0 || c.DialTimeout < 0 || c.ForwardTimeout < 0 || c.BodyIdle < 0 || c.BodyTimeout < 0 || c.RetryAfter < time.Second:
 		return fmt.Errorf("%w: proxy: negative duration or size, or retry-after under 1s", dfaas.ErrInvalidConfig)
+	case c.Async != "" && dfaas.ValidateAddr(c.Async) != nil:
+		return fmt.Errorf("%w: proxy: async %q: want host:port", dfaas.ErrInvalidConfig, c.Async)
 	case c.TLS != nil:
 		if err := c.TLS.Validate(); err != nil {
 			return err
@@ -146,6 +154,7 @@ type Proxy struct {
 	cfg       Config
 	log       *slog.Logger
 	local     http.Handler
+	async     http.Handler // to Config.Async; nil: none
 	transport *h1pool.Pool // of forwards without TLS
 	dialer    *net.Dialer
 	scheme    string // of forwards: http or https
@@ -195,6 +204,13 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 	p.routes.Store(&map[string]*route{})
 	if cfg.Tracer != nil {
 		p.tracer = cfg.Tracer.Tracer(instrumentation)
+	}
+	if cfg.Async != "" {
+		target := &url.URL{Scheme: "http", Host: cfg.Async}
+		p.async = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.Out.Host = r.In.Host
+		}, ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelWarn)}
 	}
 	p.dialer = &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	p.scheme = "http"

@@ -19,5 +19,5 @@ func open(_ context.Context, s proxy.Spec) (proxy.DataPlane, error) {
 		return nil, fmt.Errorf("%w: embedded: the platform needs an in-process Handler", dfaas.ErrInvalidConfig)
 	}
 	return New(Config{Node: s.Node, UserAddr: s.UserAddr, PeerAddr: s.PeerAddr, TLS: s.TLS, ForwardTimeout: s.Timeout,
-		MaxBody: s.MaxBody, BodyTimeout: s.BodyTimeout, Tracer: s.Tracer, Logger: s.Logger}, s.Platform.Handler)
+		MaxBody: s.MaxBody, BodyTimeout: s.BodyTimeout, Async: s.Async, Tracer: s.Tracer, Logger: s.Logger}, s.Platform.Handler)
 }

@@ -41,6 +41,10 @@ type Layout struct {
 	Servers []Server
 	// MaxPeers bounds the servers of the forwarding backend.
 	MaxPeers int
+	// Async, if set, is where the user listener sends /async-function/...
+	// (host:port of the node's asynchronous calls); else such paths are
+	// answered 404.
+	Async string
 	// RouteSlots is how many route backends the configuration holds
 	// (route0, route1, ...): a function's forwards go to the one SlotsMap
 	// names, whose servers are the peers of its route (shared by the
@@ -183,6 +187,7 @@ type Server struct {
 const (
 	backendLocal   = "local"
 	backendForward = "forward"     // every function's forwards: a server per peer
+	backendAsync   = "async"       // the node's asynchronous calls (Layout.Async)
 	tableArrivals  = "st_arrivals" // user requests, per function
 	tableUser      = "st_user"     // locally admitted user requests, per function
 	tableTotal     = "st_total"    // all local executions, per function
@@ -204,6 +209,9 @@ func (l Layout) validate() error {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			return fmt.Errorf("%w: haproxy: address %q: %w", dfaas.ErrInvalidConfig, a, err)
 		}
+	}
+	if l.Async != "" && (dfaas.ValidateAddr(l.Async) != nil || !configWord(l.Async)) {
+		return fmt.Errorf("%w: haproxy: async address %q", dfaas.ErrInvalidConfig, l.Async)
 	}
 	paths := []string{l.Socket, l.LimitsMap, l.CapacityMap, l.RoutesMap, l.SlotsMap, l.Lua, l.PeersSocket}
 	if l.LogSocket != "" {
@@ -345,7 +353,16 @@ func (l Layout) Render() (string, error) {
 	w("    http-request del-header %s", "X-Dfaas-From")
 	dotSegment(w)
 	w("    http-request set-var(txn.fn) path,field(3,/) if { path -m beg /function/ }")
-	w("    http-request return status 404 content-type text/plain string \"function not found\" if !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
+	if l.Async != "" {
+		// Queued by the node's asynchronous calls (backend async), which
+		// answer 404 for a function the plan does not name: no rule below
+		// applies to them (each needs a function's name, which only
+		// /function/ paths set).
+		w("    acl async path_beg /async-function/")
+		w("    http-request return status 404 content-type text/plain string \"function not found\" if !async !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
+	} else {
+		w("    http-request return status 404 content-type text/plain string \"function not found\" if !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
+	}
 	l.tooLarge(w)
 	l.waitForBody(w)
 	w("    http-request track-sc2 var(txn.fn) table %s", tableArrivals)
@@ -379,6 +396,9 @@ func (l Layout) Render() (string, error) {
 		w("    http-request set-var(txn.exec) str(s) if spill")
 		w("    http-request set-var(txn.cur) sc1_conn_cur if local || spill")
 		w("    http-request set-var(txn.began) sc1_http_req_cnt if local || spill")
+	}
+	if l.Async != "" {
+		w("    use_backend %s if async", backendAsync)
 	}
 	w("    use_backend %s if local || spill", backendLocal)
 	// A function's forwards go to its route's backend (SlotsMap), else to
@@ -434,6 +454,11 @@ func (l Layout) Render() (string, error) {
 	w("    http-response sc-inc-gpc1(1) if { status 429 }")
 	w("    default_backend %s", backendLocal)
 	w("")
+	if l.Async != "" {
+		w("backend %s", backendAsync)
+		w("    server async %s", l.Async)
+		w("")
+	}
 	w("backend %s", backendLocal)
 	w("    http-response set-header %s %s", proxy.HeaderNode, l.Node) // the node that ran it, in place of any the platform set
 	if l.Namespace != "" {

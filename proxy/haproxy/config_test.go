@@ -68,6 +68,18 @@ func TestRenderedConfigIsValid(t *testing.T) {
 	l.Slots = make([][]Server, l.RouteSlots+1)
 	_, err = l.Render()
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "more slots held than configured")
+
+	// With asynchronous calls: their paths go to the node's queue.
+	l.Slots, l.Async = nil, "127.0.0.1:18099"
+	cfg, err = l.Render()
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
+	out, err = exec.Command("haproxy", "-c", "-f", path).CombinedOutput()
+	require.NoError(t, err, "%s\n%s", out, cfg)
+	assert.Contains(t, cfg, "\nbackend async\n    server async 127.0.0.1:18099\n")
+	l.Async = "127.0.0.1:1 x"
+	_, err = l.Render()
+	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "an address that would break the line")
 }
 
 func TestRenderRejects(t *testing.T) {

@@ -71,6 +71,10 @@ type Config struct {
 	// time at the capped rate (at least two requests), as in the embedded
 	// proxy. Default 100 ms.
 	Burst time.Duration
+	// Async, if set, is the host:port of the node's asynchronous calls
+	// (package async): the user listener sends /async-function/... there.
+	// Default none: 404.
+	Async string
 	// Dir holds the configuration, maps and socket. Default: a new temporary
 	// directory, removed by Close.
 	Dir string
@@ -124,7 +128,7 @@ func (c Config) layout() Layout {
 		Socket: filepath.Join(c.Dir, "admin.sock"), LimitsMap: filepath.Join(c.Dir, "limits.map"),
 		CapacityMap: filepath.Join(c.Dir, "capacity.map"), RoutesMap: filepath.Join(c.Dir, "routes.map"), SlotsMap: filepath.Join(c.Dir, "slots.map"),
 		Namespace: c.Namespace, LogSocket: filepath.Join(c.Dir, "log.sock"), Lua: filepath.Join(c.Dir, "dfaas.lua"), PeersSocket: filepath.Join(c.Dir, "peers.sock"),
-		MaxPeers: c.MaxPeers, RouteSlots: c.RouteSlots, Timeout: c.Timeout, MaxBody: c.MaxBody, BodyTimeout: c.BodyTimeout, Trace: c.Tracer != nil, testClock: c.testClock}
+		MaxPeers: c.MaxPeers, RouteSlots: c.RouteSlots, Async: c.Async, Timeout: c.Timeout, MaxBody: c.MaxBody, BodyTimeout: c.BodyTimeout, Trace: c.Tracer != nil, testClock: c.testClock}
 }
 
 // Validate reports the first invalid field: what HAProxy's configuration

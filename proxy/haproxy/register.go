@@ -35,7 +35,7 @@ func open(ctx context.Context, s proxy.Spec) (proxy.DataPlane, error) {
 			return nil, err
 		}
 		d, err := Start(ctx, Config{Binary: s.Binary, Node: s.Node, UserAddr: user, PeerAddr: peer, Platform: s.Platform.Addr,
-			Namespace: s.Platform.Namespace, Functions: s.Functions, TLS: s.TLS, Timeout: s.Timeout, MaxBody: s.MaxBody, BodyTimeout: s.BodyTimeout, Tracer: s.Tracer, Logger: s.Logger})
+			Namespace: s.Platform.Namespace, Functions: s.Functions, TLS: s.TLS, Timeout: s.Timeout, MaxBody: s.MaxBody, BodyTimeout: s.BodyTimeout, Async: s.Async, Tracer: s.Tracer, Logger: s.Logger})
 		picked := user != s.UserAddr || peer != s.PeerAddr
 		if err == nil || !picked || try == 2 || !strings.Contains(err.Error(), "Address already in use") {
 			return d, err
