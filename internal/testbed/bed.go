@@ -89,6 +89,7 @@ type bed struct {
 	capacity map[int]map[int]map[string]float64
 	// beliefs are, likewise, what the agents' estimators believed.
 	beliefs map[int]map[int]map[string]capacity.State
+	cbs     *callbacks // the asynchronous calls' results; nil without async load
 }
 
 // Run runs a scenario and reports what its users saw. It needs Check to
@@ -172,7 +173,16 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	if slices.ContainsFunc(s.Load, func(l LoadSpec) bool { return l.Async }) {
+		if b.cbs, err = startCallbacks(b.net.hub()); err != nil {
+			return nil, err
+		}
+		defer b.cbs.close()
+	}
 	b.started = time.Now()
+	if b.cbs != nil {
+		b.cbs.started = b.started
+	}
 	b.status = newWatcher(b)
 	statusCtx, stopStatus := context.WithCancel(ctx)
 	defer stopStatus()
@@ -470,6 +480,7 @@ type result struct {
 	latency  time.Duration
 	code     int    // 0: no answer
 	err      string // the client's error, if any
+	async    bool   // an asynchronous call (AsyncReport)
 }
 
 // load starts the scenario's load at its times and returns, once all of it
@@ -489,7 +500,11 @@ func (b *bed) load(ctx context.Context) <-chan []result {
 				return
 			}
 			origin := b.idx[l.Node]
-			url := "http://" + net.JoinHostPort(b.net.ip(origin), strconv.Itoa(portUser)) + "/function/" + l.Function
+			path := "/function/"
+			if l.Async {
+				path = "/async-function/"
+			}
+			url := "http://" + net.JoinHostPort(b.net.ip(origin), strconv.Itoa(portUser)) + path + l.Function
 			var n uint64
 			var tmu sync.Mutex
 			targeter := func(t *vegeta.Target) error {
@@ -499,12 +514,16 @@ func (b *bed) load(ctx context.Context) <-chan []result {
 				tmu.Unlock()
 				t.Method, t.URL, t.Body = http.MethodPost, url, []byte(id)
 				t.Header = http.Header{headerID: {id}}
+				if l.Async {
+					t.Header.Set("X-Call-Id", id)
+					t.Header.Set("X-Callback-Url", b.cbs.url)
+				}
 				return nil
 			}
 			// The transport records every request by its id, answered or
 			// not (vegeta's results keep no request).
 			rec := &recorder{base: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}, bed: b,
-				origin: origin, function: l.Function}
+				origin: origin, function: l.Function, async: l.Async}
 			atk := vegeta.NewAttacker(vegeta.Client(&http.Client{Timeout: 10 * time.Second, Transport: rec}), vegeta.MaxBody(1024))
 			pace := vegeta.ConstantPacer{Freq: int(math.Round(l.Rate * 1000)), Per: 1000 * time.Second}
 			stop := context.AfterFunc(ctx, func() { atk.Stop() })
@@ -535,6 +554,7 @@ type recorder struct {
 	bed      *bed
 	origin   int
 	function string
+	async    bool
 	mu       sync.Mutex
 	recs     []result
 }
@@ -542,7 +562,7 @@ type recorder struct {
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	start := time.Now()
 	resp, err := r.base.RoundTrip(req)
-	q := result{origin: r.origin, function: r.function, id: req.Header.Get(headerID), at: start.Sub(r.bed.started), latency: time.Since(start)}
+	q := result{origin: r.origin, function: r.function, id: req.Header.Get(headerID), at: start.Sub(r.bed.started), latency: time.Since(start), async: r.async}
 	if err != nil {
 		q.err = err.Error()
 	} else {

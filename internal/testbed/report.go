@@ -31,6 +31,9 @@ type Report struct {
 	FailedBy map[string]int `json:"failed_by,omitempty"`
 	// Duplicated counts requests executed more than once.
 	Duplicated int `json:"duplicated"`
+	// Async is what became of the asynchronous calls (LoadSpec.Async),
+	// which the other figures leave out; nil without any.
+	Async *AsyncReport `json:"async,omitempty"`
 	// Unanswered counts requests that ran but whose user got no answer or
 	// an error: forwards in flight to a node that died (at most once: they
 	// are not retried). They are not lost.
@@ -293,7 +296,11 @@ func (b *bed) report(res []result) *Report {
 	}
 	unserved := map[cell]int{}
 	users := make([][]time.Duration, len(nodes))
+	r.Async = b.asyncReport(res)
 	for _, q := range res {
+		if q.async {
+			continue // in r.Async
+		}
 		o := &nodes[q.origin]
 		o.Offered++
 		if after := q.at >= b.s.Settle.D(); after {
@@ -504,6 +511,10 @@ func Print(w io.Writer, r *Report) {
 	slices.Sort(fw)
 	fmt.Fprintf(w, "forwards: %s\n", strings.Join(fw, ", "))
 	fmt.Fprintf(w, "lost %d, duplicated %d, unanswered %d, retries %d\n", r.Lost, r.Duplicated, r.Unanswered, r.Retries)
+	if a := r.Async; a != nil {
+		fmt.Fprintf(w, "async: accepted %d, refused %d, called back %d (twice %d, status not 200 %d), missing %d, ran twice %d, ran at %v, drained at %.1f s\n",
+			a.Accepted, a.Refused, a.CalledBack, a.CalledBackTwice, a.NotOK, a.Missing, a.RanTwice, a.RanAt, a.DrainedS)
+	}
 	fmt.Fprintf(w, "latency ms: local p50 %.1f p99 %.1f max %.0f (n=%d), forwarded p50 %.1f p99 %.1f max %.0f (n=%d)\n",
 		r.LocalLatencyMS.P50, r.LocalLatencyMS.P99, r.LocalLatencyMS.Max, r.LocalLatencyMS.N,
 		r.ForwardLatencyMS.P50, r.ForwardLatencyMS.P99, r.ForwardLatencyMS.Max, r.ForwardLatencyMS.N)

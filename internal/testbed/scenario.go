@@ -126,6 +126,10 @@ type LoadSpec struct {
 	Rate     float64  `yaml:"rate"` // req/s
 	From     Duration `yaml:"from"`
 	To       Duration `yaml:"to"`
+	// Async makes the calls OpenFaaS's asynchronous ones
+	// (/async-function/<name>, 202 at once), whose results the testbed
+	// receives at its callback (Report.Async).
+	Async bool `yaml:"async"`
 }
 
 // EventSpec is something that happens At a time: exactly one of its

@@ -311,3 +311,38 @@ func TestRisingRTT(t *testing.T) {
 	assert.Greater(t, back, 0.25, "6 s after the fall")
 	assertNoLeftovers(t)
 }
+
+// TestAsyncBacklog: 1000 asynchronous calls in 5 s at a node of 10 req/s
+// beside idle peers of 20 and 30 drain at the federation's pace, each run
+// once and called back once.
+func TestAsyncBacklog(t *testing.T) {
+	r := runScenario(t, "async-backlog")
+	a := r.Async
+	require.NotNil(t, a)
+	assert.Equal(t, 1000, a.Accepted)
+	assert.Zero(t, a.Refused)
+	assert.Equal(t, a.Accepted, a.CalledBack, "every call called back")
+	assert.Zero(t, a.Missing+a.CalledBackTwice+a.RanTwice+a.NotOK, "once each, and served")
+	assert.Positive(t, a.RanAt["b"])
+	assert.Positive(t, a.RanAt["c"])
+	// 1000 calls at 60 req/s: about 17 s; a alone would take 100 s.
+	assert.Less(t, a.DrainedS, 28.0)
+	assertNoLeftovers(t)
+}
+
+// TestAsyncCrash: a node killed with asynchronous calls queued runs them
+// after its restart: every accepted call runs and is called back; only one
+// in progress at the kill may run (and be called back) again.
+func TestAsyncCrash(t *testing.T) {
+	r := runScenario(t, "async-crash")
+	a := r.Async
+	require.NotNil(t, a)
+	assert.Positive(t, a.Accepted)
+	assert.Equal(t, a.Accepted, a.CalledBack, "every accepted call called back")
+	assert.Zero(t, a.Missing+a.NotOK)
+	// At least once: a call whose run was in progress at the kill runs
+	// again; the queue runs at most 64 at once.
+	assert.LessOrEqual(t, a.RanTwice, 64)
+	assert.LessOrEqual(t, a.CalledBackTwice, 64)
+	assertNoLeftovers(t)
+}

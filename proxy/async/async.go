@@ -19,7 +19,10 @@
 // now: its own 503; or its listener unreachable) waits and goes again,
 // without counting as an attempt. A call the platform refused (429:
 // OpenFaaS's max_inflight) is tried again, up to Config.MaxAttempts, as
-// OpenFaaS's queue worker does.
+// OpenFaaS's queue worker does, and so is one the data plane answered 404
+// itself (its plan did not name the function then). The calls of a
+// function Config.Known says no of (a node restarted with calls queued has
+// no plan yet) wait for up to a minute before they go.
 package async
 
 import (
@@ -190,8 +193,15 @@ type line struct {
 	running  int
 	limit    float64
 	until    time.Time // none start before
-	inFlight int64     // bytes of its calls in progress
+	// unknown is since when Config.Known has said no of the function:
+	// its calls wait (a node restarting has no plan yet) for up to
+	// unknownWait, then go, and the data plane's 404 counts as an attempt.
+	unknown time.Time
 }
+
+// unknownWait is how long calls of a function no plan names wait before
+// they go anyway.
+const unknownWait = time.Minute
 
 var bucket = []byte("calls")
 
@@ -463,6 +473,17 @@ func (q *Queue) start() time.Duration {
 				next = min(next, l.until.Sub(now))
 				continue
 			}
+			if q.cfg.Known != nil && !q.cfg.Known(fn) {
+				if l.unknown.IsZero() {
+					l.unknown = now
+				}
+				if now.Sub(l.unknown) < unknownWait {
+					next = min(next, 200*time.Millisecond)
+					continue
+				}
+			} else {
+				l.unknown = time.Time{}
+			}
 			if float64(l.running) >= l.limit {
 				continue
 			}
@@ -579,11 +600,14 @@ func (q *Queue) invoke(c *call) outcome {
 	}
 	// The node's own 503 (no X-Dfaas-Node: no platform answered): no
 	// capacity anywhere now, and nothing ran.
-	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(proxy.HeaderNode) == "" {
+	ownAnswer := resp.Header.Get(proxy.HeaderNode) == ""
+	if resp.StatusCode == http.StatusServiceUnavailable && ownAnswer {
 		return notRun
 	}
 	c.Result = &result{Status: resp.StatusCode, Header: resp.Header.Clone(), Body: body, Duration: time.Since(t0)}
-	if resp.StatusCode == http.StatusTooManyRequests {
+	// The platform refused it (429), or the node's plan does not name the
+	// function now (its own 404): again later, a few times.
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusNotFound && ownAnswer {
 		return tryAgain
 	}
 	return ran

@@ -333,3 +333,40 @@ func TestFailingCallbackIsTriedAgain(t *testing.T) {
 	assert.Zero(t, q.Stats().CallbacksFailed)
 	assert.Equal(t, int64(1), nd.calls.Load(), "run once, called back twice")
 }
+
+// TestCallsWaitForTheirFunction: calls of a function the node's plan does
+// not name now (a node restarted with calls queued has no plan yet) wait,
+// then run once it does; the data plane's own 404 is tried again.
+func TestCallsWaitForTheirFunction(t *testing.T) {
+	nd := newNode(t, func(n int64, w http.ResponseWriter) {
+		if n == 1 {
+			w.WriteHeader(http.StatusNotFound) // the node's own: its plan lost the function for a moment
+			return
+		}
+		ran(http.StatusOK, "ok")(n, w)
+	})
+	cb := newCallbacks(t)
+	// Accepted while the node's listener is down: it waits on disk.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	down := l.Addr().String()
+	require.NoError(t, l.Close())
+	path := filepath.Join(t.TempDir(), "async.db")
+	q, err := async.Open(async.Config{Path: path, Invoke: down, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, post(t, q, "/async-function/f", "", map[string]string{async.HeaderCallback: cb.url}).Code)
+	require.NoError(t, q.Close())
+
+	// The node again, its plan not made yet.
+	var planned atomic.Bool
+	q = open(t, async.Config{Path: path, Invoke: nd.addr, RetryDelay: 10 * time.Millisecond, Known: func(string) bool { return planned.Load() }})
+	assert.Equal(t, http.StatusNotFound, post(t, q, "/async-function/f", "", nil).Code, "a new call for it is not accepted")
+	time.Sleep(500 * time.Millisecond)
+	assert.Zero(t, nd.calls.Load(), "the queued call waits for the plan")
+	planned.Store(true)
+	require.Eventually(t, func() bool { return cb.n() == 1 }, 5*time.Second, 10*time.Millisecond)
+	cb.mu.Lock()
+	assert.Equal(t, "200", cb.got[0].Get(async.HeaderStatus), "the 404 tried again")
+	cb.mu.Unlock()
+	assert.Equal(t, int64(2), nd.calls.Load())
+}
