@@ -189,10 +189,10 @@ type waiting struct {
 // have in progress (additive increase, multiplicative decrease: halved
 // when the node had no capacity for one, one more for each that ran).
 type line struct {
-	calls    []waiting
-	running  int
-	limit    float64
-	until    time.Time // none start before
+	calls   []waiting
+	running int
+	limit   float64
+	until   time.Time // none start before
 	// unknown is since when Config.Known has said no of the function:
 	// its calls wait (a node restarting has no plan yet) for up to
 	// unknownWait, then go, and the data plane's 404 counts as an attempt.
