@@ -76,7 +76,7 @@ type Config struct {
 	// Default: every valid name.
 	Known func(function string) bool
 	// MaxPerFunction bounds a function's calls waiting: beyond it a call
-	// is answered 429. Default 1000.
+	// is answered 429. Default 10000.
 	MaxPerFunction int
 	// MaxBytes bounds the bodies waiting, over all functions (429 beyond).
 	// Default 256 MiB.
@@ -102,7 +102,7 @@ type Config struct {
 
 // Defaults of Config.
 const (
-	DefaultMaxPerFunction  = 1000
+	DefaultMaxPerFunction  = 10000
 	DefaultMaxBytes        = 256 << 20
 	DefaultConcurrency     = 64
 	DefaultMaxAttempts     = 10
