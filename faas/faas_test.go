@@ -258,6 +258,8 @@ func (objectivePlatform) Objectives() map[string]capacity.Objective {
 	return map[string]capacity.Objective{"slo": {Quantile: 0.95, Latency: 50 * time.Millisecond}}
 }
 
+func (objectivePlatform) MaxInFlight() map[string]int { return map[string]int{"bounded": 3} }
+
 // recording is an estimator that remembers what it was fed.
 type recording struct {
 	obs    []capacity.Observation
@@ -304,7 +306,7 @@ func TestMonitorMeasuresCapacities(t *testing.T) {
 	got := ests["free"].obs[1]
 	assert.Equal(t, capacity.Observation{Window: 2 * time.Second, Latency: execs, Solo: execs, Busy: 1, Failed: 2, InFlight: 3,
 		Demand: (20 + 4 + 2) / 2}, got, "the window's executions, and all that asked to run here")
-	assert.Equal(t, capacity.Limits{Max: 8}, ests["bounded"].limits[1], "a label is a bound")
+	assert.Equal(t, capacity.Limits{Max: 8, MaxInFlight: 3}, ests["bounded"].limits[1], "a label is a bound, and so is the platform's on calls at once")
 	assert.Equal(t, capacity.Limits{Objective: capacity.Objective{Quantile: 0.95, Latency: 50 * time.Millisecond}}, ests["slo"].limits[1])
 	assert.Equal(t, capacity.Limits{}, ests["free"].limits[1])
 	assert.InEpsilon(t, float64(20*time.Millisecond), float64(s.Functions["free"].Executions.P50), 0.1, "the executions' median")

@@ -35,6 +35,14 @@ type Objectives interface {
 	Objectives() map[string]capacity.Objective
 }
 
+// InFlightBounds is a Platform that also knows, per function, the most
+// executions it runs at once (OpenFaaS: replicas times max_inflight), as
+// of its last Capacities answer; the Monitor's estimators keep the
+// capacity within it (capacity.Limits.MaxInFlight).
+type InFlightBounds interface {
+	MaxInFlight() map[string]int
+}
+
 // RTTBudgets is a Platform that also knows, per function, how far in
 // round-trip time its requests may be forwarded (the dfaas.maxrtt label),
 // as of its last Capacities answer; the Monitor passes it on in
@@ -240,12 +248,16 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 	}
 	var budgets map[string]time.Duration
 	var objectives map[string]capacity.Objective
+	var inflight map[string]int
 	if capErr == nil {
 		if rb, ok := m.platform.(RTTBudgets); ok {
 			budgets = rb.MaxRTTs()
 		}
 		if ob, ok := m.platform.(Objectives); ok {
 			objectives = ob.Objectives()
+		}
+		if ib, ok := m.platform.(InFlightBounds); ok {
+			inflight = ib.MaxInFlight()
 		}
 	}
 	for name, c := range caps {
@@ -282,7 +294,7 @@ func (m *Monitor) Sample(ctx context.Context) (dfaas.Sample, error) {
 		out.Functions[name] = fs
 	}
 	if !m.declared {
-		m.estimate(now, out, caps, objectives, prev, cur.counts, capErr != nil, stalled)
+		m.estimate(now, out, caps, objectives, inflight, prev, cur.counts, capErr != nil, stalled)
 	}
 	m.observed = map[string]Observed{}
 	for name, fs := range out.Functions {
@@ -305,7 +317,7 @@ func latencyOf(h proxy.Latencies) dfaas.Latency {
 // estimators keep learning. Just after the node itself stalled they are
 // fed idle windows.
 func (m *Monitor) estimate(now time.Time, out dfaas.Sample, caps map[string]dfaas.Rate, objectives map[string]capacity.Objective,
-	prev, cur map[string]proxy.Counts, degraded, stalled bool) {
+	inflight map[string]int, prev, cur map[string]proxy.Counts, degraded, stalled bool) {
 	for name := range m.estimators {
 		if _, ok := caps[name]; !ok {
 			delete(m.estimators, name) // no longer deployed
@@ -326,7 +338,7 @@ func (m *Monitor) estimate(now time.Time, out dfaas.Sample, caps map[string]dfaa
 		} else if prev != nil && out.Window > 0 {
 			o.Window = out.Window // counted nothing yet: an idle window
 		}
-		limits := capacity.Limits{Objective: objectives[name]}
+		limits := capacity.Limits{Objective: objectives[name], MaxInFlight: inflight[name]}
 		if declared > 0 {
 			limits.Max = declared
 		}

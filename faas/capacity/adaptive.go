@@ -181,8 +181,9 @@ func (c Config) withDefaults() Config {
 //     testbed what a node ran per busy second at half load was 1.1 to 1.5
 //     times what it ran saturated.
 //   - Bounds: at most Limits.Max (and it starts there, trusting a declared
-//     bound until it sees otherwise); at least the lesser of Initial and one
-//     call per service time, so that executions go on and it can recover.
+//     bound until it sees otherwise), and at most Limits.MaxInFlight calls
+//     per service time; at least the lesser of Initial and one call per
+//     service time, so that executions go on and it can recover.
 //   - Time constant: one window per step. A drop in the true capacity shows
 //     in the first overloaded window; a rise is found by probing, 3% and
 //     more a window.
@@ -425,6 +426,9 @@ func (a *Adaptive) bounded(l Limits) dfaas.Rate {
 	a.c = max(a.c, floor)
 	if l.Max > 0 {
 		a.c = min(a.c, l.Max)
+	}
+	if l.MaxInFlight > 0 && a.service > 0 {
+		a.c = min(a.c, dfaas.Rate(float64(l.MaxInFlight)*float64(time.Second)/float64(a.service)))
 	}
 	return a.c
 }

@@ -233,3 +233,20 @@ func TestDeclaredBoundStandsUntilOverload(t *testing.T) {
 	assert.LessOrEqual(t, float64(last), max(1.25*float64(peak), 0.6*full)+0.01,
 		"to a margin over the most that ran, or 60% of what it runs per busy second")
 }
+
+// TestMaxInFlightBoundsTheCapacity: a platform that runs at most one call
+// at once (OpenFaaS's max_inflight, times one replica) on a node that could
+// run two: the capacity stays within one call per service time (10 ms:
+// 100 req/s), under demand far above it.
+func TestMaxInFlightBoundsTheCapacity(t *testing.T) {
+	est, l := loop(t, 2, constant(4*raw(2)), capacity.Limits{MaxInFlight: 1})
+	ticks := l.Run(30 * time.Second)
+	service := est.State().Service
+	require.Positive(t, service)
+	bound := float64(time.Second) / float64(service)
+	for _, tk := range ticks {
+		assert.LessOrEqual(t, float64(tk.Capacity), bound+1e-9, "at %v", tk.At)
+	}
+	assert.Greater(t, meanCapacity(ticks, 20, 30), 0.8*bound, "up to the bound")
+	assert.Less(t, bound, 0.6*raw(2), "below what the node could run")
+}

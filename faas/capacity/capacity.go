@@ -60,6 +60,13 @@ type Limits struct {
 	// Objective is the function's latency objective (the dfaas.slo label);
 	// the zero value means the estimator's default.
 	Objective Objective
+	// MaxInFlight is the most executions the platform runs at once
+	// (OpenFaaS: the replicas times the max_inflight their watchdogs
+	// take, beyond which they answer 429); zero means no bound. The
+	// capacity is then at most that many per unloaded service time
+	// (Little's law), so that the node does not admit what its platform
+	// would refuse.
+	MaxInFlight int
 }
 
 // Objective is a latency objective: the Quantile of executions' latency

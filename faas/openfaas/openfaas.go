@@ -28,6 +28,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,11 @@ type Function struct {
 	// MaxRTT is the label dfaas.maxrtt: how far, in round-trip time, its
 	// requests may be forwarded; zero if unset.
 	MaxRTT time.Duration
+	// MaxInFlight is the most calls it runs at once: its watchdogs'
+	// max_inflight (an environment variable of the deployment) times its
+	// replicas (at least one: the gateway scales a function from zero);
+	// zero if max_inflight is unset.
+	MaxInFlight int
 }
 
 // Backend talks to one OpenFaaS gateway. It implements faas.Platform and is
@@ -101,6 +107,7 @@ type Backend struct {
 	warned     map[string]bool               // functions whose bad label was logged
 	budgets    map[string]time.Duration      // dfaas.maxrtt of the last Capacities
 	objectives map[string]capacity.Objective // dfaas.slo of the last Capacities
+	inflight   map[string]int                // max_inflight times replicas, of the last Capacities
 }
 
 // Validate reports the first invalid field.
@@ -268,6 +275,13 @@ func (b *Backend) Functions(ctx context.Context) ([]Function, error) {
 				b.warnOnce(s.Name, err)
 			}
 		}
+		if v, ok := s.EnvVars[EnvMaxInflight]; ok {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				f.MaxInFlight = n * int(min(max(s.Replicas, 1), 1<<20))
+			} else {
+				b.warnOnce(s.Name, fmt.Errorf("%s %q: want a positive whole number", EnvMaxInflight, v))
+			}
+		}
 		out = append(out, f)
 	}
 	return out, nil
@@ -292,6 +306,7 @@ func (b *Backend) Capacities(ctx context.Context) (map[string]dfaas.Rate, error)
 	out := make(map[string]dfaas.Rate, len(fns))
 	budgets := map[string]time.Duration{}
 	objectives := map[string]capacity.Objective{}
+	inflight := map[string]int{}
 	for _, f := range fns {
 		if dfaas.ValidateFunctionName(f.Name) != nil {
 			b.warnOnce(f.Name, fmt.Errorf("name is not a DNS-1123 label"))
@@ -304,12 +319,27 @@ func (b *Backend) Capacities(ctx context.Context) (map[string]dfaas.Rate, error)
 		if f.Objective.Latency > 0 {
 			objectives[f.Name] = f.Objective
 		}
+		if f.MaxInFlight > 0 {
+			inflight[f.Name] = f.MaxInFlight
+		}
 	}
 	b.mu.Lock()
-	b.budgets, b.objectives = budgets, objectives
+	b.budgets, b.objectives, b.inflight = budgets, objectives, inflight
 	b.mu.Unlock()
 	return out, nil
 }
+
+// MaxInFlight implements faas.InFlightBounds: max_inflight times the
+// replicas, as the last Capacities listed them.
+func (b *Backend) MaxInFlight() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return maps.Clone(b.inflight)
+}
+
+// EnvMaxInflight is the environment variable of OpenFaaS's watchdogs
+// that bounds the calls a replica runs at once (429 beyond).
+const EnvMaxInflight = "max_inflight"
 
 // MaxRTTs implements faas.RTTBudgets: the dfaas.maxrtt labels the last
 // Capacities listed.
@@ -328,7 +358,8 @@ func (b *Backend) Objectives() map[string]capacity.Objective {
 }
 
 var (
-	_ faas.Platform   = (*Backend)(nil)
-	_ faas.RTTBudgets = (*Backend)(nil)
-	_ faas.Objectives = (*Backend)(nil)
+	_ faas.Platform       = (*Backend)(nil)
+	_ faas.RTTBudgets     = (*Backend)(nil)
+	_ faas.Objectives     = (*Backend)(nil)
+	_ faas.InFlightBounds = (*Backend)(nil)
 )

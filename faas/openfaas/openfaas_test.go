@@ -78,7 +78,8 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	gwURL, _ := url.Parse(gatewaytest.URL)
 	client := sdk.NewClient(gwURL, nil, http.DefaultClient)
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "hello", Image: "dfaas/hello",
-		Labels: &map[string]string{LabelMaxRate: "20", local.LabelMaxRTT: "20ms", "team": "edge"}, Annotations: &map[string]string{"owner": "ops"}})
+		Labels: &map[string]string{LabelMaxRate: "20", local.LabelMaxRTT: "20ms", "team": "edge"}, Annotations: &map[string]string{"owner": "ops"},
+		EnvVars: map[string]string{EnvMaxInflight: "4"}})
 	require.NoError(t, err)
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "shout", Image: "classic", EnvProcess: "tr a-z A-Z"})
 	require.NoError(t, err)
@@ -97,6 +98,7 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	assert.Equal(t, map[string]dfaas.Rate{"hello": 20, "shout": faas.Undeclared}, caps, "a function without the label declares none")
 	assert.Equal(t, 20*time.Millisecond, fns[0].MaxRTT)
 	assert.Equal(t, map[string]time.Duration{"hello": 20 * time.Millisecond}, b.MaxRTTs(), "the RTT budget label")
+	assert.Equal(t, map[string]int{"hello": 4}, b.MaxInFlight(), "max_inflight times one replica")
 
 	srv := httptest.NewServer(b.Handler())
 	defer srv.Close()
