@@ -178,7 +178,7 @@ func run(args []string, out io.Writer) error {
 			ms(quantile(r.plan, 0.5)), ms(quantile(r.plan, 0.99)), ms(r.applyAll), ms(quantile(r.apply, 0.5)), ms(quantile(r.apply, 0.99)),
 			ms(quantile(r.cnt, 0.5)), ms(quantile(r.cnt, 0.99)), r.reloads, 100*r.idleCPU, r.rssMB, r.checked, slots)
 	}
-	fmt.Fprintln(out, "apply 1st: the first plan, every route new; p50/p99 over the ticks after it. counts: no request runs meanwhile (idle tables). idle cpu and rss: HAProxy's worker alone, or the whole benchmark process for the embedded data plane. checked: servers HAProxy health-checks (every 10 s each). slots: HAProxy's route backends in use (a set of peers each) / functions left without one, after the last tick.")
+	fmt.Fprintln(out, "apply 1st: the first plan, every route new; p50/p99 over the ticks after it. counts: no request runs meanwhile (idle tables). idle cpu and rss: HAProxy's worker alone, or the whole benchmark process for the embedded data plane. checked: servers HAProxy health-checks (every 10 s each). slots: HAProxy's route backends in use (a set of peers each) / functions without one of their own (sharing a larger route's, or on the backend of every peer), after the last tick.")
 	fmt.Fprintf(out, "\nAn Agent's whole tick (the Monitor over the data plane and faas/local with the functions deployed, the forecaster, the balancer, Apply), the node's demand and its peers' adverts from the world above, %d ticks:\n", o.ticks)
 	fmt.Fprintf(out, "%-9s %9s %5s  %17s\n", "proxy", "functions", "peers", "tick p50/p99 ms")
 	for _, plane := range o.planes {
@@ -400,7 +400,8 @@ func measure(o options, strategy dfaas.Balancer, plane string, functions, peers 
 		if r.checked, err = ha.Checked(); err != nil {
 			return r, err
 		}
-		r.slots, r.unslotted = ha.Slots()
+		use := ha.Slots()
+		r.slots, r.unslotted = use.Used, use.Shared+use.Unslotted
 	}
 
 	// Idle: the same plan applied and the counters read once a second, as

@@ -185,6 +185,13 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		// The limit last: the limits map admits a function (in order
 		// within a batch).
 		batch.set(d.layout.CapacityMap, name, strconv.Itoa(rate(fp.Capacity)))
+		// The slot first: it holds every peer of the new route, and the
+		// old route's picks fall back to its turn.
+		if b := backends[keys[i]]; b != "" {
+			batch.set(d.layout.SlotsMap, name, b)
+		} else {
+			batch.del(d.layout.SlotsMap, name)
+		}
 		switch hops := routes[i]; {
 		case len(hops) == 0:
 			batch.del(d.layout.RoutesMap, name)
@@ -194,11 +201,6 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 			entry := formatRoute(hops)
 			batch.set(d.layout.RoutesMap, name, entry)
 			setting[name] = pendingRoute{hops, entry}
-		}
-		if b := backends[keys[i]]; b != "" {
-			batch.set(d.layout.SlotsMap, name, b)
-		} else {
-			batch.del(d.layout.SlotsMap, name)
 		}
 		batch.set(d.layout.LimitsMap, name, strconv.Itoa(rate(min(fp.Limit, fp.Capacity))))
 	}

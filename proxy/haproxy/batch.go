@@ -100,9 +100,10 @@ func (b *mapBatch) flush() error {
 }
 
 // failed reports whether a command's output is an error (client-native
-// asks for numbered severities: "[3]: entry not found.").
+// asks for numbered severities: "[3]: entry not found."; syslog's, 0-3 are
+// errors, and "[6]: New server registered." is news).
 func failed(out string) bool {
-	return len(out) > 4 && out[0] == '[' && out[2] == ']' && out[3] == ':'
+	return len(out) > 4 && out[0] == '[' && out[2] == ']' && out[3] == ':' && out[1] >= '0' && out[1] <= '3'
 }
 
 // batch runs commands on the runtime API, as few lines of commands as

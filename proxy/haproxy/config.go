@@ -487,9 +487,8 @@ func (l Layout) forwarding(w func(string, ...any), name string, servers []Server
 	w("backend %s", name)
 	// dfaas.lua picks the first attempt's peer per function (txn.peer); a
 	// retry goes to the backend's next server in turn (in a route backend,
-	// the next peer of the function's route; a server of weight 0 is out of
-	// the turn), which refuses (425) what it cannot run, and is retried in
-	// its turn.
+	// the next peer of the function's route), which refuses (425) what it
+	// cannot run, and is retried in its turn.
 	w("    balance roundrobin")
 	w("    retries 3")
 	w("    option redispatch 1")

@@ -50,12 +50,12 @@ func TestRenderedConfigIsValid(t *testing.T) {
 	assert.Contains(t, cfg, "    server p2 127.0.0.1:18084 weight 1"+serverHealth)
 
 	// Route backends, whatever the functions; a reload writes the servers
-	// the runtime API added to them, in the turn or out of it.
+	// the runtime API added to them.
 	for k := range l.RouteSlots {
 		assert.Equal(t, 1, strings.Count(cfg, "\nbackend "+slotName(k)+"\n"))
 	}
 	assert.Equal(t, 0, strings.Count(cfg, "\nbackend "+slotName(l.RouteSlots)+"\n"))
-	l.Slots = [][]Server{nil, {{Name: "p1", Addr: "127.0.0.1:18083", Weight: 1}, {Name: "p2", Addr: "127.0.0.1:18084", Weight: 0}}}
+	l.Slots = [][]Server{nil, {{Name: "p1", Addr: "127.0.0.1:18083", Weight: 1}, {Name: "p2", Addr: "127.0.0.1:18084", Weight: 1}}}
 	cfg, err = l.Render()
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(path, []byte(cfg), 0o600))
@@ -64,7 +64,7 @@ func TestRenderedConfigIsValid(t *testing.T) {
 	_, route1, _ := strings.Cut(cfg, "\nbackend route1\n")
 	route1, _, _ = strings.Cut(route1, "\nbackend ")
 	assert.Contains(t, route1, "    server p1 127.0.0.1:18083 weight 1"+slotHealth)
-	assert.Contains(t, route1, "    server p2 127.0.0.1:18084 weight 0"+slotHealth)
+	assert.Contains(t, route1, "    server p2 127.0.0.1:18084 weight 1"+slotHealth)
 	l.Slots = make([][]Server, l.RouteSlots+1)
 	_, err = l.Render()
 	assert.ErrorIs(t, err, dfaas.ErrInvalidConfig, "more slots held than configured")

@@ -35,7 +35,7 @@
 //     (proxy.TLS) it admits only current members' certificates.
 //
 // Every Apply changes only runtime state: map entries (set/add map),
-// route backends' servers added or weighed in or out of the turn, and
+// route backends' servers added and deleted, and
 // servers added to or deleted from the forwarding backend (a peer leaving
 // every plan drains first: its server goes into maintenance and is
 // deleted once its requests in flight have finished; Driver.AbortForwards

@@ -52,8 +52,9 @@ type Config struct {
 	// after a refusal or a failed connection goes to another peer of its
 	// function's route, never to a peer the plan did not name for it.
 	// Beyond them, a route shares the smallest slot that holds all its
-	// peers, else the forwarding backend of every peer (counted by
-	// Slots). Default DefaultRouteSlots; at most MaxRouteSlots.
+	// peers (a retry may then go to one of those others), else goes to the
+	// forwarding backend of every peer (Slots counts both). Default
+	// DefaultRouteSlots; at most MaxRouteSlots.
 	RouteSlots int
 	// Timeout bounds one request to the platform or a peer. Default 30 s.
 	Timeout time.Duration
@@ -181,7 +182,7 @@ type Driver struct {
 	routes    map[string][]hop             // function -> its route as last set (see routeTolerance)
 	slots     []routeSlot                  // the route backends, by number
 	keys      map[string]keyed             // function -> its route's key as last made
-	unslotted int                          // functions the latest Apply left on the forwarding backend
+	slotUse   SlotUse                      // what the latest Apply made of the route backends
 	closed    bool
 
 	logs    *net.UnixConn // HAProxy's request log: latency and trigger
@@ -464,16 +465,20 @@ func (d *Driver) AbortForwards(peer dfaas.NodeID) {
 		if d.closed {
 			return
 		}
-		s, ok := d.servers[peer]
-		if !ok {
-			return
+		// In the forwarding backend and in every route backend (whose
+		// servers may outlive the forwarding backend's, draining).
+		name := serverName(peer)
+		var cmds []string
+		if s, ok := d.servers[peer]; ok {
+			cmds = append(cmds, fmt.Sprintf("shutdown sessions server %s/%s", backendForward, s.name))
 		}
-		// In the forwarding backend and in every route backend.
-		cmds := []string{fmt.Sprintf("shutdown sessions server %s/%s", backendForward, s.name)}
 		for i, slot := range d.slots {
-			if _, held := slot.servers[s.name]; held {
-				cmds = append(cmds, fmt.Sprintf("shutdown sessions server %s/%s", slotName(i), s.name))
+			if _, held := slot.servers[name]; held {
+				cmds = append(cmds, fmt.Sprintf("shutdown sessions server %s/%s", slotName(i), name))
 			}
+		}
+		if len(cmds) == 0 {
+			return
 		}
 		outs, err := d.batch(cmds)
 		for _, out := range outs {

@@ -17,26 +17,43 @@ import (
 // had room. So a function's forwards go to a route backend (a slot) whose
 // servers are its route's peers: a retry goes to the next of them. The
 // functions of one set of peers share a slot; slots are configured at
-// start (no reload), their servers added through the runtime API, and a
-// slot that changes route changes its servers' weights (weight 0 is out
-// of the turn; use-server still reaches such a server).
+// start (no reload), their servers added through the runtime API. A slot
+// no route needs any more is freed, and its servers deleted once the
+// functions have moved off it (after the Apply's map changes) and their
+// forwards have finished; a freed slot is given a route again from the
+// next Apply on.
 
 // routeSlot is one route backend.
 type routeSlot struct {
-	// set is the route it serves (routeKey), "" while free.
+	// set is the route it serves (routeKey), "" while free; members are
+	// its servers' names.
 	set     string
+	members map[string]bool
 	servers map[string]slotServer // server name -> its server in the backend
-	// freed: freed by the Apply under way, which gives it another route
-	// only if no other slot is free (functions may still be sent to it
-	// until the Apply's map changes land).
+	// freed: freed by the Apply under way, whose functions may still be
+	// sent to it until the Apply's map changes land: no route takes it
+	// before the next Apply.
 	freed bool
 }
 
 // slotServer is a peer's server in a route backend.
 type slotServer struct {
 	addr     string
-	weight   int  // 1 in the slot's route, 0 out of it
-	draining bool // out of every plan: in maintenance, deleted once its connections are gone
+	draining bool // out of the slot's route: in maintenance, deleted once its connections are gone
+}
+
+// SlotUse is what the latest Apply made of the route backends.
+type SlotUse struct {
+	// Used is the route backends serving a route.
+	Used int
+	// Shared counts the functions whose route had no slot of its own and
+	// shares the slot of a route that holds all its peers: a retry may go
+	// to one of those others, which the plan did not name for it.
+	Shared int
+	// Unslotted counts the functions left on the forwarding backend of
+	// every peer (no slot, nor one that holds all their peers): a retry
+	// may go to any peer.
+	Unslotted int
 }
 
 // routeKey is a route's set of peers: its servers' names and addresses,
@@ -90,9 +107,7 @@ func keyServers(key string) (names, addrs []string) {
 // for none) their slots, configuring a free slot for a route that has
 // none, the routes of the most functions first. It returns each route's
 // backend: a slot's name, or "" for the forwarding backend when no slot
-// could be had (nor one whose servers include the route's: a retry may
-// then go to a peer the plan did not name, as it would in the forwarding
-// backend).
+// could be had (nor one whose servers include the route's).
 func (d *Driver) assignSlots(keys []string) (map[string]string, error) {
 	count := map[string]int{}
 	for _, k := range keys {
@@ -101,15 +116,17 @@ func (d *Driver) assignSlots(keys []string) (map[string]string, error) {
 		}
 	}
 	bySet := map[string]int{}
+	free := 0
 	for i := range d.slots {
 		s := &d.slots[i]
 		s.freed = false
 		switch {
 		case s.set == "":
+			free++
 		case count[s.set] > 0:
 			bySet[s.set] = i
 		default:
-			s.set, s.freed = "", true
+			s.set, s.members, s.freed = "", nil, true
 		}
 	}
 	var missing []string
@@ -126,27 +143,37 @@ func (d *Driver) assignSlots(keys []string) (map[string]string, error) {
 	})
 	var errs []error
 	for _, k := range missing {
+		if free == 0 {
+			break
+		}
 		names, addrs := keyServers(k)
 		i := d.freeSlot(names, addrs)
 		if i < 0 {
-			break // none left
+			continue // the free slots hold one of its peers at another address, still draining
 		}
 		if err := d.fillSlot(i, names, addrs); err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		d.slots[i].set = k
+		s := &d.slots[i]
+		s.set, s.members = k, make(map[string]bool, len(names))
+		for _, name := range names {
+			s.members[name] = true
+		}
 		bySet[k] = i
+		free--
 	}
 	out := make(map[string]string, len(count))
-	d.unslotted = 0
+	d.slotUse = SlotUse{Used: len(bySet)}
 	for k, n := range count {
 		i, ok := bySet[k]
 		if !ok {
-			i = d.superset(k)
+			if i = d.superset(k); i >= 0 {
+				d.slotUse.Shared += n
+			}
 		}
 		if i < 0 {
-			d.unslotted += n
+			d.slotUse.Unslotted += n
 			continue
 		}
 		out[k] = slotName(i)
@@ -154,110 +181,94 @@ func (d *Driver) assignSlots(keys []string) (map[string]string, error) {
 	return out, errors.Join(errs...)
 }
 
-// freeSlot is the free slot that takes a route of names at addrs with
-// the fewest changes (servers to add, then weights to set), one freed by
-// the Apply under way last; -1 if none can (none free, or those free hold
-// one of its servers at another address or draining).
+// freeSlot is the free slot (not freed by the Apply under way) that takes
+// a route of names at addrs with the fewest servers to add; -1 if none
+// can (those free hold one of its peers at another address, still
+// draining).
 func (d *Driver) freeSlot(names, addrs []string) int {
-	best, bestCost := -1, 0
+	best, bestAdds := -1, 0
 	for i := range d.slots {
 		s := &d.slots[i]
-		if s.set != "" {
+		if s.set != "" || s.freed {
 			continue
 		}
-		cost, ok := 0, true
+		adds, ok := 0, true
 		for j, name := range names {
 			sv, held := s.servers[name]
 			switch {
 			case !held:
-				cost += 1 << 20
-			case sv.draining || sv.addr != addrs[j]:
+				adds++
+			case sv.addr != addrs[j]:
 				ok = false
-			case sv.weight == 0:
-				cost++
+			}
+			if !ok {
+				break
 			}
 		}
-		for name, sv := range s.servers {
-			if sv.weight != 0 && !slices.Contains(names, name) {
-				cost++
+		if ok && (best < 0 || adds < bestAdds) {
+			best, bestAdds = i, adds
+			if adds == 0 {
+				break
 			}
-		}
-		if s.freed {
-			cost += 1 << 40
-		}
-		if ok && (best < 0 || cost < bestCost) {
-			best, bestCost = i, cost
 		}
 	}
 	return best
 }
 
-// fillSlot makes slot i's turn the route of names at addrs: their servers
-// added or given weight 1, the others weight 0.
+// fillSlot makes slot i's servers the route of names at addrs: those it
+// lacks added, and those still draining from an earlier route made ready
+// again, in one batch of runtime commands. The servers of other peers it
+// still holds are draining, out of the turn.
 func (d *Driver) fillSlot(i int, names, addrs []string) error {
 	s := &d.slots[i]
 	if s.servers == nil {
 		s.servers = map[string]slotServer{}
 	}
-	for j, name := range names {
-		if _, held := s.servers[name]; !held {
-			if err := d.addSlotServer(i, name, addrs[j]); err != nil {
-				return err
-			}
-		}
+	backend := slotName(i)
+	type step struct {
+		name string
+		cmds int
 	}
-	var cmds, changed []string
-	var weights []int
-	for name, sv := range s.servers {
-		want := 0
-		if slices.Contains(names, name) {
-			want = serverWeight
+	var cmds []string
+	var steps []step
+	for j, name := range names {
+		sv, held := s.servers[name]
+		switch {
+		case !held:
+			cmds = append(cmds, fmt.Sprintf("add server %s/%s %s weight %d%s%s%s", backend, name, addrs[j], serverWeight, dynamicPool, slotHealth,
+				d.layout.serverTLS(name)),
+				fmt.Sprintf("enable server %s/%s", backend, name), fmt.Sprintf("enable health %s/%s", backend, name))
+			steps = append(steps, step{name, 3})
+		case sv.draining:
+			cmds = append(cmds, fmt.Sprintf("set server %s/%s state ready", backend, name))
+			steps = append(steps, step{name, 1})
 		}
-		if sv.draining || sv.weight == want {
-			continue
-		}
-		cmds = append(cmds, fmt.Sprintf("set server %s/%s weight %d", slotName(i), name, want))
-		changed, weights = append(changed, name), append(weights, want)
 	}
 	if len(cmds) == 0 {
 		return nil
 	}
 	outs, err := d.batch(cmds)
-	var errs []error
-	errs = append(errs, err)
-	for j, out := range outs {
-		if failed(out) {
-			errs = append(errs, fmt.Errorf("haproxy: %s: %s", cmds[j], out))
-			continue
+	errs := []error{err}
+	k := 0
+	for j, st := range steps {
+		ok := k+st.cmds <= len(outs)
+		for c := k; ok && c < k+st.cmds; c++ {
+			if failed(outs[c]) {
+				errs = append(errs, fmt.Errorf("haproxy: %s: %s", cmds[c], outs[c]))
+				ok = false
+			}
 		}
-		sv := s.servers[changed[j]]
-		sv.weight = weights[j]
-		s.servers[changed[j]] = sv
+		k += st.cmds
+		switch {
+		case ok:
+			s.servers[st.name] = slotServer{addr: addrs[slices.Index(names, st.name)]}
+		case st.cmds == 3:
+			// Half added: deleted, and added again next time.
+			_, _ = d.batch([]string{fmt.Sprintf("set server %s/%s state maint", backend, st.name), fmt.Sprintf("del server %s/%s", backend, st.name)})
+		}
+		_ = j
 	}
 	return errors.Join(errs...)
-}
-
-// addSlotServer adds a peer's server to route backend i, in its turn.
-func (d *Driver) addSlotServer(i int, name, addr string) (err error) {
-	backend := slotName(i)
-	if err := d.rt.AddServer(backend, name, fmt.Sprintf("%s weight %d%s%s%s", addr, serverWeight, dynamicPool, slotHealth, d.layout.serverTLS(name))); err != nil {
-		return fmt.Errorf("haproxy: add server %s/%s: %w", backend, name, err)
-	}
-	defer func() {
-		if err != nil {
-			_ = d.rt.SetServerState(backend, name, "maint")
-			_ = d.rt.DeleteServer(backend, name)
-			return
-		}
-		d.slots[i].servers[name] = slotServer{addr: addr, weight: serverWeight}
-	}()
-	if err := d.rt.EnableServer(backend, name); err != nil {
-		return fmt.Errorf("haproxy: enable server %s/%s: %w", backend, name, err)
-	}
-	if _, err := d.rt.ExecuteRaw(fmt.Sprintf("enable health %s/%s", backend, name)); err != nil {
-		return fmt.Errorf("haproxy: enable health %s/%s: %w", backend, name, err)
-	}
-	return nil
 }
 
 // superset is the slot serving a route whose servers include all of
@@ -267,32 +278,34 @@ func (d *Driver) superset(key string) int {
 	best, extra := -1, 0
 	for i := range d.slots {
 		s := &d.slots[i]
-		if s.set == "" {
+		if s.set == "" || len(s.members) < len(names) || (best >= 0 && len(s.members)-len(names) >= extra) {
 			continue
 		}
 		ok := true
 		for j, name := range names {
-			if sv, held := s.servers[name]; !held || sv.weight == 0 || sv.draining || sv.addr != addrs[j] {
+			if !s.members[name] || s.servers[name].addr != addrs[j] {
 				ok = false
 				break
 			}
 		}
-		if n := strings.Count(s.set, ",") + 1 - len(names); ok && (best < 0 || n < extra) {
-			best, extra = i, n
+		if ok {
+			best, extra = i, len(s.members)-len(names)
 		}
 	}
 	return best
 }
 
-// removeSlotServers drains and deletes the route backends' servers of
-// peers out of every plan (wanted: server name -> address; a server at
-// another address goes too).
+// removeSlotServers drains and deletes the route backends' servers out
+// of their slot's route: those of a slot freed (its functions have moved
+// by now), of a peer out of every plan (wanted: server name -> address) or
+// at another address. A server with forwards in flight stays draining, in
+// maintenance, until they finish.
 func (d *Driver) removeSlotServers(wanted map[string]string) error {
 	var errs []error
 	for i := range d.slots {
 		s := &d.slots[i]
 		for name, sv := range s.servers {
-			if addr, ok := wanted[name]; ok && addr == sv.addr {
+			if addr, ok := wanted[name]; ok && addr == sv.addr && s.members[name] && !sv.draining {
 				continue
 			}
 			backend := slotName(i)
@@ -324,7 +337,7 @@ func (d *Driver) slotServers() [][]Server {
 	for i, s := range d.slots {
 		for name, sv := range s.servers {
 			if !sv.draining {
-				out[i] = append(out[i], Server{Name: name, Addr: sv.addr, Weight: sv.weight})
+				out[i] = append(out[i], Server{Name: name, Addr: sv.addr, Weight: serverWeight})
 			}
 		}
 	}
@@ -334,17 +347,10 @@ func (d *Driver) slotServers() [][]Server {
 // isSlot reports whether backend is a route backend.
 func isSlot(backend string) bool { return strings.HasPrefix(backend, "route") }
 
-// Slots reports the route backends in use (a route each) and how many
-// functions the latest Apply routed through the forwarding backend of
-// every peer, for want of a route backend (see Config.RouteSlots): their
-// retries may go to peers the plan did not name for them.
-func (d *Driver) Slots() (used, unslotted int) {
+// Slots reports what the latest Apply made of the route backends (see
+// Config.RouteSlots).
+func (d *Driver) Slots() SlotUse {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, s := range d.slots {
-		if s.set != "" {
-			used++
-		}
-	}
-	return used, d.unslotted
+	return d.slotUse
 }

@@ -89,9 +89,7 @@ func TestRetriesStayOnTheRoute(t *testing.T) {
 	}
 	round("at first")
 	assert.Positive(t, refuser.calls.Load(), "most first attempts went to the refuser")
-	used, unslotted := a.Slots()
-	assert.Equal(t, 5, used, "figlet's route and the other four")
-	assert.Zero(t, unslotted)
+	assert.Equal(t, SlotUse{Used: 5}, a.Slots(), "figlet's route and the other four")
 
 	// A reloaded worker has the route backends' servers from the files.
 	a.mu.Lock()
@@ -129,9 +127,7 @@ func TestRouteSlotsShareAndRunOut(t *testing.T) {
 	assert.NotEqual(t, slots["f1"], slots["f3"], "two slots, for the routes of the most functions")
 	assert.Equal(t, slots["f1"], slots["f4"], "out of slots: the slot of a route that holds its peer")
 	assert.Empty(t, slots["f5"], "no slot holds pc: the forwarding backend")
-	used, unslotted := a.Slots()
-	assert.Equal(t, 2, used)
-	assert.Equal(t, 1, unslotted)
+	assert.Equal(t, SlotUse{Used: 2, Shared: 1, Unslotted: 1}, a.Slots(), "f4 shares f1's slot, f5 has none")
 	for _, fn := range []string{"f1", "f2", "f3", "f4", "f5"} {
 		code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/"+fn, nil)
 		assert.Equal(t, http.StatusOK, code, fn)
@@ -158,13 +154,114 @@ func TestRouteSlotsShareAndRunOut(t *testing.T) {
 		}
 		return true
 	}, 15*time.Second, 500*time.Millisecond, "pa's servers deleted")
-	used, unslotted = a.Slots()
-	assert.Equal(t, 2, used, "pb's route, pc's")
-	assert.Zero(t, unslotted, "pc's route has a slot now")
+	apply(t, a, plan) // a slot freed by one Apply takes a route from the next on
+	assert.Equal(t, SlotUse{Used: 2}, a.Slots(), "pb's route, pc's: a slot each")
 	before := pa.calls.Load()
 	for _, fn := range []string{"f1", "f2", "f4", "f5"} {
 		code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/"+fn, nil)
 		assert.Equal(t, http.StatusOK, code, fn)
 	}
 	assert.Equal(t, before, pa.calls.Load(), "nothing for pa once out of the plans")
+}
+
+// TestAPeerBackSoonTakesItsRouteAgain: a peer that leaves every plan while
+// a forward to it is in flight, and comes back before that forward ends,
+// serves its route again, in a slot; the slots of other routes are not
+// held up meanwhile. (Its old slot server, draining, once stayed in
+// maintenance for good, and the routes after its own got no slot.)
+func TestAPeerBackSoonTakesItsRouteAgain(t *testing.T) {
+	a := startSlotted(t, 2)
+	release := make(chan struct{})
+	var paCalls atomic.Int64
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if paCalls.Add(1) == 1 {
+			select { // the first forward stays in flight
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	paAddr := strings.TrimPrefix(slow.URL, "http://")
+	pb, pc := newStubPeer(t, http.StatusOK), newStubPeer(t, http.StatusOK)
+	share := func(node, addr string) dfaas.Share {
+		return dfaas.Share{Node: dfaas.NodeID(node), Addr: addr, Weight: 1, Cap: 1000}
+	}
+	apply(t, a, map[string]dfaas.FunctionPlan{"f1": {Peers: []dfaas.Share{share("pa", paAddr)}}})
+	go func() { _, _, _ = get(t, "http://"+a.cfg.UserAddr+"/function/f1", nil) }()
+	require.Eventually(t, func() bool { return paCalls.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	// pa out of every plan for one tick, its forward still in flight.
+	apply(t, a, map[string]dfaas.FunctionPlan{"f2": {Peers: []dfaas.Share{share("pb", pb.addr)}}})
+	plan := map[string]dfaas.FunctionPlan{
+		"f1": {Peers: []dfaas.Share{share("pa", paAddr)}},
+		"f6": {Peers: []dfaas.Share{share("pa", paAddr)}},
+		"f2": {Peers: []dfaas.Share{share("pb", pb.addr)}},
+		"f5": {Peers: []dfaas.Share{share("pc", pc.addr)}},
+	}
+	apply(t, a, plan)
+	apply(t, a, plan)
+	use := a.Slots()
+	assert.Equal(t, 2, use.Used, "both slots serve a route")
+	assert.Equal(t, 1, use.Unslotted, "the route of fewest functions waits")
+	assert.NotEmpty(t, a.maps[a.layout.SlotsMap]["f1"], "pa's route has a slot")
+	before := paCalls.Load()
+	for range 5 {
+		code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/f1", nil)
+		assert.Equal(t, http.StatusOK, code)
+	}
+	assert.Equal(t, before+5, paCalls.Load(), "f1 runs at pa, its route")
+}
+
+// TestSharedSlotsAreCounted: a route without a slot of its own that shares
+// a larger route's slot is counted as shared (its retries may go to a peer
+// its plan does not name).
+func TestSharedSlotsAreCounted(t *testing.T) {
+	a := startSlotted(t, 1)
+	pa, pb := newStubPeer(t, http.StatusOK), newStubPeer(t, http.StatusOK)
+	share := func(node, addr string) dfaas.Share {
+		return dfaas.Share{Node: dfaas.NodeID(node), Addr: addr, Weight: 1, Cap: 1000}
+	}
+	apply(t, a, map[string]dfaas.FunctionPlan{
+		"f1": {Peers: []dfaas.Share{share("pa", pa.addr), share("pb", pb.addr)}},
+		"f9": {Peers: []dfaas.Share{share("pa", pa.addr), share("pb", pb.addr)}},
+		"g":  {Peers: []dfaas.Share{share("pb", pb.addr)}},
+	})
+	assert.Equal(t, SlotUse{Used: 1, Shared: 1}, a.Slots())
+	assert.Equal(t, a.maps[a.layout.SlotsMap]["f1"], a.maps[a.layout.SlotsMap]["g"])
+}
+
+// TestAbortReachesRouteBackends: the forwards in flight to a peer the
+// overlay declared down are cut in its route backend, even once the peer
+// has left the plans and its server in the forwarding backend is gone.
+func TestAbortReachesRouteBackends(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	a, err := Start(ctx, Config{Node: "a", UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: newPlatform(t, "a").addr,
+		Timeout: 8 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, a.Close()) })
+	release := make(chan struct{})
+	frozen := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer frozen.Close()
+	defer close(release)
+	other := newStubPeer(t, http.StatusOK)
+	fz := dfaas.Share{Node: "fz", Addr: strings.TrimPrefix(frozen.URL, "http://"), Weight: 1, Cap: 1000}
+	ok := dfaas.Share{Node: "ok", Addr: other.addr, Weight: 1, Cap: 1000}
+	apply(t, a, map[string]dfaas.FunctionPlan{"f1": {Peers: []dfaas.Share{fz}}, "f2": {Peers: []dfaas.Share{ok}}})
+	done := make(chan time.Duration)
+	start := time.Now()
+	go func() {
+		_, _, _ = get(t, "http://"+a.cfg.UserAddr+"/function/f1", nil)
+		done <- time.Since(start)
+	}()
+	time.Sleep(500 * time.Millisecond)
+	apply(t, a, map[string]dfaas.FunctionPlan{"f2": {Peers: []dfaas.Share{ok}}}) // fz out of the plans
+	a.AbortForwards("fz")
+	assert.Less(t, <-done, 4*time.Second, "cut, not left to the 8-s timeout")
 }
