@@ -39,7 +39,8 @@ func TestAsyncCallsOnBothDataPlanes(t *testing.T) {
 				pf, err := node.OpenPlatform(t.Context(), platform, node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"hello": capacity}, Logger: quiet})
 				require.NoError(t, err)
 				n, err := node.Build(t.Context(), node.Config{Overlay: ov, Platform: pf, DataPlane: dp, Interval: 100 * time.Millisecond,
-					Logger: quiet, PlainPeers: true, DeclaredCapacity: true, AsyncQueue: filepath.Join(t.TempDir(), "async.db")})
+					Logger: quiet, PlainPeers: true, DeclaredCapacity: true, AsyncQueue: filepath.Join(t.TempDir(), "async.db"),
+					AsyncCallbacks: async.AnyCallbacks}) // the test's receiver is on loopback
 				require.NoError(t, err)
 				t.Cleanup(func() { require.NoError(t, n.Close()) })
 				return n
@@ -113,7 +114,7 @@ func TestBacklogDrainsAcrossTheFederation(t *testing.T) {
 		pf, err := node.OpenPlatform(t.Context(), "runtime", node.PlatformSpec{Node: name, Functions: map[string]dfaas.Rate{"work": capacity}, Handler: work, Logger: quiet})
 		require.NoError(t, err)
 		n, err := node.Build(t.Context(), node.Config{Overlay: ov, Platform: pf, Interval: 200 * time.Millisecond,
-			Logger: quiet, PlainPeers: true, DeclaredCapacity: true, AsyncQueue: filepath.Join(t.TempDir(), "async.db")})
+			Logger: quiet, PlainPeers: true, DeclaredCapacity: true, AsyncQueue: filepath.Join(t.TempDir(), "async.db"), AsyncCallbacks: async.AnyCallbacks})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, n.Close()) })
 		return n

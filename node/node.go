@@ -112,6 +112,11 @@ type Config struct {
 	// calls wait there across restarts. Default none: such paths are
 	// answered 404.
 	AsyncQueue string
+	// AsyncCallbacks reports whether an asynchronous call's result may be
+	// posted to an address (async.Config.Callbacks). Default
+	// async.PublicCallbacks: not to this host's loopback, link-local or
+	// unspecified addresses.
+	AsyncCallbacks func(netip.Addr) bool
 	// Logger receives every part's logs. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -305,10 +310,12 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return ok
 		}
 		if n.Async, err = async.Open(async.Config{Path: cfg.AsyncQueue, Invoke: n.DataPlane.UserAddr(), Known: known, MaxBody: cfg.MaxBody,
-			Logger: cfg.Logger}); err != nil {
+			Callbacks: cfg.AsyncCallbacks, Logger: cfg.Logger}); err != nil {
 			return nil, err
 		}
-		srv := &http.Server{Handler: n.Async, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+		// The data planes bound a call's header at 64 KiB (HAProxy's buffer
+		// about as much); this listener, on loopback, no more.
+		srv := &http.Server{Handler: n.Async, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
 		go func() { _ = srv.Serve(asyncL) }()
 		// Closed first: the calls in progress finish through the data plane.
 		n.closers = append(n.closers, func() error { return errors.Join(srv.Close(), n.Async.Close()) })

@@ -41,6 +41,13 @@ const (
 	// answer a platform gave: the node itself, or the peer a call was
 	// forwarded to. Absent from the data plane's own answers (404, 503).
 	HeaderNode = "X-Dfaas-Node"
+	// HeaderRejected marks a user listener's own answer to a call that ran
+	// nowhere: RefusedCapacity on its 503 (no capacity for the function in
+	// the federation now), RefusedUnknown on its 404 (no plan names the
+	// function). A platform's or peer's answer never carries it (the data
+	// planes remove it), so a client may send such a call again without
+	// running it twice (package async does).
+	HeaderRejected = "X-Dfaas-Rejected"
 )
 
 // StatusRefused is the status of a peer listener's refusal: the peer did

@@ -22,6 +22,7 @@ func CopyResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) {
 		return
 	}
 	RemoveHopByHop(resp.Header)
+	resp.Header.Del(HeaderRejected) // the relaying data plane's word only
 	h := w.Header()
 	for k, vv := range resp.Header {
 		h[k] = append(h[k], vv...)

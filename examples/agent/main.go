@@ -69,41 +69,43 @@ import (
 	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
+	"github.com/dfaas-go/dfaas/proxy/async"
 )
 
 type options struct {
-	async      string
-	proxy      string
-	haproxy    string
-	faas       string
-	gateway    openfaas.Config
-	listen     []string
-	bootstrap  []string
-	namespace  string
-	user       string
-	peer       string
-	advertise  string
-	name       string
-	unknownEnv []string // DFAAS_ variables no flag reads, warned of at start
-	functions  map[string]dfaas.Rate
-	interval   time.Duration
-	neighbours int
-	strategy   dfaas.Balancer
-	declared   bool   // -capacity declared
-	secret     string // federation secret file
-	key        string // identity key file
-	allow      string // allow-list file
-	insecure   bool
-	printID    bool
-	cpuProfile string
-	admin      string // operator listener: /healthz, /readyz, /status
-	drain      time.Duration
-	maxBody    int64
-	bodyWait   time.Duration
-	otlp       string  // OTLP/HTTP traces endpoint URL, or none
-	sample     float64 // share of calls traced that come without a sampled trace context
-	logFormat  string
-	logLevel   string
+	async          string
+	asyncCallbacks string
+	proxy          string
+	haproxy        string
+	faas           string
+	gateway        openfaas.Config
+	listen         []string
+	bootstrap      []string
+	namespace      string
+	user           string
+	peer           string
+	advertise      string
+	name           string
+	unknownEnv     []string // DFAAS_ variables no flag reads, warned of at start
+	functions      map[string]dfaas.Rate
+	interval       time.Duration
+	neighbours     int
+	strategy       dfaas.Balancer
+	declared       bool   // -capacity declared
+	secret         string // federation secret file
+	key            string // identity key file
+	allow          string // allow-list file
+	insecure       bool
+	printID        bool
+	cpuProfile     string
+	admin          string // operator listener: /healthz, /readyz, /status
+	drain          time.Duration
+	maxBody        int64
+	bodyWait       time.Duration
+	otlp           string  // OTLP/HTTP traces endpoint URL, or none
+	sample         float64 // share of calls traced that come without a sampled trace context
+	logFormat      string
+	logLevel       string
 }
 
 // logger is the agent's logger, as -log-format and -log-level say.
@@ -201,6 +203,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long to wait at most for peers to stop forwarding here before leaving")
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
+	fs.StringVar(&o.asyncCallbacks, "async-callbacks", "public", "where asynchronous calls' results may be posted: public (anywhere but this host's loopback, link-local and unspecified addresses) or any (labs whose receivers are on loopback)")
 	fs.StringVar(&o.async, "async", "", "the queue file of OpenFaaS's asynchronous calls (/async-function/<name>: 202 at once, run later, the result POSTed to X-Callback-Url), kept across restarts (default: the -key file's name with .async; \"off\": none, such calls get 404)")
 	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
 	fs.BoolVar(&o.printID, "print-id", false, "print this node's id (for other agents' -bootstrap: /ip4/<host>/tcp/<port>/p2p/<id>) and exit; creates the -key file, and a first agent's -secret, when missing")
@@ -368,9 +371,17 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 		}()
 		log.Info("tracing", "otlp", o.otlp, "sample", o.sample)
 	}
+	callbacks := async.PublicCallbacks
+	switch o.asyncCallbacks {
+	case "public":
+	case "any":
+		callbacks = async.AnyCallbacks
+	default:
+		return fmt.Errorf("-async-callbacks %q: want public or any", o.asyncCallbacks)
+	}
 	n, err := node.Build(ctx, node.Config{Name: advertised, Tracer: tracerOf(tp), Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
-		DeclaredCapacity: o.declared, MaxBody: o.maxBody, BodyTimeout: o.bodyWait, AsyncQueue: asyncQueue(o),
+		DeclaredCapacity: o.declared, MaxBody: o.maxBody, BodyTimeout: o.bodyWait, AsyncQueue: asyncQueue(o), AsyncCallbacks: callbacks,
 		PlainPeers: o.insecure,
 		Libp2p:     lc})
 	if err != nil {

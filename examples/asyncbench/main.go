@@ -117,7 +117,7 @@ func drain(dp string, peers bool, calls int, work time.Duration) (result, error)
 			return nil, err
 		}
 		return node.Build(ctx, node.Config{Overlay: ov, Platform: pf, DataPlane: dp, Interval: 200 * time.Millisecond, Logger: quiet,
-			PlainPeers: true, DeclaredCapacity: true, AsyncQueue: filepath.Join(dir, name+".async")})
+			PlainPeers: true, DeclaredCapacity: true, AsyncQueue: filepath.Join(dir, name+".async"), AsyncCallbacks: async.AnyCallbacks})
 	}
 	a, err := build("a", 10)
 	if err != nil {

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +94,9 @@ func open(t *testing.T, cfg async.Config) *async.Queue {
 		cfg.Path = filepath.Join(t.TempDir(), "async.db")
 	}
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	if cfg.Callbacks == nil {
+		cfg.Callbacks = async.AnyCallbacks // the tests' receivers are on loopback
+	}
 	q, err := async.Open(cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = q.Close() })
@@ -164,7 +169,8 @@ func TestAcceptedRunCalledBack(t *testing.T) {
 func TestNoCapacityGoesAgain(t *testing.T) {
 	nd := newNode(t, func(n int64, w http.ResponseWriter) {
 		if n%3 != 0 {
-			w.WriteHeader(http.StatusServiceUnavailable) // the node's own: no X-Dfaas-Node
+			w.Header().Set(proxy.HeaderRejected, proxy.RefusedCapacity) // the node's own: it ran nowhere
+			w.WriteHeader(http.StatusServiceUnavailable)
 			return
 		}
 		ran(http.StatusOK, "ok")(n, w)
@@ -270,7 +276,7 @@ func TestQueueSurvivesARestart(t *testing.T) {
 	require.NoError(t, l.Close()) // nothing listens there yet
 	cb := newCallbacks(t)
 	path := filepath.Join(t.TempDir(), "async.db")
-	q, err := async.Open(async.Config{Path: path, Invoke: addr, Logger: slog.New(slog.DiscardHandler)})
+	q, err := async.Open(async.Config{Path: path, Invoke: addr, Logger: slog.New(slog.DiscardHandler), Callbacks: async.AnyCallbacks})
 	require.NoError(t, err)
 	const calls = 5
 	for i := range calls {
@@ -340,7 +346,8 @@ func TestFailingCallbackIsTriedAgain(t *testing.T) {
 func TestCallsWaitForTheirFunction(t *testing.T) {
 	nd := newNode(t, func(n int64, w http.ResponseWriter) {
 		if n == 1 {
-			w.WriteHeader(http.StatusNotFound) // the node's own: its plan lost the function for a moment
+			w.Header().Set(proxy.HeaderRejected, proxy.RefusedUnknown) // the node's own: its plan lost the function for a moment
+			w.WriteHeader(http.StatusNotFound)
 			return
 		}
 		ran(http.StatusOK, "ok")(n, w)
@@ -352,7 +359,7 @@ func TestCallsWaitForTheirFunction(t *testing.T) {
 	down := l.Addr().String()
 	require.NoError(t, l.Close())
 	path := filepath.Join(t.TempDir(), "async.db")
-	q, err := async.Open(async.Config{Path: path, Invoke: down, Logger: slog.New(slog.DiscardHandler)})
+	q, err := async.Open(async.Config{Path: path, Invoke: down, Logger: slog.New(slog.DiscardHandler), Callbacks: async.AnyCallbacks})
 	require.NoError(t, err)
 	require.Equal(t, http.StatusAccepted, post(t, q, "/async-function/f", "", map[string]string{async.HeaderCallback: cb.url}).Code)
 	require.NoError(t, q.Close())
@@ -370,3 +377,158 @@ func TestCallsWaitForTheirFunction(t *testing.T) {
 	cb.mu.Unlock()
 	assert.Equal(t, int64(2), nd.calls.Load())
 }
+
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	a := l.Addr().String()
+	require.NoError(t, l.Close())
+	return a
+}
+
+// TestUnmarkedAnswersAreResults: a 503 or 404 the node's data plane did
+// not mark as its own (a platform's, or a function's) ran: it is the
+// call's result, not sent again.
+func TestUnmarkedAnswersAreResults(t *testing.T) {
+	for _, code := range []int{http.StatusServiceUnavailable, http.StatusNotFound} {
+		nd := newNode(t, ran(code, "mine"))
+		cb := newCallbacks(t)
+		q := open(t, async.Config{Invoke: nd.addr})
+		post(t, q, "/async-function/f", "", map[string]string{async.HeaderCallback: cb.url})
+		require.Eventually(t, func() bool { return cb.n() == 1 }, 5*time.Second, 10*time.Millisecond)
+		assert.Equal(t, int64(1), nd.calls.Load(), "%d: run once", code)
+		cb.mu.Lock()
+		assert.Equal(t, strconv.Itoa(code), cb.got[0].Get(async.HeaderStatus))
+		cb.mu.Unlock()
+	}
+}
+
+// TestCallbacksStandApart: a receiver that never answers holds none of
+// the calls' runs: another function's call is run and called back at once.
+func TestCallbacksStandApart(t *testing.T) {
+	nd := newNode(t, ran(http.StatusOK, "r"))
+	release := make(chan struct{})
+	tarpit := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer tarpit.Close()
+	fast := newCallbacks(t)
+	q := open(t, async.Config{Invoke: nd.addr, Concurrency: 4, CallbackTimeout: time.Second})
+	defer close(release) // before the queue's Close
+	for range 8 {
+		post(t, q, "/async-function/evil", "", map[string]string{async.HeaderCallback: tarpit.URL})
+	}
+	require.Eventually(t, func() bool { return nd.calls.Load() == 8 }, 5*time.Second, 10*time.Millisecond, "every run done")
+	t0 := time.Now()
+	post(t, q, "/async-function/victim", "", map[string]string{async.HeaderCallback: fast.url})
+	require.Eventually(t, func() bool { return fast.n() == 1 }, 5*time.Second, 10*time.Millisecond)
+	assert.Less(t, time.Since(t0), time.Second)
+}
+
+// TestCallbackCutAtCloseIsSentAgain: a callback in progress when Close's
+// grace ends is sent again after the restart; the call does not run again.
+func TestCallbackCutAtCloseIsSentAgain(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out Close's grace (10 s)")
+	}
+	nd := newNode(t, ran(http.StatusOK, "result"))
+	var hang atomic.Bool
+	hang.Store(true)
+	var got atomic.Int64
+	release := make(chan struct{})
+	cbs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hang.Load() {
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		got.Add(1)
+	}))
+	defer cbs.Close()
+	defer close(release)
+	path := filepath.Join(t.TempDir(), "q.db")
+	q, err := async.Open(async.Config{Path: path, Invoke: nd.addr, Logger: slog.New(slog.DiscardHandler), Callbacks: async.AnyCallbacks})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, post(t, q, "/async-function/f", "x", map[string]string{async.HeaderCallback: cbs.URL}).Code)
+	require.Eventually(t, func() bool { return nd.calls.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond) // the callback hangs
+	require.NoError(t, q.Close())
+	hang.Store(false)
+	open(t, async.Config{Path: path, Invoke: nd.addr})
+	require.Eventually(t, func() bool { return got.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, int64(1), nd.calls.Load(), "run once")
+}
+
+// TestCallbackLimits: callbacks to loopback are refused by default (a
+// caller cannot make the node POST to this host's services), the callback
+// carries no X-Callback-Url of the function's (no loop through the node's
+// own queue), and a result beyond MaxBody is a 502, not a cut answer.
+func TestCallbackLimits(t *testing.T) {
+	nd := newNode(t, func(_ int64, w http.ResponseWriter) {
+		w.Header().Set(proxy.HeaderNode, "n1")
+		w.Header().Set(async.HeaderCallback, "http://example.invalid/again")
+		_, _ = io.WriteString(w, "0123456789ABCDEFGHIJ")
+	})
+	cb := newCallbacks(t)
+	q := open(t, async.Config{Invoke: nd.addr, MaxBody: 10})
+	post(t, q, "/async-function/f", "", map[string]string{async.HeaderCallback: cb.url})
+	require.Eventually(t, func() bool { return cb.n() == 1 }, 5*time.Second, 10*time.Millisecond)
+	cb.mu.Lock()
+	assert.Equal(t, "502", cb.got[0].Get(async.HeaderStatus), "a result too large")
+	assert.Empty(t, cb.got[0].Get(async.HeaderCallback))
+	cb.mu.Unlock()
+
+	strict := open(t, async.Config{Invoke: nd.addr, Callbacks: async.PublicCallbacks})
+	post(t, strict, "/async-function/f", "", map[string]string{async.HeaderCallback: cb.url})
+	require.Eventually(t, func() bool { return strict.Stats().CallbacksFailed == 1 }, 5*time.Second, 10*time.Millisecond, "refused at once, not tried again")
+	assert.Equal(t, 1, cb.n(), "nothing reached loopback")
+	for _, a := range []string{"127.0.0.1", "::1", "169.254.169.254", "0.0.0.0", "fe80::1", "::ffff:127.0.0.1"} {
+		assert.False(t, async.PublicCallbacks(netip.MustParseAddr(a)), a)
+	}
+	for _, a := range []string{"10.77.0.254", "192.0.2.1", "2001:db8::1"} {
+		assert.True(t, async.PublicCallbacks(netip.MustParseAddr(a)), a)
+	}
+}
+
+// TestBoundsBeforeTheBody: the bounds hold what is stored (headers too),
+// and a full queue answers 429 before it reads a body; only POST is an
+// asynchronous call.
+func TestBoundsBeforeTheBody(t *testing.T) {
+	q := open(t, async.Config{Invoke: deadAddr(t), MaxBytes: 256 << 10})
+	big := strings.Repeat("a", 60<<10)
+	accepted := 0
+	for range 20 {
+		if post(t, q, "/async-function/f", "", map[string]string{"X-Pad": big}).Code == http.StatusAccepted {
+			accepted++
+		}
+	}
+	assert.Less(t, accepted, 5, "a call is reckoned with its headers")
+	full := open(t, async.Config{Invoke: deadAddr(t), MaxPerFunction: 1})
+	require.Equal(t, http.StatusAccepted, post(t, full, "/async-function/f", "", nil).Code)
+	var read atomic.Int64
+	r := httptest.NewRequest(http.MethodPost, "/async-function/f", readerFunc(func(p []byte) (int, error) {
+		read.Add(int64(len(p)))
+		return len(p), nil
+	}))
+	r.ContentLength = -1
+	w := httptest.NewRecorder()
+	full.ServeHTTP(w, r)
+	assert.Equal(t, http.StatusTooManyRequests, w.Code)
+	assert.Zero(t, read.Load(), "no body read for a full queue")
+	for _, m := range []string{http.MethodGet, http.MethodDelete} {
+		r := httptest.NewRequest(m, "/async-function/g", nil)
+		w := httptest.NewRecorder()
+		full.ServeHTTP(w, r)
+		assert.Equal(t, http.StatusMethodNotAllowed, w.Code, m)
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }

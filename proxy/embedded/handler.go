@@ -45,6 +45,8 @@ func (p *Proxy) lookup(w http.ResponseWriter, r *http.Request, peer bool) *route
 		if peer {
 			code = proxy.StatusRefused
 			w.Header().Set(proxy.HeaderRefused, proxy.RefusedUnknown)
+		} else {
+			w.Header().Set(proxy.HeaderRejected, proxy.RefusedUnknown)
 		}
 		http.Error(w, "function not found", code)
 	}
@@ -131,6 +133,7 @@ func (p *Proxy) serveCall(w http.ResponseWriter, r *http.Request, counted **func
 	outcome(span, "rejected", "")
 	fn.counts.rejected.Add(1)
 	w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
+	w.Header().Set(proxy.HeaderRejected, proxy.RefusedCapacity)
 	http.Error(w, "no capacity for this function in the federation", http.StatusServiceUnavailable)
 }
 
@@ -397,6 +400,7 @@ func (p *Proxy) bodyFailed(w http.ResponseWriter, rt *route, body *httpbody.Body
 	rt.fn.counts.rejected.Add(1)
 	if errors.Is(err, errBufferFull) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
+		w.Header().Set(proxy.HeaderRejected, proxy.RefusedCapacity)
 		http.Error(w, "too many forwards in progress", http.StatusServiceUnavailable)
 		return
 	}
@@ -413,6 +417,7 @@ func (p *Proxy) bodyFailed(w http.ResponseWriter, rt *route, body *httpbody.Body
 func (p *Proxy) bodyGone(w http.ResponseWriter, rt *route) bool {
 	rt.fn.counts.rejected.Add(1)
 	w.Header().Set("Retry-After", strconv.Itoa(int(p.cfg.RetryAfter/time.Second)))
+	w.Header().Set(proxy.HeaderRejected, proxy.RefusedCapacity)
 	http.Error(w, "a peer refused the request after taking part of its body; it ran nowhere", http.StatusServiceUnavailable)
 	return true
 }
@@ -531,6 +536,7 @@ func (s *statusWriter) WriteHeader(code int) {
 		s.status, s.wrote = code, true
 	}
 	s.ResponseWriter.Header().Set(proxy.HeaderNode, s.node) // in place of any the platform set
+	s.ResponseWriter.Header().Del(proxy.HeaderRejected)     // it ran here
 	if s.peer && code == proxy.StatusRefused {
 		code = http.StatusBadGateway
 	}

@@ -359,9 +359,11 @@ func (l Layout) Render() (string, error) {
 		// applies to them (each needs a function's name, which only
 		// /function/ paths set).
 		w("    acl async path_beg /async-function/")
-		w("    http-request return status 404 content-type text/plain string \"function not found\" if !async !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
+		w("    http-request return status 404 content-type text/plain string \"function not found\" hdr %s %s if !async !{ var(txn.fn),map(%s) -m found }",
+			proxy.HeaderRejected, proxy.RefusedUnknown, l.LimitsMap)
 	} else {
-		w("    http-request return status 404 content-type text/plain string \"function not found\" if !{ var(txn.fn),map(%s) -m found }", l.LimitsMap)
+		w("    http-request return status 404 content-type text/plain string \"function not found\" hdr %s %s if !{ var(txn.fn),map(%s) -m found }",
+			proxy.HeaderRejected, proxy.RefusedUnknown, l.LimitsMap)
 	}
 	l.tooLarge(w)
 	l.waitForBody(w)
@@ -461,6 +463,7 @@ func (l Layout) Render() (string, error) {
 	}
 	w("backend %s", backendLocal)
 	w("    http-response set-header %s %s", proxy.HeaderNode, l.Node) // the node that ran it, in place of any the platform set
+	w("    http-response del-header %s", proxy.HeaderRejected)
 	if l.Namespace != "" {
 		w("    http-request replace-path ^/function/([^/]+)(.*)$ /function/\\1.%s\\2", l.Namespace)
 	}
@@ -499,6 +502,8 @@ func (l Layout) forwarding(w func(string, ...any), name string, servers []Server
 	w("    http-request set-header X-Dfaas-Hop 1")
 	w("    http-request set-header X-Dfaas-From %s", l.Node)
 	w("    http-response del-header X-Dfaas-Refused if { status 425 }")
+	w("    http-response del-header %s", proxy.HeaderRejected) // the peer's platform's, not this node's word
+	w("    http-response set-header %s %s if { status 425 }", proxy.HeaderRejected, proxy.RefusedCapacity)
 	w("    http-response set-status 503 if { status 425 }") // every peer refused
 	w("    http-response set-header Retry-After 1 if { status 503 }")
 	w("    http-response set-var(txn.srv) srv_name")
@@ -506,8 +511,9 @@ func (l Layout) forwarding(w func(string, ...any), name string, servers []Server
 	// A peer's 429 reaches the user as a rejection (sc1 tracks local
 	// executions only, so it is free on a forward).
 	w("    http-response track-sc1 var(txn.fn) table %s if { status 429 }", tableBusy)
-	w("    http-error status 503 content-type text/plain string \"%s\" hdr Retry-After 1", noCapacity)
-	w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 if !{ var(txn.peer) -m found }", noCapacity)
+	w("    http-error status 503 content-type text/plain string \"%s\" hdr Retry-After 1 hdr %s %s", noCapacity, proxy.HeaderRejected, proxy.RefusedCapacity)
+	w("    http-request return status 503 content-type text/plain string \"%s\" hdr Retry-After 1 hdr %s %s if !{ var(txn.peer) -m found }",
+		noCapacity, proxy.HeaderRejected, proxy.RefusedCapacity)
 	w("    use-server %%[var(txn.peer)] if { var(txn.peer) -m found }")
 	for _, sv := range servers {
 		w("    server %s %s weight %d%s%s", sv.Name, sv.Addr, sv.Weight, health, l.serverTLS(sv.Name))

@@ -183,11 +183,33 @@ func testGatewayHeaders(t *testing.T, s *suite) {
 	assert.NotEmpty(t, got.header.Get(proxy.HeaderCallID))
 	started(got, before, after)
 	assert.Empty(t, got.header.Values(proxy.HeaderNode), "run nowhere")
+	assert.Equal(t, []string{proxy.RefusedCapacity}, got.header.Values(proxy.HeaderRejected), "and says so")
 
 	before = time.Now()
 	got = s.do(a.UserAddr(), "/function/nothere", nil)
 	require.Equal(t, http.StatusNotFound, got.code)
 	started(got, before, time.Now())
+	assert.Equal(t, []string{proxy.RefusedUnknown}, got.header.Values(proxy.HeaderRejected))
+
+	// Every peer refused (425): not run anywhere either.
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": {}})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	got = s.do(a.UserAddr(), "/function/echo", nil)
+	require.Equal(t, http.StatusServiceUnavailable, got.code)
+	assert.Equal(t, []string{proxy.RefusedCapacity}, got.header.Values(proxy.HeaderRejected))
+
+	// A platform's own answer cannot claim it, here or at a peer.
+	pa.Fail.Store(http.StatusServiceUnavailable)
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	got = s.do(a.UserAddr(), "/function/echo", nil)
+	require.Equal(t, http.StatusServiceUnavailable, got.code)
+	assert.Empty(t, got.header.Values(proxy.HeaderRejected), "the platform's 503: it ran here")
+	pa.Fail.Store(0)
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{{Node: "b", Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}})
+	got = s.do(a.UserAddr(), "/function/echo", nil)
+	require.Equal(t, http.StatusOK, got.code)
+	assert.Empty(t, got.header.Values(proxy.HeaderRejected), "nor the peer's platform's")
 }
 
 // testStalledConnectIsAFailedForward: a peer whose connections never come

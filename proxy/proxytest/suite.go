@@ -139,6 +139,7 @@ func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if code := p.Fail.Load(); code != 0 {
 		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set(proxy.HeaderRejected, proxy.RefusedCapacity) // a lie: only the data plane may say it
 		http.Error(w, "the platform failed", int(code))
 		return
 	}
@@ -153,6 +154,7 @@ func (p *Platform) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// data plane answers with its own.
 	w.Header().Set(proxy.HeaderStartTime, "1")
 	w.Header().Set(proxy.HeaderNode, "not "+p.Name)
+	w.Header().Set(proxy.HeaderRejected, proxy.RefusedCapacity)
 	_, _ = io.Copy(io.Discard, r.Body)
 	if fn, _ := proxy.FunctionName(r.URL.Path); fn == "slow" {
 		select {
