@@ -699,21 +699,30 @@ func (q *Queue) run(fn string, w waiting) {
 	default:
 		// Not run now: again, first of its line, after a pause; fewer at
 		// once for the function (halved once a pause).
+		// A burst of them (calls in flight together) is one episode: one
+		// halving, one pause, which doubles only if the calls after it are
+		// turned away again.
 		l.calls = append([]waiting{w}, l.calls...)
 		now := time.Now()
 		if !now.Before(l.until) {
 			l.limit = max(1, l.limit/2)
+			l.backoff = min(time.Second, max(notRunPause, 2*l.backoff))
+			l.until = now.Add(l.backoff)
 		}
-		pause := min(time.Second, max(notRunPause, 2*l.backoff))
-		l.backoff = pause
-		if o == tryAgain {
-			pause = min(30*time.Second, q.cfg.RetryDelay<<min(c.Attempts-1, 10))
+		if o == tryAgain { // the platform's refusals wait longer, attempt by attempt
+			l.until = later(l.until, now.Add(min(30*time.Second, q.cfg.RetryDelay<<min(c.Attempts-1, 10))))
 		}
-		l.until = now.Add(pause)
 		q.requeued.Add(1)
 	}
 	q.mu.Unlock()
 	q.poke()
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // notRunPause is the first pause of a line after a call the node had no
