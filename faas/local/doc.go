@@ -18,4 +18,14 @@
 //	dfaas.maxrtt       how far, in round-trip time, a dfaas node may forward it, such as 20ms
 //	dfaas.concurrency  requests run at once, beyond which the provider answers 429 (default 64)
 //	dfaas.timeout      longest run of one request, as a Go duration (default 30s)
+//
+// Secrets work as OpenFaaS's providers keep them: the secrets API
+// (/system/secrets: list, create, update, delete, by namespace) stores each
+// in a file of its own (0600) under Config.SecretsDir, and a deployment
+// names those its function may read (one it names that the namespace lacks
+// is refused). A process function finds them as files in a directory of
+// its own, named by its environment variable secret_mount_path (OpenFaaS
+// mounts them at /var/openfaas/secrets, which a process on the host cannot
+// have); a Go handler reads them with ReadSecret. An update reaches the
+// functions that name the secret; a deletion removes it from them.
 package local

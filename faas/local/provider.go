@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,6 +77,10 @@ type Config struct {
 	// HAProxy streams a body larger than its buffer without them).
 	BodyTimeout time.Duration
 	MaxBody     int64
+	// SecretsDir keeps the secrets of the provider's secrets API (see
+	// ReadSecret), and the directories functions read them from. Default:
+	// a new temporary directory, removed by Close.
+	SecretsDir string
 }
 
 // bodyIdle bounds each silence in a call's body.
@@ -102,9 +107,10 @@ type Provider struct {
 	fns    map[key]*function
 	images map[string]http.Handler
 
-	srv       *http.Server
-	l         net.Listener
-	closeOnce sync.Once
+	srv        *http.Server
+	l          net.Listener
+	ownSecrets bool // SecretsDir is the provider's own: removed by Close
+	closeOnce  sync.Once
 	closeErr  error
 	done      chan struct{}
 }
@@ -163,6 +169,15 @@ func New(cfg Config) (*Provider, error) {
 	cfg = cfg.withDefaults()
 	p := &Provider{cfg: cfg, log: cfg.Logger.With("component", "faas/local"), fns: map[key]*function{},
 		images: map[string]http.Handler{}, done: make(chan struct{})}
+	if p.cfg.SecretsDir == "" {
+		dir, err := os.MkdirTemp("", "dfaas-secrets-")
+		if err != nil {
+			return nil, fmt.Errorf("local: secrets: %w", err)
+		}
+		p.cfg.SecretsDir, p.ownSecrets = dir, true
+	} else if err := os.MkdirAll(p.cfg.SecretsDir, 0o700); err != nil {
+		return nil, fmt.Errorf("local: secrets: %w", err)
+	}
 	p.routes()
 	l, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -189,6 +204,9 @@ func (p *Provider) Close() error {
 		defer cancel()
 		p.closeErr = p.srv.Shutdown(ctx)
 		<-p.done
+		if p.ownSecrets {
+			p.closeErr = errors.Join(p.closeErr, os.RemoveAll(p.cfg.SecretsDir))
+		}
 	})
 	return p.closeErr
 }
@@ -216,6 +234,10 @@ func (p *Provider) routes() {
 	m.HandleFunc("POST /system/scale-function/{name}", p.scale)
 	m.HandleFunc("GET /system/info", p.info)
 	m.HandleFunc("GET /system/namespaces", p.namespaces)
+	m.HandleFunc("GET /system/secrets", p.listSecrets)
+	m.HandleFunc("POST /system/secrets", p.createSecret)
+	m.HandleFunc("PUT /system/secrets", p.updateSecret)
+	m.HandleFunc("DELETE /system/secrets", p.deleteSecret)
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	m.HandleFunc("/function/", p.invoke)
 	p.mux = m
@@ -260,7 +282,7 @@ func (p *Provider) list(w http.ResponseWriter, r *http.Request) {
 func (p *Provider) statusOf(k key, f *function) types.FunctionStatus {
 	s := f.spec
 	return types.FunctionStatus{Name: s.Service, Image: s.Image, Namespace: k.ns, EnvProcess: s.EnvProcess,
-		EnvVars: s.EnvVars, Labels: s.Labels, Annotations: s.Annotations, Limits: s.Limits, Requests: s.Requests,
+		EnvVars: s.EnvVars, Labels: s.Labels, Annotations: s.Annotations, Limits: s.Limits, Requests: s.Requests, Secrets: s.Secrets,
 		InvocationCount: float64(f.invoked.Load()), Replicas: 1, AvailableReplicas: 1, CreatedAt: f.created}
 }
 
@@ -279,8 +301,9 @@ func (p *Provider) decodeDeployment(w http.ResponseWriter, r *http.Request) (typ
 	return spec, key{ns, spec.Service}, ok
 }
 
-// build makes a function from a deployment.
-func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
+// build makes a function from a deployment, whose secrets are in
+// secrets ("" if it names none).
+func (p *Provider) build(spec types.FunctionDeployment, secrets string) (*function, error) {
 	labels := map[string]string{}
 	if spec.Labels != nil {
 		labels = *spec.Labels
@@ -322,7 +345,14 @@ func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
 		}
 	}
 	if spec.EnvProcess != "" {
-		h, err := newProcess(spec.EnvProcess, spec.EnvVars)
+		env := maps.Clone(spec.EnvVars)
+		if secrets != "" {
+			if env == nil {
+				env = map[string]string{}
+			}
+			env[EnvSecretMountPath] = secrets
+		}
+		h, err := newProcess(spec.EnvProcess, env)
 		if err != nil {
 			return nil, err
 		}
@@ -340,7 +370,7 @@ func (p *Provider) build(spec types.FunctionDeployment) (*function, error) {
 		return nil, fmt.Errorf("image %q is neither a registered Go handler, nor a built-in one (%s), nor accompanied by envProcess",
 			spec.Image, strings.Join(BuiltinImages(), ", "))
 	}
-	f.handler = h
+	f.handler = withSecrets(h, secrets)
 	return f, nil
 }
 
@@ -401,9 +431,29 @@ func (p *Provider) put(w http.ResponseWriter, r *http.Request, mustExist bool) {
 		http.Error(w, fmt.Sprintf("function %q not found", spec.Service), http.StatusNotFound)
 		return
 	}
-	f, err := p.build(spec)
+	for _, name := range spec.Secrets {
+		if dfaas.ValidateFunctionName(name) != nil {
+			http.Error(w, fmt.Sprintf("function %q: secret %q: not a DNS-1123 label", spec.Service, name), http.StatusBadRequest)
+			return
+		}
+	}
+	for _, name := range spec.Secrets {
+		if _, err := os.Stat(p.secretFile(k.ns, name)); err != nil {
+			http.Error(w, fmt.Sprintf("function %q: secret %q not found in namespace %q", spec.Service, name, k.ns), http.StatusBadRequest)
+			return
+		}
+	}
+	secrets := ""
+	if len(spec.Secrets) > 0 {
+		secrets = p.mountDir(k)
+	}
+	f, err := p.build(spec, secrets)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("function %q: %v", spec.Service, err), http.StatusBadRequest)
+		return
+	}
+	if _, err := p.mount(k, spec.Secrets); err != nil {
+		http.Error(w, fmt.Sprintf("function %q: %v", spec.Service, err), http.StatusInternalServerError)
 		return
 	}
 	if p.cfg.Middleware != nil {
@@ -432,6 +482,9 @@ func (p *Provider) remove(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	_, ok = p.fns[k]
 	delete(p.fns, k)
+	if ok {
+		_ = os.RemoveAll(p.mountDir(k))
+	}
 	p.mu.Unlock()
 	if !ok {
 		http.Error(w, fmt.Sprintf("function %q not found", req.FunctionName), http.StatusNotFound)

@@ -84,6 +84,14 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "shout", Image: "classic", EnvProcess: "tr a-z A-Z"})
 	require.NoError(t, err)
 
+	// Secrets through the gateway's API, kept by faas/local.
+	_, err = client.CreateSecret(ctx, types.Secret{Name: "api-key", Value: "s3cret"})
+	require.NoError(t, err, gw.Output())
+	secrets, err := client.GetSecrets(ctx, "")
+	require.NoError(t, err)
+	assert.Equal(t, []types.Secret{{Name: "api-key", Namespace: "openfaas-fn"}}, secrets)
+	require.NoError(t, client.DeleteSecret(ctx, "api-key", ""))
+
 	b, err := New(Config{Gateway: gatewaytest.URL, Logger: quiet})
 	require.NoError(t, err)
 	defer b.Close()
