@@ -111,8 +111,8 @@ type Provider struct {
 	l          net.Listener
 	ownSecrets bool // SecretsDir is the provider's own: removed by Close
 	closeOnce  sync.Once
-	closeErr  error
-	done      chan struct{}
+	closeErr   error
+	done       chan struct{}
 }
 
 // key names a function in a namespace.

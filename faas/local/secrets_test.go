@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	sdk "github.com/openfaas/go-sdk"
 	"github.com/openfaas/faas-provider/types"
+	sdk "github.com/openfaas/go-sdk"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
