@@ -279,10 +279,19 @@ func (p *Provider) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// LabelFunction is the label OpenFaaS's providers put on every function,
+// naming it.
+const LabelFunction = "faas_function"
+
 func (p *Provider) statusOf(k key, f *function) types.FunctionStatus {
 	s := f.spec
+	labels := map[string]string{}
+	if s.Labels != nil {
+		labels = maps.Clone(*s.Labels)
+	}
+	labels[LabelFunction] = s.Service
 	return types.FunctionStatus{Name: s.Service, Image: s.Image, Namespace: k.ns, EnvProcess: s.EnvProcess,
-		EnvVars: s.EnvVars, Labels: s.Labels, Annotations: s.Annotations, Limits: s.Limits, Requests: s.Requests, Secrets: s.Secrets,
+		EnvVars: s.EnvVars, Labels: &labels, Annotations: s.Annotations, Limits: s.Limits, Requests: s.Requests, Secrets: s.Secrets,
 		InvocationCount: float64(f.invoked.Load()), Replicas: 1, AvailableReplicas: 1, CreatedAt: f.created}
 }
 

@@ -95,6 +95,7 @@ func TestProviderLifecycle(t *testing.T) {
 	assert.Equal(t, "echo", list[0].Name)
 	assert.Equal(t, float64(1), list[0].InvocationCount)
 	assert.Equal(t, "20", (*list[0].Labels)[LabelMaxRate])
+	assert.Equal(t, "echo", (*list[0].Labels)[LabelFunction], "as OpenFaaS's providers label every function")
 
 	caps, err := p.Capacities(context.Background())
 	require.NoError(t, err)
@@ -200,6 +201,7 @@ func TestNamespaces(t *testing.T) {
 	require.Len(t, list, 1)
 	assert.Equal(t, "node-2", list[0].Namespace)
 	assert.Equal(t, "20", (*list[0].Labels)[LabelMaxRate])
+	assert.Equal(t, "echo", (*list[0].Labels)[LabelFunction], "as OpenFaaS's providers label every function")
 	code, body = call(t, "POST", base+"/function/echo.node-1", "x")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "echo: x", body)

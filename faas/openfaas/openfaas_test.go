@@ -3,6 +3,7 @@ package openfaas
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
@@ -84,6 +85,17 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "shout", Image: "classic", EnvProcess: "tr a-z A-Z"})
 	require.NoError(t, err)
 
+	// The gateway reports its version (OpenFaaS's certifier asks).
+	resp, err := http.Get(gatewaytest.URL + "/system/info")
+	require.NoError(t, err)
+	var info struct {
+		Version struct{ Release, SHA string } `json:"version"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&info))
+	resp.Body.Close()
+	assert.Equal(t, gatewaytest.Version, info.Version.Release)
+	assert.NotEmpty(t, info.Version.SHA)
+
 	// Secrets through the gateway's API, kept by faas/local.
 	_, err = client.CreateSecret(ctx, types.Secret{Name: "api-key", Value: "s3cret"})
 	require.NoError(t, err, gw.Output())
@@ -127,7 +139,7 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	assert.NotEqual(t, http.StatusOK, code)
 
 	// The gateway counts the invocations in its Prometheus metrics.
-	resp, err := http.Get(gatewaytest.MetricsURL)
+	resp, err = http.Get(gatewaytest.MetricsURL)
 	require.NoError(t, err)
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -51,7 +52,7 @@ func Binary(ctx context.Context) (string, error) {
 		}
 		cache = filepath.Join(dir, "dfaas")
 	}
-	bin := filepath.Join(cache, "openfaas-gateway-"+Version)
+	bin := filepath.Join(cache, "openfaas-gateway-"+Version+"-v2") // -v2: built with its version (ldflags)
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil
 	}
@@ -67,7 +68,11 @@ func Binary(ctx context.Context) (string, error) {
 		return "", err
 	}
 	tmp := filepath.Join(scratch, "gateway")
-	for _, args := range [][]string{{"get", Module + "@" + Version}, {"build", "-o", tmp, Module}} {
+	// The gateway reports its version and commit (/system/info), as a
+	// release build does: the pseudo-version's commit.
+	sha := Version[strings.LastIndex(Version, "-")+1:]
+	ldflags := "-X " + Module + "/version.Version=" + Version + " -X " + Module + "/version.GitCommitSHA=" + sha
+	for _, args := range [][]string{{"get", Module + "@" + Version}, {"build", "-ldflags", ldflags, "-o", tmp, Module}} {
 		cmd := exec.CommandContext(ctx, "go", args...)
 		cmd.Dir = scratch
 		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOWORK=off")
