@@ -7,7 +7,11 @@
 // gateway and go-sdk work against it unchanged.
 //
 // A deployment picks its runtime by its fields: with envProcess set, every
-// request runs that command; otherwise its image must name a Go handler
+// request runs that command, as OpenFaaS's classic watchdog runs it (its
+// environment: Http_Method, Http_Path without /function/<name>, Http_Query,
+// Http_<Header>; stderr combined into the answer unless combine_output is
+// false; content_type; 408 past exec_timeout; 429 beyond max_inflight, as
+// beyond the dfaas.concurrency label); otherwise its image must name a Go handler
 // registered with RegisterImage, or a built-in one (BuiltinImages):
 // dfaas/cpu and dfaas/cpu-per-kib are functions of a real cost in CPU time,
 // set by the deployment's environment variable "cost" (per call, or per KiB

@@ -318,6 +318,13 @@ func (p *Provider) build(spec types.FunctionDeployment, secrets string) (*functi
 		labels = *spec.Labels
 	}
 	concurrency := DefaultConcurrency
+	if v, ok := spec.EnvVars[EnvMaxInflight]; ok { // the watchdogs' bound, 429 beyond
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s=%q: want a positive integer", EnvMaxInflight, v)
+		}
+		concurrency = n
+	}
 	if v, ok := labels[LabelConcurrency]; ok {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {

@@ -406,3 +406,60 @@ func TestTrickledBodyIsCutOff(t *testing.T) {
 		t.Fatal("the trickled body still held the call after 5 s")
 	}
 }
+
+// TestWatchdogSemantics: process functions get the classic watchdog's
+// environment and answers: the method, the path without /function/<name>,
+// the query and every header (Http_<Name>); stderr in the answer unless
+// combine_output is false; content_type; 408 past exec_timeout; 429 beyond
+// max_inflight.
+func TestWatchdogSemantics(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, []byte("#!/bin/sh\n"+body+"\n"), 0o700))
+		return path
+	}
+	show := script("show", `echo "$Http_Method $Http_Path $Http_Query $Http_X_Custom"; echo oops >&2`)
+	deploy := func(name, process string, env map[string]string) {
+		t.Helper()
+		code, body := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: name, Image: "any", EnvProcess: process, EnvVars: env})
+		require.Equal(t, http.StatusAccepted, code, body)
+	}
+	deploy("show", show, nil)
+	deploy("quiet", show, map[string]string{EnvCombineOutput: "false", EnvContentType: "application/json"})
+	deploy("slow", script("slow", "sleep 3"), map[string]string{EnvExecTimeout: "1s"})
+	deploy("one", script("one", "sleep 1"), map[string]string{EnvMaxInflight: "1"})
+
+	req, _ := http.NewRequest("PUT", base+"/function/show/sub/path?a=1", nil)
+	req.Header.Set("X-Custom", "yes")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "PUT /sub/path a=1 yes\noops\n", string(b), "the watchdog's environment; stderr combined")
+
+	resp, err = http.Post(base+"/function/quiet", "text/plain", nil)
+	require.NoError(t, err)
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Equal(t, "POST /  \n", string(b), "stdout alone")
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+
+	t0 := time.Now()
+	code, _ := call(t, "POST", base+"/function/slow", "")
+	assert.Equal(t, http.StatusRequestTimeout, code)
+	assert.Less(t, time.Since(t0), 2500*time.Millisecond, "cut at exec_timeout")
+
+	done := make(chan int)
+	go func() { c, _ := call(t, "POST", base+"/function/one", ""); done <- c }()
+	time.Sleep(300 * time.Millisecond)
+	code, _ = call(t, "POST", base+"/function/one", "")
+	assert.Equal(t, http.StatusTooManyRequests, code, "beyond max_inflight")
+	assert.Equal(t, http.StatusOK, <-done)
+
+	code, _ = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "bad", Image: "any", EnvProcess: show,
+		EnvVars: map[string]string{EnvExecTimeout: "soon"}})
+	assert.Equal(t, http.StatusBadRequest, code)
+}
