@@ -32,4 +32,9 @@
 // mounts them at /var/openfaas/secrets, which a process on the host cannot
 // have); a Go handler reads them with ReadSecret. An update reaches the
 // functions that name the secret; a deletion removes it from them.
+//
+// Logs: the provider's logs API (/system/logs, through the gateway as
+// faas-cli logs reads it) serves each function's last thousand lines,
+// stamped, and follows new ones: a process function's stderr (when
+// combine_output is false) and its failures, a Go handler's Logf lines.
 package local

@@ -32,6 +32,7 @@ type process struct {
 	combine     bool          // combine_output: stderr in the answer
 	timeout     time.Duration // exec_timeout; 0: the function's own bound only
 	contentType string        // content_type
+	log         *logBook      // stderr (when not combined) and failures
 }
 
 // The classic watchdog's environment variables a deployment may set.
@@ -137,7 +138,12 @@ func (p *process) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out := &limited{w: &stdout, n: maxBody}
 		cmd.Stdout, cmd.Stderr = out, out
 	}
-	if err := cmd.Run(); err != nil {
+	err = cmd.Run()
+	if !p.combine {
+		p.log.addLines(stderr.String())
+	}
+	if err != nil {
+		p.log.add("the function failed: " + err.Error())
 		code := http.StatusInternalServerError
 		switch {
 		case errors.Is(context.Cause(ctx), errExecTimeout):

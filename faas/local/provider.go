@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openfaas/faas-provider/logs"
 	"github.com/openfaas/faas-provider/types"
 	"golang.org/x/time/rate"
 
@@ -120,6 +121,7 @@ type key struct{ ns, name string }
 
 type function struct {
 	spec      types.FunctionDeployment
+	log       *logBook
 	handler   http.Handler
 	limiter   *rate.Limiter // nil: no rate limit
 	slots     chan struct{}
@@ -238,6 +240,7 @@ func (p *Provider) routes() {
 	m.HandleFunc("POST /system/secrets", p.createSecret)
 	m.HandleFunc("PUT /system/secrets", p.updateSecret)
 	m.HandleFunc("DELETE /system/secrets", p.deleteSecret)
+	m.Handle("GET /system/logs", logs.NewLogHandlerFunc(p, logsTimeout))
 	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	m.HandleFunc("/function/", p.invoke)
 	p.mux = m
@@ -311,8 +314,8 @@ func (p *Provider) decodeDeployment(w http.ResponseWriter, r *http.Request) (typ
 }
 
 // build makes a function from a deployment, whose secrets are in
-// secrets ("" if it names none).
-func (p *Provider) build(spec types.FunctionDeployment, secrets string) (*function, error) {
+// secrets ("" if it names none) and whose log is book.
+func (p *Provider) build(spec types.FunctionDeployment, secrets string, book *logBook) (*function, error) {
 	labels := map[string]string{}
 	if spec.Labels != nil {
 		labels = *spec.Labels
@@ -350,7 +353,7 @@ func (p *Provider) build(spec types.FunctionDeployment, secrets string) (*functi
 			return nil, fmt.Errorf("label %s=%q: want p<quantile>=<duration>, such as p95=200ms", LabelSLO, v)
 		}
 	}
-	f := &function{spec: spec, slots: make(chan struct{}, concurrency), timeout: timeout, created: time.Now()}
+	f := &function{spec: spec, log: book, slots: make(chan struct{}, concurrency), timeout: timeout, created: time.Now()}
 	if v, ok := labels[LabelMaxRate]; ok {
 		r, err := ParseMaxRate(v)
 		if err != nil {
@@ -372,6 +375,7 @@ func (p *Provider) build(spec types.FunctionDeployment, secrets string) (*functi
 		if err != nil {
 			return nil, err
 		}
+		h.log = book
 		f.handler = h
 		return f, nil
 	}
@@ -386,7 +390,7 @@ func (p *Provider) build(spec types.FunctionDeployment, secrets string) (*functi
 		return nil, fmt.Errorf("image %q is neither a registered Go handler, nor a built-in one (%s), nor accompanied by envProcess",
 			spec.Image, strings.Join(BuiltinImages(), ", "))
 	}
-	f.handler = withSecrets(h, secrets)
+	f.handler = withLog(withSecrets(h, secrets), book)
 	return f, nil
 }
 
@@ -463,7 +467,11 @@ func (p *Provider) put(w http.ResponseWriter, r *http.Request, mustExist bool) {
 	if len(spec.Secrets) > 0 {
 		secrets = p.mountDir(k)
 	}
-	f, err := p.build(spec, secrets)
+	book := newLogBook(k)
+	if old, ok := p.fns[k]; ok {
+		book = old.log // an update keeps the function's log
+	}
+	f, err := p.build(spec, secrets, book)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("function %q: %v", spec.Service, err), http.StatusBadRequest)
 		return
