@@ -33,6 +33,14 @@
 // have); a Go handler reads them with ReadSecret. An update reaches the
 // functions that name the secret; a deletion removes it from them.
 //
+// Scaling: a function has replicas (at first com.openfaas.scale.min, 1 by
+// default), each running its concurrency (max_inflight, or the
+// dfaas.concurrency label) at once; a scale request sets them, up to
+// com.openfaas.scale.max (20 by default), and status reports them; 0
+// scales it to zero, and its next call brings the minimum back. A node's
+// measured capacity stays within replicas times concurrency calls per
+// service time (MaxInFlight).
+//
 // Logs: the provider's logs API (/system/logs, through the gateway as
 // faas-cli logs reads it) serves each function's last thousand lines,
 // stamped, and follows new ones: a process function's stderr (when

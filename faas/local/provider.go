@@ -47,6 +47,13 @@ const (
 const (
 	DefaultConcurrency = 64
 	DefaultTimeout     = 30 * time.Second
+	DefaultMaxReplicas = 20 // OpenFaaS's
+)
+
+// OpenFaaS's scaling labels: the fewest and most replicas.
+const (
+	LabelScaleMin = "com.openfaas.scale.min"
+	LabelScaleMax = "com.openfaas.scale.max"
 )
 
 // Config configures a Provider. The zero value of every field means its
@@ -120,15 +127,23 @@ type Provider struct {
 type key struct{ ns, name string }
 
 type function struct {
-	spec      types.FunctionDeployment
-	log       *logBook
-	handler   http.Handler
-	limiter   *rate.Limiter // nil: no rate limit
-	slots     chan struct{}
-	timeout   time.Duration
-	created   time.Time
-	invoked   atomic.Uint64
-	throttled atomic.Uint64
+	spec    types.FunctionDeployment
+	log     *logBook
+	handler http.Handler
+	limiter *rate.Limiter // nil: no rate limit
+	// perReplica calls run at once on each of its replicas (max_inflight,
+	// or the dfaas.concurrency label); inflight counts those running.
+	perReplica int
+	inflight   atomic.Int64
+	// replicas is how many it has (scale requests set it, within
+	// minReplicas and maxReplicas; 0 scaled to zero, and back to
+	// minReplicas at its next call).
+	replicas                 atomic.Int64
+	minReplicas, maxReplicas int
+	timeout                  time.Duration
+	created                  time.Time
+	invoked                  atomic.Uint64
+	throttled                atomic.Uint64
 }
 
 // Validate reports the first invalid field.
@@ -295,7 +310,7 @@ func (p *Provider) statusOf(k key, f *function) types.FunctionStatus {
 	labels[LabelFunction] = s.Service
 	return types.FunctionStatus{Name: s.Service, Image: s.Image, Namespace: k.ns, EnvProcess: s.EnvProcess,
 		EnvVars: s.EnvVars, Labels: &labels, Annotations: s.Annotations, Limits: s.Limits, Requests: s.Requests, Secrets: s.Secrets,
-		InvocationCount: float64(f.invoked.Load()), Replicas: 1, AvailableReplicas: 1, CreatedAt: f.created}
+		InvocationCount: float64(f.invoked.Load()), Replicas: uint64(f.replicas.Load()), AvailableReplicas: uint64(f.replicas.Load()), CreatedAt: f.created}
 }
 
 // decodeDeployment reads and checks a deployment request.
@@ -353,7 +368,21 @@ func (p *Provider) build(spec types.FunctionDeployment, secrets string, book *lo
 			return nil, fmt.Errorf("label %s=%q: want p<quantile>=<duration>, such as p95=200ms", LabelSLO, v)
 		}
 	}
-	f := &function{spec: spec, log: book, slots: make(chan struct{}, concurrency), timeout: timeout, created: time.Now()}
+	minR, maxR := 1, DefaultMaxReplicas
+	for label, into := range map[string]*int{LabelScaleMin: &minR, LabelScaleMax: &maxR} {
+		if v, ok := labels[label]; ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 1000 {
+				return nil, fmt.Errorf("label %s=%q: want a whole number of replicas, 0 to 1000", label, v)
+			}
+			*into = n
+		}
+	}
+	if minR > maxR || maxR < 1 {
+		return nil, fmt.Errorf("labels %s=%d, %s=%d: want a minimum of replicas at most the maximum, which is at least 1", LabelScaleMin, minR, LabelScaleMax, maxR)
+	}
+	f := &function{spec: spec, log: book, perReplica: concurrency, minReplicas: max(1, minR), maxReplicas: maxR, timeout: timeout, created: time.Now()}
+	f.replicas.Store(int64(max(1, minR)))
 	if v, ok := labels[LabelMaxRate]; ok {
 		r, err := ParseMaxRate(v)
 		if err != nil {
@@ -423,6 +452,22 @@ func (p *Provider) MaxRTTs() map[string]time.Duration {
 	return out
 }
 
+// MaxInFlight lists, for every function of the default namespace, the
+// calls it runs at once: its replicas (at least its minimum: one scaled to
+// zero comes back at its next call) times each one's concurrency (see
+// faas.InFlightBounds: the capacity a node measures stays within it).
+func (p *Provider) MaxInFlight() map[string]int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := map[string]int{}
+	for k, f := range p.fns {
+		if k.ns == p.cfg.Namespace {
+			out[k.name] = max(int(f.replicas.Load()), f.minReplicas) * f.perReplica
+		}
+	}
+	return out
+}
+
 // ParseMaxRate parses a dfaas.maxrate label value: a finite rate >= 0.
 func ParseMaxRate(v string) (dfaas.Rate, error) {
 	r, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -486,6 +531,7 @@ func (p *Provider) put(w http.ResponseWriter, r *http.Request, mustExist bool) {
 	if old, ok := p.fns[k]; ok {
 		f.created = old.created
 		f.invoked.Store(old.invoked.Load())
+		f.replicas.Store(min(max(old.replicas.Load(), int64(f.minReplicas)), int64(f.maxReplicas)))
 	}
 	p.fns[k] = f
 	p.log.Info("function deployed", "name", spec.Service, "namespace", k.ns, "image", spec.Image, "process", spec.EnvProcess != "")
@@ -539,17 +585,37 @@ func (p *Provider) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, p.statusOf(k, f))
 }
 
-// scale accepts any replica count: a local function has one replica, whose
-// concurrency its label sets.
+// scale sets a function's replicas: each runs perReplica calls at once
+// (so a node measures the capacity of them all), at most the
+// com.openfaas.scale.max label; 0 scales it to zero (it comes back at its
+// next call).
 func (p *Provider) scale(w http.ResponseWriter, r *http.Request) {
-	ns, ok := p.namespace(w, r.URL.Query().Get("namespace"))
+	var req types.ScaleServiceRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16)).Decode(&req); err != nil {
+		http.Error(w, "invalid scale request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	nsName := req.Namespace
+	if nsName == "" {
+		nsName = r.URL.Query().Get("namespace")
+	}
+	ns, ok := p.namespace(w, nsName)
 	if !ok {
 		return
 	}
-	if _, ok := p.lookup(key{ns, r.PathValue("name")}); !ok {
+	name := r.PathValue("name")
+	if req.ServiceName != "" && req.ServiceName != name {
+		http.Error(w, fmt.Sprintf("scale request for %q at %q", req.ServiceName, name), http.StatusBadRequest)
+		return
+	}
+	f, ok := p.lookup(key{ns, name})
+	if !ok {
 		http.Error(w, "function not found", http.StatusNotFound)
 		return
 	}
+	n := min(req.Replicas, uint64(f.maxReplicas))
+	f.replicas.Store(int64(n))
+	p.log.Info("function scaled", "name", name, "namespace", ns, "replicas", n)
 	w.WriteHeader(http.StatusAccepted)
 }
 
@@ -596,14 +662,18 @@ func (p *Provider) invoke(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "function over its rate", http.StatusTooManyRequests)
 		return
 	}
-	select {
-	case f.slots <- struct{}{}:
-		defer func() { <-f.slots }()
-	default:
+	if f.replicas.Load() == 0 { // scaled to zero: back, as the gateway's scale from zero would
+		if f.replicas.CompareAndSwap(0, int64(f.minReplicas)) {
+			p.log.Info("function scaled from zero", "name", name, "namespace", ns, "replicas", f.minReplicas)
+		}
+	}
+	if n := f.inflight.Add(1); n > f.replicas.Load()*int64(f.perReplica) {
+		f.inflight.Add(-1)
 		f.throttled.Add(1)
 		http.Error(w, "function at its concurrency limit", http.StatusTooManyRequests)
 		return
 	}
+	defer f.inflight.Add(-1)
 	f.invoked.Add(1)
 	ctx, cancel := context.WithTimeout(r.Context(), f.timeout)
 	defer cancel()
@@ -681,7 +751,8 @@ func (p *Provider) Functions() map[string]map[string]string {
 }
 
 var (
-	_ faas.Platform   = (*Provider)(nil)
-	_ faas.RTTBudgets = (*Provider)(nil)
-	_ faas.Objectives = (*Provider)(nil)
+	_ faas.Platform       = (*Provider)(nil)
+	_ faas.RTTBudgets     = (*Provider)(nil)
+	_ faas.Objectives     = (*Provider)(nil)
+	_ faas.InFlightBounds = (*Provider)(nil)
 )

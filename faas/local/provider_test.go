@@ -173,7 +173,7 @@ func TestConcurrencyLimitAndTimeout(t *testing.T) {
 	}()
 	require.Eventually(t, func() bool {
 		f, _ := p.lookup(key{"openfaas-fn", "block"})
-		return len(f.slots) == 1
+		return f.inflight.Load() == 1
 	}, 5*time.Second, 5*time.Millisecond)
 	code, _ = call(t, "POST", base+"/function/block", "")
 	assert.Equal(t, http.StatusTooManyRequests, code, "second request over the concurrency of one")
@@ -461,5 +461,68 @@ func TestWatchdogSemantics(t *testing.T) {
 
 	code, _ = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "bad", Image: "any", EnvProcess: show,
 		EnvVars: map[string]string{EnvExecTimeout: "soon"}})
+	assert.Equal(t, http.StatusBadRequest, code)
+}
+
+// TestScaling: replicas mean something: each runs the function's
+// concurrency (max_inflight) at once, a scale request changes them within
+// the scale labels, status reports them, and a function scaled to zero
+// comes back at its next call.
+func TestScaling(t *testing.T) {
+	p := start(t)
+	base := strings.TrimSuffix(p.URL(), "/")
+	release := make(chan struct{})
+	require.NoError(t, p.RegisterImage("dfaas/block", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})))
+	code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "block", Image: "dfaas/block",
+		EnvVars: map[string]string{EnvMaxInflight: "1"}, Labels: labels(LabelScaleMax, "3")})
+	require.Equal(t, http.StatusAccepted, code)
+	replicas := func() uint64 {
+		t.Helper()
+		code, body := call(t, "GET", base+"/system/function/block", nil)
+		require.Equal(t, http.StatusOK, code)
+		var st types.FunctionStatus
+		require.NoError(t, json.Unmarshal([]byte(body), &st))
+		assert.Equal(t, st.Replicas, st.AvailableReplicas)
+		return st.Replicas
+	}
+	scale := func(n uint64) {
+		t.Helper()
+		code, _ := call(t, "POST", base+"/system/scale-function/block", types.ScaleServiceRequest{ServiceName: "block", Replicas: n})
+		require.Equal(t, http.StatusAccepted, code)
+	}
+	assert.Equal(t, uint64(1), replicas(), "the minimum, 1")
+	blocked := func() chan int {
+		done := make(chan int, 1)
+		go func() { c, _ := call(t, "POST", base+"/function/block", ""); done <- c }()
+		return done
+	}
+	first := blocked()
+	f, _ := p.lookup(key{"openfaas-fn", "block"})
+	require.Eventually(t, func() bool { return f.inflight.Load() == 1 }, 5*time.Second, 5*time.Millisecond)
+	code, _ = call(t, "POST", base+"/function/block", "")
+	assert.Equal(t, http.StatusTooManyRequests, code, "one replica, one call at once")
+	scale(2)
+	assert.Equal(t, uint64(2), replicas())
+	second := blocked()
+	require.Eventually(t, func() bool { return f.inflight.Load() == 2 }, 5*time.Second, 5*time.Millisecond, "two replicas, two calls")
+	close(release)
+	assert.Equal(t, http.StatusOK, <-first)
+	assert.Equal(t, http.StatusOK, <-second)
+
+	scale(10)
+	assert.Equal(t, uint64(3), replicas(), "at most com.openfaas.scale.max")
+	assert.Equal(t, 3, p.MaxInFlight()["block"], "what a node's measured capacity stays within: replicas times max_inflight")
+	scale(0)
+	assert.Equal(t, uint64(0), replicas(), "scaled to zero")
+	code, _ = call(t, "POST", base+"/function/block", "")
+	assert.Equal(t, http.StatusOK, code, "back from zero at its next call")
+	assert.Equal(t, uint64(1), replicas())
+
+	code, _ = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "bad", Image: "dfaas/block", Labels: labels(LabelScaleMin, "5", LabelScaleMax, "2")})
 	assert.Equal(t, http.StatusBadRequest, code)
 }
