@@ -107,6 +107,9 @@ type Config struct {
 	// CallbackConcurrency bounds the callbacks in progress (two at most
 	// to one host). Default 16.
 	CallbackConcurrency int
+	// CloseGrace is how long Close lets the calls and callbacks in
+	// progress finish before it cuts them. Default 10 s.
+	CloseGrace time.Duration
 	// Timeout bounds one run. Default 5 min.
 	Timeout time.Duration
 	// CallbackTimeout bounds one callback. Default 30 s.
@@ -150,6 +153,9 @@ func (c Config) withDefaults() Config {
 	if c.Callbacks == nil {
 		c.Callbacks = PublicCallbacks
 	}
+	if c.CloseGrace == 0 {
+		c.CloseGrace = 10 * time.Second
+	}
 	if c.CallbackConcurrency == 0 {
 		c.CallbackConcurrency = 16
 	}
@@ -169,7 +175,7 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: async: no queue file", dfaas.ErrInvalidConfig)
 	case dfaas.ValidateAddr(c.Invoke) != nil:
 		return fmt.Errorf("%w: async: user listener %q: want host:port", dfaas.ErrInvalidConfig, c.Invoke)
-	case c.MaxPerFunction < 0 || c.MaxBytes < 0 || c.MaxBody < 0 || c.Concurrency < 0 || c.MaxAttempts < 0 || c.RetryDelay < 0 || c.CallbackConcurrency < 0 || c.Timeout < 0 || c.CallbackTimeout < 0:
+	case c.MaxPerFunction < 0 || c.MaxBytes < 0 || c.MaxBody < 0 || c.Concurrency < 0 || c.MaxAttempts < 0 || c.RetryDelay < 0 || c.CallbackConcurrency < 0 || c.CloseGrace < 0 || c.Timeout < 0 || c.CallbackTimeout < 0:
 		return fmt.Errorf("%w: async: a negative bound", dfaas.ErrInvalidConfig)
 	}
 	return nil
@@ -364,12 +370,8 @@ func (q *Queue) push(fn string, w waiting, front bool) {
 	q.bytes += w.size
 }
 
-// closeGrace is how long Close lets the calls and callbacks in progress
-// finish.
-const closeGrace = 10 * time.Second
-
 // Close stops starting calls and callbacks, lets those in progress finish
-// for up to closeGrace (then cuts them: cut runs go again after a restart,
+// for up to Config.CloseGrace (then cuts them: cut runs go again after a restart,
 // cut callbacks are sent again), and closes the file.
 func (q *Queue) Close() error {
 	q.halt()
@@ -381,7 +383,7 @@ func (q *Queue) Close() error {
 	}()
 	select {
 	case <-finished:
-	case <-time.After(closeGrace):
+	case <-time.After(q.cfg.CloseGrace):
 		q.log.Warn("calls and callbacks in progress cut at close: they go again after a restart")
 	}
 	q.cancel()

@@ -432,9 +432,6 @@ func TestCallbacksStandApart(t *testing.T) {
 // TestCallbackCutAtCloseIsSentAgain: a callback in progress when Close's
 // grace ends is sent again after the restart; the call does not run again.
 func TestCallbackCutAtCloseIsSentAgain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("waits out Close's grace (10 s)")
-	}
 	nd := newNode(t, ran(http.StatusOK, "result"))
 	var hang atomic.Bool
 	hang.Store(true)
@@ -453,7 +450,8 @@ func TestCallbackCutAtCloseIsSentAgain(t *testing.T) {
 	defer cbs.Close()
 	defer close(release)
 	path := filepath.Join(t.TempDir(), "q.db")
-	q, err := async.Open(async.Config{Path: path, Invoke: nd.addr, Logger: slog.New(slog.DiscardHandler), Callbacks: async.AnyCallbacks})
+	q, err := async.Open(async.Config{Path: path, Invoke: nd.addr, Logger: slog.New(slog.DiscardHandler), Callbacks: async.AnyCallbacks,
+		CloseGrace: 500 * time.Millisecond})
 	require.NoError(t, err)
 	require.Equal(t, http.StatusAccepted, post(t, q, "/async-function/f", "x", map[string]string{async.HeaderCallback: cbs.URL}).Code)
 	require.Eventually(t, func() bool { return nd.calls.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
