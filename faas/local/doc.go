@@ -30,7 +30,8 @@
 // is refused). A process function finds them as files in a directory of
 // its own, named by its environment variable secret_mount_path (OpenFaaS
 // mounts them at /var/openfaas/secrets, which a process on the host cannot
-// have); a Go handler reads them with ReadSecret. An update reaches the
+// have: a command line that names that directory reads the function's
+// own); a Go handler reads them with ReadSecret. An update reaches the
 // functions that name the secret; a deletion removes it from them.
 //
 // Scaling: a function has replicas (at first com.openfaas.scale.min, 1 by
@@ -44,5 +45,7 @@
 // Logs: the provider's logs API (/system/logs, through the gateway as
 // faas-cli logs reads it) serves each function's last thousand lines,
 // stamped, and follows new ones: a process function's stderr (when
-// combine_output is false) and its failures, a Go handler's Logf lines.
+// combine_output is false), its failures and, as the classic watchdog logs
+// them, a line as each call forks and one with the bytes it wrote; a Go
+// handler's Logf lines.
 package local

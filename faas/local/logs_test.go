@@ -60,10 +60,12 @@ func TestLogs(t *testing.T) {
 		return out
 	}
 	got := read("noisy", 0)
-	require.Len(t, got, 1)
-	assert.Equal(t, "to the log", got[0].Text)
-	assert.Equal(t, "noisy", got[0].Name)
-	assert.False(t, got[0].Timestamp.Before(before.Add(-time.Second)))
+	require.Len(t, got, 3)
+	assert.Equal(t, "Forking fprocess.", got[0].Text, "as the classic watchdog logs a call")
+	assert.Equal(t, "to the log", got[1].Text)
+	assert.True(t, strings.HasPrefix(got[2].Text, "Wrote 7 Bytes"), got[2].Text)
+	assert.Equal(t, "noisy", got[1].Name)
+	assert.False(t, got[1].Timestamp.Before(before.Add(-time.Second)))
 	got = read("go", 2)
 	require.Len(t, got, 2, "the last two")
 	assert.Equal(t, "handled 2", got[0].Text)

@@ -128,6 +128,8 @@ func (p *process) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
 	cmd.Env = slices.Concat(p.env, requestEnv(r))
+	p.log.add("Forking fprocess.") // as the classic watchdog logs each call
+	start := time.Now()
 	cmd.Stdin = bytes.NewReader(body)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout = &limited{w: &stdout, n: maxBody}
@@ -162,6 +164,7 @@ func (p *process) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", p.contentType)
 	}
 	_, _ = w.Write(stdout.Bytes())
+	p.log.add(fmt.Sprintf("Wrote %d Bytes - Duration: %f seconds", stdout.Len(), time.Since(start).Seconds()))
 }
 
 var errExecTimeout = errors.New("exec_timeout")

@@ -297,6 +297,9 @@ func (p *Provider) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// OpenFaaSSecrets is where OpenFaaS mounts a function's secrets.
+const OpenFaaSSecrets = "/var/openfaas/secrets/"
+
 // LabelFunction is the label OpenFaaS's providers put on every function,
 // naming it.
 const LabelFunction = "faas_function"
@@ -403,6 +406,13 @@ func (p *Provider) build(spec types.FunctionDeployment, secrets string, book *lo
 		h, err := newProcess(spec.EnvProcess, env)
 		if err != nil {
 			return nil, err
+		}
+		if secrets != "" {
+			// Where OpenFaaS mounts them: a command line that names that
+			// directory reads the function's own.
+			for i, a := range h.argv {
+				h.argv[i] = strings.ReplaceAll(a, OpenFaaSSecrets, secrets+"/")
+			}
 		}
 		h.log = book
 		f.handler = h

@@ -75,6 +75,12 @@ func TestSecrets(t *testing.T) {
 	code, body = call(t, "POST", base+"/function/cat", "")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "s3cret", body)
+	code, _ = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "cat2", Image: "any",
+		EnvProcess: "cat " + OpenFaaSSecrets + "api-key", Secrets: []string{"api-key"}})
+	require.Equal(t, http.StatusAccepted, code)
+	code, body = call(t, "POST", base+"/function/cat2", "")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "s3cret", body, "OpenFaaS's path in a command line is the function's own directory")
 	code, body = call(t, "GET", base+"/function/go?name=api-key", nil)
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "s3cret", body)
