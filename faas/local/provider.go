@@ -554,6 +554,9 @@ func (p *Provider) remove(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "invalid request: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	if req.Namespace == "" { // faas-cli names it in the query
+		req.Namespace = r.URL.Query().Get("namespace")
+	}
 	ns, ok := p.namespace(w, req.Namespace)
 	if !ok {
 		return

@@ -189,6 +189,11 @@ func TestConcurrencyLimitAndTimeout(t *testing.T) {
 func TestNamespaces(t *testing.T) {
 	p := start(t)
 	base := strings.TrimSuffix(p.URL(), "/")
+	// A deletion may name its namespace in the query, as faas-cli does.
+	code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "gone", Image: "dfaas/echo", Namespace: "node-3"})
+	require.Equal(t, http.StatusAccepted, code)
+	code, _ = call(t, "DELETE", base+"/system/functions?namespace=node-3", types.DeleteFunctionRequest{FunctionName: "gone"})
+	assert.Equal(t, http.StatusAccepted, code)
 	for i, ns := range []string{"node-1", "node-2"} {
 		code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "echo", Image: "dfaas/echo", Namespace: ns,
 			Labels: labels(LabelMaxRate, []string{"10", "20"}[i])})
