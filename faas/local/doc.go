@@ -34,6 +34,10 @@
 // own); a Go handler reads them with ReadSecret. An update reaches the
 // functions that name the secret; a deletion removes it from them.
 //
+// A deployment's constraints and readOnlyRootFilesystem are kept and
+// reported in its status, not enforced: a process on the host has the
+// filesystem its user has.
+//
 // Scaling: a function has replicas (at first com.openfaas.scale.min, 1 by
 // default), each running its concurrency (max_inflight, or the
 // dfaas.concurrency label) at once; a scale request sets them, up to

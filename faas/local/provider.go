@@ -313,6 +313,7 @@ func (p *Provider) statusOf(k key, f *function) types.FunctionStatus {
 	labels[LabelFunction] = s.Service
 	return types.FunctionStatus{Name: s.Service, Image: s.Image, Namespace: k.ns, EnvProcess: s.EnvProcess,
 		EnvVars: s.EnvVars, Labels: &labels, Annotations: s.Annotations, Limits: s.Limits, Requests: s.Requests, Secrets: s.Secrets,
+		Constraints: s.Constraints, ReadOnlyRootFilesystem: s.ReadOnlyRootFilesystem,
 		InvocationCount: float64(f.invoked.Load()), Replicas: uint64(f.replicas.Load()), AvailableReplicas: uint64(f.replicas.Load()), CreatedAt: f.created}
 }
 

@@ -75,7 +75,8 @@ func labels(kv ...string) *map[string]string {
 func TestProviderLifecycle(t *testing.T) {
 	p := start(t)
 	base := strings.TrimSuffix(p.URL(), "/")
-	code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "echo", Image: "dfaas/echo", Labels: labels(LabelMaxRate, "20")})
+	code, _ := call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "echo", Image: "dfaas/echo", Labels: labels(LabelMaxRate, "20"),
+		Constraints: []string{"node.platform.os == linux"}, ReadOnlyRootFilesystem: true})
 	require.Equal(t, http.StatusAccepted, code)
 	code, _ = call(t, "POST", base+"/system/functions", types.FunctionDeployment{Service: "shout", Image: "any", EnvProcess: "tr a-z A-Z"})
 	require.Equal(t, http.StatusAccepted, code)
@@ -96,6 +97,8 @@ func TestProviderLifecycle(t *testing.T) {
 	assert.Equal(t, float64(1), list[0].InvocationCount)
 	assert.Equal(t, "20", (*list[0].Labels)[LabelMaxRate])
 	assert.Equal(t, "echo", (*list[0].Labels)[LabelFunction], "as OpenFaaS's providers label every function")
+	assert.Equal(t, []string{"node.platform.os == linux"}, list[0].Constraints, "the deployment's fields, as it set them")
+	assert.True(t, list[0].ReadOnlyRootFilesystem)
 
 	caps, err := p.Capacities(context.Background())
 	require.NoError(t, err)
@@ -207,6 +210,8 @@ func TestNamespaces(t *testing.T) {
 	assert.Equal(t, "node-2", list[0].Namespace)
 	assert.Equal(t, "20", (*list[0].Labels)[LabelMaxRate])
 	assert.Equal(t, "echo", (*list[0].Labels)[LabelFunction], "as OpenFaaS's providers label every function")
+	assert.Equal(t, []string{"node.platform.os == linux"}, list[0].Constraints, "the deployment's fields, as it set them")
+	assert.True(t, list[0].ReadOnlyRootFilesystem)
 	code, body = call(t, "POST", base+"/function/echo.node-1", "x")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "echo: x", body)
