@@ -210,8 +210,6 @@ func TestNamespaces(t *testing.T) {
 	assert.Equal(t, "node-2", list[0].Namespace)
 	assert.Equal(t, "20", (*list[0].Labels)[LabelMaxRate])
 	assert.Equal(t, "echo", (*list[0].Labels)[LabelFunction], "as OpenFaaS's providers label every function")
-	assert.Equal(t, []string{"node.platform.os == linux"}, list[0].Constraints, "the deployment's fields, as it set them")
-	assert.True(t, list[0].ReadOnlyRootFilesystem)
 	code, body = call(t, "POST", base+"/function/echo.node-1", "x")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Equal(t, "echo: x", body)
