@@ -63,13 +63,7 @@ func freeAddr(t testing.TB) string {
 
 func startDriver(t *testing.T, node string, pf *platform, fns ...string) *Driver {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	d, err := Start(ctx, Config{Node: dfaas.NodeID(node), UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: pf.addr,
-		Functions: fns, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, d.Close()) })
-	return d
+	return startFree(t, Config{Node: dfaas.NodeID(node), Platform: pf.addr, Functions: fns, Logger: slog.New(slog.DiscardHandler)})
 }
 
 // senderAndHelpers starts node a with "figlet" and helpers b and c, whose

@@ -39,13 +39,26 @@ func newStubPeer(t *testing.T, status int) *stubPeer {
 
 func startSlotted(t *testing.T, slots int) *Driver {
 	t.Helper()
+	return startFree(t, Config{Node: "a", Platform: newPlatform(t, "a").addr, RouteSlots: slots, Logger: slog.New(slog.DiscardHandler)})
+}
+
+// startFree starts a driver of cfg on free ports: a port found free may be
+// taken before HAProxy binds it (other packages' tests run meanwhile), so
+// it tries again with others, as the registered data plane does.
+func startFree(t *testing.T, cfg Config) *Driver {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	d, err := Start(ctx, Config{Node: "a", UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: newPlatform(t, "a").addr,
-		RouteSlots: slots, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, d.Close()) })
-	return d
+	for try := 0; ; try++ {
+		cfg.UserAddr, cfg.PeerAddr = freeAddr(t), freeAddr(t)
+		d, err := Start(ctx, cfg)
+		if err != nil && try < 3 && strings.Contains(err.Error(), "Address already in use") {
+			continue
+		}
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, d.Close()) })
+		return d
+	}
 }
 
 // TestRetriesStayOnTheRoute: a forward the picked peer refuses is retried
@@ -235,12 +248,7 @@ func TestSharedSlotsAreCounted(t *testing.T) {
 // overlay declared down are cut in its route backend, even once the peer
 // has left the plans and its server in the forwarding backend is gone.
 func TestAbortReachesRouteBackends(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	a, err := Start(ctx, Config{Node: "a", UserAddr: freeAddr(t), PeerAddr: freeAddr(t), Platform: newPlatform(t, "a").addr,
-		Timeout: 8 * time.Second, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, a.Close()) })
+	a := startFree(t, Config{Node: "a", Platform: newPlatform(t, "a").addr, Timeout: 8 * time.Second, Logger: slog.New(slog.DiscardHandler)})
 	release := make(chan struct{})
 	frozen := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
