@@ -275,11 +275,11 @@ func (b *Backend) Functions(ctx context.Context) ([]Function, error) {
 				b.warnOnce(s.Name, err)
 			}
 		}
-		if v, ok := s.EnvVars[EnvMaxInflight]; ok {
+		if v, ok := s.EnvVars[local.EnvMaxInflight]; ok {
 			if n, err := strconv.Atoi(v); err == nil && n > 0 {
 				f.MaxInFlight = n * int(min(max(s.Replicas, 1), 1<<20))
 			} else {
-				b.warnOnce(s.Name, fmt.Errorf("%s %q: want a positive whole number", EnvMaxInflight, v))
+				b.warnOnce(s.Name, fmt.Errorf("%s %q: want a positive whole number", local.EnvMaxInflight, v))
 			}
 		}
 		out = append(out, f)
@@ -336,10 +336,6 @@ func (b *Backend) MaxInFlight() map[string]int {
 	defer b.mu.Unlock()
 	return maps.Clone(b.inflight)
 }
-
-// EnvMaxInflight is the environment variable of OpenFaaS's watchdogs
-// that bounds the calls a replica runs at once (429 beyond).
-const EnvMaxInflight = "max_inflight"
 
 // MaxRTTs implements faas.RTTBudgets: the dfaas.maxrtt labels the last
 // Capacities listed.

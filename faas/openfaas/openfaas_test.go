@@ -80,7 +80,7 @@ func TestAgainstTheRealGateway(t *testing.T) {
 	client := sdk.NewClient(gwURL, nil, http.DefaultClient)
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "hello", Image: "dfaas/hello",
 		Labels: &map[string]string{LabelMaxRate: "20", local.LabelMaxRTT: "20ms", "team": "edge"}, Annotations: &map[string]string{"owner": "ops"},
-		EnvVars: map[string]string{EnvMaxInflight: "4"}})
+		EnvVars: map[string]string{local.EnvMaxInflight: "4"}})
 	require.NoError(t, err)
 	_, err = client.Deploy(ctx, types.FunctionDeployment{Service: "shout", Image: "classic", EnvProcess: "tr a-z A-Z"})
 	require.NoError(t, err)

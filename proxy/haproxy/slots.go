@@ -226,8 +226,8 @@ func (d *Driver) fillSlot(i int, names, addrs []string) error {
 	}
 	backend := slotName(i)
 	type step struct {
-		name string
-		cmds int
+		name, addr string
+		cmds       int
 	}
 	var cmds []string
 	var steps []step
@@ -238,10 +238,10 @@ func (d *Driver) fillSlot(i int, names, addrs []string) error {
 			cmds = append(cmds, fmt.Sprintf("add server %s/%s %s weight %d%s%s%s", backend, name, addrs[j], serverWeight, dynamicPool, slotHealth,
 				d.layout.serverTLS(name)),
 				fmt.Sprintf("enable server %s/%s", backend, name), fmt.Sprintf("enable health %s/%s", backend, name))
-			steps = append(steps, step{name, 3})
+			steps = append(steps, step{name, addrs[j], 3})
 		case sv.draining:
 			cmds = append(cmds, fmt.Sprintf("set server %s/%s state ready", backend, name))
-			steps = append(steps, step{name, 1})
+			steps = append(steps, step{name, addrs[j], 1})
 		}
 	}
 	if len(cmds) == 0 {
@@ -250,7 +250,7 @@ func (d *Driver) fillSlot(i int, names, addrs []string) error {
 	outs, err := d.batch(cmds)
 	errs := []error{err}
 	k := 0
-	for j, st := range steps {
+	for _, st := range steps {
 		ok := k+st.cmds <= len(outs)
 		for c := k; ok && c < k+st.cmds; c++ {
 			if failed(outs[c]) {
@@ -261,12 +261,11 @@ func (d *Driver) fillSlot(i int, names, addrs []string) error {
 		k += st.cmds
 		switch {
 		case ok:
-			s.servers[st.name] = slotServer{addr: addrs[slices.Index(names, st.name)]}
+			s.servers[st.name] = slotServer{addr: st.addr}
 		case st.cmds == 3:
 			// Half added: deleted, and added again next time.
 			_, _ = d.batch([]string{fmt.Sprintf("set server %s/%s state maint", backend, st.name), fmt.Sprintf("del server %s/%s", backend, st.name)})
 		}
-		_ = j
 	}
 	return errors.Join(errs...)
 }
