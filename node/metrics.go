@@ -81,6 +81,8 @@ var (
 		"Peers that follow this node: who hears its adverts.", nil, nil)
 	descEvicted = prometheus.NewDesc("dfaas_overlay_followers_evicted_total",
 		"Followers told to make room for a newcomer (the node had MaxFollowers).", nil, nil)
+	descRedialled = prometheus.NewDesc("dfaas_overlay_redials_total",
+		"Lost peers dialled again soon and often: followees lost against this node's will (a crash, a partition) and bootstrap peers.", nil, nil)
 	descAsyncCalls = prometheus.NewDesc("dfaas_async_calls_total",
 		"Asynchronous calls by what became of them: accepted (202), completed (run, the callback sent or tried), requeued (went again: no capacity anywhere, or the platform refused), refused (429: the queue full), callback_failed (given up after its tries).",
 		[]string{"outcome"}, nil)
@@ -140,7 +142,7 @@ func (n *Node) Collector() prometheus.Collector { return collector{n} }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRequests, descForwarded, descRetries, descInFlight, descDuration, descCapacity,
 		descDemand, descLimit, descPeerCap, descPeers, descRTT, descTicks, descTickFailures, descTickDuration, descAdverts,
-		descDropped, descOverlayBytes, descFollowing, descFollowers, descEvicted, descCountersUp, descExecutions, descPlatform,
+		descDropped, descOverlayBytes, descFollowing, descFollowers, descEvicted, descRedialled, descCountersUp, descExecutions, descPlatform,
 		descCeiling, descBusyRate, descService, descObjective, descCuts, descNodeInfo, descPeerInfo, descFwdLatency, descFwdSuccess,
 		descGatewayInvocations, descGatewayStarted, descGatewaySeconds, descAsyncCalls, descAsyncBacklog, descAsyncOldest} {
 		ch <- d
@@ -258,6 +260,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descFollowing, float64(len(o.Following())))
 		gauge(descFollowers, float64(o.Followers()))
 		counter(descEvicted, float64(s.Evicted))
+		counter(descRedialled, float64(s.Redialled))
 		tr := o.Traffic()
 		counter(descOverlayBytes, float64(tr.BytesIn), "in")
 		counter(descOverlayBytes, float64(tr.BytesOut), "out")

@@ -541,13 +541,18 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 		k := n.flaky[p]
 		n.barred[p] = bar{until: time.Now().Add(min(refusedFor, retryAfter<<min(k-1, 6)))}
 	}
-	redial := !left && !errors.Is(why, errRefused) && !errors.Is(why, errBroke) && !errors.Is(why, errLeft) && n.flaky[p] == 1
+	unwanted := left || errors.Is(why, errRefused) || errors.Is(why, errBroke) || errors.Is(why, errLeft)
+	redial := !unwanted && n.flaky[p] == 1
 	n.mu.Unlock()
-	if redial {
+	switch {
+	case redial:
 		n.o.redial.dropped(p, time.Now())
-	} else {
+	case unwanted:
 		n.o.redial.forget(p) // nor by an earlier loss's redial
 	}
+	// A stream lost early again keeps an earlier loss's redial (a follow
+	// opened while the peer's connections were closing one by one); its bar
+	// still decides when it is followed again.
 	n.o.probes.forget(p)
 	if n.o.table.Remove(dfaas.NodeID(p.String())) && !n.o.isClosing() {
 		n.o.log.Info("peer left", "peer", p, "peer_name", n.o.table.Name(dfaas.NodeID(p.String())), "why", why)
@@ -600,7 +605,10 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 		}
 		size, err := binary.ReadUvarint(r)
 		if err != nil {
-			if first && (errors.Is(err, io.EOF) || errors.Is(err, network.ErrReset)) {
+			// A refusal ends the stream before its first frame; so does a
+			// connection that drops, which is a loss (a crash as the
+			// follow opened), not a refusal.
+			if first && (errors.Is(err, io.EOF) || errors.Is(err, network.ErrReset)) && !s.Conn().IsClosed() {
 				return fmt.Errorf("%w: %w", errRefused, err)
 			}
 			// A clean end after whole frames: see neighbourhood.leave. Only

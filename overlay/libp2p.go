@@ -409,6 +409,7 @@ func (o *Libp2p) Stats() Stats {
 	s.Silent = o.silent.Load()
 	s.Evicted = o.hood.evicted.Load()
 	s.Excused = o.probes.excused.Load()
+	s.Redialled = o.redial.started.Load()
 	if o.gater != nil {
 		s.Denied = o.gater.denied.Load()
 	}

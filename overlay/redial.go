@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -31,6 +32,9 @@ type redialer struct {
 	o    *Libp2p
 	mu   sync.Mutex
 	lost map[peer.ID]*lostPeer
+	// started counts the peers redialled: each loss that began a redial
+	// (Stats.Redialled).
+	started atomic.Uint64
 }
 
 type lostPeer struct {
@@ -49,6 +53,7 @@ func (r *redialer) dropped(p peer.ID, now time.Time) {
 	defer r.mu.Unlock()
 	if r.lost[p] == nil && len(r.lost) < maxLost {
 		r.lost[p] = &lostPeer{since: now, next: now.Add(redialFirst), wait: redialFirst}
+		r.started.Add(1)
 	}
 }
 

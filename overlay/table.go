@@ -33,6 +33,7 @@ type Stats struct {
 	Silent    uint64 `json:"silent"`     // adverts of a peer that does not answer its probes (Libp2p only)
 	Evicted   uint64 `json:"evicted"`    // followers told to make room for a newcomer (Libp2p only)
 	Excused   uint64 `json:"excused"`    // probe misses of a peer whose forwards were answered meanwhile (Libp2p only, see SetAnswered)
+	Redialled uint64 `json:"redialled"`  // losses redialled: followees lost against this node's will, bootstrap peers (Libp2p only)
 }
 
 type counters struct {

@@ -132,6 +132,7 @@ func TestAgentFederation(t *testing.T) {
 	assert.Contains(t, string(body), "\ndfaas_overlay_following 1\n")
 	assert.Contains(t, string(body), "\ndfaas_overlay_followers 1\n")
 	assert.Contains(t, string(body), "\ndfaas_overlay_followers_evicted_total 0\n")
+	assert.Contains(t, string(body), "\ndfaas_overlay_redials_total ")
 	assert.NotContains(t, first.Overlay.(*overlay.Libp2p).Members(), stranger.Overlay.Self())
 
 	k, _, err := overlay.LoadOrCreateKey(filepath.Join(dir, "b.key"))
