@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"runtime/debug"
 	"strings"
 
 	"github.com/dfaas-go/dfaas"
@@ -48,7 +49,33 @@ const (
 	// planes remove it), so a client may send such a call again without
 	// running it twice (package async does).
 	HeaderRejected = "X-Dfaas-Rejected"
+	// HeaderServedBy names the software that answered: the gateway's
+	// openfaas-ce/<version> on what a gateway answered, ServedBy on a
+	// user listener's own answers that stand in for the gateway's (an
+	// asynchronous call's 202).
+	HeaderServedBy = "X-Served-By"
 )
+
+// ServedBy is dfaas's HeaderServedBy: dfaas/ and the version of the module
+// the binary was built with ("(devel)" when built in its own work tree).
+var ServedBy = "dfaas/" + moduleVersion()
+
+func moduleVersion() string {
+	const module = "github.com/dfaas-go/dfaas"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if bi.Main.Path == module {
+		return bi.Main.Version
+	}
+	for _, d := range bi.Deps {
+		if d.Path == module {
+			return d.Version
+		}
+	}
+	return "unknown"
+}
 
 // StatusRefused is the status of a peer listener's refusal: the peer did
 // not execute the request, so the forwarder may try another peer. It is

@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +31,7 @@ import (
 	"github.com/dfaas-go/dfaas/node"
 	"github.com/dfaas-go/dfaas/overlay"
 	"github.com/dfaas-go/dfaas/proxy"
+	"github.com/dfaas-go/dfaas/proxy/async"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -43,10 +48,16 @@ type federation struct {
 
 func newFederation(t *testing.T, ctx context.Context) *federation {
 	t.Helper()
+	return newFederationWith(t, ctx, gatewaytest.Options{})
+}
+
+// newFederationWith is newFederation with the gateway run with o.
+func newFederationWith(t *testing.T, ctx context.Context, o gatewaytest.Options) *federation {
+	t.Helper()
 	p, err := local.New(local.Config{Logger: quiet})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Close() })
-	gw, err := gatewaytest.Start(ctx, p.URL())
+	gw, err := gatewaytest.StartWith(ctx, p.URL(), o)
 	require.NoError(t, err)
 	u, _ := url.Parse(gatewaytest.URL)
 	f := &federation{provider: p, gateway: gw, client: sdk.NewClient(u, nil, http.DefaultClient)}
@@ -354,4 +365,152 @@ func TestSameAnswersAsTheGatewayAlone(t *testing.T) {
 	assert.Equal(t, alone.StatusCode, via.StatusCode, "an unknown function")
 	assert.NotEmpty(t, via.Header.Get(proxy.HeaderCallID))
 	assert.NotEmpty(t, via.Header.Get(proxy.HeaderStartTime))
+}
+
+// TestSameAsyncAnswersAsTheGatewayAlone: an asynchronous call through a
+// node's queue gets what it gets from the gateway alone with OpenFaaS's own
+// asynchronous path (NATS Streaming and its queue worker): 202 and a call
+// id at once (the caller's if it gave one), then one callback with the
+// function's status, body and headers and the gateway's X-Call-Id,
+// X-Function-Name, X-Function-Status and X-Duration-Seconds; the node's
+// callback also says which node ran the call. One difference is kept on
+// purpose: a function the node does not know is answered 404 at once, where
+// the gateway accepts the call and calls back its 404.
+func TestSameAsyncAnswersAsTheGatewayAlone(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	fed := newFederationWith(t, ctx, gatewaytest.Options{Async: true})
+	require.NoError(t, fed.provider.RegisterImage("dfaas/answer", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		code, _ := strconv.Atoi(r.URL.Query().Get("status"))
+		w.Header().Set("Content-Type", "text/x-answer")
+		w.Header().Set("X-Answer", "from "+r.Method)
+		w.WriteHeader(max(code, http.StatusOK))
+		fmt.Fprintf(w, "%s saw %q", r.Header.Get(proxy.HeaderCallID), body)
+	})))
+	_, err := fed.client.Deploy(ctx, types.FunctionDeployment{Service: "answer", Image: "dfaas/answer", Namespace: "openfaas-fn",
+		Labels: &map[string]string{openfaas.LabelMaxRate: "100"}})
+	require.NoError(t, err)
+	b, err := openfaas.New(openfaas.Config{Gateway: gatewaytest.URL, Logger: quiet})
+	require.NoError(t, err)
+	fed.backends = append(fed.backends, b)
+	ov, err := overlay.NewNetwork().Join("solo")
+	require.NoError(t, err)
+	n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: node.Platform{Handler: b.Handler(), Capacities: b},
+		Interval: 250 * time.Millisecond, PlainPeers: true, DeclaredCapacity: true, Logger: quiet,
+		AsyncQueue: filepath.Join(t.TempDir(), "queue"), AsyncCallbacks: async.AnyCallbacks}) // the receiver is on loopback
+	require.NoError(t, err)
+	defer n.Close()
+	through := "http://" + n.DataPlane.UserAddr()
+	require.Eventually(t, func() bool {
+		resp, err := http.Post(through+"/function/answer", "text/plain", nil)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 100*time.Millisecond, "the node serves the gateway's function")
+
+	type callback struct {
+		header http.Header
+		body   string
+	}
+	var mu sync.Mutex
+	got := map[string][]callback{} // by the receiver's path
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got[r.URL.Path] = append(got[r.URL.Path], callback{r.Header.Clone(), string(body)})
+		mu.Unlock()
+	}))
+	defer receiver.Close()
+	callbackOf := func(path string) callback {
+		t.Helper()
+		var cb []callback
+		require.Eventually(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			cb = slices.Clone(got[path])
+			return len(cb) > 0
+		}, 30*time.Second, 20*time.Millisecond, "no callback to %s", path)
+		return cb[0]
+	}
+	call := func(base, fn, query, id, body, cbPath string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, base+"/async-function/"+fn+query, strings.NewReader(body))
+		require.NoError(t, err)
+		req.Header.Set(async.HeaderCallback, receiver.URL+cbPath)
+		if id != "" {
+			req.Header.Set(proxy.HeaderCallID, id)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	for i, c := range []struct{ query, id, body string }{
+		{"", "", "hello"},
+		{"?status=500", "", "fails"},
+		{"", "caller-9", "named"},
+	} {
+		alone := call(gatewaytest.URL, "answer", c.query, c.id, c.body, fmt.Sprintf("/alone/%d", i))
+		via := call(through, "answer", c.query, c.id, c.body, fmt.Sprintf("/via/%d", i))
+		assert.Equal(t, http.StatusAccepted, alone.StatusCode)
+		assert.Equal(t, alone.StatusCode, via.StatusCode, "case %d", i)
+		// A call id at once; the caller's, if it gave one, is the call's
+		// (the gateway does not repeat it in its 202, the node does).
+		if c.id == "" {
+			require.NotEmpty(t, alone.Header.Get(proxy.HeaderCallID), "case %d", i)
+		} else {
+			alone.Header.Set(proxy.HeaderCallID, c.id)
+		}
+		require.NotEmpty(t, via.Header.Get(proxy.HeaderCallID), "case %d: a call id at once", i)
+		if c.id != "" {
+			assert.Equal(t, c.id, via.Header.Get(proxy.HeaderCallID), "case %d: the caller's call id", i)
+		}
+		for _, h := range []string{proxy.HeaderStartTime, proxy.HeaderServedBy} {
+			assert.Equal(t, len(alone.Header.Values(h)), len(via.Header.Values(h)), "case %d: %s: alone %v, through the node %v", i, h, alone.Header, via.Header)
+		}
+		assert.Equal(t, proxy.ServedBy, via.Header.Get(proxy.HeaderServedBy), "the node's own answer")
+		a, v := callbackOf(fmt.Sprintf("/alone/%d", i)), callbackOf(fmt.Sprintf("/via/%d", i))
+		for _, h := range []string{"X-Function-Status", "X-Function-Name", "Content-Type", "X-Answer"} {
+			assert.Equal(t, a.header.Get(h), v.header.Get(h), "case %d: %s: alone %v, through the node %v", i, h, a.header, v.header)
+		}
+		assert.Equal(t, strconv.Itoa(max(http.StatusOK, atoi(strings.TrimPrefix(c.query, "?status=")))), v.header.Get("X-Function-Status"))
+		assert.Equal(t, alone.Header.Get(proxy.HeaderCallID), a.header.Get(proxy.HeaderCallID), "case %d: the gateway calls back with the call's id", i)
+		assert.Equal(t, via.Header.Get(proxy.HeaderCallID), v.header.Get(proxy.HeaderCallID), "case %d: so does the node", i)
+		for _, cb := range []callback{a, v} {
+			d, err := strconv.ParseFloat(cb.header.Get("X-Duration-Seconds"), 64)
+			assert.NoError(t, err, "case %d: X-Duration-Seconds %q", i, cb.header.Get("X-Duration-Seconds"))
+			assert.GreaterOrEqual(t, d, 0.0)
+		}
+		// The function saw the call's id both ways, and the same body.
+		assert.Equal(t, fmt.Sprintf("%s saw %q", alone.Header.Get(proxy.HeaderCallID), c.body), a.body, "case %d", i)
+		assert.Equal(t, fmt.Sprintf("%s saw %q", via.Header.Get(proxy.HeaderCallID), c.body), v.body, "case %d", i)
+		assert.Equal(t, string(n.Overlay.Self()), v.header.Get(proxy.HeaderNode), "case %d: the node that ran it", i)
+		assert.Empty(t, a.header.Get(proxy.HeaderNode))
+	}
+
+	// A function neither knows: the gateway calls back its 404; the node
+	// answers 404 at once, as it answers a synchronous call.
+	alone := call(gatewaytest.URL, "nothere", "", "", "", "/alone/unknown")
+	via := call(through, "nothere", "", "", "", "/via/unknown")
+	assert.Equal(t, http.StatusAccepted, alone.StatusCode)
+	assert.Equal(t, "404", callbackOf("/alone/unknown").header.Get("X-Function-Status"))
+	assert.Equal(t, http.StatusNotFound, via.StatusCode)
+
+	// Each call called back once, both ways.
+	time.Sleep(time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	for path, cb := range got {
+		assert.Len(t, cb, 1, "callbacks to %s", path)
+	}
+	assert.Len(t, got, 7)
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

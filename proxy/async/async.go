@@ -402,6 +402,7 @@ const headerAllowance = 64 << 10
 func (q *Queue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	w.Header().Set(proxy.HeaderStartTime, strconv.FormatInt(start.UnixNano(), 10))
+	w.Header().Set(proxy.HeaderServedBy, proxy.ServedBy)
 	if proxy.HasDotSegment(r.URL.Path) {
 		http.Error(w, "the path has a dot segment", http.StatusBadRequest)
 		return
