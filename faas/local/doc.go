@@ -2,7 +2,8 @@
 // this machine without containers: Go handlers in-process, and local
 // processes with the classic watchdog's semantics (request body on stdin,
 // stdout is the response). It serves the provider REST API - deploy, list,
-// update, delete, status, scale, invoke, system info - with the request and
+// update, delete, status, scale, invoke, system info, secrets, logs,
+// namespaces - with the request and
 // response types of github.com/openfaas/faas-provider, so the OpenFaaS
 // gateway and go-sdk work against it unchanged.
 //
@@ -45,6 +46,13 @@
 // scales it to zero, and its next call brings the minimum back. A node's
 // measured capacity stays within replicas times concurrency calls per
 // service time (MaxInFlight).
+//
+// Namespaces: the default one (Config.Namespace) always exists; the
+// namespace API (/system/namespace/<name>: create, read, update, delete,
+// as go-sdk's CreateNamespace and the like call it) makes others, with
+// their labels and annotations, and a deployment or a secret in a new
+// namespace makes it too. Deleting a namespace deletes its functions and
+// secrets, as deleting a Kubernetes namespace does.
 //
 // Logs: the provider's logs API (/system/logs, through the gateway as
 // faas-cli logs reads it) serves each function's last thousand lines,

@@ -113,6 +113,7 @@ type Provider struct {
 
 	mu     sync.RWMutex
 	fns    map[key]*function
+	nss    map[string]types.FunctionNamespace // created or updated by the namespace API
 	images map[string]http.Handler
 
 	srv        *http.Server
@@ -184,7 +185,7 @@ func New(cfg Config) (*Provider, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	p := &Provider{cfg: cfg, log: cfg.Logger.With("component", "faas/local"), fns: map[key]*function{},
+	p := &Provider{cfg: cfg, log: cfg.Logger.With("component", "faas/local"), fns: map[key]*function{}, nss: map[string]types.FunctionNamespace{},
 		images: map[string]http.Handler{}, done: make(chan struct{})}
 	if p.cfg.SecretsDir == "" {
 		dir, err := os.MkdirTemp("", "dfaas-secrets-")
@@ -251,6 +252,10 @@ func (p *Provider) routes() {
 	m.HandleFunc("POST /system/scale-function/{name}", p.scale)
 	m.HandleFunc("GET /system/info", p.info)
 	m.HandleFunc("GET /system/namespaces", p.namespaces)
+	m.HandleFunc("POST /system/namespace/{name...}", p.createNamespace)
+	m.HandleFunc("GET /system/namespace/{name}", p.getNamespace)
+	m.HandleFunc("PUT /system/namespace/{name}", p.updateNamespace)
+	m.HandleFunc("DELETE /system/namespace/{name}", p.deleteNamespace)
 	m.HandleFunc("GET /system/secrets", p.listSecrets)
 	m.HandleFunc("POST /system/secrets", p.createSecret)
 	m.HandleFunc("PUT /system/secrets", p.updateSecret)
@@ -631,21 +636,6 @@ func (p *Provider) scale(w http.ResponseWriter, r *http.Request) {
 	f.replicas.Store(int64(n))
 	p.log.Info("function scaled", "name", name, "namespace", ns, "replicas", n)
 	w.WriteHeader(http.StatusAccepted)
-}
-
-func (p *Provider) namespaces(w http.ResponseWriter, _ *http.Request) {
-	p.mu.RLock()
-	set := map[string]bool{p.cfg.Namespace: true}
-	for k := range p.fns {
-		set[k.ns] = true
-	}
-	p.mu.RUnlock()
-	out := make([]string, 0, len(set))
-	for ns := range set {
-		out = append(out, ns)
-	}
-	sort.Strings(out)
-	writeJSON(w, http.StatusOK, out)
 }
 
 func (p *Provider) info(w http.ResponseWriter, _ *http.Request) {
