@@ -64,6 +64,18 @@ type Libp2pConfig struct {
 	// from any other peer is closed once its identity is known, before any
 	// protocol runs on it.
 	Allow []peer.ID
+	// Admins are the federation administrators' keys (their peer ids,
+	// Ed25519) whose signed membership documents this node takes (see
+	// SignMembership): from the first one on, only its members are
+	// admitted, as by Allow, and a newer one signed anywhere reaches every
+	// member over GossipSub. Allow, if given, holds until then. An
+	// administrator's host may connect (it publishes documents: see
+	// PublishMembership) but is no member.
+	Admins []peer.ID
+	// MembershipFile keeps the membership document in force across
+	// restarts. Default: none (a restarted node takes the document again
+	// from its peers).
+	MembershipFile string
 	// Insecure runs an open federation without a Secret: any host that
 	// reaches a listen address can join and publish adverts. For labs and
 	// tests; the overlay logs a warning when it starts.
@@ -216,7 +228,8 @@ type Libp2p struct {
 	table     *Table
 	bootstrap []peer.AddrInfo
 	trigger   chan struct{}
-	gater     *gater // nil without an allow-list
+	gater     *gater   // nil without an allow-list or administrators
+	fed       *fedcast // nil without administrators
 	probes    *prober
 	bw        *traffic
 	redial    *redialer
@@ -284,8 +297,8 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 		cfg.Logger.Warn("INSECURE: open federation without a secret: any host that reaches this node can join and publish adverts",
 			"node", self)
 	}
-	if len(cfg.Allow) > 0 {
-		o.gater = newGater(self, cfg.Allow)
+	if len(cfg.Allow) > 0 || len(cfg.Admins) > 0 {
+		o.gater = newGater(self, cfg.Allow, cfg.Admins)
 		opts = append(opts, libp2p.ConnectionGater(o.gater))
 	}
 	if err := portsFree(cfg.ListenAddrs); err != nil {
@@ -309,6 +322,11 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	o.goRun(func() { o.watchPeers(runCtx, evs) })
 	o.goRun(func() { o.redial.run(runCtx) })
 	o.goRun(func() { o.bw.runSampler(runCtx.Done()) })
+	if len(cfg.Admins) > 0 {
+		if o.fed, err = startFedcast(runCtx, o); err != nil {
+			return nil, err
+		}
+	}
 
 	o.dht, err = dht.New(o.host, dht.Mode(dht.ModeServer), dht.ProtocolPrefix(protocol.ID("/"+cfg.Namespace)),
 		dht.BootstrapPeers(bs...))
@@ -362,7 +380,9 @@ func (o *Libp2p) Members() []dfaas.NodeID {
 		}
 	}
 	for _, p := range o.host.Network().Peers() {
-		add(dfaas.NodeID(p.String()))
+		if o.gater == nil || o.gater.isMember(p) { // not an administrator's host
+			add(dfaas.NodeID(p.String()))
+		}
 	}
 	for _, a := range o.table.Adverts(o.cfg.Now()) {
 		add(a.Node)

@@ -192,25 +192,57 @@ func readChecked(path string, private bool) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, 1<<20))
 }
 
-// gater admits only the peers on an allow-list (and this node). It checks
-// the peer id before dialling and again once the connection is
-// authenticated, before any protocol (DHT, adverts) runs on it.
+// gater admits only the peers of the membership in force (the allow-list
+// until a signed document comes; see membership.go), the administrator
+// keys' hosts (which publish documents) and this node. It checks the peer
+// id before dialling and again once the connection is authenticated,
+// before any protocol (DHT, adverts) runs on it. With no allow-list and no
+// document yet it admits every holder of the secret.
 type gater struct {
 	self   peer.ID
-	allow  map[peer.ID]bool
+	admins map[peer.ID]bool
+	allow  atomic.Pointer[map[peer.ID]bool] // nil: every holder of the secret
 	denied atomic.Uint64
 }
 
-func newGater(self peer.ID, allow []peer.ID) *gater {
-	g := &gater{self: self, allow: make(map[peer.ID]bool, len(allow))}
-	for _, id := range allow {
-		g.allow[id] = true
+func newGater(self peer.ID, allow, admins []peer.ID) *gater {
+	g := &gater{self: self, admins: make(map[peer.ID]bool, len(admins))}
+	for _, id := range admins {
+		g.admins[id] = true
+	}
+	if len(allow) > 0 {
+		g.set(allow)
 	}
 	return g
 }
 
+// set admits these peers (and the administrators' hosts) from now on.
+func (g *gater) set(members []peer.ID) {
+	m := make(map[peer.ID]bool, len(members))
+	for _, id := range members {
+		m[id] = true
+	}
+	g.allow.Store(&m)
+}
+
+// member reports whether p is admitted as a member: an administrator's
+// host is admitted, but is no member.
+func (g *gater) member(p peer.ID) bool {
+	m := g.allow.Load()
+	return m == nil || (*m)[p]
+}
+
+// isMember reports whether p counts as a member: one the membership
+// admits, or without one any host but an administrator's.
+func (g *gater) isMember(p peer.ID) bool {
+	if m := g.allow.Load(); m != nil {
+		return (*m)[p]
+	}
+	return !g.admins[p]
+}
+
 func (g *gater) allowed(p peer.ID) bool {
-	if p == g.self || g.allow[p] {
+	if p == g.self || g.admins[p] || g.member(p) {
 		return true
 	}
 	g.denied.Add(1)

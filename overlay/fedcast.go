@@ -1,0 +1,416 @@
+package overlay
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/dfaas-go/dfaas"
+)
+
+// Federation-wide events: what must reach every member, not only a
+// node's neighbours, travels on GossipSub (go-libp2p-pubsub) over the
+// connections the overlay keeps anyway (followees, followers, the DHT's).
+// Today that is the membership document (membership.go). Its topic has a
+// validator: a message over MaxMembershipBytes, undecodable, or not signed
+// by a trusted administrator key is rejected, which costs its sender peer
+// score (a peer that relays two is graylisted); one whose version is not
+// above the document in force, or past its ValidUntil, is ignored (honest
+// peers relay old ones). Message ids are the content's digest, so the same
+// document published by several nodes travels once.
+//
+// GossipSub carries only what is published while a node listens: two
+// members also exchange their documents when each learns that the other
+// is on the topic (a stream on /<namespace>/membership/1: each writes its
+// document, reads the other's), take the other's if it is newer, and
+// publish it again, so that a newcomer, a restarted node, the far side of
+// a healed partition, or a peer whose subscription the publisher had not
+// heard of yet when it published, catches up.
+
+// fetchTimeout bounds one exchange of documents with a peer.
+const fetchTimeout = 5 * time.Second
+
+func membershipTopic(namespace string) string { return "/" + namespace + "/membership/1" }
+
+func membershipProtocol(namespace string) protocol.ID {
+	return protocol.ID("/" + namespace + "/membership/1")
+}
+
+// contentID is a GossipSub message id: the digest of the message's data.
+func contentID(m *pb.Message) string {
+	sum := sha256.Sum256(m.Data)
+	return string(sum[:])
+}
+
+// gossipOptions are the GossipSub options of members and administrators.
+func gossipOptions(topic string, log *slog.Logger) []pubsub.Option {
+	return []pubsub.Option{
+		pubsub.WithMessageIdFn(contentID),
+		pubsub.WithMaxMessageSize(MaxMembershipBytes + 64<<10),
+		pubsub.WithLogger(log),
+		// From its publisher a document goes to every peer on the topic,
+		// not only to the mesh, which is empty until the first heartbeat
+		// after a connection: a publish then would reach no one.
+		pubsub.WithFloodPublish(true),
+		pubsub.WithPeerScore(&pubsub.PeerScoreParams{
+			SkipAtomicValidation: true,
+			AppSpecificScore:     func(peer.ID) float64 { return 0 },
+			DecayInterval:        time.Second,
+			DecayToZero:          0.01,
+			Topics: map[string]*pubsub.TopicScoreParams{topic: {
+				SkipAtomicValidation:           true,
+				TopicWeight:                    1,
+				TimeInMeshQuantum:              time.Second, // unweighted, but divided by
+				InvalidMessageDeliveriesWeight: -100,
+				InvalidMessageDeliveriesDecay:  pubsub.ScoreParameterDecay(10 * time.Minute),
+			}},
+		}, &pubsub.PeerScoreThresholds{
+			SkipAtomicValidation: true,
+			GossipThreshold:      -50,
+			PublishThreshold:     -100,
+			GraylistThreshold:    -300,
+		}),
+	}
+}
+
+// fedcast is a member's side of federation-wide events.
+type fedcast struct {
+	o     *Libp2p
+	ps    *pubsub.PubSub
+	topic *pubsub.Topic
+	sub   *pubsub.Subscription
+	proto protocol.ID
+
+	mu     sync.Mutex
+	signed *SignedMembership
+	doc    *Membership
+
+	rejected, ignored atomic.Uint64
+}
+
+// startFedcast loads the kept document, joins the topic and serves
+// fetches. The caller closes the host (which ends it) and cancels ctx.
+func startFedcast(ctx context.Context, o *Libp2p) (*fedcast, error) {
+	f := &fedcast{o: o, proto: membershipProtocol(o.cfg.Namespace)}
+	if path := o.cfg.MembershipFile; path != "" {
+		s, err := LoadMembership(path)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", dfaas.ErrInvalidConfig, err)
+		}
+		if s != nil {
+			m, err := s.Open(o.cfg.Namespace, o.cfg.Admins)
+			if err != nil {
+				return nil, fmt.Errorf("%w: membership kept at %s: %w", dfaas.ErrInvalidConfig, path, err)
+			}
+			f.signed, f.doc = s, m // in force, even past its ValidUntil: see membership.go
+			f.apply(m, "kept at "+path)
+		}
+	}
+	name := membershipTopic(o.cfg.Namespace)
+	opts := append(gossipOptions(name, o.log.With("component", "gossipsub")),
+		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return o.gater.allowed(p) }))
+	ps, err := pubsub.NewGossipSub(ctx, o.host, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
+	}
+	f.ps = ps
+	if err := ps.RegisterTopicValidator(name, f.validate, pubsub.WithValidatorTimeout(time.Second)); err != nil {
+		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
+	}
+	if f.topic, err = ps.Join(name); err != nil {
+		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
+	}
+	if f.sub, err = f.topic.Subscribe(); err != nil {
+		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
+	}
+	events, err := f.topic.EventHandler()
+	if err != nil {
+		return nil, fmt.Errorf("overlay: gossipsub: %w", err)
+	}
+	o.host.SetStreamHandler(f.proto, f.serve)
+	o.goRun(func() { f.read(ctx) })
+	o.goRun(func() { f.joins(ctx, events) })
+	return f, nil
+}
+
+// joins exchanges documents with every peer that joins the topic.
+func (f *fedcast) joins(ctx context.Context, events *pubsub.TopicEventHandler) {
+	defer events.Cancel()
+	for {
+		ev, err := events.NextPeerEvent(ctx)
+		if err != nil {
+			return
+		}
+		if ev.Type == pubsub.PeerJoin {
+			f.o.goRun(func() { f.exchange(ctx, ev.Peer) })
+		}
+	}
+}
+
+// check decodes and verifies a signed document as it arrives.
+func (f *fedcast) check(raw []byte) (*SignedMembership, *Membership, error) {
+	s, err := UnmarshalSignedMembership(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := s.Open(f.o.cfg.Namespace, f.o.cfg.Admins)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, m, nil
+}
+
+// newer reports whether m would replace the document in force now.
+func (f *fedcast) newer(m *Membership) bool {
+	if !f.o.cfg.Now().Before(m.ValidUntil) {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.doc == nil || m.Version > f.doc.Version
+}
+
+func (f *fedcast) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	_, m, err := f.check(msg.Data)
+	if err != nil {
+		f.rejected.Add(1)
+		f.o.log.Warn("membership message rejected", "from", from, "err", err)
+		return pubsub.ValidationReject
+	}
+	if from == f.o.host.ID() {
+		return pubsub.ValidationAccept // this node's own: put in force before it is published
+	}
+	if !f.newer(m) {
+		f.ignored.Add(1)
+		return pubsub.ValidationIgnore
+	}
+	return pubsub.ValidationAccept
+}
+
+// read takes the documents the topic delivers (validated already).
+func (f *fedcast) read(ctx context.Context) {
+	for {
+		msg, err := f.sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		if s, m, err := f.check(msg.Data); err == nil && f.newer(m) {
+			f.adopt(s, m, "gossip via "+msg.ReceivedFrom.String())
+		}
+	}
+}
+
+// adopt puts m in force if it is newer than the one in force, and keeps
+// it; it reports whether it did.
+func (f *fedcast) adopt(s *SignedMembership, m *Membership, source string) bool {
+	f.mu.Lock()
+	if f.doc != nil && m.Version <= f.doc.Version {
+		f.mu.Unlock()
+		return false
+	}
+	f.signed, f.doc = s, m
+	if path := f.o.cfg.MembershipFile; path != "" {
+		if err := StoreMembership(path, s); err != nil {
+			f.o.log.Error("membership not kept: a restart takes it from the peers again", "path", path, "err", err)
+		}
+	}
+	f.mu.Unlock()
+	f.apply(m, source)
+	return true
+}
+
+// apply enforces m: only its members are admitted from now on, the
+// connections of others close, and their adverts leave the table.
+func (f *fedcast) apply(m *Membership, source string) {
+	o := f.o
+	ids := make([]peer.ID, len(m.Members))
+	for i, mb := range m.Members {
+		ids[i] = mb.ID
+	}
+	o.gater.set(ids)
+	var cut int
+	if o.host != nil {
+		for _, p := range o.host.Network().Peers() {
+			if !o.gater.allowed(p) {
+				cut++
+				o.log.Info("peer cut off: not a member", "peer", p, "membership_version", m.Version)
+				_ = o.host.Network().ClosePeer(p)
+			}
+		}
+	}
+	if o.table != nil {
+		for _, a := range o.table.Adverts(o.cfg.Now()) {
+			if id, err := peer.Decode(string(a.Node)); err != nil || !m.Admits(id) {
+				o.table.Remove(a.Node)
+			}
+		}
+	}
+	if o.host != nil && !m.Admits(o.host.ID()) {
+		o.log.Error("this node is not a member of the federation's membership: no member admits it", "membership_version", m.Version)
+	}
+	if !o.cfg.Now().Before(m.ValidUntil) {
+		o.log.Warn("the membership in force is past its valid_until: ask the federation's administrator for a new version",
+			"membership_version", m.Version, "valid_until", m.ValidUntil)
+	}
+	o.log.Info("membership in force", "version", m.Version, "members", len(m.Members), "revoked", len(m.Revoked),
+		"cut_off", cut, "source", source)
+	o.fire()
+}
+
+// mine is the document in force as it travels (nil if none).
+func (f *fedcast) mine() []byte {
+	f.mu.Lock()
+	signed := f.signed
+	f.mu.Unlock()
+	if signed == nil {
+		return nil
+	}
+	raw, err := signed.Marshal()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// serve answers an exchange: it reads the peer's document, writes the one
+// in force here, and takes the peer's if it is newer.
+func (f *fedcast) serve(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(fetchTimeout))
+	theirs, err := readMembership(s)
+	if err != nil {
+		_ = s.Reset()
+		return
+	}
+	if raw := f.mine(); raw != nil {
+		if _, err := s.Write(raw); err != nil {
+			_ = s.Reset()
+			return
+		}
+	}
+	f.take(context.Background(), s.Conn().RemotePeer(), theirs)
+}
+
+// exchange gives p the document in force here and takes p's if it is
+// newer.
+func (f *fedcast) exchange(ctx context.Context, p peer.ID) {
+	theirs, err := exchangeMembership(ctx, f.o.host, f.proto, p, f.mine())
+	if err != nil {
+		f.o.log.Debug("membership exchange failed", "peer", p, "err", err)
+		return
+	}
+	f.take(ctx, p, theirs)
+}
+
+// take puts a document a peer gave in force if it is newer, and publishes
+// it again for the members that missed it.
+func (f *fedcast) take(ctx context.Context, p peer.ID, raw []byte) {
+	if len(raw) == 0 {
+		return
+	}
+	s, m, err := f.check(raw)
+	if err != nil {
+		f.rejected.Add(1)
+		f.o.log.Warn("membership from a peer rejected", "peer", p, "err", err)
+		return
+	}
+	if !f.newer(m) || !f.adopt(s, m, "from "+p.String()) {
+		return
+	}
+	if err := f.topic.Publish(ctx, raw); err != nil {
+		f.o.log.Debug("membership not published again", "err", err)
+	}
+}
+
+// readMembership reads a signed document to the stream's end: empty if
+// the writer had none.
+func readMembership(s network.Stream) ([]byte, error) {
+	raw, err := io.ReadAll(io.LimitReader(s, MaxMembershipBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > MaxMembershipBytes {
+		return nil, fmt.Errorf("%w: over %d bytes", ErrBadMembership, MaxMembershipBytes)
+	}
+	return raw, nil
+}
+
+// exchangeMembership writes mine (nil: none) to p and reads p's document.
+func exchangeMembership(ctx context.Context, h interface {
+	NewStream(context.Context, peer.ID, ...protocol.ID) (network.Stream, error)
+}, proto protocol.ID, p peer.ID, mine []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
+	defer cancel()
+	s, err := h.NewStream(ctx, p, proto)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(fetchTimeout))
+	if len(mine) > 0 {
+		if _, err := s.Write(mine); err != nil {
+			_ = s.Reset()
+			return nil, err
+		}
+	}
+	if err := s.CloseWrite(); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	raw, err := readMembership(s)
+	if err != nil {
+		_ = s.Reset()
+	}
+	return raw, err
+}
+
+// Membership is the signed membership document in force and its content;
+// nil, nil without one (no administrators configured, or none taken yet).
+func (o *Libp2p) Membership() (*Membership, *SignedMembership) {
+	if o.fed == nil {
+		return nil, nil
+	}
+	o.fed.mu.Lock()
+	defer o.fed.mu.Unlock()
+	return o.fed.doc, o.fed.signed
+}
+
+// ErrStaleMembership is returned by PublishMembership for a document no
+// newer than the one in force.
+var ErrStaleMembership = errors.New("overlay: membership: not newer than the one in force")
+
+// PublishMembership puts a signed document in force at this node and
+// publishes it to every member. It must be signed by one of Admins,
+// before its ValidUntil, and of a higher version than the one in force.
+func (o *Libp2p) PublishMembership(ctx context.Context, s *SignedMembership) error {
+	if o.fed == nil {
+		return fmt.Errorf("%w: overlay: membership: no administrator keys configured (Libp2pConfig.Admins)", dfaas.ErrInvalidConfig)
+	}
+	m, err := s.Open(o.cfg.Namespace, o.cfg.Admins)
+	if err != nil {
+		return err
+	}
+	if !o.cfg.Now().Before(m.ValidUntil) {
+		return fmt.Errorf("%w: valid until %v, past", ErrBadMembership, m.ValidUntil)
+	}
+	if !o.fed.adopt(s, m, "published here") {
+		return fmt.Errorf("%w: version %d", ErrStaleMembership, m.Version)
+	}
+	raw, err := s.Marshal()
+	if err != nil {
+		return err
+	}
+	return o.fed.topic.Publish(ctx, raw)
+}
