@@ -112,10 +112,16 @@ func LoadOrCreateKey(path string) (key crypto.PrivKey, created bool, err error) 
 // '#' are ignored. A file that names no peer is an error: an empty list
 // admits every holder of the secret (Libp2pConfig.Allow), so a file left
 // empty by mistake would open the federation without a word.
-func LoadAllowList(path string) ([]peer.ID, error) {
+func LoadAllowList(path string) ([]peer.ID, error) { return loadIDs(path, "allow-list") }
+
+// LoadAdmins reads the administrator ids a node trusts (see
+// Libp2pConfig.Admins), in LoadAllowList's format.
+func LoadAdmins(path string) ([]peer.ID, error) { return loadIDs(path, "administrators") }
+
+func loadIDs(path, what string) ([]peer.ID, error) {
 	raw, err := readChecked(path, false)
 	if err != nil {
-		return nil, fmt.Errorf("overlay: allow-list: %w", err)
+		return nil, fmt.Errorf("overlay: %s: %w", what, err)
 	}
 	var out []peer.ID
 	sc := bufio.NewScanner(bytes.NewReader(raw))
@@ -126,15 +132,15 @@ func LoadAllowList(path string) ([]peer.ID, error) {
 		}
 		id, err := peer.Decode(line)
 		if err != nil {
-			return nil, fmt.Errorf("%w: overlay: allow-list %s line %d: %w", dfaas.ErrInvalidConfig, path, n, err)
+			return nil, fmt.Errorf("%w: overlay: %s %s line %d: %w", dfaas.ErrInvalidConfig, what, path, n, err)
 		}
 		out = append(out, id)
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("overlay: allow-list %s: %w", path, err)
+		return nil, fmt.Errorf("overlay: %s %s: %w", what, path, err)
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: overlay: allow-list %s names no peer (to admit every holder of the secret, give no allow-list)", dfaas.ErrInvalidConfig, path)
+		return nil, fmt.Errorf("%w: overlay: %s %s names no peer (to admit every holder of the secret, give none)", dfaas.ErrInvalidConfig, what, path)
 	}
 	return out, nil
 }

@@ -12,7 +12,10 @@
 // (-secret, mode 0600) and every other agent must be given a copy; hosts
 // without it cannot connect. Each agent keeps its identity in -key (0600),
 // so its node id survives restarts; -allow names the only node ids that may
-// join. -insecure runs an open federation instead, with a warning.
+// join; -admins names the federation administrators whose signed membership
+// the agent takes instead (see examples/members: members added and removed
+// with no file edited on the nodes). -insecure runs an open federation
+// instead, with a warning.
 //
 // The platform (-faas) is one registered with package node: "runtime" (echo
 // functions in the agent's process, the default), "local" (the same behind
@@ -95,6 +98,8 @@ type options struct {
 	secret         string // federation secret file
 	key            string // identity key file
 	allow          string // allow-list file
+	admins         string // administrator ids file (signed membership)
+	membershipFile string // where the membership in force is kept
 	insecure       bool
 	printID        bool
 	cpuProfile     string
@@ -205,7 +210,9 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
 	fs.StringVar(&o.asyncCallbacks, "async-callbacks", "public", "where asynchronous calls' results may be posted: public (anywhere but this host's loopback, link-local and unspecified addresses) or any (labs whose receivers are on loopback)")
 	fs.StringVar(&o.async, "async", "", "the queue file of OpenFaaS's asynchronous calls (/async-function/<name>: 202 at once, run later, the result POSTed to X-Callback-Url), kept across restarts (default: the -key file's name with .async; \"off\": none, such calls get 404)")
-	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join")
+	fs.StringVar(&o.allow, "allow", "", "optional allow-list file: the peer ids (one per line) that may join (with -admins: until a signed membership comes)")
+	fs.StringVar(&o.admins, "admins", "", "optional file of the federation administrators' ids (one per line): this node takes the membership they sign (go run ./examples/members) and admits only its members")
+	fs.StringVar(&o.membershipFile, "membership", "", "with -admins: where the membership in force is kept across restarts (default: the -key file's name with .membership)")
 	fs.BoolVar(&o.printID, "print-id", false, "print this node's id (for other agents' -bootstrap: /ip4/<host>/tcp/<port>/p2p/<id>) and exit; creates the -key file, and a first agent's -secret, when missing")
 	fs.BoolVar(&o.insecure, "insecure", false, "run an open federation without a secret, and peer traffic in clear text: any host that reaches -listen can join, any that reaches -peer can run functions (labs only)")
 	fs.StringVar(&o.admin, "admin", "", "operator listener (e.g. 127.0.0.1:9100): /healthz, /readyz, /status, /metrics and the live view at /; off the user and peer ports; none if empty")
@@ -310,6 +317,15 @@ func membership(o options, cfg *overlay.Libp2pConfig, log *slog.Logger) error {
 	if o.allow != "" {
 		if cfg.Allow, err = overlay.LoadAllowList(o.allow); err != nil {
 			return err
+		}
+	}
+	if o.admins != "" {
+		if cfg.Admins, err = overlay.LoadAdmins(o.admins); err != nil {
+			return err
+		}
+		cfg.MembershipFile = o.membershipFile
+		if cfg.MembershipFile == "" {
+			cfg.MembershipFile = o.key + ".membership"
 		}
 	}
 	if o.insecure {
