@@ -116,6 +116,10 @@ const (
 	RefusedCapacity = "capacity"
 	// RefusedUnknown: the peer does not serve the function.
 	RefusedUnknown = "unknown"
+	// RefusedMember: the forwarder is no member of the peer's federation
+	// now (removed from the membership, or out of the overlay); the peer
+	// closes the connection after this answer.
+	RefusedMember = "member"
 )
 
 // FunctionName returns the function an OpenFaaS-style path names:

@@ -165,6 +165,14 @@ func admit(fn *function, now time.Time) bool {
 
 // servePeer handles the peer listener: execute within capacity or refuse.
 func (p *Proxy) servePeer(w http.ResponseWriter, r *http.Request) {
+	if p.peerConns != nil && r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+		if node, _ := proxy.ClaimedNode(r.TLS.PeerCertificates[0]); p.peerConns.isCut(node) {
+			w.Header().Set("Connection", "close")
+			w.Header().Set(proxy.HeaderRefused, proxy.RefusedMember)
+			http.Error(w, "no member of this federation", proxy.StatusRefused)
+			return
+		}
+	}
 	body, restore := httpbody.Bound(w, r, httpbody.Bounds{Idle: p.cfg.BodyIdle, Timeout: p.cfg.BodyTimeout, Max: p.cfg.MaxBody})
 	defer restore()
 	rt := p.lookup(w, r, true)

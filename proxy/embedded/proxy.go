@@ -155,6 +155,7 @@ type Proxy struct {
 	log       *slog.Logger
 	local     http.Handler
 	async     http.Handler // to Config.Async; nil: none
+	peerConns *peerConns   // with TLS: the peer port's connections by node (members.go)
 	transport *h1pool.Pool // of forwards without TLS
 	dialer    *net.Dialer
 	scheme    string // of forwards: http or https
@@ -235,6 +236,10 @@ func New(cfg Config, local http.Handler) (*Proxy, error) {
 		MaxHeaderBytes: maxHeaderBytes,
 		// Refused handshakes (non-members) are routine: debug, not stderr.
 		ErrorLog: slog.NewLogLogger(p.log.Handler(), slog.LevelDebug)}
+	if cfg.TLS != nil {
+		p.peerConns = &peerConns{conns: map[net.Conn]*peerConn{}}
+		p.peer.ConnState = p.peerConns.state
+	}
 	for _, s := range []struct {
 		srv *http.Server
 		l   net.Listener
@@ -395,6 +400,11 @@ func (p *Proxy) Apply(ctx context.Context, plan dfaas.Plan) error {
 		return true
 	})
 	p.outliers.Forget(func(n dfaas.NodeID) bool { return keep[n] }, now)
+	if p.peerConns != nil {
+		if n := p.peerConns.sweep(p.cfg.TLS.Members()); n > 0 {
+			p.log.Info("peer port: nodes no longer members cut off", "nodes", n)
+		}
+	}
 	return nil
 }
 

@@ -91,6 +91,13 @@ type TLS struct {
 	// MembersFile holds the anchors of the current members (and this
 	// node's), PEM: the peer listener's CA file.
 	MembersFile string
+	// MembersMap names the current members (and this node): every request
+	// on the peer listener is refused (425, proxy.RefusedMember) and its
+	// connection closed unless its client certificate's anchor is one of
+	// them, so that a member removed loses the connections it kept alive
+	// at its next request. Optional (Render leaves the check out without
+	// it).
+	MembersMap string
 	// AnchorDir holds each peer server's anchor as <server name>.pem: the
 	// server's CA file.
 	AnchorDir string
@@ -219,6 +226,9 @@ func (l Layout) validate() error {
 	}
 	if l.TLS != nil {
 		paths = append(paths, l.TLS.CertFile, l.TLS.MembersFile, l.TLS.AnchorDir)
+		if l.TLS.MembersMap != "" {
+			paths = append(paths, l.TLS.MembersMap)
+		}
 	}
 	for _, p := range paths {
 		if p == "" || !configWord(p) {
@@ -427,6 +437,13 @@ func (l Layout) Render() (string, error) {
 			w("    http-request set-var(txn.tp) req.hdr(traceparent) if { req.hdr_cnt(traceparent) eq 1 } { req.hdr(traceparent) -m reg %s }", traceparentRE)
 			w("    http-request set-var(txn.from) req.hdr(X-Dfaas-From) if { req.hdr_cnt(X-Dfaas-From) eq 1 } { req.hdr(X-Dfaas-From) -m reg %s }", nodeIDRE)
 		}
+	}
+	if l.TLS != nil && l.TLS.MembersMap != "" {
+		// The anchor that verified the client's certificate: its issuer's
+		// name is "dfaas node <id>" (a leaf's subject is whatever its
+		// signer wrote).
+		w("    http-request return status 425 content-type text/plain string \"no member of this federation\" hdr %s %s hdr Connection close if !{ ssl_c_i_dn(CN),bytes(11),map(%s) -m found }",
+			proxy.HeaderRefused, proxy.RefusedMember, l.TLS.MembersMap)
 	}
 	w("    http-request return status 400 content-type text/plain string \"missing hop marker\" if !{ req.hdr(X-Dfaas-Hop) -m found }")
 	dotSegment(w)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -15,7 +16,8 @@ import (
 // directory.
 func (d *Driver) startTLS() error {
 	t := &TLS{CertFile: filepath.Join(d.cfg.Dir, "node.pem"), MembersFile: filepath.Join(d.cfg.Dir, "members.pem"),
-		AnchorDir: filepath.Join(d.cfg.Dir, "anchors")}
+		MembersMap: filepath.Join(d.cfg.Dir, "members.map"),
+		AnchorDir:  filepath.Join(d.cfg.Dir, "anchors")}
 	pem, err := d.cfg.TLS.Identity.PEM()
 	if err != nil {
 		return err
@@ -32,13 +34,33 @@ func (d *Driver) startTLS() error {
 		return err
 	}
 	d.members = members
-	return writeFile(t.MembersFile, members)
+	if err := writeFile(t.MembersFile, members); err != nil {
+		return err
+	}
+	var lines strings.Builder
+	for _, n := range d.memberIDs() {
+		lines.WriteString(string(n) + " 1\n")
+		d.remember(t.MembersMap, string(n), "1")
+	}
+	return writeFile(t.MembersMap, []byte(lines.String()))
+}
+
+// memberIDs are the current members and this node (what could not be a
+// node id, which a map line or a runtime command must not take, left out).
+func (d *Driver) memberIDs() []dfaas.NodeID {
+	out := []dfaas.NodeID{d.cfg.Node}
+	for _, n := range d.cfg.TLS.Members() {
+		if configWord(string(n)) && !strings.ContainsRune(string(n), ';') {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // membersPEM is the peer listener's CA file for the current members. This
 // node's own anchor is always in it, so that it is never empty.
 func (d *Driver) membersPEM() ([]byte, error) {
-	return proxy.AnchorsPEM(append([]dfaas.NodeID{d.cfg.Node}, d.cfg.TLS.Members()...)...)
+	return proxy.AnchorsPEM(d.memberIDs()...)
 }
 
 // refreshMembers makes the peer listener's CA file hold the current
@@ -48,7 +70,24 @@ func (d *Driver) refreshMembers() error {
 	if d.layout.TLS == nil {
 		return nil
 	}
-	members, err := d.membersPEM()
+	// The map first: a member removed is refused on the connections it
+	// holds (at their next request) from now on.
+	ids := d.memberIDs()
+	batch := &mapBatch{d: d}
+	in := make(map[string]bool, len(ids))
+	for _, n := range ids {
+		in[string(n)] = true
+		batch.set(d.layout.TLS.MembersMap, string(n), "1")
+	}
+	for n := range d.maps[d.layout.TLS.MembersMap] {
+		if !in[n] {
+			batch.del(d.layout.TLS.MembersMap, n)
+		}
+	}
+	if err := batch.flush(); err != nil {
+		return err
+	}
+	members, err := proxy.AnchorsPEM(ids...)
 	if err != nil {
 		return err
 	}

@@ -82,6 +82,7 @@ func Run(t *testing.T, name string) {
 		{"TLSForwardBetweenMembers", testTLSForward},
 		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
 		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
+		{"TLSRemovedMemberIsCutOff", testTLSRemovedMemberIsCutOff},
 		{"BrokenPeerIsEjected", testBrokenPeerIsEjected},
 		{"NotYetAMemberIsRetried", testNotYetAMemberIsRetried},
 		{"FunctionsComeAndGoUnderLoad", testFunctionsComeAndGo},

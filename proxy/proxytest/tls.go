@@ -344,3 +344,71 @@ func testNotYetAMemberIsRetried(t *testing.T, s *suite) {
 	assert.Zero(t, pb.Calls.Load())
 	assert.Equal(t, int64(8), pok.Calls.Load())
 }
+
+// testTLSRemovedMemberIsCutOff: a member removed from the list loses what
+// it holds at the peer port from the peer's next Apply: a request it has
+// in flight finishes, but nothing it sends afterwards runs, on the
+// connection it kept alive (refused, proxy.RefusedMember, and closed) or on
+// a new one (its handshake fails).
+func testTLSRemovedMemberIsCutOff(t *testing.T, s *suite) {
+	ma, mb := newMember(t), newMember(t)
+	members := &Members{}
+	members.Set(ma.node(), mb.node())
+	b, pb := s.tlsNode(mb, members)
+	plan := map[string]dfaas.FunctionPlan{"echo": unlimited}
+	s.apply(b, plan)
+	var dials atomic.Int64
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: clientConfig(t, ma, mb),
+		MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		}}}
+	defer client.CloseIdleConnections()
+	type result struct {
+		code    int
+		refused string
+		err     error
+	}
+	call := func() result {
+		req, err := http.NewRequest("POST", "https://"+b.PeerAddr()+"/function/echo", strings.NewReader("x"))
+		require.NoError(t, err)
+		req.Header.Set(proxy.HeaderHop, "1")
+		resp, err := client.Do(req)
+		if err != nil {
+			return result{err: err}
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return result{code: resp.StatusCode, refused: resp.Header.Get(proxy.HeaderRefused)}
+	}
+	for range 3 {
+		r := call()
+		require.NoError(t, r.err)
+		require.Equal(t, http.StatusOK, r.code)
+	}
+	require.Equal(t, int64(1), dials.Load(), "kept alive")
+
+	// Removed while a request of its runs.
+	pb.Delay.Store(int64(500 * time.Millisecond))
+	done := make(chan result, 1)
+	go func() { done <- call() }()
+	require.Eventually(t, func() bool { return pb.Calls.Load() == 4 }, 5*time.Second, 5*time.Millisecond)
+	members.Set(mb.node())
+	s.apply(b, plan)
+	r := <-done
+	require.NoError(t, r.err, "the request in flight finishes")
+	assert.Equal(t, http.StatusOK, r.code)
+	pb.Delay.Store(0)
+
+	for range 3 {
+		r := call()
+		if r.err == nil {
+			assert.Equal(t, proxy.StatusRefused, r.code, "on the connection it kept alive")
+			assert.Equal(t, proxy.RefusedMember, r.refused)
+		}
+	}
+	assert.Equal(t, int64(4), pb.Calls.Load(), "nothing it sent after its removal ran")
+	assert.Greater(t, dials.Load(), int64(1), "its kept-alive connection was closed")
+}

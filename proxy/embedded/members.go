@@ -1,0 +1,106 @@
+package embedded
+
+import (
+	"crypto/tls"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+// Members on the peer port. A TLS handshake admits only a current member
+// (proxy.TLS.ServerConfig); a member removed later would keep the
+// connections it holds, kept alive with no end. So the peer port tracks
+// its connections by the node that opened them, and at every Apply (the
+// Agent's tick, run at once when the overlay's membership changes) cuts
+// off the nodes no longer members: their idle connections close, a request
+// on one of their connections is refused (proxy.StatusRefused,
+// proxy.RefusedMember: it ran nowhere, the forwarder may try another peer)
+// and that connection closes, and a request in flight finishes before its
+// connection closes. A node that comes back (a partition healed) is let in
+// again at the next Apply.
+type peerConns struct {
+	mu    sync.Mutex
+	conns map[net.Conn]*peerConn
+	cut   atomic.Pointer[map[dfaas.NodeID]bool]
+}
+
+type peerConn struct {
+	node dfaas.NodeID // "" until its handshake is done
+	idle bool
+}
+
+// connNode is the node whose certificate c's handshake verified ("" if
+// none yet).
+func connNode(c net.Conn) dfaas.NodeID {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return ""
+	}
+	cs := tc.ConnectionState()
+	if !cs.HandshakeComplete || len(cs.PeerCertificates) == 0 {
+		return ""
+	}
+	node, _ := proxy.ClaimedNode(cs.PeerCertificates[0])
+	return node
+}
+
+// isCut reports whether node is cut off.
+func (pc *peerConns) isCut(node dfaas.NodeID) bool {
+	cut := pc.cut.Load()
+	return cut != nil && (*cut)[node]
+}
+
+// state is the peer server's ConnState hook.
+func (pc *peerConns) state(c net.Conn, st http.ConnState) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	switch st {
+	case http.StateNew:
+		pc.conns[c] = &peerConn{}
+	case http.StateActive, http.StateIdle:
+		e := pc.conns[c]
+		if e == nil {
+			return
+		}
+		if e.node == "" {
+			e.node = connNode(c)
+		}
+		e.idle = st == http.StateIdle
+		if e.idle && pc.isCut(e.node) {
+			_ = c.Close()
+		}
+	case http.StateClosed, http.StateHijacked:
+		delete(pc.conns, c)
+	}
+}
+
+// sweep cuts off the nodes holding connections that are not in members,
+// closes their idle connections, and lets back in those that are; it
+// returns the nodes cut.
+func (pc *peerConns) sweep(members []dfaas.NodeID) int {
+	in := make(map[dfaas.NodeID]bool, len(members))
+	for _, m := range members {
+		in[m] = true
+	}
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	cut := map[dfaas.NodeID]bool{}
+	for c, e := range pc.conns {
+		if e.node == "" {
+			e.node = connNode(c)
+		}
+		if e.node == "" || in[e.node] {
+			continue
+		}
+		cut[e.node] = true
+		if e.idle {
+			_ = c.Close()
+		}
+	}
+	pc.cut.Store(&cut)
+	return len(cut)
+}

@@ -1,0 +1,86 @@
+package embedded
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dfaas-go/dfaas"
+	"github.com/dfaas-go/dfaas/proxy"
+)
+
+func newIdentity(t *testing.T) *proxy.Identity {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	require.NoError(t, err)
+	id, err := proxy.NewIdentity(k)
+	require.NoError(t, err)
+	return id
+}
+
+// TestRemovedMembersIdleConnectionsClose: at the Apply after a member's
+// removal, the connections it keeps idle at the peer port close, without
+// waiting for its next request; a member that comes back is let in again.
+func TestRemovedMembersIdleConnectionsClose(t *testing.T) {
+	a, b := newIdentity(t), newIdentity(t)
+	var members atomic.Pointer[[]dfaas.NodeID]
+	members.Store(&[]dfaas.NodeID{a.Node()})
+	p, err := New(Config{Node: b.Node(), UserAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+		TLS: &proxy.TLS{Identity: b, Members: func() []dfaas.NodeID { return *members.Load() }}},
+		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	require.NoError(t, err)
+	defer p.Close()
+	plan := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"echo": {Limit: 1e6, Capacity: 1e6}}}
+	require.NoError(t, p.Apply(context.Background(), plan))
+	tc, err := (&proxy.TLS{Identity: a, Members: func() []dfaas.NodeID { return nil }}).ClientConfig(b.Node())
+	require.NoError(t, err)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	defer client.CloseIdleConnections()
+	call := func() (int, error) {
+		req, err := http.NewRequest("POST", "https://"+p.PeerAddr()+"/function/echo", strings.NewReader("x"))
+		require.NoError(t, err)
+		req.Header.Set(proxy.HeaderHop, "1")
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	held := func() int {
+		p.peerConns.mu.Lock()
+		defer p.peerConns.mu.Unlock()
+		n := 0
+		for _, e := range p.peerConns.conns {
+			if e.node == a.Node() {
+				n++
+			}
+		}
+		return n
+	}
+	code, err := call()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, 1, held(), "kept alive")
+
+	members.Store(&[]dfaas.NodeID{})
+	require.NoError(t, p.Apply(context.Background(), plan))
+	require.Eventually(t, func() bool { return held() == 0 }, time.Second, 5*time.Millisecond, "closed at the Apply")
+
+	members.Store(&[]dfaas.NodeID{a.Node()})
+	require.NoError(t, p.Apply(context.Background(), plan))
+	code, err = call()
+	require.NoError(t, err, "back: let in again")
+	assert.Equal(t, http.StatusOK, code)
+}
