@@ -169,14 +169,20 @@ func (a *Admin) Publish(ctx context.Context, s *SignedMembership) error {
 			a.cfg.Logger.Debug("membership not published on the topic", "err", err)
 		}
 	}
-	// Confirmed when every member reached has it in force.
+	// Confirmed when every member reached has this very document in
+	// force; one that has another of the same version or a higher one in
+	// force will never take it.
+	want := s.Digest()
 	for _, p := range a.peers {
 		for {
 			got, err := exchangeMembership(ctx, a.host, a.proto, p, nil)
 			if err == nil && len(got) > 0 {
 				if gs, err := UnmarshalSignedMembership(got); err == nil {
-					if gm, err := gs.Open(a.cfg.Namespace, []peer.ID{gs.Signer}); err == nil && gm.Version >= m.Version {
+					if gs.Digest() == want {
 						break
+					}
+					if gm, err := gs.Open(a.cfg.Namespace, []peer.ID{gs.Signer}); err == nil && gm.Version >= m.Version {
+						return fmt.Errorf("overlay: admin: %s has version %d in force, not this version %d: list the membership again and make the change on it", p, gm.Version, m.Version)
 					}
 				}
 			}
@@ -189,6 +195,9 @@ func (a *Admin) Publish(ctx context.Context, s *SignedMembership) error {
 	}
 	return nil
 }
+
+// Peers are the members reached.
+func (a *Admin) Peers() []peer.ID { return a.peers }
 
 // Close ends the session.
 func (a *Admin) Close() error {

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -41,6 +42,11 @@ import (
 
 // fetchTimeout bounds one exchange of documents with a peer.
 const fetchTimeout = 5 * time.Second
+
+// maxExchanges bounds the exchanges a member answers at once; beyond
+// them, a request is reset (its asker has the document from gossip, or
+// asks again at its next join).
+const maxExchanges = 8
 
 func membershipTopic(namespace string) string { return "/" + namespace + "/membership/1" }
 
@@ -93,9 +99,17 @@ type fedcast struct {
 	sub   *pubsub.Subscription
 	proto protocol.ID
 
-	mu     sync.Mutex
-	signed *SignedMembership
-	doc    *Membership
+	// adoptMu serialises adoptions from check to apply: two versions
+	// arriving at once are applied in order, never the older last.
+	adoptMu sync.Mutex
+	mu      sync.Mutex
+	signed  *SignedMembership
+	doc     *Membership
+	// serving bounds the exchanges answered at once.
+	serving chan struct{}
+	// wasOut: the document applied last did not name this node (under
+	// adoptMu).
+	wasOut bool
 
 	rejected, ignored atomic.Uint64
 }
@@ -103,7 +117,7 @@ type fedcast struct {
 // startFedcast loads the kept document, joins the topic and serves
 // fetches. The caller closes the host (which ends it) and cancels ctx.
 func startFedcast(ctx context.Context, o *Libp2p) (*fedcast, error) {
-	f := &fedcast{o: o, proto: membershipProtocol(o.cfg.Namespace)}
+	f := &fedcast{o: o, proto: membershipProtocol(o.cfg.Namespace), serving: make(chan struct{}, maxExchanges)}
 	if path := o.cfg.MembershipFile; path != "" {
 		s, err := LoadMembership(path)
 		if err != nil {
@@ -169,17 +183,27 @@ func (f *fedcast) check(raw []byte) (*SignedMembership, *Membership, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// One encoding only: the same document re-encoded (spaces, key case)
+	// would be a new message to relay and validate again.
+	if canon, err := s.Marshal(); err != nil || !bytes.Equal(canon, raw) {
+		return nil, nil, fmt.Errorf("%w: not in its canonical encoding", ErrBadMembership)
+	}
 	return s, m, nil
 }
 
-// newer reports whether m would replace the document in force now.
+// newer reports whether m would replace the document in force now: a
+// higher version. A node without one takes only a document before its
+// ValidUntil that names this node: an old one a removed member replays to
+// a newcomer admits neither the newcomer nor, so, anyone's cutting it off
+// from the members (once it has a document, versions only go up, however
+// late a newer one reaches it).
 func (f *fedcast) newer(m *Membership) bool {
-	if !f.o.cfg.Now().Before(m.ValidUntil) {
-		return false
-	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.doc == nil || m.Version > f.doc.Version
+	if f.doc != nil {
+		return m.Version > f.doc.Version
+	}
+	return f.o.cfg.Now().Before(m.ValidUntil) && m.Admits(f.o.host.ID())
 }
 
 func (f *fedcast) validate(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
@@ -215,6 +239,8 @@ func (f *fedcast) read(ctx context.Context) {
 // adopt puts m in force if it is newer than the one in force, and keeps
 // it; it reports whether it did.
 func (f *fedcast) adopt(s *SignedMembership, m *Membership, source string) bool {
+	f.adoptMu.Lock()
+	defer f.adoptMu.Unlock()
 	f.mu.Lock()
 	if f.doc != nil && m.Version <= f.doc.Version {
 		f.mu.Unlock()
@@ -239,7 +265,30 @@ func (f *fedcast) apply(m *Membership, source string) {
 	for i, mb := range m.Members {
 		ids[i] = mb.ID
 	}
+	prev := o.gater.allow.Load()
 	o.gater.set(ids)
+	// Members admitted by this version are welcome at once: dialled soon
+	// and often (they were refused until now, and dial this node no
+	// faster than their back-off), and followed without the bars their
+	// refused connections earned. A node that this version admits for
+	// the first time (it had none naming it) welcomes every member: they
+	// refused it until now.
+	if o.host != nil && o.hood != nil {
+		self := o.host.ID()
+		joined := prev == nil || !(*prev)[self] || f.wasOut
+		for _, id := range ids {
+			switch {
+			case id == self:
+			case prev != nil && !(*prev)[id]:
+				o.hood.welcome(id)
+				if o.host.Network().Connectedness(id) != network.Connected {
+					o.redial.dropped(id, time.Now())
+				}
+			case joined:
+				o.hood.welcome(id)
+			}
+		}
+	}
 	var cut int
 	if o.host != nil {
 		for _, p := range o.host.Network().Peers() {
@@ -257,8 +306,15 @@ func (f *fedcast) apply(m *Membership, source string) {
 			}
 		}
 	}
-	if o.host != nil && !m.Admits(o.host.ID()) {
-		o.log.Error("this node is not a member of the federation's membership: no member admits it", "membership_version", m.Version)
+	outcast := o.host != nil && !m.Admits(o.host.ID())
+	o.outcast.Store(outcast)
+	f.wasOut = outcast
+	if outcast {
+		// No member admits it: its redials would only be refused (and
+		// spend its address's connection budget at the members). It
+		// waits to be dialled: a member that takes a version admitting
+		// it again welcomes it (above).
+		o.log.Error("this node is not a member of the federation's membership: no member admits it; it stops dialling and waits", "membership_version", m.Version)
 	}
 	if !o.cfg.Now().Before(m.ValidUntil) {
 		o.log.Warn("the membership in force is past its valid_until: ask the federation's administrator for a new version",
@@ -287,6 +343,13 @@ func (f *fedcast) mine() []byte {
 // serve answers an exchange: it reads the peer's document, writes the one
 // in force here, and takes the peer's if it is newer.
 func (f *fedcast) serve(s network.Stream) {
+	select {
+	case f.serving <- struct{}{}:
+		defer func() { <-f.serving }()
+	default:
+		_ = s.Reset()
+		return
+	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(fetchTimeout))
 	theirs, err := readMembership(s)

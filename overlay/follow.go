@@ -561,6 +561,19 @@ func (n *neighbourhood) follow(ctx context.Context, p peer.ID) {
 	n.nudge()
 }
 
+// welcome forgets why p was left out (bars, failed and early-lost
+// streams) and asks for a round: p has just been admitted (a membership
+// that names it), and what it cost before it was admitted says nothing of
+// it now.
+func (n *neighbourhood) welcome(p peer.ID) {
+	n.mu.Lock()
+	delete(n.barred, p)
+	delete(n.failed, p)
+	delete(n.flaky, p)
+	n.mu.Unlock()
+	n.nudge()
+}
+
 // unfollow closes the stream to p; follow's reader then cleans up.
 func (n *neighbourhood) unfollow(p peer.ID, why string) {
 	n.mu.Lock()

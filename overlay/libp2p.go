@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -24,9 +25,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/pnet"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	drouting "github.com/libp2p/go-libp2p/p2p/discovery/routing"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/libp2p/go-libp2p/x/rate"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
 
@@ -234,6 +237,7 @@ type Libp2p struct {
 	bw        *traffic
 	redial    *redialer
 	silent    atomic.Uint64 // adverts of suspect peers, dropped
+	outcast   atomic.Bool   // the membership in force does not name this node
 	flooded   atomic.Uint64 // adverts over a followee's rate, dropped
 	// lastDialErr is the last error a dial to a bootstrap peer met (see
 	// watchAlone).
@@ -285,12 +289,44 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("overlay: connection manager: %w", err)
 	}
+	// libp2p admits at most 8 connections at once from one IPv4 address
+	// (one /56 in IPv6), and after a burst of 16 a new one every 5 s:
+	// members behind one NAT address, or one relay of links (the
+	// testbed's), need more, and a removed member's redials from such an
+	// address locked the others out for seconds (their connections reset
+	// before the handshake). The secret keeps strangers out before any
+	// protocol, at the cost of a nonce, so a member's share is what bounds
+	// an address: as many connections as a node's followees and
+	// followers, twice, and as many new ones a second as it has
+	// neighbours.
+	perAddr := 2 * (cfg.Neighbours + cfg.MaxFollowers)
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	perSec := rate.Limit{RPS: float64(cfg.Neighbours), Burst: perAddr}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), rcmgr.WithLimitPerSubnet(
+		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: perAddr}},
+		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: perAddr}, {PrefixLength: 48, ConnCount: 8 * perAddr}}),
+		rcmgr.WithConnRateLimiters(&rate.Limiter{
+			NetworkPrefixLimits: []rate.PrefixLimit{
+				{Prefix: netip.MustParsePrefix("127.0.0.0/8")}, {Prefix: netip.MustParsePrefix("::1/128")}, // unlimited
+			},
+			SubnetRateLimiter: rate.SubnetLimiter{
+				IPv4SubnetLimits: []rate.SubnetLimit{{PrefixLength: 32, Limit: perSec}},
+				IPv6SubnetLimits: []rate.SubnetLimit{{PrefixLength: 56, Limit: perSec},
+					{PrefixLength: 48, Limit: rate.Limit{RPS: 8 * perSec.RPS, Burst: 8 * perSec.Burst}}},
+				GracePeriod: time.Minute,
+			},
+		}))
+	if err != nil {
+		_ = cm.Close()
+		return nil, fmt.Errorf("overlay: resource manager: %w", err)
+	}
 	// TCP only (a private network rules out QUIC), without SO_REUSEPORT:
 	// with it a second agent, or an old one left running, binds the same
 	// port without a word and the kernel splits connections between them.
 	opts := []libp2p.Option{libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...), libp2p.DisableRelay(), libp2p.DisableMetrics(),
-		libp2p.Identity(key), libp2p.BandwidthReporter(o.bw), libp2p.ConnectionManager(cm)}
+		libp2p.Identity(key), libp2p.BandwidthReporter(o.bw), libp2p.ConnectionManager(cm), libp2p.ResourceManager(rm)}
 	if cfg.Secret != nil {
 		opts = append(opts, libp2p.PrivateNetwork(cfg.Secret))
 	} else {
@@ -303,6 +339,7 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	}
 	if err := portsFree(cfg.ListenAddrs); err != nil {
 		_ = cm.Close()
+		_ = rm.Close()
 		return nil, err
 	}
 	if o.host, err = libp2p.New(opts...); err != nil {
@@ -497,6 +534,9 @@ func (o *Libp2p) bootstrapAddrs(p peer.ID) []ma.Multiaddr {
 
 // connectBootstrap dials the bootstrap peers not connected yet.
 func (o *Libp2p) connectBootstrap(ctx context.Context) {
+	if o.outcast.Load() {
+		return // see fedcast.apply
+	}
 	for _, ai := range o.bootstrap {
 		if o.host.Network().Connectedness(ai.ID) == network.Connected {
 			continue

@@ -255,10 +255,12 @@ func (g *gater) allowed(p peer.ID) bool {
 	return false
 }
 
-func (g *gater) InterceptPeerDial(p peer.ID) bool                                { return g.allowed(p) }
-func (g *gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool                { return g.allowed(p) }
-func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool                     { return true }
-func (g *gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+func (g *gater) InterceptPeerDial(p peer.ID) bool                 { return g.allowed(p) }
+func (g *gater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.allowed(p) }
+func (g *gater) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
+func (g *gater) InterceptUpgraded(c network.Conn) (bool, control.DisconnectReason) {
+	return g.allowed(c.RemotePeer()), 0 // again: the membership may have changed since its handshake
+}
 func (g *gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
 	return g.allowed(p)
 }

@@ -133,6 +133,11 @@ func (m *Membership) Validate(federation string) error {
 		if err := mb.ID.Validate(); err != nil {
 			return bad("member %d: %v", i, err)
 		}
+		// A member's data-plane identity is built from the Ed25519 key
+		// its id holds (proxy.Anchor).
+		if pub, err := mb.ID.ExtractPublicKey(); err != nil || pub.Type() != crypto.Ed25519 {
+			return bad("member %s: not the id of an Ed25519 key", mb.ID)
+		}
 		if i > 0 && m.Members[i-1].ID >= mb.ID {
 			return bad("members not sorted, or repeated")
 		}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -248,3 +250,68 @@ func rogueHost(t *testing.T) *Libp2p {
 	t.Helper()
 	return startWith(t, Libp2pConfig{Secret: testSecret})
 }
+
+// TestMembershipAdoptionRules: two versions adopted at once end with the
+// newer applied (the gater follows the document in force); a node that
+// has a document takes a newer one however late it comes (past its
+// valid_until); a node with none takes only a document that names it; a
+// document in any encoding but its canonical one is refused; members are
+// ids of Ed25519 keys.
+func TestMembershipAdoptionRules(t *testing.T) {
+	admin, adminID := newKey(t)
+	_, a := newKey(t)
+	_, x := newKey(t)
+	m2 := membership(2, a, x)
+	m3 := membership(3, a)
+	m3.Revoked = []peer.ID{x}
+	s2, err := SignMembership(m2, admin)
+	require.NoError(t, err)
+	s3, err := SignMembership(m3, admin)
+	require.NoError(t, err)
+	for i := range 20000 {
+		o := &Libp2p{cfg: Libp2pConfig{Namespace: "dfaas-test", Now: time.Now}, log: quietLog(), trigger: make(chan struct{}, 1)}
+		o.gater = newGater(a, nil, nil)
+		f := &fedcast{o: o}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); f.adopt(s2, m2, "gossip") }()
+		go func() { defer wg.Done(); f.adopt(s3, m3, "exchange") }()
+		wg.Wait()
+		require.Equal(t, uint64(3), f.doc.Version)
+		require.False(t, o.gater.allowed(x), "iteration %d: x revoked by the version in force, admitted by the gater", i)
+	}
+
+	n := startWith(t, Libp2pConfig{Secret: testSecret, Admins: []peer.ID{adminID}})
+	self := idOf(n)
+	notNamed, err := SignMembership(membership(5, a, x), admin)
+	require.NoError(t, err)
+	raw, err := notNamed.Marshal()
+	require.NoError(t, err)
+	n.fed.take(context.Background(), a, raw)
+	assert.Zero(t, versionAt(n), "a first document that does not name this node is not taken")
+	named, err := SignMembership(membership(4, a, self), admin)
+	require.NoError(t, err)
+	raw, err = named.Marshal()
+	require.NoError(t, err)
+	spaced := append([]byte(" "), raw...)
+	n.fed.take(context.Background(), a, spaced)
+	assert.Zero(t, versionAt(n), "another encoding is refused")
+	n.fed.take(context.Background(), a, raw)
+	require.Equal(t, uint64(4), versionAt(n))
+	late := membership(6, a, self)
+	late.ValidUntil = time.Now().Add(-time.Minute)
+	lateSigned, err := SignMembership(late, admin)
+	require.NoError(t, err)
+	raw, err = lateSigned.Marshal()
+	require.NoError(t, err)
+	n.fed.take(context.Background(), a, raw)
+	assert.Equal(t, uint64(6), versionAt(n), "a newer version past its valid_until is still newer than the one in force")
+
+	k, _, err := crypto.GenerateSecp256k1Key(rand.Reader)
+	require.NoError(t, err)
+	other, err := peer.IDFromPrivateKey(k)
+	require.NoError(t, err)
+	assert.ErrorIs(t, membership(1, a, other).Validate("dfaas-test"), ErrBadMembership, "a secp256k1 id")
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -101,6 +101,9 @@ func (r *redialer) run(ctx context.Context) {
 // dial tries p once, in the background, past the swarm's dial backoff (it
 // would refuse to try for seconds after the failures a partition causes).
 func (r *redialer) dial(ctx context.Context, p peer.ID) {
+	if r.o.outcast.Load() {
+		return // no member admits this node: see fedcast.apply
+	}
 	h := r.o.host
 	if h.Network().Connectedness(p) == network.Connected {
 		return // still up (a stream lost, not the connection): dialled if that drops

@@ -90,6 +90,7 @@ type bed struct {
 	// beliefs are, likewise, what the agents' estimators believed.
 	beliefs map[int]map[int]map[string]capacity.State
 	cbs     *callbacks // the asynchronous calls' results; nil without async load
+	admin   *admin     // the administrator, with Scenario.Admin
 }
 
 // Run runs a scenario and reports what its users saw. It needs Check to
@@ -166,6 +167,11 @@ func Run(ctx context.Context, s Scenario, opt Options) (_ *Report, err error) {
 	for i := range b.agents {
 		if err := b.waitReady(readyCtx, i); err != nil {
 			return nil, fmt.Errorf("testbed: node %s: %w (log: %s)", names[i], err, b.agents[i].log.Name())
+		}
+	}
+	if b.admin != nil {
+		if err := b.publishMembership(ctx, -1); err != nil {
+			return nil, err
 		}
 	}
 	select {
@@ -270,6 +276,11 @@ func (b *bed) prepareAgents() error {
 	if _, err := overlay.GenerateSecret(secret); err != nil {
 		return err
 	}
+	if b.s.Admin {
+		if err := b.prepareAdmin(); err != nil {
+			return err
+		}
+	}
 	addrs := make([]string, len(b.s.Nodes))
 	keys := make([]string, len(b.s.Nodes))
 	for i, n := range b.s.Nodes {
@@ -301,6 +312,9 @@ func (b *bed) prepareAgents() error {
 		}
 		if b.s.Strategy != "" {
 			args = append(args, "-strategy", b.s.Strategy)
+		}
+		if b.admin != nil {
+			args = append(args, "-admins", b.admin.file)
 		}
 		f, err := os.OpenFile(filepath.Join(b.opt.Dir, n.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
@@ -421,7 +435,7 @@ func (b *bed) events(ctx context.Context) error {
 			return nil
 		}
 		at := time.Now()
-		if err := b.apply(e); err != nil {
+		if err := b.apply(k, e); err != nil {
 			return fmt.Errorf("testbed: event %d (%s): %w", k, e.Name(), err)
 		}
 		b.status.appliedAt(k, at)
@@ -433,7 +447,7 @@ func (b *bed) events(ctx context.Context) error {
 	return nil
 }
 
-func (b *bed) apply(e EventSpec) error {
+func (b *bed) apply(k int, e EventSpec) error {
 	switch {
 	case e.Kill != "":
 		return b.signal(b.idx[e.Kill], syscall.SIGKILL, false, true)
@@ -467,6 +481,8 @@ func (b *bed) apply(e EventSpec) error {
 		return b.startHog(b.idx[e.Hog.Node], e.Hog.Threads)
 	case e.Unhog != "":
 		return b.stopHog(b.idx[e.Unhog])
+	case e.Remove != "" || e.Add != "":
+		return b.publishMembership(context.Background(), k)
 	}
 	return nil
 }
@@ -927,6 +943,9 @@ func (w *watcher) whole(k int, views map[int][]string) bool {
 // federation: not killed, stopped or frozen since it last started or
 // thawed.
 func (b *bed) expectedUp(k, j int) bool {
+	if !b.memberAfter(k, j) {
+		return false
+	}
 	up, name := true, b.s.Nodes[j].Name
 	for _, e := range b.s.Events[:max(0, k+1)] {
 		switch name {

@@ -57,6 +57,11 @@ type Scenario struct {
 	// Duration is how long the run lasts after the warm-up; load and event
 	// times count from its start.
 	Duration Duration `yaml:"duration"`
+	// Admin runs the federation's administrator (see examples/members):
+	// the agents trust its key (-admins), and once they are up it makes
+	// the first signed membership, of every node but those a later Add
+	// event names. Remove and Add events change it.
+	Admin bool `yaml:"admin"`
 	// Warmup lets the federation form before the load starts. Default 4 s.
 	Warmup Duration `yaml:"warmup"`
 	// Interval is the agents' control tick. Default 1 s.
@@ -159,6 +164,10 @@ type EventSpec struct {
 	// stops it.
 	Hog   *HogSpec `yaml:"hog"`
 	Unhog string   `yaml:"unhog"`
+	// Remove has the administrator remove a node from the membership (it
+	// keeps running, with the secret); Add has it add one (Scenario.Admin).
+	Remove string `yaml:"remove"`
+	Add    string `yaml:"add"`
 }
 
 // CPUSpec is a node's CPU budget, in cores.
@@ -186,6 +195,10 @@ func (e EventSpec) Name() string {
 		return "thaw " + e.Thaw
 	case e.Start != "":
 		return "start " + e.Start
+	case e.Remove != "":
+		return "remove " + e.Remove
+	case e.Add != "":
+		return "add " + e.Add
 	case e.Partition != nil:
 		return fmt.Sprintf("partition %v", e.Partition)
 	case e.Heal:
@@ -361,7 +374,10 @@ func (s Scenario) Validate() error {
 			return bad("events[%d]: at %v: outside the run", i, e.At.D())
 		}
 		var acts int
-		for _, n := range []string{e.Kill, e.Stop, e.Freeze, e.Thaw, e.Start, e.Unhog} {
+		if (e.Remove != "" || e.Add != "") && !s.Admin {
+			return bad("events[%d]: remove and add need admin: true", i)
+		}
+		for _, n := range []string{e.Kill, e.Stop, e.Freeze, e.Thaw, e.Start, e.Unhog, e.Remove, e.Add} {
 			if n != "" {
 				acts++
 				if !names[n] {

@@ -108,6 +108,41 @@ func TestCrash(t *testing.T) {
 	assertNoLeftovers(t)
 }
 
+// TestMembership: the administrator removes c under load (signed
+// membership over GossipSub): a's and b's plans drop it within 2 s of the
+// publish and it runs nothing from then on, also once restarted with the
+// secret; d, refused since the start, is added with nothing edited on a, b
+// or c and takes a's excess within 2 s; nothing is lost or runs twice.
+func TestMembership(t *testing.T) {
+	r := runScenario(t, "membership")
+
+	assert.Zero(t, r.Lost)
+	assert.Zero(t, r.Duplicated)
+	a := r.Nodes[0]
+	assert.Equal(t, a.Offered, a.ServedLocal+a.ForwardedOut+a.Rejected+a.Failed)
+	assert.Zero(t, a.Failed, "nothing a could serve, or send to b, c or d, failed")
+	detected := map[string]float64{}
+	for _, d := range r.Detection {
+		detected[d.Event] = d.Seconds
+	}
+	for _, e := range []string{"remove c", "add d"} {
+		require.Contains(t, detected, e)
+		assert.LessOrEqual(t, detected[e], 2.0, e)
+	}
+	for _, sec := range r.Timeline[1:6] {
+		assert.Zero(t, sec.Nodes["d"].Executed, "d is no member yet, second %d", sec.T)
+		assert.Positive(t, sec.Nodes["c"].Executed, "c takes its share, second %d", sec.T)
+	}
+	for _, sec := range r.Timeline[8:] {
+		assert.Zero(t, sec.Nodes["c"].Executed, "c removed (and restarted), second %d", sec.T)
+	}
+	for _, sec := range r.Timeline[15:18] { // a, b and d have room for all 50
+		assert.Positive(t, sec.Nodes["d"].Executed, "d takes part of a's excess, second %d", sec.T)
+		assert.Zero(t, sec.Nodes["a"].Rejected, "second %d", sec.T)
+	}
+	assertNoLeftovers(t)
+}
+
 // TestPartition cuts a off from b and c for 10 s (iptables drops their
 // packets) and heals: both sides notice within 2 s, a serves its own
 // capacity meanwhile and b its own load, plans are whole again within 2 s

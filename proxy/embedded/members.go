@@ -33,8 +33,10 @@ type peerConn struct {
 	idle bool
 }
 
-// connNode is the node whose certificate c's handshake verified ("" if
-// none yet).
+// connNode is the node whose certificate c's handshake verified. Only
+// once the connection has carried a request (StateActive, StateIdle):
+// ConnectionState waits for a handshake in progress, which a client that
+// sends nothing holds for ReadHeaderTimeout.
 func connNode(c net.Conn) dfaas.NodeID {
 	tc, ok := c.(*tls.Conn)
 	if !ok {
@@ -90,11 +92,8 @@ func (pc *peerConns) sweep(members []dfaas.NodeID) int {
 	defer pc.mu.Unlock()
 	cut := map[dfaas.NodeID]bool{}
 	for c, e := range pc.conns {
-		if e.node == "" {
-			e.node = connNode(c)
-		}
 		if e.node == "" || in[e.node] {
-			continue
+			continue // still in its handshake (checked against the members then), or a member
 		}
 		cut[e.node] = true
 		if e.idle {

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -83,4 +84,28 @@ func TestRemovedMembersIdleConnectionsClose(t *testing.T) {
 	code, err = call()
 	require.NoError(t, err, "back: let in again")
 	assert.Equal(t, http.StatusOK, code)
+}
+
+// TestSilentClientHoldsNoApply: a client that opens the peer port and
+// sends nothing (its handshake pending) holds neither Apply nor the
+// port's other clients.
+func TestSilentClientHoldsNoApply(t *testing.T) {
+	a, b := newIdentity(t), newIdentity(t)
+	p, err := New(Config{Node: b.Node(), UserAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+		TLS: &proxy.TLS{Identity: b, Members: func() []dfaas.NodeID { return []dfaas.NodeID{a.Node()} }}},
+		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	require.NoError(t, err)
+	defer p.Close()
+	silent, err := net.Dial("tcp", p.PeerAddr())
+	require.NoError(t, err)
+	defer silent.Close()
+	require.Eventually(t, func() bool {
+		p.peerConns.mu.Lock()
+		defer p.peerConns.mu.Unlock()
+		return len(p.peerConns.conns) == 1
+	}, time.Second, 5*time.Millisecond)
+	plan := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"echo": {Limit: 1e6, Capacity: 1e6}}}
+	start := time.Now()
+	require.NoError(t, p.Apply(context.Background(), plan))
+	assert.Less(t, time.Since(start), time.Second, "Apply waited for a handshake")
 }
