@@ -11,6 +11,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -66,6 +67,10 @@ type Config struct {
 	// the overlay's Members. A node on another Overlay sets TLS itself, or
 	// PlainPeers.
 	TLS *proxy.TLS
+	// LeafLifetime is how long the peer TLS leaf certificates the node
+	// makes itself are valid; each is renewed halfway through (see
+	// proxy.DefaultLeafLifetime, the default).
+	LeafLifetime time.Duration
 	// PlainPeers turns TLS between peers off: forwards travel in clear text
 	// and the peer listener serves anyone who reaches it. For labs; the
 	// node logs a warning at start.
@@ -237,7 +242,7 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 			cfg.Logger.Warn("an open federation admits anyone to the peer port: its members are whoever connects", "node", o.Self())
 		}
 		if cfg.TLS == nil && !cfg.PlainPeers {
-			id, err := proxy.NewIdentity(cfg.Libp2p.PrivateKey)
+			id, err := proxy.NewIdentityWith(cfg.Libp2p.PrivateKey, cmp.Or(cfg.LeafLifetime, proxy.DefaultLeafLifetime), time.Now)
 			if err != nil {
 				return nil, err
 			}

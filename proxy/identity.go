@@ -15,6 +15,8 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -60,9 +62,13 @@ const PeerTLSVersion = tls.VersionTLS12
 // forwarders verify: identity is checked through the anchor, not the name.
 const ServerName = "node.dfaas.invalid"
 
-// leafLifetime is how long a leaf certificate is valid. A node makes a new
-// one at every start.
-const leafLifetime = 365 * 24 * time.Hour
+// DefaultLeafLifetime is how long a leaf certificate is valid by default.
+// An identity renews its leaf (a new TLS key too) when half of its life is
+// over: at every new handshake the current one is presented, and
+// connections made with the one before go on (TLS checks validity at the
+// handshake only). A leaf stolen from a node's memory or disk so serves
+// for hours, not a year.
+const DefaultLeafLifetime = 12 * time.Hour
 
 // anchorSigner signs anchors. Its private key is public knowledge (an
 // all-zero seed): an anchor's signature is never checked, and a fixed key
@@ -70,18 +76,40 @@ const leafLifetime = 365 * 24 * time.Hour
 var anchorSigner = ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
 
 // Identity is a node's TLS identity: a fresh TLS key and its certificate,
-// signed with the node's overlay key. It is safe for concurrent use.
+// signed with the node's overlay key, renewed halfway through its life. It
+// is safe for concurrent use.
 type Identity struct {
-	node dfaas.NodeID
-	cert tls.Certificate
-	leaf *x509.Certificate
+	node     dfaas.NodeID
+	signer   ed25519.PrivateKey
+	anchor   *x509.Certificate
+	lifetime time.Duration
+	now      func() time.Time
+	mu       sync.Mutex // renewals
+	cur      atomic.Pointer[leafCert]
+}
+
+// leafCert is one leaf and its key.
+type leafCert struct {
+	cert  tls.Certificate
+	leaf  *x509.Certificate
+	renew time.Time // when the next one is due
 }
 
 // NewIdentity makes a TLS identity for the node whose overlay key is key
-// (Ed25519: the node id must contain the public key).
+// (Ed25519: the node id must contain the public key), with leaves of
+// DefaultLeafLifetime.
 func NewIdentity(key crypto.PrivKey) (*Identity, error) {
+	return NewIdentityWith(key, DefaultLeafLifetime, time.Now)
+}
+
+// NewIdentityWith is NewIdentity with leaves valid for lifetime (at least
+// a second), on the clock now.
+func NewIdentityWith(key crypto.PrivKey, lifetime time.Duration, now func() time.Time) (*Identity, error) {
 	if key == nil || key.Type() != crypto.Ed25519 {
 		return nil, fmt.Errorf("%w: tls identity: want an Ed25519 overlay key", dfaas.ErrInvalidConfig)
+	}
+	if lifetime < time.Second || now == nil {
+		return nil, fmt.Errorf("%w: tls identity: leaf lifetime %v: at least 1s", dfaas.ErrInvalidConfig, lifetime)
 	}
 	id, err := peer.IDFromPrivateKey(key)
 	if err != nil {
@@ -100,6 +128,17 @@ func NewIdentity(key crypto.PrivKey) (*Identity, error) {
 	if err != nil {
 		return nil, err
 	}
+	ident := &Identity{node: node, signer: *signer, anchor: anchor, lifetime: lifetime, now: now}
+	l, err := ident.issue()
+	if err != nil {
+		return nil, err
+	}
+	ident.cur.Store(l)
+	return ident, nil
+}
+
+// issue makes a new TLS key and its leaf.
+func (id *Identity) issue() (*leafCert, error) {
 	tlsKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("tls identity: %w", err)
@@ -108,17 +147,19 @@ func NewIdentity(key crypto.PrivKey) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls identity: %w", err)
 	}
-	now := time.Now()
+	now := id.now()
+	// Valid from a little before now (clocks a little behind), a little
+	// longer than renewed: a peer whose clock is ahead still takes it.
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: string(node)},
-		NotBefore:    now.Add(-time.Hour), // tolerate clocks a little behind
-		NotAfter:     now.Add(leafLifetime),
+		Subject:      pkix.Name{CommonName: string(id.node)},
+		NotBefore:    now.Add(-min(time.Hour, id.lifetime/2)),
+		NotAfter:     now.Add(id.lifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{ServerName},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, anchor, &tlsKey.PublicKey, *signer)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, id.anchor, &tlsKey.PublicKey, id.signer)
 	if err != nil {
 		return nil, fmt.Errorf("tls identity: %w", err)
 	}
@@ -126,24 +167,48 @@ func NewIdentity(key crypto.PrivKey) (*Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tls identity: %w", err)
 	}
-	return &Identity{node: node, leaf: leaf,
-		cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: tlsKey, Leaf: leaf}}, nil
+	return &leafCert{cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: tlsKey, Leaf: leaf},
+		leaf: leaf, renew: now.Add(id.lifetime / 2)}, nil
+}
+
+// current is the leaf to present now, renewed first if it is due. A
+// renewal that fails keeps the current leaf (until it expires) and is
+// tried again at the next call.
+func (id *Identity) current() *leafCert {
+	l := id.cur.Load()
+	if id.now().Before(l.renew) {
+		return l
+	}
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	if l = id.cur.Load(); id.now().Before(l.renew) {
+		return l
+	}
+	if n, err := id.issue(); err == nil {
+		id.cur.Store(n)
+		return n
+	}
+	return l
 }
 
 // Node is the node this identity belongs to.
 func (id *Identity) Node() dfaas.NodeID { return id.node }
 
-// Certificate is the TLS certificate (leaf and key) to present.
-func (id *Identity) Certificate() tls.Certificate { return id.cert }
+// Certificate is the TLS certificate (leaf and key) to present now.
+func (id *Identity) Certificate() tls.Certificate { return id.current().cert }
 
-// PEM is the leaf certificate followed by its private key, in PEM: the
-// form HAProxy's crt takes. It holds a private key: write it 0600.
+// NotAfter is when the current leaf expires.
+func (id *Identity) NotAfter() time.Time { return id.current().leaf.NotAfter }
+
+// PEM is the current leaf certificate followed by its private key, in PEM:
+// the form HAProxy's crt takes. It holds a private key: write it 0600.
 func (id *Identity) PEM() ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(id.cert.PrivateKey)
+	cert := id.current().cert
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
 	if err != nil {
 		return nil, fmt.Errorf("tls identity: %w", err)
 	}
-	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: id.cert.Certificate[0]})
+	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]})
 	return append(out, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})...), nil
 }
 
@@ -258,9 +323,12 @@ func (t *TLS) Validate() error {
 // session.
 func (t *TLS) ServerConfig() *tls.Config {
 	return &tls.Config{
-		MinVersion:             PeerTLSVersion,
-		MaxVersion:             PeerTLSVersion,
-		Certificates:           []tls.Certificate{t.Identity.Certificate()},
+		MinVersion: PeerTLSVersion,
+		MaxVersion: PeerTLSVersion,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c := t.Identity.Certificate()
+			return &c, nil
+		},
 		ClientAuth:             tls.RequireAnyClientCert,
 		SessionTicketsDisabled: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
@@ -298,10 +366,13 @@ func (t *TLS) ClientConfig(node dfaas.NodeID) (*tls.Config, error) {
 	roots := x509.NewCertPool()
 	roots.AddCert(anchor)
 	return &tls.Config{
-		MinVersion:   PeerTLSVersion,
-		MaxVersion:   PeerTLSVersion,
-		Certificates: []tls.Certificate{t.Identity.Certificate()},
-		RootCAs:      roots,
-		ServerName:   ServerName,
+		MinVersion: PeerTLSVersion,
+		MaxVersion: PeerTLSVersion,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c := t.Identity.Certificate()
+			return &c, nil
+		},
+		RootCAs:    roots,
+		ServerName: ServerName,
 	}, nil
 }

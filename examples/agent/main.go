@@ -105,6 +105,7 @@ type options struct {
 	cpuProfile     string
 	admin          string // operator listener: /healthz, /readyz, /status
 	drain          time.Duration
+	leafLifetime   time.Duration
 	maxBody        int64
 	bodyWait       time.Duration
 	otlp           string  // OTLP/HTTP traces endpoint URL, or none
@@ -205,6 +206,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.DurationVar(&o.bodyWait, "body-timeout", proxy.DefaultBodyTimeout, "longest time from a request's headers to the end of its body (408 past it)")
 	fs.StringVar(&o.otlp, "otlp", "", "OTLP/HTTP endpoint to export traces to (http://collector:4318); none: no tracing, W3C trace context still passes through")
 	fs.Float64Var(&o.sample, "trace-sample", 0.1, "with -otlp: the share of calls traced that arrive without a trace context (calls that arrive with one follow its sampled flag)")
+	fs.DurationVar(&o.leafLifetime, "leaf-lifetime", proxy.DefaultLeafLifetime, "how long the peer TLS leaf certificates this node makes are valid; each is renewed halfway through")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long to wait at most for peers to stop forwarding here before leaving")
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
@@ -398,8 +400,8 @@ func run(ctx context.Context, o options, log *slog.Logger, ready func(*node.Node
 	n, err := node.Build(ctx, node.Config{Name: advertised, Tracer: tracerOf(tp), Platform: pf, DataPlane: o.proxy, Binary: o.haproxy, Sequencer: seq,
 		UserAddr: o.user, PeerAddr: o.peer, Advertise: o.advertise, Interval: o.interval, Balancer: o.strategy, Logger: log,
 		DeclaredCapacity: o.declared, MaxBody: o.maxBody, BodyTimeout: o.bodyWait, AsyncQueue: asyncQueue(o), AsyncCallbacks: callbacks,
-		PlainPeers: o.insecure,
-		Libp2p:     lc})
+		PlainPeers: o.insecure, LeafLifetime: o.leafLifetime,
+		Libp2p: lc})
 	if err != nil {
 		return err
 	}

@@ -316,6 +316,9 @@ func (b *bed) prepareAgents() error {
 		if b.admin != nil {
 			args = append(args, "-admins", b.admin.file)
 		}
+		if b.s.LeafLifetime > 0 {
+			args = append(args, "-leaf-lifetime", b.s.LeafLifetime.D().String())
+		}
 		f, err := os.OpenFile(filepath.Join(b.opt.Dir, n.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			return err

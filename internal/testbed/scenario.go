@@ -57,6 +57,9 @@ type Scenario struct {
 	// Duration is how long the run lasts after the warm-up; load and event
 	// times count from its start.
 	Duration Duration `yaml:"duration"`
+	// LeafLifetime is the agents' -leaf-lifetime (their peer TLS leaves,
+	// renewed halfway through); default the agent's.
+	LeafLifetime Duration `yaml:"leaf_lifetime"`
 	// Admin runs the federation's administrator (see examples/members):
 	// the agents trust its key (-admins), and once they are up it makes
 	// the first signed membership, of every node but those a later Add

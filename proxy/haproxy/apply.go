@@ -64,6 +64,14 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		return fmt.Errorf("haproxy: apply: the haproxy process exited:\n%s", tail(d.out.String(), 2000))
 	default:
 	}
+	if err := d.refreshCert(); err != nil {
+		// The running worker keeps the leaf it had (valid for half a life
+		// yet): a reload reads the file.
+		d.log.Warn("TLS leaf not renewed through the runtime API: reloading", "err", err)
+		if err := d.reload(ctx, "TLS leaf"); err != nil {
+			d.log.Error("reload for the TLS leaf failed", "err", err)
+		}
+	}
 	if err := d.refreshMembers(); err != nil {
 		// The runtime API could not take the list (its buffer bounds a
 		// command to 16 KiB: about 27 anchors): a reload reads the file.

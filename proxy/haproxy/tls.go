@@ -25,6 +25,7 @@ func (d *Driver) startTLS() error {
 	if err := writeFile(t.CertFile, pem); err != nil {
 		return err
 	}
+	d.cert = pem
 	if err := os.MkdirAll(t.AnchorDir, 0o700); err != nil {
 		return fmt.Errorf("haproxy: tls: %w", err)
 	}
@@ -43,6 +44,39 @@ func (d *Driver) startTLS() error {
 		d.remember(t.MembersMap, string(n), "1")
 	}
 	return writeFile(t.MembersMap, []byte(lines.String()))
+}
+
+// refreshCert gives HAProxy this node's current leaf (proxy.Identity
+// renews it halfway through its life): on disk for reloads, and in the
+// running worker through the runtime API, for the peer listener and every
+// peer server alike (they share the file). New handshakes present it;
+// connections made before go on.
+func (d *Driver) refreshCert() error {
+	if d.layout.TLS == nil {
+		return nil
+	}
+	pem, err := d.cfg.TLS.Identity.PEM()
+	if err != nil {
+		return err
+	}
+	if bytes.Equal(pem, d.cert) {
+		return nil
+	}
+	path := d.layout.TLS.CertFile
+	if err := writeFile(path, pem); err != nil {
+		return err
+	}
+	d.cert = pem // on disk: a reload takes it whatever happens next
+	if err := d.rt.SetCertEntry(path, string(pem)); err != nil {
+		_ = d.rt.AbortCertEntry(path)
+		return fmt.Errorf("haproxy: set ssl cert: %w", err)
+	}
+	if err := d.rt.CommitCertEntry(path); err != nil {
+		_ = d.rt.AbortCertEntry(path)
+		return fmt.Errorf("haproxy: commit ssl cert: %w", err)
+	}
+	d.log.Info("TLS leaf renewed", "not_after", d.cfg.TLS.Identity.NotAfter())
+	return nil
 }
 
 // memberIDs are the current members and this node (what could not be a

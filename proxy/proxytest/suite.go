@@ -83,6 +83,7 @@ func Run(t *testing.T, name string) {
 		{"TLSPeerPortAdmitsMembersOnly", testTLSPeerPortAdmitsMembersOnly},
 		{"TLSForwardsOnlyToTheNamedNode", testTLSForwardsOnlyToTheNamedNode},
 		{"TLSRemovedMemberIsCutOff", testTLSRemovedMemberIsCutOff},
+		{"TLSLeavesRenewed", testTLSLeavesRenewed},
 		{"BrokenPeerIsEjected", testBrokenPeerIsEjected},
 		{"NotYetAMemberIsRetried", testNotYetAMemberIsRetried},
 		{"FunctionsComeAndGoUnderLoad", testFunctionsComeAndGo},

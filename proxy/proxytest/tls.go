@@ -36,13 +36,16 @@ type member struct {
 	id  *proxy.Identity
 }
 
-func newMember(t *testing.T) member {
+func newMember(t *testing.T) member { return newMemberWith(t, proxy.DefaultLeafLifetime) }
+
+// newMemberWith is newMember with leaves valid for lifetime.
+func newMemberWith(t *testing.T, lifetime time.Duration) member {
 	t.Helper()
 	_, sk, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(t, err)
 	k, _, err := crypto.KeyPairFromStdKey(&sk)
 	require.NoError(t, err)
-	id, err := proxy.NewIdentity(k)
+	id, err := proxy.NewIdentityWith(k, lifetime, time.Now)
 	require.NoError(t, err)
 	return member{key: sk, id: id}
 }
@@ -155,9 +158,9 @@ func testTLSPeerPortAdmitsMembersOnly(t *testing.T, s *suite) {
 		resp.Body.Close()
 	}
 	noCert := asA.Clone()
-	noCert.Certificates, noCert.ClientSessionCache = nil, nil
+	noCert.Certificates, noCert.GetClientCertificate, noCert.ClientSessionCache = nil, nil, nil
 	forged := asA.Clone()
-	forged.Certificates, forged.ClientSessionCache = []tls.Certificate{forgedCert(t, ma.node(), stranger.key)}, nil
+	forged.Certificates, forged.GetClientCertificate, forged.ClientSessionCache = []tls.Certificate{forgedCert(t, ma.node(), stranger.key)}, nil, nil
 	for name, tc := range map[string]*tls.Config{
 		"no certificate":   noCert,
 		"a non-member":     clientConfig(t, stranger, mb),
@@ -228,7 +231,7 @@ func selfSigned(t *testing.T, cfg *tls.Config) *tls.Config {
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, sk.Public(), sk)
 	require.NoError(t, err)
 	out := cfg.Clone()
-	out.Certificates, out.ClientSessionCache = []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: sk}}, nil
+	out.Certificates, out.GetClientCertificate, out.ClientSessionCache = []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: sk}}, nil, nil
 	return out
 }
 
@@ -411,4 +414,41 @@ func testTLSRemovedMemberIsCutOff(t *testing.T, s *suite) {
 	}
 	assert.Equal(t, int64(4), pb.Calls.Load(), "nothing it sent after its removal ran")
 	assert.Greater(t, dials.Load(), int64(1), "its kept-alive connection was closed")
+}
+
+// testTLSLeavesRenewed: with leaves valid for 3 s (renewed every 1.5 s),
+// forwards and fresh handshakes go on for 7 s, past the first leaves'
+// expiry, without a failed request: each side presents its current leaf
+// to new handshakes (HAProxy takes it at Apply, the Agent's tick), and
+// connections made before go on.
+func testTLSLeavesRenewed(t *testing.T, s *suite) {
+	const lifetime = 3 * time.Second
+	ma, mb := newMemberWith(t, lifetime), newMemberWith(t, lifetime)
+	members := &Members{}
+	members.Set(ma.node(), mb.node())
+	a, _ := s.tlsNode(ma, members)
+	b, pb := s.tlsNode(mb, members)
+	toB := map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{{Node: mb.node(), Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}}}}
+	s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited})
+	s.apply(a, toB)
+	first := ma.id.Certificate().Leaf.SerialNumber
+	fresh := clientConfig(t, ma, mb) // a's identity, a new handshake every call
+	var forwards, handshakes int
+	for start := time.Now(); time.Since(start) < 7*time.Second; {
+		s.apply(b, map[string]dfaas.FunctionPlan{"echo": unlimited}) // the ticks
+		s.apply(a, toB)
+		for range 5 {
+			got := s.do(a.UserAddr(), "/function/echo", nil)
+			require.Equal(t, http.StatusOK, got.code, "a forward at %v: %s", time.Since(start), got.body)
+			forwards++
+			time.Sleep(40 * time.Millisecond)
+		}
+		code, err := PeerCall(b.PeerAddr(), "/function/echo", fresh)
+		require.NoError(t, err, "a new handshake at %v", time.Since(start))
+		require.Equal(t, http.StatusOK, code)
+		handshakes++
+	}
+	assert.NotEqual(t, first, ma.id.Certificate().Leaf.SerialNumber, "a's leaf was renewed")
+	assert.Equal(t, int64(forwards+handshakes), pb.Calls.Load())
+	t.Logf("%d forwards, %d new handshakes over 7 s of 3-second leaves", forwards, handshakes)
 }
