@@ -279,6 +279,37 @@ func TestUnlabelledFunctionIsMeasured(t *testing.T) {
 	assert.Equal(t, c.Arrivals, c.ServedLocal+c.Rejected, "served here or turned away while it learned")
 }
 
+// nodeServing deploys function (image, in the default namespace, 100
+// req/s) on the gateway and builds a node alone in front of it, with cfg's
+// extra settings; it returns the node and its user port's URL once the
+// node serves the function.
+func (f *federation) nodeServing(t *testing.T, ctx context.Context, function, image string, cfg node.Config) (*node.Node, string) {
+	t.Helper()
+	_, err := f.client.Deploy(ctx, types.FunctionDeployment{Service: function, Image: image, Namespace: "openfaas-fn",
+		Labels: &map[string]string{openfaas.LabelMaxRate: "100"}})
+	require.NoError(t, err)
+	b, err := openfaas.New(openfaas.Config{Gateway: gatewaytest.URL, Logger: quiet})
+	require.NoError(t, err)
+	f.backends = append(f.backends, b)
+	cfg.Overlay, err = overlay.NewNetwork().Join("solo")
+	require.NoError(t, err)
+	cfg.Platform = node.Platform{Handler: b.Handler(), Capacities: b}
+	cfg.Interval, cfg.PlainPeers, cfg.DeclaredCapacity, cfg.Logger = 250*time.Millisecond, true, true, quiet
+	n, err := node.Build(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = n.Close() })
+	through := "http://" + n.DataPlane.UserAddr()
+	require.Eventually(t, func() bool {
+		resp, err := http.Post(through+"/function/"+function, "text/plain", nil)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 100*time.Millisecond, "the node serves the gateway's function")
+	return n, through
+}
+
 // TestSameAnswersAsTheGatewayAlone: a call through a node in front of the
 // real gateway gets the status and the gateway's headers it gets from the
 // gateway alone (a call id made when the caller gave none, the start time,
@@ -304,27 +335,7 @@ func TestSameAnswersAsTheGatewayAlone(t *testing.T) {
 		mu.Unlock()
 		_, _ = w.Write([]byte("ok"))
 	})))
-	_, err := fed.client.Deploy(ctx, types.FunctionDeployment{Service: "ids", Image: "dfaas/call-id", Namespace: "openfaas-fn",
-		Labels: &map[string]string{openfaas.LabelMaxRate: "100"}})
-	require.NoError(t, err)
-	b, err := openfaas.New(openfaas.Config{Gateway: gatewaytest.URL, Logger: quiet})
-	require.NoError(t, err)
-	fed.backends = append(fed.backends, b)
-	ov, err := overlay.NewNetwork().Join("solo")
-	require.NoError(t, err)
-	n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: node.Platform{Handler: b.Handler(), Capacities: b},
-		Interval: 250 * time.Millisecond, PlainPeers: true, DeclaredCapacity: true, Logger: quiet})
-	require.NoError(t, err)
-	defer n.Close()
-	through := "http://" + n.DataPlane.UserAddr()
-	require.Eventually(t, func() bool {
-		resp, err := http.Post(through+"/function/ids", "text/plain", nil)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 10*time.Second, 100*time.Millisecond, "the node serves the gateway's function")
+	n, through := fed.nodeServing(t, ctx, "ids", "dfaas/call-id", node.Config{})
 
 	call := func(base, fn, id string) *http.Response {
 		t.Helper()
@@ -388,28 +399,8 @@ func TestSameAsyncAnswersAsTheGatewayAlone(t *testing.T) {
 		w.WriteHeader(max(code, http.StatusOK))
 		fmt.Fprintf(w, "%s saw %q", r.Header.Get(proxy.HeaderCallID), body)
 	})))
-	_, err := fed.client.Deploy(ctx, types.FunctionDeployment{Service: "answer", Image: "dfaas/answer", Namespace: "openfaas-fn",
-		Labels: &map[string]string{openfaas.LabelMaxRate: "100"}})
-	require.NoError(t, err)
-	b, err := openfaas.New(openfaas.Config{Gateway: gatewaytest.URL, Logger: quiet})
-	require.NoError(t, err)
-	fed.backends = append(fed.backends, b)
-	ov, err := overlay.NewNetwork().Join("solo")
-	require.NoError(t, err)
-	n, err := node.Build(ctx, node.Config{Overlay: ov, Platform: node.Platform{Handler: b.Handler(), Capacities: b},
-		Interval: 250 * time.Millisecond, PlainPeers: true, DeclaredCapacity: true, Logger: quiet,
+	n, through := fed.nodeServing(t, ctx, "answer", "dfaas/answer", node.Config{
 		AsyncQueue: filepath.Join(t.TempDir(), "queue"), AsyncCallbacks: async.AnyCallbacks}) // the receiver is on loopback
-	require.NoError(t, err)
-	defer n.Close()
-	through := "http://" + n.DataPlane.UserAddr()
-	require.Eventually(t, func() bool {
-		resp, err := http.Post(through+"/function/answer", "text/plain", nil)
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 10*time.Second, 100*time.Millisecond, "the node serves the gateway's function")
 
 	type callback struct {
 		header http.Header
