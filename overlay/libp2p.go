@@ -67,6 +67,10 @@ type Libp2pConfig struct {
 	// from any other peer is closed once its identity is known, before any
 	// protocol runs on it.
 	Allow []peer.ID
+	// AlsoAccept are other federation secrets under which this node
+	// accepts connections, while it dials under Secret: the middle phases
+	// of a rotation of the secret (see secrets.go).
+	AlsoAccept []pnet.PSK
 	// Admins are the federation administrators' keys (their peer ids,
 	// Ed25519) whose signed membership documents this node takes (see
 	// SignMembership): from the first one on, only its members are
@@ -182,8 +186,15 @@ func (c Libp2pConfig) Validate() error {
 		return fmt.Errorf("%w: both a federation secret and Insecure", dfaas.ErrInvalidConfig)
 	case c.Secret != nil && len(c.Secret) != SecretBytes:
 		return fmt.Errorf("%w: federation secret of %d bytes, want %d", dfaas.ErrInvalidConfig, len(c.Secret), SecretBytes)
+	case len(c.AlsoAccept) > 0 && c.Secret == nil:
+		return fmt.Errorf("%w: secrets also accepted without a federation secret", dfaas.ErrInvalidConfig)
 	case !(c.MaxAdvertRate > 0) || math.IsInf(c.MaxAdvertRate, 0):
 		return fmt.Errorf("%w: max advert rate %v", dfaas.ErrInvalidConfig, c.MaxAdvertRate)
+	}
+	for _, s := range c.AlsoAccept {
+		if len(s) != SecretBytes {
+			return fmt.Errorf("%w: a secret also accepted of %d bytes, want %d", dfaas.ErrInvalidConfig, len(s), SecretBytes)
+		}
 	}
 	if c.Neighbours < 1 || c.MaxFollowers < 1 {
 		return fmt.Errorf("%w: neighbours %d and max followers %d: at least 1", dfaas.ErrInvalidConfig, c.Neighbours, c.MaxFollowers)
@@ -324,12 +335,18 @@ func NewLibp2p(ctx context.Context, cfg Libp2pConfig) (_ *Libp2p, err error) {
 	// TCP only (a private network rules out QUIC), without SO_REUSEPORT:
 	// with it a second agent, or an old one left running, binds the same
 	// port without a word and the kernel splits connections between them.
-	opts := []libp2p.Option{libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+	tcpTransport := libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport())
+	if len(cfg.AlsoAccept) > 0 {
+		tcpTransport = libp2p.Transport(newRotatingTCP(cfg.Secret, cfg.AlsoAccept))
+	}
+	opts := []libp2p.Option{tcpTransport,
 		libp2p.ListenAddrStrings(cfg.ListenAddrs...), libp2p.DisableRelay(), libp2p.DisableMetrics(),
 		libp2p.Identity(key), libp2p.BandwidthReporter(o.bw), libp2p.ConnectionManager(cm), libp2p.ResourceManager(rm)}
-	if cfg.Secret != nil {
+	switch {
+	case len(cfg.AlsoAccept) > 0: // the transport protects its connections
+	case cfg.Secret != nil:
 		opts = append(opts, libp2p.PrivateNetwork(cfg.Secret))
-	} else {
+	default:
 		cfg.Logger.Warn("INSECURE: open federation without a secret: any host that reaches this node can join and publish adverts",
 			"node", self)
 	}

@@ -96,6 +96,7 @@ type options struct {
 	strategy       dfaas.Balancer
 	declared       bool   // -capacity declared
 	secret         string // federation secret file
+	secretAlso     string // other secrets accepted (a rotation's middle phases)
 	key            string // identity key file
 	allow          string // allow-list file
 	admins         string // administrator ids file (signed membership)
@@ -209,6 +210,7 @@ func parseConfig(args []string, stderr io.Writer, getenv func(string) string) (o
 	fs.DurationVar(&o.leafLifetime, "leaf-lifetime", proxy.DefaultLeafLifetime, "how long the peer TLS leaf certificates this node makes are valid; each is renewed halfway through")
 	fs.DurationVar(&o.drain, "drain", 10*time.Second, "on SIGTERM, how long to wait at most for peers to stop forwarding here before leaving")
 	fs.StringVar(&o.secret, "secret", "federation.key", "federation secret file (0600); the first agent (no -bootstrap) creates it if missing: copy it to every member")
+	fs.StringVar(&o.secretAlso, "secret-also", "", "other federation secret files (comma-separated) under which connections are accepted while this node dials under -secret: the middle phases of a rotation (docs/operators.md)")
 	fs.StringVar(&o.key, "key", "node.key", "this node's identity key file (0600), created if missing; the node id derives from it")
 	fs.StringVar(&o.asyncCallbacks, "async-callbacks", "public", "where asynchronous calls' results may be posted: public (anywhere but this host's loopback, link-local and unspecified addresses) or any (labs whose receivers are on loopback)")
 	fs.StringVar(&o.async, "async", "", "the queue file of OpenFaaS's asynchronous calls (/async-function/<name>: 202 at once, run later, the result POSTed to X-Callback-Url), kept across restarts (default: the -key file's name with .async; \"off\": none, such calls get 404)")
@@ -333,6 +335,13 @@ func membership(o options, cfg *overlay.Libp2pConfig, log *slog.Logger) error {
 	if o.insecure {
 		cfg.Insecure = true
 		return nil
+	}
+	for _, f := range splitList(o.secretAlso) {
+		psk, err := overlay.LoadSecret(f)
+		if err != nil {
+			return err
+		}
+		cfg.AlsoAccept = append(cfg.AlsoAccept, psk)
 	}
 	cfg.Secret, err = overlay.LoadSecret(o.secret)
 	if errors.Is(err, fs.ErrNotExist) {
