@@ -113,7 +113,7 @@ func (a *Admin) Current(ctx context.Context, admins []peer.ID) (*Membership, *Si
 	var bestSigned *SignedMembership
 	var errs []error
 	for _, p := range a.peers {
-		raw, err := exchangeMembership(ctx, a.host, a.proto, p, nil)
+		raw, err := exchangeMembership(ctx, a.host, a.proto, p, nil, 0)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 			continue
@@ -157,7 +157,7 @@ func (a *Admin) Publish(ctx context.Context, s *SignedMembership) error {
 	// publishes it to the others.
 	var errs []error
 	for _, p := range a.peers {
-		if _, err := exchangeMembership(ctx, a.host, a.proto, p, raw); err != nil {
+		if _, err := exchangeMembership(ctx, a.host, a.proto, p, raw, m.Version); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", p, err))
 		}
 	}
@@ -175,7 +175,7 @@ func (a *Admin) Publish(ctx context.Context, s *SignedMembership) error {
 	want := s.Digest()
 	for _, p := range a.peers {
 		for {
-			got, err := exchangeMembership(ctx, a.host, a.proto, p, nil)
+			got, err := exchangeMembership(ctx, a.host, a.proto, p, nil, 0)
 			if err == nil && len(got) > 0 {
 				if gs, err := UnmarshalSignedMembership(got); err == nil {
 					if gs.Digest() == want {

@@ -1,9 +1,11 @@
 package overlay
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -34,8 +36,9 @@ import (
 //
 // GossipSub carries only what is published while a node listens: two
 // members also exchange their documents when each learns that the other
-// is on the topic (a stream on /<namespace>/membership/1: each writes its
-// document, reads the other's), take the other's if it is newer, and
+// is on the topic (a stream on /<namespace>/membership/2: each says its
+// version, and the newer side sends its document), take the other's if it
+// is newer, and
 // publish it again, so that a newcomer, a restarted node, the far side of
 // a healed partition, or a peer whose subscription the publisher had not
 // heard of yet when it published, catches up.
@@ -51,7 +54,7 @@ const maxExchanges = 8
 func membershipTopic(namespace string) string { return "/" + namespace + "/membership/1" }
 
 func membershipProtocol(namespace string) protocol.ID {
-	return protocol.ID("/" + namespace + "/membership/1")
+	return protocol.ID("/" + namespace + "/membership/2")
 }
 
 // contentID is a GossipSub message id: the digest of the message's data.
@@ -325,23 +328,24 @@ func (f *fedcast) apply(m *Membership, source string) {
 	o.fire()
 }
 
-// mine is the document in force as it travels (nil if none).
-func (f *fedcast) mine() []byte {
+// mine is the document in force as it travels (nil if none), and its
+// version (0 if none).
+func (f *fedcast) mine() ([]byte, uint64) {
 	f.mu.Lock()
-	signed := f.signed
+	signed, doc := f.signed, f.doc
 	f.mu.Unlock()
 	if signed == nil {
-		return nil
+		return nil, 0
 	}
 	raw, err := signed.Marshal()
 	if err != nil {
-		return nil
+		return nil, 0
 	}
-	return raw
+	return raw, doc.Version
 }
 
-// serve answers an exchange: it reads the peer's document, writes the one
-// in force here, and takes the peer's if it is newer.
+// serve answers an exchange (see exchangeMembership) and takes the
+// asker's document if it came.
 func (f *fedcast) serve(s network.Stream) {
 	select {
 	case f.serving <- struct{}{}:
@@ -352,24 +356,36 @@ func (f *fedcast) serve(s network.Stream) {
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(fetchTimeout))
-	theirs, err := readMembership(s)
+	r := bufio.NewReader(s)
+	theirVersion, err := binary.ReadUvarint(r)
 	if err != nil {
 		_ = s.Reset()
 		return
 	}
-	if raw := f.mine(); raw != nil {
-		if _, err := s.Write(raw); err != nil {
+	raw, version := f.mine()
+	out := binary.AppendUvarint(nil, version)
+	if version > theirVersion {
+		out = append(binary.AppendUvarint(out, uint64(len(raw))), raw...)
+	}
+	if _, err := s.Write(out); err != nil {
+		_ = s.Reset()
+		return
+	}
+	if theirVersion > version {
+		theirs, err := readFramed(r)
+		if err != nil {
 			_ = s.Reset()
 			return
 		}
+		f.take(context.Background(), s.Conn().RemotePeer(), theirs)
 	}
-	f.take(context.Background(), s.Conn().RemotePeer(), theirs)
 }
 
-// exchange gives p the document in force here and takes p's if it is
-// newer.
+// exchange gives p the document in force here if p's is older, and takes
+// p's if it is newer.
 func (f *fedcast) exchange(ctx context.Context, p peer.ID) {
-	theirs, err := exchangeMembership(ctx, f.o.host, f.proto, p, f.mine())
+	raw, version := f.mine()
+	theirs, err := exchangeMembership(ctx, f.o.host, f.proto, p, raw, version)
 	if err != nil {
 		f.o.log.Debug("membership exchange failed", "peer", p, "err", err)
 		return
@@ -397,23 +413,31 @@ func (f *fedcast) take(ctx context.Context, p peer.ID, raw []byte) {
 	}
 }
 
-// readMembership reads a signed document to the stream's end: empty if
-// the writer had none.
-func readMembership(s network.Stream) ([]byte, error) {
-	raw, err := io.ReadAll(io.LimitReader(s, MaxMembershipBytes+1))
+// readFramed reads one length-prefixed document (at most
+// MaxMembershipBytes).
+func readFramed(r *bufio.Reader) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
 	if err != nil {
 		return nil, err
 	}
-	if len(raw) > MaxMembershipBytes {
-		return nil, fmt.Errorf("%w: over %d bytes", ErrBadMembership, MaxMembershipBytes)
+	if n > MaxMembershipBytes {
+		return nil, fmt.Errorf("%w: %d bytes, over %d", ErrBadMembership, n, MaxMembershipBytes)
+	}
+	raw := make([]byte, n)
+	if _, err := io.ReadFull(r, raw); err != nil {
+		return nil, err
 	}
 	return raw, nil
 }
 
-// exchangeMembership writes mine (nil: none) to p and reads p's document.
+// exchangeMembership compares documents with p: each side says its
+// version (0: none) first, and only the side with the higher one sends its
+// document, length-prefixed; equal versions cost two varints. It writes
+// mine (of version version; nil, 0: none) if p's is older, and returns
+// p's document if p's is newer (else nil).
 func exchangeMembership(ctx context.Context, h interface {
 	NewStream(context.Context, peer.ID, ...protocol.ID) (network.Stream, error)
-}, proto protocol.ID, p peer.ID, mine []byte) ([]byte, error) {
+}, proto protocol.ID, p peer.ID, mine []byte, version uint64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
 	s, err := h.NewStream(ctx, p, proto)
@@ -422,21 +446,35 @@ func exchangeMembership(ctx context.Context, h interface {
 	}
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(fetchTimeout))
-	if len(mine) > 0 {
-		if _, err := s.Write(mine); err != nil {
+	if _, err := s.Write(binary.AppendUvarint(nil, version)); err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	r := bufio.NewReader(s)
+	theirVersion, err := binary.ReadUvarint(r)
+	if err != nil {
+		_ = s.Reset()
+		return nil, err
+	}
+	var theirs []byte
+	if theirVersion > version {
+		if theirs, err = readFramed(r); err != nil {
+			_ = s.Reset()
+			return nil, err
+		}
+	} else if version > theirVersion && len(mine) > 0 {
+		if _, err := s.Write(append(binary.AppendUvarint(nil, uint64(len(mine))), mine...)); err != nil {
 			_ = s.Reset()
 			return nil, err
 		}
 	}
-	if err := s.CloseWrite(); err != nil {
-		_ = s.Reset()
-		return nil, err
-	}
-	raw, err := readMembership(s)
-	if err != nil {
-		_ = s.Reset()
-	}
-	return raw, err
+	_ = s.CloseWrite()
+	// Until the peer closes: it has then put what it took in force and
+	// published it again (an administrator's publish on the topic right
+	// after would otherwise reach it first, and go no further than its
+	// mesh).
+	_, _ = io.Copy(io.Discard, io.LimitReader(r, 1))
+	return theirs, nil
 }
 
 // Membership is the signed membership document in force and its content;

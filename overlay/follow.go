@@ -658,6 +658,9 @@ func (n *neighbourhood) read(ctx context.Context, p peer.ID, s network.Stream) e
 			o.silent.Add(1) // an old advert on its way: the peer does not answer
 			continue
 		}
+		if o.gater != nil && !o.gater.isMember(p) {
+			return fmt.Errorf("%w: no member of the membership in force", errRefused) // read as a change of membership cut it
+		}
 		back := !o.table.Live(sender)
 		// The first advert of a stream may be one this node took before
 		// the followee was lost (it writes its latest at once): taken

@@ -36,21 +36,22 @@ import (
 )
 
 type options struct {
-	strategies  []string
-	workloads   []string
-	forecasters []string
-	forecaster  string
-	trace       string
-	capacities  string
-	interval    time.Duration
-	delay       time.Duration
-	loss        float64
-	seed        uint64
-	json        bool
-	plot        string
-	neighbours  int
-	live        time.Duration
-	measured    bool
+	strategies      []string
+	workloads       []string
+	forecasters     []string
+	forecaster      string
+	trace           string
+	capacities      string
+	interval        time.Duration
+	delay           time.Duration
+	loss            float64
+	seed            uint64
+	json            bool
+	plot            string
+	neighbours      int
+	membershipEvery time.Duration
+	live            time.Duration
+	measured        bool
 }
 
 func main() {
@@ -97,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.delay, "delay", 0, "delay of every advert (overrides the workload's)")
 	fs.Float64Var(&o.loss, "loss", 0, "probability that an advert copy is lost (overrides the workload's)")
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the workloads and of advert losses")
+	fs.DurationVar(&o.membershipEvery, "membership-every", 0, "with -live: run under a signed membership whose administrator publishes a new version this often (0: no administrator)")
 	fs.IntVar(&o.neighbours, "neighbours", 0, "peers each node follows (0: the agent's default, overlay.DefaultNeighbours; -1: every peer, no neighbourhoods)")
 	fs.DurationVar(&o.live, "live", 0, "run the workloads' control plane for this long on real libp2p agents in this process (one per node), beside the simulator's figures")
 	fs.BoolVar(&o.json, "json", false, "print one JSON array of rows instead of the table")
@@ -384,7 +386,8 @@ func runLive(ctx context.Context, o options, scs []sim.Scenario, w io.Writer) er
 	for _, sc := range scs {
 		strategy := o.strategies[0]
 		newBalancer := func() dfaas.Balancer { b, _ := balance.ByName(strategy); return b }
-		res, err := sim.Live(ctx, sim.LiveConfig{Scenario: sc, Strategy: newBalancer, Interval: o.interval, Duration: o.live, Neighbours: o.neighbours})
+		res, err := sim.Live(ctx, sim.LiveConfig{Scenario: sc, Strategy: newBalancer, Interval: o.interval, Duration: o.live, Neighbours: o.neighbours,
+			MembershipEvery: o.membershipEvery})
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,9 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/forecast"
@@ -32,6 +36,11 @@ type LiveConfig struct {
 	Duration time.Duration
 	// Neighbours is each overlay's Libp2pConfig.Neighbours (0: default).
 	Neighbours int
+	// MembershipEvery, if set, runs the federation under a signed
+	// membership (overlay.Libp2pConfig.Admins) whose administrator
+	// publishes a new version this often during the measured run (each
+	// adds a spare id): its GossipSub bytes show in ByProtocol.
+	MembershipEvery time.Duration
 	// Logger receives the overlays' and agents' logs. Default: none.
 	Logger *slog.Logger
 }
@@ -156,11 +165,24 @@ func Live(ctx context.Context, cfg LiveConfig) (LiveResult, error) {
 			}
 		}
 	}()
+	var admin crypto.PrivKey
+	var admins []peer.ID
+	if cfg.MembershipEvery > 0 {
+		var err error
+		if admin, _, err = crypto.GenerateEd25519Key(rand.Reader); err != nil {
+			return LiveResult{}, err
+		}
+		id, err := peer.IDFromPrivateKey(admin)
+		if err != nil {
+			return LiveResult{}, err
+		}
+		admins = []peer.ID{id}
+	}
 	var bootstrap []string
 	for i := range nn {
 		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		o, err := overlay.NewLibp2p(lctx, overlay.Libp2pConfig{Secret: secret, Bootstrap: bootstrap, Namespace: "dfaas-live",
-			Neighbours: cfg.Neighbours, Logger: cfg.Logger})
+			Neighbours: cfg.Neighbours, Logger: cfg.Logger, Admins: admins})
 		cancel()
 		if err != nil {
 			return LiveResult{}, fmt.Errorf("sim: live: node %d: %w", i, err)
@@ -216,6 +238,56 @@ func Live(ctx context.Context, cfg LiveConfig) (LiveResult, error) {
 		}
 	}
 	res := LiveResult{Scenario: sc.Name, Agents: nn, FormedS: time.Since(start).Seconds()}
+	var publish func() error
+	if admin != nil {
+		var version uint64
+		var members []overlay.Member
+		for _, n := range nodes {
+			id, err := peer.Decode(string(n.ov.Self()))
+			if err != nil {
+				return res, err
+			}
+			members = append(members, overlay.Member{ID: id})
+		}
+		publish = func() error {
+			version++
+			_, spare, err := crypto.GenerateEd25519Key(rand.Reader)
+			if err != nil {
+				return err
+			}
+			spareID, err := peer.IDFromPublicKey(spare)
+			if err != nil {
+				return err
+			}
+			m := &overlay.Membership{Format: overlay.MembershipVersion, Federation: "dfaas-live", Version: version,
+				Issued: time.Now(), ValidUntil: time.Now().Add(time.Hour),
+				Members: append(slices.Clone(members), overlay.Member{ID: spareID})}
+			m.Normalize()
+			s, err := overlay.SignMembership(m, admin)
+			if err != nil {
+				return err
+			}
+			return nodes[int(version)%nn].ov.PublishMembership(ctx, s)
+		}
+		if err := publish(); err != nil {
+			return res, err
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			all := true
+			for _, n := range nodes {
+				if m, _ := n.ov.Membership(); m == nil || m.Version < version {
+					all = false
+				}
+			}
+			if all {
+				break
+			}
+			if time.Now().After(deadline) {
+				return res, errors.New("sim: live: the first membership did not reach every node in 30 s")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	// Settle one tick, then measure.
 	time.Sleep(cfg.Interval)
 	outAt := func() (total, adverts int64, ticks, down uint64, by map[string]int64) {
@@ -234,7 +306,33 @@ func Live(ctx context.Context, cfg LiveConfig) (LiveResult, error) {
 	cpu0 := procstat.CPU(pid)
 	out0, adv0, ticks0, down0, by0 := outAt()
 	t0 := time.Now()
+	stopPublishing := make(chan struct{})
+	published := make(chan error, 1)
+	go func() {
+		if publish == nil {
+			published <- nil
+			return
+		}
+		t := time.NewTicker(cfg.MembershipEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stopPublishing:
+				published <- nil
+				return
+			case <-t.C:
+				if err := publish(); err != nil {
+					published <- err
+					return
+				}
+			}
+		}
+	}()
 	delays := watchPropagation(ctx, nodes, cfg.Duration)
+	close(stopPublishing)
+	if err := <-published; err != nil {
+		return res, err
+	}
 	secs := time.Since(t0).Seconds()
 	out1, adv1, ticks1, down1, by1 := outAt()
 	res.ByProtocol = map[string]float64{}

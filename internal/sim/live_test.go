@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,15 +14,24 @@ import (
 )
 
 // TestLiveNeighbourhoods: twenty real agents on libp2p hosts, each
-// following eight: the federation forms, adverts reach the followers in
-// milliseconds, and a node that stops leaves every plan within three
-// intervals. The control traffic is reported beside the simulator's.
+// following eight, under a signed membership that changes every second:
+// the federation forms, adverts reach the followers in milliseconds, the
+// membership's versions travel on GossipSub, and a node that stops leaves
+// every plan within three intervals. The control traffic is reported
+// beside the simulator's.
 func TestLiveNeighbourhoods(t *testing.T) {
 	sc := Hotspot(20, 60, 5, 1)
 	newBalancer := func() dfaas.Balancer { return balance.Nearest{} }
 	res, err := Live(context.Background(), LiveConfig{Scenario: sc, Strategy: newBalancer, Interval: 250 * time.Millisecond,
-		Duration: 3 * time.Second, Neighbours: 8})
+		Duration: 3 * time.Second, Neighbours: 8, MembershipEvery: time.Second})
 	require.NoError(t, err)
+	var gossip float64
+	for p, b := range res.ByProtocol {
+		if strings.Contains(p, "meshsub") {
+			gossip += b
+		}
+	}
+	assert.Positive(t, gossip, "membership versions on GossipSub: %v", res.ByProtocol)
 	assert.Equal(t, 20, res.Agents)
 	assert.Positive(t, res.PropagationP50MS, "adverts were seen arriving")
 	// Three intervals, in time: the count of ticks includes those the
