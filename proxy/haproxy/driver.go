@@ -3,6 +3,7 @@ package haproxy
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -179,7 +180,7 @@ type Driver struct {
 	functions []string
 	reloads   int                          // since Start
 	maps      map[string]map[string]string // map file -> key -> value, as set
-	cert      []byte                       // the TLS leaf HAProxy has (PEM), with TLS
+	certLeaf  *x509.Certificate            // the TLS leaf HAProxy has, with TLS
 	routes    map[string][]hop             // function -> its route as last set (see routeTolerance)
 	slots     []routeSlot                  // the route backends, by number
 	keys      map[string]keyed             // function -> its route's key as last made

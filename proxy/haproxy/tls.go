@@ -25,7 +25,7 @@ func (d *Driver) startTLS() error {
 	if err := writeFile(t.CertFile, pem); err != nil {
 		return err
 	}
-	d.cert = pem
+	d.certLeaf = d.cfg.TLS.Identity.Certificate().Leaf
 	if err := os.MkdirAll(t.AnchorDir, 0o700); err != nil {
 		return fmt.Errorf("haproxy: tls: %w", err)
 	}
@@ -55,18 +55,21 @@ func (d *Driver) refreshCert() error {
 	if d.layout.TLS == nil {
 		return nil
 	}
+	// Every tick: the leaf's pointer says whether it was renewed, without
+	// encoding it.
+	leaf := d.cfg.TLS.Identity.Certificate().Leaf
+	if leaf == d.certLeaf {
+		return nil
+	}
 	pem, err := d.cfg.TLS.Identity.PEM()
 	if err != nil {
 		return err
-	}
-	if bytes.Equal(pem, d.cert) {
-		return nil
 	}
 	path := d.layout.TLS.CertFile
 	if err := writeFile(path, pem); err != nil {
 		return err
 	}
-	d.cert = pem // on disk: a reload takes it whatever happens next
+	d.certLeaf = leaf // on disk: a reload takes it whatever happens next
 	if err := d.rt.SetCertEntry(path, string(pem)); err != nil {
 		_ = d.rt.AbortCertEntry(path)
 		return fmt.Errorf("haproxy: set ssl cert: %w", err)
