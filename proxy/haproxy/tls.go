@@ -30,6 +30,9 @@ func (d *Driver) startTLS() error {
 		return fmt.Errorf("haproxy: tls: %w", err)
 	}
 	d.layout.TLS = t
+	if d.cfg.TLS.Removals != nil {
+		d.removals = d.cfg.TLS.Removals()
+	}
 	members, err := d.membersPEM()
 	if err != nil {
 		return err
@@ -136,6 +139,20 @@ func (d *Driver) refreshMembers() error {
 	}
 	d.members = members // on disk: a reload takes it whatever happens next
 	return d.setCAFile(d.layout.TLS.MembersFile, members)
+}
+
+// removedMember reports whether a member was removed since it last said
+// so (proxy.TLS.Removals).
+func (d *Driver) removedMember() bool {
+	if d.layout.TLS == nil || d.cfg.TLS.Removals == nil {
+		return false
+	}
+	r := d.cfg.TLS.Removals()
+	if r == d.removals {
+		return false
+	}
+	d.removals = r
+	return true
 }
 
 // loadAnchor makes the anchor of a peer's server available: on disk for
