@@ -56,19 +56,22 @@ const (
 
 // Bounds of the loop's steps (see Adaptive).
 const (
-	cutMin       = 0.5  // a cut keeps at least half of what ran
+	cutMin       = 0.7  // a cut keeps at least this part of what ran
 	cutMax       = 0.9  // and gives up at least a tenth
 	probeFirst   = 0.03 // the first step above the ceiling, as a fraction
 	probeMax     = 0.25 // the largest
 	probeRun     = 4    // probes in a row that double the step
 	minSolo      = 5    // executions that ran alone an objective is drawn from, at the least
 	recoverStep  = 1.25 // below the ceiling
-	demandMet    = 0.95 // demand at this part of the capacity counts as exceeding it
+	demandMet    = 0.8  // demand at this part of the capacity presses it (probes)
+	demandOver   = 0.95 // and at this part exceeds it (the start doubles)
+	sameRegime   = 0.8  // what ran in a cut's span, as a part of the most since a probe began, that tells an overshoot from a drop
 	minOccupied  = 0.2  // the busy share of a span that tells how fast the platform runs when busy
 	fill         = 0.6  // the part of that an unpressed node grows to
 	drainShare   = 0.6  // of what runs while a backlog drains, admitted meanwhile
 	startBack    = 1.25 // over the most that ran, where a start no demand tested falls back
 	startWait    = 3    // spans in a row that show it
+	startFull    = 0.8  // of what runs when busy, past which the start no longer doubles
 	headroom     = 0.8  // growth only while latency is under this part of the objective
 	soloScale    = 1024 // fixed-point units of a solo execution
 	soloDecay    = 4    // the solo histogram loses 1/soloDecay of its weight every window
@@ -140,7 +143,10 @@ func (c Config) withDefaults() Config {
 //     saturation nothing runs alone and it stays as it was; when a span's
 //     solo executions are 1.5 times off its median (the service time), it
 //     starts over from them (a quota, a neighbour, costlier inputs: today's
-//     latency is not judged on yesterday's service).
+//     latency is not judged on yesterday's service), and if they are
+//     slower, the capacity falls by the same factor at once: a helper
+//     whose peers move their forwards away as it slows may never be
+//     overloaded enough to be cut.
 //   - Overload: a refusal, a failure, or more executions over the
 //     objective (to the histogram's resolution) than its quantile allows,
 //     by two standard deviations, and at least two (a window exactly at
@@ -148,23 +154,41 @@ func (c Config) withDefaults() Config {
 //     noise). An objective drawn from executions that ran alone is used
 //     once there are five of them.
 //   - Cut: to what ran in the span (never more than the capacity) times
-//     sqrt(objective/latency), held to [0.5, 0.9]: one span at most halves
-//     the capacity, every cut gives up a tenth so that the queue the
-//     overload left drains, and what ran becomes the Ceiling. No second
+//     sqrt(objective/latency), held to [0.7, 0.9]: every cut gives up a
+//     tenth so that the queue the overload left drains, and none more
+//     than 30% (a queue's latency measures the excess summed over time,
+//     not the rate's excess: a deep cut for a long queue left the
+//     capacity far under the limit, and a helper's cut moved its share
+//     onto the others at once). What ran becomes the Ceiling; after a
+//     probe above the Ceiling (or the start), the most that ran in a span
+//     since it began, if the cut's span ran at least 80% of that
+//     (executions end no faster than the platform runs them, so no span
+//     overstates the limit, and the cut's own span, with work in progress,
+//     undercounts it: BBR keeps the most a path delivered over recent
+//     rounds likewise; a span that ran far less is a drop). No second
 //     cut for Hold after one: the backlog drains, what runs meanwhile
 //     raises the Ceiling (the span of the cut, with work in progress,
 //     undercounts it), and the capacity to 60% of it at least. One cut
 //     per overload: until a span is within the objective again, only a
 //     queue that still grows cuts again. Never down to nothing (the trap
 //     of Envoy's #8337).
-//   - Growth, only while demand is at least 95% of the capacity and the
-//     latency under 80% of the objective, never within Hold of a cut (so
-//     neither an idle node nor a mildly overloaded one grows: the trap of
-//     Netflix concurrency-limits #134). Before any overload, doubling; once
-//     the doubling is half again the most that ran, with demand under 80%
-//     of it three spans in a row, back to 1.25 times the most that ran,
-//     which becomes the Ceiling (a declared bound it began at stands until
-//     an overload shows otherwise). After a cut, at once to 80% of the
+//   - Growth, only while demand presses the capacity and latency is under
+//     80% of the objective, never within Hold of a cut (so neither an idle
+//     node nor a mildly overloaded one grows: the trap of Netflix
+//     concurrency-limits #134). Demand presses at 80% of the capacity: a
+//     helper is asked its peers' excess in proportion to its room, so all
+//     helpers are asked the same part of what they advertise, and with
+//     95% (as first built) the federation's adverts stopped 5% above its
+//     demand - one helper's cut then turned users away at once. At 80% an
+//     advert is at most 1.25 times what the node was asked (Netflix's
+//     limiters grow only while in flight is half the limit or more).
+//     Before any overload, doubling while demand is 95% of the capacity,
+//     but not past 80% of what the platform runs when busy once that is
+//     known (below); once the doubling is half again the most that ran,
+//     with demand under 80% of it three spans in a row, back to 1.25
+//     times the most that ran, which becomes the Ceiling (a declared
+//     bound it began at stands until an overload shows otherwise). After
+//     a cut, at once to 80% of the
 //     Ceiling, then x1.25 up to 90% of it, +1% a window up to 95%, then
 //     nothing until Settle after the cut; above that, probes of 3% whose
 //     step doubles every four in a row, up to 25%. Latency gives no warning before the knee, so steps stay small
@@ -209,7 +233,9 @@ type Adaptive struct {
 	solos    uint64     // executions that ran alone, since the service time last stepped
 	full     dfaas.Rate // what ran per second of occupied time, by the latest span busy enough
 	peak     dfaas.Rate // the most that ran in a span, before any ceiling
+	probed   dfaas.Rate // the most that ran in a span since the capacity went above the ceiling
 	short    int        // spans in a row the start has outrun demand
+	met      int        // spans in a row the start has met demand without exceeding it
 	doubled  bool       // the start doubled (not only a declared bound it began at)
 	obj, lat time.Duration
 	quantile float64
@@ -269,6 +295,20 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 			for i, c := range p.Solo {
 				a.solo[i] = c * soloScale
 			}
+			if m > a.service {
+				// A call alone takes f times as long: the node runs
+				// about 1/f as many (a quota cut, a neighbour on its
+				// CPU), at once, rather than wait for an overload that
+				// peers, seeing its forwards slow, may never send it.
+				// The ceiling stays: if the step was the scheduler's
+				// noise, demand brings the capacity back to it after
+				// Hold; if it was real, that meets an overload, whose
+				// cut sets the ceiling to what runs now. A faster
+				// service is left to the probes to find.
+				f := dfaas.Rate(float64(a.service) / float64(m))
+				a.c, a.probed = a.c*f, 0
+				a.cut, a.reason, a.phase, a.step, a.probes = now, fmt.Sprintf("a call alone took %v, not %v", m.Round(time.Millisecond), a.service.Round(time.Millisecond)), "stepped", probeFirst, 0
+			}
 			a.service, a.solos = m, k
 		}
 	}
@@ -288,6 +328,9 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 	ran := dfaas.Rate(float64(n-min(n, p.Failed)) / p.Window.Seconds())
 	if a.ceiling == 0 {
 		a.peak = max(a.peak, ran)
+	}
+	if a.c > a.ceiling {
+		a.probed = max(a.probed, ran)
 	}
 	// What the platform runs a second when busy, from a span it was busy
 	// enough to tell.
@@ -337,9 +380,22 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 }
 
 // cutTo lowers the capacity to f times what ran (at most the capacity),
-// and makes what ran the ceiling.
+// and makes what ran the ceiling: what ran in the span of the cut, or,
+// after a probe above the ceiling (or the start), the most that ran in a
+// span since it began if the cut's span ran nearly as much. Executions end
+// no faster than the platform runs them, so what ran in any span is at
+// most what the node can run, and the span of the cut alone, with the
+// queue's work in progress, undercounts it (BBR, likewise, keeps the most
+// a path delivered over recent rounds). A cut at or below the ceiling, or
+// one whose span ran far less than before, is a drop: what ran before it
+// no longer tells.
 func (a *Adaptive) cutTo(now time.Time, ran dfaas.Rate, f float64, reason string) {
+	above := a.c > a.ceiling
 	a.ceiling = ran
+	if above && ran >= sameRegime*a.probed {
+		a.ceiling = max(ran, min(a.probed, a.c))
+	}
+	a.probed = 0
 	a.c = dfaas.Rate(f) * min(a.c, ran)
 	a.cut, a.reason, a.phase, a.step, a.probes, a.episode = now, reason, "cut", probeFirst, 0, true
 }
@@ -348,6 +404,19 @@ func (a *Adaptive) cutTo(now time.Time, ran dfaas.Rate, f float64, reason string
 // or toward what the platform runs when busy.
 func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bool) {
 	pressed := p.Demand >= demandMet*a.c
+	if a.ceiling == 0 && pressed && p.Demand < demandOver*a.c {
+		// The start ends where demand stops exceeding the capacity
+		// (startWait spans in a row: a helper's demand follows its advert
+		// a tick or two late): what it reached is the ceiling the probes
+		// go on from. Until then it holds.
+		if a.met++; a.met < startWait {
+			a.phase = "hold"
+			return
+		}
+		a.ceiling = a.c
+	} else {
+		a.met = 0
+	}
 	room := a.obj == 0 || a.lat <= time.Duration(headroom*float64(a.obj))
 	if holding || !room {
 		a.phase = "hold"
@@ -387,7 +456,13 @@ func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bo
 	a.short = 0
 	switch {
 	case a.ceiling == 0:
-		a.c *= 2
+		// Doubling, but not far past what the platform runs when busy
+		// (which overstates it: see fill), where that is known.
+		next := 2 * a.c
+		if a.full > 0 {
+			next = min(next, max(a.c*recoverStep, startFull*a.full))
+		}
+		a.c = next
 		a.doubled = true
 		a.phase = "start"
 	case a.c < 0.9*a.ceiling:

@@ -159,8 +159,10 @@ func TestObjectiveOfItsOwn(t *testing.T) {
 	}
 	tight, loose := run(3*service), run(8*service)
 	assert.Greater(t, meanCapacity(loose, 15, 120), meanCapacity(tight, 15, 120))
-	assert.LessOrEqual(t, pooledP95(tight, 15, 120), 3*service+3*service/10)
-	assert.LessOrEqual(t, pooledP95(loose, 15, 120), 8*service+8*service/10)
+	// Within the objective to the histogram's resolution (a bucket is 6
+	// to 12% wide: 458 ms is the bucket next above 440).
+	assert.LessOrEqual(t, pooledP95(tight, 15, 120), 3*service+3*service*15/100)
+	assert.LessOrEqual(t, pooledP95(loose, 15, 120), 8*service+8*service*15/100)
 }
 
 func TestParseObjective(t *testing.T) {
@@ -188,13 +190,13 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestHelperFillsToWhatItRuns: a helper asked a fixed part of what it
-// advertises (peers split their excess by room) is never asked all of
-// it, yet learns it: from what it runs per second of busy time, it grows
-// to about 60% of its limit, and no further (pressure, not this,
-// finds the rest).
+// advertises below the pressure that probes (peers split their excess by
+// room) is never asked all of it, yet learns it: from what it runs per
+// second of busy time, it grows to about 60% of its limit, and no further
+// (pressure, not this, finds the rest).
 func TestHelperFillsToWhatItRuns(t *testing.T) {
 	est, l := loop(t, 0.2, nil, capacity.Limits{})
-	l.Rate = func(time.Duration) float64 { return 0.85 * float64(est.State().Capacity) }
+	l.Rate = func(time.Duration) float64 { return max(6, 0.75*float64(est.State().Capacity)) }
 	ticks := l.Run(60 * time.Second)
 	assert.InDelta(t, 0.6*raw(0.2), meanCapacity(ticks, 40, 60), 0.1*raw(0.2))
 	for _, tk := range ticks {
@@ -249,4 +251,58 @@ func TestMaxInFlightBoundsTheCapacity(t *testing.T) {
 	}
 	assert.Greater(t, meanCapacity(ticks, 20, 30), 0.8*bound, "up to the bound")
 	assert.Less(t, bound, 0.6*raw(2), "below what the node could run")
+}
+
+// TestHelperAskedMostOfItsAdvertFindsItsLimit: a helper asked 85% of what
+// it advertises (the federation's demand a little under its adverts) is
+// pressed: it probes up to about its limit, so that the federation's
+// adverts hold room beyond its demand, and no further than one probe past
+// it (the overload that probe meets cuts it back).
+func TestHelperAskedMostOfItsAdvertFindsItsLimit(t *testing.T) {
+	est, l := loop(t, 0.2, nil, capacity.Limits{})
+	l.Rate = func(time.Duration) float64 { return max(6, 0.85*float64(est.State().Capacity)) }
+	ticks := l.Run(90 * time.Second)
+	mean := meanCapacity(ticks, 30, 90)
+	t.Logf("mean capacity %.1f of a limit of %.0f", mean, raw(0.2))
+	assert.Greater(t, mean, 0.85*raw(0.2))
+	for _, tk := range ticks[30:] {
+		assert.LessOrEqual(t, float64(tk.Capacity), 1.3*raw(0.2), "at %v", tk.At)
+	}
+}
+
+// TestCeilingAfterAProbeIsTheMostThatRan: a saturated node that probes
+// above its ceiling and is cut keeps, as its ceiling, the most that ran
+// since the probe began (what ran in the cut's span alone, with the queue
+// in progress, undercounts the limit), so that it settles near its limit
+// rather than under it.
+func TestCeilingAfterAProbeIsTheMostThatRan(t *testing.T) {
+	est, l := loop(t, 0.2, constant(50), capacity.Limits{})
+	var ceilings []float64
+	l.Event = func(at time.Duration, _ *plant.Station) {
+		if st := est.State(); st.Phase == "cut" {
+			ceilings = append(ceilings, float64(st.Ceiling))
+		}
+	}
+	l.Run(120 * time.Second)
+	require.NotEmpty(t, ceilings)
+	for _, c := range ceilings[1:] { // the first cut ends the start
+		assert.Greater(t, c, 0.9*raw(0.2))
+	}
+}
+
+// TestFollowsADropItIsNotAskedToShow: a helper asked half of what it
+// advertises (its peers moved their forwards away as they slowed) is not
+// overloaded when its CPU budget halves, yet its capacity follows within
+// 5 s: a call alone takes twice as long, so it runs about half as many.
+func TestFollowsADropItIsNotAskedToShow(t *testing.T) {
+	est, l := loop(t, 0.2, nil, capacity.Limits{Max: 16})
+	l.Rate = func(time.Duration) float64 { return 0.5 * float64(est.State().Capacity) }
+	l.Event = func(at time.Duration, s *plant.Station) {
+		if at == 30*time.Second {
+			s.SetCores(at, 0.1)
+		}
+	}
+	ticks := l.Run(40 * time.Second)
+	require.Equal(t, 16.0, float64(ticks[29].Capacity), "the declared bound before the drop")
+	assert.LessOrEqual(t, float64(ticks[34].Capacity), 1.1*raw(0.1), "within 5 s of the drop")
 }

@@ -259,8 +259,8 @@ func TestLearnedCapacity(t *testing.T) {
 	assert.Greater(t, before, 8.0, "b learned a good part of its ~20 req/s before the drop")
 	// What b runs follows the halving within 5 s: a measures b's forwards
 	// slower and moves their share to c (balance.Nearest), often before b
-	// is overloaded enough for its own estimate to be cut - so b's
-	// advertised capacity may lag, and is only reported.
+	// is overloaded enough for its own estimate to be cut; b's advertised
+	// capacity follows too, from its calls alone taking twice as long.
 	ran := func(from, to int) (sum float64) {
 		for sec := from; sec < to; sec++ {
 			sum += float64(r.Timeline[sec].Nodes["b"].Executed)
@@ -269,6 +269,7 @@ func TestLearnedCapacity(t *testing.T) {
 	}
 	t.Logf("b ran %.1f/s before the drop and %.1f/s in the 5 s after; advertised %.1f, then %.1f", ran(15, 20), ran(21, 26), before, b(25))
 	assert.Less(t, ran(21, 26), 0.75*ran(15, 20), "what b runs followed the halving within 5 s")
+	assert.Less(t, b(25), 0.75*before, "what b advertises followed the halving within 5 s")
 	a := r.Nodes[0]
 	assert.LessOrEqual(t, a.RejectedAfter+a.FailedAfter, a.OfferedAfter/20, "at most 5% turned away once learned (the objective: 1%)")
 	for i, n := range r.Nodes {
