@@ -144,9 +144,9 @@ func (c Config) withDefaults() Config {
 //     solo executions are 1.5 times off its median (the service time), it
 //     starts over from them (a quota, a neighbour, costlier inputs: today's
 //     latency is not judged on yesterday's service), and if they are
-//     slower, the capacity falls by the same factor at once: a helper
-//     whose peers move their forwards away as it slows may never be
-//     overloaded enough to be cut.
+//     slower by Slack or more, the capacity falls by the same factor at
+//     once: a helper whose peers move their forwards away as it slows may
+//     never be overloaded enough to be cut.
 //   - Overload: a refusal, a failure, or more executions over the
 //     objective (to the histogram's resolution) than its quantile allows,
 //     by two standard deviations, and at least two (a window exactly at
@@ -295,7 +295,7 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 			for i, c := range p.Solo {
 				a.solo[i] = c * soloScale
 			}
-			if m > a.service {
+			if m-a.service >= a.cfg.Slack {
 				// A call alone takes f times as long: the node runs
 				// about 1/f as many (a quota cut, a neighbour on its
 				// CPU), at once, rather than wait for an overload that
@@ -303,8 +303,11 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 				// The ceiling stays: if the step was the scheduler's
 				// noise, demand brings the capacity back to it after
 				// Hold; if it was real, that meets an overload, whose
-				// cut sets the ceiling to what runs now. A faster
-				// service is left to the probes to find.
+				// cut sets the ceiling to what runs now. Only a step of
+				// Slack or more: a call of a few milliseconds doubles
+				// on the scheduler's noise alone (the testbed's echoes
+				// of half a millisecond lost their declared capacity to
+				// it). A faster service is left to the probes to find.
 				f := dfaas.Rate(float64(a.service) / float64(m))
 				a.c, a.probed = a.c*f, 0
 				a.cut, a.reason, a.phase, a.step, a.probes = now, fmt.Sprintf("a call alone took %v, not %v", m.Round(time.Millisecond), a.service.Round(time.Millisecond)), "stepped", probeFirst, 0
