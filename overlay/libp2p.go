@@ -440,6 +440,13 @@ func (o *Libp2p) Members() []dfaas.NodeID {
 		}
 	}
 	for _, a := range o.table.Adverts(o.cfg.Now()) {
+		// An advert checked just before a membership removed its node
+		// can land after the table dropped it: the gater decides.
+		if o.gater != nil {
+			if id, err := peer.Decode(string(a.Node)); err != nil || !o.gater.isMember(id) {
+				continue
+			}
+		}
 		add(a.Node)
 	}
 	slices.Sort(out)

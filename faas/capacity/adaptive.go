@@ -17,7 +17,7 @@ type Config struct {
 	// 1 req/s: low, so that a costly function does not meet a flood before
 	// anything is known of it; the capacity doubles every window from
 	// there while demand exceeds it and executions stay within their
-	// objective.
+	// objective (x1.25 past 80% of what the platform runs when busy).
 	Initial dfaas.Rate
 	// Tolerance sets the objective of a function without one of its own:
 	// its Quantile of latency at most Tolerance times its unloaded service
@@ -27,7 +27,8 @@ type Config struct {
 	// above it, so that a function of a millisecond is not judged on the
 	// scheduler's noise. Default 25 ms: on a busy machine (a test suite
 	// under the race detector) a call of a millisecond took 20 ms at
-	// times, with no queue behind it.
+	// times, with no queue behind it. A step of the service time cuts the
+	// capacity only when it is Slack or more, for the same reason.
 	Slack time.Duration
 	// MinSamples is the fewest executions a latency is judged on: sparser
 	// windows are pooled until they hold that many or MaxPool. Default 5.
@@ -143,10 +144,11 @@ func (c Config) withDefaults() Config {
 //     saturation nothing runs alone and it stays as it was; when a span's
 //     solo executions are 1.5 times off its median (the service time), it
 //     starts over from them (a quota, a neighbour, costlier inputs: today's
-//     latency is not judged on yesterday's service), and if they are
-//     slower by Slack or more, the capacity falls by the same factor at
-//     once: a helper whose peers move their forwards away as it slows may
-//     never be overloaded enough to be cut.
+//     latency is not judged on yesterday's service), and if five or more
+//     are slower by Slack or more, the capacity falls by the same factor
+//     at once (30% at most; undone if the service steps back down within
+//     Settle): a helper whose peers move their forwards away as it slows
+//     may never be overloaded enough to be cut.
 //   - Overload: a refusal, a failure, or more executions over the
 //     objective (to the histogram's resolution) than its quantile allows,
 //     by two standard deviations, and at least two (a window exactly at
@@ -161,7 +163,8 @@ func (c Config) withDefaults() Config {
 //     capacity far under the limit, and a helper's cut moved its share
 //     onto the others at once). What ran becomes the Ceiling; after a
 //     probe above the Ceiling (or the start), the most that ran in a span
-//     since it began, if the cut's span ran at least 80% of that
+//     since it began (at most the capacity), if the cut's span ran at
+//     least 80% of that
 //     (executions end no faster than the platform runs them, so no span
 //     overstates the limit, and the cut's own span, with work in progress,
 //     undercounts it: BBR keeps the most a path delivered over recent
@@ -182,9 +185,12 @@ func (c Config) withDefaults() Config {
 //     demand - one helper's cut then turned users away at once. At 80% an
 //     advert is at most 1.25 times what the node was asked (Netflix's
 //     limiters grow only while in flight is half the limit or more).
-//     Before any overload, doubling while demand is 95% of the capacity,
-//     but not past 80% of what the platform runs when busy once that is
-//     known (below); once the doubling is half again the most that ran,
+//     Before any overload, doubling while demand is 95% of the capacity
+//     (x1.25 past 80% of what the platform runs when busy, once that is
+//     known: below); demand between 80% and 95% of it three spans in a
+//     row ends the start there, with that capacity as a provisional
+//     ceiling (demand exceeding it doubles again; an overload replaces
+//     it); once the doubling is half again the most that ran,
 //     with demand under 80% of it three spans in a row, back to 1.25
 //     times the most that ran, which becomes the Ceiling (a declared
 //     bound it began at stands until an overload shows otherwise). After
@@ -229,18 +235,23 @@ type Adaptive struct {
 	service time.Duration
 	// solo is a histogram of recent solo executions, in soloScale units
 	// of an execution, each window's older counts decayed.
-	solo     proxy.Latencies
-	solos    uint64     // executions that ran alone, since the service time last stepped
-	full     dfaas.Rate // what ran per second of occupied time, by the latest span busy enough
-	peak     dfaas.Rate // the most that ran in a span, before any ceiling
-	probed   dfaas.Rate // the most that ran in a span since the capacity went above the ceiling
-	short    int        // spans in a row the start has outrun demand
-	met      int        // spans in a row the start has met demand without exceeding it
-	doubled  bool       // the start doubled (not only a declared bound it began at)
-	obj, lat time.Duration
-	quantile float64
-	inflight int  // at the end of the last span judged
-	episode  bool // cut, and no span within the objective since
+	solo   proxy.Latencies
+	solos  uint64     // executions that ran alone, since the service time last stepped
+	full   dfaas.Rate // what ran per second of occupied time, by the latest span busy enough
+	peak   dfaas.Rate // the most that ran in a span, before any ceiling
+	probed dfaas.Rate // the most that ran in a span since the capacity went above the ceiling
+	short  int        // spans in a row the start has outrun demand
+	met    int        // spans in a row the start has met demand without exceeding it
+	// provisional: the ceiling is where the start met demand, not an
+	// overload: demand exceeding the capacity doubles it again.
+	provisional bool
+	stepF       dfaas.Rate // the factor of the latest step of the service time, 0 once undone or past Settle
+	stepAt      time.Time
+	doubled     bool // the start doubled (not only a declared bound it began at)
+	obj, lat    time.Duration
+	quantile    float64
+	inflight    int  // at the end of the last span judged
+	episode     bool // cut, and no span within the objective since
 }
 
 // NewAdaptive returns an Adaptive estimator.
@@ -295,22 +306,33 @@ func (a *Adaptive) Update(now time.Time, o Observation, l Limits) dfaas.Rate {
 			for i, c := range p.Solo {
 				a.solo[i] = c * soloScale
 			}
-			if m-a.service >= a.cfg.Slack {
-				// A call alone takes f times as long: the node runs
-				// about 1/f as many (a quota cut, a neighbour on its
-				// CPU), at once, rather than wait for an overload that
-				// peers, seeing its forwards slow, may never send it.
-				// The ceiling stays: if the step was the scheduler's
-				// noise, demand brings the capacity back to it after
-				// Hold; if it was real, that meets an overload, whose
-				// cut sets the ceiling to what runs now. Only a step of
-				// Slack or more: a call of a few milliseconds doubles
-				// on the scheduler's noise alone (the testbed's echoes
-				// of half a millisecond lost their declared capacity to
-				// it). A faster service is left to the probes to find.
-				f := dfaas.Rate(float64(a.service) / float64(m))
-				a.c, a.probed = a.c*f, 0
-				a.cut, a.reason, a.phase, a.step, a.probes = now, fmt.Sprintf("a call alone took %v, not %v", m.Round(time.Millisecond), a.service.Round(time.Millisecond)), "stepped", probeFirst, 0
+			switch {
+			case m-a.service >= a.cfg.Slack && k >= minSolo:
+				// A call alone takes 1/f times as long: the node runs
+				// about f as many (a quota cut, a neighbour on its CPU),
+				// at once, rather than wait for an overload that peers,
+				// seeing its forwards slow, may never send it. At most
+				// a cut's depth a step, held for Hold against growth
+				// (not against a cut: an overload in the same span still
+				// cuts to what ran). The ceiling stays (a start that
+				// never met one takes the capacity it had): if the step
+				// was noise, demand brings the capacity back to it, and
+				// a step back down within Settle undoes it; if it was
+				// real, that meets an overload, whose cut sets the
+				// ceiling to what runs now. Only a step of Slack or more,
+				// seen in minSolo calls: a call of a few milliseconds
+				// doubles on the scheduler's noise alone (the testbed's
+				// echoes of half a millisecond lost their declared
+				// capacity to it).
+				f := max(dfaas.Rate(cutMin), dfaas.Rate(float64(a.service)/float64(m)))
+				if a.ceiling == 0 {
+					a.ceiling = a.c
+				}
+				a.c, a.probed, a.stepF, a.stepAt = a.c*f, 0, f, now
+				a.reason, a.step, a.probes = fmt.Sprintf("a call alone took %v, not %v", m.Round(time.Millisecond), a.service.Round(time.Millisecond)), probeFirst, 0
+			case m < a.service && a.stepF > 0 && now.Sub(a.stepAt) < a.cfg.Settle:
+				// Back within Settle of a step down: it was noise.
+				a.c, a.stepF = a.c/a.stepF, 0
 			}
 			a.service, a.solos = m, k
 		}
@@ -398,7 +420,7 @@ func (a *Adaptive) cutTo(now time.Time, ran dfaas.Rate, f float64, reason string
 	if above && ran >= sameRegime*a.probed {
 		a.ceiling = max(ran, min(a.probed, a.c))
 	}
-	a.probed = 0
+	a.probed, a.provisional = 0, false
 	a.c = dfaas.Rate(f) * min(a.c, ran)
 	a.cut, a.reason, a.phase, a.step, a.probes, a.episode = now, reason, "cut", probeFirst, 0, true
 }
@@ -416,12 +438,12 @@ func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bo
 			a.phase = "hold"
 			return
 		}
-		a.ceiling = a.c
+		a.ceiling, a.provisional, a.probed = a.c, true, 0
 	} else {
 		a.met = 0
 	}
 	room := a.obj == 0 || a.lat <= time.Duration(headroom*float64(a.obj))
-	if holding || !room {
+	if holding || !room || now.Sub(a.stepAt) < a.cfg.Hold {
 		a.phase = "hold"
 		return
 	}
@@ -439,7 +461,7 @@ func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bo
 		}
 		if a.short >= startWait {
 			a.c = max(startBack*a.peak, fill*a.full)
-			a.ceiling = a.c
+			a.ceiling, a.provisional, a.probed = a.c, true, 0
 			a.phase = "hold"
 			return
 		}
@@ -458,7 +480,7 @@ func (a *Adaptive) grow(now time.Time, p Observation, ran dfaas.Rate, holding bo
 	}
 	a.short = 0
 	switch {
-	case a.ceiling == 0:
+	case a.ceiling == 0 || (a.provisional && p.Demand >= demandOver*a.c):
 		// Doubling, but not far past what the platform runs when busy
 		// (which overstates it: see fill), where that is known.
 		next := 2 * a.c

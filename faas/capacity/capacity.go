@@ -130,7 +130,8 @@ type State struct {
 	Capacity dfaas.Rate `json:"capacity"`
 	// Ceiling is the rate the function was last seen to run at when it
 	// was overloaded (zero before that): what the node delivered at its
-	// limit.
+	// limit; or, before any overload, where the start met demand without
+	// exceeding it.
 	Ceiling dfaas.Rate `json:"ceiling"`
 	// Service is the unloaded service time: the median latency of recent
 	// executions that ran alone (zero before the first).
@@ -145,12 +146,13 @@ type State struct {
 	// enough to tell (zero before).
 	Full dfaas.Rate `json:"full"`
 	// Phase is "start" (growing fast: no limit seen yet), "probe"
-	// (growing while demand exceeds the capacity), "fill" (growing toward
-	// a part of Full), "hold" or "cut" (the latest window was
-	// overloaded).
+	// (growing while demand presses the capacity: 80% of it or more),
+	// "fill" (growing toward a part of Full), "hold" or "cut" (the latest
+	// window was overloaded).
 	Phase string `json:"phase"`
-	// Reason says why the latest cut was made, and Cut when ("" and zero
-	// before the first).
+	// Reason says why the latest cut, or step of the service time, was
+	// made, and Cut when the latest cut was ("" and zero before the
+	// first).
 	Reason string    `json:"reason,omitempty"`
 	Cut    time.Time `json:"cut,omitzero"`
 }

@@ -72,13 +72,15 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 			d.log.Error("reload for the TLS leaf failed", "err", err)
 		}
 	}
-	removed := d.removedMember()
+	removals, removed := d.removedMember()
 	if err := d.refreshMembers(); err != nil {
 		// The runtime API could not take the list (its buffer bounds a
 		// command to 16 KiB: about 27 anchors): a reload reads the file.
 		d.log.Warn("members list not updated through the runtime API: reloading", "err", err)
 		if err := d.reload(ctx, "members list"); err != nil {
 			d.log.Error("reload for the members list failed", "err", err)
+		} else {
+			d.removals = removals
 		}
 	} else if removed {
 		// The members map refuses a removed member's next request on a
@@ -92,7 +94,9 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 		// their next forward), once per removal: rare, an
 		// administrator's act.
 		if err := d.reload(ctx, "a member was removed: closing the peer connections kept alive"); err != nil {
-			d.log.Error("reload for a removed member failed", "err", err)
+			d.log.Error("reload for a removed member failed: tried again at the next tick", "err", err)
+		} else {
+			d.removals = removals
 		}
 	}
 	defer func() {

@@ -141,18 +141,15 @@ func (d *Driver) refreshMembers() error {
 	return d.setCAFile(d.layout.TLS.MembersFile, members)
 }
 
-// removedMember reports whether a member was removed since it last said
-// so (proxy.TLS.Removals).
-func (d *Driver) removedMember() bool {
+// removedMember reports whether a member was removed since the driver
+// last acted on one (proxy.TLS.Removals), and the count to record once it
+// has.
+func (d *Driver) removedMember() (uint64, bool) {
 	if d.layout.TLS == nil || d.cfg.TLS.Removals == nil {
-		return false
+		return 0, false
 	}
 	r := d.cfg.TLS.Removals()
-	if r == d.removals {
-		return false
-	}
-	d.removals = r
-	return true
+	return r, r != d.removals
 }
 
 // loadAnchor makes the anchor of a peer's server available: on disk for

@@ -431,8 +431,8 @@ func testTLSRemovedMemberIsCutOff(t *testing.T, s *suite) {
 	go func() { done <- call() }()
 	require.Eventually(t, func() bool { return pb.Calls.Load() == 5 }, 5*time.Second, 5*time.Millisecond)
 	members.Set(mb.node())
-	s.apply(b, plan)
 	applied := time.Now()
+	s.apply(b, plan)
 	require.NoError(t, idle.SetReadDeadline(applied.Add(3*time.Second)))
 	_, err = idleReader.ReadByte()
 	var ne net.Error
