@@ -164,11 +164,11 @@ func (c Config) withDefaults() Config {
 //     onto the others at once). What ran becomes the Ceiling; after a
 //     probe above the Ceiling (or the start), the most that ran in a span
 //     since it began (at most the capacity), if the cut's span ran at
-//     least 80% of that
-//     (executions end no faster than the platform runs them, so no span
-//     overstates the limit, and the cut's own span, with work in progress,
-//     undercounts it: BBR keeps the most a path delivered over recent
-//     rounds likewise; a span that ran far less is a drop). No second
+//     least 80% of that (executions end no faster than the platform runs
+//     them, so no span overstates the limit, and the cut's own span, with
+//     work in progress, undercounts it: BBR keeps the most a path
+//     delivered over recent rounds likewise; a span that ran far less is
+//     a drop). No second
 //     cut for Hold after one: the backlog drains, what runs meanwhile
 //     raises the Ceiling (the span of the cut, with work in progress,
 //     undercounts it), and the capacity to 60% of it at least. One cut
@@ -190,15 +190,15 @@ func (c Config) withDefaults() Config {
 //     known: below); demand between 80% and 95% of it three spans in a
 //     row ends the start there, with that capacity as a provisional
 //     ceiling (demand exceeding it doubles again; an overload replaces
-//     it); once the doubling is half again the most that ran,
-//     with demand under 80% of it three spans in a row, back to 1.25
-//     times the most that ran, which becomes the Ceiling (a declared
-//     bound it began at stands until an overload shows otherwise). After
-//     a cut, at once to 80% of the
-//     Ceiling, then x1.25 up to 90% of it, +1% a window up to 95%, then
-//     nothing until Settle after the cut; above that, probes of 3% whose
-//     step doubles every four in a row, up to 25%. Latency gives no warning before the knee, so steps stay small
-//     near the last limit.
+//     it); once the doubling is half again the most that ran, with demand
+//     under 80% of it three spans in a row, back to 1.25 times the most
+//     that ran, which becomes the Ceiling (a declared bound it began at
+//     stands until an overload shows otherwise). After a cut, at once to
+//     80% of the Ceiling, then x1.25 up to 90% of it, +1% a window up to
+//     95%, then nothing until Settle after the cut; above that, probes of
+//     3% whose step doubles every four in a row, up to 25%. Latency gives
+//     no warning before the knee, so steps stay small near the last
+//     limit.
 //   - A helper is sent a part of its peers' excess in proportion to its
 //     room, so it may never be asked all of its capacity. Busy 20% of a
 //     span or more, it knows how fast it runs when busy (Little's law:
@@ -245,7 +245,7 @@ type Adaptive struct {
 	// provisional: the ceiling is where the start met demand, not an
 	// overload: demand exceeding the capacity doubles it again.
 	provisional bool
-	stepF       dfaas.Rate // the factor of the latest step of the service time, 0 once undone or past Settle
+	stepF       dfaas.Rate // the factor of the latest step of the service time (0 once undone; past Settle, kept)
 	stepAt      time.Time
 	doubled     bool // the start doubled (not only a declared bound it began at)
 	obj, lat    time.Duration
