@@ -246,7 +246,7 @@ func Build(ctx context.Context, cfg Config) (_ *Node, err error) {
 			if err != nil {
 				return nil, err
 			}
-			cfg.TLS = &proxy.TLS{Identity: id, Members: o.Members, Removals: o.Removals}
+			cfg.TLS = &proxy.TLS{Identity: id, Members: o.Members}
 		}
 	}
 	if cfg.PlainPeers {

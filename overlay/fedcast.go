@@ -309,18 +309,6 @@ func (f *fedcast) apply(m *Membership, source string) {
 			}
 		}
 	}
-	removed := cut > 0
-	if prev != nil {
-		for id := range *prev {
-			if !m.Admits(id) {
-				removed = true
-				break
-			}
-		}
-	}
-	if removed {
-		o.removals.Add(1)
-	}
 	outcast := o.host != nil && !m.Admits(o.host.ID())
 	o.outcast.Store(outcast)
 	f.wasOut = outcast
@@ -499,14 +487,6 @@ func (o *Libp2p) Membership() (*Membership, *SignedMembership) {
 	defer o.fed.mu.Unlock()
 	return o.fed.doc, o.fed.signed
 }
-
-// Removals counts the membership versions this node adopted that removed
-// a member: one that the version before admitted, or that was connected.
-// Members() also loses a peer that merely disconnects; this rises only
-// when the federation's administrator removed one. Data planes that
-// cannot cut one member's kept-alive connections alone close all their
-// idle peer connections when it rises (proxy.TLS.Removals).
-func (o *Libp2p) Removals() uint64 { return o.removals.Load() }
 
 // ErrStaleMembership is returned by PublishMembership for a document no
 // newer than the one in force.

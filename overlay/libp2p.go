@@ -249,7 +249,6 @@ type Libp2p struct {
 	redial    *redialer
 	silent    atomic.Uint64 // adverts of suspect peers, dropped
 	outcast   atomic.Bool   // the membership in force does not name this node
-	removals  atomic.Uint64 // memberships adopted that removed a member
 	flooded   atomic.Uint64 // adverts over a followee's rate, dropped
 	// lastDialErr is the last error a dial to a bootstrap peer met (see
 	// watchAlone).

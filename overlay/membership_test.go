@@ -171,9 +171,6 @@ func TestMembershipReachesEveryMember(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond, "version 1 everywhere")
 	t.Logf("version 1 everywhere after %v", time.Since(start))
 	assert.ErrorIs(t, nodes[2].PublishMembership(context.Background(), v1), ErrStaleMembership)
-	for _, o := range nodes {
-		assert.Zero(t, o.Removals(), "version 1 removed no one")
-	}
 
 	m2 := membership(2, ids[:3]...)
 	m2.Revoked = []peer.ID{ids[3]}
@@ -190,9 +187,6 @@ func TestMembershipReachesEveryMember(t *testing.T) {
 		return true
 	}, 2*time.Second, 10*time.Millisecond, "d revoked and cut off everywhere within 2 s")
 	t.Logf("d cut off everywhere after %v", time.Since(start))
-	for _, o := range nodes[:3] {
-		assert.Equal(t, uint64(1), o.Removals(), "version 2 removed d")
-	}
 	assert.False(t, a.table.Live(d.Self()), "its adverts dropped")
 	assert.NotContains(t, a.Members(), d.Self())
 	denied := a.gater.denied.Load()

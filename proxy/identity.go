@@ -306,14 +306,6 @@ type TLS struct {
 	// Members returns the current members of the federation (the
 	// overlay's view). Only they may forward to this node. Required.
 	Members func() []dfaas.NodeID
-	// Removals, optional, counts the federation's removals of members
-	// (overlay.Libp2p.Removals): it rises when an administrator removed
-	// one, not when one merely left Members by disconnecting. A data
-	// plane that cannot tell one member's kept-alive connections from
-	// another's (HAProxy) closes all its idle peer connections when it
-	// rises, so that a removed member holds none; the embedded proxy
-	// closes the removed member's alone, and needs no count.
-	Removals func() uint64
 }
 
 // Validate reports a missing field.

@@ -72,31 +72,12 @@ func (d *Driver) Apply(ctx context.Context, plan dfaas.Plan) error {
 			d.log.Error("reload for the TLS leaf failed", "err", err)
 		}
 	}
-	removals, removed := d.removedMember()
 	if err := d.refreshMembers(); err != nil {
 		// The runtime API could not take the list (its buffer bounds a
 		// command to 16 KiB: about 27 anchors): a reload reads the file.
 		d.log.Warn("members list not updated through the runtime API: reloading", "err", err)
 		if err := d.reload(ctx, "members list"); err != nil {
 			d.log.Error("reload for the members list failed", "err", err)
-		} else {
-			d.removals = removals
-		}
-	} else if removed {
-		// The members map refuses a removed member's next request on a
-		// connection it kept alive, but the connection stays open until
-		// then: HAProxy's runtime API can neither tell one member's
-		// connections from another's (2.6 shows no client certificate
-		// per connection) nor reach an idle one (it has no stream to
-		// shut). A seamless reload can: the old worker closes its idle
-		// connections at once and the others after the answer in flight.
-		// Every member's idle connection goes (they connect again on
-		// their next forward), once per removal: rare, an
-		// administrator's act.
-		if err := d.reload(ctx, "a member was removed: closing the peer connections kept alive"); err != nil {
-			d.log.Error("reload for a removed member failed: tried again at the next tick", "err", err)
-		} else {
-			d.removals = removals
 		}
 	}
 	defer func() {

@@ -198,7 +198,6 @@ type Driver struct {
 	forwards proxy.Forwards          // from the request log
 	wanted   map[string]time.Time    // server name -> when a plan last named it
 	members  []byte                  // the peer listener's CA file as last set
-	removals uint64                  // proxy.TLS.Removals as last acted on
 	// outliers: peers HAProxy marked down, out of the plans for a back-off
 	// (Consecutive 1: every mark-down is an ejection).
 	outliers *proxy.Outliers

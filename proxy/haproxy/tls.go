@@ -30,9 +30,6 @@ func (d *Driver) startTLS() error {
 		return fmt.Errorf("haproxy: tls: %w", err)
 	}
 	d.layout.TLS = t
-	if d.cfg.TLS.Removals != nil {
-		d.removals = d.cfg.TLS.Removals()
-	}
 	members, err := d.membersPEM()
 	if err != nil {
 		return err
@@ -139,17 +136,6 @@ func (d *Driver) refreshMembers() error {
 	}
 	d.members = members // on disk: a reload takes it whatever happens next
 	return d.setCAFile(d.layout.TLS.MembersFile, members)
-}
-
-// removedMember reports whether a member was removed since the driver
-// last acted on one (proxy.TLS.Removals), and the count to record once it
-// has.
-func (d *Driver) removedMember() (uint64, bool) {
-	if d.layout.TLS == nil || d.cfg.TLS.Removals == nil {
-		return 0, false
-	}
-	r := d.cfg.TLS.Removals()
-	return r, r != d.removals
 }
 
 // loadAnchor makes the anchor of a peer's server available: on disk for
