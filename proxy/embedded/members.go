@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/dfaas-go/dfaas"
 	"github.com/dfaas-go/dfaas/proxy"
@@ -16,12 +17,20 @@ import (
 // connections it holds, kept alive with no end. So the peer port tracks
 // its connections by the node that opened them, and at every Apply (the
 // Agent's tick, run at once when the overlay's membership changes) cuts
-// off the nodes no longer members: their idle connections close, a request
-// on one of their connections is refused (proxy.StatusRefused,
-// proxy.RefusedMember: it ran nowhere, the forwarder may try another peer)
-// and that connection closes, and a request in flight finishes before its
-// connection closes. A node that comes back (a partition healed) is let in
-// again at the next Apply.
+// off the nodes no longer members: a request on one of their connections
+// is refused (proxy.StatusRefused, proxy.RefusedMember: it ran nowhere, the
+// forwarder may try another peer) and that connection closes, a request
+// in flight finishes before its connection closes, and their connections
+// still idle cutGrace after the Apply close. A node that comes back (a
+// partition healed) is let in again at the next Apply.
+//
+// The grace: a server that closes an idle connection races the client's
+// next request on it, which may then have been sent and is never retried
+// (at most once). A node whose view drops a peer a moment before the
+// peer's plan drops it (a removed node sees its peers leave first) would
+// cost that peer's users such requests; a refusal costs nothing.
+const cutGrace = time.Second
+
 type peerConns struct {
 	mu    sync.Mutex
 	conns map[net.Conn]*peerConn
@@ -81,8 +90,8 @@ func (pc *peerConns) state(c net.Conn, st http.ConnState) {
 }
 
 // sweep cuts off the nodes holding connections that are not in members,
-// closes their idle connections, and lets back in those that are; it
-// returns the nodes cut.
+// closes their connections still idle after cutGrace, and lets back in
+// those that are; it returns the nodes cut.
 func (pc *peerConns) sweep(members []dfaas.NodeID) int {
 	in := make(map[dfaas.NodeID]bool, len(members))
 	for _, m := range members {
@@ -91,15 +100,28 @@ func (pc *peerConns) sweep(members []dfaas.NodeID) int {
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	cut := map[dfaas.NodeID]bool{}
-	for c, e := range pc.conns {
+	idle := false
+	for _, e := range pc.conns {
 		if e.node == "" || in[e.node] {
 			continue // still in its handshake (checked against the members then), or a member
 		}
 		cut[e.node] = true
-		if e.idle {
+		idle = idle || e.idle
+	}
+	pc.cut.Store(&cut)
+	if idle {
+		time.AfterFunc(cutGrace, pc.closeIdleCut)
+	}
+	return len(cut)
+}
+
+// closeIdleCut closes the idle connections of the nodes cut off.
+func (pc *peerConns) closeIdleCut() {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	for c, e := range pc.conns {
+		if e.idle && pc.isCut(e.node) {
 			_ = c.Close()
 		}
 	}
-	pc.cut.Store(&cut)
-	return len(cut)
 }

@@ -29,9 +29,10 @@ func newIdentity(t *testing.T) *proxy.Identity {
 	return id
 }
 
-// TestRemovedMembersIdleConnectionsClose: at the Apply after a member's
-// removal, the connections it keeps idle at the peer port close, without
-// waiting for its next request; a member that comes back is let in again.
+// TestRemovedMembersIdleConnectionsClose: a second after the Apply that
+// follows a member's removal, the connections it keeps idle at the peer
+// port close, without waiting for its next request; a member that comes
+// back is let in again.
 func TestRemovedMembersIdleConnectionsClose(t *testing.T) {
 	a, b := newIdentity(t), newIdentity(t)
 	var members atomic.Pointer[[]dfaas.NodeID]
@@ -77,7 +78,9 @@ func TestRemovedMembersIdleConnectionsClose(t *testing.T) {
 
 	members.Store(&[]dfaas.NodeID{})
 	require.NoError(t, p.Apply(context.Background(), plan))
-	require.Eventually(t, func() bool { return held() == 0 }, time.Second, 5*time.Millisecond, "closed at the Apply")
+	applied := time.Now()
+	require.Eventually(t, func() bool { return held() == 0 }, 3*time.Second, 5*time.Millisecond, "closed after the Apply")
+	assert.GreaterOrEqual(t, time.Since(applied), cutGrace-50*time.Millisecond, "closed before its grace")
 
 	members.Store(&[]dfaas.NodeID{a.Node()})
 	require.NoError(t, p.Apply(context.Background(), plan))
@@ -85,6 +88,58 @@ func TestRemovedMembersIdleConnectionsClose(t *testing.T) {
 	code, err = call()
 	require.NoError(t, err, "back: let in again")
 	assert.Equal(t, http.StatusOK, code)
+}
+
+// TestCutOffIsRefusedBeforeClosed: for a second after a node is cut off,
+// the connection it keeps idle stays open, and a request it sends there is
+// answered (refused: proxy.RefusedMember, so that the sender may try
+// another peer) rather than lost to the connection closing as it arrives.
+func TestCutOffIsRefusedBeforeClosed(t *testing.T) {
+	a, b := newIdentity(t), newIdentity(t)
+	var members atomic.Pointer[[]dfaas.NodeID]
+	members.Store(&[]dfaas.NodeID{a.Node()})
+	var calls atomic.Int64
+	p, err := New(Config{Node: b.Node(), UserAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+		TLS: &proxy.TLS{Identity: b, Members: func() []dfaas.NodeID { return *members.Load() }}},
+		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { calls.Add(1); _, _ = io.WriteString(w, "ok") }))
+	require.NoError(t, err)
+	defer p.Close()
+	plan := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"echo": {Limit: 1e6, Capacity: 1e6}}}
+	require.NoError(t, p.Apply(context.Background(), plan))
+	tc, err := (&proxy.TLS{Identity: a, Members: func() []dfaas.NodeID { return nil }}).ClientConfig(b.Node())
+	require.NoError(t, err)
+	var dials atomic.Int64
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dials.Add(1)
+			return d.DialContext(ctx, network, addr)
+		}}}
+	defer client.CloseIdleConnections()
+	call := func() (*http.Response, error) {
+		req, err := http.NewRequest("POST", "https://"+p.PeerAddr()+"/function/echo", strings.NewReader("x"))
+		require.NoError(t, err)
+		req.Header.Set(proxy.HeaderHop, "1")
+		resp, err := client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+	resp, err := call()
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	members.Store(&[]dfaas.NodeID{})
+	require.NoError(t, p.Apply(context.Background(), plan))
+	time.Sleep(cutGrace / 4) // a close at the Apply would be seen by now
+	resp, err = call()
+	require.NoError(t, err, "the request on the idle connection got no answer")
+	assert.Equal(t, proxy.StatusRefused, resp.StatusCode)
+	assert.Equal(t, proxy.RefusedMember, resp.Header.Get(proxy.HeaderRefused))
+	assert.Equal(t, int64(1), dials.Load(), "sent on the connection kept alive")
+	assert.Equal(t, int64(1), calls.Load(), "nothing ran after the cut")
 }
 
 // TestSilentClientHoldsNoApply: a client that opens the peer port and

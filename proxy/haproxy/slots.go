@@ -36,6 +36,20 @@ type routeSlot struct {
 	freed bool
 }
 
+// lingering reports whether a slot no route names still has servers in
+// its turn (see removeSlotServers).
+func (s *routeSlot) lingering() bool {
+	if s.set != "" {
+		return false
+	}
+	for _, sv := range s.servers {
+		if !sv.draining {
+			return true
+		}
+	}
+	return false
+}
+
 // slotServer is a peer's server in a route backend.
 type slotServer struct {
 	addr     string
@@ -189,7 +203,7 @@ func (d *Driver) freeSlot(names, addrs []string) int {
 	best, bestAdds := -1, 0
 	for i := range d.slots {
 		s := &d.slots[i]
-		if s.set != "" || s.freed {
+		if s.set != "" || s.freed || s.lingering() {
 			continue
 		}
 		adds, ok := 0, true
@@ -299,15 +313,38 @@ func (d *Driver) superset(key string) int {
 // by now), of a peer out of every plan (wanted: server name -> address) or
 // at another address. A server with forwards in flight stays draining, in
 // maintenance, until they finish.
+//
+// A freed slot keeps the servers of peers still planned (at the same
+// address) in its turn while it holds forwards: one whose connection
+// failed waits up to a second (HAProxy's turn-around, when one server is
+// left in the turn) before it goes to the next server, and with none left
+// it would be answered 503 while a peer of its route had room. Such a
+// slot takes no new route until they are gone.
 func (d *Driver) removeSlotServers(wanted map[string]string) error {
 	var errs []error
+	var stats map[[2]string]statRow
+	var statsErr error
+	busy := func(backend string) bool {
+		if stats == nil && statsErr == nil {
+			stats, statsErr = d.stats()
+		}
+		if statsErr != nil {
+			return true // kept, and looked at again next Apply
+		}
+		return stats[[2]string{backend, "BACKEND"}].n("scur") > 0
+	}
 	for i := range d.slots {
 		s := &d.slots[i]
+		backend := slotName(i)
 		for name, sv := range s.servers {
-			if addr, ok := wanted[name]; ok && addr == sv.addr && s.members[name] && !sv.draining {
+			addr, ok := wanted[name]
+			planned := ok && addr == sv.addr
+			if planned && s.members[name] && !sv.draining {
 				continue
 			}
-			backend := slotName(i)
+			if planned && s.set == "" && !sv.draining && busy(backend) {
+				continue // lingering: see above
+			}
 			if !sv.draining {
 				if err := d.rt.SetServerState(backend, name, "maint"); err != nil {
 					errs = append(errs, fmt.Errorf("haproxy: maint %s/%s: %w", backend, name, err))

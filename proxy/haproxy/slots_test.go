@@ -226,6 +226,69 @@ func TestAPeerBackSoonTakesItsRouteAgain(t *testing.T) {
 	assert.Equal(t, before+5, paCalls.Load(), "f1 runs at pa, its route")
 }
 
+// TestAFreedSlotLingersWhileItHoldsForwards: a slot freed while a forward
+// is in flight there keeps the servers of peers still planned in its turn
+// (a retry of that forward goes to one of them, not to a 503), and takes no
+// new route until the forward is done.
+func TestAFreedSlotLingersWhileItHoldsForwards(t *testing.T) {
+	a := startSlotted(t, 2)
+	release := make(chan struct{})
+	var pbCalls atomic.Int64
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if pbCalls.Add(1) == 1 {
+			select { // the first forward stays in flight
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	defer slow.Close()
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+	}()
+	pb := strings.TrimPrefix(slow.URL, "http://")
+	pc, pd := newStubPeer(t, http.StatusOK), newStubPeer(t, http.StatusOK)
+	share := func(node, addr string) dfaas.Share {
+		return dfaas.Share{Node: dfaas.NodeID(node), Addr: addr, Weight: 1, Cap: 1000}
+	}
+	apply(t, a, map[string]dfaas.FunctionPlan{"f1": {Peers: []dfaas.Share{share("pb", pb)}}})
+	slot := a.maps[a.layout.SlotsMap]["f1"]
+	require.NotEmpty(t, slot)
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/f1", nil)
+		done <- code
+	}()
+	require.Eventually(t, func() bool { return pbCalls.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+
+	// f1's route grows to pb and pc: its old slot is freed, pb still planned.
+	plan := map[string]dfaas.FunctionPlan{"f1": {Peers: []dfaas.Share{share("pb", pb), share("pc", pc.addr)}}}
+	apply(t, a, plan)
+	require.NotEqual(t, slot, a.maps[a.layout.SlotsMap]["f1"])
+	plan["f3"] = dfaas.FunctionPlan{Peers: []dfaas.Share{share("pd", pd.addr)}}
+	apply(t, a, plan)
+	apply(t, a, plan)
+	st, err := a.stats()
+	require.NoError(t, err)
+	row, ok := st[[2]string{slot, serverName("pb")}]
+	require.True(t, ok, "pb's server in the freed slot")
+	assert.NotContains(t, row["status"], "MAINT", "pb's server in the freed slot stays in the turn")
+	assert.Equal(t, 1, a.Slots().Unslotted, "f3 waits: the freed slot still holds a forward")
+
+	close(release)
+	released = true
+	assert.Equal(t, http.StatusOK, <-done)
+	assert.Eventually(t, func() bool {
+		apply(t, a, plan)
+		return a.Slots().Unslotted == 0
+	}, 10*time.Second, 200*time.Millisecond, "f3 takes the slot once its forward is done")
+	code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/f3", nil)
+	assert.Equal(t, http.StatusOK, code)
+}
+
 // TestSharedSlotsAreCounted: a route without a slot of its own that shares
 // a larger route's slot is counted as shared (its retries may go to a peer
 // its plan does not name).

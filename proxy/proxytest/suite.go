@@ -86,6 +86,7 @@ func Run(t *testing.T, name string) {
 		{"TLSLeavesRenewed", testTLSLeavesRenewed},
 		{"BrokenPeerIsEjected", testBrokenPeerIsEjected},
 		{"NotYetAMemberIsRetried", testNotYetAMemberIsRetried},
+		{"RefusedWhileLeavingThePlanIsRetried", testRefusedWhileLeavingThePlanIsRetried},
 		{"FunctionsComeAndGoUnderLoad", testFunctionsComeAndGo},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, &suite{t: t, name: name}) })

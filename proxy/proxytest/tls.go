@@ -452,3 +452,89 @@ func testTLSLeavesRenewed(t *testing.T, s *suite) {
 	assert.Equal(t, int64(forwards+handshakes), pb.Calls.Load())
 	t.Logf("%d forwards, %d new handshakes over 7 s of 3-second leaves", forwards, handshakes)
 }
+
+// testRefusedWhileLeavingThePlanIsRetried: a peer c stops admitting this
+// node a moment before this node's plan drops it (c adopted a membership
+// change first: it refuses, and closes, the connections a keeps alive to
+// it, and fails a's new handshakes). The forwards c refuses while the plan
+// changes go to b, which had room all along: every user, on a connection
+// of its own kept alive, gets an answer from b, and c runs nothing more.
+// (On HAProxy a failed connection waits up to a second before the next
+// server is tried, in the route backend the plan change has just freed.)
+func testRefusedWhileLeavingThePlanIsRetried(t *testing.T, s *suite) {
+	ma, mb, mc := newMember(t), newMember(t), newMember(t)
+	all, atC := &Members{}, &Members{}
+	all.Set(ma.node(), mb.node(), mc.node())
+	a, _ := s.tlsNode(ma, all)
+	b, _ := s.tlsNode(mb, all)
+	c, pc := s.tlsNode(mc, atC)
+	fn := map[string]dfaas.FunctionPlan{"echo": unlimited}
+	s.apply(b, fn)
+	toB := dfaas.Share{Node: mb.node(), Addr: b.PeerAddr(), Weight: 1, Cap: 1e6}
+	toC := dfaas.Share{Node: mc.node(), Addr: c.PeerAddr(), Weight: 1, Cap: 1e6}
+	users := make([]*http.Client, 4)
+	for i := range users {
+		users[i] = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+		defer users[i].CloseIdleConnections()
+	}
+	// round has each user send n requests, one after the other.
+	round := func(n int) (codes map[int]int, errs []error) {
+		codes = map[int]int{}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, u := range users {
+			wg.Go(func() {
+				for range n {
+					code, err := func() (int, error) {
+						resp, err := u.Post("http://"+a.UserAddr()+"/function/echo", "text/plain", strings.NewReader("x"))
+						if err != nil {
+							return 0, err
+						}
+						defer resp.Body.Close()
+						_, _ = io.Copy(io.Discard, resp.Body)
+						return resp.StatusCode, nil
+					}()
+					mu.Lock()
+					if err != nil {
+						errs = append(errs, err)
+					} else {
+						codes[code]++
+					}
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		return codes, errs
+	}
+	for k := range 3 {
+		// c is a member, a forwards to b and c.
+		atC.Set(ma.node(), mb.node(), mc.node())
+		s.apply(c, fn)
+		s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{toB, toC}}})
+		codes, errs := round(10)
+		require.Empty(t, errs)
+		require.Equal(t, map[int]int{http.StatusOK: 40}, codes)
+		ran := pc.Calls.Load()
+		require.Positive(t, ran, "c took its part")
+
+		// c adopts its removal, a a moment later.
+		atC.Set(mc.node())
+		s.apply(c, fn)
+		type result struct {
+			codes map[int]int
+			errs  []error
+		}
+		done := make(chan result, 1)
+		go func() {
+			codes, errs := round(20)
+			done <- result{codes, errs}
+		}()
+		time.Sleep(time.Duration(k*10) * time.Millisecond)
+		s.apply(a, map[string]dfaas.FunctionPlan{"echo": {Peers: []dfaas.Share{toB}}})
+		r := <-done
+		assert.Empty(t, r.errs, "round %d: users got no answer", k)
+		assert.Equal(t, map[int]int{http.StatusOK: 80}, r.codes, "round %d: b had room for every request", k)
+		assert.Equal(t, ran, pc.Calls.Load(), "round %d: c ran something after it stopped admitting a", k)
+	}
+}
