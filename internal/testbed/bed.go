@@ -77,10 +77,11 @@ type bed struct {
 	opt     Options
 	net     *network
 	idx     map[string]int
-	mu      sync.Mutex // guards the agents' processes and samples
+	mu      sync.Mutex // guards the agents' processes, samples and cutOff
 	agents  []*agent
 	ledger  *ledger
 	status  *watcher
+	cutOff  []CutOff  // per removal, until the node held no connection with another (watchCutOff)
 	started time.Time // the end of the warm-up: times in the scenario count from here
 	plats   []*platform
 	cg      *cpuGroups // nil without CPU budgets
@@ -437,12 +438,21 @@ func (b *bed) events(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
+		held := -1 // the connections of a node removed, before its removal
+		if e.Remove != "" {
+			if n, err := b.net.linkConns(b.idx[e.Remove]); err == nil {
+				held = n
+			}
+		}
 		at := time.Now()
 		if err := b.apply(k, e); err != nil {
 			return fmt.Errorf("testbed: event %d (%s): %w", k, e.Name(), err)
 		}
 		b.status.appliedAt(k, at)
 		b.status.event(k, at)
+		if e.Remove != "" {
+			go b.watchCutOff(ctx, k, b.idx[e.Remove], at, held)
+		}
 		if b.opt.Progress != nil {
 			fmt.Fprintf(b.opt.Progress, "t=%6.2fs %s (%s)\n", at.Sub(b.started).Seconds(), e.Name(), at.UTC().Format("15:04:05.000"))
 		}
@@ -488,6 +498,28 @@ func (b *bed) apply(k int, e EventSpec) error {
 		return b.publishMembership(context.Background(), k)
 	}
 	return nil
+}
+
+// watchCutOff times how long node i, removed by event k at at, still
+// holds connections with other nodes: until none, polled every 50 ms, for
+// up to 5 s or until it stops running.
+func (b *bed) watchCutOff(ctx context.Context, k, i int, at time.Time, held int) {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for time.Since(at) < 5*time.Second && b.running(i) {
+		n, err := b.net.linkConns(i)
+		if err == nil && n == 0 {
+			b.mu.Lock()
+			b.cutOff = append(b.cutOff, CutOff{Event: b.s.Events[k].Name(), Held: held, Seconds: time.Since(at).Seconds()})
+			b.mu.Unlock()
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // result is one user request and what became of it.

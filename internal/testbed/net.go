@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,40 @@ func sh(args ...string) error {
 // inNS runs a command in a node's namespace.
 func (n *network) inNS(i int, args ...string) error {
 	return sh(append([]string{"ip", "netns", "exec", n.ns[i]}, args...)...)
+}
+
+// linkConns counts the TCP connections node i holds with other nodes, in
+// either direction: its own to their linked ports (the sockets see the
+// node's address, not the link's proxy), and theirs to its linked ports,
+// which arrive from the hub (a link's proxy). The load's connections reach
+// the user port, which is not a linked port.
+func (n *network) linkConns(i int) (int, error) {
+	out, err := exec.Command("ip", "netns", "exec", n.ns[i], "ss", "-Htn", "state", "established").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("ss: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	linked := func(port string) bool {
+		p, err := strconv.Atoi(port)
+		return err == nil && slices.Contains(linkedPorts, p)
+	}
+	count := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		local, peer := f[2], f[3]
+		lhost, lport, err1 := net.SplitHostPort(local)
+		phost, pport, err2 := net.SplitHostPort(peer)
+		if err1 != nil || err2 != nil || lhost != n.ip(i) {
+			continue
+		}
+		other := phost != n.hub() && phost != n.ip(i) && strings.HasPrefix(phost, fmt.Sprintf("10.77.%d.", n.subnet))
+		if (other && linked(pport)) || (phost == n.hub() && linked(lport)) {
+			count++
+		}
+	}
+	return count, nil
 }
 
 // Check reports what the testbed needs and this machine lacks.

@@ -50,6 +50,10 @@ type Report struct {
 	// reflected it (peers gone or back), in seconds; events the plans never
 	// reflected during the run are missing.
 	Detection []Detection `json:"detection_s"`
+	// CutOff is, per removal of a member (the administrator's), how long
+	// the removed node still held TCP connections with other nodes;
+	// missing if it still held one 5 s on or when it stopped running.
+	CutOff []CutOff `json:"cut_off,omitempty"`
 	// AgentCPUSeconds is the agents' CPU time over the run, all nodes;
 	// AgentRSSMB the largest resident memory of one agent.
 	AgentCPUSeconds float64 `json:"agent_cpu_s"`
@@ -125,6 +129,16 @@ type Detection struct {
 	Seconds float64 `json:"seconds"`
 }
 
+// CutOff is how long a removed member still held TCP connections with
+// other nodes (libp2p's, the data planes' peer ports, either way).
+type CutOff struct {
+	Event string `json:"event"`
+	// Held is how many it held when the removal was published; Seconds,
+	// the time until it held none.
+	Held    int     `json:"held"`
+	Seconds float64 `json:"seconds"`
+}
+
 // Second is one second of the run: per node, the requests offered at it and
 // what became of them, and the executions it ran.
 type Second struct {
@@ -183,6 +197,9 @@ func (x Quantiles) at(q float64) float64 {
 func (b *bed) report(res []result) *Report {
 	s := b.s
 	r := &Report{Scenario: s.Name, Forwards: map[string]map[string]int{}, Detection: b.status.detections()}
+	b.mu.Lock()
+	r.CutOff = slices.Clone(b.cutOff)
+	b.mu.Unlock()
 	if r.Detection == nil {
 		r.Detection = []Detection{}
 	}
@@ -523,6 +540,9 @@ func Print(w io.Writer, r *Report) {
 	}
 	for _, d := range r.Detection {
 		fmt.Fprintf(w, "detected %-30s in %.2f s\n", d.Event, d.Seconds)
+	}
+	for _, d := range r.CutOff {
+		fmt.Fprintf(w, "%s: its %d connections with other nodes gone in %.2f s\n", d.Event, d.Held, d.Seconds)
 	}
 	fmt.Fprintf(w, "agents: %.1f CPU s in all, largest RSS %.0f MiB, overlay sent %.0f B/s per node\n",
 		r.AgentCPUSeconds, r.AgentRSSMB, r.ControlBytesPerNodeS)

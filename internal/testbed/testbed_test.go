@@ -129,6 +129,9 @@ func TestMembership(t *testing.T) {
 		require.Contains(t, detected, e)
 		assert.LessOrEqual(t, detected[e], 2.0, e)
 	}
+	require.Len(t, r.CutOff, 1, "c held a connection with a or b 5 s after its removal")
+	assert.Positive(t, r.CutOff[0].Held, "c's connections with a and b, before its removal")
+	assert.LessOrEqual(t, r.CutOff[0].Seconds, 2.0, "c held a connection with a or b")
 	for _, sec := range r.Timeline[1:6] {
 		assert.Zero(t, sec.Nodes["d"].Executed, "d is no member yet, second %d", sec.T)
 		assert.Positive(t, sec.Nodes["c"].Executed, "c takes its share, second %d", sec.T)
