@@ -13,8 +13,15 @@ import (
 // dfaas.ForwardMeter: a peak-EWMA of the latency of answered attempts and
 // an EWMA of the share of attempts that did not fail, both decaying with
 // time (Linkerd's and Finagle's way: a slow answer counts at once, fast
-// ones bring the estimate down within seconds). It is safe for concurrent
-// use; the zero value is ready.
+// ones bring the estimate down within seconds). Good news after bad takes
+// two answers: the first fast answer after a slower one moves the
+// estimate at most half way, and the next in a row as far as the time
+// since allows. A degraded peer is sent a forward every few seconds, so a
+// single lucky answer (on a lossy link, one forward in two or three
+// arrives without a retransmission) would otherwise bring its share back
+// for a tick, and its retransmitted forwards would set the p99; a peer
+// that has recovered answers fast twice in a row. It is safe for
+// concurrent use; the zero value is ready.
 type Forwards struct {
 	mu sync.Mutex
 	m  map[forwardKey]*forwardStat
@@ -31,6 +38,7 @@ type forwardStat struct {
 	attempts uint64
 	answered time.Time // the latest answered attempt (the latency's clock)
 	last     time.Time // the latest attempt
+	good     bool      // the latest latency sample was no slower than the estimate
 }
 
 // The time constants of the EWMAs: latency follows answers closely (its
@@ -91,9 +99,14 @@ func (f *Forwards) Answered(fn string, peer dfaas.NodeID, status int, took time.
 	switch {
 	case s.answered.IsZero() || sample > s.latency:
 		s.latency = sample // peak: a slower answer counts at once
+		s.good = s.answered.IsZero()
 	default:
 		w := decay(now.Sub(s.answered), latencyTau)
+		if !s.good {
+			w = max(w, 0.5) // the first good news after bad: half way at most
+		}
 		s.latency = w*s.latency + (1-w)*sample
+		s.good = true
 	}
 	s.answered = now
 	s.record(true, now)

@@ -52,6 +52,29 @@ func TestForwardsMeasures(t *testing.T) {
 	assert.Empty(t, f.m, "forgotten, not only hidden")
 }
 
+// TestGoodNewsTakesTwoAnswers: after a slow answer, one fast answer a few
+// seconds later (a lucky one on a lossy link) moves the latency half way;
+// a second in a row brings it down as far as the time since allows; a slow
+// answer in between starts again.
+func TestGoodNewsTakesTwoAnswers(t *testing.T) {
+	var f Forwards
+	t0 := time.Unix(1000, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	lat := func(now time.Time) time.Duration { return f.Health(now)["fn"]["b"].Latency }
+	f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(0))
+	f.Answered("fn", "b", http.StatusOK, 210*time.Millisecond, at(1))
+	f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(5))
+	assert.InDelta(t, 110, lat(at(5)).Seconds()*1000, 1, "one fast answer: half way")
+	f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(9))
+	assert.Less(t, lat(at(9)), 30*time.Millisecond, "two in a row: down")
+
+	f.Answered("fn", "b", http.StatusOK, 210*time.Millisecond, at(10))
+	f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(14))
+	f.Answered("fn", "b", http.StatusOK, 300*time.Millisecond, at(15))
+	f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(19))
+	assert.InDelta(t, 155, lat(at(19)).Seconds()*1000, 1, "slow in between: half way again")
+}
+
 // TestForwardsForget: a peer forgotten (declared down, out of the plans)
 // is measured afresh, for every function; the others keep their measures.
 func TestForwardsForget(t *testing.T) {
