@@ -38,7 +38,7 @@ type forwardStat struct {
 	attempts uint64
 	answered time.Time // the latest answered attempt (the latency's clock)
 	last     time.Time // the latest attempt
-	good     bool      // the latest latency sample was no slower than the estimate
+	good     bool      // no answer much slower than the estimate since the latest fast one
 }
 
 // The time constants of the EWMAs: latency follows answers closely (its
@@ -96,10 +96,15 @@ func (f *Forwards) Answered(fn string, peer dfaas.NodeID, status int, took time.
 		return
 	}
 	sample := took.Seconds()
+	if now.Before(s.answered) {
+		now = s.answered // answers recorded out of order (concurrent)
+	}
 	switch {
 	case s.answered.IsZero() || sample > s.latency:
-		s.latency = sample // peak: a slower answer counts at once
-		s.good = s.answered.IsZero()
+		// Peak: a slower answer counts at once; much slower (not the
+		// jitter of a healthy peer) is bad news.
+		s.good = s.answered.IsZero() || (s.good && sample <= s.latency*5/4)
+		s.latency = sample
 	default:
 		w := decay(now.Sub(s.answered), latencyTau)
 		if !s.good {

@@ -73,6 +73,13 @@ func TestGoodNewsTakesTwoAnswers(t *testing.T) {
 	f.Answered("fn", "b", http.StatusOK, 300*time.Millisecond, at(15))
 	f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(19))
 	assert.InDelta(t, 155, lat(at(19)).Seconds()*1000, 1, "slow in between: half way again")
+
+	// A little slower (a healthy peer's jitter) is a peak, but no bad news.
+	f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(23))
+	low := lat(at(23))
+	f.Answered("fn", "b", http.StatusOK, low+low/10, at(24))
+	f.Answered("fn", "b", http.StatusOK, 10*time.Millisecond, at(28))
+	assert.Less(t, lat(at(28)), 15*time.Millisecond, "jitter: good news goes on (half way would be 21 ms)")
 }
 
 // TestForwardsForget: a peer forgotten (declared down, out of the plans)

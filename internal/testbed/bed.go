@@ -501,16 +501,26 @@ func (b *bed) apply(k int, e EventSpec) error {
 }
 
 // watchCutOff times how long node i, removed by event k at at, still
-// holds connections with other nodes: until none, polled every 50 ms, for
-// up to 5 s or until it stops running.
+// holds connections with other nodes: until none in three polls in a row,
+// 50 ms apart, for up to 5 s or until it stops running.
 func (b *bed) watchCutOff(ctx context.Context, k, i int, at time.Time, held int) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	var none time.Time // since when it held none
+	zeros := 0
 	for time.Since(at) < 5*time.Second && b.running(i) {
 		n, err := b.net.linkConns(i)
-		if err == nil && n == 0 {
+		switch {
+		case err != nil || n > 0:
+			zeros = 0
+		case zeros == 0:
+			zeros, none = 1, time.Now()
+		default:
+			zeros++
+		}
+		if zeros == 3 {
 			b.mu.Lock()
-			b.cutOff = append(b.cutOff, CutOff{Event: b.s.Events[k].Name(), Held: held, Seconds: time.Since(at).Seconds()})
+			b.cutOff = append(b.cutOff, CutOff{Event: b.s.Events[k].Name(), Held: held, Seconds: none.Sub(at).Seconds()})
 			b.mu.Unlock()
 			return
 		}

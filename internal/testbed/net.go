@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"slices"
@@ -73,16 +74,30 @@ func (n *network) linkConns(i int) (int, error) {
 		return err == nil && slices.Contains(linkedPorts, p)
 	}
 	count := 0
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 4 {
+		if len(f) == 0 {
 			continue
 		}
-		local, peer := f[2], f[3]
-		lhost, lport, err1 := net.SplitHostPort(local)
-		phost, pport, err2 := net.SplitHostPort(peer)
-		if err1 != nil || err2 != nil || lhost != n.ip(i) {
-			continue
+		if len(f) < 4 {
+			return 0, fmt.Errorf("ss: a line of %d fields: %q", len(f), line)
+		}
+		// ss writes an interface's zone as 127.0.0.53%lo:53 or [fe80::1]%eth0:80.
+		noZone := func(s string) string {
+			if z, p := strings.Index(s, "%"), strings.LastIndex(s, ":"); z >= 0 && p > z {
+				return s[:z] + s[p:]
+			}
+			return s
+		}
+		local, err1 := netip.ParseAddrPort(noZone(f[2]))
+		peer, err2 := netip.ParseAddrPort(noZone(f[3]))
+		if err1 != nil || err2 != nil {
+			return 0, fmt.Errorf("ss: %q: %v %v", line, err1, err2)
+		}
+		lhost, phost := local.Addr().Unmap().String(), peer.Addr().Unmap().String()
+		lport, pport := strconv.Itoa(int(local.Port())), strconv.Itoa(int(peer.Port()))
+		if lhost != n.ip(i) {
+			continue // loopback: the node's platform
 		}
 		other := phost != n.hub() && phost != n.ip(i) && strings.HasPrefix(phost, fmt.Sprintf("10.77.%d.", n.subnet))
 		if (other && linked(pport)) || (phost == n.hub() && linked(lport)) {

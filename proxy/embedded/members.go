@@ -34,7 +34,7 @@ const cutGrace = time.Second
 type peerConns struct {
 	mu    sync.Mutex
 	conns map[net.Conn]*peerConn
-	cut   atomic.Pointer[map[dfaas.NodeID]bool]
+	cut   atomic.Pointer[map[dfaas.NodeID]time.Time] // node -> when it was cut off
 }
 
 type peerConn struct {
@@ -61,8 +61,24 @@ func connNode(c net.Conn) dfaas.NodeID {
 
 // isCut reports whether node is cut off.
 func (pc *peerConns) isCut(node dfaas.NodeID) bool {
+	_, cut := pc.cutAt(node)
+	return cut
+}
+
+// cutAt returns when node was cut off, if it is.
+func (pc *peerConns) cutAt(node dfaas.NodeID) (time.Time, bool) {
 	cut := pc.cut.Load()
-	return cut != nil && (*cut)[node]
+	if cut == nil {
+		return time.Time{}, false
+	}
+	at, ok := (*cut)[node]
+	return at, ok
+}
+
+// closeLater closes the idle connections of node, cut off at at, once its
+// grace is over.
+func (pc *peerConns) closeLater(at time.Time) {
+	time.AfterFunc(max(0, time.Until(at.Add(cutGrace))), pc.closeIdleCut)
 }
 
 // state is the peer server's ConnState hook.
@@ -81,8 +97,11 @@ func (pc *peerConns) state(c net.Conn, st http.ConnState) {
 			e.node = connNode(c)
 		}
 		e.idle = st == http.StateIdle
-		if e.idle && pc.isCut(e.node) {
-			_ = c.Close()
+		if at, cut := pc.cutAt(e.node); e.idle && cut {
+			// A request in flight at the cut has finished: the connection
+			// is closed once the grace is over, not at once (its node may
+			// be sending the next one).
+			pc.closeLater(at)
 		}
 	case http.StateClosed, http.StateHijacked:
 		delete(pc.conns, c)
@@ -90,38 +109,61 @@ func (pc *peerConns) state(c net.Conn, st http.ConnState) {
 }
 
 // sweep cuts off the nodes holding connections that are not in members,
-// closes their connections still idle after cutGrace, and lets back in
-// those that are; it returns the nodes cut.
+// closes their connections still idle cutGrace after their cut, and lets
+// back in those that are; it returns the nodes cut.
 func (pc *peerConns) sweep(members []dfaas.NodeID) int {
 	in := make(map[dfaas.NodeID]bool, len(members))
 	for _, m := range members {
 		in[m] = true
 	}
+	now := time.Now()
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
-	cut := map[dfaas.NodeID]bool{}
-	idle := false
+	cut := map[dfaas.NodeID]time.Time{}
+	var first time.Time // the earliest cut of a node with an idle connection
 	for _, e := range pc.conns {
 		if e.node == "" || in[e.node] {
 			continue // still in its handshake (checked against the members then), or a member
 		}
-		cut[e.node] = true
-		idle = idle || e.idle
+		at, ok := pc.cutAt(e.node) // cut by an earlier sweep: its grace goes on
+		if !ok {
+			at = now
+		}
+		cut[e.node] = at
+		if e.idle && (first.IsZero() || at.Before(first)) {
+			first = at
+		}
 	}
 	pc.cut.Store(&cut)
-	if idle {
-		time.AfterFunc(cutGrace, pc.closeIdleCut)
+	if !first.IsZero() {
+		pc.closeLater(first)
 	}
 	return len(cut)
 }
 
-// closeIdleCut closes the idle connections of the nodes cut off.
+// closeIdleCut closes the idle connections of the nodes cut off at least
+// cutGrace ago (outside the lock: a TLS close may wait on its peer), and
+// arranges a later look for those cut since.
 func (pc *peerConns) closeIdleCut() {
+	now := time.Now()
+	var due []net.Conn
+	var next time.Time
 	pc.mu.Lock()
-	defer pc.mu.Unlock()
 	for c, e := range pc.conns {
-		if e.idle && pc.isCut(e.node) {
-			_ = c.Close()
+		at, cut := pc.cutAt(e.node)
+		switch {
+		case !e.idle || !cut:
+		case now.Sub(at) >= cutGrace:
+			due = append(due, c)
+		case next.IsZero() || at.Before(next):
+			next = at
 		}
+	}
+	pc.mu.Unlock()
+	for _, c := range due {
+		_ = c.Close()
+	}
+	if !next.IsZero() {
+		pc.closeLater(next)
 	}
 }

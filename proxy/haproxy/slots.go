@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // HAProxy re-runs only its balancing algorithm when it retries a request
@@ -34,7 +35,17 @@ type routeSlot struct {
 	// sent to it until the Apply's map changes land: no route takes it
 	// before the next Apply.
 	freed bool
+	// freedAt is when it was freed last: it lingers (see
+	// removeSlotServers) for lingerMax at most.
+	freedAt time.Time
 }
+
+// lingerMax bounds how long a freed slot keeps its planned peers in its
+// turn for the forwards it holds: a retry needs a second at most (the
+// turn-around after a failed connection), and a forward's three tries with
+// their connect timeouts about six. A stream held longer (a slow body, a
+// long call) does not hold the slot away from other routes.
+const lingerMax = 6 * time.Second
 
 // lingering reports whether a slot no route names still has servers in
 // its turn (see removeSlotServers).
@@ -140,7 +151,7 @@ func (d *Driver) assignSlots(keys []string) (map[string]string, error) {
 		case count[s.set] > 0:
 			bySet[s.set] = i
 		default:
-			s.set, s.members, s.freed = "", nil, true
+			s.set, s.members, s.freed, s.freedAt = "", nil, true, time.Now()
 		}
 	}
 	var missing []string
@@ -315,24 +326,27 @@ func (d *Driver) superset(key string) int {
 // maintenance, until they finish.
 //
 // A freed slot keeps the servers of peers still planned (at the same
-// address) in its turn while it holds forwards: one whose connection
-// failed waits up to a second (HAProxy's turn-around, when one server is
-// left in the turn) before it goes to the next server, and with none left
-// it would be answered 503 while a peer of its route had room. Such a
-// slot takes no new route until they are gone.
+// address) in its turn while it holds forwards, for lingerMax at most: one
+// whose connection failed waits up to a second (HAProxy's turn-around,
+// when one server is left in the turn) before it goes to the next server,
+// and with none left it would be answered 503 while a peer of its route
+// had room. Such a slot takes no new route until they are gone.
 func (d *Driver) removeSlotServers(wanted map[string]string) error {
 	var errs []error
 	var stats map[[2]string]statRow
 	var statsErr error
 	busy := func(backend string) bool {
 		if stats == nil && statsErr == nil {
-			stats, statsErr = d.stats()
+			if stats, statsErr = d.stats(); statsErr != nil {
+				errs = append(errs, fmt.Errorf("haproxy: lingering route backends: %w", statsErr))
+			}
 		}
 		if statsErr != nil {
-			return true // kept, and looked at again next Apply
+			return true // kept (within lingerMax), and looked at again next Apply
 		}
 		return stats[[2]string{backend, "BACKEND"}].n("scur") > 0
 	}
+	now := time.Now()
 	for i := range d.slots {
 		s := &d.slots[i]
 		backend := slotName(i)
@@ -342,7 +356,7 @@ func (d *Driver) removeSlotServers(wanted map[string]string) error {
 			if planned && s.members[name] && !sv.draining {
 				continue
 			}
-			if planned && s.set == "" && !sv.draining && busy(backend) {
+			if planned && s.set == "" && !sv.draining && now.Sub(s.freedAt) < lingerMax && busy(backend) {
 				continue // lingering: see above
 			}
 			if !sv.draining {
