@@ -323,7 +323,24 @@ func TestSlowPeer(t *testing.T) {
 	// balance.Nearest allows): 9-27% in runs before that allowance, 33-34%
 	// with it.
 	assert.Positive(t, before, "b takes a part before")
-	assert.LessOrEqual(t, slow, 0.1, "from 5 s after the slowdown")
+	// From 5 s after the slowdown, at most a tenth of the forwards go to b
+	// while c has room: per second, a tenth of the forwards or what c's
+	// advertised capacity left over, whichever is more. c's estimator, at
+	// three times its former load, may cut itself short for a while (issue
+	// 21), and a then sends b what b advertises, or rejects it; a helper
+	// within a tenth of its capacity refuses some of a burst (its admission
+	// holds it over any second), so its room is counted from 90% of it.
+	var atB, allowed float64
+	for _, sec := range r.Timeline {
+		if sec.T < 25 || sec.T >= 35 {
+			continue
+		}
+		fwd := float64(sec.Nodes["b"].Received + sec.Nodes["c"].Received)
+		atB += float64(sec.Nodes["b"].Received)
+		allowed += max(0.1*fwd, fwd-0.9*sec.Nodes["c"].Capacity)
+	}
+	t.Logf("b's forwards from 25 s to 35 s: %.0f, allowed %.0f", atB, allowed)
+	assert.LessOrEqual(t, atB, allowed, "from 5 s after the slowdown, beyond a tenth while c had room")
 	assert.LessOrEqual(t, slow, before/2, "b's share falls with its speed")
 	// How much comes back is first b's capacity as it learns it again (a
 	// helper asked a part of its room runs too little of the time to learn
