@@ -43,8 +43,10 @@ const tierFactor = 1e-6
 //     degradedFloor. A peer ten times slower keeps about a fiftieth; the rest of its share goes to its tier's other
 //     peers while they have room, and what it keeps measures its recovery.
 //     A peer whose link loses packets (State.Clean below cleanEnough: the
-//     overlay's probes come late or not at all) keeps at most the fourth
-//     power of its clean share, as a failing peer does, whether or not its
+//     overlay's probes come late or not at all) keeps at most the eighth
+//     power of its clean share (a third of its forwards wait for a
+//     retransmission at 20% loss: at 0.64^4 it took a tenth of them for a
+//     tick and set the p99), whether or not its
 //     forwards were measured: a lossy link gets little of the load's first
 //     second, and forwards measured healthy (lucky, or on HAProxy, whose
 //     connection that never comes up is known only after its timeout) do
@@ -181,14 +183,15 @@ func weighHealth(shares []dfaas.Share, fh map[dfaas.NodeID]dfaas.ForwardHealth, 
 	degraded := make([]bool, len(shares))
 	for i, s := range shares {
 		// A link that loses packets (the overlay's probes late or missed)
-		// is weighed as failing forwards would be, by the fourth power of
-		// its clean share, whether or not forwards were measured: the
-		// forwards measured so far may have been lucky, and on HAProxy a
-		// connection that never comes up is known only after its timeout.
+		// is weighed by the eighth power of its clean share, whether or
+		// not forwards were measured: the forwards measured so far may
+		// have been lucky, and on HAProxy a connection that never comes up
+		// is known only after its timeout.
 		link := 1.0
 		if c, ok := clean[s.Node]; ok && c < cleanEnough {
 			c2 := c * c
-			link = c2 * c2
+			c4 := c2 * c2
+			link = c4 * c4
 		}
 		if _, ok := beyond(s.Node); !ok {
 			switch {

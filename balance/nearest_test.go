@@ -223,7 +223,7 @@ func TestNearestIgnoresAFastFailingPeer(t *testing.T) {
 }
 
 // TestNearestWeighsALossyLink: a peer whose probes come late or not at
-// all (State.Clean under cleanEnough) gets the fourth power of its clean
+// all (State.Clean under cleanEnough) gets the eighth power of its clean
 // share, at least the probes' trickle, and the others take the rest,
 // before any forward is measured and after forwards measured healthy (they
 // may have been lucky); a link clean enough is judged as before.
