@@ -75,8 +75,8 @@ func (pc *peerConns) cutAt(node dfaas.NodeID) (time.Time, bool) {
 	return at, ok
 }
 
-// closeLater closes the idle connections of node, cut off at at, once its
-// grace is over.
+// closeLater looks again, once the grace of a node cut off at at is over,
+// for idle connections to close (closeIdleCut).
 func (pc *peerConns) closeLater(at time.Time) {
 	time.AfterFunc(max(0, time.Until(at.Add(cutGrace))), pc.closeIdleCut)
 }

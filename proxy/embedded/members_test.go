@@ -3,6 +3,7 @@ package embedded
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -29,6 +30,29 @@ func newIdentity(t *testing.T) *proxy.Identity {
 	return id
 }
 
+// startMembersOnly starts b's proxy, its peer port admitting members,
+// in front of a platform that answers "ok" (counting its calls in calls,
+// if not nil), with echo planned; it returns the proxy, the plan, and a's
+// client TLS configuration for b's peer port.
+func startMembersOnly(t *testing.T, b *proxy.Identity, members *atomic.Pointer[[]dfaas.NodeID], a *proxy.Identity, calls *atomic.Int64) (*Proxy, dfaas.Plan, *tls.Config) {
+	t.Helper()
+	p, err := New(Config{Node: b.Node(), UserAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
+		TLS: &proxy.TLS{Identity: b, Members: func() []dfaas.NodeID { return *members.Load() }}},
+		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			if calls != nil {
+				calls.Add(1)
+			}
+			_, _ = io.WriteString(w, "ok")
+		}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	plan := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"echo": {Limit: 1e6, Capacity: 1e6}}}
+	require.NoError(t, p.Apply(context.Background(), plan))
+	tc, err := (&proxy.TLS{Identity: a, Members: func() []dfaas.NodeID { return nil }}).ClientConfig(b.Node())
+	require.NoError(t, err)
+	return p, plan, tc
+}
+
 // TestRemovedMembersIdleConnectionsClose: a second after the Apply that
 // follows a member's removal, the connections it keeps idle at the peer
 // port close, without waiting for its next request; a member that comes
@@ -37,15 +61,7 @@ func TestRemovedMembersIdleConnectionsClose(t *testing.T) {
 	a, b := newIdentity(t), newIdentity(t)
 	var members atomic.Pointer[[]dfaas.NodeID]
 	members.Store(&[]dfaas.NodeID{a.Node()})
-	p, err := New(Config{Node: b.Node(), UserAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
-		TLS: &proxy.TLS{Identity: b, Members: func() []dfaas.NodeID { return *members.Load() }}},
-		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") }))
-	require.NoError(t, err)
-	defer p.Close()
-	plan := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"echo": {Limit: 1e6, Capacity: 1e6}}}
-	require.NoError(t, p.Apply(context.Background(), plan))
-	tc, err := (&proxy.TLS{Identity: a, Members: func() []dfaas.NodeID { return nil }}).ClientConfig(b.Node())
-	require.NoError(t, err)
+	p, plan, tc := startMembersOnly(t, b, &members, a, nil)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	defer client.CloseIdleConnections()
 	call := func() (int, error) {
@@ -99,15 +115,7 @@ func TestCutOffIsRefusedBeforeClosed(t *testing.T) {
 	var members atomic.Pointer[[]dfaas.NodeID]
 	members.Store(&[]dfaas.NodeID{a.Node()})
 	var calls atomic.Int64
-	p, err := New(Config{Node: b.Node(), UserAddr: "127.0.0.1:0", PeerAddr: "127.0.0.1:0", Logger: slog.New(slog.DiscardHandler),
-		TLS: &proxy.TLS{Identity: b, Members: func() []dfaas.NodeID { return *members.Load() }}},
-		http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { calls.Add(1); _, _ = io.WriteString(w, "ok") }))
-	require.NoError(t, err)
-	defer p.Close()
-	plan := dfaas.Plan{Functions: map[string]dfaas.FunctionPlan{"echo": {Limit: 1e6, Capacity: 1e6}}}
-	require.NoError(t, p.Apply(context.Background(), plan))
-	tc, err := (&proxy.TLS{Identity: a, Members: func() []dfaas.NodeID { return nil }}).ClientConfig(b.Node())
-	require.NoError(t, err)
+	p, plan, tc := startMembersOnly(t, b, &members, a, &calls)
 	var dials atomic.Int64
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: tc,

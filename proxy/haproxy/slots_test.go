@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -35,6 +36,29 @@ func newStubPeer(t *testing.T, status int) *stubPeer {
 	t.Cleanup(srv.Close)
 	p.addr = strings.TrimPrefix(srv.URL, "http://")
 	return p
+}
+
+// newHoldingPeer is a peer listener stand-in that holds the first
+// request it gets until release (called at the test's end if not before)
+// and answers the others at once; it returns its address and its count of
+// requests.
+func newHoldingPeer(t *testing.T) (addr string, calls *atomic.Int64, release func()) {
+	t.Helper()
+	held := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(held) }) }
+	calls = new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			select {
+			case <-held:
+			case <-r.Context().Done():
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(release) // before srv.Close: cleanups run last first
+	return strings.TrimPrefix(srv.URL, "http://"), calls, release
 }
 
 func startSlotted(t *testing.T, slots int) *Driver {
@@ -184,19 +208,7 @@ func TestRouteSlotsShareAndRunOut(t *testing.T) {
 // maintenance for good, and the routes after its own got no slot.)
 func TestAPeerBackSoonTakesItsRouteAgain(t *testing.T) {
 	a := startSlotted(t, 2)
-	release := make(chan struct{})
-	var paCalls atomic.Int64
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if paCalls.Add(1) == 1 {
-			select { // the first forward stays in flight
-			case <-release:
-			case <-r.Context().Done():
-			}
-		}
-	}))
-	defer slow.Close()
-	defer close(release)
-	paAddr := strings.TrimPrefix(slow.URL, "http://")
+	paAddr, paCalls, _ := newHoldingPeer(t)
 	pb, pc := newStubPeer(t, http.StatusOK), newStubPeer(t, http.StatusOK)
 	share := func(node, addr string) dfaas.Share {
 		return dfaas.Share{Node: dfaas.NodeID(node), Addr: addr, Weight: 1, Cap: 1000}
@@ -232,24 +244,7 @@ func TestAPeerBackSoonTakesItsRouteAgain(t *testing.T) {
 // new route while the forward goes on, for lingerMax at most.
 func TestAFreedSlotLingersWhileItHoldsForwards(t *testing.T) {
 	a := startSlotted(t, 2)
-	release := make(chan struct{})
-	var pbCalls atomic.Int64
-	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if pbCalls.Add(1) == 1 {
-			select { // the first forward stays in flight
-			case <-release:
-			case <-r.Context().Done():
-			}
-		}
-	}))
-	defer slow.Close()
-	released := false
-	defer func() {
-		if !released {
-			close(release)
-		}
-	}()
-	pb := strings.TrimPrefix(slow.URL, "http://")
+	pb, pbCalls, release := newHoldingPeer(t)
 	pc, pd := newStubPeer(t, http.StatusOK), newStubPeer(t, http.StatusOK)
 	share := func(node, addr string) dfaas.Share {
 		return dfaas.Share{Node: dfaas.NodeID(node), Addr: addr, Weight: 1, Cap: 1000}
@@ -296,8 +291,7 @@ func TestAFreedSlotLingersWhileItHoldsForwards(t *testing.T) {
 	}
 	code, _, _ := get(t, "http://"+a.cfg.UserAddr+"/function/f3", nil)
 	assert.Equal(t, http.StatusOK, code)
-	close(release)
-	released = true
+	release()
 	assert.Equal(t, http.StatusOK, <-done, "the held forward finishes")
 }
 
